@@ -1,0 +1,59 @@
+//! The gateway's Prometheus recorder and the `headwater_*` metrics it declares.
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests served, by method, matched path and status.
+pub const HTTP_REQUESTS_TOTAL: &str = "headwater_http_requests_total";
+/// Request latency in seconds, by method and matched path.
+pub const HTTP_REQUEST_DURATION_SECONDS: &str = "headwater_http_request_duration_seconds";
+/// Constant 1, labelled with the build's version.
+pub const BUILD_INFO: &str = "headwater_build_info";
+/// Process start time, seconds since the Unix epoch.
+pub const PROCESS_START_TIME_SECONDS: &str = "headwater_process_start_time_seconds";
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the process-wide Prometheus recorder once and returns its handle.
+///
+/// Later calls return the same handle, so tests may build many apps in one process.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let handle = match builder.install_recorder() {
+                Ok(handle) => handle,
+                // Another recorder is installed (only in odd test set-ups): render an
+                // empty local recorder instead of failing.
+                Err(_) => PrometheusBuilder::new().build_recorder().handle(),
+            };
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    metrics::describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests served");
+    metrics::describe_histogram!(
+        HTTP_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "HTTP request latency"
+    );
+    metrics::describe_gauge!(BUILD_INFO, "Build information; always 1");
+    metrics::describe_gauge!(PROCESS_START_TIME_SECONDS, "Process start time since the epoch");
+    metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    let start = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    metrics::gauge!(PROCESS_START_TIME_SECONDS).set(start);
+}

@@ -1,0 +1,2 @@
+//! The `headwater` binary (placeholder while the foundation lands).
+fn main() {}
