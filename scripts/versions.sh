@@ -1,4 +1,4 @@
-# shellcheck shell=bash
+# shellcheck shell=bash disable=SC2034
 # Versions and cache locations shared by scripts/install-deps and scripts/services.
 # Sourced, not executed.
 

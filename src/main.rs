@@ -1,2 +1,225 @@
-//! The `headwater` binary (placeholder while the foundation lands).
-fn main() {}
+//! The `headwater` binary: parses the command line, loads the configuration and composes the
+//! parts (gateway, log tier, router) each crate provides.
+
+mod config;
+mod load;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::{Config, LogFormat};
+use crate::load::{Flag, Source};
+
+/// Edge telemetry ingestion gateway: collectors, a durable log and routers in one binary.
+#[derive(Debug, Parser)]
+#[command(name = "headwater", version, about)]
+struct Cli {
+    /// YAML configuration file [default: config/headwater.yaml when present, else built-in defaults]
+    #[arg(long, global = true, env = "HEADWATER_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Log line format; overrides `logging.format`
+    #[arg(long, global = true, value_enum)]
+    log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run everything in one process: gateway, embedded log tier and router
+    Serve(PartFlags),
+    /// Run only the HTTP/gRPC collectors, appending to log nodes or Kafka
+    Gateway(PartFlags),
+    /// Run only a log node serving the Kafka protocol
+    LogNode(PartFlags),
+    /// Run only the router workers
+    Router(PartFlags),
+    /// Configuration tools
+    #[command(subcommand)]
+    Config(ConfigCommand),
+    /// Routing-rule tools
+    #[command(subcommand)]
+    Routes(RoutesCommand),
+    /// Schema tools
+    #[command(subcommand)]
+    Schemas(SchemasCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Print the effective configuration (file + HEADWATER_* env), or every error with its line
+    Check {
+        /// The file to check [default: --config, else config/headwater.yaml when present]
+        file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RoutesCommand {
+    /// Validate a routes.yaml and explain every error
+    Check {
+        /// The routes file
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SchemasCommand {
+    /// Validate a schema directory and explain every problem
+    Check {
+        /// The schema directory
+        dir: PathBuf,
+    },
+}
+
+/// The settings every part takes as flags; each also has a config key and an env var.
+#[derive(Debug, Args, Default)]
+struct PartFlags {
+    /// Data directory (`data_dir`, HEADWATER_DATA_DIR) [default: ./data]
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<String>,
+    /// HTTP + gRPC listen address (`gateway.listen`) [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+    /// Kafka-protocol listen address (`log.kafka_listen`) [default: 127.0.0.1:9092]
+    #[arg(long, value_name = "ADDR")]
+    kafka_listen: Option<String>,
+    /// Schema directory (`schemas.dir`) [default: schemas/events]
+    #[arg(long, value_name = "DIR")]
+    schemas: Option<String>,
+    /// Routes file (`router.routes`) [default: config/routes.yaml]
+    #[arg(long, value_name = "FILE")]
+    routes: Option<String>,
+}
+
+impl PartFlags {
+    fn to_flags(&self) -> Vec<Flag> {
+        let pairs = [
+            ("--data-dir", "data_dir", &self.data_dir),
+            ("--listen", "gateway.listen", &self.listen),
+            ("--kafka-listen", "log.kafka_listen", &self.kafka_listen),
+            ("--schemas", "schemas.dir", &self.schemas),
+            ("--routes", "router.routes", &self.routes),
+        ];
+        pairs
+            .into_iter()
+            .filter_map(|(name, path, value)| {
+                value.as_ref().map(|value| Flag {
+                    name,
+                    path,
+                    value: value.clone(),
+                })
+            })
+            .collect()
+    }
+}
+
+/// Exit code for a configuration that does not load.
+const EXIT_BAD_CONFIG: u8 = 2;
+/// Exit code for a part this build does not have yet.
+const EXIT_NOT_BUILT: u8 = 3;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Config(ConfigCommand::Check { ref file }) => {
+            let source = load::resolve_source(file.as_deref().or(cli.config.as_deref()));
+            config_check(&source)
+        }
+        Command::Serve(ref flags) => run_part(&cli, flags, Part::Serve),
+        Command::Gateway(_) => not_built(
+            "`headwater gateway` (collectors without the embedded log) needs the Kafka-protocol log tier",
+        ),
+        Command::LogNode(_) => not_built("`headwater log-node` needs the Kafka-protocol listener"),
+        Command::Router(_) => not_built("`headwater router` needs the router and sinks"),
+        Command::Routes(RoutesCommand::Check { .. }) => {
+            not_built("`headwater routes check` needs the router's rule parser")
+        }
+        Command::Schemas(SchemasCommand::Check { .. }) => {
+            not_built("`headwater schemas check` needs the schema registry")
+        }
+    }
+}
+
+enum Part {
+    Serve,
+}
+
+fn run_part(cli: &Cli, flags: &PartFlags, part: Part) -> ExitCode {
+    let source = load::resolve_source(cli.config.as_deref());
+    let mut config = match load::load(&source, &flags.to_flags()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("headwater: invalid configuration\n{error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    if let Some(format) = cli.log_format {
+        config.logging.format = format;
+    }
+    init_tracing(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("headwater: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = match part {
+        Part::Serve => runtime.block_on(serve::serve(config)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("headwater: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_check(source: &Source) -> ExitCode {
+    match load::load(source, &[]) {
+        Ok(config) => match yaml_serde::to_string(&config) {
+            Ok(text) => {
+                let origin = match source {
+                    Source::Defaults => "built-in defaults".to_owned(),
+                    Source::File(path) => path.display().to_string(),
+                };
+                println!("# effective configuration from {origin} and HEADWATER_* env\n{text}");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("headwater: cannot print the configuration: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+fn not_built(what: &str) -> ExitCode {
+    eprintln!("headwater: {what}, which this build does not have yet");
+    ExitCode::from(EXIT_NOT_BUILT)
+}
+
+fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.logging.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.logging.format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -71,11 +71,17 @@ impl GatewayConfig {
             ("max_decompressed_bytes", l.max_decompressed_bytes),
             ("max_events_per_batch", u64::from(l.max_events_per_batch)),
             ("max_event_bytes", u64::from(l.max_event_bytes)),
-            ("max_concurrent_requests", u64::from(l.max_concurrent_requests)),
+            (
+                "max_concurrent_requests",
+                u64::from(l.max_concurrent_requests),
+            ),
             ("request_timeout_ms", l.request_timeout_ms),
         ] {
             if value == 0 {
-                errors.push((format!("gateway.limits.{key}"), "must be at least 1".to_owned()));
+                errors.push((
+                    format!("gateway.limits.{key}"),
+                    "must be at least 1".to_owned(),
+                ));
             }
         }
         if l.max_decompressed_bytes < l.max_body_bytes {

@@ -79,7 +79,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn metrics(State(state): State<AppState>) -> Response {
     state.metrics.run_upkeep();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         state.metrics.render(),
     )
         .into_response()
@@ -168,7 +171,9 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("headwater_build_info"), "{body}");
         assert!(
-            body.contains("headwater_http_requests_total{method=\"GET\",path=\"/healthz\",status=\"200\"}"),
+            body.contains(
+                "headwater_http_requests_total{method=\"GET\",path=\"/healthz\",status=\"200\"}"
+            ),
             "{body}"
         );
     }

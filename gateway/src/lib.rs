@@ -4,6 +4,8 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod server;
 
 pub use config::{GatewayConfig, Limits};
 pub use http::{AppState, Readiness, ReadinessFuture, app};
+pub use server::serve;

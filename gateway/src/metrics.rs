@@ -49,7 +49,10 @@ fn describe() {
         "HTTP request latency"
     );
     metrics::describe_gauge!(BUILD_INFO, "Build information; always 1");
-    metrics::describe_gauge!(PROCESS_START_TIME_SECONDS, "Process start time since the epoch");
+    metrics::describe_gauge!(
+        PROCESS_START_TIME_SECONDS,
+        "Process start time since the epoch"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let start = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -1,0 +1,216 @@
+//! Black-box tests of the `headwater` binary: configuration checks, parts not built yet, and
+//! `serve` answering health, readiness and metrics, then stopping cleanly on SIGTERM.
+
+mod common;
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_headwater");
+
+fn headwater(args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("HEADWATER_CONFIG")
+        .output()
+        .expect("run headwater")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn config_check_prints_the_effective_configuration() {
+    let out = headwater(&["config", "check", "config/headwater.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("listen: 127.0.0.1:8080"), "{stdout}");
+    assert!(stdout.contains("kafka_listen: 127.0.0.1:9092"), "{stdout}");
+}
+
+#[test]
+fn config_check_applies_env_overrides() {
+    let out = Command::new(BIN)
+        .args(["config", "check", "config/headwater.yaml"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("HEADWATER_GATEWAY__LISTEN", "127.0.0.1:18080")
+        .output()
+        .expect("run headwater");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("listen: 127.0.0.1:18080"));
+}
+
+#[test]
+fn config_check_lists_every_error_with_path_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "gateway:\n  listen: 127.0.0.1:8080\n  limits:\n    max_body_bytes: big\nlog:\n  flush:\n    mode: sometimes\nunknown_key: 1\n",
+    )
+    .unwrap();
+    let out = headwater(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("3 problem(s)"), "{stderr}");
+    assert!(
+        stderr.contains("gateway.limits.max_body_bytes: invalid type: string \"big\", expected an integer at line 4"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("log.flush.mode: unknown variant `sometimes`"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("at line 7"), "{stderr}");
+    assert!(stderr.contains("unknown field `unknown_key`"), "{stderr}");
+    assert!(stderr.contains("at line 8"), "{stderr}");
+}
+
+#[test]
+fn config_check_of_a_missing_file_says_so() {
+    let out = headwater(&["config", "check", "/nonexistent/headwater.yaml"]);
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("cannot read config file /nonexistent/headwater.yaml"));
+}
+
+#[test]
+fn parts_not_built_yet_say_so_and_exit_non_zero() {
+    for args in [
+        &["gateway"][..],
+        &["log-node"],
+        &["router"],
+        &["routes", "check", "config/routes.yaml"],
+        &["schemas", "check", "schemas/events"],
+    ] {
+        let out = headwater(args);
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        assert!(text(&out.stderr).contains("does not have yet"), "{args:?}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_flag_value() {
+    let out = headwater(&["serve", "--listen", "nowhere"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains(
+            "gateway.listen: `nowhere` is not a socket address (host:port) (from --listen)"
+        )
+    );
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_serve(data_dir: &Path) -> Server {
+    let port = free_port();
+    let child = Command::new(BIN)
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--kafka-listen", &format!("127.0.0.1:{}", free_port())])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn headwater serve");
+    let server = Server {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(response) = reqwest::get(format!("{}/healthz", server.base)).await {
+            assert_eq!(response.status(), 200);
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not answer /healthz within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn serve_answers_health_readiness_and_metrics_then_stops_on_sigterm() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start_serve(data.path()).await;
+
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 200);
+    let metrics = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200);
+    let body = metrics.text().await.unwrap();
+    assert!(body.contains("headwater_build_info"), "{body}");
+    assert!(body.contains("headwater_http_requests_total"), "{body}");
+    assert!(
+        body.contains("headwater_http_request_duration_seconds_bucket"),
+        "{body}"
+    );
+
+    // SAFETY: kill(2) on our own child's pid.
+    let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    assert_eq!(rc, 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status after SIGTERM: {status}");
+    assert!(
+        reqwest::get(format!("{}/healthz", server.base))
+            .await
+            .is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn serve_is_not_ready_when_the_data_dir_cannot_be_written() {
+    let data = tempfile::tempdir().unwrap();
+    let server = start_serve(data.path()).await;
+    // Replace the data dir by a file: the probe's write fails even as root.
+    std::fs::remove_dir_all(data.path()).unwrap();
+    std::fs::write(data.path(), b"not a directory").unwrap();
+    let ready = reqwest::get(format!("{}/readyz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    assert!(ready.headers().contains_key("retry-after"));
+    let body = ready.text().await.unwrap();
+    assert!(body.contains("not writable"), "{body}");
+    std::fs::remove_file(data.path()).unwrap();
+    std::fs::create_dir(data.path()).unwrap();
+}
