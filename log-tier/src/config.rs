@@ -81,6 +81,10 @@ pub struct LogConfig {
     pub max_message_bytes: u32,
     /// Per-topic overrides, by topic name.
     pub topics: BTreeMap<String, TopicConfig>,
+    /// Bytes of log between two sparse index entries. Default 4096.
+    pub index_interval_bytes: u64,
+    /// How often retention runs, in milliseconds. Default 60000 (1 minute).
+    pub retention_check_interval_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -97,25 +101,90 @@ impl Default for LogConfig {
             flush: FlushPolicy::default(),
             max_message_bytes: 1024 * 1024,
             topics: BTreeMap::new(),
+            index_interval_bytes: 4096,
+            retention_check_interval_ms: 60_000,
         }
     }
 }
 
+/// Largest segment: positions in the sparse index are 32-bit.
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+
+/// The settings of one topic after applying its overrides to the log-wide defaults.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSettings {
+    /// Partitions of the topic when it is created.
+    pub partitions: u32,
+    /// Retention by age in milliseconds.
+    pub retention_ms: u64,
+    /// Retention by size per partition in bytes.
+    pub retention_bytes: Option<u64>,
+    /// Segment roll size in bytes.
+    pub segment_bytes: u64,
+    /// Segment roll age in milliseconds.
+    pub segment_ms: u64,
+    /// Flush policy.
+    pub flush: FlushPolicy,
+    /// Largest record batch accepted, in bytes.
+    pub max_message_bytes: u32,
+    /// Bytes between sparse index entries.
+    pub index_interval_bytes: u64,
+}
+
 impl LogConfig {
+    /// Resolves the settings of `topic`: its override, else the defaults.
+    pub fn topic_settings(&self, topic: &str) -> TopicSettings {
+        let o = self.topics.get(topic).cloned().unwrap_or_default();
+        TopicSettings {
+            partitions: o.partitions.unwrap_or(self.default_partitions).max(1),
+            retention_ms: o.retention_ms.unwrap_or(self.retention_ms),
+            retention_bytes: o.retention_bytes.or(self.retention_bytes),
+            segment_bytes: o
+                .segment_bytes
+                .unwrap_or(self.segment_bytes)
+                .clamp(4096, MAX_SEGMENT_BYTES),
+            segment_ms: o.segment_ms.unwrap_or(self.segment_ms),
+            flush: o.flush.unwrap_or_else(|| self.flush.clone()),
+            max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
+            index_interval_bytes: self.index_interval_bytes.max(1),
+        }
+    }
+
     /// Checks the wiring; returns every problem found as `(key path, message)`.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         if self.kafka_listen.parse::<std::net::SocketAddr>().is_err() {
             errors.push((
                 "log.kafka_listen".to_owned(),
-                format!("`{}` is not a socket address (host:port)", self.kafka_listen),
+                format!(
+                    "`{}` is not a socket address (host:port)",
+                    self.kafka_listen
+                ),
             ));
         }
         if self.default_partitions == 0 {
-            errors.push(("log.default_partitions".to_owned(), "must be at least 1".to_owned()));
+            errors.push((
+                "log.default_partitions".to_owned(),
+                "must be at least 1".to_owned(),
+            ));
         }
-        if self.segment_bytes < 4096 {
-            errors.push(("log.segment_bytes".to_owned(), "must be at least 4096".to_owned()));
+        if self.segment_bytes < 4096 || self.segment_bytes > MAX_SEGMENT_BYTES {
+            errors.push((
+                "log.segment_bytes".to_owned(),
+                format!("must be between 4096 and {MAX_SEGMENT_BYTES}"),
+            ));
+        }
+        if self.max_message_bytes < 1024 {
+            errors.push((
+                "log.max_message_bytes".to_owned(),
+                "must be at least 1024".to_owned(),
+            ));
+        }
+        if self.retention_check_interval_ms == 0 {
+            errors.push((
+                "log.retention_check_interval_ms".to_owned(),
+                "must be at least 1".to_owned(),
+            ));
         }
         if self.flush.mode == FlushMode::Interval && self.flush.interval_ms == 0 {
             errors.push((
@@ -125,9 +194,67 @@ impl LogConfig {
         }
         for (name, topic) in &self.topics {
             if topic.partitions == Some(0) {
-                errors.push((format!("log.topics.{name}.partitions"), "must be at least 1".to_owned()));
+                errors.push((
+                    format!("log.topics.{name}.partitions"),
+                    "must be at least 1".to_owned(),
+                ));
+            }
+            if topic
+                .segment_bytes
+                .is_some_and(|b| !(4096..=MAX_SEGMENT_BYTES).contains(&b))
+            {
+                errors.push((
+                    format!("log.topics.{name}.segment_bytes"),
+                    format!("must be between 4096 and {MAX_SEGMENT_BYTES}"),
+                ));
+            }
+            if topic
+                .flush
+                .as_ref()
+                .is_some_and(|f| f.mode == FlushMode::Interval && f.interval_ms == 0)
+            {
+                errors.push((
+                    format!("log.topics.{name}.flush.interval_ms"),
+                    "must be at least 1 in interval mode".to_owned(),
+                ));
+            }
+            if crate::topic::check_name(name).is_err() {
+                errors.push((
+                    format!("log.topics.{name}"),
+                    "is not a valid topic name".to_owned(),
+                ));
             }
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_overrides_apply() {
+        let mut config = LogConfig::default();
+        assert!(config.validate().is_empty());
+        config.topics.insert(
+            "events".to_owned(),
+            TopicConfig {
+                partitions: Some(8),
+                flush: Some(FlushPolicy {
+                    mode: FlushMode::EveryAppend,
+                    interval_ms: 0,
+                }),
+                ..TopicConfig::default()
+            },
+        );
+        let s = config.topic_settings("events");
+        assert_eq!(s.partitions, 8);
+        assert_eq!(s.flush.mode, FlushMode::EveryAppend);
+        assert_eq!(config.topic_settings("other").partitions, 4);
+        config
+            .topics
+            .insert("bad/name".to_owned(), TopicConfig::default());
+        assert_eq!(config.validate().len(), 1);
     }
 }

@@ -1,5 +1,45 @@
 //! Headwater's durable, partitioned log: storage engine, topics, offsets and the Kafka protocol.
+//!
+//! Entry points: [`LogEngine::open`] (the embedded engine, recovery included), the [`Log`]
+//! trait the gateway and router use, and [`MemoryLog`] for tests. On disk, under the data
+//! directory:
+//!
+//! ```text
+//! .lock                               flock: one process per data directory
+//! consumer-offsets.json               committed group offsets (temp + fsync + rename)
+//! topics/<topic>/topic.json           partition count
+//! topics/<topic>/<p>/<base>.log       Kafka RecordBatch v2, segments named by base offset
+//! topics/<topic>/<p>/<base>.index     sparse offset index of a sealed segment (+ CRC)
+//! topics/<topic>/<p>/<base>.timeindex sparse time index of a sealed segment (+ CRC)
+//! topics/<topic>/<p>/producer.snapshot idempotent-producer state at the last roll
+//! ```
 
+pub mod batch;
 pub mod config;
+mod engine;
+pub mod error;
+mod fault;
+mod flush;
+pub mod index;
+pub mod log;
+mod log_impl;
+mod memory;
+pub mod metrics;
+mod offsets;
+mod partition;
+mod producer;
+mod recovery;
+mod segment;
+mod topic;
 
-pub use config::{FlushMode, FlushPolicy, LogConfig, TopicConfig};
+#[cfg(any(test, feature = "testsuite"))]
+pub mod testsuite;
+
+pub use config::{FlushMode, FlushPolicy, LogConfig, TopicConfig, TopicSettings};
+pub use engine::{FetchOptions, Fetched, LogEngine, OffsetSpec};
+pub use error::LogError;
+pub use log::{
+    Appended, Header, Log, PartitionOffsets, Record, StoredRecord, murmur2, partition_for_key,
+};
+pub use memory::MemoryLog;
+pub use topic::check_name as check_topic_name;

@@ -1,0 +1,417 @@
+//! Kafka RecordBatch v2 codec: header parsing and CRC checks, a fast uncompressed encoder, and a
+//! decoder for stored batches (none/gzip/snappy/lz4/zstd) into records.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
+
+use crate::error::{LogError, Result};
+use crate::log::{Header, Record, StoredRecord};
+
+/// Bytes before the batch-length field counts: base offset (8) + batch length (4).
+pub const LOG_OVERHEAD: usize = 12;
+/// Length of the fixed RecordBatch v2 header.
+pub const HEADER_LEN: usize = 61;
+/// Offset of the CRC field; the CRC covers everything from `CRC_START` to the end.
+const CRC_OFFSET: usize = 17;
+const CRC_START: usize = 21;
+const MAGIC_OFFSET: usize = 16;
+
+/// The fixed header of a RecordBatch v2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the first record.
+    pub base_offset: i64,
+    /// Bytes after the length field.
+    pub batch_length: i32,
+    /// Leader epoch (replication).
+    pub partition_leader_epoch: i32,
+    /// Format version; always 2 here.
+    pub magic: i8,
+    /// CRC-32C of the bytes from the attributes to the end.
+    pub crc: u32,
+    /// Compression (bits 0-2), timestamp type (3), transactional (4), control (5).
+    pub attributes: i16,
+    /// Offset of the last record minus `base_offset`.
+    pub last_offset_delta: i32,
+    /// Timestamp of the first record.
+    pub base_timestamp: i64,
+    /// Largest timestamp in the batch.
+    pub max_timestamp: i64,
+    /// Idempotent producer id, or -1.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, or -1.
+    pub base_sequence: i32,
+    /// Number of records.
+    pub records_count: i32,
+}
+
+impl BatchHeader {
+    /// Parses the first [`HEADER_LEN`] bytes of `buf`; `None` if too short.
+    pub fn parse(mut buf: &[u8]) -> Option<Self> {
+        if buf.len() < HEADER_LEN {
+            return None;
+        }
+        Some(Self {
+            base_offset: buf.get_i64(),
+            batch_length: buf.get_i32(),
+            partition_leader_epoch: buf.get_i32(),
+            magic: buf.get_i8(),
+            crc: buf.get_u32(),
+            attributes: buf.get_i16(),
+            last_offset_delta: buf.get_i32(),
+            base_timestamp: buf.get_i64(),
+            max_timestamp: buf.get_i64(),
+            producer_id: buf.get_i64(),
+            producer_epoch: buf.get_i16(),
+            base_sequence: buf.get_i32(),
+            records_count: buf.get_i32(),
+        })
+    }
+
+    /// Whole batch size on disk, framing included.
+    pub fn total_len(&self) -> usize {
+        LOG_OVERHEAD + self.batch_length.max(0) as usize
+    }
+
+    /// Offset of the last record.
+    pub fn last_offset(&self) -> i64 {
+        self.base_offset + i64::from(self.last_offset_delta)
+    }
+
+    /// Offset after the last record.
+    pub fn next_offset(&self) -> i64 {
+        self.last_offset() + 1
+    }
+
+    /// Compression codec id: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
+    pub fn compression(&self) -> i16 {
+        self.attributes & 0x07
+    }
+
+    /// Sequence of the last record (wrapping like Kafka's).
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence < 0 {
+            return -1;
+        }
+        let last = i64::from(self.base_sequence) + i64::from(self.last_offset_delta);
+        (last % (i64::from(i32::MAX) + 1)) as i32
+    }
+
+    /// Checks the structural invariants a stored batch must meet.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if self.magic != 2 {
+            return Err(format!("magic {} is not 2", self.magic));
+        }
+        if (self.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
+            return Err(format!("batch length {} too small", self.batch_length));
+        }
+        if self.last_offset_delta < 0 || self.records_count < 0 {
+            return Err("negative record count".to_owned());
+        }
+        if self.compression() > 4 {
+            return Err(format!("unknown compression {}", self.compression()));
+        }
+        Ok(())
+    }
+}
+
+/// True when the CRC in `batch`'s header matches its content. `batch` is one whole batch.
+pub fn crc_ok(batch: &[u8]) -> bool {
+    if batch.len() < HEADER_LEN {
+        return false;
+    }
+    let stored = u32::from_be_bytes([
+        batch[CRC_OFFSET],
+        batch[CRC_OFFSET + 1],
+        batch[CRC_OFFSET + 2],
+        batch[CRC_OFFSET + 3],
+    ]);
+    crc32c::crc32c(&batch[CRC_START..]) == stored
+}
+
+/// Overwrites the base offset of a batch (not covered by the CRC).
+pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
+    batch[..8].copy_from_slice(&base_offset.to_be_bytes());
+}
+
+/// Validates one batch handed to append: exactly one whole v2 batch with a good CRC, no
+/// transactional or control batch.
+pub fn validate_for_append(batch: &[u8]) -> Result<BatchHeader> {
+    let header = BatchHeader::parse(batch).ok_or_else(|| {
+        LogError::InvalidBatch(format!("{} bytes is shorter than a header", batch.len()))
+    })?;
+    if batch.len() > MAGIC_OFFSET && batch[MAGIC_OFFSET] != 2 {
+        return Err(LogError::InvalidBatch(format!(
+            "magic {} is not 2",
+            header.magic
+        )));
+    }
+    header.check().map_err(LogError::InvalidBatch)?;
+    if header.total_len() != batch.len() {
+        return Err(LogError::InvalidBatch(format!(
+            "batch length field says {} bytes but {} were given",
+            header.total_len(),
+            batch.len()
+        )));
+    }
+    if !crc_ok(batch) {
+        return Err(LogError::InvalidBatch("crc mismatch".to_owned()));
+    }
+    if header.attributes & 0x30 != 0 {
+        return Err(LogError::InvalidBatch(
+            "transactional and control batches are not supported".to_owned(),
+        ));
+    }
+    if header.records_count != header.last_offset_delta + 1 {
+        return Err(LogError::InvalidBatch(format!(
+            "{} records but last offset delta {}",
+            header.records_count, header.last_offset_delta
+        )));
+    }
+    Ok(header)
+}
+
+/// Idempotence fields of a batch written by [`encode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    /// Producer id, or -1 for none.
+    pub producer_id: i64,
+    /// Producer epoch, or -1.
+    pub producer_epoch: i16,
+    /// Sequence of the first record, or -1.
+    pub base_sequence: i32,
+}
+
+impl ProducerFields {
+    /// A batch from no idempotent producer.
+    pub const NONE: Self = Self {
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+}
+
+/// Encodes `records` as one uncompressed RecordBatch v2 with base offset 0 (the log assigns it).
+/// Returns an error for an empty slice.
+pub fn encode(records: &[&Record], producer: ProducerFields) -> Result<BytesMut> {
+    let first = records
+        .first()
+        .ok_or_else(|| LogError::InvalidArgument("a batch needs at least one record".to_owned()))?;
+    let base_ts = first.timestamp_ms;
+    let max_ts = records
+        .iter()
+        .map(|r| r.timestamp_ms)
+        .max()
+        .unwrap_or(base_ts);
+    let body: usize = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let len = record_body_len(r, base_ts, i as i64);
+            varint_len(zigzag(len as i64)) + len
+        })
+        .sum();
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + body);
+    buf.put_i64(0);
+    buf.put_i32((HEADER_LEN - LOG_OVERHEAD + body) as i32);
+    buf.put_i32(-1); // partition leader epoch
+    buf.put_i8(2);
+    buf.put_u32(0); // crc, filled below
+    buf.put_i16(0); // attributes: no compression, create time
+    buf.put_i32(records.len() as i32 - 1);
+    buf.put_i64(base_ts);
+    buf.put_i64(max_ts);
+    buf.put_i64(producer.producer_id);
+    buf.put_i16(producer.producer_epoch);
+    buf.put_i32(producer.base_sequence);
+    buf.put_i32(records.len() as i32);
+    for (i, r) in records.iter().enumerate() {
+        let len = record_body_len(r, base_ts, i as i64);
+        put_varint(&mut buf, len as i64);
+        buf.put_i8(0);
+        put_varint(&mut buf, r.timestamp_ms.wrapping_sub(base_ts));
+        put_varint(&mut buf, i as i64);
+        put_opt_bytes(&mut buf, r.key.as_deref());
+        put_opt_bytes(&mut buf, r.value.as_deref());
+        put_varint(&mut buf, r.headers.len() as i64);
+        for h in &r.headers {
+            put_varint(&mut buf, h.key.len() as i64);
+            buf.put_slice(h.key.as_bytes());
+            put_opt_bytes(&mut buf, h.value.as_deref());
+        }
+    }
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+    Ok(buf)
+}
+
+fn record_body_len(r: &Record, base_ts: i64, delta: i64) -> usize {
+    let mut n =
+        1 + varint_len(zigzag(r.timestamp_ms.wrapping_sub(base_ts))) + varint_len(zigzag(delta));
+    n += opt_bytes_len(r.key.as_deref()) + opt_bytes_len(r.value.as_deref());
+    n += varint_len(zigzag(r.headers.len() as i64));
+    for h in &r.headers {
+        n += varint_len(zigzag(h.key.len() as i64))
+            + h.key.len()
+            + opt_bytes_len(h.value.as_deref());
+    }
+    n
+}
+
+fn opt_bytes_len(b: Option<&[u8]>) -> usize {
+    match b {
+        None => 1,
+        Some(b) => varint_len(zigzag(b.len() as i64)) + b.len(),
+    }
+}
+
+fn put_opt_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
+    match b {
+        None => put_varint(buf, -1),
+        Some(b) => {
+            put_varint(buf, b.len() as i64);
+            buf.put_slice(b);
+        }
+    }
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(buf: &mut BytesMut, v: i64) {
+    let mut z = zigzag(v);
+    while z >= 0x80 {
+        buf.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+fn get_varint(buf: &mut Bytes) -> std::result::Result<i64, String> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        if !buf.has_remaining() {
+            return Err("truncated varint".to_owned());
+        }
+        let b = buf.get_u8();
+        z |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Ok(((z >> 1) as i64) ^ -((z & 1) as i64));
+        }
+    }
+    Err("varint too long".to_owned())
+}
+
+fn get_opt_bytes(buf: &mut Bytes) -> std::result::Result<Option<Bytes>, String> {
+    let len = get_varint(buf)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let len = len as usize;
+    if buf.remaining() < len {
+        return Err("field longer than the record".to_owned());
+    }
+    Ok(Some(buf.split_to(len)))
+}
+
+/// Splits `buf` into whole batches. Stops at a short or torn tail without error.
+pub fn split_batches(mut buf: Bytes) -> impl Iterator<Item = (BatchHeader, Bytes)> {
+    std::iter::from_fn(move || {
+        let header = BatchHeader::parse(&buf)?;
+        if header.check().is_err() || buf.len() < header.total_len() {
+            return None;
+        }
+        let batch = buf.split_to(header.total_len());
+        Some((header, batch))
+    })
+}
+
+/// Decodes one whole stored batch (CRC already checked) into records, decompressing if needed.
+/// Keeps duplicate header keys in order.
+pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>> {
+    let header =
+        BatchHeader::parse(batch).ok_or_else(|| LogError::corrupt("batch", "short header"))?;
+    let mut body = batch.slice(HEADER_LEN..);
+    let mut body = decompress(header.compression(), &mut body)
+        .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
+    let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
+    for _ in 0..header.records_count {
+        let rec = decode_record(&mut body, &header)
+            .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
+        out.push(rec);
+    }
+    Ok(out)
+}
+
+fn decompress(codec: i16, body: &mut Bytes) -> std::result::Result<Bytes, String> {
+    let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
+    let r = match codec {
+        0 => return Ok(body.clone()),
+        1 => Gzip::decompress(body, |b| take(b)),
+        2 => Snappy::decompress(body, |b| take(b)),
+        3 => Lz4::decompress(body, |b| take(b)),
+        4 => Zstd::decompress(body, |b| take(b)),
+        other => return Err(format!("unknown compression {other}")),
+    };
+    r.map_err(|e| format!("decompression failed: {e}"))
+}
+
+fn decode_record(
+    body: &mut Bytes,
+    header: &BatchHeader,
+) -> std::result::Result<StoredRecord, String> {
+    let len = get_varint(body)?;
+    if len < 0 || body.remaining() < len as usize {
+        return Err("record longer than the batch".to_owned());
+    }
+    let mut rec = body.split_to(len as usize);
+    if !rec.has_remaining() {
+        return Err("empty record".to_owned());
+    }
+    rec.advance(1); // attributes
+    let ts_delta = get_varint(&mut rec)?;
+    let offset_delta = get_varint(&mut rec)?;
+    let key = get_opt_bytes(&mut rec)?;
+    let value = get_opt_bytes(&mut rec)?;
+    let count = get_varint(&mut rec)?;
+    if count < 0 || count as usize > rec.remaining() {
+        return Err("bad header count".to_owned());
+    }
+    let mut headers = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let key = get_opt_bytes(&mut rec)?.ok_or("null header key")?;
+        let key =
+            String::from_utf8(key.to_vec()).map_err(|_| "header key is not utf-8".to_owned())?;
+        let value = get_opt_bytes(&mut rec)?;
+        headers.push(Header { key, value });
+    }
+    // Log-append-time batches carry the broker time in max_timestamp for every record.
+    let timestamp_ms = if header.attributes & 0x08 != 0 {
+        header.max_timestamp
+    } else {
+        header.base_timestamp.wrapping_add(ts_delta)
+    };
+    Ok(StoredRecord {
+        offset: header.base_offset + offset_delta,
+        timestamp_ms,
+        key,
+        value,
+        headers,
+    })
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

@@ -1,0 +1,149 @@
+//! `LogError`: the one error type of the log tier, with a retryable/permanent split.
+
+use std::io;
+
+/// Everything that can go wrong in the log tier.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The filesystem holding the data directory is full (ENOSPC/EDQUOT). Retryable: nothing
+    /// acknowledged was lost, and appends resume once space returns.
+    #[error("disk full while {context}")]
+    DiskFull {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Any other I/O error.
+    #[error("i/o error while {context}")]
+    Io {
+        /// What the engine was doing.
+        context: String,
+        /// The underlying OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Stored bytes failed validation (bad CRC, torn or malformed batch); never served.
+    #[error("corrupt data in {location}: {reason}")]
+    Corrupt {
+        /// File and position.
+        location: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// A record batch given to append is not a valid RecordBatch v2.
+    #[error("invalid record batch: {0}")]
+    InvalidBatch(String),
+    /// A record batch is larger than the topic's `max_message_bytes`.
+    #[error("record batch of {size} bytes exceeds the limit of {max} bytes")]
+    MessageTooLarge {
+        /// Size of the batch.
+        size: usize,
+        /// The topic's limit.
+        max: usize,
+    },
+    /// The topic does not exist (and auto-creation is off).
+    #[error("unknown topic `{0}`")]
+    UnknownTopic(String),
+    /// The partition does not exist in the topic.
+    #[error("unknown partition {partition} of topic `{topic}`")]
+    UnknownPartition {
+        /// Topic name.
+        topic: String,
+        /// Partition asked for.
+        partition: i32,
+    },
+    /// `create_topic` of a topic that exists with another partition count.
+    #[error("topic `{0}` already exists")]
+    TopicExists(String),
+    /// Topic name not allowed (Kafka rules: 1-249 of `[a-zA-Z0-9._-]`, not `.` or `..`).
+    #[error("invalid topic name `{0}`")]
+    InvalidTopic(String),
+    /// An argument out of its range (partition count, byte limit…).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+    /// Fetch offset outside `[log_start, high_watermark]`.
+    #[error("offset {offset} out of range [{log_start}, {high_watermark}]")]
+    OffsetOutOfRange {
+        /// Offset asked for.
+        offset: i64,
+        /// First offset held.
+        log_start: i64,
+        /// Offset the next durable record gets.
+        high_watermark: i64,
+    },
+    /// An idempotent producer's sequence has a gap or goes backwards.
+    #[error("out of order sequence {sequence} from producer {producer_id} (expected {expected})")]
+    OutOfOrderSequence {
+        /// Producer id.
+        producer_id: i64,
+        /// Base sequence received.
+        sequence: i32,
+        /// Base sequence expected.
+        expected: i32,
+    },
+    /// An idempotent producer used an epoch older than the one the partition knows.
+    #[error("producer {producer_id} epoch {epoch} is fenced by epoch {current}")]
+    ProducerFenced {
+        /// Producer id.
+        producer_id: i64,
+        /// Epoch received.
+        epoch: i16,
+        /// Epoch known.
+        current: i16,
+    },
+    /// The engine is closed or closing.
+    #[error("log engine is closed")]
+    Closed,
+    /// The data directory is in use by another process.
+    #[error("data directory {0} is locked by another process")]
+    Locked(String),
+}
+
+impl LogError {
+    /// True when the same request may succeed later unchanged (disk full, transient I/O, an
+    /// fsync that failed and was rolled back); false for bad input and missing things.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::DiskFull { .. } | LogError::Io { .. })
+    }
+
+    /// Classifies an I/O error: ENOSPC and EDQUOT become [`LogError::DiskFull`].
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        let context = context.into();
+        match source.raw_os_error() {
+            Some(code) if code == libc::ENOSPC || code == libc::EDQUOT => {
+                LogError::DiskFull { context, source }
+            }
+            _ if source.kind() == io::ErrorKind::StorageFull => {
+                LogError::DiskFull { context, source }
+            }
+            _ => LogError::Io { context, source },
+        }
+    }
+
+    /// Shorthand for a [`LogError::Corrupt`].
+    pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
+        LogError::Corrupt {
+            location: location.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Result alias of the crate.
+pub type Result<T, E = LogError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enospc_is_disk_full_and_retryable() {
+        let e = LogError::io("appending", io::Error::from_raw_os_error(libc::ENOSPC));
+        assert!(matches!(e, LogError::DiskFull { .. }));
+        assert!(e.is_retryable());
+        assert!(!LogError::UnknownTopic("x".into()).is_retryable());
+        assert_eq!(e.to_string(), "disk full while appending");
+    }
+}

@@ -1,0 +1,157 @@
+//! Durability of a partition: group commit (appenders queued behind one fsync share the next),
+//! interval flushes, and rolling back un-synced writes when an fsync fails.
+
+use std::fs::File;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tracing::{error, warn};
+
+use crate::config::FlushMode;
+use crate::error::{LogError, Result};
+use crate::metrics as m;
+use crate::partition::{LogPoint, Partition, Written};
+
+impl Partition {
+    /// Resolves once the written batch is durable under the topic's flush policy.
+    pub(crate) async fn wait_durable(self: &Arc<Self>, w: &Written) -> Result<()> {
+        match self.settings.flush.mode {
+            FlushMode::Os => Ok(()),
+            FlushMode::EveryAppend => {
+                if let Some(done) = self.check_durable(w, &self.high_watermark()) {
+                    return done;
+                }
+                let _turn = self.sync_lock.lock().await;
+                if let Some(done) = self.check_durable(w, &self.high_watermark()) {
+                    return done;
+                }
+                self.sync_now().await?;
+                self.check_durable(w, &self.high_watermark())
+                    .unwrap_or_else(|| Err(sync_lost()))
+            }
+            FlushMode::Interval => {
+                if w.schedule_flush {
+                    self.spawn_interval_flush();
+                }
+                let mut rx = self.durable.subscribe();
+                loop {
+                    if let Some(done) = self.check_durable(w, &rx.borrow_and_update()) {
+                        return done;
+                    }
+                    rx.changed().await.map_err(|_| LogError::Closed)?;
+                }
+            }
+        }
+    }
+
+    /// `Some(Ok)` when `w` is durable, `Some(Err)` when it was rolled back, `None` while pending.
+    fn check_durable(&self, w: &Written, hw: &LogPoint) -> Option<Result<()>> {
+        if hw.generation == w.generation {
+            if hw.offset >= w.next_offset {
+                return Some(Ok(()));
+            }
+            return hw.closed.then_some(Err(LogError::Closed));
+        }
+        let cut = self.state().truncations.get(w.generation as usize).copied();
+        match cut {
+            Some(cut) if w.next_offset <= cut => Some(Ok(())),
+            _ => Some(Err(sync_lost())),
+        }
+    }
+
+    fn spawn_interval_flush(self: &Arc<Self>) {
+        let partition = self.clone();
+        let interval = Duration::from_millis(self.settings.flush.interval_ms.max(1));
+        tokio::spawn(async move {
+            tokio::time::sleep(interval).await;
+            let _turn = partition.sync_lock.lock().await;
+            partition.state().flush_scheduled = false;
+            if let Err(e) = partition.sync_now().await {
+                warn!(topic = %partition.topic, partition = partition.id, error = %e, "interval flush failed");
+            }
+        });
+    }
+
+    /// fsyncs everything written so far and advances the high watermark. Holds the sync lock.
+    pub(crate) async fn flush(&self) -> Result<()> {
+        let _turn = self.sync_lock.lock().await;
+        self.sync_now().await
+    }
+
+    /// The fsync itself; the caller holds `sync_lock`. On failure rolls back un-synced writes.
+    pub(crate) async fn sync_now(&self) -> Result<()> {
+        let (target, segments, dir_dirty) = {
+            let mut st = self.state();
+            let hw = self.high_watermark();
+            if st.written.offset == hw.offset
+                && st.written.generation == hw.generation
+                && !st.dir_dirty
+            {
+                return Ok(());
+            }
+            let mut segments: Vec<_> = st.unsynced.drain(..).collect();
+            segments.push(st.active.clone());
+            (st.written, segments, std::mem::take(&mut st.dir_dirty))
+        };
+        let dir = self.dir.clone();
+        let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            for segment in &segments {
+                let started = Instant::now();
+                segment.sync()?;
+                metrics::counter!(m::FSYNCS_TOTAL).increment(1);
+                metrics::histogram!(m::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
+            }
+            if dir_dirty {
+                File::open(&dir)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+        match synced {
+            Ok(()) => {
+                self.durable.send_modify(|hw| {
+                    if hw.generation == target.generation && hw.offset <= target.offset {
+                        *hw = LogPoint {
+                            closed: hw.closed,
+                            ..target
+                        };
+                    }
+                });
+                Ok(())
+            }
+            Err(e) => {
+                error!(topic = %self.topic, partition = self.id, error = %e, "fsync failed; rolling back un-synced writes");
+                self.rollback();
+                Err(LogError::io("syncing a segment", e))
+            }
+        }
+    }
+
+    /// After a failed fsync: cut the log back to the high watermark and start a new generation,
+    /// so appenders waiting on the lost writes get an error and nobody acknowledges them.
+    fn rollback(&self) {
+        let hw = self.high_watermark();
+        let mut st = self.state();
+        st.dir_dirty = true;
+        if let Err(e) = self.truncate_locked(&mut st, hw.offset) {
+            error!(topic = %self.topic, partition = self.id, error = %e, "rollback failed; closing partition");
+            st.written.closed = true;
+        }
+        let generation = st.written.generation;
+        st.truncations.push(hw.offset);
+        st.written.generation = generation + 1;
+        let closed = st.written.closed;
+        self.durable.send_modify(|d| {
+            d.generation = generation + 1;
+            d.closed |= closed;
+        });
+    }
+}
+
+fn sync_lost() -> LogError {
+    LogError::io(
+        "syncing a segment",
+        std::io::Error::other("fsync failed; the append was rolled back"),
+    )
+}

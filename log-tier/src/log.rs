@@ -1,0 +1,196 @@
+//! The `Log` trait: the in-process seam the gateway and router use (append by partition or key,
+//! read, offsets, consumer-group commits, topic admin), and its record types.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use crate::error::LogError;
+
+/// One record header; keys may repeat, order is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    /// Header name.
+    pub key: String,
+    /// Header value; `None` is Kafka's null.
+    pub value: Option<Bytes>,
+}
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Record {
+    /// Target partition; `None` picks one by key (Kafka's murmur2), else round-robin.
+    pub partition: Option<i32>,
+    /// Record key (Headwater: the source id).
+    pub key: Option<Bytes>,
+    /// Record value (Headwater: the payload as received).
+    pub value: Option<Bytes>,
+    /// Record headers (Headwater: the envelope).
+    pub headers: Vec<Header>,
+    /// Create time in milliseconds since the epoch; negative means "now".
+    pub timestamp_ms: i64,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+}
+
+/// A record read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// Offset in its partition.
+    pub offset: i64,
+    /// Timestamp in milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// Record key.
+    pub key: Option<Bytes>,
+    /// Record value.
+    pub value: Option<Bytes>,
+    /// Record headers in stored order.
+    pub headers: Vec<Header>,
+}
+
+/// The readable range of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionOffsets {
+    /// First offset still held (moves forward with retention).
+    pub log_start: i64,
+    /// Offset the next durable record gets; reads see offsets below it.
+    pub high_watermark: i64,
+}
+
+/// The log as the gateway and router see it. Implemented by [`crate::LogEngine`] (durable,
+/// embedded) and [`crate::MemoryLog`] (tests); later by a Kafka-protocol client.
+#[async_trait]
+pub trait Log: Send + Sync + 'static {
+    /// Appends; partition chosen by `record.partition`, else by key with Kafka's murmur2 default
+    /// partitioner (so keys land where Kafka clients put them), else round-robin. Resolves only
+    /// once durable under the topic's flush policy. Records for one partition go in as one
+    /// RecordBatch. Returns one [`Appended`] per record, in input order.
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>, LogError>;
+
+    /// Reads records from `offset` on, at most about `max_bytes` (at least one batch when any
+    /// exists). When `offset` is the high watermark, waits up to `max_wait` for new records and
+    /// returns an empty vector if none came. Offsets outside `[log_start, high_watermark]` fail
+    /// with [`LogError::OffsetOutOfRange`].
+    async fn read(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<Vec<StoredRecord>, LogError>;
+
+    /// Log start and high watermark of a partition.
+    async fn offsets(&self, topic: &str, partition: i32) -> Result<PartitionOffsets, LogError>;
+
+    /// Durably stores a consumer group's next offset to read.
+    async fn commit(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+    ) -> Result<(), LogError>;
+
+    /// The offset last committed by `group`, if any.
+    async fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, LogError>;
+
+    /// Creates a topic; Ok if it exists with the same partition count.
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<(), LogError>;
+
+    /// Deletes a topic, its data and its committed offsets.
+    async fn delete_topic(&self, topic: &str) -> Result<(), LogError>;
+
+    /// Partition count; auto-creates the topic per config when enabled.
+    async fn partitions(&self, topic: &str) -> Result<u32, LogError>;
+
+    /// Names of all topics, sorted.
+    async fn list_topics(&self) -> Result<Vec<String>, LogError>;
+
+    /// Makes everything appended so far durable.
+    async fn flush(&self) -> Result<(), LogError>;
+
+    /// Ok when an append would be accepted now (used by /readyz): e.g. the data dir is writable
+    /// and not full.
+    async fn check_writable(&self) -> Result<(), LogError>;
+}
+
+/// Kafka's murmur2 hash (the Java client's `Utils.murmur2`), seed `0x9747b28c`.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let len = data.len();
+    let mut h: u32 = SEED ^ (len as u32);
+    let chunks = data.chunks_exact(4);
+    let tail = chunks.remainder();
+    for c in chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// Kafka's default partition for a keyed record: `toPositive(murmur2(key)) % partitions`.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> i32 {
+    let positive = (murmur2(key) & 0x7fff_ffff) as u32;
+    (positive % partitions.max(1)) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn murmur2_matches_kafka_test_vectors() {
+        // From Kafka's UtilsTest.testMurmur2.
+        assert_eq!(murmur2(b"21"), -973932308);
+        assert_eq!(murmur2(b"foobar"), -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string"), -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string"), -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8"),
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc"), 479470107);
+    }
+
+    #[test]
+    fn partition_for_key_is_in_range_and_stable() {
+        for n in 1..20u32 {
+            let p = partition_for_key(b"device-42", n);
+            assert!((0..n as i32).contains(&p));
+            assert_eq!(p, partition_for_key(b"device-42", n));
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! Metric names of the log tier (`headwater_log_*`) and their descriptions.
+
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+
+/// Record batches appended (label `topic`).
+pub const APPENDS_TOTAL: &str = "headwater_log_appends_total";
+/// Records appended (label `topic`).
+pub const RECORDS_TOTAL: &str = "headwater_log_records_total";
+/// Bytes appended, batch framing included (label `topic`).
+pub const APPEND_BYTES_TOTAL: &str = "headwater_log_append_bytes_total";
+/// Appends refused because of a full disk.
+pub const DISK_FULL_TOTAL: &str = "headwater_log_disk_full_total";
+/// Retried idempotent batches answered without writing them again.
+pub const DUPLICATES_TOTAL: &str = "headwater_log_duplicate_batches_total";
+/// Bytes returned by reads (label `topic`).
+pub const READ_BYTES_TOTAL: &str = "headwater_log_read_bytes_total";
+/// fsync calls on segment files.
+pub const FSYNCS_TOTAL: &str = "headwater_log_fsyncs_total";
+/// fsync latency.
+pub const FSYNC_SECONDS: &str = "headwater_log_fsync_seconds";
+/// Segments currently held, all partitions.
+pub const SEGMENTS: &str = "headwater_log_segments";
+/// Segments deleted by retention.
+pub const SEGMENTS_DELETED_TOTAL: &str = "headwater_log_segments_deleted_total";
+/// Corrupt batches found by reads or recovery.
+pub const CORRUPT_BATCHES_TOTAL: &str = "headwater_log_corrupt_batches_total";
+/// Bytes truncated from segment tails during recovery.
+pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "headwater_log_recovery_truncated_bytes_total";
+
+/// Registers descriptions with the installed recorder; call once at start-up.
+pub fn describe() {
+    describe_counter!(APPENDS_TOTAL, "Record batches appended to the log");
+    describe_counter!(RECORDS_TOTAL, "Records appended to the log");
+    describe_counter!(APPEND_BYTES_TOTAL, Unit::Bytes, "Bytes appended to the log");
+    describe_counter!(DISK_FULL_TOTAL, "Appends refused because the disk is full");
+    describe_counter!(
+        DUPLICATES_TOTAL,
+        "Idempotent retries answered without a second write"
+    );
+    describe_counter!(READ_BYTES_TOTAL, Unit::Bytes, "Bytes served by log reads");
+    describe_counter!(FSYNCS_TOTAL, "fsync calls on segment files");
+    describe_histogram!(FSYNC_SECONDS, Unit::Seconds, "Latency of one segment fsync");
+    describe_gauge!(SEGMENTS, "Segments held by all partitions");
+    describe_counter!(SEGMENTS_DELETED_TOTAL, "Segments deleted by retention");
+    describe_counter!(
+        CORRUPT_BATCHES_TOTAL,
+        "Corrupt batches detected and not served"
+    );
+    describe_counter!(
+        RECOVERY_TRUNCATED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Bytes of torn tail truncated by recovery"
+    );
+}

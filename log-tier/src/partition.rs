@@ -1,0 +1,457 @@
+//! One partition: its segments, the single-writer append path with idempotence checks, segment
+//! rolls, reads bounded by the high watermark, long-poll waits, retention and truncation.
+//! Durability (group commit, interval flush) lives in `flush.rs`.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::watch;
+use tracing::debug;
+
+use crate::batch::{self, BatchHeader};
+use crate::config::{FlushMode, TopicSettings};
+use crate::error::{LogError, Result};
+use crate::metrics as m;
+use crate::producer::{Check, ProducerStates};
+use crate::recovery;
+use crate::segment::Segment;
+
+/// A point in the log: the offset after the last record and where its bytes end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LogPoint {
+    /// Offset the next record gets.
+    pub offset: i64,
+    /// Base offset of the segment holding the end.
+    pub segment: i64,
+    /// Byte position of the end in that segment.
+    pub position: u64,
+    /// Bumped each time un-synced writes are rolled back after a failed fsync.
+    pub generation: u64,
+    /// The partition is closed or deleted.
+    pub closed: bool,
+}
+
+/// Mutable state under the partition mutex.
+pub(crate) struct State {
+    pub segments: BTreeMap<i64, Arc<Segment>>,
+    pub active: Arc<Segment>,
+    /// Log end (written, maybe not yet durable).
+    pub written: LogPoint,
+    pub log_start: i64,
+    pub producers: ProducerStates,
+    /// Sealed segments whose tail is not yet fsynced.
+    pub unsynced: Vec<Arc<Segment>>,
+    /// A segment file was created since the last directory fsync.
+    pub dir_dirty: bool,
+    /// An interval flush is pending.
+    pub flush_scheduled: bool,
+    /// `truncations[g]`: the offset writes of generation `g` were rolled back to.
+    pub truncations: Vec<i64>,
+}
+
+/// Result of writing one batch.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Written {
+    pub base_offset: i64,
+    pub next_offset: i64,
+    pub generation: u64,
+    pub schedule_flush: bool,
+}
+
+/// One partition of a topic.
+pub(crate) struct Partition {
+    pub topic: Arc<str>,
+    pub id: i32,
+    pub dir: PathBuf,
+    pub settings: TopicSettings,
+    pub(crate) state: Mutex<State>,
+    /// The high watermark: everything below it is durable under the flush policy and readable.
+    pub(crate) durable: watch::Sender<LogPoint>,
+    /// Serialises fsyncs; appenders queued here share the next one (group commit).
+    pub(crate) sync_lock: tokio::sync::Mutex<()>,
+}
+
+impl Partition {
+    /// Opens (recovering) or creates the partition stored in `dir`.
+    pub fn open(
+        topic: Arc<str>,
+        id: i32,
+        dir: &Path,
+        settings: TopicSettings,
+    ) -> Result<Arc<Self>> {
+        let recovered = recovery::recover(dir, settings.index_interval_bytes)?;
+        let segments: BTreeMap<i64, Arc<Segment>> = recovered
+            .segments
+            .iter()
+            .map(|s| (s.base_offset, s.clone()))
+            .collect();
+        let active = recovered
+            .segments
+            .last()
+            .cloned()
+            .ok_or_else(|| LogError::corrupt(dir.display().to_string(), "no segment"))?;
+        let log_start = recovered.segments.first().map_or(0, |s| s.base_offset);
+        let end = LogPoint {
+            offset: active.next_offset(),
+            segment: active.base_offset,
+            position: active.size(),
+            generation: 0,
+            closed: false,
+        };
+        metrics::gauge!(m::SEGMENTS).increment(segments.len() as f64);
+        let state = State {
+            segments,
+            active,
+            written: end,
+            log_start,
+            producers: recovered.producers,
+            unsynced: Vec::new(),
+            dir_dirty: true,
+            flush_scheduled: false,
+            truncations: Vec::new(),
+        };
+        Ok(Arc::new(Self {
+            topic,
+            id,
+            dir: dir.to_path_buf(),
+            settings,
+            state: Mutex::new(state),
+            durable: watch::Sender::new(end),
+            sync_lock: tokio::sync::Mutex::new(()),
+        }))
+    }
+
+    /// Locks the state (a poisoned lock is recovered: every update is completed before unlock
+    /// or leaves the previous consistent state).
+    pub(crate) fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The current high watermark point.
+    pub fn high_watermark(&self) -> LogPoint {
+        *self.durable.borrow()
+    }
+
+    /// `(log_start, high_watermark)`.
+    pub fn offsets(&self) -> (i64, i64) {
+        let log_start = self.state().log_start;
+        (log_start, self.high_watermark().offset)
+    }
+
+    /// Appends one raw RecordBatch v2, rewriting its base offset; resolves once durable.
+    /// Returns the base offset (the original one for a retried idempotent batch).
+    pub async fn append(self: &Arc<Self>, batch: BytesMut) -> Result<i64> {
+        let written = self.write(batch)?;
+        self.wait_durable(&written).await?;
+        Ok(written.base_offset)
+    }
+
+    /// Validates and writes a batch without waiting for durability.
+    pub fn write(&self, mut batch: BytesMut) -> Result<Written> {
+        let max = self.settings.max_message_bytes as usize;
+        if batch.len() > max {
+            return Err(LogError::MessageTooLarge {
+                size: batch.len(),
+                max,
+            });
+        }
+        let header = batch::validate_for_append(&batch)?;
+        let mut st = self.state();
+        if st.written.closed {
+            return Err(LogError::Closed);
+        }
+        if let Check::Duplicate {
+            base_offset,
+            next_offset,
+        } = st.producers.check(&header)?
+        {
+            metrics::counter!(m::DUPLICATES_TOTAL).increment(1);
+            return Ok(Written {
+                base_offset,
+                next_offset,
+                generation: st.written.generation,
+                schedule_flush: false,
+            });
+        }
+        let len = batch.len() as u64;
+        if self.should_roll(&st, len, header.last_offset_delta) {
+            self.roll(&mut st)?;
+        }
+        let base = st.written.offset;
+        batch::set_base_offset(&mut batch, base);
+        let header = BatchHeader {
+            base_offset: base,
+            ..header
+        };
+        let position = match st
+            .active
+            .append(&batch, &header, self.settings.index_interval_bytes)
+        {
+            Ok(p) => p,
+            Err(e) => {
+                if matches!(e, LogError::DiskFull { .. }) {
+                    metrics::counter!(m::DISK_FULL_TOTAL).increment(1);
+                }
+                return Err(e);
+            }
+        };
+        st.producers.record(&header);
+        st.written.offset = header.next_offset();
+        st.written.position = position;
+        st.written.segment = st.active.base_offset;
+        let labels = [("topic", self.topic.to_string())];
+        metrics::counter!(m::APPENDS_TOTAL, &labels).increment(1);
+        metrics::counter!(m::RECORDS_TOTAL, &labels).increment(header.records_count as u64);
+        metrics::counter!(m::APPEND_BYTES_TOTAL, &labels).increment(len);
+        let mut schedule_flush = false;
+        match self.settings.flush.mode {
+            FlushMode::Os => {
+                let end = st.written;
+                self.durable.send_modify(|d| *d = end);
+            }
+            FlushMode::Interval if !st.flush_scheduled => {
+                st.flush_scheduled = true;
+                schedule_flush = true;
+            }
+            _ => {}
+        }
+        debug!(topic = %self.topic, partition = self.id, base, records = header.records_count, "appended batch");
+        Ok(Written {
+            base_offset: base,
+            next_offset: header.next_offset(),
+            generation: st.written.generation,
+            schedule_flush,
+        })
+    }
+
+    fn should_roll(&self, st: &State, len: u64, last_delta: i32) -> bool {
+        let active = &st.active;
+        let size = active.size();
+        if size == 0 {
+            return false;
+        }
+        let rel_end = st.written.offset - active.base_offset + i64::from(last_delta);
+        size + len > self.settings.segment_bytes
+            || active.age() >= Duration::from_millis(self.settings.segment_ms)
+            || rel_end >= i64::from(u32::MAX)
+    }
+
+    /// Seals the active segment (index files, producer snapshot) and starts a new one.
+    fn roll(&self, st: &mut State) -> Result<()> {
+        let next = st.written.offset;
+        st.active.write_indexes()?;
+        st.producers.write_snapshot(&self.dir, next)?;
+        let segment = Arc::new(Segment::create(&self.dir, next)?);
+        let old = std::mem::replace(&mut st.active, segment.clone());
+        if self.settings.flush.mode != FlushMode::Os {
+            st.unsynced.push(old);
+        }
+        st.segments.insert(next, segment);
+        st.dir_dirty = true;
+        st.written.segment = next;
+        st.written.position = 0;
+        metrics::gauge!(m::SEGMENTS).increment(1.0);
+        debug!(topic = %self.topic, partition = self.id, base = next, "rolled segment");
+        Ok(())
+    }
+
+    /// Reads whole stored batches from the one holding `offset`, about `max_bytes` (at least
+    /// one batch), never past the high watermark. Empty at the high watermark.
+    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+        let hw = self.high_watermark();
+        let (log_start, segment) = {
+            let st = self.state();
+            let segment = st
+                .segments
+                .range(..=offset)
+                .next_back()
+                .map(|(_, s)| s.clone());
+            (st.log_start, segment)
+        };
+        if hw.closed {
+            return Err(LogError::Closed);
+        }
+        if offset < log_start || offset > hw.offset {
+            return Err(LogError::OffsetOutOfRange {
+                offset,
+                log_start,
+                high_watermark: hw.offset,
+            });
+        }
+        let Some(segment) = segment.filter(|_| offset < hw.offset) else {
+            return Ok(Bytes::new());
+        };
+        let limit = if segment.base_offset == hw.segment {
+            hw.position
+        } else {
+            segment.size()
+        };
+        let Some(position) = segment.find_position(offset, limit)? else {
+            return Ok(Bytes::new());
+        };
+        let bytes = segment.read_batches(position, limit, max_bytes)?;
+        metrics::counter!(m::READ_BYTES_TOTAL, "topic" => self.topic.to_string())
+            .increment(bytes.len() as u64);
+        Ok(bytes)
+    }
+
+    /// Waits until the high watermark passes `offset`, up to `max_wait`. True if it did.
+    pub async fn wait_for_data(&self, offset: i64, max_wait: Duration) -> Result<bool> {
+        let mut rx = self.durable.subscribe();
+        let deadline = tokio::time::Instant::now() + max_wait;
+        loop {
+            let hw = *rx.borrow_and_update();
+            if hw.closed {
+                return Err(LogError::Closed);
+            }
+            if hw.offset > offset {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(LogError::Closed),
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// Offset of the first record with a timestamp `>= timestamp_ms`, if any is readable.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>> {
+        let hw = self.high_watermark();
+        let segments: Vec<Arc<Segment>> = self.state().segments.values().cloned().collect();
+        for segment in segments {
+            if segment.base_offset >= hw.offset || segment.meta().max_timestamp < timestamp_ms {
+                continue;
+            }
+            let limit = if segment.base_offset == hw.segment {
+                hw.position
+            } else {
+                segment.size()
+            };
+            if let Some(offset) = segment.find_timestamp(timestamp_ms, limit)? {
+                return Ok(Some(offset));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Deletes whole sealed, durable segments past retention; returns how many went.
+    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+        let hw = self.high_watermark();
+        let mut st = self.state();
+        let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
+        let mut deleted = 0;
+        while let Some((&base, segment)) = st.segments.iter().next() {
+            if Arc::ptr_eq(segment, &st.active) || segment.next_offset() > hw.offset {
+                break;
+            }
+            let (size, max_ts) = {
+                let meta = segment.meta();
+                (meta.size, meta.max_timestamp)
+            };
+            let expired = max_ts < now_ms.saturating_sub(self.settings.retention_ms as i64);
+            let too_big = self
+                .settings
+                .retention_bytes
+                .is_some_and(|r| total - size >= r);
+            if !expired && !too_big {
+                break;
+            }
+            let segment = segment.clone();
+            st.segments.remove(&base);
+            st.unsynced.retain(|s| s.base_offset != base);
+            st.log_start = st
+                .segments
+                .keys()
+                .next()
+                .copied()
+                .unwrap_or(st.written.offset);
+            total -= size;
+            deleted += 1;
+            segment.delete_files()?;
+            metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
+            metrics::gauge!(m::SEGMENTS).decrement(1.0);
+            debug!(topic = %self.topic, partition = self.id, base, "retention deleted segment");
+        }
+        Ok(deleted)
+    }
+
+    /// Truncates the log so `offset` is the next offset (rounded down to a batch boundary).
+    /// Readers must not be past it: the high watermark is moved back too.
+    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+        let mut st = self.state();
+        self.truncate_locked(&mut st, offset)?;
+        let end = st.written;
+        self.durable.send_modify(|d| {
+            if d.offset > end.offset {
+                *d = end;
+            }
+        });
+        Ok(())
+    }
+
+    /// Cuts the log at `offset` under the state lock.
+    pub(crate) fn truncate_locked(&self, st: &mut State, offset: i64) -> Result<()> {
+        if offset >= st.written.offset {
+            return Ok(());
+        }
+        let keep = st
+            .segments
+            .range(..=offset.max(st.log_start))
+            .next_back()
+            .map(|(_, s)| s.clone())
+            .ok_or_else(|| {
+                LogError::InvalidArgument(format!("offset {offset} is before the log start"))
+            })?;
+        let later: Vec<i64> = st
+            .segments
+            .range(keep.base_offset + 1..)
+            .map(|(&b, _)| b)
+            .collect();
+        for base in later {
+            if let Some(s) = st.segments.remove(&base) {
+                s.delete_files()?;
+                metrics::gauge!(m::SEGMENTS).decrement(1.0);
+            }
+        }
+        st.unsynced.retain(|s| s.base_offset < keep.base_offset);
+        let size = keep.size();
+        let mut cut = (size, keep.next_offset());
+        let mut max_ts = i64::MIN;
+        keep.scan_headers(0, size, |h, pos| {
+            if h.next_offset() > offset {
+                cut = (pos, h.base_offset);
+                return ControlFlow::Break(());
+            }
+            max_ts = max_ts.max(h.max_timestamp);
+            ControlFlow::Continue(())
+        })?;
+        keep.truncate(cut.0, cut.1, max_ts)?;
+        st.producers.truncate_to(cut.1);
+        st.active = keep.clone();
+        st.written.offset = cut.1;
+        st.written.segment = keep.base_offset;
+        st.written.position = cut.0;
+        Ok(())
+    }
+
+    /// Number of segments.
+    pub fn segment_count(&self) -> usize {
+        self.state().segments.len()
+    }
+
+    /// Marks the partition closed and wakes every waiter.
+    pub fn mark_closed(&self) {
+        self.durable.send_modify(|d| d.closed = true);
+        self.state().written.closed = true;
+    }
+
+    /// Forgets this partition's segments in the gauge (topic deleted or engine closed).
+    pub fn release(&self) {
+        metrics::gauge!(m::SEGMENTS).decrement(self.segment_count() as f64);
+    }
+}

@@ -1,0 +1,242 @@
+//! Opening a partition directory after a clean stop or a crash: trust sealed segments whose
+//! indexes check out, CRC-scan the rest (always the active tail), truncate torn writes, keep
+//! offsets dense, and rebuild the idempotent-producer state.
+
+use std::fs::{self, OpenOptions};
+use std::ops::ControlFlow;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::warn;
+
+use crate::batch::{self, BatchHeader, HEADER_LEN};
+use crate::error::{LogError, Result};
+use crate::index::{OffsetIndex, TimeIndex};
+use crate::producer::ProducerStates;
+use crate::segment::{Segment, SegmentMeta};
+
+/// Bytes read at a time by the CRC scan.
+const SCAN_CHUNK: usize = 1 << 20;
+
+/// A recovered partition.
+pub(crate) struct Recovered {
+    /// Segments in offset order; the last is the active one.
+    pub segments: Vec<Arc<Segment>>,
+    /// Idempotent-producer state as of the log end.
+    pub producers: ProducerStates,
+}
+
+/// Recovers (or creates) the partition in `dir`.
+pub(crate) fn recover(dir: &Path, index_interval: u64) -> Result<Recovered> {
+    fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
+    let bases = segment_bases(dir)?;
+    if bases.is_empty() {
+        let segment = Arc::new(Segment::create(dir, 0)?);
+        return Ok(Recovered {
+            segments: vec![segment],
+            producers: ProducerStates::default(),
+        });
+    }
+    let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
+    for (i, &base) in bases.iter().enumerate() {
+        let last = i + 1 == bases.len();
+        if let Some(prev) = segments.last()
+            && prev.next_offset() != base
+        {
+            warn!(dir = %dir.display(), base, expected = prev.next_offset(), "offset gap between segments; dropping the rest");
+            drop_segments(dir, &bases[i..]);
+            break;
+        }
+        let sealed = if last { None } else { load_sealed(dir, base)? };
+        let (segment, truncated) = match sealed {
+            Some(s) => (s, false),
+            None => scan_segment(dir, base, index_interval)?,
+        };
+        segments.push(Arc::new(segment));
+        if truncated && !last {
+            warn!(dir = %dir.display(), base, "corrupt sealed segment truncated; dropping later segments");
+            drop_segments(dir, &bases[i + 1..]);
+            break;
+        }
+    }
+    let active = segments
+        .last()
+        .ok_or_else(|| LogError::corrupt(dir.display().to_string(), "no segment"))?;
+    active.remove_indexes();
+    active
+        .sync()
+        .map_err(|e| LogError::io(format!("syncing {}", active.path("log").display()), e))?;
+    let producers = rebuild_producers(dir, &segments)?;
+    Ok(Recovered {
+        segments,
+        producers,
+    })
+}
+
+/// Base offsets of the `.log` files in `dir`, sorted; removes leftover temp files.
+fn segment_bases(dir: &Path) -> Result<Vec<i64>> {
+    let mut bases = Vec::new();
+    let entries =
+        fs::read_dir(dir).map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| LogError::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.ends_with(".tmp") {
+            let _ = fs::remove_file(entry.path());
+        } else if let Some(stem) = name.strip_suffix(".log")
+            && let Ok(base) = stem.parse::<i64>()
+        {
+            bases.push(base);
+        }
+    }
+    bases.sort_unstable();
+    Ok(bases)
+}
+
+fn drop_segments(dir: &Path, bases: &[i64]) {
+    for &base in bases {
+        for ext in ["log", "index", "timeindex"] {
+            let _ = fs::remove_file(dir.join(crate::segment::file_name(base, ext)));
+        }
+    }
+}
+
+/// Opens a sealed segment from its index files when they match the log file; `None` when they
+/// are missing, torn or stale (the caller then rebuilds them by scanning).
+fn load_sealed(dir: &Path, base: i64) -> Result<Option<Segment>> {
+    let path = dir.join(crate::segment::file_name(base, "log"));
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| LogError::io(format!("inspecting {}", path.display()), e))?
+        .len();
+    let read = |ext: &str| fs::read(dir.join(crate::segment::file_name(base, ext))).ok();
+    let Some((offset_index, trailer)) = read("index").and_then(|b| OffsetIndex::decode(&b)) else {
+        return Ok(None);
+    };
+    let Some((time_index, max_timestamp)) = read("timeindex").and_then(|b| TimeIndex::decode(&b))
+    else {
+        return Ok(None);
+    };
+    if trailer.size != len || trailer.next_offset < base {
+        return Ok(None);
+    }
+    let (_, last_pos) = offset_index.lookup(u32::MAX);
+    let meta = SegmentMeta {
+        size: len,
+        next_offset: trailer.next_offset,
+        max_timestamp,
+        offset_index,
+        time_index,
+        bytes_since_index: 0,
+        dirty_tail: false,
+    };
+    let segment = Segment::from_parts(dir, base, file, meta);
+    // The tail after the last index entry must be whole batches ending at the recorded offset.
+    let mut next = if last_pos == 0 { base } else { -1 };
+    let end = segment.scan_headers(u64::from(last_pos), len, |h, _| {
+        if next >= 0 && h.base_offset != next {
+            return ControlFlow::Break(());
+        }
+        next = h.next_offset();
+        ControlFlow::Continue(())
+    });
+    match end {
+        Ok(end) if end == len && next == trailer.next_offset => Ok(Some(segment)),
+        _ => Ok(None),
+    }
+}
+
+/// Scans a segment's batches with CRC checks from the start, rebuilding its indexes, and
+/// truncates it at the first torn, corrupt or out-of-sequence batch. Returns whether it cut.
+fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, bool)> {
+    let path = dir.join(crate::segment::file_name(base, "log"));
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(|e| LogError::io(ctx("opening"), e))?;
+    let len = file
+        .metadata()
+        .map_err(|e| LogError::io(ctx("inspecting"), e))?
+        .len();
+    let mut meta = SegmentMeta::empty(base);
+    let mut pos = 0u64;
+    'scan: while pos + HEADER_LEN as u64 <= len {
+        let want = (len - pos).min(SCAN_CHUNK as u64) as usize;
+        let mut buf = vec![0u8; want];
+        file.read_exact_at(&mut buf, pos)
+            .map_err(|e| LogError::io(ctx("reading"), e))?;
+        let mut cur = 0usize;
+        while let Some(h) = BatchHeader::parse(&buf[cur..]) {
+            if h.check().is_err()
+                || h.base_offset != meta.next_offset
+                || h.total_len() as u64 > len - pos - cur as u64
+            {
+                break 'scan;
+            }
+            if cur + h.total_len() > buf.len() {
+                if cur == 0 {
+                    // One batch larger than the chunk: read it alone.
+                    buf = vec![0u8; h.total_len()];
+                    file.read_exact_at(&mut buf, pos)
+                        .map_err(|e| LogError::io(ctx("reading"), e))?;
+                    continue;
+                }
+                break;
+            }
+            if !batch::crc_ok(&buf[cur..cur + h.total_len()]) {
+                metrics::counter!(crate::metrics::CORRUPT_BATCHES_TOTAL).increment(1);
+                break 'scan;
+            }
+            meta.note_batch(base, &h, pos + cur as u64, index_interval);
+            cur += h.total_len();
+            if cur == buf.len() {
+                break;
+            }
+        }
+        if cur == 0 {
+            break;
+        }
+        pos += cur as u64;
+    }
+    let truncated = pos < len;
+    if truncated {
+        warn!(file = %path.display(), valid = pos, len, "truncating torn or corrupt segment tail");
+        metrics::counter!(crate::metrics::RECOVERY_TRUNCATED_BYTES_TOTAL).increment(len - pos);
+        file.set_len(pos)
+            .map_err(|e| LogError::io(ctx("truncating"), e))?;
+        file.sync_all()
+            .map_err(|e| LogError::io(ctx("syncing"), e))?;
+    }
+    meta.size = pos;
+    let segment = Segment::from_parts(dir, base, file, meta);
+    segment.remove_indexes();
+    Ok((segment, truncated))
+}
+
+/// Rebuilds producer state: the snapshot, then batch headers after it.
+fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerStates> {
+    let end = segments.last().map_or(0, |s| s.next_offset());
+    let start = segments.first().map_or(0, |s| s.base_offset);
+    let (from, mut producers) = match ProducerStates::read_snapshot(dir) {
+        Some((offset, states)) if offset >= start && offset <= end => (offset, states),
+        _ => (start, ProducerStates::default()),
+    };
+    for segment in segments.iter().filter(|s| s.next_offset() > from) {
+        let size = segment.size();
+        let begin = segment.find_position(from, size)?.unwrap_or(size);
+        segment.scan_headers(begin, size, |h, _| {
+            producers.record(h);
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok(producers)
+}
