@@ -253,7 +253,7 @@ impl LogEngine {
     /// to a partition. The base offset in the header is rewritten; idempotent producers' batches
     /// are checked by producer id, epoch and sequence, and a retried batch returns its original
     /// base offset without a second write. Resolves once durable under the topic's flush policy.
-    #[instrument(level = "debug", skip_all, fields(topic, partition, bytes = batch.len()))]
+    #[instrument(level = "debug", skip_all, fields(topic = %topic, partition = partition, bytes = batch.len()))]
     pub async fn append_batch(&self, topic: &str, partition: i32, batch: Bytes) -> Result<i64> {
         let p = self.topic_or_create(topic)?.partition(partition)?.clone();
         let batch = batch
@@ -484,3 +484,11 @@ async fn retention_loop(engine: Weak<LogEngine>) {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "engine_tests.rs"]
+mod tests;
+
+#[cfg(test)]
+#[path = "disk_full_tests.rs"]
+mod disk_full_tests;

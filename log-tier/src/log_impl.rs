@@ -55,7 +55,7 @@ fn encode_chunks(records: &[&Record], max: usize) -> Result<Vec<(usize, BytesMut
 
 #[async_trait]
 impl Log for LogEngine {
-    #[instrument(level = "debug", skip_all, fields(topic, records = records.len()))]
+    #[instrument(level = "debug", skip_all, fields(topic = %topic, records = records.len()))]
     async fn append(&self, topic: &str, mut records: Vec<Record>) -> Result<Vec<Appended>> {
         if records.is_empty() {
             return Ok(Vec::new());

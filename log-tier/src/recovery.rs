@@ -168,17 +168,20 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
         .map_err(|e| LogError::io(ctx("inspecting"), e))?
         .len();
     let mut meta = SegmentMeta::empty(base);
+    // `pos` is always the end of the last good batch.
     let mut pos = 0u64;
     'scan: while pos + HEADER_LEN as u64 <= len {
         let want = (len - pos).min(SCAN_CHUNK as u64) as usize;
         let mut buf = vec![0u8; want];
         file.read_exact_at(&mut buf, pos)
             .map_err(|e| LogError::io(ctx("reading"), e))?;
+        let chunk_start = pos;
         let mut cur = 0usize;
         while let Some(h) = BatchHeader::parse(&buf[cur..]) {
+            let remaining = len - chunk_start - cur as u64;
             if h.check().is_err()
                 || h.base_offset != meta.next_offset
-                || h.total_len() as u64 > len - pos - cur as u64
+                || h.total_len() as u64 > remaining
             {
                 break 'scan;
             }
@@ -196,8 +199,9 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
                 metrics::counter!(crate::metrics::CORRUPT_BATCHES_TOTAL).increment(1);
                 break 'scan;
             }
-            meta.note_batch(base, &h, pos + cur as u64, index_interval);
+            meta.note_batch(base, &h, pos, index_interval);
             cur += h.total_len();
+            pos = chunk_start + cur as u64;
             if cur == buf.len() {
                 break;
             }
@@ -205,7 +209,6 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
         if cur == 0 {
             break;
         }
-        pos += cur as u64;
     }
     let truncated = pos < len;
     if truncated {

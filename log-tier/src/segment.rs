@@ -156,7 +156,7 @@ impl Segment {
                 .map_err(|e| LogError::io("truncating a failed write", e))?;
             m.dirty_tail = false;
         }
-        let written = match crate::fault::write_error() {
+        let written = match crate::fault::write_error(&self.dir) {
             Some(e) => Err(e),
             None => self.file.write_all_at(batch, pos),
         };

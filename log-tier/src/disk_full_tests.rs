@@ -1,0 +1,157 @@
+//! Disk-full test: a 1 MiB tmpfs (or, when mounting is not allowed, injected ENOSPC) fills up;
+//! appends fail with a retryable `DiskFull`, nothing acknowledged is lost, and appends resume
+//! once space returns.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::config::{FlushMode, FlushPolicy};
+use crate::log::{Log, Record};
+use crate::testsuite::read_all;
+
+struct Mount(PathBuf);
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn try_mount_tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+        .arg(dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    ok.then(|| Mount(dir.to_path_buf()))
+}
+
+fn value(i: usize) -> Bytes {
+    Bytes::from(format!("{i:08}-{}", "v".repeat(1000)))
+}
+
+fn config() -> LogConfig {
+    LogConfig {
+        flush: FlushPolicy {
+            mode: FlushMode::EveryAppend,
+            interval_ms: 0,
+        },
+        segment_bytes: 64 * 1024,
+        max_message_bytes: 16 * 1024,
+        ..LogConfig::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disk_full_is_retryable_loses_nothing_and_recovers() {
+    let base = tempfile::tempdir().unwrap();
+    let data = base.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let mount = try_mount_tmpfs(&data, "1m");
+    eprintln!(
+        "disk-full test uses {}",
+        if mount.is_some() {
+            "a 1 MiB tmpfs"
+        } else {
+            "injected ENOSPC"
+        }
+    );
+    let filler = data.join("filler");
+    if mount.is_some() {
+        std::fs::write(&filler, vec![0u8; 128 * 1024]).unwrap();
+    }
+    let engine = LogEngine::open(&data, config()).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    let mut acked: Vec<(i64, Bytes)> = Vec::new();
+    let mut full = None;
+    for i in 0..5000 {
+        if mount.is_none() && i == 300 {
+            crate::fault::set_disk_full(&data, true);
+        }
+        let r = Record {
+            partition: Some(0),
+            value: Some(value(i)),
+            timestamp_ms: 1,
+            ..Record::default()
+        };
+        match engine.append("t", vec![r]).await {
+            Ok(a) => acked.push((a[0].offset, value(i))),
+            Err(e) => {
+                full = Some(e);
+                break;
+            }
+        }
+    }
+    let err = full.expect("the disk never filled up");
+    assert!(matches!(err, LogError::DiskFull { .. }), "{err:?}");
+    assert!(err.is_retryable());
+    assert!(acked.len() > 100, "only {} appends fit", acked.len());
+    assert!(engine.check_writable().await.is_err());
+    // Still full: still a clean, typed refusal.
+    let r = Record {
+        partition: Some(0),
+        value: Some(value(0)),
+        ..Record::default()
+    };
+    assert!(matches!(
+        engine.append("t", vec![r]).await,
+        Err(LogError::DiskFull { .. })
+    ));
+
+    // Space returns.
+    if mount.is_some() {
+        std::fs::remove_file(&filler).unwrap();
+    } else {
+        crate::fault::set_disk_full(&data, false);
+    }
+    engine.check_writable().await.unwrap();
+    let next = acked.last().unwrap().0 + 1;
+    let r = Record {
+        partition: Some(0),
+        value: Some(value(99_999)),
+        ..Record::default()
+    };
+    let a = engine.append("t", vec![r]).await.unwrap();
+    assert_eq!(a[0].offset, next, "offsets stay dense after the failure");
+    acked.push((next, value(99_999)));
+    check_acked(&engine, &acked).await;
+    engine.close().await.unwrap();
+    drop(engine);
+    let engine = LogEngine::open(&data, config()).unwrap();
+    check_acked(&engine, &acked).await;
+    engine.close().await.unwrap();
+    drop(mount);
+}
+
+async fn check_acked(engine: &LogEngine, acked: &[(i64, Bytes)]) {
+    let all = read_all(engine, "t", 0, 0).await;
+    assert_eq!(all.len(), acked.len());
+    for (r, (offset, v)) in all.iter().zip(acked) {
+        assert_eq!(r.offset, *offset);
+        assert_eq!(r.value.as_ref(), Some(v));
+    }
+    let _ = engine.read("t", 0, 0, 1, Duration::ZERO).await.unwrap();
+}
+
+#[tokio::test]
+async fn injected_write_errors_are_disk_full_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), config()).unwrap();
+    let r = || Record {
+        partition: Some(0),
+        value: Some(value(1)),
+        ..Record::default()
+    };
+    engine.create_topic_now("t", 1).unwrap();
+    engine.append("t", vec![r()]).await.unwrap();
+    crate::fault::set_disk_full(dir.path(), true);
+    let err = engine.append("t", vec![r()]).await.unwrap_err();
+    crate::fault::set_disk_full(dir.path(), false);
+    assert!(matches!(err, LogError::DiskFull { .. }) && err.is_retryable());
+    assert_eq!(engine.append("t", vec![r()]).await.unwrap()[0].offset, 1);
+    engine.close().await.unwrap();
+}
