@@ -30,9 +30,6 @@ impl Partition {
                     .unwrap_or_else(|| Err(sync_lost()))
             }
             FlushMode::Interval => {
-                if w.schedule_flush {
-                    self.spawn_interval_flush();
-                }
                 let mut rx = self.durable.subscribe();
                 loop {
                     if let Some(done) = self.check_durable(w, &rx.borrow_and_update()) {
@@ -59,10 +56,16 @@ impl Partition {
         }
     }
 
-    fn spawn_interval_flush(self: &Arc<Self>) {
+    /// Schedules one flush `interval_ms` from now (called by the write that found none pending).
+    pub(crate) fn spawn_interval_flush(self: &Arc<Self>) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            // No runtime (a blocking caller): nobody could wait anyway; flush at the next write.
+            self.state().flush_scheduled = false;
+            return;
+        };
         let partition = self.clone();
         let interval = Duration::from_millis(self.settings.flush.interval_ms.max(1));
-        tokio::spawn(async move {
+        runtime.spawn(async move {
             tokio::time::sleep(interval).await;
             let _turn = partition.sync_lock.lock().await;
             partition.state().flush_scheduled = false;

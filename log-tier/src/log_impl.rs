@@ -80,7 +80,10 @@ impl Log for LogEngine {
             let max = partition.settings.max_message_bytes as usize;
             let mut done = 0;
             for (count, batch) in encode_chunks(&refs, max)? {
-                let written = partition.write(batch)?;
+                let header = batch::BatchHeader::parse(&batch).ok_or_else(|| {
+                    LogError::InvalidBatch("encoder produced a short batch".to_owned())
+                })?;
+                let written = partition.write(batch, header)?;
                 pending.push((
                     partition.clone(),
                     written,

@@ -1,6 +1,6 @@
 //! Metric names of the log tier (`headwater_log_*`) and their descriptions.
 
-use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+use metrics::{Counter, Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Record batches appended (label `topic`).
 pub const APPENDS_TOTAL: &str = "headwater_log_appends_total";
@@ -51,4 +51,27 @@ pub fn describe() {
         Unit::Bytes,
         "Bytes of torn tail truncated by recovery"
     );
+}
+
+/// Counter handles of one partition's hot path, registered once (label `topic`). Handles bind
+/// to the recorder installed when the partition opens: install the recorder before
+/// `LogEngine::open`.
+#[derive(Clone)]
+pub(crate) struct PartitionMetrics {
+    pub appends: Counter,
+    pub records: Counter,
+    pub append_bytes: Counter,
+    pub read_bytes: Counter,
+}
+
+impl PartitionMetrics {
+    pub fn new(topic: &str) -> Self {
+        let labels = [("topic", topic.to_owned())];
+        Self {
+            appends: metrics::counter!(APPENDS_TOTAL, &labels),
+            records: metrics::counter!(RECORDS_TOTAL, &labels),
+            append_bytes: metrics::counter!(APPEND_BYTES_TOTAL, &labels),
+            read_bytes: metrics::counter!(READ_BYTES_TOTAL, &labels),
+        }
+    }
 }

@@ -73,6 +73,7 @@ pub(crate) struct Partition {
     pub(crate) durable: watch::Sender<LogPoint>,
     /// Serialises fsyncs; appenders queued here share the next one (group commit).
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    metrics: m::PartitionMetrics,
 }
 
 impl Partition {
@@ -115,13 +116,14 @@ impl Partition {
             truncations: Vec::new(),
         };
         Ok(Arc::new(Self {
-            topic,
             id,
             dir: dir.to_path_buf(),
             settings,
             state: Mutex::new(state),
             durable: watch::Sender::new(end),
             sync_lock: tokio::sync::Mutex::new(()),
+            metrics: m::PartitionMetrics::new(&topic),
+            topic,
         }))
     }
 
@@ -145,13 +147,23 @@ impl Partition {
     /// Appends one raw RecordBatch v2, rewriting its base offset; resolves once durable.
     /// Returns the base offset (the original one for a retried idempotent batch).
     pub async fn append(self: &Arc<Self>, batch: BytesMut) -> Result<i64> {
-        let written = self.write(batch)?;
+        let header = batch::validate_for_append(&batch)?;
+        let written = self.write(batch, header)?;
         self.wait_durable(&written).await?;
         Ok(written.base_offset)
     }
 
-    /// Validates and writes a batch without waiting for durability.
-    pub fn write(&self, mut batch: BytesMut) -> Result<Written> {
+    /// Writes a batch already validated (or encoded by us) without waiting for durability.
+    /// In interval mode, the first write after a flush schedules the next flush.
+    pub fn write(self: &Arc<Self>, batch: BytesMut, header: BatchHeader) -> Result<Written> {
+        let written = self.write_locked(batch, header)?;
+        if written.schedule_flush {
+            self.spawn_interval_flush();
+        }
+        Ok(written)
+    }
+
+    fn write_locked(&self, mut batch: BytesMut, header: BatchHeader) -> Result<Written> {
         let max = self.settings.max_message_bytes as usize;
         if batch.len() > max {
             return Err(LogError::MessageTooLarge {
@@ -159,7 +171,6 @@ impl Partition {
                 max,
             });
         }
-        let header = batch::validate_for_append(&batch)?;
         let mut st = self.state();
         if st.written.closed {
             return Err(LogError::Closed);
@@ -203,10 +214,9 @@ impl Partition {
         st.written.offset = header.next_offset();
         st.written.position = position;
         st.written.segment = st.active.base_offset;
-        let labels = [("topic", self.topic.to_string())];
-        metrics::counter!(m::APPENDS_TOTAL, &labels).increment(1);
-        metrics::counter!(m::RECORDS_TOTAL, &labels).increment(header.records_count as u64);
-        metrics::counter!(m::APPEND_BYTES_TOTAL, &labels).increment(len);
+        self.metrics.appends.increment(1);
+        self.metrics.records.increment(header.records_count as u64);
+        self.metrics.append_bytes.increment(len);
         let mut schedule_flush = false;
         match self.settings.flush.mode {
             FlushMode::Os => {
@@ -294,8 +304,7 @@ impl Partition {
             return Ok(Bytes::new());
         };
         let bytes = segment.read_batches(position, limit, max_bytes)?;
-        metrics::counter!(m::READ_BYTES_TOTAL, "topic" => self.topic.to_string())
-            .increment(bytes.len() as u64);
+        self.metrics.read_bytes.increment(bytes.len() as u64);
         Ok(bytes)
     }
 
