@@ -492,3 +492,7 @@ mod tests;
 #[cfg(test)]
 #[path = "disk_full_tests.rs"]
 mod disk_full_tests;
+
+#[cfg(test)]
+#[path = "model_tests.rs"]
+mod model_tests;

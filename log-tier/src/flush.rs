@@ -98,6 +98,9 @@ impl Partition {
         };
         let dir = self.dir.clone();
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            if let Some(e) = crate::fault::sync_error(&dir) {
+                return Err(e);
+            }
             for segment in &segments {
                 let started = Instant::now();
                 segment.sync()?;
