@@ -31,6 +31,15 @@ pub enum OffsetSpec {
     Timestamp(i64),
 }
 
+/// An answer of `list_offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListedOffset {
+    /// The offset.
+    pub offset: i64,
+    /// Timestamp of the record found by timestamp; -1 for earliest and latest.
+    pub timestamp_ms: i64,
+}
+
 /// Limits of a fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchOptions {
@@ -249,10 +258,12 @@ impl LogEngine {
             .collect()
     }
 
-    /// Appends one raw RecordBatch v2 (uncompressed or compressed, as a Kafka producer sends it)
-    /// to a partition. The base offset in the header is rewritten; idempotent producers' batches
+    /// Appends raw RecordBatch v2 bytes (one or more whole batches, uncompressed or compressed,
+    /// as a Kafka producer sends them) to a partition. Base offsets are rewritten (the CRC does
+    /// not cover them); idempotent producers' batches
     /// are checked by producer id, epoch and sequence, and a retried batch returns its original
-    /// base offset without a second write. Resolves once durable under the topic's flush policy.
+    /// base offset without a second write. Resolves once durable under the topic's flush policy
+    /// with the base offset of the first batch.
     #[instrument(level = "debug", skip_all, fields(topic = %topic, partition = partition, bytes = batch.len()))]
     pub async fn append_batch(&self, topic: &str, partition: i32, batch: Bytes) -> Result<i64> {
         let p = self.topic_or_create(topic)?.partition(partition)?.clone();
@@ -333,19 +344,30 @@ impl LogEngine {
     }
 
     /// Kafka ListOffsets: earliest, latest, or the first offset at/after a timestamp (`None`
-    /// when no record is that recent).
+    /// when no readable record is that recent; Kafka answers offset -1 then).
     pub fn list_offset(
         &self,
         topic: &str,
         partition: i32,
         spec: OffsetSpec,
-    ) -> Result<Option<i64>> {
+    ) -> Result<Option<ListedOffset>> {
         let p = self.partition(topic, partition)?;
-        match spec {
-            OffsetSpec::Earliest => Ok(Some(p.offsets().0)),
-            OffsetSpec::Latest => Ok(Some(p.offsets().1)),
-            OffsetSpec::Timestamp(ts) => p.offset_for_timestamp(ts),
-        }
+        let (log_start, high_watermark) = p.offsets();
+        let at = |offset| ListedOffset {
+            offset,
+            timestamp_ms: -1,
+        };
+        Ok(match spec {
+            OffsetSpec::Earliest => Some(at(log_start)),
+            OffsetSpec::Latest => Some(at(high_watermark)),
+            OffsetSpec::Timestamp(ts) => {
+                p.offset_for_timestamp(ts)?
+                    .map(|(offset, timestamp_ms)| ListedOffset {
+                        offset,
+                        timestamp_ms,
+                    })
+            }
+        })
     }
 
     /// Truncates a partition so `offset` is its next offset (for replication).

@@ -172,20 +172,26 @@ async fn missing_or_corrupt_indexes_are_rebuilt() {
         (11_490, Some(149)),
         (11_491, None),
     ] {
-        assert_eq!(
-            engine
-                .list_offset("t", 0, OffsetSpec::Timestamp(ts))
-                .unwrap(),
-            want,
-            "ts {ts}"
-        );
+        let found = engine
+            .list_offset("t", 0, OffsetSpec::Timestamp(ts))
+            .unwrap();
+        assert_eq!(found.map(|f| f.offset), want, "ts {ts}");
+        if let (Some(f), Some(o)) = (found, want) {
+            assert_eq!(f.timestamp_ms, 10_000 + o * 10);
+        }
     }
     assert_eq!(
-        engine.list_offset("t", 0, OffsetSpec::Earliest).unwrap(),
+        engine
+            .list_offset("t", 0, OffsetSpec::Earliest)
+            .unwrap()
+            .map(|l| l.offset),
         Some(0)
     );
     assert_eq!(
-        engine.list_offset("t", 0, OffsetSpec::Latest).unwrap(),
+        engine
+            .list_offset("t", 0, OffsetSpec::Latest)
+            .unwrap()
+            .map(|l| l.offset),
         Some(150)
     );
     engine.close().await.unwrap();
@@ -279,6 +285,25 @@ async fn idempotent_producer_dedups_across_restart_and_rolls() {
             .await
             .unwrap(),
         122
+    );
+    let mut two = producer_batch(9, 1, 1, 2).to_vec();
+    two.extend_from_slice(&producer_batch(9, 1, 3, 1));
+    assert_eq!(
+        engine
+            .append_batch("t", 0, Bytes::from(two.clone()))
+            .await
+            .unwrap(),
+        123
+    );
+    assert_eq!(
+        engine.partition_offsets("t", 0).unwrap().high_watermark,
+        126
+    );
+    two.pop();
+    assert!(engine.append_batch("t", 0, Bytes::from(two)).await.is_err());
+    assert_eq!(
+        engine.partition_offsets("t", 0).unwrap().high_watermark,
+        126
     );
     let bad = engine
         .append_batch("t", 0, Bytes::from_static(b"not a batch"))

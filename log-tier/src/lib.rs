@@ -36,7 +36,7 @@ mod topic;
 pub mod testsuite;
 
 pub use config::{FlushMode, FlushPolicy, LogConfig, TopicConfig, TopicSettings};
-pub use engine::{FetchOptions, Fetched, LogEngine, OffsetSpec};
+pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec};
 pub use error::LogError;
 pub use log::{
     Appended, Header, Log, PartitionOffsets, Record, StoredRecord, murmur2, partition_for_key,

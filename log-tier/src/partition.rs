@@ -144,13 +144,32 @@ impl Partition {
         (log_start, self.high_watermark().offset)
     }
 
-    /// Appends one raw RecordBatch v2, rewriting its base offset; resolves once durable.
-    /// Returns the base offset (the original one for a retried idempotent batch).
-    pub async fn append(self: &Arc<Self>, batch: BytesMut) -> Result<i64> {
-        let header = batch::validate_for_append(&batch)?;
-        let written = self.write(batch, header)?;
-        self.wait_durable(&written).await?;
-        Ok(written.base_offset)
+    /// Appends raw RecordBatch v2 bytes, one or more whole batches (a Produce request's records
+    /// for one partition), rewriting base offsets; resolves once all are durable. Returns the
+    /// base offset of the first batch (the original one for a retried idempotent batch).
+    /// Every batch is validated before any is written.
+    pub async fn append(self: &Arc<Self>, mut records: BytesMut) -> Result<i64> {
+        let mut batches = Vec::new();
+        while !records.is_empty() {
+            let len = BatchHeader::parse(&records)
+                .map(|h| h.total_len())
+                .filter(|&len| len <= records.len())
+                .ok_or_else(|| LogError::InvalidBatch("truncated record batch".to_owned()))?;
+            let batch = records.split_to(len);
+            let header = batch::validate_for_append(&batch)?;
+            batches.push((batch, header));
+        }
+        if batches.is_empty() {
+            return Err(LogError::InvalidBatch("no record batch".to_owned()));
+        }
+        let mut written = Vec::with_capacity(batches.len());
+        for (batch, header) in batches {
+            written.push(self.write(batch, header)?);
+        }
+        for w in &written {
+            self.wait_durable(w).await?;
+        }
+        Ok(written[0].base_offset)
     }
 
     /// Writes a batch already validated (or encoded by us) without waiting for durability.
@@ -328,8 +347,8 @@ impl Partition {
         }
     }
 
-    /// Offset of the first record with a timestamp `>= timestamp_ms`, if any is readable.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<i64>> {
+    /// `(offset, timestamp)` of the first readable record with a timestamp `>= timestamp_ms`.
+    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
         let hw = self.high_watermark();
         let segments: Vec<Arc<Segment>> = self.state().segments.values().cloned().collect();
         for segment in segments {
@@ -341,8 +360,8 @@ impl Partition {
             } else {
                 segment.size()
             };
-            if let Some(offset) = segment.find_timestamp(timestamp_ms, limit)? {
-                return Ok(Some(offset));
+            if let Some(found) = segment.find_timestamp(timestamp_ms, limit)? {
+                return Ok(Some(found));
             }
         }
         Ok(None)

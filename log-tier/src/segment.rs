@@ -276,8 +276,8 @@ impl Segment {
         Ok(buf.slice(..good))
     }
 
-    /// Offset of the first record with timestamp `>= target`, scanning below `limit`.
-    pub fn find_timestamp(&self, target: i64, limit: u64) -> Result<Option<i64>> {
+    /// `(offset, timestamp)` of the first record with timestamp `>= target`, below `limit`.
+    pub fn find_timestamp(&self, target: i64, limit: u64) -> Result<Option<(i64, i64)>> {
         let start_rel = self.meta().time_index.lookup(target);
         let Some(mut pos) = self.find_position(self.base_offset + i64::from(start_rel), limit)?
         else {
@@ -291,7 +291,7 @@ impl Segment {
             if h.max_timestamp >= target {
                 let records = batch::decode_records(&b)?;
                 if let Some(r) = records.iter().find(|r| r.timestamp_ms >= target) {
-                    return Ok(Some(r.offset));
+                    return Ok(Some((r.offset, r.timestamp_ms)));
                 }
             }
             pos += h.total_len() as u64;
