@@ -38,6 +38,9 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Room kept in a log record for the envelope headers next to the largest payload.
+pub const ENVELOPE_ROOM_BYTES: u64 = 16 * 1024;
+
 /// The whole configuration (headwater.yaml).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -86,6 +89,16 @@ impl Config {
             errors.push((
                 "logging.level".to_owned(),
                 format!("`{}` is not a tracing filter", self.logging.level),
+            ));
+        }
+        let room = u64::from(self.gateway.limits.max_event_bytes) + ENVELOPE_ROOM_BYTES;
+        if room > u64::from(self.log.max_message_bytes) {
+            errors.push((
+                "gateway.limits.max_event_bytes".to_owned(),
+                format!(
+                    "{} bytes plus {ENVELOPE_ROOM_BYTES} for the envelope does not fit in log.max_message_bytes ({})",
+                    self.gateway.limits.max_event_bytes, self.log.max_message_bytes
+                ),
             ));
         }
         errors.extend(self.gateway.validate());

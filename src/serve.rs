@@ -1,53 +1,66 @@
 //! Running the parts: `headwater serve` composes the gateway with the embedded log tier.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use headwater_gateway::{AppState, Readiness, ReadinessFuture};
+use headwater_gateway::{
+    AcceptAll, AppState, Collector, CollectorParts, Readiness, ReadinessFuture, ServeOptions,
+    Validate,
+};
+use headwater_log::{Log, LogEngine};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
 
-/// Readiness until the log engine is wired in: the data directory takes a synced write.
-struct DataDirProbe {
-    dir: PathBuf,
+/// Ready when the log tier would take an append now.
+struct LogReadiness {
+    log: Arc<dyn Log>,
 }
 
-impl Readiness for DataDirProbe {
+impl Readiness for LogReadiness {
     fn check(&self) -> ReadinessFuture<'_> {
-        let dir = self.dir.clone();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || probe_write(&dir))
-                .await
-                .map_err(|e| format!("readiness probe panicked: {e}"))?
-        })
+        Box::pin(async move { self.log.check_writable().await.map_err(|e| error_chain(&e)) })
     }
 }
 
-fn probe_write(dir: &std::path::Path) -> Result<(), String> {
-    use std::io::Write;
-    let path = dir.join(".readyz-probe");
-    let result = std::fs::File::create(&path)
-        .and_then(|mut file| {
-            file.write_all(b"ok")?;
-            file.sync_all()
-        })
-        .map_err(|e| format!("data dir {} is not writable: {e}", dir.display()));
-    let _ = std::fs::remove_file(&path);
-    result
+/// An error and its causes on one line: `a: b: c`.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 /// `headwater serve`: everything in one process.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let log_dir = config.data_dir.join("log");
+    let log_config = config.log.clone();
+    let engine = {
+        let dir = log_dir.clone();
+        tokio::task::spawn_blocking(move || LogEngine::open(&dir, log_config))
+            .await
+            .context("log recovery panicked")?
+            .with_context(|| format!("opening the log in {}", log_dir.display()))?
+    };
+    let log: Arc<dyn Log> = engine.clone();
+    let validator: Arc<dyn Validate> = Arc::new(AcceptAll {
+        topic: config.schemas.default_topic.clone(),
+    });
+    let collector = Collector::new(CollectorParts {
+        config: config.gateway.clone(),
+        log: log.clone(),
+        validator,
+        dlq_topic: config.schemas.dlq_topic.clone(),
+    });
     let state = AppState {
         metrics: headwater_gateway::metrics::install(),
-        readiness: Arc::new(DataDirProbe {
-            dir: config.data_dir.clone(),
-        }),
+        readiness: Arc::new(LogReadiness { log }),
+        collector: Arc::new(collector),
     };
     let router = headwater_gateway::app(state, &config.gateway);
     let listener = TcpListener::bind(&config.gateway.listen)
@@ -56,14 +69,21 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         data_dir = %config.data_dir.display(),
-        "headwater serving /healthz, /readyz and /metrics"
+        "headwater serving POST /v1/events, /healthz, /readyz and /metrics"
     );
     tracing::warn!(
-        "this build has no ingest, log engine or router yet: POST /v1/events answers 501"
+        "this build has no schema validation, Kafka listener or router yet: every event goes to `{}`",
+        config.schemas.default_topic
     );
-    let grace = Duration::from_millis(config.gateway.shutdown_grace_ms);
-    headwater_gateway::serve(listener, router, shutdown_signal(), grace).await?;
-    tracing::info!("stopped");
+    let options = ServeOptions {
+        header_read_timeout: Duration::from_millis(config.gateway.header_read_timeout_ms),
+        grace: Duration::from_millis(config.gateway.shutdown_grace_ms),
+    };
+    let served = headwater_gateway::serve(listener, router, shutdown_signal(), options).await;
+    let closed = engine.close().await;
+    served.context("serving HTTP")?;
+    closed.context("flushing the log on shutdown")?;
+    tracing::info!("stopped: log flushed");
     Ok(())
 }
 

@@ -198,6 +198,80 @@ async fn serve_answers_health_readiness_and_metrics_then_stops_on_sigterm() {
 }
 
 #[tokio::test]
+async fn events_acknowledged_by_serve_survive_kill_9() {
+    let data = tempfile::tempdir().unwrap();
+    let mut server = start_serve(data.path()).await;
+    let client = reqwest::Client::new();
+    let mut acknowledged = Vec::new();
+    for batch in 0..20 {
+        let events: Vec<serde_json::Value> = (0..50)
+            .map(|i| {
+                serde_json::json!({
+                    "id": format!("b{batch}-e{i}"), "type": "playback.start", "source": format!("tv-{}", i % 7),
+                    "payload": {"title_id": format!("t{i}"), "position_ms": i}
+                })
+            })
+            .collect();
+        let response = client
+            .post(format!("{}/v1/events", server.base))
+            .json(&events)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let answer: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(answer["accepted"], 50, "{answer}");
+        acknowledged.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
+    }
+    server.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
+    server.child.wait().unwrap();
+
+    let engine = headwater_log::LogEngine::open(
+        &data.path().join("log"),
+        headwater_log::LogConfig::default(),
+    )
+    .expect("recovery after kill -9");
+    use headwater_log::Log;
+    let mut found = std::collections::HashSet::new();
+    for partition in 0..engine.partitions("events").await.unwrap() as i32 {
+        let end = engine
+            .offsets("events", partition)
+            .await
+            .unwrap()
+            .high_watermark;
+        let mut offset = 0;
+        while offset < end {
+            let records = engine
+                .read(
+                    "events",
+                    partition,
+                    offset,
+                    1 << 20,
+                    Duration::from_millis(10),
+                )
+                .await
+                .unwrap();
+            for record in &records {
+                let id = record.headers.iter().find(|h| h.key == "hw.id").unwrap();
+                found.insert(String::from_utf8(id.value.clone().unwrap().to_vec()).unwrap());
+            }
+            offset = records.last().map_or(end, |r| r.offset + 1);
+        }
+    }
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !found.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged events lost after kill -9: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
+    assert_eq!(found.len(), acknowledged.len());
+}
+
+#[tokio::test]
 async fn serve_is_not_ready_when_the_data_dir_cannot_be_written() {
     let data = tempfile::tempdir().unwrap();
     let server = start_serve(data.path()).await;
@@ -210,7 +284,8 @@ async fn serve_is_not_ready_when_the_data_dir_cannot_be_written() {
     assert_eq!(ready.status(), 503);
     assert!(ready.headers().contains_key("retry-after"));
     let body = ready.text().await.unwrap();
-    assert!(body.contains("not writable"), "{body}");
+    assert!(body.contains("probing the data directory"), "{body}");
+    assert!(body.contains("Not a directory"), "{body}");
     std::fs::remove_file(data.path()).unwrap();
     std::fs::create_dir(data.path()).unwrap();
 }

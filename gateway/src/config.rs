@@ -12,7 +12,8 @@ pub struct Limits {
     pub max_decompressed_bytes: u64,
     /// Most events in one batch. Default 10,000.
     pub max_events_per_batch: u32,
-    /// Largest single event, in bytes. Default 1 MiB.
+    /// Largest single event payload, in bytes; keep it below the log's `max_message_bytes`
+    /// less room for the envelope headers. Default 512 KiB.
     pub max_event_bytes: u32,
     /// Requests handled at once before load shedding (503). Default 1024.
     pub max_concurrent_requests: u32,
@@ -26,9 +27,72 @@ impl Default for Limits {
             max_body_bytes: 5 * 1024 * 1024,
             max_decompressed_bytes: 20 * 1024 * 1024,
             max_events_per_batch: 10_000,
-            max_event_bytes: 1024 * 1024,
+            max_event_bytes: 512 * 1024,
             max_concurrent_requests: 1024,
             request_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// One API key: its tenant and the SHA-256 of the key (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKey {
+    /// Tenant the key belongs to.
+    pub tenant: String,
+    /// Hex SHA-256 of the key (`printf %s KEY | sha256sum`).
+    pub sha256: String,
+    /// A disabled key is recognised but refused with 403. Default false.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// Authentication of producers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// API keys. None configured: no authentication, tenant `default`, loopback only.
+    pub keys: Vec<ApiKey>,
+}
+
+/// Per-key rate limits (token buckets); 0 switches a limit off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Requests per second per key. Default 1,000.
+    pub requests_per_second: u32,
+    /// Events per second per key. Default 500,000.
+    pub events_per_second: u32,
+    /// Burst, as seconds of the rate. Default 2.
+    pub burst_seconds: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 1_000,
+            events_per_second: 500_000,
+            burst_seconds: 2,
+        }
+    }
+}
+
+/// Duplicate suppression of client-given event ids.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DedupConfig {
+    /// How long an id from a source is remembered, in milliseconds; 0 switches dedup off.
+    /// Default 10 minutes.
+    pub window_ms: u64,
+    /// Most ids remembered; the oldest are forgotten first. Default 1,000,000.
+    pub max_entries: usize,
+}
+
+impl Default for DedupConfig {
+    fn default() -> Self {
+        Self {
+            window_ms: 600_000,
+            max_entries: 1_000_000,
         }
     }
 }
@@ -41,8 +105,20 @@ pub struct GatewayConfig {
     pub listen: String,
     /// Time given to in-flight requests on shutdown, in milliseconds. Default 10,000.
     pub shutdown_grace_ms: u64,
+    /// Time a client may take to send its request headers, in milliseconds. Default 10,000.
+    pub header_read_timeout_ms: u64,
+    /// Peers whose `X-Forwarded-For` is believed (IP addresses). Default none.
+    pub trusted_proxies: Vec<String>,
+    /// Event type given to OTLP log records without an `event.name`. Default `otel.log`.
+    pub otlp_default_type: String,
     /// Request and body limits.
     pub limits: Limits,
+    /// API keys.
+    pub auth: AuthConfig,
+    /// Rate limits per key.
+    pub rate_limit: RateLimitConfig,
+    /// Duplicate suppression.
+    pub dedup: DedupConfig,
 }
 
 impl Default for GatewayConfig {
@@ -50,7 +126,13 @@ impl Default for GatewayConfig {
         Self {
             listen: "127.0.0.1:8080".to_owned(),
             shutdown_grace_ms: 10_000,
+            header_read_timeout_ms: 10_000,
+            trusted_proxies: Vec::new(),
+            otlp_default_type: "otel.log".to_owned(),
             limits: Limits::default(),
+            auth: AuthConfig::default(),
+            rate_limit: RateLimitConfig::default(),
+            dedup: DedupConfig::default(),
         }
     }
 }
@@ -59,11 +141,43 @@ impl GatewayConfig {
     /// Checks the wiring; returns every problem found as `(key path, message)`.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
-        if self.listen.parse::<std::net::SocketAddr>().is_err() {
-            errors.push((
+        match self.listen.parse::<std::net::SocketAddr>() {
+            Err(_) => errors.push((
                 "gateway.listen".to_owned(),
                 format!("`{}` is not a socket address (host:port)", self.listen),
-            ));
+            )),
+            Ok(addr) if !addr.ip().is_loopback() && self.auth.keys.is_empty() => errors.push((
+                "gateway.listen".to_owned(),
+                format!(
+                    "`{}` is not a loopback address and gateway.auth.keys is empty: \
+                     configure API keys before accepting events from the network",
+                    self.listen
+                ),
+            )),
+            Ok(_) => {}
+        }
+        for (i, proxy) in self.trusted_proxies.iter().enumerate() {
+            if proxy.parse::<std::net::IpAddr>().is_err() {
+                errors.push((
+                    format!("gateway.trusted_proxies[{i}]"),
+                    format!("`{proxy}` is not an IP address"),
+                ));
+            }
+        }
+        for (i, key) in self.auth.keys.iter().enumerate() {
+            let valid = key.sha256.len() == 64 && key.sha256.chars().all(|c| c.is_ascii_hexdigit());
+            if !valid {
+                errors.push((
+                    format!("gateway.auth.keys[{i}].sha256"),
+                    "must be 64 hex digits (the SHA-256 of the key)".to_owned(),
+                ));
+            }
+            if key.tenant.trim().is_empty() {
+                errors.push((
+                    format!("gateway.auth.keys[{i}].tenant"),
+                    "must not be empty".to_owned(),
+                ));
+            }
         }
         let l = &self.limits;
         for (key, value) in [

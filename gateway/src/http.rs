@@ -5,19 +5,30 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use std::net::SocketAddr;
+
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
+use tower::{BoxError, ServiceBuilder};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
+use crate::collector::Collector;
 use crate::config::GatewayConfig;
-use crate::metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
+use crate::error::IngestError;
+use crate::ingest::Report;
+use crate::metrics::{
+    HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, INGEST_BYTES_TOTAL, INGEST_REFUSED_TOTAL,
+    INGEST_REQUEST_DURATION_SECONDS,
+};
+use crate::{body, decode};
 
 /// A boxed future returned by [`Readiness::check`].
 pub type ReadinessFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -35,16 +46,28 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Answers `/readyz`.
     pub readiness: Arc<dyn Readiness>,
+    /// Turns requests into durable batches.
+    pub collector: Arc<Collector>,
 }
 
 /// Builds the gateway's router: `/healthz`, `/readyz`, `/metrics` and the ingest endpoints.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
+    let max_in_flight =
+        usize::try_from(config.limits.max_concurrent_requests).unwrap_or(usize::MAX);
+    let ingest = Router::new()
+        .route("/v1/events", post(post_events))
+        .route("/v1/logs", post(not_yet))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(max_in_flight),
+        );
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/v1/events", post(not_yet))
-        .route("/v1/logs", post(not_yet))
+        .merge(ingest)
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(
@@ -52,6 +75,89 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
             Duration::from_millis(config.limits.request_timeout_ms),
         ))
         .layer(TraceLayer::new_for_http())
+}
+
+async fn overloaded(_: BoxError) -> Response {
+    let mut response = (
+        StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"error": "overloaded: too many requests in flight"})),
+    )
+        .into_response();
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+/// The body encodings `POST /v1/events` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Json,
+    Ndjson,
+    Protobuf,
+}
+
+fn body_kind(headers: &HeaderMap) -> Result<BodyKind, IngestError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Json);
+    };
+    let text = value.to_str().unwrap_or("?");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" | "text/json" => Ok(BodyKind::Json),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines" => Ok(BodyKind::Ndjson),
+        "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => {
+            Ok(BodyKind::Protobuf)
+        }
+        _ => Err(IngestError::UnsupportedType(text.to_owned())),
+    }
+}
+
+#[tracing::instrument(skip_all, fields(tenant, batch_size))]
+async fn post_events(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = ingest_http(&state.collector, request).await;
+    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => "http")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(report) => (StatusCode::OK, Json(report)).into_response(),
+        Err(error) => {
+            metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => "http", "reason" => error.label()).increment(1);
+            error.into_response()
+        }
+    }
+}
+
+async fn ingest_http(collector: &Collector, request: Request) -> Result<Report, IngestError> {
+    let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let meta = collector.admit(&parts.headers, peer)?;
+    tracing::Span::current().record("tenant", &*meta.principal.tenant);
+    let kind = body_kind(&parts.headers)?;
+    let limits = &collector.limits;
+    let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
+    let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
+    metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => meta.principal.tenant.to_string())
+        .increment(bytes.len() as u64);
+    let max_events = limits.max_events_per_batch as usize;
+    let decoded = match kind {
+        BodyKind::Json => decode::decode_json(&bytes, max_events)?,
+        BodyKind::Ndjson => decode::decode_ndjson(&bytes, max_events)?,
+        BodyKind::Protobuf => decode::decode_protobuf(&bytes, max_events)?,
+    };
+    tracing::Span::current().record("batch_size", decoded.len());
+    collector.publish(&meta, decoded).await
 }
 
 async fn healthz() -> &'static str {
@@ -88,11 +194,11 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// Ingest is not built yet: say so plainly instead of pretending to accept events.
+/// OTLP is not built yet: say so plainly instead of pretending to accept logs.
 async fn not_yet() -> Response {
     (
         StatusCode::NOT_IMPLEMENTED,
-        Json(json!({"error": "ingestion is not implemented yet in this build"})),
+        Json(json!({"error": "OTLP/HTTP logs are not implemented yet in this build"})),
     )
         .into_response()
 }
@@ -130,11 +236,21 @@ mod tests {
     }
 
     fn test_app(ready: Result<(), String>) -> Router {
+        let config = GatewayConfig::default();
+        let collector = Collector::new(crate::collector::CollectorParts {
+            config: config.clone(),
+            log: Arc::new(headwater_log::MemoryLog::default()),
+            validator: Arc::new(crate::validate::AcceptAll {
+                topic: "events".into(),
+            }),
+            dlq_topic: "events.dlq".into(),
+        });
         let state = AppState {
             metrics: crate::metrics::install(),
             readiness: Arc::new(Fixed(ready)),
+            collector: Arc::new(collector),
         };
-        app(state, &GatewayConfig::default())
+        app(state, &config)
     }
 
     async fn get_text(app: Router, path: &str) -> (StatusCode, String) {
@@ -179,9 +295,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn ingest_says_it_is_not_built_yet() {
+    async fn otlp_says_it_is_not_built_yet() {
         let response = test_app(Ok(()))
-            .oneshot(Request::post("/v1/events").body(Body::from("[]")).unwrap())
+            .oneshot(Request::post("/v1/logs").body(Body::from("{}")).unwrap())
             .await
             .unwrap();
         assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);

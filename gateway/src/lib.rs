@@ -1,11 +1,23 @@
 //! Headwater's collectors: HTTP (axum) and gRPC (tonic) ingest, auth, limits, decoding,
 //! validation and append, plus the health, readiness and metrics endpoints.
 
+pub mod auth;
+pub mod body;
+pub mod collector;
 pub mod config;
+pub mod decode;
+pub mod dedup;
+pub mod error;
 pub mod http;
+pub mod ingest;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server;
+pub mod validate;
 
+pub use collector::{Collector, CollectorParts};
 pub use config::{GatewayConfig, Limits};
+pub use error::IngestError;
 pub use http::{AppState, Readiness, ReadinessFuture, app};
-pub use server::serve;
+pub use server::{ServeOptions, serve};
+pub use validate::{AcceptAll, Validate, Verdict};

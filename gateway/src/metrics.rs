@@ -53,6 +53,26 @@ fn describe() {
         PROCESS_START_TIME_SECONDS,
         "Process start time since the epoch"
     );
+    metrics::describe_counter!(
+        INGEST_EVENTS_TOTAL,
+        "Events received, by tenant, type and outcome"
+    );
+    metrics::describe_counter!(
+        INGEST_BYTES_TOTAL,
+        metrics::Unit::Bytes,
+        "Decompressed request bytes"
+    );
+    metrics::describe_counter!(INGEST_REFUSED_TOTAL, "Batches refused as a whole");
+    metrics::describe_histogram!(
+        INGEST_APPEND_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from decoded batch to durable append"
+    );
+    metrics::describe_histogram!(
+        INGEST_REQUEST_DURATION_SECONDS,
+        metrics::Unit::Seconds,
+        "Ingest request latency"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -60,3 +80,15 @@ fn describe() {
         .unwrap_or(0.0);
     metrics::gauge!(PROCESS_START_TIME_SECONDS).set(start);
 }
+
+/// Events by tenant, type (registered types, else `other`) and outcome
+/// (`accepted`, `duplicate`, `invalid`, `malformed`, `too_large`, `unavailable`).
+pub const INGEST_EVENTS_TOTAL: &str = "headwater_ingest_events_total";
+/// Request body bytes received, by tenant, after decompression.
+pub const INGEST_BYTES_TOTAL: &str = "headwater_ingest_bytes_total";
+/// Batches refused as a whole, by transport and reason.
+pub const INGEST_REFUSED_TOTAL: &str = "headwater_ingest_refused_total";
+/// Time from a decoded batch to its durable append, in seconds.
+pub const INGEST_APPEND_DURATION_SECONDS: &str = "headwater_ingest_append_duration_seconds";
+/// Time to handle an ingest request end to end, by transport, in seconds.
+pub const INGEST_REQUEST_DURATION_SECONDS: &str = "headwater_ingest_request_duration_seconds";

@@ -1,0 +1,209 @@
+//! API-key authentication: keys stored as SHA-256 hashes and compared in constant time.
+
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::http::header::AUTHORIZATION;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::config::AuthConfig;
+use crate::error::IngestError;
+
+/// Tenant of requests when no keys are configured.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Who is calling: the key's tenant and index (for per-key limits).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    /// Tenant.
+    pub tenant: Arc<str>,
+    /// Index of the key in the configuration; 0 in open mode.
+    pub key_index: usize,
+}
+
+struct StoredKey {
+    hash: [u8; 32],
+    tenant: Arc<str>,
+    disabled: bool,
+}
+
+/// Checks API keys.
+pub struct Authenticator {
+    keys: Vec<StoredKey>,
+    open: Principal,
+}
+
+impl Authenticator {
+    /// Builds from configuration; hashes that are not 64 hex digits were refused by
+    /// `GatewayConfig::validate`, and are skipped here.
+    pub fn new(config: &AuthConfig) -> Self {
+        let keys = config
+            .keys
+            .iter()
+            .filter_map(|key| {
+                let mut hash = [0u8; 32];
+                hex::decode_to_slice(&key.sha256, &mut hash).ok()?;
+                Some(StoredKey {
+                    hash,
+                    tenant: Arc::from(key.tenant.as_str()),
+                    disabled: key.disabled,
+                })
+            })
+            .collect();
+        Self {
+            keys,
+            open: Principal {
+                tenant: Arc::from(DEFAULT_TENANT),
+                key_index: 0,
+            },
+        }
+    }
+
+    /// Whether any key is configured.
+    pub fn enabled(&self) -> bool {
+        !self.keys.is_empty()
+    }
+
+    /// Number of distinct keys (rate-limit slots); at least 1.
+    pub fn slots(&self) -> usize {
+        self.keys.len().max(1)
+    }
+
+    /// Tenants of the configured keys (a bounded set, for metric labels).
+    pub fn tenants(&self) -> Vec<Arc<str>> {
+        let mut tenants: Vec<Arc<str>> = self.keys.iter().map(|k| k.tenant.clone()).collect();
+        tenants.push(self.open.tenant.clone());
+        tenants.sort();
+        tenants.dedup();
+        tenants
+    }
+
+    /// Authenticates a request by its headers.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, IngestError> {
+        if self.keys.is_empty() {
+            return Ok(self.open.clone());
+        }
+        let presented = presented_key(headers).ok_or(IngestError::MissingKey)?;
+        self.check_key(presented.as_bytes())
+    }
+
+    /// Authenticates a bare key (gRPC metadata uses the same header names).
+    pub fn check_key(&self, key: &[u8]) -> Result<Principal, IngestError> {
+        let hash: [u8; 32] = Sha256::digest(key).into();
+        // Compare against every key, without an early exit, so timing says nothing about
+        // which key or how much of it matched.
+        let mut found: Option<usize> = None;
+        for (index, stored) in self.keys.iter().enumerate() {
+            if bool::from(stored.hash.ct_eq(&hash)) {
+                found = Some(index);
+            }
+        }
+        let index = found.ok_or(IngestError::UnknownKey)?;
+        let stored = &self.keys[index];
+        if stored.disabled {
+            return Err(IngestError::KeyDisabled {
+                tenant: stored.tenant.to_string(),
+            });
+        }
+        Ok(Principal {
+            tenant: stored.tenant.clone(),
+            key_index: index,
+        })
+    }
+}
+
+/// The key from `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
+pub fn presented_key(headers: &HeaderMap) -> Option<String> {
+    if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+        let value = value.trim();
+        if value.len() > 7 && value[..7].eq_ignore_ascii_case("bearer ") {
+            return Some(value[7..].trim().to_owned());
+        }
+    }
+    headers
+        .get("x-api-key")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+}
+
+/// Hex SHA-256 of a key, as written in configuration.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+    use crate::config::ApiKey;
+
+    fn authenticator() -> Authenticator {
+        Authenticator::new(&AuthConfig {
+            keys: vec![
+                ApiKey {
+                    tenant: "acme".into(),
+                    sha256: hash_key("secret-1"),
+                    disabled: false,
+                },
+                ApiKey {
+                    tenant: "gone".into(),
+                    sha256: hash_key("secret-2"),
+                    disabled: true,
+                },
+            ],
+        })
+    }
+
+    fn headers(name: &'static str, value: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(name, HeaderValue::from_str(value).unwrap());
+        headers
+    }
+
+    #[test]
+    fn bearer_and_x_api_key_both_work() {
+        let auth = authenticator();
+        let p = auth
+            .authenticate(&headers("authorization", "Bearer secret-1"))
+            .unwrap();
+        assert_eq!(&*p.tenant, "acme");
+        let p = auth
+            .authenticate(&headers("x-api-key", "secret-1"))
+            .unwrap();
+        assert_eq!(p.key_index, 0);
+    }
+
+    #[test]
+    fn missing_unknown_and_disabled_keys_are_refused() {
+        let auth = authenticator();
+        assert!(matches!(
+            auth.authenticate(&HeaderMap::new()),
+            Err(IngestError::MissingKey)
+        ));
+        assert!(matches!(
+            auth.authenticate(&headers("x-api-key", "secret-3")),
+            Err(IngestError::UnknownKey)
+        ));
+        assert!(matches!(
+            auth.authenticate(&headers("authorization", "Bearer secret-2")),
+            Err(IngestError::KeyDisabled { .. })
+        ));
+        assert!(matches!(
+            auth.authenticate(&headers("authorization", "Basic c2VjcmV0LTE=")),
+            Err(IngestError::MissingKey)
+        ));
+    }
+
+    #[test]
+    fn no_keys_means_open_default_tenant() {
+        let auth = Authenticator::new(&AuthConfig::default());
+        assert!(!auth.enabled());
+        assert_eq!(
+            &*auth.authenticate(&HeaderMap::new()).unwrap().tenant,
+            DEFAULT_TENANT
+        );
+    }
+}

@@ -1,0 +1,164 @@
+//! The collector: everything a transport needs to turn a request into a durable batch
+//! (authentication, rate limits, client identity, limits and the pipeline).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use axum::http::HeaderMap;
+use axum::http::header::USER_AGENT;
+use headwater_log::Log;
+
+use crate::auth::Authenticator;
+use crate::config::{GatewayConfig, Limits};
+use crate::decode::Decoded;
+use crate::dedup::Dedup;
+use crate::error::IngestError;
+use crate::ingest::{Pipeline, Report, RequestMeta};
+use crate::ratelimit::RateLimits;
+use crate::validate::Validate;
+
+/// What builds a [`Collector`].
+pub struct CollectorParts {
+    /// The gateway's configuration.
+    pub config: GatewayConfig,
+    /// Where events go.
+    pub log: Arc<dyn Log>,
+    /// Schema validation.
+    pub validator: Arc<dyn Validate>,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+}
+
+/// Shared by the HTTP, gRPC and OTLP transports.
+pub struct Collector {
+    /// Key checks.
+    pub auth: Authenticator,
+    /// Per-key rate limits.
+    pub rate: RateLimits,
+    /// Validation and append.
+    pub pipeline: Pipeline,
+    /// Body and batch limits.
+    pub limits: Limits,
+    /// Default event type of OTLP log records.
+    pub otlp_default_type: String,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl Collector {
+    /// Builds the collector; the configuration was validated at start-up.
+    pub fn new(parts: CollectorParts) -> Self {
+        let config = parts.config;
+        let auth = Authenticator::new(&config.auth);
+        let rate = RateLimits::new(&config.rate_limit, auth.slots());
+        Self {
+            rate,
+            auth,
+            pipeline: Pipeline {
+                log: parts.log,
+                validator: parts.validator,
+                dedup: Dedup::new(&config.dedup),
+                max_event_bytes: usize::try_from(config.limits.max_event_bytes)
+                    .unwrap_or(usize::MAX),
+                dlq_topic: parts.dlq_topic,
+            },
+            limits: config.limits,
+            otlp_default_type: config.otlp_default_type,
+            trusted_proxies: config
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| p.parse().ok())
+                .collect(),
+        }
+    }
+
+    /// Authenticates, takes a request token, and identifies the client.
+    pub fn admit(
+        &self,
+        headers: &HeaderMap,
+        peer: Option<SocketAddr>,
+    ) -> Result<RequestMeta, IngestError> {
+        let principal = self.auth.authenticate(headers)?;
+        self.rate.check_request(principal.key_index)?;
+        Ok(RequestMeta {
+            principal,
+            client_ip: self.client_ip(headers, peer.map(|p| p.ip())),
+            user_agent: headers
+                .get(USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.chars().take(256).collect()),
+        })
+    }
+
+    /// Checks the batch against the limits and the key's event rate, then publishes it.
+    pub async fn publish(
+        &self,
+        meta: &RequestMeta,
+        decoded: Vec<Decoded>,
+    ) -> Result<Report, IngestError> {
+        crate::decode::check_count(decoded.len(), self.limits.max_events_per_batch as usize)?;
+        self.rate
+            .check_events(meta.principal.key_index, decoded.len())?;
+        self.pipeline.publish(meta, decoded).await
+    }
+
+    /// The client's address: the peer, or, when the peer is a trusted proxy, the right-most
+    /// address of `X-Forwarded-For` that is not itself a trusted proxy.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|v| v.trim().parse().ok())
+            .collect();
+        forwarded
+            .into_iter()
+            .rev()
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .or(Some(peer))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+    use headwater_log::MemoryLog;
+
+    use super::*;
+    use crate::validate::AcceptAll;
+
+    fn collector(trusted: &[&str]) -> Collector {
+        Collector::new(CollectorParts {
+            config: GatewayConfig {
+                trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
+                ..GatewayConfig::default()
+            },
+            log: Arc::new(MemoryLog::default()),
+            validator: Arc::new(AcceptAll {
+                topic: "events".into(),
+            }),
+            dlq_topic: "events.dlq".into(),
+        })
+    }
+
+    #[test]
+    fn forwarded_for_is_believed_only_from_trusted_proxies() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.9, 10.0.0.2"),
+        );
+        let untrusted = collector(&[]);
+        let peer: IpAddr = "10.0.0.1".parse().unwrap();
+        assert_eq!(untrusted.client_ip(&headers, Some(peer)), Some(peer));
+        let trusted = collector(&["10.0.0.1", "10.0.0.2"]);
+        assert_eq!(
+            trusted.client_ip(&headers, Some(peer)),
+            Some("203.0.113.9".parse().unwrap())
+        );
+    }
+}

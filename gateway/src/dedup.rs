@@ -1,0 +1,139 @@
+//! Duplicate suppression: a client-given event id seen from the same source within the window
+//! is not appended twice. Memory is bounded: the oldest ids are forgotten first.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::config::DedupConfig;
+
+const SHARDS: usize = 16;
+
+#[derive(Default)]
+struct Shard {
+    seen: HashMap<u64, Instant>,
+    order: VecDeque<(u64, Instant)>,
+}
+
+/// Remembers `(source, id)` pairs for a window, in at most `max_entries` entries.
+pub struct Dedup {
+    window: Duration,
+    per_shard: usize,
+    shards: Vec<Mutex<Shard>>,
+}
+
+impl Dedup {
+    /// A window per configuration; `window_ms == 0` remembers nothing.
+    pub fn new(config: &DedupConfig) -> Self {
+        Self {
+            window: Duration::from_millis(config.window_ms),
+            per_shard: config.max_entries.div_ceil(SHARDS).max(1),
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+        }
+    }
+
+    fn key(source: &str, id: &str) -> u64 {
+        let mut hasher = DefaultHasher::new();
+        source.hash(&mut hasher);
+        0xffu8.hash(&mut hasher);
+        id.hash(&mut hasher);
+        hasher.finish()
+    }
+
+    fn shard(&self, key: u64) -> &Mutex<Shard> {
+        &self.shards[(key as usize) % SHARDS]
+    }
+
+    /// Whether `(source, id)` was recorded within the window.
+    pub fn seen(&self, source: &str, id: &str) -> bool {
+        if self.window.is_zero() {
+            return false;
+        }
+        let key = Self::key(source, id);
+        let Ok(shard) = self.shard(key).lock() else {
+            return false;
+        };
+        shard
+            .seen
+            .get(&key)
+            .is_some_and(|at| at.elapsed() < self.window)
+    }
+
+    /// Records `(source, id)` as appended now.
+    pub fn record(&self, source: &str, id: &str) {
+        if self.window.is_zero() {
+            return;
+        }
+        let key = Self::key(source, id);
+        let Ok(mut shard) = self.shard(key).lock() else {
+            return;
+        };
+        let now = Instant::now();
+        // Forget what is out of the window or over the size bound, oldest first.
+        while let Some(&(old, at)) = shard.order.front() {
+            if now.duration_since(at) < self.window && shard.order.len() < self.per_shard {
+                break;
+            }
+            shard.order.pop_front();
+            if shard.seen.get(&old) == Some(&at) {
+                shard.seen.remove(&old);
+            }
+        }
+        shard.seen.insert(key, now);
+        shard.order.push_back((key, now));
+    }
+
+    /// Ids currently remembered.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|s| s.seen.len()).unwrap_or(0))
+            .sum()
+    }
+
+    /// Whether nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_is_seen_per_source() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        assert!(!dedup.seen("tv-1", "e1"));
+        dedup.record("tv-1", "e1");
+        assert!(dedup.seen("tv-1", "e1"));
+        assert!(!dedup.seen("tv-2", "e1"));
+    }
+
+    #[test]
+    fn memory_stays_bounded() {
+        let dedup = Dedup::new(&DedupConfig {
+            window_ms: 600_000,
+            max_entries: 1_000,
+        });
+        for i in 0..100_000 {
+            dedup.record("s", &i.to_string());
+        }
+        assert!(dedup.len() <= 1_000 + SHARDS, "{}", dedup.len());
+        assert!(dedup.seen("s", "99999"));
+        assert!(!dedup.seen("s", "0"));
+    }
+
+    #[test]
+    fn a_zero_window_remembers_nothing() {
+        let dedup = Dedup::new(&DedupConfig {
+            window_ms: 0,
+            max_entries: 10,
+        });
+        dedup.record("s", "1");
+        assert!(!dedup.seen("s", "1"));
+        assert!(dedup.is_empty());
+    }
+}

@@ -1,0 +1,42 @@
+//! The validation seam: decides for each event its topic, or why it is rejected.
+
+use crate::decode::IncomingEvent;
+
+/// Where a valid event goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verdict {
+    /// Destination topic named by the event's schema.
+    pub topic: String,
+    /// The schema version the event was validated against.
+    pub version: u32,
+}
+
+/// Validates events against registered schemas. Implemented over the schema registry (with
+/// hot reload) and by simple fakes in tests.
+pub trait Validate: Send + Sync + 'static {
+    /// The event's destination, or a one-line reason it is invalid.
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String>;
+
+    /// Whether `event_type` is registered (bounds the `type` metric label).
+    fn knows_type(&self, event_type: &str) -> bool;
+}
+
+/// Accepts every event into one topic; for tests and schema-less set-ups.
+#[derive(Debug, Clone)]
+pub struct AcceptAll {
+    /// The topic every event goes to.
+    pub topic: String,
+}
+
+impl Validate for AcceptAll {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String> {
+        Ok(Verdict {
+            topic: self.topic.clone(),
+            version: event.version.unwrap_or(1),
+        })
+    }
+
+    fn knows_type(&self, _event_type: &str) -> bool {
+        false
+    }
+}

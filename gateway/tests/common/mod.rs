@@ -1,0 +1,154 @@
+//! A gateway served on 127.0.0.1:0 over a real log engine in a temp dir, for black-box tests.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use headwater_gateway::decode::IncomingEvent;
+use headwater_gateway::{
+    AppState, Collector, CollectorParts, GatewayConfig, ServeOptions, Validate, Verdict,
+};
+use headwater_log::{Log, LogConfig, LogEngine, StoredRecord};
+use tokio::sync::oneshot;
+
+/// Accepts types starting with `ok.` into `events`; rejects every other type.
+pub struct OkTypes;
+
+impl Validate for OkTypes {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String> {
+        if event.event_type.starts_with("ok.") {
+            Ok(Verdict {
+                topic: "events".to_owned(),
+                version: event.version.unwrap_or(1),
+            })
+        } else {
+            Err(format!("unknown event type `{}`", event.event_type))
+        }
+    }
+
+    fn knows_type(&self, event_type: &str) -> bool {
+        event_type.starts_with("ok.")
+    }
+}
+
+pub struct Ready;
+
+impl headwater_gateway::Readiness for Ready {
+    fn check(&self) -> headwater_gateway::ReadinessFuture<'_> {
+        Box::pin(async { Ok(()) })
+    }
+}
+
+pub struct TestGateway {
+    pub base: String,
+    pub addr: std::net::SocketAddr,
+    pub engine: Option<Arc<LogEngine>>,
+    pub log: Arc<dyn Log>,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestGateway {
+    /// Starts over a fresh log engine.
+    pub async fn start(config: GatewayConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
+        Self::start_with(config, engine.clone(), Some(engine), dir).await
+    }
+
+    /// Starts over any `Log`.
+    pub async fn start_with(
+        config: GatewayConfig,
+        log: Arc<dyn Log>,
+        engine: Option<Arc<LogEngine>>,
+        dir: tempfile::TempDir,
+    ) -> Self {
+        let collector = Collector::new(CollectorParts {
+            config: config.clone(),
+            log: log.clone(),
+            validator: Arc::new(OkTypes),
+            dlq_topic: "events.dlq".to_owned(),
+        });
+        let state = AppState {
+            metrics: headwater_gateway::metrics::install(),
+            readiness: Arc::new(Ready),
+            collector: Arc::new(collector),
+        };
+        let router = headwater_gateway::app(state, &config);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let options = ServeOptions {
+            header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
+            grace: Duration::from_secs(5),
+        };
+        let task = tokio::spawn(headwater_gateway::serve(
+            listener,
+            router,
+            async move {
+                let _ = stopped.await;
+            },
+            options,
+        ));
+        Self {
+            base: format!("http://{addr}"),
+            addr,
+            engine,
+            log,
+            dir,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Every record of a topic, all partitions, in partition then offset order.
+    pub async fn records(&self, topic: &str) -> Vec<StoredRecord> {
+        let Ok(partitions) = self.log.partitions(topic).await else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for p in 0..partitions as i32 {
+            let mut offset = self.log.offsets(topic, p).await.unwrap().log_start;
+            loop {
+                let hw = self.log.offsets(topic, p).await.unwrap().high_watermark;
+                if offset >= hw {
+                    break;
+                }
+                let batch = self
+                    .log
+                    .read(topic, p, offset, 1 << 20, Duration::from_millis(10))
+                    .await
+                    .unwrap();
+                offset = batch.last().map_or(hw, |r| r.offset + 1);
+                out.extend(batch);
+            }
+        }
+        out
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap().unwrap();
+        }
+    }
+}
+
+/// The value of a header of a stored record, as text.
+pub fn header(record: &StoredRecord, name: &str) -> Option<String> {
+    record
+        .headers
+        .iter()
+        .rev()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.as_ref())
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}

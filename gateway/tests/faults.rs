@@ -1,0 +1,146 @@
+//! The gateway under log-tier faults and overload: 503 with Retry-After, nothing acknowledged
+//! that is not durable, and recovery once the fault clears.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use common::TestGateway;
+use headwater_gateway::GatewayConfig;
+use headwater_gateway::config::Limits;
+use headwater_log::{Appended, Log, LogError, MemoryLog, PartitionOffsets, Record, StoredRecord};
+
+/// A log whose appends fail with "disk full" while `full` is set, and take `delay` each.
+#[derive(Default)]
+struct FaultyLog {
+    inner: MemoryLog,
+    full: AtomicBool,
+    delay: Duration,
+}
+
+#[async_trait]
+impl Log for FaultyLog {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>, LogError> {
+        tokio::time::sleep(self.delay).await;
+        if self.full.load(Ordering::SeqCst) {
+            return Err(LogError::io(
+                "appending",
+                std::io::Error::from_raw_os_error(libc_enospc()),
+            ));
+        }
+        self.inner.append(topic, records).await
+    }
+    async fn read(
+        &self,
+        t: &str,
+        p: i32,
+        o: i64,
+        b: usize,
+        w: Duration,
+    ) -> Result<Vec<StoredRecord>, LogError> {
+        self.inner.read(t, p, o, b, w).await
+    }
+    async fn offsets(&self, t: &str, p: i32) -> Result<PartitionOffsets, LogError> {
+        self.inner.offsets(t, p).await
+    }
+    async fn commit(&self, g: &str, t: &str, p: i32, o: i64) -> Result<(), LogError> {
+        self.inner.commit(g, t, p, o).await
+    }
+    async fn committed(&self, g: &str, t: &str, p: i32) -> Result<Option<i64>, LogError> {
+        self.inner.committed(g, t, p).await
+    }
+    async fn create_topic(&self, t: &str, n: u32) -> Result<(), LogError> {
+        self.inner.create_topic(t, n).await
+    }
+    async fn delete_topic(&self, t: &str) -> Result<(), LogError> {
+        self.inner.delete_topic(t).await
+    }
+    async fn partitions(&self, t: &str) -> Result<u32, LogError> {
+        self.inner.partitions(t).await
+    }
+    async fn list_topics(&self) -> Result<Vec<String>, LogError> {
+        self.inner.list_topics().await
+    }
+    async fn flush(&self) -> Result<(), LogError> {
+        self.inner.flush().await
+    }
+    async fn check_writable(&self) -> Result<(), LogError> {
+        self.inner.check_writable().await
+    }
+}
+
+fn libc_enospc() -> i32 {
+    28
+}
+
+async fn post(gw: &TestGateway, body: String) -> (u16, Option<String>, String) {
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/events"))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry = response
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (status, retry, response.text().await.unwrap())
+}
+
+fn batch(id: &str) -> String {
+    format!(r#"[{{"id":"{id}","type":"ok.a","source":"s","payload":{{"n":1}}}}]"#)
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_nothing_is_acknowledged_until_space_returns() {
+    let log = Arc::new(FaultyLog::default());
+    let dir = tempfile::tempdir().unwrap();
+    let gw = TestGateway::start_with(GatewayConfig::default(), log.clone(), None, dir).await;
+    log.full.store(true, Ordering::SeqCst);
+    let (status, retry, body) = post(&gw, batch("x1")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry.as_deref(), Some("1"));
+    assert!(body.contains("log tier unavailable"), "{body}");
+    assert!(gw.records("events").await.is_empty());
+    // Space returns: the client's retry of the same id is appended, once.
+    log.full.store(false, Ordering::SeqCst);
+    let (status, _, body) = post(&gw, batch("x1")).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = post(&gw, batch("x1")).await;
+    assert_eq!(status, 200);
+    assert_eq!(gw.records("events").await.len(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn requests_over_the_concurrency_limit_are_shed_with_503() {
+    let log = Arc::new(FaultyLog {
+        delay: Duration::from_millis(800),
+        ..FaultyLog::default()
+    });
+    let config = GatewayConfig {
+        limits: Limits {
+            max_concurrent_requests: 1,
+            ..Limits::default()
+        },
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start_with(config, log, None, tempfile::tempdir().unwrap()).await;
+    let answers =
+        futures::future::join_all((0..4).map(|i| post(&gw, batch(&format!("c{i}"))))).await;
+    let statuses: Vec<u16> = answers.iter().map(|a| a.0).collect();
+    assert!(statuses.contains(&200), "{statuses:?}");
+    assert!(statuses.contains(&503), "{statuses:?}");
+    for answer in answers.iter().filter(|a| a.0 == 503) {
+        assert_eq!(answer.1.as_deref(), Some("1"));
+        assert!(answer.2.contains("overloaded"), "{}", answer.2);
+    }
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    assert_eq!(gw.records("events").await.len(), accepted);
+    gw.stop().await;
+}
