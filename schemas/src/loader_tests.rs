@@ -461,3 +461,33 @@ fn default_topic_comes_from_the_options() {
     let from_config = LoadOptions::from(&SchemasConfig::default());
     assert_eq!(from_config, LoadOptions::default());
 }
+
+#[test]
+#[ignore = "timing only: cargo test --release -p headwater-schemas -- --ignored --nocapture"]
+fn validation_throughput() {
+    let registry = shipped();
+    let json = br#"{"title_id":"tt0000001","position_ms":123456,"profile_id":"p-1234567890","session_id":"s-0123456789abcdef0123456789abcd","audio_language":"en-US","autoplay":true}"#;
+    let proto = telemetry_bytes(&registry);
+    let rounds = 200_000u32;
+    for (name, t, payload) in [
+        ("json", "playback.start", Payload::Json(json)),
+        ("protobuf", "device.telemetry", Payload::Protobuf(&proto)),
+    ] {
+        let start = std::time::Instant::now();
+        for _ in 0..rounds {
+            assert!(registry.validate(t, 0, payload).is_ok());
+        }
+        let per_event = start.elapsed() / rounds;
+        eprintln!(
+            "{name}: {per_event:?} per event ({} bytes)",
+            payload_len(payload)
+        );
+    }
+}
+
+fn payload_len(payload: Payload<'_>) -> usize {
+    match payload {
+        Payload::Json(b) | Payload::Protobuf(b) => b.len(),
+        Payload::Value(_) => 0,
+    }
+}
