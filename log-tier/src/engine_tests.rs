@@ -527,3 +527,40 @@ async fn commits_survive_restart_and_topics_from_config_exist() {
     );
     engine.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appenders_share_fsyncs() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    let mut tasks = Vec::new();
+    for t in 0..64 {
+        let engine = engine.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..5 {
+                engine
+                    .append("t", vec![record(t * 10 + i, 1)])
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let fsyncs = engine
+        .partition("t", 0)
+        .unwrap()
+        .fsyncs
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        engine.partition_offsets("t", 0).unwrap().high_watermark,
+        320
+    );
+    eprintln!("{fsyncs} fsyncs for 320 appends");
+    assert!(
+        fsyncs < 160,
+        "{fsyncs} fsyncs for 320 appends: no group commit"
+    );
+    engine.close().await.unwrap();
+}

@@ -97,6 +97,7 @@ impl Partition {
             (st.written, segments, std::mem::take(&mut st.dir_dirty))
         };
         let dir = self.dir.clone();
+        let fsyncs = self.fsyncs.clone();
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
             if let Some(e) = crate::fault::sync_error(&dir) {
                 return Err(e);
@@ -105,6 +106,7 @@ impl Partition {
                 let started = Instant::now();
                 segment.sync()?;
                 metrics::counter!(m::FSYNCS_TOTAL).increment(1);
+                fsyncs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 metrics::histogram!(m::FSYNC_SECONDS).record(started.elapsed().as_secs_f64());
             }
             if dir_dirty {

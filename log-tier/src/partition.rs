@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -74,6 +75,8 @@ pub(crate) struct Partition {
     /// Serialises fsyncs; appenders queued here share the next one (group commit).
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
     metrics: m::PartitionMetrics,
+    /// fsyncs of segment files so far (group-commit statistics and tests).
+    pub(crate) fsyncs: Arc<AtomicU64>,
 }
 
 impl Partition {
@@ -123,6 +126,7 @@ impl Partition {
             durable: watch::Sender::new(end),
             sync_lock: tokio::sync::Mutex::new(()),
             metrics: m::PartitionMetrics::new(&topic),
+            fsyncs: Arc::new(AtomicU64::new(0)),
             topic,
         }))
     }
