@@ -170,7 +170,69 @@ pub fn validate_for_append(batch: &[u8]) -> Result<BatchHeader> {
             header.records_count, header.last_offset_delta
         )));
     }
+    check_records(batch, &header).map_err(LogError::InvalidBatch)?;
     Ok(header)
+}
+
+/// Walks the records of a batch (decompressing if needed) and checks their framing: exactly
+/// `records_count` records with offset deltas 0, 1, 2… and no trailing bytes. Like Kafka's
+/// broker-side validation, so a stored batch never lies about its offsets.
+fn check_records(batch: &[u8], header: &BatchHeader) -> std::result::Result<(), String> {
+    let body = &batch[HEADER_LEN..];
+    if header.compression() == 0 {
+        return walk_records(body, header.records_count);
+    }
+    let mut compressed = Bytes::copy_from_slice(body);
+    let plain = decompress(header.compression(), &mut compressed)?;
+    walk_records(&plain, header.records_count)
+}
+
+fn walk_records(mut buf: &[u8], count: i32) -> std::result::Result<(), String> {
+    for i in 0..i64::from(count) {
+        let len = get_varint(&mut buf)?;
+        if len < 1 || len as usize > buf.len() {
+            return Err(format!("record {i} has a bad length"));
+        }
+        let (mut rec, rest) = buf.split_at(len as usize);
+        buf = rest;
+        rec.advance(1); // attributes
+        get_varint(&mut rec)?; // timestamp delta
+        if get_varint(&mut rec)? != i {
+            return Err(format!("record {i} has a wrong offset delta"));
+        }
+        skip_opt_bytes(&mut rec)?; // key
+        skip_opt_bytes(&mut rec)?; // value
+        let headers = get_varint(&mut rec)?;
+        if headers < 0 {
+            return Err(format!("record {i} has a negative header count"));
+        }
+        for _ in 0..headers {
+            if skip_opt_bytes(&mut rec)? < 0 {
+                return Err(format!("record {i} has a null header key"));
+            }
+            skip_opt_bytes(&mut rec)?;
+        }
+        if !rec.is_empty() {
+            return Err(format!("record {i} has trailing bytes"));
+        }
+    }
+    if buf.is_empty() {
+        Ok(())
+    } else {
+        Err("bytes after the last record".to_owned())
+    }
+}
+
+/// Skips a varint-length-prefixed field; returns its length (-1 for null).
+fn skip_opt_bytes(buf: &mut &[u8]) -> std::result::Result<i64, String> {
+    let len = get_varint(buf)?;
+    if len > buf.len() as i64 {
+        return Err("field longer than the record".to_owned());
+    }
+    if len > 0 {
+        buf.advance(len as usize);
+    }
+    Ok(len)
 }
 
 /// Idempotence fields of a batch written by [`encode`].
@@ -299,7 +361,7 @@ fn put_varint(buf: &mut BytesMut, v: i64) {
     buf.put_u8(z as u8);
 }
 
-fn get_varint(buf: &mut Bytes) -> std::result::Result<i64, String> {
+fn get_varint(buf: &mut impl Buf) -> std::result::Result<i64, String> {
     let mut z: u64 = 0;
     for shift in (0..70).step_by(7) {
         if !buf.has_remaining() {
@@ -346,7 +408,8 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>> {
     let mut body = batch.slice(HEADER_LEN..);
     let mut body = decompress(header.compression(), &mut body)
         .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
-    let mut out = Vec::with_capacity(header.records_count.max(0) as usize);
+    let mut out =
+        Vec::with_capacity((header.records_count.max(0) as usize).min(body.len() / 7 + 1));
     for _ in 0..header.records_count {
         let rec = decode_record(&mut body, &header)
             .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
@@ -392,8 +455,8 @@ fn decode_record(
     let mut headers = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let key = get_opt_bytes(&mut rec)?.ok_or("null header key")?;
-        let key =
-            String::from_utf8(key.to_vec()).map_err(|_| "header key is not utf-8".to_owned())?;
+        // Kafka header keys are strings; invalid UTF-8 is replaced, as the Java client does.
+        let key = String::from_utf8_lossy(&key).into_owned();
         let value = get_opt_bytes(&mut rec)?;
         headers.push(Header { key, value });
     }
