@@ -138,9 +138,7 @@ fn main() -> ExitCode {
         Command::Routes(RoutesCommand::Check { .. }) => {
             not_built("`headwater routes check` needs the router's rule parser")
         }
-        Command::Schemas(SchemasCommand::Check { .. }) => {
-            not_built("`headwater schemas check` needs the schema registry")
-        }
+        Command::Schemas(SchemasCommand::Check { ref dir }) => schemas_check(&cli, dir),
     }
 }
 
@@ -202,6 +200,45 @@ fn config_check(source: &Source) -> ExitCode {
         },
         Err(error) => {
             eprintln!("{error}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+/// `headwater schemas check DIR`: every problem as `FILE:LINE: message`, or a summary.
+fn schemas_check(cli: &Cli, dir: &std::path::Path) -> ExitCode {
+    let config = match load::load(&load::resolve_source(cli.config.as_deref()), &[]) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("headwater: invalid configuration\n{error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    let options = headwater_schemas::LoadOptions::from(&config.schemas);
+    match headwater_schemas::Registry::load_dir(dir, &options) {
+        Ok(registry) => {
+            println!(
+                "{}: {} schema(s), no problems",
+                dir.display(),
+                registry.len()
+            );
+            for info in registry.list() {
+                println!(
+                    "  {} v{} ({}, topic {}, {})",
+                    info.event_type,
+                    info.version,
+                    info.format.as_str(),
+                    info.topic,
+                    info.compatibility.as_str()
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("{}: {} problem(s)", dir.display(), problems.len());
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }

@@ -1,14 +1,15 @@
 //! Running the parts: `headwater serve` composes the gateway with the embedded log tier.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use headwater_gateway::{
-    AcceptAll, AppState, Collector, CollectorParts, Readiness, ReadinessFuture, ServeOptions,
-    Validate,
+    AppState, Collector, CollectorParts, Readiness, ReadinessFuture, SchemaRegistry, ServeOptions,
 };
 use headwater_log::{Log, LogEngine};
+use headwater_schemas::LoadOptions;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -48,19 +49,20 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("opening the log in {}", log_dir.display()))?
     };
     let log: Arc<dyn Log> = engine.clone();
-    let validator: Arc<dyn Validate> = Arc::new(AcceptAll {
-        topic: config.schemas.default_topic.clone(),
-    });
+    let schemas = Arc::new(load_schemas(&config).await?);
+    schemas.clone().watch(SCHEMA_POLL);
+    tokio::spawn(reload_on_sighup(schemas.clone()));
     let collector = Collector::new(CollectorParts {
         config: config.gateway.clone(),
         log: log.clone(),
-        validator,
+        validator: schemas.clone(),
         dlq_topic: config.schemas.dlq_topic.clone(),
     });
     let state = AppState {
         metrics: headwater_gateway::metrics::install(),
         readiness: Arc::new(LogReadiness { log }),
         collector: Arc::new(collector),
+        schemas: Some(schemas),
     };
     let router = headwater_gateway::app(state, &config.gateway);
     let listener = TcpListener::bind(&config.gateway.listen)
@@ -72,8 +74,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         "headwater serving POST /v1/events, /healthz, /readyz and /metrics"
     );
     tracing::warn!(
-        "this build has no schema validation, Kafka listener or router yet: every event goes to `{}`",
-        config.schemas.default_topic
+        "this build has no Kafka listener or router yet: events stay in the embedded log"
     );
     let options = ServeOptions {
         header_read_timeout: Duration::from_millis(config.gateway.header_read_timeout_ms),
@@ -85,6 +86,50 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     closed.context("flushing the log on shutdown")?;
     tracing::info!("stopped: log flushed");
     Ok(())
+}
+
+/// How often the schema directory is checked for changes.
+const SCHEMA_POLL: Duration = Duration::from_secs(2);
+
+/// Loads the schema directory, or explains every problem.
+async fn load_schemas(config: &Config) -> anyhow::Result<SchemaRegistry> {
+    let dir = PathBuf::from(&config.schemas.dir);
+    let options = LoadOptions::from(&config.schemas);
+    let loaded = {
+        let dir = dir.clone();
+        tokio::task::spawn_blocking(move || SchemaRegistry::load(&dir, options))
+            .await
+            .context("loading schemas panicked")?
+    };
+    match loaded {
+        Ok(registry) => {
+            tracing::info!(dir = %dir.display(), schemas = registry.snapshot().len(), "schemas loaded");
+            Ok(registry)
+        }
+        Err(problems) => {
+            let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+            anyhow::bail!(
+                "schemas.dir {} does not load ({} problem(s)):\n  {}",
+                dir.display(),
+                list.len(),
+                list.join("\n  ")
+            )
+        }
+    }
+}
+
+/// Reloads the schemas on every SIGHUP.
+async fn reload_on_sighup(schemas: Arc<SchemaRegistry>) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::error!("cannot listen for SIGHUP; schemas reload on file change only");
+        return;
+    };
+    while hangups.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading schemas");
+        let schemas = schemas.clone();
+        let _ = tokio::task::spawn_blocking(move || schemas.reload()).await;
+    }
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -84,12 +84,35 @@ fn parts_not_built_yet_say_so_and_exit_non_zero() {
         &["log-node"],
         &["router"],
         &["routes", "check", "config/routes.yaml"],
-        &["schemas", "check", "schemas/events"],
     ] {
         let out = headwater(args);
         assert_eq!(out.status.code(), Some(3), "{args:?}");
         assert!(text(&out.stderr).contains("does not have yet"), "{args:?}");
     }
+}
+
+#[test]
+fn schemas_check_lists_the_shipped_schemas_and_every_problem_of_a_broken_dir() {
+    let out = headwater(&["schemas", "check", "schemas/events"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("playback.start v1 (json, topic events, backward)"),
+        "{stdout}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("a.thing.v1.schema.json"),
+        "{\n  \"type\": \"object\",\n  oops\n}",
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("BadName.json"), "{}").unwrap();
+    let out = headwater(&["schemas", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("a.thing.v1.schema.json:3:"), "{stderr}");
+    assert!(stderr.contains("BadName.json"), "{stderr}");
+    assert!(stderr.contains("2 problem(s)"), "{stderr}");
 }
 
 #[test]

@@ -2,29 +2,14 @@
 //! protobuf `Batch`. Payload bytes are sliced from the body as received, never re-encoded.
 
 use bytes::Bytes;
+use headwater_schemas::proto::v1::{Batch, Event as ProtoEvent};
+use prost::Message;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use crate::error::IngestError;
 
-/// How an event's payload is encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadFormat {
-    /// JSON text.
-    Json,
-    /// Protobuf bytes of the message the schema names.
-    Protobuf,
-}
-
-impl PayloadFormat {
-    /// The name used in the `hw.format` header.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Json => "json",
-            Self::Protobuf => "protobuf",
-        }
-    }
-}
+pub use headwater_schemas::PayloadFormat;
 
 /// An event as the client sent it, before validation and enrichment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,11 +154,45 @@ fn bad(raw: Bytes, reason: &str) -> Decoded {
     }
 }
 
-/// Decodes a protobuf `headwater.v1.Batch`.
-pub fn decode_protobuf(_body: &Bytes, _max_events: usize) -> Result<Vec<Decoded>, IngestError> {
-    Err(IngestError::UnsupportedType(
-        "application/x-protobuf (not in this build yet)".to_owned(),
-    ))
+/// Decodes a protobuf `headwater.v1.Batch`; an event without type, source or a known
+/// `payload_format` is one bad event, kept re-encoded for the dead-letter topic.
+pub fn decode_protobuf(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, IngestError> {
+    let batch = Batch::decode(body.clone())
+        .map_err(|e| IngestError::Malformed(format!("protobuf Batch: {e}")))?;
+    check_count(batch.events.len(), max_events)?;
+    Ok(batch.events.into_iter().map(decode_proto_event).collect())
+}
+
+/// Turns one wire `Event` into an incoming event.
+pub fn decode_proto_event(event: ProtoEvent) -> Decoded {
+    let problem = if event.r#type.is_empty() {
+        Some("missing `type`".to_owned())
+    } else if event.source.is_empty() {
+        Some("missing `source`".to_owned())
+    } else {
+        PayloadFormat::from_wire(&event.payload_format)
+            .err()
+            .map(|e| e.to_string())
+    };
+    if let Some(reason) = problem {
+        return Decoded::Bad {
+            raw: Bytes::from(event.encode_to_vec()),
+            reason,
+        };
+    }
+    let format = PayloadFormat::from_wire(&event.payload_format).unwrap_or_default();
+    let mut attributes: Vec<(String, String)> = event.attributes.into_iter().collect();
+    attributes.sort();
+    Decoded::Event(IncomingEvent {
+        id: Some(event.id).filter(|id| !id.is_empty()),
+        event_type: event.r#type,
+        version: Some(event.version).filter(|v| *v != 0),
+        source: event.source,
+        ts: Some(event.ts).filter(|ts| *ts != 0),
+        payload: Bytes::from(event.payload),
+        format,
+        attributes,
+    })
 }
 
 /// Refuses batches over the limit before any per-event work.
@@ -258,6 +277,42 @@ mod tests {
         assert_eq!(decoded.len(), 3);
         assert!(matches!(&decoded[1], Decoded::Bad { raw, .. } if &raw[..] == b"not json"));
         assert_eq!(events(&decoded).len(), 2);
+    }
+
+    #[test]
+    fn protobuf_batches_decode_and_truncated_ones_are_malformed() {
+        let batch = Batch {
+            events: vec![
+                ProtoEvent {
+                    id: "p1".into(),
+                    r#type: "device.telemetry".into(),
+                    version: 1,
+                    source: "tv-9".into(),
+                    ts: 5,
+                    payload: vec![8, 1],
+                    payload_format: "protobuf".into(),
+                    ..ProtoEvent::default()
+                },
+                ProtoEvent {
+                    r#type: "x".into(),
+                    payload_format: "yaml".into(),
+                    source: "s".into(),
+                    ..ProtoEvent::default()
+                },
+            ],
+        };
+        let bytes = Bytes::from(batch.encode_to_vec());
+        let decoded = decode_protobuf(&bytes, 10).unwrap();
+        let good = events(&decoded);
+        assert_eq!(good.len(), 1);
+        assert_eq!(good[0].format, PayloadFormat::Protobuf);
+        assert_eq!(&good[0].payload[..], &[8, 1]);
+        assert!(matches!(&decoded[1], Decoded::Bad { reason, .. } if reason.contains("yaml")));
+        let truncated = bytes.slice(..bytes.len() - 3);
+        assert!(matches!(
+            decode_protobuf(&truncated, 10),
+            Err(IngestError::Malformed(_))
+        ));
     }
 
     #[test]

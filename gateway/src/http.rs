@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use std::net::SocketAddr;
 
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{ConnectInfo, MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -28,6 +28,7 @@ use crate::metrics::{
     HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, INGEST_BYTES_TOTAL, INGEST_REFUSED_TOTAL,
     INGEST_REQUEST_DURATION_SECONDS,
 };
+use crate::registry::SchemaRegistry;
 use crate::{body, decode};
 
 /// A boxed future returned by [`Readiness::check`].
@@ -48,6 +49,8 @@ pub struct AppState {
     pub readiness: Arc<dyn Readiness>,
     /// Turns requests into durable batches.
     pub collector: Arc<Collector>,
+    /// Answers `/v1/schemas`; `None` when the gateway runs without a registry.
+    pub schemas: Option<Arc<SchemaRegistry>>,
 }
 
 /// Builds the gateway's router: `/healthz`, `/readyz`, `/metrics` and the ingest endpoints.
@@ -67,6 +70,11 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/v1/schemas", get(list_schemas))
+        .route(
+            "/v1/schemas/{event_type}/versions/{version}",
+            get(get_schema),
+        )
         .merge(ingest)
         .with_state(state)
         .layer(middleware::from_fn(record_metrics))
@@ -87,6 +95,52 @@ async fn overloaded(_: BoxError) -> Response {
         .headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     response
+}
+
+fn no_registry() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "this gateway runs without a schema registry"})),
+    )
+        .into_response()
+}
+
+async fn list_schemas(State(state): State<AppState>) -> Response {
+    let Some(schemas) = &state.schemas else {
+        return no_registry();
+    };
+    let registry = schemas.snapshot();
+    Json(json!({"schemas": registry.list()})).into_response()
+}
+
+async fn get_schema(
+    State(state): State<AppState>,
+    Path((event_type, version)): Path<(String, String)>,
+) -> Response {
+    let Some(schemas) = &state.schemas else {
+        return no_registry();
+    };
+    let registry = schemas.snapshot();
+    let found = version.parse::<u32>().ok().and_then(|v| {
+        Some((
+            registry.info(&event_type, v)?,
+            registry.get(&event_type, v)?,
+        ))
+    });
+    match found {
+        Some((info, text)) => {
+            let content_type = match info.format {
+                headwater_schemas::SchemaFormat::Json => "application/schema+json",
+                headwater_schemas::SchemaFormat::Protobuf => "text/plain; charset=utf-8",
+            };
+            ([(header::CONTENT_TYPE, content_type)], text.to_owned()).into_response()
+        }
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": format!("no schema {event_type:?} version {version}")})),
+        )
+            .into_response(),
+    }
 }
 
 /// The body encodings `POST /v1/events` takes.
@@ -249,6 +303,7 @@ mod tests {
             metrics: crate::metrics::install(),
             readiness: Arc::new(Fixed(ready)),
             collector: Arc::new(collector),
+            schemas: None,
         };
         app(state, &config)
     }

@@ -16,32 +16,21 @@ use crate::error::IngestError;
 use crate::metrics as m;
 use crate::validate::Validate;
 
-/// Record header names of the envelope (the value is the payload, the key the source).
+/// Record header names of the envelope: the shared `hw.*` names of the schema crate plus the
+/// gateway's own enrichment.
 pub mod headers {
-    /// Event id (client-given or a ULID).
-    pub const ID: &str = "hw.id";
-    /// Event type.
-    pub const TYPE: &str = "hw.type";
-    /// Schema version, decimal.
-    pub const VERSION: &str = "hw.version";
-    /// Device or service id.
-    pub const SOURCE: &str = "hw.source";
-    /// Client time, ms since the epoch, decimal.
-    pub const TS: &str = "hw.ts";
-    /// Server time, ms since the epoch, decimal.
-    pub const RECEIVED_AT: &str = "hw.received_at";
-    /// Tenant of the API key.
-    pub const TENANT: &str = "hw.tenant";
-    /// Payload encoding: `json` or `protobuf`.
-    pub const FORMAT: &str = "hw.format";
+    pub use headwater_schemas::headers::{
+        ERROR, FORMAT, ID, RECEIVED_AT, SOURCE, TENANT, TS, TYPE, VERSION,
+    };
+
     /// Client IP address.
     pub const CLIENT_IP: &str = "hw.client_ip";
     /// Client user agent.
     pub const USER_AGENT: &str = "hw.user_agent";
-    /// Why the event is in the dead-letter topic.
-    pub const ERROR: &str = "hw.error";
     /// On a dead letter cut to the event size limit: the original size in bytes.
     pub const TRUNCATED: &str = "hw.truncated";
+    /// Prefix of extra attributes (OTLP and protobuf `attributes`).
+    pub const ATTRIBUTE_PREFIX: &str = "hw.attr.";
 }
 
 /// Who sent a batch, and from where.
@@ -322,7 +311,10 @@ fn envelope_headers(
         out.push(header(headers::USER_AGENT, agent.clone()));
     }
     for (key, value) in &event.attributes {
-        out.push(header(&format!("hw.attr.{key}"), value.clone()));
+        out.push(header(
+            &format!("{}{key}", headers::ATTRIBUTE_PREFIX),
+            value.clone(),
+        ));
     }
     out
 }

@@ -12,6 +12,7 @@ pub mod http;
 pub mod ingest;
 pub mod metrics;
 pub mod ratelimit;
+pub mod registry;
 pub mod server;
 pub mod validate;
 
@@ -19,5 +20,6 @@ pub use collector::{Collector, CollectorParts};
 pub use config::{GatewayConfig, Limits};
 pub use error::IngestError;
 pub use http::{AppState, Readiness, ReadinessFuture, app};
+pub use registry::SchemaRegistry;
 pub use server::{ServeOptions, serve};
 pub use validate::{AcceptAll, Validate, Verdict};

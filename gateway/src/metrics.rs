@@ -92,3 +92,7 @@ pub const INGEST_REFUSED_TOTAL: &str = "headwater_ingest_refused_total";
 pub const INGEST_APPEND_DURATION_SECONDS: &str = "headwater_ingest_append_duration_seconds";
 /// Time to handle an ingest request end to end, by transport, in seconds.
 pub const INGEST_REQUEST_DURATION_SECONDS: &str = "headwater_ingest_request_duration_seconds";
+/// Schemas loaded now.
+pub const SCHEMAS_LOADED: &str = "headwater_schemas_loaded";
+/// Schema reloads by outcome (`ok`, `error`).
+pub const SCHEMAS_RELOADS_TOTAL: &str = "headwater_schemas_reloads_total";

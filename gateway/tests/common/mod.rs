@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use headwater_gateway::decode::IncomingEvent;
 use headwater_gateway::{
-    AppState, Collector, CollectorParts, GatewayConfig, ServeOptions, Validate, Verdict,
+    AppState, Collector, CollectorParts, GatewayConfig, SchemaRegistry, ServeOptions, Validate,
+    Verdict,
 };
 use headwater_log::{Log, LogConfig, LogEngine, StoredRecord};
+use headwater_schemas::LoadOptions;
 use tokio::sync::oneshot;
 
 /// Accepts types starting with `ok.` into `events`; rejects every other type.
@@ -58,6 +60,15 @@ impl TestGateway {
         Self::start_with(config, engine.clone(), Some(engine), dir).await
     }
 
+    /// Starts over a fresh log engine, validating with the schemas shipped in schemas/events.
+    pub async fn start_with_shipped_schemas(config: GatewayConfig) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
+        let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/events");
+        let registry = Arc::new(SchemaRegistry::load(&shipped, LoadOptions::default()).unwrap());
+        Self::start_full(config, engine.clone(), Some(engine), dir, Some(registry)).await
+    }
+
     /// Starts over any `Log`.
     pub async fn start_with(
         config: GatewayConfig,
@@ -65,16 +76,32 @@ impl TestGateway {
         engine: Option<Arc<LogEngine>>,
         dir: tempfile::TempDir,
     ) -> Self {
+        Self::start_full(config, log, engine, dir, None).await
+    }
+
+    /// Starts over any `Log`, with the schema registry when given, else [`OkTypes`].
+    pub async fn start_full(
+        config: GatewayConfig,
+        log: Arc<dyn Log>,
+        engine: Option<Arc<LogEngine>>,
+        dir: tempfile::TempDir,
+        schemas: Option<Arc<SchemaRegistry>>,
+    ) -> Self {
+        let validator: Arc<dyn Validate> = match &schemas {
+            Some(registry) => registry.clone(),
+            None => Arc::new(OkTypes),
+        };
         let collector = Collector::new(CollectorParts {
             config: config.clone(),
             log: log.clone(),
-            validator: Arc::new(OkTypes),
+            validator,
             dlq_topic: "events.dlq".to_owned(),
         });
         let state = AppState {
             metrics: headwater_gateway::metrics::install(),
             readiness: Arc::new(Ready),
             collector: Arc::new(collector),
+            schemas,
         };
         let router = headwater_gateway::app(state, &config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -1,0 +1,197 @@
+//! The schema registry as the gateway uses it: validation over an atomically swapped
+//! `Registry`, reloaded on SIGHUP (by the caller) and when the directory changes; a broken
+//! change keeps the old registry and logs why.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use headwater_schemas::{LoadOptions, Payload, PayloadFormat, Problem, Registry};
+
+use crate::decode::IncomingEvent;
+use crate::metrics as m;
+use crate::validate::{Validate, Verdict};
+
+/// Names, sizes and modification times of a directory's files: changes when a file does.
+type Fingerprint = Vec<(String, u64, Option<SystemTime>)>;
+
+/// A hot-reloadable registry.
+pub struct SchemaRegistry {
+    current: ArcSwap<Registry>,
+    dir: PathBuf,
+    options: LoadOptions,
+    seen: Mutex<Fingerprint>,
+}
+
+impl SchemaRegistry {
+    /// Loads `dir`; every problem is returned when it does not load.
+    pub fn load(dir: &Path, options: LoadOptions) -> Result<Self, Vec<Problem>> {
+        let seen = fingerprint(dir);
+        let registry = Registry::load_dir(dir, &options)?;
+        metrics::gauge!(m::SCHEMAS_LOADED).set(registry.len() as f64);
+        Ok(Self {
+            current: ArcSwap::from_pointee(registry),
+            dir: dir.to_owned(),
+            options,
+            seen: Mutex::new(seen),
+        })
+    }
+
+    /// The registry now in use.
+    pub fn snapshot(&self) -> Arc<Registry> {
+        self.current.load_full()
+    }
+
+    /// Loads the directory again and swaps it in; on problems keeps the old one and returns them.
+    pub fn reload(&self) -> Result<usize, Vec<Problem>> {
+        let seen = fingerprint(&self.dir);
+        if let Ok(mut last) = self.seen.lock() {
+            *last = seen;
+        }
+        match Registry::load_dir(&self.dir, &self.options) {
+            Ok(registry) => {
+                let count = registry.len();
+                self.current.store(Arc::new(registry));
+                metrics::gauge!(m::SCHEMAS_LOADED).set(count as f64);
+                metrics::counter!(m::SCHEMAS_RELOADS_TOTAL, "outcome" => "ok").increment(1);
+                tracing::info!(dir = %self.dir.display(), schemas = count, "schemas reloaded");
+                Ok(count)
+            }
+            Err(problems) => {
+                metrics::counter!(m::SCHEMAS_RELOADS_TOTAL, "outcome" => "error").increment(1);
+                for problem in &problems {
+                    tracing::error!(%problem, "schema reload refused; keeping the previous schemas");
+                }
+                Err(problems)
+            }
+        }
+    }
+
+    /// Whether the directory changed since the last load.
+    pub fn changed(&self) -> bool {
+        let now = fingerprint(&self.dir);
+        self.seen.lock().map(|seen| *seen != now).unwrap_or(false)
+    }
+
+    /// Polls the directory every `interval` and reloads when a file changed. Polling, not
+    /// inotify, so that Kubernetes ConfigMap symlink swaps are seen too.
+    pub fn watch(self: Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let this = self.clone();
+                let _ = tokio::task::spawn_blocking(move || {
+                    if this.changed() {
+                        let _ = this.reload();
+                    }
+                })
+                .await;
+            }
+        })
+    }
+}
+
+fn fingerprint(dir: &Path) -> Fingerprint {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            // metadata() follows symlinks, so a swapped ConfigMap target shows as a change.
+            let meta = std::fs::metadata(entry.path()).ok();
+            out.push((
+                entry.file_name().to_string_lossy().into_owned(),
+                meta.as_ref().map_or(0, |m| m.len()),
+                meta.and_then(|m| m.modified().ok()),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Validate for SchemaRegistry {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String> {
+        let registry = self.current.load();
+        let payload = match event.format {
+            PayloadFormat::Json => Payload::Json(&event.payload),
+            PayloadFormat::Protobuf => Payload::Protobuf(&event.payload),
+        };
+        registry
+            .validate(&event.event_type, event.version.unwrap_or(0), payload)
+            .map(|info| Verdict {
+                topic: info.topic.clone(),
+                version: info.version,
+            })
+            .map_err(|rejection| rejection.reason)
+    }
+
+    fn knows_type(&self, event_type: &str) -> bool {
+        !self.current.load().versions(event_type).is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+
+    fn event(event_type: &str, payload: &'static str) -> IncomingEvent {
+        IncomingEvent {
+            id: None,
+            event_type: event_type.to_owned(),
+            version: None,
+            source: "tv-1".to_owned(),
+            ts: None,
+            payload: Bytes::from_static(payload.as_bytes()),
+            format: PayloadFormat::Json,
+            attributes: Vec::new(),
+        }
+    }
+
+    const V1: &str =
+        r#"{"type":"object","properties":{"n":{"type":"integer","minimum":0}},"required":["n"]}"#;
+
+    #[test]
+    fn validates_and_reloads_atomically_keeping_the_old_on_a_broken_change() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("t.count.v1.schema.json"), V1).unwrap();
+        let registry = SchemaRegistry::load(dir.path(), LoadOptions::default()).unwrap();
+        let verdict = registry.validate(&event("t.count", r#"{"n":1}"#)).unwrap();
+        assert_eq!(
+            verdict,
+            Verdict {
+                topic: "events".into(),
+                version: 1
+            }
+        );
+        let reason = registry
+            .validate(&event("t.count", r#"{"n":-1}"#))
+            .unwrap_err();
+        assert!(reason.contains("minimum"), "{reason}");
+        assert!(registry.knows_type("t.count") && !registry.knows_type("t.other"));
+
+        std::fs::write(dir.path().join("t.other.v1.schema.json"), "{ not json").unwrap();
+        assert!(registry.changed());
+        let problems = registry.reload().unwrap_err();
+        assert!(
+            problems[0].to_string().contains("t.other.v1.schema.json"),
+            "{problems:?}"
+        );
+        assert!(
+            registry.validate(&event("t.count", r#"{"n":2}"#)).is_ok(),
+            "old schemas kept"
+        );
+
+        std::fs::write(
+            dir.path().join("t.other.v1.schema.json"),
+            r#"{"type":"object"}"#,
+        )
+        .unwrap();
+        assert_eq!(registry.reload().unwrap(), 2);
+        assert!(registry.knows_type("t.other"));
+        assert!(!registry.changed());
+    }
+}
