@@ -72,7 +72,12 @@ impl Topic {
             fs::File::open(root)?.sync_all()
         };
         write().map_err(|e| LogError::io(format!("writing {}", path.display()), e))?;
-        Self::open(&dir, name, partitions, settings)
+        let topic = Self::open(&dir, name, partitions, settings)?;
+        // Make the partition directories' entries durable too.
+        fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+        Ok(topic)
     }
 
     /// Opens an existing topic directory; `None` if it has no valid metadata (half-created).
