@@ -32,7 +32,10 @@ impl Partition {
             FlushMode::Interval => {
                 let mut rx = self.durable.subscribe();
                 loop {
-                    if let Some(done) = self.check_durable(w, &rx.borrow_and_update()) {
+                    // Copy the point out: holding the watch's read guard while `check_durable`
+                    // takes the state lock could deadlock with `rollback`.
+                    let hw = *rx.borrow_and_update();
+                    if let Some(done) = self.check_durable(w, &hw) {
                         return done;
                     }
                     rx.changed().await.map_err(|_| LogError::Closed)?;

@@ -464,6 +464,10 @@ impl Partition {
         })?;
         keep.truncate(cut.0, cut.1, max_ts)?;
         st.producers.truncate_to(cut.1);
+        // A snapshot taken past the cut would bring back forgotten batches on recovery.
+        if ProducerStates::read_snapshot(&self.dir).is_some_and(|(at, _)| at > cut.1) {
+            let _ = std::fs::remove_file(self.dir.join(crate::producer::SNAPSHOT_FILE));
+        }
         st.active = keep.clone();
         st.written.offset = cut.1;
         st.written.segment = keep.base_offset;
