@@ -115,6 +115,28 @@ impl IngestError {
     }
 }
 
+impl IngestError {
+    /// The gRPC status this error answers with; `retry-after` rides in the metadata.
+    pub fn into_status(self) -> tonic::Status {
+        use tonic::Code;
+        let code = match self.status() {
+            StatusCode::UNAUTHORIZED => Code::Unauthenticated,
+            StatusCode::FORBIDDEN => Code::PermissionDenied,
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::PAYLOAD_TOO_LARGE => {
+                Code::ResourceExhausted
+            }
+            StatusCode::SERVICE_UNAVAILABLE => Code::Unavailable,
+            _ => Code::InvalidArgument,
+        };
+        let retry_after = self.retry_after_secs();
+        let mut status = tonic::Status::new(code, self.to_string());
+        if let Some(value) = retry_after.and_then(|s| s.to_string().parse().ok()) {
+            status.metadata_mut().insert("retry-after", value);
+        }
+        status
+    }
+}
+
 impl IntoResponse for IngestError {
     fn into_response(self) -> Response {
         let status = self.status();

@@ -29,7 +29,10 @@ use crate::metrics::{
     INGEST_REQUEST_DURATION_SECONDS,
 };
 use crate::registry::SchemaRegistry;
-use crate::{body, decode};
+use crate::{body, decode, otlp};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
 
 /// A boxed future returned by [`Readiness::check`].
 pub type ReadinessFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
@@ -59,7 +62,9 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
         usize::try_from(config.limits.max_concurrent_requests).unwrap_or(usize::MAX);
     let ingest = Router::new()
         .route("/v1/events", post(post_events))
-        .route("/v1/logs", post(not_yet))
+        .route("/v1/logs", post(post_logs))
+        .with_state(state.clone())
+        .merge(crate::grpc::router(state.collector.clone()))
         .layer(
             ServiceBuilder::new()
                 .layer(HandleErrorLayer::new(overloaded))
@@ -75,8 +80,8 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
             "/v1/schemas/{event_type}/versions/{version}",
             get(get_schema),
         )
-        .merge(ingest)
         .with_state(state)
+        .merge(ingest)
         .layer(middleware::from_fn(record_metrics))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -248,13 +253,58 @@ async fn metrics(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// OTLP is not built yet: say so plainly instead of pretending to accept logs.
-async fn not_yet() -> Response {
-    (
-        StatusCode::NOT_IMPLEMENTED,
-        Json(json!({"error": "OTLP/HTTP logs are not implemented yet in this build"})),
-    )
-        .into_response()
+/// OTLP/HTTP logs: protobuf or JSON `ExportLogsServiceRequest`, answered in the same encoding.
+#[tracing::instrument(skip_all, fields(tenant, batch_size))]
+async fn post_logs(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = ingest_otlp_http(&state.collector, request).await;
+    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => "otlp_http")
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok((BodyKind::Protobuf, answer)) => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            prost::Message::encode_to_vec(&answer),
+        )
+            .into_response(),
+        Ok((_, answer)) => Json(answer).into_response(),
+        Err(error) => {
+            metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => "otlp_http", "reason" => error.label()).increment(1);
+            error.into_response()
+        }
+    }
+}
+
+async fn ingest_otlp_http(
+    collector: &Collector,
+    request: Request,
+) -> Result<(BodyKind, ExportLogsServiceResponse), IngestError> {
+    let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let meta = collector.admit(&parts.headers, peer)?;
+    tracing::Span::current().record("tenant", &*meta.principal.tenant);
+    let kind = body_kind(&parts.headers)?;
+    let limits = &collector.limits;
+    let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
+    let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
+    let export: ExportLogsServiceRequest = match kind {
+        BodyKind::Protobuf => prost::Message::decode(bytes)
+            .map_err(|e| IngestError::Malformed(format!("OTLP protobuf: {e}")))?,
+        BodyKind::Json => serde_json::from_slice(&bytes)
+            .map_err(|e| IngestError::Malformed(format!("OTLP JSON: {e}")))?,
+        BodyKind::Ndjson => {
+            return Err(IngestError::UnsupportedType(
+                "application/x-ndjson".to_owned(),
+            ));
+        }
+    };
+    let max = limits.max_events_per_batch as usize;
+    let decoded = otlp::decode_request(export, &collector.otlp_default_type, max)?;
+    tracing::Span::current().record("batch_size", decoded.len());
+    let report = collector.publish(&meta, decoded).await?;
+    Ok((kind, otlp::response(&report)))
 }
 
 async fn record_metrics(request: Request, next: Next) -> Response {
@@ -350,11 +400,16 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn otlp_says_it_is_not_built_yet() {
+    async fn otlp_json_with_no_records_is_answered_in_json() {
         let response = test_app(Ok(()))
-            .oneshot(Request::post("/v1/logs").body(Body::from("{}")).unwrap())
+            .oneshot(
+                Request::post("/v1/logs")
+                    .header("content-type", "application/json")
+                    .body(Body::from(r#"{"resourceLogs":[]}"#))
+                    .unwrap(),
+            )
             .await
             .unwrap();
-        assert_eq!(response.status(), StatusCode::NOT_IMPLEMENTED);
+        assert_eq!(response.status(), StatusCode::OK);
     }
 }

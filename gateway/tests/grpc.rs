@@ -1,0 +1,169 @@
+//! gRPC on the HTTP port with a tonic client: `headwater.v1.Ingest/Publish` and OTLP
+//! `LogsService/Export`, plus OTLP/HTTP protobuf, all read back from the log.
+
+mod common;
+
+use common::{TestGateway, header};
+use headwater_gateway::GatewayConfig;
+use headwater_gateway::config::{ApiKey, AuthConfig};
+use headwater_gateway::grpc::pb::ingest_client::IngestClient;
+use headwater_schemas::proto::v1::{Batch, Event};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_client::LogsServiceClient;
+use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use prost::Message;
+
+fn json_event(id: &str, position: i64) -> Event {
+    Event {
+        id: id.into(),
+        r#type: "playback.start".into(),
+        version: 1,
+        source: "tv-5".into(),
+        ts: 1_700_000_000_000,
+        payload: format!(r#"{{"title_id":"t","position_ms":{position}}}"#).into_bytes(),
+        payload_format: "json".into(),
+        ..Event::default()
+    }
+}
+
+fn keyed() -> GatewayConfig {
+    GatewayConfig {
+        auth: AuthConfig {
+            keys: vec![ApiKey {
+                tenant: "acme".into(),
+                sha256: headwater_gateway::auth::hash_key("grpc-key"),
+                disabled: false,
+            }],
+        },
+        ..GatewayConfig::default()
+    }
+}
+
+#[tokio::test]
+async fn tonic_publish_is_validated_authenticated_and_durable() {
+    let gw = TestGateway::start_with_shipped_schemas(keyed()).await;
+    let mut client = IngestClient::connect(gw.base.clone()).await.unwrap();
+    let batch = Batch {
+        events: vec![json_event("g1", 10), json_event("g2", -1)],
+    };
+    let refused = client.publish(batch.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+
+    let mut request = tonic::Request::new(batch);
+    request
+        .metadata_mut()
+        .insert("authorization", "Bearer grpc-key".parse().unwrap());
+    let answer = client.publish(request).await.unwrap().into_inner();
+    assert_eq!((answer.accepted, answer.rejected), (1, 1));
+    assert_eq!(answer.errors[0].index, 1);
+    assert!(
+        answer.errors[0].reason.contains("minimum"),
+        "{:?}",
+        answer.errors
+    );
+    let records = gw.records("events").await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(header(&records[0], "hw.id").as_deref(), Some("g1"));
+    assert_eq!(header(&records[0], "hw.tenant").as_deref(), Some("acme"));
+    assert_eq!(
+        records[0].value.as_deref(),
+        Some(&br#"{"title_id":"t","position_ms":10}"#[..])
+    );
+    assert_eq!(gw.records("events.dlq").await.len(), 1);
+    gw.stop().await;
+}
+
+fn otlp_request(event_name: Option<&str>) -> ExportLogsServiceRequest {
+    let string = |s: &str| {
+        Some(AnyValue {
+            value: Some(Any::StringValue(s.to_owned())),
+        })
+    };
+    let mut attributes = vec![KeyValue {
+        key: "screen".into(),
+        value: string("home"),
+        ..KeyValue::default()
+    }];
+    if let Some(name) = event_name {
+        attributes.push(KeyValue {
+            key: "event.name".into(),
+            value: string(name),
+            ..KeyValue::default()
+        });
+    }
+    ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.instance.id".into(),
+                    value: string("tv-77"),
+                    ..KeyValue::default()
+                }],
+                ..Resource::default()
+            }),
+            scope_logs: vec![ScopeLogs {
+                log_records: vec![LogRecord {
+                    time_unix_nano: 1_700_000_000_000_000_000,
+                    severity_number: 9,
+                    severity_text: "INFO".into(),
+                    body: string("player started"),
+                    attributes,
+                    ..LogRecord::default()
+                }],
+                ..ScopeLogs::default()
+            }],
+            ..ResourceLogs::default()
+        }],
+    }
+}
+
+#[tokio::test]
+async fn otlp_grpc_and_http_logs_arrive_as_events() {
+    let gw = TestGateway::start_with_shipped_schemas(GatewayConfig::default()).await;
+    let mut client = LogsServiceClient::connect(gw.base.clone()).await.unwrap();
+    let answer = client
+        .export(otlp_request(None))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.partial_success.is_none(), "{answer:?}");
+    // An event.name without a schema is rejected and reported as a partial success.
+    let answer = client
+        .export(otlp_request(Some("no.such.event")))
+        .await
+        .unwrap()
+        .into_inner();
+    let partial = answer.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_log_records, 1);
+    assert!(
+        partial.error_message.contains("unknown event type"),
+        "{}",
+        partial.error_message
+    );
+
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(otlp_request(None).encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/x-protobuf");
+
+    let records = gw.records("events").await;
+    assert_eq!(records.len(), 2);
+    for record in &records {
+        assert_eq!(header(record, "hw.type").as_deref(), Some("otel.log"));
+        assert_eq!(record.key.as_deref(), Some(&b"tv-77"[..]));
+        assert_eq!(header(record, "hw.ts").as_deref(), Some("1700000000000"));
+        let payload: serde_json::Value =
+            serde_json::from_slice(record.value.as_ref().unwrap()).unwrap();
+        assert_eq!(payload["body"], "player started");
+        assert_eq!(payload["attributes"]["screen"], "home");
+    }
+    gw.stop().await;
+}
