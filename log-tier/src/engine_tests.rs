@@ -564,3 +564,38 @@ async fn concurrent_appenders_share_fsyncs() {
     );
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn recovery_scans_batches_larger_than_and_straddling_its_chunks() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(64 << 20);
+    cfg.max_message_bytes = 4 << 20;
+    cfg.flush.mode = FlushMode::Os;
+    let engine = LogEngine::open(dir.path(), cfg.clone()).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    let big = Bytes::from(vec![7u8; 1_500_000]);
+    let mut expected = Vec::new();
+    for i in 0..2_500 {
+        let value = if i % 1000 == 500 {
+            big.clone()
+        } else {
+            Bytes::from(vec![i as u8; 1000 + i % 77])
+        };
+        let r = Record {
+            partition: Some(0),
+            value: Some(value.clone()),
+            ..Record::default()
+        };
+        engine.append("t", vec![r]).await.unwrap();
+        expected.push(value);
+    }
+    engine.close().await.unwrap();
+    drop(engine);
+    let engine = LogEngine::open(dir.path(), cfg).unwrap();
+    let all = read_all(&*engine, "t", 0, 0).await;
+    assert_eq!(all.len(), expected.len());
+    for (r, v) in all.iter().zip(&expected) {
+        assert_eq!(r.value.as_ref(), Some(v));
+    }
+    engine.close().await.unwrap();
+}

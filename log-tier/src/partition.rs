@@ -233,32 +233,38 @@ impl Partition {
                 return Err(e);
             }
         };
-        st.producers.record(&header);
-        st.written.offset = header.next_offset();
-        st.written.position = position;
-        st.written.segment = st.active.base_offset;
-        self.metrics.appends.increment(1);
-        self.metrics.records.increment(header.records_count as u64);
-        self.metrics.append_bytes.increment(len);
-        let mut schedule_flush = false;
-        match self.settings.flush.mode {
-            FlushMode::Os => {
-                let end = st.written;
-                self.durable.send_modify(|d| *d = end);
-            }
-            FlushMode::Interval if !st.flush_scheduled => {
-                st.flush_scheduled = true;
-                schedule_flush = true;
-            }
-            _ => {}
-        }
-        debug!(topic = %self.topic, partition = self.id, base, records = header.records_count, "appended batch");
+        let schedule_flush = self.note_written(&mut st, &header, position, len);
         Ok(Written {
             base_offset: base,
             next_offset: header.next_offset(),
             generation: st.written.generation,
             schedule_flush,
         })
+    }
+
+    /// Bookkeeping after a batch hit the file: producer state, log end, metrics, and the
+    /// flush policy's next step. Returns true when an interval flush must be scheduled.
+    fn note_written(&self, st: &mut State, header: &BatchHeader, position: u64, len: u64) -> bool {
+        st.producers.record(header);
+        st.written.offset = header.next_offset();
+        st.written.position = position;
+        st.written.segment = st.active.base_offset;
+        self.metrics.appends.increment(1);
+        self.metrics.records.increment(header.records_count as u64);
+        self.metrics.append_bytes.increment(len);
+        debug!(topic = %self.topic, partition = self.id, base = header.base_offset, records = header.records_count, "appended batch");
+        match self.settings.flush.mode {
+            FlushMode::Os => {
+                let end = st.written;
+                self.durable.send_modify(|d| *d = end);
+                false
+            }
+            FlushMode::Interval if !st.flush_scheduled => {
+                st.flush_scheduled = true;
+                true
+            }
+            _ => false,
+        }
     }
 
     fn should_roll(&self, st: &State, len: u64, last_delta: i32) -> bool {

@@ -2,7 +2,7 @@
 //! indexes check out, CRC-scan the rest (always the active tail), truncate torn writes, keep
 //! offsets dense, and rebuild the idempotent-producer state.
 
-use std::fs::{self, OpenOptions};
+use std::fs::{self, File, OpenOptions};
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -167,49 +167,8 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
         .metadata()
         .map_err(|e| LogError::io(ctx("inspecting"), e))?
         .len();
-    let mut meta = SegmentMeta::empty(base);
-    // `pos` is always the end of the last good batch.
-    let mut pos = 0u64;
-    'scan: while pos + HEADER_LEN as u64 <= len {
-        let want = (len - pos).min(SCAN_CHUNK as u64) as usize;
-        let mut buf = vec![0u8; want];
-        file.read_exact_at(&mut buf, pos)
-            .map_err(|e| LogError::io(ctx("reading"), e))?;
-        let chunk_start = pos;
-        let mut cur = 0usize;
-        while let Some(h) = BatchHeader::parse(&buf[cur..]) {
-            let remaining = len - chunk_start - cur as u64;
-            if h.check().is_err()
-                || h.base_offset != meta.next_offset
-                || h.total_len() as u64 > remaining
-            {
-                break 'scan;
-            }
-            if cur + h.total_len() > buf.len() {
-                if cur == 0 {
-                    // One batch larger than the chunk: read it alone.
-                    buf = vec![0u8; h.total_len()];
-                    file.read_exact_at(&mut buf, pos)
-                        .map_err(|e| LogError::io(ctx("reading"), e))?;
-                    continue;
-                }
-                break;
-            }
-            if !batch::crc_ok(&buf[cur..cur + h.total_len()]) {
-                metrics::counter!(crate::metrics::CORRUPT_BATCHES_TOTAL).increment(1);
-                break 'scan;
-            }
-            meta.note_batch(base, &h, pos, index_interval);
-            cur += h.total_len();
-            pos = chunk_start + cur as u64;
-            if cur == buf.len() {
-                break;
-            }
-        }
-        if cur == 0 {
-            break;
-        }
-    }
+    let (mut meta, pos) = valid_prefix(&file, len, base, index_interval)
+        .map_err(|e| LogError::io(ctx("reading"), e))?;
     let truncated = pos < len;
     if truncated {
         warn!(file = %path.display(), valid = pos, len, "truncating torn or corrupt segment tail");
@@ -223,6 +182,54 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
     let segment = Segment::from_parts(dir, base, file, meta);
     segment.remove_indexes();
     Ok((segment, truncated))
+}
+
+/// Reads `file` in chunks and returns the indexes of, and the end of, its longest prefix of
+/// whole batches with good CRCs and dense offsets starting at `base`.
+fn valid_prefix(
+    file: &File,
+    len: u64,
+    base: i64,
+    index_interval: u64,
+) -> std::io::Result<(SegmentMeta, u64)> {
+    let mut meta = SegmentMeta::empty(base);
+    // `pos` is always the end of the last good batch.
+    let mut pos = 0u64;
+    while pos + HEADER_LEN as u64 <= len {
+        let mut buf = vec![0u8; (len - pos).min(SCAN_CHUNK as u64) as usize];
+        file.read_exact_at(&mut buf, pos)?;
+        let chunk_start = pos;
+        let mut cur = 0usize;
+        while let Some(h) = BatchHeader::parse(&buf[cur..]) {
+            let remaining = len - chunk_start - cur as u64;
+            if h.check().is_err()
+                || h.base_offset != meta.next_offset
+                || h.total_len() as u64 > remaining
+            {
+                return Ok((meta, pos));
+            }
+            if cur + h.total_len() > buf.len() {
+                if cur > 0 {
+                    break; // straddles the chunk: the next chunk starts at it
+                }
+                // One batch larger than the chunk: read it alone.
+                buf = vec![0u8; h.total_len()];
+                file.read_exact_at(&mut buf, pos)?;
+                continue;
+            }
+            if !batch::crc_ok(&buf[cur..cur + h.total_len()]) {
+                metrics::counter!(crate::metrics::CORRUPT_BATCHES_TOTAL).increment(1);
+                return Ok((meta, pos));
+            }
+            meta.note_batch(base, &h, pos, index_interval);
+            cur += h.total_len();
+            pos = chunk_start + cur as u64;
+        }
+        if cur == 0 {
+            break;
+        }
+    }
+    Ok((meta, pos))
 }
 
 /// Rebuilds producer state: the snapshot, then batch headers after it.
