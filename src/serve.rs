@@ -39,6 +39,8 @@ fn error_chain(error: &dyn std::error::Error) -> String {
 
 /// `headwater serve`: everything in one process.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
+    // The recorder first: the log registers its partitions' metric handles when it opens.
+    let metrics = headwater_gateway::metrics::install();
     let log_dir = config.data_dir.join("log");
     let log_config = config.log.clone();
     let engine = {
@@ -59,7 +61,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         dlq_topic: config.schemas.dlq_topic.clone(),
     });
     let state = AppState {
-        metrics: headwater_gateway::metrics::install(),
+        metrics,
         readiness: Arc::new(LogReadiness { log }),
         collector: Arc::new(collector),
         schemas: Some(schemas),
