@@ -267,13 +267,14 @@ pub fn encode(records: &[&Record], producer: ProducerFields) -> Result<BytesMut>
         .map(|r| r.timestamp_ms)
         .max()
         .unwrap_or(base_ts);
-    let body: usize = records
+    let lens: Vec<usize> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| {
-            let len = record_body_len(r, base_ts, i as i64);
-            varint_len(zigzag(len as i64)) + len
-        })
+        .map(|(i, r)| record_body_len(r, base_ts, i as i64))
+        .collect();
+    let body: usize = lens
+        .iter()
+        .map(|&len| varint_len(zigzag(len as i64)) + len)
         .sum();
     let mut buf = BytesMut::with_capacity(HEADER_LEN + body);
     buf.put_i64(0);
@@ -289,8 +290,7 @@ pub fn encode(records: &[&Record], producer: ProducerFields) -> Result<BytesMut>
     buf.put_i16(producer.producer_epoch);
     buf.put_i32(producer.base_sequence);
     buf.put_i32(records.len() as i32);
-    for (i, r) in records.iter().enumerate() {
-        let len = record_body_len(r, base_ts, i as i64);
+    for (i, (r, len)) in records.iter().zip(lens).enumerate() {
         put_varint(&mut buf, len as i64);
         buf.put_i8(0);
         put_varint(&mut buf, r.timestamp_ms.wrapping_sub(base_ts));

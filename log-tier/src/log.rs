@@ -72,7 +72,9 @@ pub trait Log: Send + Sync + 'static {
     /// Appends; partition chosen by `record.partition`, else by key with Kafka's murmur2 default
     /// partitioner (so keys land where Kafka clients put them), else round-robin. Resolves only
     /// once durable under the topic's flush policy. Records for one partition go in as one
-    /// RecordBatch. Returns one [`Appended`] per record, in input order.
+    /// RecordBatch. Returns one [`Appended`] per record, in input order. On error nothing is
+    /// acknowledged, but records bound for other partitions may already be stored: retrying
+    /// gives at-least-once, never loss.
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>, LogError>;
 
     /// Reads records from `offset` on, at most about `max_bytes` (at least one batch when any
