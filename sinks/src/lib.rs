@@ -1,3 +1,117 @@
-//! Headwater's sinks: the `Sink` trait and its S3, Elasticsearch/OpenSearch and topic implementations.
-//!
-//! Nothing here yet: the sinks arrive with the router + sinks issue.
+//! Headwater's sinks: the [`Sink`] trait and its S3, Elasticsearch/OpenSearch and topic
+//! implementations. Pure mechanism: routing policy (what goes where, batching, offsets) lives
+//! in the router.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use headwater_schemas::Envelope;
+
+/// One event on its way out, with where it came from in the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutEvent {
+    /// Source topic.
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// Offset in the source partition.
+    pub offset: i64,
+    /// Record key as stored (the source id), kept for topic sinks.
+    pub key: Option<Bytes>,
+    /// The event; `envelope.payload` is the payload after the route's projection.
+    pub envelope: Envelope,
+}
+
+/// A batch for one sink: events of one route from ONE source partition, in offset order, with
+/// deterministic bounds (`first_offset..=last_offset`), so that a batch re-sent after a crash
+/// is the same batch (S3 derives its object key from these bounds).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Route name (bounded label set, from routes.yaml).
+    pub route: Arc<str>,
+    /// Source topic.
+    pub topic: Arc<str>,
+    /// Source partition.
+    pub partition: i32,
+    /// First log offset the batch covers (events may skip offsets that were filtered out).
+    pub first_offset: i64,
+    /// Last log offset the batch covers.
+    pub last_offset: i64,
+    /// The events.
+    pub events: Vec<OutEvent>,
+}
+
+/// What became of a batch that was not refused as a whole.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Delivery {
+    /// Indexes into `Batch::events` that failed transiently and should be sent again.
+    pub retry: Vec<usize>,
+    /// Indexes that the destination refused for good, with the reason; the router sends them
+    /// to its dead-letter topic (`router.dlq`). Every other event is delivered.
+    pub rejected: Vec<(usize, String)>,
+}
+
+impl Delivery {
+    /// Everything delivered.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Whether every event was delivered.
+    pub fn is_complete(&self) -> bool {
+        self.retry.is_empty() && self.rejected.is_empty()
+    }
+}
+
+/// Why a sink could not take a batch.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The destination is unreachable, overloaded or failed; the whole batch may be sent again.
+    #[error("{sink} unavailable: {reason}")]
+    Unavailable {
+        /// Sink kind, e.g. `s3`.
+        sink: &'static str,
+        /// What happened.
+        reason: String,
+        /// When to try again, if the destination said.
+        retry_after: Option<Duration>,
+    },
+    /// The sink is misconfigured (bad credentials, missing bucket): retrying will not help
+    /// until an operator acts, but nothing may be dropped either.
+    #[error("{sink} misconfigured: {reason}")]
+    Config {
+        /// Sink kind.
+        sink: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl SinkError {
+    /// Whether sending the same batch later can succeed without an operator.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. })
+    }
+}
+
+/// A destination for routed events. Implementations deliver a batch idempotently: sending the
+/// same batch twice (after a crash, before the router committed its offsets) must not create
+/// duplicates where the destination allows it (S3 key from the batch bounds, Elasticsearch
+/// `_id` = event id, idempotent Kafka producer).
+#[async_trait]
+pub trait Sink: Send + Sync + 'static {
+    /// Sink kind for metrics and logs: `s3`, `elasticsearch`, `topic`, `memory`.
+    fn kind(&self) -> &'static str;
+
+    /// Delivers a batch. `Ok` means every event not listed in the [`Delivery`] is durable at
+    /// the destination; the router commits offsets only after that.
+    async fn send(&self, batch: Batch) -> Result<Delivery, SinkError>;
+
+    /// Makes anything the sink buffers durable (called on shutdown).
+    async fn flush(&self) -> Result<(), SinkError>;
+
+    /// Ok when the destination answers (for readiness and the router's backoff).
+    async fn healthcheck(&self) -> Result<(), SinkError>;
+}
