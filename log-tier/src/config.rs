@@ -85,6 +85,9 @@ pub struct LogConfig {
     pub index_interval_bytes: u64,
     /// How often retention runs, in milliseconds. Default 60000 (1 minute).
     pub retention_check_interval_ms: u64,
+    /// Forget an idempotent producer's sequences after it has been idle this long, in
+    /// milliseconds (Kafka's `producer.id.expiration.ms`). Default 86400000 (1 day).
+    pub producer_expiry_ms: u64,
 }
 
 impl Default for LogConfig {
@@ -103,6 +106,7 @@ impl Default for LogConfig {
             topics: BTreeMap::new(),
             index_interval_bytes: 4096,
             retention_check_interval_ms: 60_000,
+            producer_expiry_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -129,6 +133,8 @@ pub struct TopicSettings {
     pub max_message_bytes: u32,
     /// Bytes between sparse index entries.
     pub index_interval_bytes: u64,
+    /// Idle time after which an idempotent producer is forgotten, in milliseconds.
+    pub producer_expiry_ms: u64,
 }
 
 impl LogConfig {
@@ -147,6 +153,7 @@ impl LogConfig {
             flush: o.flush.unwrap_or_else(|| self.flush.clone()),
             max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
             index_interval_bytes: self.index_interval_bytes.max(1),
+            producer_expiry_ms: self.producer_expiry_ms,
         }
     }
 

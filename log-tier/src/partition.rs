@@ -245,7 +245,7 @@ impl Partition {
     /// Bookkeeping after a batch hit the file: producer state, log end, metrics, and the
     /// flush policy's next step. Returns true when an interval flush must be scheduled.
     fn note_written(&self, st: &mut State, header: &BatchHeader, position: u64, len: u64) -> bool {
-        st.producers.record(header);
+        st.producers.record(header, crate::engine::now_ms());
         st.written.offset = header.next_offset();
         st.written.position = position;
         st.written.segment = st.active.base_offset;
@@ -381,6 +381,8 @@ impl Partition {
     pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let hw = self.high_watermark();
         let mut st = self.state();
+        st.producers
+            .expire(now_ms, self.settings.producer_expiry_ms);
         let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
         let mut deleted = 0;
         while let Some((&base, segment)) = st.segments.iter().next() {

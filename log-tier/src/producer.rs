@@ -28,6 +28,8 @@ struct BatchMeta {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Entry {
     epoch: i16,
+    /// Wall-clock ms of the last batch (or of recovery), for expiry.
+    last_seen_ms: i64,
     batches: VecDeque<BatchMeta>,
 }
 
@@ -103,12 +105,13 @@ impl ProducerStates {
         }
     }
 
-    /// Remembers a batch written at its (assigned) base offset.
-    pub fn record(&mut self, h: &BatchHeader) {
+    /// Remembers a batch written at its (assigned) base offset, at wall-clock `now_ms`.
+    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
         let entry = self.map.entry(h.producer_id).or_default();
+        entry.last_seen_ms = now_ms;
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
             entry.batches.clear();
@@ -122,6 +125,15 @@ impl ProducerStates {
         while entry.batches.len() > BATCHES_KEPT {
             entry.batches.pop_front();
         }
+    }
+
+    /// Forgets producers idle for longer than `max_age_ms` (Kafka's
+    /// `producer.id.expiration.ms`); returns how many went.
+    pub fn expire(&mut self, now_ms: i64, max_age_ms: u64) -> usize {
+        let before = self.map.len();
+        let cutoff = now_ms.saturating_sub(max_age_ms.min(i64::MAX as u64) as i64);
+        self.map.retain(|_, e| e.last_seen_ms >= cutoff);
+        before - self.map.len()
     }
 
     /// Forgets batches at or after `offset` (the log was truncated there).
@@ -140,6 +152,7 @@ impl ProducerStates {
         for (&pid, e) in &self.map {
             buf.put_i64(pid);
             buf.put_i16(e.epoch);
+            buf.put_i64(e.last_seen_ms);
             buf.put_u8(e.batches.len() as u8);
             for b in &e.batches {
                 buf.put_i32(b.first_seq);
@@ -166,11 +179,12 @@ impl ProducerStates {
         let count = body.get_u32();
         let mut states = Self::default();
         for _ in 0..count {
-            if body.remaining() < 11 {
+            if body.remaining() < 19 {
                 return None;
             }
             let pid = body.get_i64();
             let epoch = body.get_i16();
+            let last_seen_ms = body.get_i64();
             let n = body.get_u8() as usize;
             if body.remaining() < n * 24 {
                 return None;
@@ -183,7 +197,14 @@ impl ProducerStates {
                     last_offset: body.get_i64(),
                 })
                 .collect();
-            states.map.insert(pid, Entry { epoch, batches });
+            states.map.insert(
+                pid,
+                Entry {
+                    epoch,
+                    last_seen_ms,
+                    batches,
+                },
+            );
         }
         Some((offset, states))
     }
@@ -232,7 +253,7 @@ mod tests {
         let mut s = ProducerStates::default();
         let b0 = header(7, 0, 0, 0, 3);
         assert_eq!(s.check(&b0).unwrap(), Check::Append);
-        s.record(&b0);
+        s.record(&b0, 0);
         assert_eq!(
             s.check(&header(7, 0, 0, 99, 3)).unwrap(),
             Check::Duplicate {
@@ -249,13 +270,16 @@ mod tests {
             s.check(&header(7, 1, 4, 0, 1)),
             Err(LogError::OutOfOrderSequence { .. })
         ));
-        s.record(&header(7, 1, 0, 3, 1));
+        s.record(&header(7, 1, 0, 3, 1), 0);
         assert!(matches!(
             s.check(&header(7, 0, 3, 0, 1)),
             Err(LogError::ProducerFenced { .. })
         ));
         let (offset, back) = ProducerStates::decode(&s.encode(4)).unwrap();
         assert_eq!((offset, &back), (4, &s));
+        s.record(&header(8, 0, 0, 9, 1), 1_000);
+        assert_eq!(s.expire(1_200, 500), 1);
+        assert_eq!(s.map.len(), 1);
         s.truncate_to(3);
         assert!(s.map.is_empty());
     }
@@ -263,7 +287,7 @@ mod tests {
     #[test]
     fn sequence_wraps_at_i32_max() {
         let mut s = ProducerStates::default();
-        s.record(&header(1, 0, i32::MAX - 1, 0, 2));
+        s.record(&header(1, 0, i32::MAX - 1, 0, 2), 0);
         assert_eq!(s.check(&header(1, 0, 0, 0, 1)).unwrap(), Check::Append);
     }
 }

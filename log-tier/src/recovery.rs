@@ -234,6 +234,7 @@ fn valid_prefix(
 
 /// Rebuilds producer state: the snapshot, then batch headers after it.
 fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerStates> {
+    let now = crate::engine::now_ms();
     let end = segments.last().map_or(0, |s| s.next_offset());
     let start = segments.first().map_or(0, |s| s.base_offset);
     let (from, mut producers) = match ProducerStates::read_snapshot(dir) {
@@ -244,7 +245,7 @@ fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerSt
         let size = segment.size();
         let begin = segment.find_position(from, size)?.unwrap_or(size);
         segment.scan_headers(begin, size, |h, _| {
-            producers.record(h);
+            producers.record(h, now);
             ControlFlow::Continue(())
         })?;
     }
