@@ -78,9 +78,15 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::warn!(
         "this build has no Kafka listener or router yet: events stay in the embedded log"
     );
+    let tls = if config.gateway.tls.enabled() {
+        Some(headwater_gateway::tls::server_config(&config.gateway.tls).context("gateway.tls")?)
+    } else {
+        None
+    };
     let options = ServeOptions {
         header_read_timeout: Duration::from_millis(config.gateway.header_read_timeout_ms),
         grace: Duration::from_millis(config.gateway.shutdown_grace_ms),
+        tls,
     };
     let served = headwater_gateway::serve(listener, router, shutdown_signal(), options).await;
     let closed = engine.close().await;

@@ -7,8 +7,9 @@ use axum::http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::config::AuthConfig;
+use crate::config::{AuthConfig, TlsConfig};
 use crate::error::IngestError;
+use crate::tls::ClientCert;
 
 /// Tenant of requests when no keys are configured.
 pub const DEFAULT_TENANT: &str = "default";
@@ -28,16 +29,17 @@ struct StoredKey {
     disabled: bool,
 }
 
-/// Checks API keys.
+/// Checks API keys and client certificates.
 pub struct Authenticator {
     keys: Vec<StoredKey>,
+    cert_tenants: Vec<(String, Arc<str>)>,
     open: Principal,
 }
 
 impl Authenticator {
     /// Builds from configuration; hashes that are not 64 hex digits were refused by
     /// `GatewayConfig::validate`, and are skipped here.
-    pub fn new(config: &AuthConfig) -> Self {
+    pub fn new(config: &AuthConfig, tls: &TlsConfig) -> Self {
         let keys = config
             .keys
             .iter()
@@ -51,8 +53,14 @@ impl Authenticator {
                 })
             })
             .collect();
+        let cert_tenants = tls
+            .client_tenants
+            .iter()
+            .map(|(subject, tenant)| (subject.clone(), Arc::from(tenant.as_str())))
+            .collect();
         Self {
             keys,
+            cert_tenants,
             open: Principal {
                 tenant: Arc::from(DEFAULT_TENANT),
                 key_index: 0,
@@ -65,22 +73,34 @@ impl Authenticator {
         !self.keys.is_empty()
     }
 
-    /// Number of distinct keys (rate-limit slots); at least 1.
+    /// Number of rate-limit slots: one per key and per mapped certificate; at least 1.
     pub fn slots(&self) -> usize {
-        self.keys.len().max(1)
+        (self.keys.len() + self.cert_tenants.len()).max(1)
     }
 
     /// Tenants of the configured keys (a bounded set, for metric labels).
     pub fn tenants(&self) -> Vec<Arc<str>> {
         let mut tenants: Vec<Arc<str>> = self.keys.iter().map(|k| k.tenant.clone()).collect();
+        tenants.extend(self.cert_tenants.iter().map(|(_, t)| t.clone()));
         tenants.push(self.open.tenant.clone());
         tenants.sort();
         tenants.dedup();
         tenants
     }
 
-    /// Authenticates a request by its headers.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, IngestError> {
+    /// Authenticates a request: a client certificate mapped to a tenant, else its API key.
+    pub fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        cert: Option<&ClientCert>,
+    ) -> Result<Principal, IngestError> {
+        let mapped = cert.and_then(|c| self.cert_tenants.iter().position(|(s, _)| *s == c.subject));
+        if let Some(index) = mapped {
+            return Ok(Principal {
+                tenant: self.cert_tenants[index].1.clone(),
+                key_index: self.keys.len() + index,
+            });
+        }
         if self.keys.is_empty() {
             return Ok(self.open.clone());
         }
@@ -141,20 +161,27 @@ mod tests {
     use crate::config::ApiKey;
 
     fn authenticator() -> Authenticator {
-        Authenticator::new(&AuthConfig {
-            keys: vec![
-                ApiKey {
-                    tenant: "acme".into(),
-                    sha256: hash_key("secret-1"),
-                    disabled: false,
-                },
-                ApiKey {
-                    tenant: "gone".into(),
-                    sha256: hash_key("secret-2"),
-                    disabled: true,
-                },
-            ],
-        })
+        let tls = TlsConfig {
+            client_tenants: [("device-7".to_owned(), "fleet".to_owned())].into(),
+            ..TlsConfig::default()
+        };
+        Authenticator::new(
+            &AuthConfig {
+                keys: vec![
+                    ApiKey {
+                        tenant: "acme".into(),
+                        sha256: hash_key("secret-1"),
+                        disabled: false,
+                    },
+                    ApiKey {
+                        tenant: "gone".into(),
+                        sha256: hash_key("secret-2"),
+                        disabled: true,
+                    },
+                ],
+            },
+            &tls,
+        )
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -167,11 +194,11 @@ mod tests {
     fn bearer_and_x_api_key_both_work() {
         let auth = authenticator();
         let p = auth
-            .authenticate(&headers("authorization", "Bearer secret-1"))
+            .authenticate(&headers("authorization", "Bearer secret-1"), None)
             .unwrap();
         assert_eq!(&*p.tenant, "acme");
         let p = auth
-            .authenticate(&headers("x-api-key", "secret-1"))
+            .authenticate(&headers("x-api-key", "secret-1"), None)
             .unwrap();
         assert_eq!(p.key_index, 0);
     }
@@ -180,29 +207,46 @@ mod tests {
     fn missing_unknown_and_disabled_keys_are_refused() {
         let auth = authenticator();
         assert!(matches!(
-            auth.authenticate(&HeaderMap::new()),
+            auth.authenticate(&HeaderMap::new(), None),
             Err(IngestError::MissingKey)
         ));
         assert!(matches!(
-            auth.authenticate(&headers("x-api-key", "secret-3")),
+            auth.authenticate(&headers("x-api-key", "secret-3"), None),
             Err(IngestError::UnknownKey)
         ));
         assert!(matches!(
-            auth.authenticate(&headers("authorization", "Bearer secret-2")),
+            auth.authenticate(&headers("authorization", "Bearer secret-2"), None),
             Err(IngestError::KeyDisabled { .. })
         ));
         assert!(matches!(
-            auth.authenticate(&headers("authorization", "Basic c2VjcmV0LTE=")),
+            auth.authenticate(&headers("authorization", "Basic c2VjcmV0LTE="), None),
+            Err(IngestError::MissingKey)
+        ));
+    }
+
+    #[test]
+    fn a_mapped_client_certificate_authenticates_without_a_key() {
+        let auth = authenticator();
+        let cert = ClientCert {
+            subject: "device-7".into(),
+        };
+        let p = auth.authenticate(&HeaderMap::new(), Some(&cert)).unwrap();
+        assert_eq!((&*p.tenant, p.key_index), ("fleet", 2));
+        let stranger = ClientCert {
+            subject: "someone".into(),
+        };
+        assert!(matches!(
+            auth.authenticate(&HeaderMap::new(), Some(&stranger)),
             Err(IngestError::MissingKey)
         ));
     }
 
     #[test]
     fn no_keys_means_open_default_tenant() {
-        let auth = Authenticator::new(&AuthConfig::default());
+        let auth = Authenticator::new(&AuthConfig::default(), &TlsConfig::default());
         assert!(!auth.enabled());
         assert_eq!(
-            &*auth.authenticate(&HeaderMap::new()).unwrap().tenant,
+            &*auth.authenticate(&HeaderMap::new(), None).unwrap().tenant,
             DEFAULT_TENANT
         );
     }

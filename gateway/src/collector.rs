@@ -15,6 +15,7 @@ use crate::dedup::Dedup;
 use crate::error::IngestError;
 use crate::ingest::{Pipeline, Report, RequestMeta};
 use crate::ratelimit::RateLimits;
+use crate::tls::ClientCert;
 use crate::validate::Validate;
 
 /// What builds a [`Collector`].
@@ -48,7 +49,7 @@ impl Collector {
     /// Builds the collector; the configuration was validated at start-up.
     pub fn new(parts: CollectorParts) -> Self {
         let config = parts.config;
-        let auth = Authenticator::new(&config.auth);
+        let auth = Authenticator::new(&config.auth, &config.tls);
         let rate = RateLimits::new(&config.rate_limit, auth.slots());
         Self {
             rate,
@@ -76,8 +77,9 @@ impl Collector {
         &self,
         headers: &HeaderMap,
         peer: Option<SocketAddr>,
+        cert: Option<&ClientCert>,
     ) -> Result<RequestMeta, IngestError> {
-        let principal = self.auth.authenticate(headers)?;
+        let principal = self.auth.authenticate(headers, cert)?;
         self.rate.check_request(principal.key_index)?;
         Ok(RequestMeta {
             principal,

@@ -97,6 +97,30 @@ impl Default for DedupConfig {
     }
 }
 
+/// TLS on the gateway port, and optionally client certificates (mTLS).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain; TLS is on when set.
+    pub cert_file: Option<String>,
+    /// PEM private key of the certificate.
+    pub key_file: Option<String>,
+    /// PEM CA bundle that client certificates must chain to; enables mTLS.
+    pub client_ca_file: Option<String>,
+    /// Refuse clients without a valid certificate (otherwise API keys still work). Default false.
+    pub require_client_cert: bool,
+    /// Client certificate subject common name → tenant. A mapped certificate authenticates the
+    /// request without an API key.
+    pub client_tenants: std::collections::BTreeMap<String, String>,
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
 /// The collectors' configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -119,6 +143,8 @@ pub struct GatewayConfig {
     pub rate_limit: RateLimitConfig,
     /// Duplicate suppression.
     pub dedup: DedupConfig,
+    /// TLS and mTLS.
+    pub tls: TlsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -133,11 +159,18 @@ impl Default for GatewayConfig {
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),
             dedup: DedupConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
 
 impl GatewayConfig {
+    /// Whether every request is authenticated (API keys or required client certificates).
+    pub fn authenticates(&self) -> bool {
+        !self.auth.keys.is_empty()
+            || (self.tls.require_client_cert && self.tls.client_ca_file.is_some())
+    }
+
     /// Checks the wiring; returns every problem found as `(key path, message)`.
     pub fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
@@ -146,15 +179,38 @@ impl GatewayConfig {
                 "gateway.listen".to_owned(),
                 format!("`{}` is not a socket address (host:port)", self.listen),
             )),
-            Ok(addr) if !addr.ip().is_loopback() && self.auth.keys.is_empty() => errors.push((
+            Ok(addr) if !addr.ip().is_loopback() && !self.authenticates() => errors.push((
                 "gateway.listen".to_owned(),
                 format!(
-                    "`{}` is not a loopback address and gateway.auth.keys is empty: \
-                     configure API keys before accepting events from the network",
+                    "`{}` is not a loopback address and no client is authenticated: configure \
+                     gateway.auth.keys (or required client certificates) before accepting events \
+                     from the network",
                     self.listen
                 ),
             )),
             Ok(_) => {}
+        }
+        let tls = &self.tls;
+        if tls.cert_file.is_some() != tls.key_file.is_some() {
+            errors.push((
+                "gateway.tls".to_owned(),
+                "cert_file and key_file go together".to_owned(),
+            ));
+        }
+        if tls.client_ca_file.is_some() && !tls.enabled() {
+            errors.push((
+                "gateway.tls.client_ca_file".to_owned(),
+                "needs gateway.tls.cert_file and key_file".to_owned(),
+            ));
+        }
+        if (tls.require_client_cert || !tls.client_tenants.is_empty())
+            && tls.client_ca_file.is_none()
+        {
+            errors.push((
+                "gateway.tls.client_ca_file".to_owned(),
+                "is required for client certificates (require_client_cert, client_tenants)"
+                    .to_owned(),
+            ));
         }
         for (i, proxy) in self.trusted_proxies.iter().enumerate() {
             if proxy.parse::<std::net::IpAddr>().is_err() {

@@ -67,7 +67,11 @@ fn admit<T>(collector: &Collector, request: &Request<T>) -> Result<RequestMeta, 
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0)
         .or_else(|| request.remote_addr());
-    collector.admit(&headers, peer)
+    collector.admit(
+        &headers,
+        peer,
+        request.extensions().get::<crate::tls::ClientCert>(),
+    )
 }
 
 fn finish<T>(started: Instant, result: Result<T, IngestError>) -> Result<Response<T>, Status> {

@@ -29,6 +29,7 @@ use crate::metrics::{
     INGEST_REQUEST_DURATION_SECONDS,
 };
 use crate::registry::SchemaRegistry;
+use crate::tls::ClientCert;
 use crate::{body, decode, otlp};
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
@@ -201,7 +202,7 @@ async fn ingest_http(collector: &Collector, request: Request) -> Result<Report, 
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let meta = collector.admit(&parts.headers, peer)?;
+    let meta = collector.admit(&parts.headers, peer, parts.extensions.get::<ClientCert>())?;
     tracing::Span::current().record("tenant", &*meta.principal.tenant);
     let kind = body_kind(&parts.headers)?;
     let limits = &collector.limits;
@@ -283,7 +284,7 @@ async fn ingest_otlp_http(
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
-    let meta = collector.admit(&parts.headers, peer)?;
+    let meta = collector.admit(&parts.headers, peer, parts.extensions.get::<ClientCert>())?;
     tracing::Span::current().record("tenant", &*meta.principal.tenant);
     let kind = body_kind(&parts.headers)?;
     let limits = &collector.limits;

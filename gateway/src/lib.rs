@@ -16,6 +16,7 @@ pub mod otlp;
 pub mod ratelimit;
 pub mod registry;
 pub mod server;
+pub mod tls;
 pub mod validate;
 
 pub use collector::{Collector, CollectorParts};

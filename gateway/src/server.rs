@@ -2,6 +2,8 @@
 //! header read timeout against slow clients, and graceful shutdown.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -14,13 +16,18 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
+use crate::tls::ClientCert;
+
 /// How the server treats connections.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct ServeOptions {
-    /// Time a client may take to send request headers before the connection is closed.
+    /// Time a client may take to send request headers (and finish the TLS handshake) before
+    /// the connection is closed.
     pub header_read_timeout: Duration,
     /// Time in-flight requests get after shutdown begins.
     pub grace: Duration,
+    /// TLS, when configured.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// Serves `router` until `shutdown` resolves, then stops accepting and gives in-flight
@@ -39,6 +46,7 @@ pub async fn serve(
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
     let graceful = GracefulShutdown::new();
+    let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -54,21 +62,60 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = router
-            .clone()
-            .map_request(move |mut request: hyper::Request<Incoming>| {
-                request.extensions_mut().insert(ConnectInfo(peer));
-                request
-            });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), TowerToHyperService::new(service))
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
+        match &acceptor {
+            None => {
+                let service = tagged(&router, peer, None);
+                let connection = builder
+                    .serve_connection_with_upgrades(
+                        TokioIo::new(stream),
+                        TowerToHyperService::new(service),
+                    )
+                    .into_owned();
+                let connection = graceful.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(error) = connection.await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Some(acceptor) => {
+                // The handshake runs in the connection's task, bounded like a header read.
+                let acceptor = acceptor.clone();
+                let router = router.clone();
+                let builder = builder.clone();
+                let watcher = graceful.watcher();
+                let handshake_timeout = options.header_read_timeout;
+                tokio::spawn(async move {
+                    let stream = match tokio::time::timeout(
+                        handshake_timeout,
+                        acceptor.accept(stream),
+                    )
+                    .await
+                    {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let cert = crate::tls::client_cert(stream.get_ref().1);
+                    let service = tagged(&router, peer, cert);
+                    let connection = builder
+                        .serve_connection_with_upgrades(
+                            TokioIo::new(stream),
+                            TowerToHyperService::new(service),
+                        )
+                        .into_owned();
+                    if let Err(error) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, %error, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
     drop(listener);
     tokio::select! {
@@ -78,4 +125,28 @@ pub async fn serve(
         }
     }
     Ok(())
+}
+
+/// The router with the connection's peer address and client certificate on every request.
+fn tagged(
+    router: &Router,
+    peer: SocketAddr,
+    cert: Option<ClientCert>,
+) -> impl tower::Service<
+    hyper::Request<Incoming>,
+    Response = axum::response::Response,
+    Error = std::convert::Infallible,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    router
+        .clone()
+        .map_request(move |mut request: hyper::Request<Incoming>| {
+            request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(cert) = &cert {
+                request.extensions_mut().insert(cert.clone());
+            }
+            request
+        })
 }

@@ -107,9 +107,14 @@ impl TestGateway {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
+        let tls = config
+            .tls
+            .enabled()
+            .then(|| headwater_gateway::tls::server_config(&config.tls).unwrap());
         let options = ServeOptions {
             header_read_timeout: Duration::from_millis(config.header_read_timeout_ms),
             grace: Duration::from_secs(5),
+            tls,
         };
         let task = tokio::spawn(headwater_gateway::serve(
             listener,
