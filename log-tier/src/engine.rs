@@ -74,6 +74,9 @@ pub struct LogEngine {
     lock_file: Mutex<Option<File>>,
 }
 
+/// Present only between a clean `close` and the next `open`.
+const CLEAN_SHUTDOWN: &str = ".clean_shutdown";
+
 pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -91,6 +94,8 @@ impl LogEngine {
             .map_err(|e| LogError::io(format!("creating {}", topics_dir.display()), e))?;
         let lock_file = lock_dir(data_dir)?;
         let offsets = OffsetStore::open(data_dir)?;
+        let marker = data_dir.join(CLEAN_SHUTDOWN);
+        let clean = marker.exists();
         let mut topics = BTreeMap::new();
         let entries = fs::read_dir(&topics_dir)
             .map_err(|e| LogError::io(format!("listing {}", topics_dir.display()), e))?;
@@ -103,7 +108,7 @@ impl LogEngine {
                 let _ = fs::remove_dir_all(&path);
                 continue;
             }
-            match Topic::load(&path, |name| config.topic_settings(name))? {
+            match Topic::load(&path, |name| config.topic_settings(name), clean)? {
                 Some(topic) => {
                     topics.insert(topic.name.to_string(), Arc::new(topic));
                 }
@@ -112,7 +117,13 @@ impl LogEngine {
                 }
             }
         }
-        info!(dir = %data_dir.display(), topics = topics.len(), "log opened");
+        if clean {
+            // From here on the files change: the next open must not trust the indexes blindly.
+            fs::remove_file(&marker)
+                .and_then(|()| File::open(data_dir)?.sync_all())
+                .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
+        }
+        info!(dir = %data_dir.display(), topics = topics.len(), clean, "log opened");
         let engine = Arc::new(LogEngine {
             dir: data_dir.to_path_buf(),
             topics_dir,
@@ -431,16 +442,25 @@ impl LogEngine {
         }
         let flushed = self.flush().await;
         self.closed.store(true, Ordering::Release);
-        for p in self.all_partitions() {
+        let partitions = self.all_partitions();
+        for p in &partitions {
             p.mark_closed();
+        }
+        let sealed = flushed.and_then(|()| {
+            for p in &partitions {
+                p.seal_for_shutdown()?;
+            }
+            write_clean_marker(&self.dir)
+        });
+        for p in &partitions {
             p.release();
         }
         self.lock_file
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .take();
-        info!(dir = %self.dir.display(), "log closed");
-        flushed
+        info!(dir = %self.dir.display(), clean = sealed.is_ok(), "log closed");
+        sealed
     }
 
     /// Ok when an append would be accepted now: open, the directory writable, space free.
@@ -458,6 +478,15 @@ impl LogEngine {
         }
         Ok(())
     }
+}
+
+/// Marks a clean shutdown: every partition flushed and its active segment indexed.
+fn write_clean_marker(dir: &Path) -> Result<()> {
+    let path = dir.join(CLEAN_SHUTDOWN);
+    File::create(&path)
+        .and_then(|f| f.sync_all())
+        .and_then(|()| File::open(dir)?.sync_all())
+        .map_err(|e| LogError::io(format!("writing {}", path.display()), e))
 }
 
 /// Takes an exclusive `flock` on `<dir>/.lock` so two processes never share a data directory.

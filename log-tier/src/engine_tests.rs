@@ -130,6 +130,17 @@ async fn corrupt_bytes_are_detected_and_never_served() {
         .unwrap();
     f.write_all_at(&[0xAA, 0xBB], len - 5).unwrap();
     drop(f);
+    // After a clean close the tail is trusted at open, but the read still catches it.
+    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
+    let e = engine
+        .read("t", 0, 199, 1 << 20, Duration::ZERO)
+        .await
+        .unwrap_err();
+    assert!(matches!(e, LogError::Corrupt { .. }), "{e}");
+    engine.close().await.unwrap();
+    drop(engine);
+    // After a crash (no clean-shutdown marker) recovery cuts the log before it.
+    fs::remove_file(dir.path().join(".clean_shutdown")).unwrap();
     let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
     assert_eq!(
         engine.partition_offsets("t", 0).unwrap().high_watermark,
@@ -597,5 +608,34 @@ async fn recovery_scans_batches_larger_than_and_straddling_its_chunks() {
     for (r, v) in all.iter().zip(&expected) {
         assert_eq!(r.value.as_ref(), Some(v));
     }
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn clean_shutdown_marker_is_trusted_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join(".clean_shutdown");
+    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    append_n(&engine, "t", 10, |_| 1).await;
+    engine.close().await.unwrap();
+    drop(engine);
+    assert!(marker.exists());
+    let pdir = partition_dir(dir.path(), "t");
+    assert!(pdir.join("00000000000000000000.index").exists());
+    // Clean open: the marker and the active segment's index files go away at once.
+    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
+    assert!(!marker.exists());
+    assert!(!pdir.join("00000000000000000000.index").exists());
+    assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 10);
+    append_n(&engine, "t", 5, |_| 1).await;
+    drop(engine); // a crash: no close
+    let log = logs(&pdir).pop().unwrap();
+    let mut f = OpenOptions::new().append(true).open(&log).unwrap();
+    f.write_all(&[1, 2, 3]).unwrap();
+    drop(f);
+    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 15);
+    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 15);
     engine.close().await.unwrap();
 }

@@ -6,6 +6,7 @@
 //!
 //! ```text
 //! .lock                               flock: one process per data directory
+//! .clean_shutdown                     present only between a clean close and the next open
 //! consumer-offsets.json               committed group offsets (temp + fsync + rename)
 //! topics/<topic>/topic.json           partition count
 //! topics/<topic>/<p>/<base>.log       Kafka RecordBatch v2, segments named by base offset

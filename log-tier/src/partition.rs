@@ -86,8 +86,9 @@ impl Partition {
         id: i32,
         dir: &Path,
         settings: TopicSettings,
+        clean: bool,
     ) -> Result<Arc<Self>> {
-        let recovered = recovery::recover(dir, settings.index_interval_bytes)?;
+        let recovered = recovery::recover(dir, settings.index_interval_bytes, clean)?;
         let segments: BTreeMap<i64, Arc<Segment>> = recovered
             .segments
             .iter()
@@ -481,6 +482,14 @@ impl Partition {
         st.written.segment = keep.base_offset;
         st.written.position = cut.0;
         Ok(())
+    }
+
+    /// For a clean shutdown (after a flush): writes the active segment's index files and a
+    /// producer snapshot at the log end, so the next open need not scan the tail.
+    pub fn seal_for_shutdown(&self) -> Result<()> {
+        let st = self.state();
+        st.active.write_indexes()?;
+        st.producers.write_snapshot(&self.dir, st.written.offset)
     }
 
     /// Number of segments.

@@ -27,8 +27,9 @@ pub(crate) struct Recovered {
     pub producers: ProducerStates,
 }
 
-/// Recovers (or creates) the partition in `dir`.
-pub(crate) fn recover(dir: &Path, index_interval: u64) -> Result<Recovered> {
+/// Recovers (or creates) the partition in `dir`. After a clean shutdown (`clean`), the active
+/// segment's index files (written by `close`) are trusted like a sealed segment's.
+pub(crate) fn recover(dir: &Path, index_interval: u64, clean: bool) -> Result<Recovered> {
     fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
     let bases = segment_bases(dir)?;
     if bases.is_empty() {
@@ -48,7 +49,11 @@ pub(crate) fn recover(dir: &Path, index_interval: u64) -> Result<Recovered> {
             drop_segments(dir, &bases[i..]);
             break;
         }
-        let sealed = if last { None } else { load_sealed(dir, base)? };
+        let sealed = if last && !clean {
+            None
+        } else {
+            load_sealed(dir, base)?
+        };
         let (segment, truncated) = match sealed {
             Some(s) => (s, false),
             None => scan_segment(dir, base, index_interval)?,

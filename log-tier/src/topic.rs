@@ -72,7 +72,7 @@ impl Topic {
             fs::File::open(root)?.sync_all()
         };
         write().map_err(|e| LogError::io(format!("writing {}", path.display()), e))?;
-        let topic = Self::open(&dir, name, partitions, settings)?;
+        let topic = Self::open(&dir, name, partitions, settings, false)?;
         // Make the partition directories' entries durable too.
         fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -80,8 +80,13 @@ impl Topic {
         Ok(topic)
     }
 
-    /// Opens an existing topic directory; `None` if it has no valid metadata (half-created).
-    pub fn load(dir: &Path, settings: impl Fn(&str) -> TopicSettings) -> Result<Option<Self>> {
+    /// Opens an existing topic directory (`clean`: the last stop was a clean `close`); `None`
+    /// if it has no valid metadata (half-created).
+    pub fn load(
+        dir: &Path,
+        settings: impl Fn(&str) -> TopicSettings,
+        clean: bool,
+    ) -> Result<Option<Self>> {
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Ok(None);
         };
@@ -94,13 +99,22 @@ impl Topic {
         let Ok(meta) = serde_json::from_slice::<TopicMeta>(&bytes) else {
             return Ok(None);
         };
-        Self::open(dir, name, meta.partitions, settings(name)).map(Some)
+        Self::open(dir, name, meta.partitions, settings(name), clean).map(Some)
     }
 
-    fn open(dir: &Path, name: &str, partitions: u32, settings: TopicSettings) -> Result<Self> {
+    fn open(
+        dir: &Path,
+        name: &str,
+        partitions: u32,
+        settings: TopicSettings,
+        clean: bool,
+    ) -> Result<Self> {
         let name: Arc<str> = Arc::from(name);
         let partitions = (0..partitions as i32)
-            .map(|p| Partition::open(name.clone(), p, &dir.join(p.to_string()), settings.clone()))
+            .map(|p| {
+                let pdir = dir.join(p.to_string());
+                Partition::open(name.clone(), p, &pdir, settings.clone(), clean)
+            })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             name,
