@@ -2,12 +2,29 @@
 //! implementations. Pure mechanism: routing policy (what goes where, batching, offsets) lives
 //! in the router.
 
+pub mod config;
+pub mod elasticsearch;
+pub mod memory;
+pub mod metrics;
+pub mod s3;
+mod time;
+pub mod topic;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use headwater_schemas::Envelope;
+
+pub use config::{
+    Compression, ElasticsearchConfig, KafkaDefaults, S3Config, SinkConfig, SinkContext,
+    SinksConfig, TlsConfig, TopicConfig, build,
+};
+pub use elasticsearch::ElasticsearchSink;
+pub use memory::MemorySink;
+pub use s3::S3Sink;
+pub use topic::TopicSink;
 
 /// One event on its way out, with where it came from in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,0 +1,169 @@
+//! Topic sink target: a topic of an external Kafka cluster through rdkafka's idempotent
+//! `FutureProducer` (keys kept, envelope as `hw.*` headers, Kafka's murmur2 partitioner).
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+
+use crate::config::TopicConfig;
+use crate::{Batch, Delivery, SinkError};
+
+const KIND: &str = "topic";
+
+/// Produces to one topic of an external cluster.
+pub struct KafkaTarget {
+    producer: FutureProducer,
+    pub(super) topic: String,
+    timeout: Duration,
+}
+
+impl KafkaTarget {
+    /// Creates the producer (`enable.idempotence=true`, `acks=all`, murmur2 partitioner so keys
+    /// land where Java clients and the internal log put them); connects lazily.
+    pub fn new(config: &TopicConfig) -> Result<Self, SinkError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("client.id", "headwater-sink")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random");
+        for (key, value) in &config.options {
+            client.set(key, value);
+        }
+        client
+            .set("bootstrap.servers", &config.brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string());
+        let producer: FutureProducer = client.create().map_err(|e| SinkError::Config {
+            sink: KIND,
+            reason: format!("kafka producer: {e}"),
+        })?;
+        Ok(Self {
+            producer,
+            topic: config.topic.clone(),
+            timeout: Duration::from_millis(config.message_timeout_ms),
+        })
+    }
+
+    /// Enqueues every event, then waits for every delivery report. Events the broker refused
+    /// as too large are rejected; other failures are listed for retry, or fail the batch when
+    /// nothing was delivered. Returns the bytes produced.
+    pub async fn send(&self, batch: &Batch) -> Result<(Delivery, usize), SinkError> {
+        let mut pending = Vec::with_capacity(batch.events.len());
+        let mut bytes = 0;
+        for event in &batch.events {
+            let env = &event.envelope;
+            let mut headers = OwnedHeaders::new_with_capacity(8);
+            for (key, value) in env.to_headers() {
+                bytes += key.len() + value.len();
+                headers = headers.insert(Header {
+                    key: &key,
+                    value: Some(value.as_ref()),
+                });
+            }
+            bytes += env.payload.len() + event.key.as_ref().map_or(0, |k| k.len());
+            let mut record = FutureRecord::to(&self.topic)
+                .payload(env.payload.as_ref())
+                .headers(headers)
+                .timestamp(env.received_at);
+            if let Some(key) = &event.key {
+                record = record.key(key.as_ref());
+            }
+            loop {
+                match self.producer.send_result(record) {
+                    Ok(future) => break pending.push(future),
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        record = back;
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                    Err((e, _)) => {
+                        return Err(SinkError::Unavailable {
+                            sink: KIND,
+                            reason: format!("enqueueing to `{}`: {e}", self.topic),
+                            retry_after: None,
+                        });
+                    }
+                }
+            }
+        }
+        let mut delivery = Delivery::all();
+        let mut last_error = None;
+        for (i, future) in pending.into_iter().enumerate() {
+            match future.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) if is_too_large(&e) => delivery.rejected.push((i, e.to_string())),
+                Ok(Err((e, _))) => {
+                    delivery.retry.push(i);
+                    last_error = Some(e.to_string());
+                }
+                Err(_) => {
+                    delivery.retry.push(i);
+                    last_error = Some("producer dropped the delivery report".to_owned());
+                }
+            }
+        }
+        if delivery.retry.len() == batch.events.len() {
+            return Err(SinkError::Unavailable {
+                sink: KIND,
+                reason: format!(
+                    "producing to `{}`: {}",
+                    self.topic,
+                    last_error.unwrap_or_default()
+                ),
+                retry_after: None,
+            });
+        }
+        Ok((delivery, bytes))
+    }
+
+    /// Waits until everything enqueued is delivered (or the message timeout passes).
+    pub async fn flush(&self) -> Result<(), SinkError> {
+        let producer = self.producer.clone();
+        let timeout = self.timeout;
+        tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
+            .await
+            .map_err(|e| unavailable(format!("flush task: {e}")))?
+            .map_err(|e| unavailable(format!("flush: {e}")))
+    }
+
+    /// Fetches the topic's metadata: `Unavailable` when the cluster does not answer, `Config`
+    /// when the topic is unknown.
+    pub async fn health(&self) -> Result<(), SinkError> {
+        let producer = self.producer.clone();
+        let topic = self.topic.clone();
+        let metadata = tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(5)))
+        })
+        .await
+        .map_err(|e| unavailable(format!("metadata task: {e}")))?
+        .map_err(|e| unavailable(format!("metadata: {e}")))?;
+        match metadata.topics().first().and_then(|t| t.error()) {
+            None => Ok(()),
+            Some(code) => Err(SinkError::Config {
+                sink: KIND,
+                reason: format!("topic `{}`: {}", self.topic, RDKafkaErrorCode::from(code)),
+            }),
+        }
+    }
+}
+
+fn is_too_large(e: &KafkaError) -> bool {
+    matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
+    )
+}
+
+fn unavailable(reason: String) -> SinkError {
+    SinkError::Unavailable {
+        sink: KIND,
+        reason,
+        retry_after: None,
+    }
+}
