@@ -639,3 +639,35 @@ async fn clean_shutdown_marker_is_trusted_once() {
     assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 15);
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn only_active_and_unsynced_segments_keep_files_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    append_n(&engine, "t", 300, |_| 1).await;
+    let open_handles = |engine: &LogEngine| {
+        let p = engine.partition("t", 0).unwrap();
+        let st = p.state();
+        (
+            st.segments.len(),
+            st.segments.values().filter(|s| s.holds_file()).count(),
+        )
+    };
+    let (segments, open) = open_handles(&engine);
+    assert!(segments >= 8, "{segments}");
+    assert!(open <= 2, "{open} of {segments} segments hold a file");
+    // Reads of sealed segments work without a kept handle, and keep none.
+    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 300);
+    assert!(open_handles(&engine).1 <= 2);
+    engine.close().await.unwrap();
+    drop(engine);
+    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
+    assert_eq!(open_handles(&engine).1, 1);
+    // Truncating back into a sealed segment makes it active and keeps it open.
+    engine.truncate("t", 0, 5).unwrap();
+    assert_eq!(open_handles(&engine), (1, 1));
+    append_n(&engine, "t", 3, |_| 1).await;
+    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 8);
+    engine.close().await.unwrap();
+}

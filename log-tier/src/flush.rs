@@ -115,6 +115,10 @@ impl Partition {
             if dir_dirty {
                 File::open(&dir)?.sync_all()?;
             }
+            // Sealed segments now durable need no open handle (the last is the active one).
+            for segment in segments.iter().rev().skip(1) {
+                segment.close_file();
+            }
             Ok(())
         })
         .await

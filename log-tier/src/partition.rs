@@ -287,7 +287,9 @@ impl Partition {
         st.producers.write_snapshot(&self.dir, next)?;
         let segment = Arc::new(Segment::create(&self.dir, next)?);
         let old = std::mem::replace(&mut st.active, segment.clone());
-        if self.settings.flush.mode != FlushMode::Os {
+        if self.settings.flush.mode == FlushMode::Os {
+            old.close_file();
+        } else {
             st.unsynced.push(old);
         }
         st.segments.insert(next, segment);
@@ -471,6 +473,7 @@ impl Partition {
             max_ts = max_ts.max(h.max_timestamp);
             ControlFlow::Continue(())
         })?;
+        keep.keep_open();
         keep.truncate(cut.0, cut.1, max_ts)?;
         st.producers.truncate_to(cut.1);
         // A snapshot taken past the cut would bring back forgotten batches on recovery.

@@ -58,6 +58,9 @@ pub(crate) fn recover(dir: &Path, index_interval: u64, clean: bool) -> Result<Re
             Some(s) => (s, false),
             None => scan_segment(dir, base, index_interval)?,
         };
+        if !last {
+            segment.close_file();
+        }
         segments.push(Arc::new(segment));
         if truncated && !last {
             warn!(dir = %dir.display(), base, "corrupt sealed segment truncated; dropping later segments");
@@ -142,7 +145,7 @@ fn load_sealed(dir: &Path, base: i64) -> Result<Option<Segment>> {
         bytes_since_index: 0,
         dirty_tail: false,
     };
-    let segment = Segment::from_parts(dir, base, file, meta);
+    let segment = Segment::from_parts(dir, base, Some(file), meta);
     // The tail after the last index entry must be whole batches ending at the recorded offset.
     let mut next = if last_pos == 0 { base } else { -1 };
     let end = segment.scan_headers(u64::from(last_pos), len, |h, _| {
@@ -184,7 +187,7 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
             .map_err(|e| LogError::io(ctx("syncing"), e))?;
     }
     meta.size = pos;
-    let segment = Segment::from_parts(dir, base, file, meta);
+    let segment = Segment::from_parts(dir, base, Some(file), meta);
     segment.remove_indexes();
     Ok((segment, truncated))
 }

@@ -7,7 +7,8 @@ use std::io;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -87,8 +88,12 @@ pub(crate) struct Segment {
     /// Offset of the first record.
     pub base_offset: i64,
     dir: PathBuf,
-    file: File,
+    /// The open handle, kept while the segment is active or not yet fsynced; sealed segments
+    /// open their file per read, so file descriptors do not grow with the number of segments.
+    file: Mutex<Option<Arc<File>>>,
     meta: Mutex<SegmentMeta>,
+    /// Whether `file()` caches a handle it had to open.
+    keep: AtomicBool,
     created: Instant,
 }
 
@@ -105,17 +110,18 @@ impl Segment {
         Ok(Self::from_parts(
             dir,
             base_offset,
-            file,
+            Some(file),
             SegmentMeta::empty(base_offset),
         ))
     }
 
-    /// Wraps an opened file and recovered meta.
-    pub fn from_parts(dir: &Path, base_offset: i64, file: File, meta: SegmentMeta) -> Self {
+    /// Wraps recovered meta and, for a segment to keep open, its file.
+    pub fn from_parts(dir: &Path, base_offset: i64, file: Option<File>, meta: SegmentMeta) -> Self {
         Self {
             base_offset,
             dir: dir.to_path_buf(),
-            file,
+            keep: AtomicBool::new(file.is_some()),
+            file: Mutex::new(file.map(Arc::new)),
             meta: Mutex::new(meta),
             created: Instant::now(),
         }
@@ -129,6 +135,44 @@ impl Segment {
     /// Locks the meta; a poisoned lock still holds consistent data (updates are single steps).
     pub fn meta(&self) -> MutexGuard<'_, SegmentMeta> {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The file: the kept handle, or a fresh one for a sealed segment.
+    fn file(&self) -> io::Result<Arc<File>> {
+        let mut kept = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(f) = kept.as_ref() {
+            return Ok(f.clone());
+        }
+        let f = Arc::new(
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(self.path("log"))?,
+        );
+        if self.keep.load(std::sync::atomic::Ordering::Relaxed) {
+            *kept = Some(f.clone());
+        }
+        Ok(f)
+    }
+
+    /// Keeps the file open from now on (the segment is, or becomes again, the active one).
+    pub fn keep_open(&self) {
+        self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Drops the kept handle (a sealed segment, fsynced): later reads open the file anew.
+    pub fn close_file(&self) {
+        self.keep.store(false, std::sync::atomic::Ordering::Relaxed);
+        self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
+    }
+
+    /// Whether a file handle is kept open (tests).
+    #[cfg(test)]
+    pub fn holds_file(&self) -> bool {
+        self.file
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 
     /// Bytes held.
@@ -150,18 +194,20 @@ impl Segment {
     pub fn append(&self, batch: &[u8], header: &BatchHeader, index_interval: u64) -> Result<u64> {
         let mut m = self.meta();
         let pos = m.size;
+        let file = self
+            .file()
+            .map_err(|e| LogError::io(format!("opening {}", self.path("log").display()), e))?;
         if m.dirty_tail {
-            self.file
-                .set_len(pos)
+            file.set_len(pos)
                 .map_err(|e| LogError::io("truncating a failed write", e))?;
             m.dirty_tail = false;
         }
         let written = match crate::fault::write_error(&self.dir) {
             Some(e) => Err(e),
-            None => self.file.write_all_at(batch, pos),
+            None => file.write_all_at(batch, pos),
         };
         if let Err(e) = written {
-            m.dirty_tail = self.file.set_len(pos).is_err();
+            m.dirty_tail = file.set_len(pos).is_err();
             return Err(LogError::io(
                 format!("appending to {}", self.path("log").display()),
                 e,
@@ -173,15 +219,18 @@ impl Segment {
 
     /// fsyncs the file's data.
     pub fn sync(&self) -> io::Result<()> {
-        self.file.sync_data()
+        self.file()?.sync_data()
     }
 
     /// Reads `len` bytes at `pos` (fewer if the file is shorter).
     pub fn read(&self, pos: u64, len: usize) -> Result<Bytes> {
+        let file = self
+            .file()
+            .map_err(|e| LogError::io(format!("opening {}", self.path("log").display()), e))?;
         let mut buf = vec![0u8; len];
         let mut filled = 0;
         while filled < len {
-            match self.file.read_at(&mut buf[filled..], pos + filled as u64) {
+            match file.read_at(&mut buf[filled..], pos + filled as u64) {
                 Ok(0) => break,
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -327,8 +376,8 @@ impl Segment {
     /// Truncates the log to `position`, which must be a batch boundary with `next_offset` after it.
     pub fn truncate(&self, position: u64, next_offset: i64, max_timestamp: i64) -> Result<()> {
         let mut m = self.meta();
-        self.file
-            .set_len(position)
+        self.file()
+            .and_then(|f| f.set_len(position))
             .map_err(|e| LogError::io(format!("truncating {}", self.path("log").display()), e))?;
         m.size = position;
         m.next_offset = next_offset;
