@@ -151,6 +151,14 @@ impl LogEngine {
         Ok(engine)
     }
 
+    /// [`LogEngine::open`] on a blocking thread: for callers inside a tokio runtime, so a long
+    /// recovery does not stall a worker thread.
+    pub async fn open_async(data_dir: PathBuf, config: LogConfig) -> Result<Arc<LogEngine>> {
+        tokio::task::spawn_blocking(move || Self::open(&data_dir, config))
+            .await
+            .unwrap_or_else(|e| Err(LogError::io("opening the log", std::io::Error::other(e))))
+    }
+
     /// The configuration the engine was opened with.
     pub fn config(&self) -> &LogConfig {
         &self.config

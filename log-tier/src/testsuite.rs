@@ -298,7 +298,9 @@ mod tests {
             },
             ..LogConfig::default()
         };
-        let engine = LogEngine::open(dir.path(), config).unwrap();
+        let engine = LogEngine::open_async(dir.path().to_path_buf(), config)
+            .await
+            .unwrap();
         run_all(engine.clone(), "engine").await;
         engine.close().await.unwrap();
     }
