@@ -1,0 +1,175 @@
+//! The open batch of a consumer task: the offset range it covers, the events a route kept, and
+//! the records to dead-letter because their envelope could not be rebuilt.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use headwater_log::{Header, Record, StoredRecord};
+use headwater_schemas::Envelope;
+use headwater_sinks::{Batch, OutEvent};
+use tokio::time::Instant;
+
+use crate::rules::{Decision, Route};
+
+/// Header naming the route on a `router.dlq` record.
+pub const ROUTE_HEADER: &str = "hw.route";
+/// Header naming the sink (label) that refused a `router.dlq` record.
+pub const SINK_HEADER: &str = "hw.sink";
+/// Header with `topic/partition/offset` of the record a `router.dlq` record came from.
+pub const ORIGIN_HEADER: &str = "hw.origin";
+
+/// Rough fixed cost of an event besides its payload and text fields, for `max_bytes`.
+const EVENT_OVERHEAD: usize = 64;
+
+/// What happened to one record.
+pub enum Outcome {
+    /// Kept in the batch.
+    Kept,
+    /// Left out by selection or filter.
+    Filtered,
+    /// Dropped by sampling.
+    SampledOut,
+    /// Envelope not rebuildable; will be dead-lettered.
+    Undecodable,
+}
+
+/// A batch being filled: offsets `first_offset..=last_offset` (contiguous with the previous
+/// batch), events kept, dead letters pending.
+pub struct OpenBatch {
+    /// First offset covered: the committed offset when the batch opened.
+    pub first_offset: i64,
+    /// Last offset covered.
+    pub last_offset: i64,
+    /// Events kept.
+    pub events: Vec<OutEvent>,
+    /// Approximate bytes of `events`.
+    pub bytes: usize,
+    /// Records to append to the dead-letter topic before committing.
+    pub dead: Vec<Record>,
+    /// When the batch must be sent even if not full.
+    pub deadline: Instant,
+}
+
+impl OpenBatch {
+    /// An empty batch starting at `first_offset`, due at `deadline`.
+    pub fn new(first_offset: i64, deadline: Instant) -> Self {
+        Self {
+            first_offset,
+            last_offset: first_offset - 1,
+            events: Vec::new(),
+            bytes: 0,
+            dead: Vec::new(),
+            deadline,
+        }
+    }
+
+    /// Runs `route` over one record and adds the result.
+    pub fn push(
+        &mut self,
+        route: &Route,
+        topic: &Arc<str>,
+        partition: i32,
+        rec: StoredRecord,
+    ) -> Outcome {
+        self.last_offset = rec.offset;
+        let payload = rec.value.clone().unwrap_or_default();
+        let headers = rec
+            .headers
+            .iter()
+            .map(|h| (h.key.as_str(), h.value.as_deref().unwrap_or_default()));
+        let envelope = match Envelope::from_headers(headers, payload) {
+            Ok(env) => env,
+            Err(e) => {
+                let origin = format!("{topic}/{partition}/{}", rec.offset);
+                self.dead
+                    .push(undecodable(rec, &route.name, &origin, &e.to_string()));
+                return Outcome::Undecodable;
+            }
+        };
+        match route.decide(envelope) {
+            Decision::Filtered => Outcome::Filtered,
+            Decision::SampledOut => Outcome::SampledOut,
+            Decision::Keep(envelope) => {
+                self.bytes += envelope.payload.len()
+                    + envelope.id.len()
+                    + envelope.event_type.len()
+                    + envelope.source.len()
+                    + envelope.tenant.len()
+                    + EVENT_OVERHEAD;
+                self.events.push(OutEvent {
+                    topic: Arc::clone(topic),
+                    partition,
+                    offset: rec.offset,
+                    key: rec.key,
+                    envelope,
+                });
+                Outcome::Kept
+            }
+        }
+    }
+
+    /// Whether any record was added.
+    pub fn covers_any(&self) -> bool {
+        self.last_offset >= self.first_offset
+    }
+
+    /// The sink batch; the events move out of the open batch.
+    pub fn take_batch(&mut self, route: &Arc<str>, topic: &Arc<str>, partition: i32) -> Batch {
+        Batch {
+            route: Arc::clone(route),
+            topic: Arc::clone(topic),
+            partition,
+            first_offset: self.first_offset,
+            last_offset: self.last_offset,
+            events: std::mem::take(&mut self.events),
+        }
+    }
+}
+
+fn header(key: &str, value: &str) -> Header {
+    Header {
+        key: key.to_owned(),
+        value: Some(Bytes::copy_from_slice(value.as_bytes())),
+    }
+}
+
+/// A dead letter for a record whose envelope is broken: its own key, value and headers, plus
+/// `hw.error`, `hw.route` and `hw.origin`.
+fn undecodable(rec: StoredRecord, route: &str, origin: &str, reason: &str) -> Record {
+    let mut headers = rec.headers;
+    headers.push(header(headwater_schemas::headers::ERROR, reason));
+    headers.push(header(ROUTE_HEADER, route));
+    headers.push(header(ORIGIN_HEADER, origin));
+    Record {
+        partition: None,
+        key: rec.key,
+        value: rec.value,
+        headers,
+        timestamp_ms: -1,
+    }
+}
+
+/// A dead letter for an event a sink refused: the envelope headers with `hw.error`, plus
+/// `hw.route`, `hw.sink` and `hw.origin`; the (projected) payload as value.
+pub fn rejected(ev: &OutEvent, route: &str, sink: &str, reason: &str) -> Record {
+    let mut headers: Vec<Header> = ev
+        .envelope
+        .to_dlq_headers(reason)
+        .into_iter()
+        .map(|(key, value)| Header {
+            key,
+            value: Some(value),
+        })
+        .collect();
+    headers.push(header(ROUTE_HEADER, route));
+    headers.push(header(SINK_HEADER, sink));
+    let origin = format!("{}/{}/{}", ev.topic, ev.partition, ev.offset);
+    headers.push(header(ORIGIN_HEADER, &origin));
+    Record {
+        partition: None,
+        key: ev.key.clone(),
+        value: Some(ev.envelope.payload.clone()),
+        headers,
+        timestamp_ms: -1,
+    }
+}

@@ -1,0 +1,195 @@
+//! Delivering a closed batch: record its end in the pending group, send it to every sink of
+//! the route (re-sending failed items and failed batches with capped, jittered backoff),
+//! dead-letter what was refused, then commit.
+
+use std::future::Future;
+use std::time::Duration;
+
+use headwater_log::LogError;
+use headwater_log::Record;
+use headwater_sinks::{Batch, OutEvent};
+use rand::Rng;
+use tokio::time::Instant;
+
+use super::RouteSink;
+use super::batch::{OpenBatch, rejected};
+use super::task::PartitionTask;
+
+/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling up to
+/// the maximum.
+pub(crate) struct Backoff {
+    next: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            next: initial,
+            max: max.max(initial),
+        }
+    }
+
+    /// The next delay; `hint` (a server's Retry-After) raises it, up to the maximum.
+    pub(crate) fn delay(&mut self, hint: Option<Duration>) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let low = d / 2;
+        let jittered = low + (d - low).mul_f64(rand::rng().random::<f64>());
+        jittered.max(hint.unwrap_or_default().min(self.max))
+    }
+}
+
+impl PartitionTask {
+    fn backoff(&self) -> Backoff {
+        let o = &self.shared.options;
+        Backoff::new(o.retry_initial, o.retry_max)
+    }
+
+    /// Retries a log operation until it succeeds (nothing may be lost or skipped).
+    pub(crate) async fn retry_log<T, F, Fut>(&self, what: &str, mut op: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, LogError>>,
+    {
+        let mut backoff = self.backoff();
+        loop {
+            match op().await {
+                Ok(v) => return v,
+                Err(e) => {
+                    let delay = backoff.delay(None);
+                    tracing::warn!(error = %e, what, retry_in_ms = delay.as_millis() as u64, "log operation failed");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// Delivers `open` and commits its end. Returns once committed.
+    pub(crate) async fn deliver(&mut self, mut open: OpenBatch) {
+        if !open.covers_any() {
+            return;
+        }
+        let end = open.last_offset + 1;
+        let (log, topic, partition) = (self.shared.log.clone(), self.topic.clone(), self.partition);
+        let mut dead = std::mem::take(&mut open.dead);
+        if !open.events.is_empty() {
+            let pending = self.pending_group.clone();
+            self.retry_log("recording the pending batch end", || {
+                log.commit(&pending, &topic, partition, end)
+            })
+            .await;
+            let batch = open.take_batch(&self.route.name, &topic, partition);
+            tracing::debug!(
+                first = batch.first_offset,
+                last = batch.last_offset,
+                events = batch.events.len(),
+                "sending batch"
+            );
+            let sinks = self.sinks.clone();
+            let refused = futures::future::join_all(
+                sinks.iter().map(|s| self.send_until_done(s, batch.clone())),
+            )
+            .await;
+            for (sink, refused) in sinks.iter().zip(refused) {
+                sink.metrics.dead_lettered.increment(refused.len() as u64);
+                dead.extend(refused.into_iter().filter_map(|(i, reason)| {
+                    batch
+                        .events
+                        .get(i)
+                        .map(|ev| self.dead_letter(ev, &sink.label, &reason))
+                }));
+            }
+        }
+        if !dead.is_empty() {
+            let dlq = self.shared.options.dlq_topic.clone();
+            tracing::warn!(count = dead.len(), "dead-lettering events");
+            self.retry_log("appending to the dead-letter topic", || {
+                log.append(&dlq, dead.clone())
+            })
+            .await;
+        }
+        let group = self.group.clone();
+        self.retry_log("committing offsets", || {
+            log.commit(&group, &topic, partition, end)
+        })
+        .await;
+        self.committed = end;
+        self.update_lag().await;
+    }
+
+    fn dead_letter(&self, ev: &OutEvent, sink: &str, reason: &str) -> Record {
+        rejected(ev, &self.route.name, sink, reason)
+    }
+
+    /// Sends `batch` to one sink until every event is delivered or refused; returns the
+    /// refused `(index into batch.events, reason)`.
+    async fn send_until_done(&self, sink: &RouteSink, batch: Batch) -> Vec<(usize, String)> {
+        let started = Instant::now();
+        let m = &sink.metrics;
+        let mut backoff = self.backoff();
+        let mut current = batch;
+        // Index in the original batch of each event of `current`.
+        let mut origin: Vec<usize> = (0..current.events.len()).collect();
+        let mut refused = Vec::new();
+        loop {
+            let n = current.events.len();
+            match sink.sink.send(current.clone()).await {
+                Ok(delivery) => {
+                    m.up.set(1.0);
+                    let valid = |i: &usize| *i < n;
+                    let retry: Vec<usize> = delivery.retry.into_iter().filter(valid).collect();
+                    let rej: Vec<(usize, String)> = delivery
+                        .rejected
+                        .into_iter()
+                        .filter(|(i, _)| valid(i))
+                        .collect();
+                    let done = n.saturating_sub(retry.len() + rej.len());
+                    m.out.increment(done as u64);
+                    refused.extend(rej.into_iter().map(|(i, r)| (origin[i], r)));
+                    if retry.is_empty() {
+                        break;
+                    }
+                    m.failed.increment(retry.len() as u64);
+                    origin = retry.iter().map(|i| origin[*i]).collect();
+                    current.events = retry.iter().map(|i| current.events[*i].clone()).collect();
+                    let delay = backoff.delay(None);
+                    tracing::debug!(retry = retry.len(), sink = %sink.label, "re-sending items");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(e) => {
+                    m.up.set(0.0);
+                    m.failed.increment(n as u64);
+                    let hint = match &e {
+                        headwater_sinks::SinkError::Unavailable { retry_after, .. } => *retry_after,
+                        _ => None,
+                    };
+                    let delay = backoff.delay(hint);
+                    tracing::warn!(sink = %sink.label, error = %e, retryable = e.is_retryable(), retry_in_ms = delay.as_millis() as u64, "sink send failed; batch will be re-sent");
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+        m.batches.increment(1);
+        m.latency.record(started.elapsed().as_secs_f64());
+        refused
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let d1 = b.delay(None);
+        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+        let d2 = b.delay(None);
+        assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200));
+        for _ in 0..10 {
+            assert!(b.delay(None) <= Duration::from_millis(1000));
+        }
+        assert!(b.delay(Some(Duration::from_secs(60))) == Duration::from_millis(1000));
+    }
+}

@@ -1,0 +1,305 @@
+//! The router at run time: [`Router::start`] starts one consumer task per (route, topic
+//! partition); [`RouterHandle`] reloads routes (restarting only the changed ones) and shuts
+//! down gracefully.
+
+mod batch;
+mod deliver;
+mod task;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use headwater_log::Log;
+use headwater_sinks::Sink;
+use tokio::sync::{Mutex, watch};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use crate::config::RouterConfig;
+use crate::error::RouterError;
+use crate::metrics::{SinkMetrics, TASKS};
+use crate::rules::{Route, Routes, SinkSpec, check_routes};
+
+/// The router's dead-letter topic: events a sink refused for good, and records whose envelope
+/// could not be rebuilt, with `hw.error`, `hw.route` and `hw.sink` headers.
+pub const DLQ_TOPIC: &str = "router.dlq";
+
+/// Builds a sink from its spec in routes.yaml; `Err` explains why it cannot.
+pub type SinkFactory = Arc<dyn Fn(&SinkSpec) -> Result<Arc<dyn Sink>, String> + Send + Sync>;
+
+/// Run-time settings (see [`RouterConfig`] for the configured ones).
+#[derive(Debug, Clone)]
+pub struct RouterOptions {
+    /// Events per batch unless the route overrides it.
+    pub batch_max_events: usize,
+    /// Payload bytes per batch unless the route overrides it.
+    pub batch_max_bytes: usize,
+    /// Age at which an open batch is sent, unless the route overrides it.
+    pub batch_max_age: Duration,
+    /// Longest a read waits for new records; bounds how late an idle batch closes.
+    pub poll_wait: Duration,
+    /// Bytes asked of each log read.
+    pub read_max_bytes: usize,
+    /// First re-send delay after a failure.
+    pub retry_initial: Duration,
+    /// Longest re-send delay.
+    pub retry_max: Duration,
+    /// How long shutdown (and stopping a route on reload) waits for open batches.
+    pub shutdown_timeout: Duration,
+    /// Dead-letter topic.
+    pub dlq_topic: String,
+}
+
+impl Default for RouterOptions {
+    fn default() -> Self {
+        Self::from_config(&RouterConfig::default())
+    }
+}
+
+impl RouterOptions {
+    /// Options from the configuration; the rest at their defaults (poll 1 s, reads of 1 MiB).
+    pub fn from_config(c: &RouterConfig) -> Self {
+        Self {
+            batch_max_events: c.batch_max_events,
+            batch_max_bytes: c.batch_max_bytes,
+            batch_max_age: Duration::from_millis(c.batch_max_age_ms),
+            poll_wait: Duration::from_secs(1),
+            read_max_bytes: 1024 * 1024,
+            retry_initial: Duration::from_millis(c.retry_initial_ms),
+            retry_max: Duration::from_millis(c.retry_max_ms),
+            shutdown_timeout: Duration::from_millis(c.shutdown_timeout_ms),
+            dlq_topic: DLQ_TOPIC.to_owned(),
+        }
+    }
+}
+
+/// What [`Router::start`] needs.
+pub struct RouterParts {
+    /// The log read from, committed to, and dead-lettered into.
+    pub log: Arc<dyn Log>,
+    /// The routes to run.
+    pub routes: Routes,
+    /// Turns each route's sink specs into sinks.
+    pub sink_factory: SinkFactory,
+    /// Run-time settings.
+    pub options: RouterOptions,
+}
+
+/// Reads and checks a routes file.
+pub fn load_routes(path: &str) -> Result<Routes, RouterError> {
+    let text = std::fs::read_to_string(path).map_err(|source| RouterError::ReadRoutes {
+        path: path.to_owned(),
+        source,
+    })?;
+    check_routes(&text).map_err(|problems| RouterError::InvalidRoutes {
+        path: path.to_owned(),
+        problems,
+    })
+}
+
+/// A sink of a route with its metric handles.
+#[derive(Clone)]
+pub(crate) struct RouteSink {
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) label: String,
+    pub(crate) metrics: SinkMetrics,
+}
+
+/// What the consumer tasks share.
+pub(crate) struct Shared {
+    pub(crate) log: Arc<dyn Log>,
+    pub(crate) options: RouterOptions,
+}
+
+/// The running tasks of one route. Dropping it aborts them (a crash: nothing flushed).
+struct RouteTasks {
+    route: Arc<Route>,
+    sinks: Arc<[RouteSink]>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Drop for RouteTasks {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// The router (see [`Router::start`]).
+pub struct Router;
+
+impl Router {
+    /// Builds every route's sinks, discovers each source topic's partitions through
+    /// [`Log::partitions`], and starts one consumer task per (route, partition).
+    pub async fn start(parts: RouterParts) -> Result<RouterHandle, RouterError> {
+        let handle = RouterHandle {
+            shared: Arc::new(Shared {
+                log: parts.log,
+                options: parts.options,
+            }),
+            factory: parts.sink_factory,
+            routes: ArcSwap::from_pointee(Routes::default()),
+            running: Mutex::new(HashMap::new()),
+        };
+        handle.reload(parts.routes).await?;
+        Ok(handle)
+    }
+}
+
+/// A running router. Dropping it without [`RouterHandle::shutdown`] aborts every task, as a
+/// crash would: open batches are re-sent, with the same bounds, on the next start.
+pub struct RouterHandle {
+    shared: Arc<Shared>,
+    factory: SinkFactory,
+    routes: ArcSwap<Routes>,
+    running: Mutex<HashMap<Arc<str>, RouteTasks>>,
+}
+
+impl RouterHandle {
+    /// The routes in effect.
+    pub fn routes(&self) -> Arc<Routes> {
+        self.routes.load_full()
+    }
+
+    /// Swaps in new routes: new routes start, removed ones stop gracefully, changed ones
+    /// restart, unchanged ones keep running untouched. Sinks and partitions of the new routes
+    /// are resolved first: if any fails, nothing changes and the error is returned.
+    pub async fn reload(&self, routes: Routes) -> Result<(), RouterError> {
+        let mut running = self.running.lock().await;
+        let mut starting = Vec::new();
+        for route in &routes.routes {
+            let same = running
+                .get(&route.name)
+                .is_some_and(|rt| rt.route.definition == route.definition);
+            if !same {
+                starting.push(self.prepare(route).await?);
+            }
+        }
+        let keep: Vec<&Arc<str>> = routes
+            .routes
+            .iter()
+            .filter(|r| !starting.iter().any(|(s, _, _)| s.name == r.name))
+            .map(|r| &r.name)
+            .collect();
+        let stopping: Vec<RouteTasks> = {
+            let names: Vec<Arc<str>> = running
+                .keys()
+                .filter(|n| !keep.contains(n))
+                .cloned()
+                .collect();
+            names.iter().filter_map(|n| running.remove(n)).collect()
+        };
+        let timeout = self.shared.options.shutdown_timeout;
+        futures::future::join_all(stopping.into_iter().map(|rt| stop_route(rt, timeout))).await;
+        for (route, sinks, partitions) in starting {
+            let rt = self.spawn(route, sinks, &partitions);
+            running.insert(Arc::clone(&rt.route.name), rt);
+        }
+        self.routes.store(Arc::new(routes));
+        Ok(())
+    }
+
+    /// Stops reading, delivers and commits every open batch, flushes the sinks. Batches not
+    /// delivered within the shutdown timeout are abandoned (re-sent on the next start).
+    pub async fn shutdown(self) {
+        let mut running = self.running.lock().await;
+        let timeout = self.shared.options.shutdown_timeout;
+        let all: Vec<RouteTasks> = running.drain().map(|(_, rt)| rt).collect();
+        futures::future::join_all(all.into_iter().map(|rt| stop_route(rt, timeout))).await;
+    }
+
+    async fn prepare(
+        &self,
+        route: &Arc<Route>,
+    ) -> Result<(Arc<Route>, Arc<[RouteSink]>, Vec<(Arc<str>, i32)>), RouterError> {
+        let mut sinks = Vec::with_capacity(route.sinks.len());
+        for spec in &route.sinks {
+            let sink = (self.factory)(spec).map_err(|reason| RouterError::SinkFactory {
+                route: route.name.to_string(),
+                sink: spec.label.clone(),
+                reason,
+            })?;
+            sinks.push(RouteSink {
+                sink,
+                label: spec.label.clone(),
+                metrics: SinkMetrics::new(&route.name, &spec.label),
+            });
+        }
+        let mut partitions = Vec::new();
+        for topic in &route.source.topics {
+            let n =
+                self.shared.log.partitions(topic).await.map_err(|e| {
+                    RouterError::log(format!("discovering partitions of `{topic}`"), e)
+                })?;
+            let topic: Arc<str> = Arc::from(topic.as_str());
+            partitions.extend((0..n as i32).map(|p| (Arc::clone(&topic), p)));
+        }
+        Ok((Arc::clone(route), sinks.into(), partitions))
+    }
+
+    fn spawn(
+        &self,
+        route: Arc<Route>,
+        sinks: Arc<[RouteSink]>,
+        partitions: &[(Arc<str>, i32)],
+    ) -> RouteTasks {
+        let (stop, _) = watch::channel(false);
+        let tasks = partitions
+            .iter()
+            .map(|(topic, partition)| {
+                let task = task::PartitionTask::new(task::TaskParts {
+                    shared: Arc::clone(&self.shared),
+                    route: Arc::clone(&route),
+                    sinks: Arc::clone(&sinks),
+                    topic: Arc::clone(topic),
+                    partition: *partition,
+                    stop: stop.subscribe(),
+                });
+                let span = tracing::info_span!(
+                    "route_consumer",
+                    route = %route.name,
+                    topic = %topic,
+                    partition = *partition
+                );
+                tokio::spawn(task::supervise(task).instrument(span))
+            })
+            .collect::<Vec<_>>();
+        metrics::gauge!(TASKS, "route" => route.name.to_string()).set(tasks.len() as f64);
+        tracing::info!(route = %route.name, tasks = tasks.len(), "route started");
+        RouteTasks {
+            route,
+            sinks,
+            stop,
+            tasks,
+        }
+    }
+}
+
+/// Asks a route's tasks to finish, waits up to `timeout`, aborts the rest, flushes its sinks.
+async fn stop_route(mut rt: RouteTasks, timeout: Duration) {
+    let _ = rt.stop.send(true);
+    let tasks = std::mem::take(&mut rt.tasks);
+    let aborts: Vec<_> = tasks.iter().map(JoinHandle::abort_handle).collect();
+    let joined = tokio::time::timeout(timeout, futures::future::join_all(tasks)).await;
+    if joined.is_err() {
+        tracing::warn!(route = %rt.route.name, "open batches not delivered before the shutdown timeout; they will be re-sent");
+        aborts.iter().for_each(tokio::task::AbortHandle::abort);
+    }
+    for s in rt.sinks.iter() {
+        match tokio::time::timeout(timeout, s.sink.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(route = %rt.route.name, sink = %s.label, error = %e, "sink flush failed")
+            }
+            Err(_) => {
+                tracing::warn!(route = %rt.route.name, sink = %s.label, "sink flush timed out")
+            }
+        }
+    }
+    metrics::gauge!(TASKS, "route" => rt.route.name.to_string()).set(0.0);
+    tracing::info!(route = %rt.route.name, "route stopped");
+}

@@ -1,0 +1,305 @@
+//! One consumer task: a route reading one topic partition with its own consumer group, resuming
+//! (and re-sending an unfinished batch with its exact bounds), batching by size and age, and
+//! stopping gracefully.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use headwater_log::{LogError, StoredRecord};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use super::batch::{OpenBatch, Outcome};
+use super::deliver::Backoff;
+use super::{RouteSink, Shared};
+use crate::metrics::TaskMetrics;
+use crate::rules::Route;
+
+/// What a task is built from.
+#[derive(Clone)]
+pub(crate) struct TaskParts {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) route: Arc<Route>,
+    pub(crate) sinks: Arc<[RouteSink]>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) stop: watch::Receiver<bool>,
+}
+
+/// Batch limits in effect for a route.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_events: usize,
+    max_bytes: usize,
+    max_age: Duration,
+}
+
+/// A route consuming one partition.
+pub(crate) struct PartitionTask {
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) route: Arc<Route>,
+    pub(crate) sinks: Arc<[RouteSink]>,
+    pub(crate) topic: Arc<str>,
+    pub(crate) partition: i32,
+    pub(crate) group: String,
+    pub(crate) pending_group: String,
+    /// Offset committed in `group` (next to read after a restart).
+    pub(crate) committed: i64,
+    metrics: TaskMetrics,
+    limits: Limits,
+    stop: watch::Receiver<bool>,
+}
+
+/// Why the read loop ended.
+enum Exit {
+    /// Graceful stop: deliver the open batch.
+    Stop,
+    /// The router was dropped: leave at once, as a crash would.
+    Abandon,
+}
+
+/// Aborts the wrapped task when dropped (so aborting the supervisor aborts the worker).
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs `task`, restarting it from its committed offsets if it panics (a sink bug must not
+/// silently stop a route).
+pub(crate) async fn supervise(task: PartitionTask) {
+    let parts = task.parts();
+    let mut task = Some(task);
+    let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    loop {
+        let t = match task.take() {
+            Some(t) => t,
+            None => PartitionTask::new(parts.clone()),
+        };
+        let mut worker = AbortOnDrop(tokio::spawn(t.run()));
+        match (&mut worker.0).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() => {
+                let delay = backoff.delay(None);
+                tracing::error!(
+                    retry_in_ms = delay.as_millis() as u64,
+                    "consumer task panicked; restarting it from its committed offset"
+                );
+                tokio::time::sleep(delay).await;
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl PartitionTask {
+    pub(crate) fn new(p: TaskParts) -> Self {
+        let o = &p.shared.options;
+        let b = p.route.batch;
+        let limits = Limits {
+            max_events: b.max_events.unwrap_or(o.batch_max_events).max(1),
+            max_bytes: b.max_bytes.unwrap_or(o.batch_max_bytes).max(1),
+            max_age: b.max_age_ms.map_or(o.batch_max_age, Duration::from_millis),
+        };
+        Self {
+            group: format!("router.{}", p.route.name),
+            pending_group: format!("router.{}.pending", p.route.name),
+            metrics: TaskMetrics::new(&p.route.name, &p.topic, p.partition),
+            committed: 0,
+            limits,
+            shared: p.shared,
+            route: p.route,
+            sinks: p.sinks,
+            topic: p.topic,
+            partition: p.partition,
+            stop: p.stop,
+        }
+    }
+
+    fn parts(&self) -> TaskParts {
+        TaskParts {
+            shared: Arc::clone(&self.shared),
+            route: Arc::clone(&self.route),
+            sinks: Arc::clone(&self.sinks),
+            topic: Arc::clone(&self.topic),
+            partition: self.partition,
+            stop: self.stop.clone(),
+        }
+    }
+
+    /// Resumes, then reads and delivers until stopped.
+    pub(crate) async fn run(mut self) {
+        let mut position = self.resume().await;
+        let mut open: Option<OpenBatch> = None;
+        let exit = loop {
+            if *self.stop.borrow() {
+                break Exit::Stop;
+            }
+            let now = Instant::now();
+            let wait = open.as_ref().map_or(self.shared.options.poll_wait, |b| {
+                b.deadline
+                    .saturating_duration_since(now)
+                    .min(self.shared.options.poll_wait)
+            });
+            let records = tokio::select! {
+                r = self.shared.log.read(&self.topic, self.partition, position, self.shared.options.read_max_bytes, wait) => r,
+                changed = self.stop.changed() => match changed {
+                    Ok(()) => continue,
+                    Err(_) => break Exit::Abandon,
+                },
+            };
+            match records {
+                Ok(records) => {
+                    for rec in records {
+                        position = rec.offset + 1;
+                        let batch = open.get_or_insert_with(|| {
+                            OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
+                        });
+                        self.push(batch, rec);
+                        let full = batch.events.len() >= self.limits.max_events
+                            || batch.bytes >= self.limits.max_bytes;
+                        if full && let Some(b) = open.take() {
+                            self.deliver(b).await;
+                        }
+                    }
+                    self.update_lag().await;
+                }
+                Err(LogError::OffsetOutOfRange { .. }) => {
+                    if let Some(b) = open.take() {
+                        self.deliver(b).await;
+                    }
+                    position = self.reposition(position).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading the log failed");
+                    tokio::time::sleep(self.shared.options.retry_initial).await;
+                }
+            }
+            let due = open.as_ref().is_some_and(|b| b.deadline <= Instant::now());
+            if due && let Some(b) = open.take() {
+                self.deliver(b).await;
+            }
+        };
+        if let (Exit::Stop, Some(b)) = (exit, open) {
+            self.deliver(b).await;
+        }
+    }
+
+    fn push(&self, batch: &mut OpenBatch, rec: StoredRecord) {
+        self.metrics.events_in.increment(1);
+        match batch.push(&self.route, &self.topic, self.partition, rec) {
+            Outcome::Kept => {}
+            Outcome::Filtered => self.metrics.filtered.increment(1),
+            Outcome::SampledOut => self.metrics.sampled_out.increment(1),
+            Outcome::Undecodable => self.metrics.undecodable.increment(1),
+        }
+    }
+
+    /// Where to start: the committed offset (or the log start), after re-sending exactly the
+    /// batch `[committed, pending)` if a previous run recorded it but did not commit it.
+    async fn resume(&mut self) -> i64 {
+        let (log, topic, p) = (self.shared.log.clone(), self.topic.clone(), self.partition);
+        let group = self.group.clone();
+        let committed = self
+            .retry_log("reading the committed offset", || {
+                log.committed(&group, &topic, p)
+            })
+            .await;
+        let offsets = self
+            .retry_log("reading partition offsets", || log.offsets(&topic, p))
+            .await;
+        let mut start = committed.unwrap_or(offsets.log_start);
+        if start < offsets.log_start {
+            tracing::error!(
+                committed = start,
+                log_start = offsets.log_start,
+                "retention removed records this route had not routed"
+            );
+            self.metrics
+                .skipped
+                .increment((offsets.log_start - start) as u64);
+            start = offsets.log_start;
+        } else if start > offsets.high_watermark {
+            tracing::warn!(
+                committed = start,
+                high_watermark = offsets.high_watermark,
+                "committed offset beyond the log end; starting at the end"
+            );
+            start = offsets.high_watermark;
+        }
+        self.committed = start;
+        let pending_group = self.pending_group.clone();
+        let pending = self
+            .retry_log("reading the pending offset", || {
+                log.committed(&pending_group, &topic, p)
+            })
+            .await;
+        if let Some(end) = pending.filter(|end| *end > start && *end <= offsets.high_watermark) {
+            tracing::info!(
+                first = start,
+                last = end - 1,
+                "re-sending the batch a previous run did not commit"
+            );
+            let batch = self.rebuild(start, end).await;
+            self.deliver(batch).await;
+            start = end;
+        }
+        self.update_lag().await;
+        start
+    }
+
+    /// Reads `[first, end)` back into one batch, whatever the limits.
+    async fn rebuild(&mut self, first: i64, end: i64) -> OpenBatch {
+        let mut batch = OpenBatch::new(first, Instant::now());
+        let mut position = first;
+        let (log, topic, p) = (self.shared.log.clone(), self.topic.clone(), self.partition);
+        let max_bytes = self.shared.options.read_max_bytes;
+        while position < end {
+            let records = self
+                .retry_log("re-reading an unfinished batch", || {
+                    log.read(&topic, p, position, max_bytes, Duration::ZERO)
+                })
+                .await;
+            if records.is_empty() {
+                break;
+            }
+            for rec in records.into_iter().take_while(|r| r.offset < end) {
+                position = rec.offset + 1;
+                self.push(&mut batch, rec);
+            }
+        }
+        batch.last_offset = end - 1;
+        batch
+    }
+
+    /// After an out-of-range read: jump to the log start (retention) or end (truncation).
+    async fn reposition(&mut self, position: i64) -> i64 {
+        let (log, topic, p) = (self.shared.log.clone(), self.topic.clone(), self.partition);
+        let o = self
+            .retry_log("reading partition offsets", || log.offsets(&topic, p))
+            .await;
+        let to = position.clamp(o.log_start, o.high_watermark);
+        if to > position {
+            self.metrics.skipped.increment((to - position) as u64);
+        }
+        tracing::warn!(
+            from = position,
+            to,
+            "read offset out of range; repositioned"
+        );
+        self.committed = to;
+        to
+    }
+
+    /// Sets the lag gauge from the high watermark.
+    pub(crate) async fn update_lag(&self) {
+        if let Ok(o) = self.shared.log.offsets(&self.topic, self.partition).await {
+            self.metrics
+                .lag
+                .set((o.high_watermark - self.committed).max(0) as f64);
+        }
+    }
+}

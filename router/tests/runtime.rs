@@ -1,0 +1,397 @@
+//! Router runtime against a `MemoryLog` and scripted sinks: at-least-once with exact batch
+//! bounds across a crash, filter/projection/sampling, isolation, dead letters, idle batches,
+//! shutdown and reload.
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use headwater_log::{Log, MemoryLog, Record};
+use headwater_router::rules::unit_hash;
+use headwater_router::{DLQ_TOPIC, check_routes};
+use headwater_schemas::headers::dlq_reason;
+use headwater_sinks::Delivery;
+use serde_json::json;
+use support::*;
+
+const LAKE: &str =
+    "routes:\n  - name: lake\n    source: {topics: [events]}\n    sinks: [{type: test}]\n";
+
+async fn read_all(log: &MemoryLog, topic: &str) -> Vec<headwater_log::StoredRecord> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic).await.unwrap() as i32 {
+        out.extend(
+            log.read(topic, p, 0, 1 << 20, Duration::ZERO)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+async fn log_with(partitions: u32) -> Arc<MemoryLog> {
+    let log = Arc::new(MemoryLog::default());
+    log.create_topic("events", partitions).await.unwrap();
+    log
+}
+
+fn events(n: usize) -> Vec<headwater_schemas::Envelope> {
+    (0..n)
+        .map(|i| {
+            event(
+                i,
+                "playback.start",
+                json!({"i": i, "title": "t", "extra": {"k": i % 3}}),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_between_pending_and_commit_resends_the_identical_batch() {
+    let log = log_with(2).await;
+    let all = events(1000);
+    append(&log, "events", &all).await;
+    // The 4th send blocks forever: the router recorded the batch end, then "crashes".
+    let first = TestSink::scripted(|_, n| {
+        if n == 3 {
+            Action::Block
+        } else {
+            Action::Deliver(Delivery::all())
+        }
+    });
+    let sinks = Sinks::with(&[("lake", Arc::clone(&first))]);
+    let router = start(&log, LAKE, &sinks, options()).await;
+    tokio::time::timeout(Duration::from_secs(10), first.wait_blocked())
+        .await
+        .expect("a send blocked");
+    let blocked = first.attempts.lock().unwrap()[3].clone();
+    let p = blocked.partition;
+    let pending = log
+        .committed("router.lake.pending", "events", p)
+        .await
+        .unwrap();
+    let done = log.committed("router.lake", "events", p).await.unwrap();
+    assert_eq!(
+        pending,
+        Some(blocked.last_offset + 1),
+        "end recorded before the send"
+    );
+    assert_eq!(done.unwrap_or(0), blocked.first_offset, "not committed yet");
+    drop(router); // crash: no shutdown, no flush, no commit
+
+    // Restart with other batch limits: the unfinished batch must still come back unchanged.
+    let second = TestSink::ok();
+    let sinks = Sinks::with(&[("lake", Arc::clone(&second))]);
+    let opts = headwater_router::RouterOptions {
+        batch_max_events: 1000,
+        batch_max_age: Duration::from_millis(100),
+        ..options()
+    };
+    let router = start(&log, LAKE, &sinks, opts).await;
+    eventually("every offset committed", async || {
+        committed(&log, "router.lake", "events").await == 1000
+    })
+    .await;
+    let resent = second
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|b| b.partition == p)
+        .cloned()
+        .expect("a batch for the crashed partition");
+    assert_eq!(
+        resent, blocked,
+        "re-sent batch is identical, bounds and events"
+    );
+
+    let mut ids: Vec<String> = first.delivered_events().into_iter().map(|e| e.id).collect();
+    ids.extend(second.delivered_events().into_iter().map(|e| e.id));
+    let unique: BTreeSet<String> = ids.iter().cloned().collect();
+    let expected: BTreeSet<String> = all.iter().map(|e| e.id.clone()).collect();
+    assert_eq!(unique, expected, "every event delivered, no gap");
+    assert_eq!(
+        ids.len(),
+        1000,
+        "nothing delivered twice: the crashed batch was never confirmed"
+    );
+    // Batches of a partition tile its offsets with no gap or overlap.
+    for part in 0..2 {
+        let mut next = 0;
+        let batches = first.delivered.lock().unwrap().clone();
+        let more = second.delivered.lock().unwrap().clone();
+        for b in batches
+            .iter()
+            .chain(more.iter())
+            .filter(|b| b.partition == part)
+        {
+            assert_eq!(b.first_offset, next, "partition {part}");
+            next = b.last_offset + 1;
+        }
+    }
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_projection_and_sampling_apply_as_written() {
+    let log = log_with(2).await;
+    let mut envs = events(300);
+    for (i, e) in envs.iter_mut().enumerate() {
+        if i % 3 == 0 {
+            e.event_type = "playback.stop".into();
+        }
+    }
+    append(&log, "events", &envs).await;
+    let yaml = "\
+routes:
+  - name: starts
+    source: {topics: [events], types: [playback.start]}
+    filter: {field: payload.i, ge: 100}
+    projection: {include: [i, extra.k], rename: {extra.k: k}}
+    batch: {max_age_ms: 100}
+    sinks: [{type: test}]
+  - name: sampled
+    source: {topics: [events]}
+    sample: {rate: 0.3, by: id}
+    batch: {max_age_ms: 100}
+    sinks: [{type: test}]
+";
+    let sinks = Sinks::default();
+    let router = start(&log, yaml, &sinks, options()).await;
+    eventually("both routes caught up", async || {
+        committed(&log, "router.starts", "events").await == 300
+            && committed(&log, "router.sampled", "events").await == 300
+    })
+    .await;
+    let starts = sinks.get("starts").delivered_events();
+    let want: BTreeSet<usize> = (100..300).filter(|i| i % 3 != 0).collect();
+    let got: BTreeSet<usize> = starts
+        .iter()
+        .map(|e| {
+            let p: serde_json::Value = serde_json::from_slice(&e.payload).unwrap();
+            assert_eq!(p.as_object().unwrap().len(), 3, "{p}");
+            assert_eq!(p["extra"], json!({}), "renaming leaves the parent");
+            assert_eq!(p["k"], json!(p["i"].as_u64().unwrap() % 3));
+            p["i"].as_u64().unwrap() as usize
+        })
+        .collect();
+    assert_eq!(got, want);
+    let sampled: BTreeSet<String> = sinks
+        .get("sampled")
+        .delivered_events()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    let want: BTreeSet<String> = envs
+        .iter()
+        .filter(|e| unit_hash(e.id.as_bytes()) < 0.3)
+        .map(|e| e.id.clone())
+        .collect();
+    assert_eq!(sampled, want);
+    assert!((50..130).contains(&sampled.len()), "{}", sampled.len());
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_sink_delays_only_its_own_route() {
+    let log = log_with(2).await;
+    append(&log, "events", &events(200)).await;
+    let broken = TestSink::scripted(|_, _| Action::Fail);
+    let sinks = Sinks::with(&[("down", Arc::clone(&broken))]);
+    let yaml = "\
+routes:
+  - name: down
+    source: {topics: [events]}
+    sinks: [{type: test}]
+  - name: up
+    source: {topics: [events]}
+    sinks: [{type: test}]
+";
+    let opts = headwater_router::RouterOptions {
+        batch_max_age: Duration::from_millis(100),
+        ..options()
+    };
+    let router = start(&log, yaml, &sinks, opts).await;
+    eventually("the healthy route delivered everything", async || {
+        committed(&log, "router.up", "events").await == 200
+    })
+    .await;
+    append(&log, "events", &events(10)).await;
+    eventually("the healthy route keeps flowing", async || {
+        committed(&log, "router.up", "events").await == 210
+    })
+    .await;
+    assert_eq!(committed(&log, "router.down", "events").await, 0);
+    assert!(
+        broken.attempts.lock().unwrap().len() > 2,
+        "the failed batch is retried"
+    );
+    // The destination comes back: nothing was lost.
+    broken.set_script(|_, _| Action::Deliver(Delivery::all()));
+    eventually("the broken route caught up", async || {
+        committed(&log, "router.down", "events").await == 210
+    })
+    .await;
+    let ids: BTreeSet<String> = broken
+        .delivered_events()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(ids.len(), 200, "ev-00000..ev-00199 (the last 10 reuse ids)");
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_and_undecodable_events_land_in_the_dlq_with_reasons() {
+    let log = log_with(1).await;
+    append(&log, "events", &events(20)).await;
+    log.append(
+        "events",
+        vec![Record {
+            value: Some(bytes::Bytes::from_static(b"no envelope")),
+            ..Record::default()
+        }],
+    )
+    .await
+    .unwrap();
+    // First answer: events 0 and 1 to retry, every 5th refused; then all delivered.
+    let sink = TestSink::scripted(|b, n| {
+        if n == 0 {
+            let rejected = (0..b.events.len())
+                .filter(|i| b.events[*i].offset % 5 == 0)
+                .map(|i| (i, format!("mapping conflict at {}", b.events[i].offset)))
+                .collect();
+            Action::Deliver(Delivery {
+                retry: vec![1, 2],
+                rejected,
+            })
+        } else {
+            Action::Deliver(Delivery::all())
+        }
+    });
+    let sinks = Sinks::with(&[("lake", Arc::clone(&sink))]);
+    let opts = headwater_router::RouterOptions {
+        batch_max_age: Duration::from_millis(100),
+        ..options()
+    };
+    let router = start(&log, LAKE, &sinks, opts).await;
+    eventually("committed", async || {
+        committed(&log, "router.lake", "events").await == 21
+    })
+    .await;
+    let attempts = sink.attempts.lock().unwrap().clone();
+    assert_eq!(
+        attempts[1].events.len(),
+        2,
+        "only the retry items are re-sent"
+    );
+    assert_eq!((attempts[1].first_offset, attempts[1].last_offset), (0, 20));
+    let dlq = read_all(&log, DLQ_TOPIC).await;
+    let reasons: Vec<String> = dlq
+        .iter()
+        .filter_map(|r| {
+            dlq_reason(
+                r.headers
+                    .iter()
+                    .map(|h| (h.key.as_str(), h.value.clone().unwrap_or_default())),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dlq.len(),
+        5,
+        "offsets 0, 5, 10, 15 refused + 1 undecodable: {reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r == "mapping conflict at 5"),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("missing header")),
+        "{reasons:?}"
+    );
+    for r in &dlq {
+        let route = r.headers.iter().find(|h| h.key == "hw.route");
+        assert_eq!(route.and_then(|h| h.value.as_deref()), Some(&b"lake"[..]));
+    }
+    assert_eq!(sink.delivered_events().len(), 16);
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_partition_closes_its_batch_on_age() {
+    let log = log_with(1).await;
+    let sinks = Sinks::default();
+    let yaml = "routes:\n  - name: lake\n    source: {topics: [events]}\n    batch: {max_events: 1000, max_age_ms: 300}\n    sinks: [{type: test}]\n";
+    let router = start(&log, yaml, &sinks, options()).await;
+    append(&log, "events", &events(10)).await;
+    let t0 = tokio::time::Instant::now();
+    eventually("the batch closed", async || {
+        committed(&log, "router.lake", "events").await == 10
+    })
+    .await;
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(250), "{waited:?}");
+    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    let delivered = sinks.get("lake").delivered.lock().unwrap().clone();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(
+        (delivered[0].first_offset, delivered[0].last_offset),
+        (0, 9)
+    );
+    router.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delivers_the_open_batch_commits_and_flushes() {
+    let log = log_with(1).await;
+    let sinks = Sinks::default();
+    let router = start(&log, LAKE, &sinks, options()).await;
+    append(&log, "events", &events(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let sink = sinks.get("lake");
+    assert!(
+        sink.delivered.lock().unwrap().is_empty(),
+        "batch still open (60 s age)"
+    );
+    router.shutdown().await;
+    assert_eq!(sink.delivered_events().len(), 10);
+    assert_eq!(
+        log.committed("router.lake", "events", 0).await.unwrap(),
+        Some(10)
+    );
+    assert_eq!(sink.flushes.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_restarts_only_changed_routes() {
+    let log = log_with(1).await;
+    let sinks = Sinks::default();
+    let two = "routes:\n  - {name: a, source: {topics: [events]}, sinks: [{type: test}]}\n  - {name: b, source: {topics: [events]}, sinks: [{type: test}]}\n";
+    let router = start(&log, two, &sinks, options()).await;
+    assert_eq!(*sinks.built.lock().unwrap(), ["a", "b"]);
+    let changed = "routes:\n  - {name: a, source: {topics: [events]}, sinks: [{type: test}]}\n  - {name: b, source: {topics: [events], types: [x]}, sinks: [{type: test}]}\n  - {name: c, source: {topics: [events]}, sinks: [{type: test}]}\n";
+    router.reload(check_routes(changed).unwrap()).await.unwrap();
+    assert_eq!(*sinks.built.lock().unwrap(), ["a", "b", "b", "c"]);
+    assert_eq!(
+        sinks.get("b").flushes.load(Ordering::SeqCst),
+        1,
+        "old b stopped"
+    );
+    assert_eq!(
+        sinks.get("a").flushes.load(Ordering::SeqCst),
+        0,
+        "a untouched"
+    );
+    assert_eq!(router.routes().routes.len(), 3);
+    append(&log, "events", &events(5)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    router.shutdown().await;
+    for (g, want) in [("router.a", 5), ("router.b", 5), ("router.c", 5)] {
+        assert_eq!(committed(&log, g, "events").await, want, "{g}");
+    }
+}
