@@ -94,10 +94,27 @@ pub fn map_error(e: object_store::Error) -> SinkError {
         | E::NotImplemented { .. }
         | E::InvalidPath { .. }
         | E::UnknownConfigurationKey { .. } => config_error(e),
+        // Listing and some other requests report client errors as `Generic`.
+        other if is_client_error(&other.to_string()) => config_error(other),
         other => SinkError::Unavailable {
             sink: KIND,
             reason: other.to_string(),
             retry_after: None,
         },
     }
+}
+
+/// Whether a `Generic` error is one an operator must fix (missing bucket, bad credentials).
+fn is_client_error(text: &str) -> bool {
+    const MARKERS: [&str; 8] = [
+        "NoSuchBucket",
+        "AccessDenied",
+        "InvalidAccessKeyId",
+        "SignatureDoesNotMatch",
+        "400 Bad Request",
+        "401 Unauthorized",
+        "403 Forbidden",
+        "404 Not Found",
+    ];
+    MARKERS.iter().any(|m| text.contains(m))
 }

@@ -1,0 +1,236 @@
+//! The Elasticsearch sink against the real OpenSearch from `scripts/services`.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{batch, event, service, unique};
+use headwater_sinks::{Batch, ElasticsearchConfig, ElasticsearchSink, Sink, SinkError};
+use serde_json::{Value, json};
+
+fn config(index: &str) -> ElasticsearchConfig {
+    ElasticsearchConfig {
+        url: service("HEADWATER_TEST_OPENSEARCH"),
+        index: index.to_owned(),
+        max_attempts: 3,
+        retry_budget_ms: 5_000,
+        initial_backoff_ms: 50,
+        ..ElasticsearchConfig::default()
+    }
+}
+
+async fn get(path: &str) -> Value {
+    let url = format!("{}/{path}", service("HEADWATER_TEST_OPENSEARCH"));
+    let response = reqwest::get(&url).await.expect("opensearch answers");
+    response.json().await.expect("json")
+}
+
+async fn refresh_and_count(index: &str) -> u64 {
+    let base = service("HEADWATER_TEST_OPENSEARCH");
+    let client = reqwest::Client::new();
+    client
+        .post(format!("{base}/{index}/_refresh"))
+        .send()
+        .await
+        .expect("refresh");
+    let count = get(&format!("{index}/_count")).await;
+    count["count"].as_u64().unwrap_or_else(|| panic!("{count}"))
+}
+
+#[tokio::test]
+async fn documents_are_indexed_once_by_event_id() {
+    let prefix = unique("hwtest");
+    let sink = ElasticsearchSink::new(&config(&format!("{prefix}-{{type}}-{{yyyy.MM.dd}}")))
+        .expect("sink");
+    sink.healthcheck().await.expect("healthy");
+    let b = batch("search", 0, 40);
+    let delivery = sink.send(b.clone()).await.expect("send");
+    assert!(delivery.is_complete(), "{delivery:?}");
+
+    let index = format!("{prefix}-playback.start-2023.11.14");
+    assert_eq!(refresh_and_count(&index).await, 40);
+    let doc = get(&format!("{index}/_doc/{}", b.events[7].envelope.id)).await;
+    assert_eq!(doc["found"], json!(true), "{doc}");
+    assert_eq!(doc["_source"]["payload"]["title_id"], json!("t7"));
+    assert_eq!(doc["_source"]["source"], json!("device-3"));
+
+    // Sent again after a crash: same ids, no duplicates.
+    assert!(sink.send(b).await.expect("resend").is_complete());
+    assert_eq!(refresh_and_count(&index).await, 40);
+}
+
+#[tokio::test]
+async fn large_batches_are_split_and_bodies_may_be_plain() {
+    let prefix = unique("hwtest-split");
+    let cfg = ElasticsearchConfig {
+        max_bulk_bytes: 4 * 1024,
+        gzip: false,
+        ..config(&format!("{prefix}-{{route}}"))
+    };
+    let sink = ElasticsearchSink::new(&cfg).expect("sink");
+    let delivery = sink.send(batch("Split Route", 0, 200)).await.expect("send");
+    assert!(delivery.is_complete(), "{delivery:?}");
+    assert_eq!(
+        refresh_and_count(&format!("{prefix}-split_route")).await,
+        200
+    );
+}
+
+#[tokio::test]
+async fn mapping_conflict_rejects_only_that_item() {
+    let index = unique("hwtest-conflict");
+    let base = service("HEADWATER_TEST_OPENSEARCH");
+    let created = reqwest::Client::new()
+        .put(format!("{base}/{index}"))
+        .json(
+            &json!({"mappings": {"properties": {"payload": {"properties": {
+            "position_ms": {"type": "integer"}}}}}}),
+        )
+        .send()
+        .await
+        .expect("create index");
+    assert!(created.status().is_success(), "{created:?}");
+
+    let events = vec![
+        event(0, "ok-0", r#"{"position_ms":10}"#),
+        event(1, "bad-1", r#"{"position_ms":"not a number"}"#),
+        event(2, "ok-2", r#"{"position_ms":30}"#),
+    ];
+    let b = Batch {
+        route: Arc::from("search"),
+        topic: Arc::from("events"),
+        partition: 3,
+        first_offset: 0,
+        last_offset: 2,
+        events,
+    };
+    let sink = ElasticsearchSink::new(&config(&index)).expect("sink");
+    let delivery = sink.send(b).await.expect("send");
+    assert!(delivery.retry.is_empty(), "{delivery:?}");
+    assert_eq!(delivery.rejected.len(), 1, "{delivery:?}");
+    let (i, reason) = &delivery.rejected[0];
+    assert_eq!(*i, 1);
+    assert!(reason.contains("position_ms"), "{reason}");
+    assert!(reason.contains("exception"), "{reason}");
+    assert_eq!(refresh_and_count(&index).await, 2);
+}
+
+#[tokio::test]
+async fn dead_endpoint_is_unavailable_after_bounded_retries() {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("addr").port()
+    };
+    let cfg = ElasticsearchConfig {
+        url: format!("http://127.0.0.1:{port}"),
+        max_attempts: 4,
+        initial_backoff_ms: 20,
+        max_backoff_ms: 100,
+        retry_budget_ms: 2_000,
+        ..ElasticsearchConfig::default()
+    };
+    let sink = ElasticsearchSink::new(&cfg).expect("sink");
+    let started = Instant::now();
+    let err = sink.send(batch("search", 0, 5)).await.expect_err("dead");
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("4 attempts"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(sink.healthcheck().await.is_err());
+}
+
+#[tokio::test]
+async fn overloaded_cluster_is_retried_with_backoff() {
+    // A stand-in that answers 429 twice, then passes requests on to the real OpenSearch.
+    let upstream = service("HEADWATER_TEST_OPENSEARCH");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let proxy = tokio::spawn(common_proxy::serve(listener, upstream, 2));
+    let prefix = unique("hwtest-429");
+    let cfg = ElasticsearchConfig {
+        url: format!("http://{addr}"),
+        ..config(&prefix)
+    };
+    let sink = ElasticsearchSink::new(&cfg).expect("sink");
+    let delivery = sink.send(batch("search", 0, 5)).await.expect("send");
+    assert!(delivery.is_complete());
+    assert_eq!(refresh_and_count(&prefix).await, 5);
+    proxy.abort();
+}
+
+/// A tiny HTTP/1.1 proxy that refuses the first `n` requests with 429.
+mod common_proxy {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    pub async fn serve(listener: TcpListener, upstream: String, mut refuse: usize) {
+        let client = reqwest::Client::new();
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let Some((head, body)) = read_request(&mut socket).await else {
+                continue;
+            };
+            let reply = if refuse > 0 {
+                refuse -= 1;
+                "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nretry-after: 0\r\n\
+                 connection: close\r\n\r\n"
+                    .as_bytes()
+                    .to_vec()
+            } else {
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let mut request = client
+                    .post(format!("{upstream}{path}"))
+                    .header("content-type", "application/x-ndjson")
+                    .body(body);
+                if head.to_ascii_lowercase().contains("content-encoding: gzip") {
+                    request = request.header("content-encoding", "gzip");
+                }
+                let response = request.send().await.expect("upstream");
+                let status = response.status().as_u16();
+                let bytes = response.bytes().await.expect("upstream body");
+                let mut out = format!(
+                    "HTTP/1.1 {status} OK\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n",
+                    bytes.len()
+                )
+                .into_bytes();
+                out.extend_from_slice(&bytes);
+                out
+            };
+            let _ = socket.write_all(&reply).await;
+        }
+    }
+
+    async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        loop {
+            let n = socket.read(&mut chunk).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse().ok())?
+                    })
+                    .unwrap_or(0);
+                let mut body = buf[end + 4..].to_vec();
+                while body.len() < length {
+                    let n = socket.read(&mut chunk).await.ok()?;
+                    if n == 0 {
+                        return None;
+                    }
+                    body.extend_from_slice(&chunk[..n]);
+                }
+                return Some((head, body));
+            }
+        }
+    }
+}
