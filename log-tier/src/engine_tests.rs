@@ -671,3 +671,29 @@ async fn only_active_and_unsynced_segments_keep_files_open() {
     assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 8);
     engine.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncation_fails_waiters_past_the_cut() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.flush = FlushPolicy {
+        mode: FlushMode::Interval,
+        interval_ms: 300,
+    };
+    let engine = LogEngine::open(dir.path(), cfg).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    append_n(&engine, "t", 3, |_| 1).await;
+    let waiter = {
+        let engine = engine.clone();
+        tokio::spawn(async move { engine.append("t", vec![record(9, 1)]).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    engine.truncate("t", 0, 3).unwrap();
+    let err = waiter.await.unwrap().unwrap_err();
+    assert!(err.is_retryable(), "{err:?}");
+    let a = engine.append("t", vec![record(10, 1)]).await.unwrap();
+    assert_eq!(a[0].offset, 3);
+    let all = read_all(&*engine, "t", 0, 0).await;
+    assert_eq!(all[3].key.as_deref(), Some(&b"key-10"[..]));
+    engine.close().await.unwrap();
+}

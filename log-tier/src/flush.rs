@@ -153,14 +153,7 @@ impl Partition {
             error!(topic = %self.topic, partition = self.id, error = %e, "rollback failed; closing partition");
             st.written.closed = true;
         }
-        let generation = st.written.generation;
-        st.truncations.push(hw.offset);
-        st.written.generation = generation + 1;
-        let closed = st.written.closed;
-        self.durable.send_modify(|d| {
-            d.generation = generation + 1;
-            d.closed |= closed;
-        });
+        self.new_generation(&mut st, hw.offset);
     }
 }
 

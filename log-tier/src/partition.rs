@@ -425,16 +425,32 @@ impl Partition {
 
     /// Truncates the log so `offset` is the next offset (rounded down to a batch boundary).
     /// Readers must not be past it: the high watermark is moved back too.
+    /// Appenders still waiting for offsets past the cut get an error.
     pub fn truncate_to(&self, offset: i64) -> Result<()> {
         let mut st = self.state();
-        self.truncate_locked(&mut st, offset)?;
-        let end = st.written;
+        if offset >= st.written.offset {
+            return Ok(());
+        }
+        let truncated = self.truncate_locked(&mut st, offset);
+        let cut = st.written.offset;
+        self.new_generation(&mut st, cut);
+        truncated
+    }
+
+    /// After writes past `cut` were lost: bump the generation, remember where the old one was
+    /// cut, move the high watermark back if needed and wake every waiter.
+    pub(crate) fn new_generation(&self, st: &mut State, cut: i64) {
+        let generation = st.written.generation;
+        st.truncations.push(cut);
+        st.written.generation = generation + 1;
+        let written = st.written;
         self.durable.send_modify(|d| {
-            if d.offset > end.offset {
-                *d = end;
+            if d.offset > written.offset {
+                *d = written;
             }
+            d.generation = generation + 1;
+            d.closed |= written.closed;
         });
-        Ok(())
     }
 
     /// Cuts the log at `offset` under the state lock.
