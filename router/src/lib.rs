@@ -13,7 +13,8 @@ pub mod runtime;
 
 pub use config::RouterConfig;
 pub use error::RouterError;
-pub use rules::{RouteProblem, Routes, SinkSpec, check_routes};
+pub use rules::{RouteProblem, Routes, SinkSpec, check_routes, check_routes_with};
 pub use runtime::{
     DLQ_TOPIC, Router, RouterHandle, RouterOptions, RouterParts, SinkFactory, load_routes,
+    spawn_routes_watcher,
 };

@@ -395,3 +395,38 @@ async fn reload_restarts_only_changed_routes() {
         assert_eq!(committed(&log, g, "events").await, want, "{g}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_routes_file_is_watched_and_a_broken_one_keeps_the_old_routes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("routes.yaml");
+    std::fs::write(&path, LAKE).unwrap();
+    let path = path.to_str().unwrap().to_owned();
+    let log = log_with(1).await;
+    let sinks = Sinks::default();
+    let router = Arc::new(start(&log, LAKE, &sinks, options()).await);
+    let watcher =
+        headwater_router::spawn_routes_watcher(&router, path.clone(), Duration::from_millis(20));
+    std::fs::write(&path, "routes:\n  - name: lake\n    sinks: []\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        router.routes().routes[0].name.as_ref(),
+        "lake",
+        "old routes kept"
+    );
+    assert!(router.reload_file(&path).await.is_err());
+    let two = format!(
+        "{LAKE}  - {{name: more, source: {{topics: [events]}}, sinks: [{{type: test}}]}}\n"
+    );
+    std::fs::write(&path, two).unwrap();
+    eventually("the new file applied", async || {
+        router.routes().routes.len() == 2
+    })
+    .await;
+    router.shutdown().await;
+    assert!(
+        router.reload_file(&path).await.is_err(),
+        "no reload after shutdown"
+    );
+    watcher.await.unwrap();
+}

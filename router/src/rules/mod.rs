@@ -15,7 +15,7 @@ use bytes::Bytes;
 use headwater_schemas::{Envelope, PayloadFormat};
 
 pub use filter::{EventView, Field, Filter, Op};
-pub use parse::check_routes;
+pub use parse::{SinkCheck, check_routes, check_routes_with};
 pub use projection::{Keep, Projection};
 
 /// A parsed, compiled routes file.

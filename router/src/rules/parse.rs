@@ -22,9 +22,22 @@ const ROUTE_KEYS: [&str; 7] = [
     "sinks",
 ];
 
+/// Checks one sink spec (e.g. by deserializing it into the sinks crate's config); `Err` is
+/// reported at the sink's line and column.
+pub type SinkCheck<'a> = &'a dyn Fn(&SinkSpec) -> Result<(), String>;
+
 /// Parses and compiles a routes file. On failure returns every problem found, in file order,
-/// each with its line and column.
+/// each with its line and column. Sink specs are only checked for a `type`; see
+/// [`check_routes_with`] to check their settings too.
 pub fn check_routes(text: &str) -> Result<Routes, Vec<RouteProblem>> {
+    check_routes_with(text, &|_| Ok(()))
+}
+
+/// [`check_routes`], also running `check_sink` on every sink spec.
+pub fn check_routes_with(
+    text: &str,
+    check_sink: SinkCheck<'_>,
+) -> Result<Routes, Vec<RouteProblem>> {
     let doc: Value = match yaml_serde::from_str(text) {
         Ok(v) => v,
         Err(e) => {
@@ -38,7 +51,7 @@ pub fn check_routes(text: &str) -> Result<Routes, Vec<RouteProblem>> {
         }
     };
     let mut ctx = Ctx::default();
-    let routes = parse_doc(&doc, &mut ctx);
+    let routes = parse_doc(&doc, &mut ctx, check_sink);
     if ctx.problems.is_empty() {
         return Ok(Routes { routes });
     }
@@ -67,7 +80,7 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-fn parse_doc(doc: &Value, ctx: &mut Ctx) -> Vec<Arc<Route>> {
+fn parse_doc(doc: &Value, ctx: &mut Ctx, check_sink: SinkCheck<'_>) -> Vec<Arc<Route>> {
     if doc.is_null() {
         ctx.err(
             &[],
@@ -94,7 +107,7 @@ fn parse_doc(doc: &Value, ctx: &mut Ctx) -> Vec<Arc<Route>> {
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
         let p = with(&path, Seg::Index(i));
-        if let Some(route) = parse_route(item, &p, ctx, &mut names) {
+        if let Some(route) = parse_route(item, &p, ctx, &mut names, check_sink) {
             out.push(Arc::new(route));
         }
     }
@@ -106,6 +119,7 @@ fn parse_route(
     path: &[Seg],
     ctx: &mut Ctx,
     names: &mut HashSet<String>,
+    check_sink: SinkCheck<'_>,
 ) -> Option<Route> {
     let entries = ctx.mapping(v, path, "a route", &ROUTE_KEYS)?;
     let get = |k: &str| entries.iter().find(|(e, _)| *e == k).map(|(_, v)| *v);
@@ -127,7 +141,7 @@ fn parse_route(
         .and_then(|b| parse_batch(b, &key(path, "batch"), ctx))
         .unwrap_or_default();
     let sinks = match get("sinks") {
-        Some(s) => parse_sinks(s, &key(path, "sinks"), ctx, &route_name),
+        Some(s) => parse_sinks(s, &key(path, "sinks"), ctx, &route_name, check_sink),
         None => {
             ctx.err(path, "a route needs `sinks` (one or more)");
             Vec::new()
@@ -260,7 +274,13 @@ fn parse_batch(v: &Value, path: &[Seg], ctx: &mut Ctx) -> Option<BatchOverrides>
     Some(out)
 }
 
-fn parse_sinks(v: &Value, path: &[Seg], ctx: &mut Ctx, route: &Arc<str>) -> Vec<SinkSpec> {
+fn parse_sinks(
+    v: &Value,
+    path: &[Seg],
+    ctx: &mut Ctx,
+    route: &Arc<str>,
+    check_sink: SinkCheck<'_>,
+) -> Vec<SinkSpec> {
     let Some(items) = v.as_sequence() else {
         ctx.err(path, format!("`sinks` must be a list, found {}", kind(v)));
         return Vec::new();
@@ -288,12 +308,16 @@ fn parse_sinks(v: &Value, path: &[Seg], ctx: &mut Ctx, route: &Arc<str>) -> Vec<
         } else {
             format!("{kind}#{}", same + 1)
         };
-        out.push(SinkSpec {
+        let spec = SinkSpec {
             route: Arc::clone(route),
             kind,
             label,
             spec: item.clone(),
-        });
+        };
+        if let Err(e) = check_sink(&spec) {
+            ctx.err(&p, format!("sink {}: {e}", spec.label));
+        }
+        out.push(spec);
     }
     out
 }

@@ -305,3 +305,19 @@ proptest! {
         let _ = x.decide(env(payload));
     }
 }
+
+#[test]
+fn sink_checks_are_reported_at_the_sink() {
+    let text = "routes:\n  - name: r\n    source: {topics: [events]}\n    sinks:\n      - type: s3\n        bucket: 7\n";
+    let check = |s: &SinkSpec| match s.spec.get("bucket") {
+        Some(b) if !b.is_string() => Err("bucket must be a string".to_owned()),
+        _ => Ok(()),
+    };
+    let p: Vec<String> = check_routes_with(text, &check)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(p, ["5:9: sink s3: bucket must be a string"]);
+    assert!(check_routes(text).is_ok());
+}

@@ -4,10 +4,12 @@
 
 mod batch;
 mod deliver;
+mod routes_file;
 mod task;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -21,6 +23,8 @@ use crate::config::RouterConfig;
 use crate::error::RouterError;
 use crate::metrics::{SinkMetrics, TASKS};
 use crate::rules::{Route, Routes, SinkSpec, check_routes};
+
+pub use routes_file::spawn_routes_watcher;
 
 /// The router's dead-letter topic: events a sink refused for good, and records whose envelope
 /// could not be rebuilt, with `hw.error`, `hw.route` and `hw.sink` headers.
@@ -144,6 +148,7 @@ impl Router {
             factory: parts.sink_factory,
             routes: ArcSwap::from_pointee(Routes::default()),
             running: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
         };
         handle.reload(parts.routes).await?;
         Ok(handle)
@@ -157,6 +162,7 @@ pub struct RouterHandle {
     factory: SinkFactory,
     routes: ArcSwap<Routes>,
     running: Mutex<HashMap<Arc<str>, RouteTasks>>,
+    closed: AtomicBool,
 }
 
 impl RouterHandle {
@@ -170,6 +176,9 @@ impl RouterHandle {
     /// are resolved first: if any fails, nothing changes and the error is returned.
     pub async fn reload(&self, routes: Routes) -> Result<(), RouterError> {
         let mut running = self.running.lock().await;
+        if self.is_shut_down() {
+            return Err(RouterError::ShuttingDown);
+        }
         let mut starting = Vec::new();
         for route in &routes.routes {
             let same = running
@@ -205,11 +214,17 @@ impl RouterHandle {
 
     /// Stops reading, delivers and commits every open batch, flushes the sinks. Batches not
     /// delivered within the shutdown timeout are abandoned (re-sent on the next start).
-    pub async fn shutdown(self) {
+    pub async fn shutdown(&self) {
         let mut running = self.running.lock().await;
+        self.closed.store(true, Ordering::SeqCst);
         let timeout = self.shared.options.shutdown_timeout;
         let all: Vec<RouteTasks> = running.drain().map(|(_, rt)| rt).collect();
         futures::future::join_all(all.into_iter().map(|rt| stop_route(rt, timeout))).await;
+    }
+
+    /// Whether [`RouterHandle::shutdown`] was called.
+    pub fn is_shut_down(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     async fn prepare(

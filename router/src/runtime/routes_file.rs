@@ -1,0 +1,49 @@
+//! Hot reload from the routes file: on demand (SIGHUP in the binary) and when its content
+//! changes. A file that does not check keeps the old routes and logs every problem.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+
+use super::{RouterHandle, load_routes};
+use crate::error::RouterError;
+
+impl RouterHandle {
+    /// Reads, checks and applies the routes file at `path`. On any error the routes in effect
+    /// stay as they are.
+    pub async fn reload_file(&self, path: &str) -> Result<(), RouterError> {
+        let routes = load_routes(path)?;
+        self.reload(routes).await?;
+        tracing::info!(path, "routes reloaded");
+        Ok(())
+    }
+}
+
+/// Polls `path` every `interval` and reloads the routes when its content changes; logs why a
+/// changed file was refused. Ends when the router is dropped or shut down.
+pub fn spawn_routes_watcher(
+    handle: &Arc<RouterHandle>,
+    path: String,
+    interval: Duration,
+) -> JoinHandle<()> {
+    let weak: Weak<RouterHandle> = Arc::downgrade(handle);
+    tokio::spawn(async move {
+        let mut last = tokio::fs::read(&path).await.ok();
+        loop {
+            tokio::time::sleep(interval).await;
+            let Some(handle) = weak.upgrade() else { return };
+            if handle.is_shut_down() {
+                return;
+            }
+            let now = tokio::fs::read(&path).await.ok();
+            if now.is_none() || now == last {
+                continue;
+            }
+            last = now;
+            if let Err(e) = handle.reload_file(&path).await {
+                tracing::error!(path = %path, error = %e, "routes file changed but was not applied; keeping the previous routes");
+            }
+        }
+    })
+}
