@@ -15,7 +15,7 @@ use crate::config::{FlushMode, FlushPolicy};
 use crate::log::{Log, Record};
 use crate::testsuite::read_all;
 
-fn config(segment_bytes: u64) -> LogConfig {
+pub(super) fn config(segment_bytes: u64) -> LogConfig {
     LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
@@ -27,7 +27,7 @@ fn config(segment_bytes: u64) -> LogConfig {
     }
 }
 
-fn record(i: i64, ts: i64) -> Record {
+pub(super) fn record(i: i64, ts: i64) -> Record {
     Record {
         partition: Some(0),
         key: Some(Bytes::from(format!("key-{i}"))),
@@ -37,17 +37,17 @@ fn record(i: i64, ts: i64) -> Record {
     }
 }
 
-async fn append_n(engine: &LogEngine, topic: &str, n: i64, ts: impl Fn(i64) -> i64) {
+pub(super) async fn append_n(engine: &LogEngine, topic: &str, n: i64, ts: impl Fn(i64) -> i64) {
     for i in 0..n {
         engine.append(topic, vec![record(i, ts(i))]).await.unwrap();
     }
 }
 
-fn partition_dir(dir: &Path, topic: &str) -> std::path::PathBuf {
+pub(super) fn partition_dir(dir: &Path, topic: &str) -> std::path::PathBuf {
     dir.join("topics").join(topic).join("0")
 }
 
-fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
+pub(super) fn logs(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut v: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -536,164 +536,5 @@ async fn commits_survive_restart_and_topics_from_config_exist() {
         engine.committed_offsets("g"),
         vec![("declared".to_owned(), 2, 41)]
     );
-    engine.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_appenders_share_fsyncs() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
-    engine.create_topic_now("t", 1).unwrap();
-    let mut tasks = Vec::new();
-    for t in 0..64 {
-        let engine = engine.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..5 {
-                engine
-                    .append("t", vec![record(t * 10 + i, 1)])
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    let fsyncs = engine
-        .partition("t", 0)
-        .unwrap()
-        .fsyncs
-        .load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(
-        engine.partition_offsets("t", 0).unwrap().high_watermark,
-        320
-    );
-    eprintln!("{fsyncs} fsyncs for 320 appends");
-    assert!(
-        fsyncs < 160,
-        "{fsyncs} fsyncs for 320 appends: no group commit"
-    );
-    engine.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn recovery_scans_batches_larger_than_and_straddling_its_chunks() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(64 << 20);
-    cfg.max_message_bytes = 4 << 20;
-    cfg.flush.mode = FlushMode::Os;
-    let engine = LogEngine::open(dir.path(), cfg.clone()).unwrap();
-    engine.create_topic_now("t", 1).unwrap();
-    let big = Bytes::from(vec![7u8; 1_500_000]);
-    let mut expected = Vec::new();
-    for i in 0..2_500 {
-        let value = if i % 1000 == 500 {
-            big.clone()
-        } else {
-            Bytes::from(vec![i as u8; 1000 + i % 77])
-        };
-        let r = Record {
-            partition: Some(0),
-            value: Some(value.clone()),
-            ..Record::default()
-        };
-        engine.append("t", vec![r]).await.unwrap();
-        expected.push(value);
-    }
-    engine.close().await.unwrap();
-    drop(engine);
-    let engine = LogEngine::open(dir.path(), cfg).unwrap();
-    let all = read_all(&*engine, "t", 0, 0).await;
-    assert_eq!(all.len(), expected.len());
-    for (r, v) in all.iter().zip(&expected) {
-        assert_eq!(r.value.as_ref(), Some(v));
-    }
-    engine.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn clean_shutdown_marker_is_trusted_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let marker = dir.path().join(".clean_shutdown");
-    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
-    engine.create_topic_now("t", 1).unwrap();
-    append_n(&engine, "t", 10, |_| 1).await;
-    engine.close().await.unwrap();
-    drop(engine);
-    assert!(marker.exists());
-    let pdir = partition_dir(dir.path(), "t");
-    assert!(pdir.join("00000000000000000000.index").exists());
-    // Clean open: the marker and the active segment's index files go away at once.
-    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
-    assert!(!marker.exists());
-    assert!(!pdir.join("00000000000000000000.index").exists());
-    assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 10);
-    append_n(&engine, "t", 5, |_| 1).await;
-    drop(engine); // a crash: no close
-    let log = logs(&pdir).pop().unwrap();
-    let mut f = OpenOptions::new().append(true).open(&log).unwrap();
-    f.write_all(&[1, 2, 3]).unwrap();
-    drop(f);
-    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
-    assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 15);
-    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 15);
-    engine.close().await.unwrap();
-}
-
-#[tokio::test]
-async fn only_active_and_unsynced_segments_keep_files_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
-    engine.create_topic_now("t", 1).unwrap();
-    append_n(&engine, "t", 300, |_| 1).await;
-    let open_handles = |engine: &LogEngine| {
-        let p = engine.partition("t", 0).unwrap();
-        let st = p.state();
-        (
-            st.segments.len(),
-            st.segments.values().filter(|s| s.holds_file()).count(),
-        )
-    };
-    let (segments, open) = open_handles(&engine);
-    assert!(segments >= 8, "{segments}");
-    assert!(open <= 2, "{open} of {segments} segments hold a file");
-    // Reads of sealed segments work without a kept handle, and keep none.
-    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 300);
-    assert!(open_handles(&engine).1 <= 2);
-    engine.close().await.unwrap();
-    drop(engine);
-    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
-    assert_eq!(open_handles(&engine).1, 1);
-    // Truncating back into a sealed segment makes it active and keeps it open.
-    engine.truncate("t", 0, 5).unwrap();
-    assert_eq!(open_handles(&engine), (1, 1));
-    append_n(&engine, "t", 3, |_| 1).await;
-    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 8);
-    engine.close().await.unwrap();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn truncation_fails_waiters_past_the_cut() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(1 << 20);
-    cfg.flush = FlushPolicy {
-        mode: FlushMode::Interval,
-        interval_ms: 300,
-    };
-    let engine = LogEngine::open(dir.path(), cfg).unwrap();
-    engine.create_topic_now("t", 1).unwrap();
-    append_n(&engine, "t", 3, |_| 1).await;
-    let waiter = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.append("t", vec![record(9, 1)]).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    engine.truncate("t", 0, 3).unwrap();
-    let err = waiter.await.unwrap().unwrap_err();
-    assert!(err.is_retryable(), "{err:?}");
-    let a = engine.append("t", vec![record(10, 1)]).await.unwrap();
-    assert_eq!(a[0].offset, 3);
-    let all = read_all(&*engine, "t", 0, 0).await;
-    assert_eq!(all[3].key.as_deref(), Some(&b"key-10"[..]));
     engine.close().await.unwrap();
 }
