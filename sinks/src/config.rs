@@ -53,6 +53,20 @@ impl SinkConfig {
         }
     }
 
+    /// Sets `name` (the `sink` metric label) when the entry has none, e.g. to the router's
+    /// `s3#2` for a route's second S3 sink.
+    pub fn named(mut self, label: &str) -> Self {
+        let name = match &mut self {
+            Self::S3(c) => &mut c.name,
+            Self::Elasticsearch(c) => &mut c.name,
+            Self::Topic(c) => &mut c.name,
+        };
+        if name.is_empty() {
+            label.clone_into(name);
+        }
+        self
+    }
+
     /// Fills the fields this entry leaves at their defaults from the deployment's `sinks:`
     /// section (headwater.yaml / `HEADWATER_SINKS__*`), so routes.yaml can say just `type: s3`.
     pub fn with_defaults(mut self, defaults: &SinksConfig) -> Self {
@@ -486,104 +500,5 @@ impl TopicConfig {
 fn inherit(field: &mut String, default: &str) {
     if field.is_empty() {
         default.clone_into(field);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(yaml: &str) -> Result<SinkConfig, String> {
-        yaml_serde::from_str(yaml).map_err(|e| e.to_string())
-    }
-
-    #[test]
-    fn shipped_default_entry_parses_and_validates() {
-        let c = parse("type: s3").unwrap();
-        assert_eq!(c, SinkConfig::S3(S3Config::default()));
-        assert!(c.validate("routes[0].sinks[0]").is_empty());
-        assert_eq!(c.label(), "s3");
-    }
-
-    #[test]
-    fn every_type_parses() {
-        let es =
-            parse("type: opensearch\nurl: http://localhost:9200\nindex: logs-{tenant}\n").unwrap();
-        assert_eq!(es.kind(), "elasticsearch");
-        assert!(es.validate("x").is_empty());
-        let t = parse("type: topic\ntopic: out\nname: copy\n").unwrap();
-        assert_eq!(t.label(), "copy");
-        assert!(t.validate("x").is_empty());
-    }
-
-    #[test]
-    fn unknown_fields_and_types_are_refused() {
-        assert!(
-            parse("type: s3\nbukket: x\n")
-                .unwrap_err()
-                .contains("bukket")
-        );
-        assert!(parse("type: ftp\n").is_err());
-    }
-
-    #[test]
-    fn validation_names_the_key() {
-        let c = parse("type: elasticsearch\nindex: 'a-{nope}'\n").unwrap();
-        let errors = c.validate("routes[2].sinks[0]");
-        let keys: Vec<_> = errors.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["routes[2].sinks[0].url", "routes[2].sinks[0].index"]);
-        let c = parse("type: s3\nmultipart_part_bytes: 1000\n").unwrap();
-        assert_eq!(
-            c.validate("r").first().map(|e| e.0.as_str()),
-            Some("r.multipart_part_bytes")
-        );
-        let c = parse("type: topic\n").unwrap();
-        assert_eq!(c.validate("r")[0].0, "r.topic");
-    }
-
-    #[test]
-    fn entries_inherit_deployment_defaults() {
-        let defaults = SinksConfig {
-            s3: S3Config {
-                bucket: "lake".into(),
-                endpoint: "http://minio:9000".into(),
-                allow_http: true,
-                ..S3Config::default()
-            },
-            elasticsearch: ElasticsearchConfig {
-                url: "http://es:9200".into(),
-                ..ElasticsearchConfig::default()
-            },
-            kafka: KafkaDefaults {
-                brokers: "k:9092".into(),
-                options: BTreeMap::new(),
-            },
-        };
-        let SinkConfig::S3(s3) = parse("type: s3\nprefix: p\n")
-            .unwrap()
-            .with_defaults(&defaults)
-        else {
-            panic!("not s3")
-        };
-        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str()), ("lake", "p"));
-        assert!(s3.allow_http);
-        let SinkConfig::S3(local) = parse("type: s3\nlocal_dir: /tmp/x\n")
-            .unwrap()
-            .with_defaults(&defaults)
-        else {
-            panic!("not s3")
-        };
-        assert!(local.bucket.is_empty());
-        let es = parse("type: elasticsearch")
-            .unwrap()
-            .with_defaults(&defaults);
-        assert!(es.validate("x").is_empty());
-        let SinkConfig::Topic(t) = parse("type: topic\ntopic: t\n")
-            .unwrap()
-            .with_defaults(&defaults)
-        else {
-            panic!("not topic")
-        };
-        assert_eq!(t.brokers, "k:9092");
     }
 }

@@ -3,6 +3,8 @@
 //! in the router.
 
 pub mod config;
+#[cfg(test)]
+mod config_tests;
 pub mod elasticsearch;
 pub mod memory;
 pub mod metrics;

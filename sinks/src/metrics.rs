@@ -91,3 +91,113 @@ pub(crate) fn add_bytes(route: &str, sink: &str, bytes: usize) {
 pub(crate) fn add_retry(route: &str, sink: &str) {
     counter!(RETRIES_TOTAL, "route" => route.to_owned(), "sink" => sink.to_owned()).increment(1);
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    use metrics::{
+        Counter, CounterFn, Gauge, Histogram, HistogramFn, Key, KeyName, Metadata, Recorder,
+        SharedString,
+    };
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Cell(AtomicU64);
+
+    impl CounterFn for Cell {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::Relaxed);
+        }
+    }
+
+    impl HistogramFn for Cell {
+        fn record(&self, _value: f64) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sums per `name{label=value,…}`.
+    #[derive(Default)]
+    struct Capture(Mutex<BTreeMap<String, Arc<Cell>>>);
+
+    impl Capture {
+        fn cell(&self, key: &Key) -> Arc<Cell> {
+            let labels: Vec<String> = key
+                .labels()
+                .map(|l| format!("{}={}", l.key(), l.value()))
+                .collect();
+            let name = format!("{}{{{}}}", key.name(), labels.join(","));
+            let mut map = self.0.lock().unwrap();
+            map.entry(name).or_default().clone()
+        }
+
+        fn get(&self, name: &str) -> u64 {
+            let map = self.0.lock().unwrap();
+            map.get(name).map_or(0, |c| c.0.load(Ordering::Relaxed))
+        }
+    }
+
+    impl Recorder for Capture {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            Counter::from_arc(self.cell(key))
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::from_arc(self.cell(key))
+        }
+    }
+
+    #[test]
+    fn sends_are_counted_by_outcome() {
+        let capture = Capture::default();
+        metrics::with_local_recorder(&capture, || {
+            describe();
+            let delivery = Delivery {
+                retry: vec![1],
+                rejected: vec![(2, "bad".to_owned())],
+            };
+            observe_send("lake", "s3", 10, Instant::now(), &Ok(delivery));
+            let failed = Err(SinkError::Unavailable {
+                sink: "s3",
+                reason: "down".to_owned(),
+                retry_after: None,
+            });
+            observe_send("lake", "s3", 4, Instant::now(), &failed);
+            add_bytes("lake", "s3", 1234);
+            add_retry("lake", "s3");
+        });
+        let events = |outcome: &str| {
+            capture.get(&format!(
+                "headwater_sink_events_total{{route=lake,sink=s3,outcome={outcome}}}"
+            ))
+        };
+        assert_eq!(events("delivered"), 8);
+        assert_eq!(events("retry"), 1);
+        assert_eq!(events("rejected"), 1);
+        assert_eq!(events("failed"), 4);
+        assert_eq!(
+            capture.get("headwater_sink_batch_duration_seconds{route=lake,sink=s3}"),
+            2
+        );
+        assert_eq!(
+            capture.get("headwater_sink_bytes_total{route=lake,sink=s3}"),
+            1234
+        );
+        assert_eq!(
+            capture.get("headwater_sink_retries_total{route=lake,sink=s3}"),
+            1
+        );
+    }
+}
