@@ -54,7 +54,7 @@ fn events(n: usize) -> Vec<headwater_schemas::Envelope> {
 async fn crash_between_pending_and_commit_resends_the_identical_batch() {
     let log = log_with(2).await;
     let all = events(1000);
-    append(&log, "events", &all).await;
+    append(log.as_ref(), "events", &all).await;
     // The 4th send blocks forever: the router recorded the batch end, then "crashes".
     let first = TestSink::scripted(|_, n| {
         if n == 3 {
@@ -93,7 +93,7 @@ async fn crash_between_pending_and_commit_resends_the_identical_batch() {
     };
     let router = start(&log, LAKE, &sinks, opts).await;
     eventually("every offset committed", async || {
-        committed(&log, "router.lake", "events").await == 1000
+        committed(log.as_ref(), "router.lake", "events").await == 1000
     })
     .await;
     let resent = second
@@ -145,7 +145,7 @@ async fn filter_projection_and_sampling_apply_as_written() {
             e.event_type = "playback.stop".into();
         }
     }
-    append(&log, "events", &envs).await;
+    append(log.as_ref(), "events", &envs).await;
     let yaml = "\
 routes:
   - name: starts
@@ -163,8 +163,8 @@ routes:
     let sinks = Sinks::default();
     let router = start(&log, yaml, &sinks, options()).await;
     eventually("both routes caught up", async || {
-        committed(&log, "router.starts", "events").await == 300
-            && committed(&log, "router.sampled", "events").await == 300
+        committed(log.as_ref(), "router.starts", "events").await == 300
+            && committed(log.as_ref(), "router.sampled", "events").await == 300
     })
     .await;
     let starts = sinks.get("starts").delivered_events();
@@ -199,7 +199,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_sink_delays_only_its_own_route() {
     let log = log_with(2).await;
-    append(&log, "events", &events(200)).await;
+    append(log.as_ref(), "events", &events(200)).await;
     let broken = TestSink::scripted(|_, _| Action::Fail);
     let sinks = Sinks::with(&[("down", Arc::clone(&broken))]);
     let yaml = "\
@@ -217,15 +217,15 @@ routes:
     };
     let router = start(&log, yaml, &sinks, opts).await;
     eventually("the healthy route delivered everything", async || {
-        committed(&log, "router.up", "events").await == 200
+        committed(log.as_ref(), "router.up", "events").await == 200
     })
     .await;
-    append(&log, "events", &events(10)).await;
+    append(log.as_ref(), "events", &events(10)).await;
     eventually("the healthy route keeps flowing", async || {
-        committed(&log, "router.up", "events").await == 210
+        committed(log.as_ref(), "router.up", "events").await == 210
     })
     .await;
-    assert_eq!(committed(&log, "router.down", "events").await, 0);
+    assert_eq!(committed(log.as_ref(), "router.down", "events").await, 0);
     assert!(
         broken.attempts.lock().unwrap().len() > 2,
         "the failed batch is retried"
@@ -233,7 +233,7 @@ routes:
     // The destination comes back: nothing was lost.
     broken.set_script(|_, _| Action::Deliver(Delivery::all()));
     eventually("the broken route caught up", async || {
-        committed(&log, "router.down", "events").await == 210
+        committed(log.as_ref(), "router.down", "events").await == 210
     })
     .await;
     let ids: BTreeSet<String> = broken
@@ -248,7 +248,7 @@ routes:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_and_undecodable_events_land_in_the_dlq_with_reasons() {
     let log = log_with(1).await;
-    append(&log, "events", &events(20)).await;
+    append(log.as_ref(), "events", &events(20)).await;
     log.append(
         "events",
         vec![Record {
@@ -280,7 +280,7 @@ async fn rejected_and_undecodable_events_land_in_the_dlq_with_reasons() {
     };
     let router = start(&log, LAKE, &sinks, opts).await;
     eventually("committed", async || {
-        committed(&log, "router.lake", "events").await == 21
+        committed(log.as_ref(), "router.lake", "events").await == 21
     })
     .await;
     let attempts = sink.attempts.lock().unwrap().clone();
@@ -328,10 +328,10 @@ async fn an_idle_partition_closes_its_batch_on_age() {
     let sinks = Sinks::default();
     let yaml = "routes:\n  - name: lake\n    source: {topics: [events]}\n    batch: {max_events: 1000, max_age_ms: 300}\n    sinks: [{type: test}]\n";
     let router = start(&log, yaml, &sinks, options()).await;
-    append(&log, "events", &events(10)).await;
+    append(log.as_ref(), "events", &events(10)).await;
     let t0 = tokio::time::Instant::now();
     eventually("the batch closed", async || {
-        committed(&log, "router.lake", "events").await == 10
+        committed(log.as_ref(), "router.lake", "events").await == 10
     })
     .await;
     let waited = t0.elapsed();
@@ -351,7 +351,7 @@ async fn shutdown_delivers_the_open_batch_commits_and_flushes() {
     let log = log_with(1).await;
     let sinks = Sinks::default();
     let router = start(&log, LAKE, &sinks, options()).await;
-    append(&log, "events", &events(10)).await;
+    append(log.as_ref(), "events", &events(10)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let sink = sinks.get("lake");
     assert!(
@@ -388,11 +388,11 @@ async fn reload_restarts_only_changed_routes() {
         "a untouched"
     );
     assert_eq!(router.routes().routes.len(), 3);
-    append(&log, "events", &events(5)).await;
+    append(log.as_ref(), "events", &events(5)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     router.shutdown().await;
     for (g, want) in [("router.a", 5), ("router.b", 5), ("router.c", 5)] {
-        assert_eq!(committed(&log, g, "events").await, want, "{g}");
+        assert_eq!(committed(log.as_ref(), g, "events").await, want, "{g}");
     }
 }
 
@@ -429,4 +429,63 @@ async fn the_routes_file_is_watched_and_a_broken_one_keeps_the_old_routes() {
         "no reload after shutdown"
     );
     watcher.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_embedded_engine_keeps_pending_and_committed_offsets_across_a_restart() {
+    use headwater_log::{LogConfig, LogEngine};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
+    engine.create_topic("events", 1).await.unwrap();
+    let all = events(250);
+    append(engine.as_ref(), "events", &all).await;
+    let first = TestSink::scripted(|_, n| {
+        if n == 1 {
+            Action::Block
+        } else {
+            Action::Deliver(Delivery::all())
+        }
+    });
+    let sinks = Sinks::with(&[("lake", Arc::clone(&first))]);
+    let router = start(&engine, LAKE, &sinks, options()).await;
+    tokio::time::timeout(Duration::from_secs(10), first.wait_blocked())
+        .await
+        .expect("a send blocked");
+    drop(router);
+    engine.close().await.unwrap();
+    drop(engine);
+
+    let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
+    assert_eq!(
+        engine.committed("router.lake", "events", 0).await.unwrap(),
+        Some(100)
+    );
+    assert_eq!(
+        engine
+            .committed("router.lake.pending", "events", 0)
+            .await
+            .unwrap(),
+        Some(200)
+    );
+    let second = TestSink::ok();
+    let sinks = Sinks::with(&[("lake", Arc::clone(&second))]);
+    let opts = headwater_router::RouterOptions {
+        batch_max_age: Duration::from_millis(100),
+        ..options()
+    };
+    let router = start(&engine, LAKE, &sinks, opts).await;
+    eventually("caught up", async || {
+        committed(engine.as_ref(), "router.lake", "events").await == 250
+    })
+    .await;
+    let bounds: Vec<(i64, i64)> = second
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| (b.first_offset, b.last_offset))
+        .collect();
+    assert_eq!(bounds, [(100, 199), (200, 249)]);
+    router.shutdown().await;
+    engine.close().await.unwrap();
 }

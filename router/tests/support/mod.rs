@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use headwater_log::{Header, Log, MemoryLog, Record};
+use headwater_log::{Header, Log, Record};
 use headwater_router::{
     Router, RouterHandle, RouterOptions, RouterParts, SinkFactory, SinkSpec, check_routes,
 };
@@ -215,15 +215,15 @@ pub fn record(env: &Envelope) -> Record {
 }
 
 /// Appends `envs` to `topic`.
-pub async fn append(log: &MemoryLog, topic: &str, envs: &[Envelope]) {
+pub async fn append(log: &dyn Log, topic: &str, envs: &[Envelope]) {
     log.append(topic, envs.iter().map(record).collect())
         .await
         .unwrap();
 }
 
 /// Starts a router over `log` with `routes_yaml`.
-pub async fn start(
-    log: &Arc<MemoryLog>,
+pub async fn start<L: Log>(
+    log: &Arc<L>,
     routes_yaml: &str,
     sinks: &Sinks,
     options: RouterOptions,
@@ -240,7 +240,7 @@ pub async fn start(
 }
 
 /// Sum over partitions of `group`'s committed offsets.
-pub async fn committed(log: &MemoryLog, group: &str, topic: &str) -> i64 {
+pub async fn committed(log: &dyn Log, group: &str, topic: &str) -> i64 {
     let n = log.partitions(topic).await.unwrap();
     let mut sum = 0;
     for p in 0..n as i32 {
