@@ -109,18 +109,7 @@ pub struct SinkContext {
 /// Builds the sink an entry describes. Fails with [`SinkError::Config`] on bad wiring (invalid
 /// entry, unusable directory, a topic sink without brokers and without an internal log).
 pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn Sink>, SinkError> {
-    let problems = config.validate(config.kind());
-    if !problems.is_empty() {
-        let reason = problems
-            .iter()
-            .map(|(k, m)| format!("{k}: {m}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        return Err(SinkError::Config {
-            sink: config.kind(),
-            reason,
-        });
-    }
+    check(config)?;
     Ok(match config {
         SinkConfig::S3(c) => Arc::new(S3Sink::new(c, ctx)?),
         SinkConfig::Elasticsearch(c) => Arc::new(ElasticsearchSink::new(c)?),
@@ -134,6 +123,23 @@ pub fn build(config: &SinkConfig, ctx: &SinkContext) -> Result<Arc<dyn Sink>, Si
             }
         },
         SinkConfig::Topic(c) => Arc::new(TopicSink::to_kafka(c)?),
+    })
+}
+
+/// [`SinkConfig::validate`] as one [`SinkError::Config`] listing every problem.
+pub(crate) fn check(config: &SinkConfig) -> Result<(), SinkError> {
+    let problems = config.validate(config.kind());
+    if problems.is_empty() {
+        return Ok(());
+    }
+    let reason = problems
+        .iter()
+        .map(|(k, m)| format!("{k}: {m}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    Err(SinkError::Config {
+        sink: config.kind(),
+        reason,
     })
 }
 
@@ -182,6 +188,9 @@ pub struct S3Config {
     pub bucket: String,
     /// Local directory when `bucket` is empty. Default empty: `{data_dir}/lake`.
     pub local_dir: String,
+    /// fsync each local object and its directory before `send` returns (a confirmed batch
+    /// survives power loss, as it would in S3). Default true.
+    pub local_fsync: bool,
     /// Key prefix, without leading or trailing `/`. Default empty.
     pub prefix: String,
     /// Endpoint override, e.g. `http://127.0.0.1:9000` for MinIO or moto. Default empty (AWS).
@@ -222,6 +231,7 @@ impl Default for S3Config {
             name: String::new(),
             bucket: String::new(),
             local_dir: String::new(),
+            local_fsync: true,
             prefix: String::new(),
             endpoint: String::new(),
             region: "us-east-1".to_owned(),
@@ -259,6 +269,7 @@ impl S3Config {
         }
         unless_set!(
             region,
+            local_fsync,
             path_style,
             allow_http,
             compression,

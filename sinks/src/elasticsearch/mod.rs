@@ -16,7 +16,7 @@ use tracing::{Instrument, debug, info_span};
 pub use bulk::{BulkBody, ItemOutcome, parse_response};
 pub use index::IndexPattern;
 
-use crate::config::ElasticsearchConfig;
+use crate::config::{ElasticsearchConfig, SinkConfig, check};
 use crate::metrics::{add_bytes, observe_send};
 use crate::{Batch, Delivery, Sink, SinkError};
 use client::{BulkReply, EsClient, config_error, unavailable};
@@ -34,11 +34,9 @@ pub struct ElasticsearchSink {
 impl ElasticsearchSink {
     /// Builds the sink (no request is made; see [`Sink::healthcheck`]).
     pub fn new(config: &ElasticsearchConfig) -> Result<Self, SinkError> {
+        check(&SinkConfig::Elasticsearch(config.clone()))?;
         let pattern =
             IndexPattern::parse(&config.index).map_err(|e| config_error(format!("index: {e}")))?;
-        if config.url.is_empty() {
-            return Err(config_error("url: required".to_owned()));
-        }
         let label = if config.name.is_empty() {
             KIND
         } else {

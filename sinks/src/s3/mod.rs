@@ -15,7 +15,7 @@ use tracing::{Instrument, debug, info_span};
 
 pub use encode::{encode_body, object_key};
 
-use crate::config::{Compression, S3Config, SinkContext};
+use crate::config::{Compression, S3Config, SinkConfig, SinkContext, check};
 use crate::metrics::{add_bytes, observe_send};
 use crate::{Batch, Delivery, Sink, SinkError};
 
@@ -38,6 +38,7 @@ impl S3Sink {
     /// Opens the store `config` names: AmazonS3 when `bucket` is set, else a local directory
     /// (`local_dir`, default `{ctx.data_dir}/lake`, created if missing).
     pub fn new(config: &S3Config, ctx: &SinkContext) -> Result<Self, SinkError> {
+        check(&SinkConfig::S3(config.clone()))?;
         let (store, describe) = store::open(config, ctx)?;
         let mut sink = Self::with_store(store, config);
         sink.describe = describe;

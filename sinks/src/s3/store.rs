@@ -31,7 +31,9 @@ pub fn open(
             sink: KIND,
             reason: format!("cannot create {}: {e}", dir.display()),
         })?;
-        let store = LocalFileSystem::new_with_prefix(&dir).map_err(config_error)?;
+        let store = LocalFileSystem::new_with_prefix(&dir)
+            .map_err(config_error)?
+            .with_fsync(config.local_fsync);
         return Ok((Arc::new(store), format!("file://{}", dir.display())));
     }
     let retry = RetryConfig {

@@ -13,7 +13,7 @@ use tracing::{Instrument, info_span};
 
 pub use log::record_of;
 
-use crate::config::TopicConfig;
+use crate::config::{self, SinkConfig, TopicConfig};
 use crate::metrics::{add_bytes, observe_send};
 use crate::{Batch, Delivery, Sink, SinkError};
 use kafka::KafkaTarget;
@@ -75,13 +75,7 @@ impl TopicSink {
 }
 
 fn check(config: &TopicConfig) -> Result<(), SinkError> {
-    if config.topic.is_empty() {
-        return Err(SinkError::Config {
-            sink: KIND,
-            reason: "topic: required".to_owned(),
-        });
-    }
-    Ok(())
+    config::check(&SinkConfig::Topic(config.clone()))
 }
 
 fn label(config: &TopicConfig) -> Arc<str> {
