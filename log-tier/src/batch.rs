@@ -2,7 +2,6 @@
 //! decoder for stored batches (none/gzip/snappy/lz4/zstd) into records.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::compression::{Decompressor, Gzip, Lz4, Snappy, Zstd};
 
 use crate::error::{LogError, Result};
 use crate::log::{Header, Record, StoredRecord};
@@ -182,8 +181,8 @@ fn check_records(batch: &[u8], header: &BatchHeader) -> std::result::Result<(), 
     if header.compression() == 0 {
         return walk_records(body, header.records_count);
     }
-    let mut compressed = Bytes::copy_from_slice(body);
-    let plain = decompress(header.compression(), &mut compressed)?;
+    let compressed = Bytes::copy_from_slice(body);
+    let plain = crate::compression::decompress(header.compression(), &compressed)?;
     walk_records(&plain, header.records_count)
 }
 
@@ -405,8 +404,8 @@ pub fn split_batches(mut buf: Bytes) -> impl Iterator<Item = (BatchHeader, Bytes
 pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>> {
     let header =
         BatchHeader::parse(batch).ok_or_else(|| LogError::corrupt("batch", "short header"))?;
-    let mut body = batch.slice(HEADER_LEN..);
-    let mut body = decompress(header.compression(), &mut body)
+    let body = batch.slice(HEADER_LEN..);
+    let mut body = crate::compression::decompress(header.compression(), &body)
         .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
     let mut out =
         Vec::with_capacity((header.records_count.max(0) as usize).min(body.len() / 7 + 1));
@@ -416,19 +415,6 @@ pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>> {
         out.push(rec);
     }
     Ok(out)
-}
-
-fn decompress(codec: i16, body: &mut Bytes) -> std::result::Result<Bytes, String> {
-    let take = |b: &mut Bytes| Ok(b.copy_to_bytes(b.remaining()));
-    let r = match codec {
-        0 => return Ok(body.clone()),
-        1 => Gzip::decompress(body, |b| take(b)),
-        2 => Snappy::decompress(body, |b| take(b)),
-        3 => Lz4::decompress(body, |b| take(b)),
-        4 => Zstd::decompress(body, |b| take(b)),
-        other => return Err(format!("unknown compression {other}")),
-    };
-    r.map_err(|e| format!("decompression failed: {e}"))
 }
 
 fn decode_record(

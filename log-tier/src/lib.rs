@@ -16,6 +16,7 @@
 //! ```
 
 pub mod batch;
+pub mod compression;
 pub mod config;
 mod engine;
 pub mod error;

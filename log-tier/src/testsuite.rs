@@ -13,7 +13,8 @@ use bytes::Bytes;
 use crate::error::LogError;
 use crate::log::{Header, Log, Record, partition_for_key};
 
-/// Runs every check; topics are named `<prefix>-<check>` so a shared broker can be reused.
+/// Runs every check; topics are named `<prefix>-<check>` so a shared broker can be reused:
+/// give each run a fresh prefix (the checks expect new, empty topics).
 pub async fn run_all(log: Arc<dyn Log>, prefix: &str) {
     append_then_read_back(&*log, prefix).await;
     keys_pick_kafka_partitions(&*log, prefix).await;
