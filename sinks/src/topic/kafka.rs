@@ -1,6 +1,7 @@
 //! Topic sink target: a topic of an external Kafka cluster through rdkafka's idempotent
 //! `FutureProducer` (keys kept, envelope as `hw.*` headers, Kafka's murmur2 partitioner).
 
+use std::sync::RwLock;
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
@@ -8,6 +9,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
+use tracing::error;
 
 use crate::config::TopicConfig;
 use crate::{Batch, Delivery, SinkError};
@@ -16,7 +18,10 @@ const KIND: &str = "topic";
 
 /// Produces to one topic of an external cluster.
 pub struct KafkaTarget {
-    producer: FutureProducer,
+    /// Replaced after a fatal error (an idempotent producer that lost its sequence state
+    /// cannot be used again).
+    producer: RwLock<FutureProducer>,
+    client: ClientConfig,
     pub(super) topic: String,
     timeout: Duration,
 }
@@ -38,12 +43,10 @@ impl KafkaTarget {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", config.message_timeout_ms.to_string());
-        let producer: FutureProducer = client.create().map_err(|e| SinkError::Config {
-            sink: KIND,
-            reason: format!("kafka producer: {e}"),
-        })?;
+        let producer = create(&client)?;
         Ok(Self {
-            producer,
+            producer: RwLock::new(producer),
+            client,
             topic: config.topic.clone(),
             timeout: Duration::from_millis(config.message_timeout_ms),
         })
@@ -53,6 +56,31 @@ impl KafkaTarget {
     /// as too large are rejected; other failures are listed for retry, or fail the batch when
     /// nothing was delivered. Returns the bytes produced.
     pub async fn send(&self, batch: &Batch) -> Result<(Delivery, usize), SinkError> {
+        let producer = self.producer();
+        let result = self.produce(&producer, batch).await;
+        if let Some((code, reason)) = producer.client().fatal_error() {
+            error!(%code, %reason, "kafka producer failed fatally; creating a new one");
+            let fresh = create(&self.client)?;
+            *self.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+            return Err(unavailable(format!(
+                "producer fatal error {code}: {reason}"
+            )));
+        }
+        result
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    async fn produce(
+        &self,
+        producer: &FutureProducer,
+        batch: &Batch,
+    ) -> Result<(Delivery, usize), SinkError> {
         let mut pending = Vec::with_capacity(batch.events.len());
         let mut bytes = 0;
         for event in &batch.events {
@@ -74,7 +102,7 @@ impl KafkaTarget {
                 record = record.key(key.as_ref());
             }
             loop {
-                match self.producer.send_result(record) {
+                match producer.send_result(record) {
                     Ok(future) => break pending.push(future),
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
@@ -122,7 +150,7 @@ impl KafkaTarget {
 
     /// Waits until everything enqueued is delivered (or the message timeout passes).
     pub async fn flush(&self) -> Result<(), SinkError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let timeout = self.timeout;
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
             .await
@@ -133,7 +161,7 @@ impl KafkaTarget {
     /// Fetches the topic's metadata: `Unavailable` when the cluster does not answer, `Config`
     /// when the topic is unknown.
     pub async fn health(&self) -> Result<(), SinkError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let topic = self.topic.clone();
         let metadata = tokio::task::spawn_blocking(move || {
             producer
@@ -151,6 +179,13 @@ impl KafkaTarget {
             }),
         }
     }
+}
+
+fn create(client: &ClientConfig) -> Result<FutureProducer, SinkError> {
+    client.create().map_err(|e| SinkError::Config {
+        sink: KIND,
+        reason: format!("kafka producer: {e}"),
+    })
 }
 
 fn is_too_large(e: &KafkaError) -> bool {
