@@ -80,26 +80,7 @@ impl PartitionTask {
             })
             .await;
             let batch = open.take_batch(&self.route.name, &topic, partition);
-            tracing::debug!(
-                first = batch.first_offset,
-                last = batch.last_offset,
-                events = batch.events.len(),
-                "sending batch"
-            );
-            let sinks = self.sinks.clone();
-            let refused = futures::future::join_all(
-                sinks.iter().map(|s| self.send_until_done(s, batch.clone())),
-            )
-            .await;
-            for (sink, refused) in sinks.iter().zip(refused) {
-                sink.metrics.dead_lettered.increment(refused.len() as u64);
-                dead.extend(refused.into_iter().filter_map(|(i, reason)| {
-                    batch
-                        .events
-                        .get(i)
-                        .map(|ev| self.dead_letter(ev, &sink.label, &reason))
-                }));
-            }
+            dead.extend(self.send_all(batch).await);
         }
         if !dead.is_empty() {
             let dlq = self.shared.options.dlq_topic.clone();
@@ -118,8 +99,55 @@ impl PartitionTask {
         self.update_lag().await;
     }
 
-    fn dead_letter(&self, ev: &OutEvent, sink: &str, reason: &str) -> Record {
-        rejected(ev, &self.route.name, sink, reason)
+    /// Sends `batch` to every sink of the route (concurrently); returns the dead letters for
+    /// what they refused. The batch is moved into the last send and cloned for the others;
+    /// when events are needed again (retries, refusals) they are rebuilt from the log.
+    async fn send_all(&self, batch: Batch) -> Vec<Record> {
+        tracing::debug!(
+            first = batch.first_offset,
+            last = batch.last_offset,
+            events = batch.events.len(),
+            "sending batch"
+        );
+        let bounds = (batch.first_offset, batch.last_offset, batch.events.len());
+        let mut copies: Vec<Batch> = (1..self.sinks.len()).map(|_| batch.clone()).collect();
+        copies.push(batch);
+        let refused = futures::future::join_all(
+            self.sinks
+                .iter()
+                .zip(copies)
+                .map(|(s, b)| self.send_until_done(s, b)),
+        )
+        .await;
+        if refused.iter().all(Vec::is_empty) {
+            return Vec::new();
+        }
+        let events = self.events_of(bounds).await;
+        let mut dead = Vec::new();
+        for (sink, refused) in self.sinks.iter().zip(refused) {
+            sink.metrics.dead_lettered.increment(refused.len() as u64);
+            dead.extend(refused.into_iter().filter_map(|(i, reason)| {
+                events
+                    .get(i)
+                    .map(|ev| rejected(ev, &self.route.name, &sink.label, &reason))
+            }));
+        }
+        dead
+    }
+
+    /// The events of the batch `(first, last, count)`, rebuilt from the log.
+    async fn events_of(&self, (first, last, count): (i64, i64, usize)) -> Vec<OutEvent> {
+        let events = self.read_range(first, last + 1, false).await.events;
+        if events.len() != count {
+            tracing::error!(
+                first,
+                last,
+                expected = count,
+                found = events.len(),
+                "rebuilt batch differs from the one sent"
+            );
+        }
+        events
     }
 
     /// Sends `batch` to one sink until every event is delivered or refused; returns the
@@ -128,34 +156,55 @@ impl PartitionTask {
         let started = Instant::now();
         let m = &sink.metrics;
         let mut backoff = self.backoff();
-        let mut current = batch;
-        // Index in the original batch of each event of `current`.
-        let mut origin: Vec<usize> = (0..current.events.len()).collect();
+        let bounds = (batch.first_offset, batch.last_offset, batch.events.len());
+        let (route, topic, partition) = (batch.route.clone(), batch.topic.clone(), batch.partition);
+        let shell = |events: Vec<OutEvent>| Batch {
+            route: route.clone(),
+            topic: topic.clone(),
+            partition,
+            first_offset: bounds.0,
+            last_offset: bounds.1,
+            events,
+        };
+        let mut next = Some(batch);
+        // Indexes in the original batch of the events still to deliver (`None`: all).
+        let mut remaining: Option<Vec<usize>> = None;
         let mut refused = Vec::new();
         loop {
-            let n = current.events.len();
-            match sink.sink.send(current.clone()).await {
+            let to_send = match next.take() {
+                Some(b) => b,
+                None => {
+                    let all = self.events_of(bounds).await;
+                    shell(match &remaining {
+                        None => all,
+                        Some(idx) => idx.iter().filter_map(|i| all.get(*i).cloned()).collect(),
+                    })
+                }
+            };
+            let n = to_send.events.len();
+            let origin = |i: usize| remaining.as_ref().map_or(Some(i), |r| r.get(i).copied());
+            match sink.sink.send(to_send).await {
                 Ok(delivery) => {
                     m.up.set(1.0);
-                    let valid = |i: &usize| *i < n;
-                    let retry: Vec<usize> = delivery.retry.into_iter().filter(valid).collect();
+                    let retry: Vec<usize> = delivery.retry.into_iter().filter(|i| *i < n).collect();
                     let rej: Vec<(usize, String)> = delivery
                         .rejected
                         .into_iter()
-                        .filter(|(i, _)| valid(i))
+                        .filter(|(i, _)| *i < n)
                         .collect();
-                    let done = n.saturating_sub(retry.len() + rej.len());
-                    m.out.increment(done as u64);
-                    refused.extend(rej.into_iter().map(|(i, r)| (origin[i], r)));
+                    m.out
+                        .increment(n.saturating_sub(retry.len() + rej.len()) as u64);
+                    refused.extend(
+                        rej.into_iter()
+                            .filter_map(|(i, r)| origin(i).map(|o| (o, r))),
+                    );
                     if retry.is_empty() {
                         break;
                     }
                     m.failed.increment(retry.len() as u64);
-                    origin = retry.iter().map(|i| origin[*i]).collect();
-                    current.events = retry.iter().map(|i| current.events[*i].clone()).collect();
-                    let delay = backoff.delay(None);
                     tracing::debug!(retry = retry.len(), sink = %sink.label, "re-sending items");
-                    tokio::time::sleep(delay).await;
+                    remaining = Some(retry.into_iter().filter_map(origin).collect());
+                    tokio::time::sleep(backoff.delay(None)).await;
                 }
                 Err(e) => {
                     m.up.set(0.0);

@@ -252,23 +252,54 @@ impl PartitionTask {
     }
 
     /// Reads `[first, end)` back into one batch, whatever the limits.
-    async fn rebuild(&mut self, first: i64, end: i64) -> OpenBatch {
+    async fn rebuild(&self, first: i64, end: i64) -> OpenBatch {
+        self.read_range(first, end, true).await
+    }
+
+    /// Reads `[first, end)` and runs the route over it again: the same events, in the same
+    /// order, as when the batch was first built (the route is fixed for a task's lifetime).
+    /// With `count`, updates the per-record metrics. Stops early only if the log no longer
+    /// holds the range (retention), which it logs.
+    pub(crate) async fn read_range(&self, first: i64, end: i64, count: bool) -> OpenBatch {
         let mut batch = OpenBatch::new(first, Instant::now());
         let mut position = first;
-        let (log, topic, p) = (self.shared.log.clone(), self.topic.clone(), self.partition);
+        let mut backoff = Backoff::new(
+            self.shared.options.retry_initial,
+            self.shared.options.retry_max,
+        );
         let max_bytes = self.shared.options.read_max_bytes;
         while position < end {
-            let records = self
-                .retry_log("re-reading an unfinished batch", || {
-                    log.read(&topic, p, position, max_bytes, Duration::ZERO)
-                })
+            let read = self
+                .shared
+                .log
+                .read(
+                    &self.topic,
+                    self.partition,
+                    position,
+                    max_bytes,
+                    Duration::ZERO,
+                )
                 .await;
-            if records.is_empty() {
-                break;
-            }
+            let records = match read {
+                Ok(records) if records.is_empty() => break,
+                Ok(records) => records,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "re-reading a batch failed; retrying");
+                    tokio::time::sleep(backoff.delay(None)).await;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, first, end, "the log no longer holds a batch being re-sent");
+                    break;
+                }
+            };
             for rec in records.into_iter().take_while(|r| r.offset < end) {
                 position = rec.offset + 1;
-                self.push(&mut batch, rec);
+                if count {
+                    self.push(&mut batch, rec);
+                } else {
+                    batch.push(&self.route, &self.topic, self.partition, rec);
+                }
             }
         }
         batch.last_offset = end - 1;
