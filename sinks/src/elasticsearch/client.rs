@@ -24,6 +24,16 @@ pub enum BulkReply {
     TooLarge,
 }
 
+/// One attempt's outcome.
+enum Attempt {
+    /// Final answer.
+    Done(BulkReply),
+    /// Transient: the reason and the server's `Retry-After`.
+    Retry(String, Option<Duration>),
+    /// Permanent.
+    Fail(SinkError),
+}
+
 enum Auth {
     None,
     Basic { user: String, password: String },
@@ -109,13 +119,7 @@ impl EsClient {
         body: &[u8],
     ) -> Result<(BulkReply, usize), SinkError> {
         let payload = if self.gzip {
-            let mut encoder =
-                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            encoder
-                .write_all(body)
-                .and_then(|()| encoder.finish())
-                .map(Bytes::from)
-                .map_err(|e| unavailable(format!("gzip failed: {e}"), None))?
+            gzip(body)?
         } else {
             Bytes::copy_from_slice(body)
         };
@@ -128,35 +132,10 @@ impl EsClient {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut request = self
-                .http
-                .post(&url)
-                .header(CONTENT_TYPE, "application/x-ndjson")
-                .body(payload.clone());
-            if self.gzip {
-                request = request.header(CONTENT_ENCODING, "gzip");
-            }
-            let (reason, retry_after) = match self.authorize(request).send().await {
-                Ok(response) => {
-                    let status = response.status();
-                    let retry_after = retry_after(response.headers().get(RETRY_AFTER));
-                    if status.is_success() {
-                        let bytes = response.bytes().await.map_err(|e| {
-                            unavailable(format!("reading _bulk response: {e}"), None)
-                        })?;
-                        return Ok((BulkReply::Ok(bytes), sent));
-                    }
-                    if status == StatusCode::PAYLOAD_TOO_LARGE {
-                        return Ok((BulkReply::TooLarge, sent));
-                    }
-                    let text = excerpt(response.text().await.unwrap_or_default());
-                    if !(status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error()) {
-                        return Err(config_error(format!("_bulk answered {status}: {text}")));
-                    }
-                    (format!("_bulk answered {status}: {text}"), retry_after)
-                }
-                Err(e) if e.is_builder() => return Err(config_error(format!("_bulk: {e}"))),
-                Err(e) => (format!("_bulk request failed: {}", error_chain(&e)), None),
+            let (reason, retry_after) = match self.attempt(&url, payload.clone()).await {
+                Attempt::Done(reply) => return Ok((reply, sent)),
+                Attempt::Fail(e) => return Err(e),
+                Attempt::Retry(reason, retry_after) => (reason, retry_after),
             };
             let delay = self.backoff(attempt).max(retry_after.unwrap_or_default());
             if attempt >= self.max_attempts || started.elapsed() + delay > self.budget {
@@ -168,6 +147,45 @@ impl EsClient {
             warn!(attempt, delay_ms = delay.as_millis() as u64, %reason, "retrying _bulk");
             add_retry(route, label);
             tokio::time::sleep(delay).await;
+        }
+    }
+
+    /// One POST of a `_bulk` body, classified.
+    async fn attempt(&self, url: &str, payload: Bytes) -> Attempt {
+        let mut request = self
+            .http
+            .post(url)
+            .header(CONTENT_TYPE, "application/x-ndjson")
+            .body(payload);
+        if self.gzip {
+            request = request.header(CONTENT_ENCODING, "gzip");
+        }
+        let response = match self.authorize(request).send().await {
+            Ok(response) => response,
+            Err(e) if e.is_builder() => return Attempt::Fail(config_error(format!("_bulk: {e}"))),
+            Err(e) => {
+                return Attempt::Retry(format!("_bulk request failed: {}", error_chain(&e)), None);
+            }
+        };
+        let status = response.status();
+        let retry_after = retry_after(response.headers().get(RETRY_AFTER));
+        if status.is_success() {
+            return match response.bytes().await {
+                Ok(bytes) => Attempt::Done(BulkReply::Ok(bytes)),
+                Err(e) => Attempt::Retry(format!("reading _bulk response: {e}"), None),
+            };
+        }
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            return Attempt::Done(BulkReply::TooLarge);
+        }
+        let reason = format!(
+            "_bulk answered {status}: {}",
+            excerpt(response.text().await.unwrap_or_default())
+        );
+        if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+            Attempt::Retry(reason, retry_after)
+        } else {
+            Attempt::Fail(config_error(reason))
         }
     }
 
@@ -200,6 +218,15 @@ impl EsClient {
             )),
         }
     }
+}
+
+fn gzip(body: &[u8]) -> Result<Bytes, SinkError> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder
+        .write_all(body)
+        .and_then(|()| encoder.finish())
+        .map(Bytes::from)
+        .map_err(|e| unavailable(format!("gzip failed: {e}"), None))
 }
 
 fn retry_after(value: Option<&HeaderValue>) -> Option<Duration> {

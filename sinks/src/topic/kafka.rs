@@ -12,7 +12,7 @@ use rdkafka::util::Timeout;
 use tracing::error;
 
 use crate::config::TopicConfig;
-use crate::{Batch, Delivery, SinkError};
+use crate::{Batch, Delivery, OutEvent, SinkError};
 
 const KIND: &str = "topic";
 
@@ -76,6 +76,28 @@ impl KafkaTarget {
             .clone()
     }
 
+    /// The record of an event (key kept, value = payload, `hw.*` headers) and its size.
+    fn record<'a>(&'a self, event: &'a OutEvent) -> (FutureRecord<'a, [u8], [u8]>, usize) {
+        let env = &event.envelope;
+        let mut bytes = env.payload.len() + event.key.as_ref().map_or(0, |k| k.len());
+        let mut headers = OwnedHeaders::new_with_capacity(8);
+        for (key, value) in env.to_headers() {
+            bytes += key.len() + value.len();
+            headers = headers.insert(Header {
+                key: &key,
+                value: Some(value.as_ref()),
+            });
+        }
+        let mut record = FutureRecord::to(&self.topic)
+            .payload(env.payload.as_ref())
+            .headers(headers)
+            .timestamp(env.received_at);
+        if let Some(key) = &event.key {
+            record = record.key(key.as_ref());
+        }
+        (record, bytes)
+    }
+
     async fn produce(
         &self,
         producer: &FutureProducer,
@@ -84,23 +106,8 @@ impl KafkaTarget {
         let mut pending = Vec::with_capacity(batch.events.len());
         let mut bytes = 0;
         for event in &batch.events {
-            let env = &event.envelope;
-            let mut headers = OwnedHeaders::new_with_capacity(8);
-            for (key, value) in env.to_headers() {
-                bytes += key.len() + value.len();
-                headers = headers.insert(Header {
-                    key: &key,
-                    value: Some(value.as_ref()),
-                });
-            }
-            bytes += env.payload.len() + event.key.as_ref().map_or(0, |k| k.len());
-            let mut record = FutureRecord::to(&self.topic)
-                .payload(env.payload.as_ref())
-                .headers(headers)
-                .timestamp(env.received_at);
-            if let Some(key) = &event.key {
-                record = record.key(key.as_ref());
-            }
+            let (mut record, size) = self.record(event);
+            bytes += size;
             loop {
                 match producer.send_result(record) {
                     Ok(future) => break pending.push(future),
