@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{batch, event, service, unique};
@@ -147,7 +147,8 @@ async fn overloaded_cluster_is_retried_with_backoff() {
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let proxy = tokio::spawn(common_proxy::serve(listener, upstream, 2));
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let proxy = tokio::spawn(common_proxy::serve(listener, upstream, 2, heads.clone()));
     let prefix = unique("hwtest-429");
     let cfg = ElasticsearchConfig {
         url: format!("http://{addr}"),
@@ -157,20 +158,93 @@ async fn overloaded_cluster_is_retried_with_backoff() {
     let delivery = sink.send(batch("search", 0, 5)).await.expect("send");
     assert!(delivery.is_complete());
     assert_eq!(refresh_and_count(&prefix).await, 5);
+    assert_eq!(
+        heads.lock().expect("heads").len(),
+        3,
+        "two 429s, then delivered"
+    );
     proxy.abort();
+}
+
+#[tokio::test]
+async fn credentials_are_sent() {
+    let upstream = service("HEADWATER_TEST_OPENSEARCH");
+    for (cfg, expected) in [
+        (
+            ElasticsearchConfig {
+                api_key: "a2V5OnNlY3JldA==".to_owned(),
+                ..config("unused")
+            },
+            "authorization: ApiKey a2V5OnNlY3JldA==",
+        ),
+        (
+            ElasticsearchConfig {
+                username: "user".to_owned(),
+                password: "pass".to_owned(),
+                ..config("unused")
+            },
+            "authorization: Basic dXNlcjpwYXNz",
+        ),
+    ] {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let proxy = tokio::spawn(common_proxy::serve(
+            listener,
+            upstream.clone(),
+            0,
+            heads.clone(),
+        ));
+        let prefix = unique("hwtest-auth");
+        let cfg = ElasticsearchConfig {
+            url: format!("http://{addr}"),
+            index: prefix,
+            ..cfg
+        };
+        let sink = ElasticsearchSink::new(&cfg).expect("sink");
+        assert!(
+            sink.send(batch("r", 0, 2))
+                .await
+                .expect("send")
+                .is_complete()
+        );
+        let heads = heads.lock().expect("heads").clone();
+        assert!(
+            heads
+                .iter()
+                .all(|h| h.lines().any(|l| l.eq_ignore_ascii_case(expected))),
+            "{heads:?}"
+        );
+        assert!(
+            heads
+                .iter()
+                .all(|h| h.to_ascii_lowercase().contains("content-encoding: gzip"))
+        );
+        proxy.abort();
+    }
 }
 
 /// A tiny HTTP/1.1 proxy that refuses the first `n` requests with 429.
 mod common_proxy {
+    use std::sync::{Arc, Mutex};
+
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
-    pub async fn serve(listener: TcpListener, upstream: String, mut refuse: usize) {
+    pub async fn serve(
+        listener: TcpListener,
+        upstream: String,
+        mut refuse: usize,
+        heads: Arc<Mutex<Vec<String>>>,
+    ) {
         let client = reqwest::Client::new();
         while let Ok((mut socket, _)) = listener.accept().await {
             let Some((head, body)) = read_request(&mut socket).await else {
                 continue;
             };
+            heads.lock().expect("heads").push(head.clone());
             let reply = if refuse > 0 {
                 refuse -= 1;
                 "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nretry-after: 0\r\n\
