@@ -7,7 +7,9 @@ use crate::error::LogError;
 /// The Kafka error code a log error answers with.
 pub(crate) fn code(error: &LogError) -> i16 {
     let kind = match error {
-        LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        LogError::UnknownTopic(_) | LogError::UnknownPartition { .. } => {
+            ResponseError::UnknownTopicOrPartition
+        }
         LogError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         LogError::Corrupt { .. } | LogError::InvalidBatch(_) => ResponseError::CorruptMessage,
         LogError::MessageTooLarge { .. } => ResponseError::MessageTooLarge,

@@ -68,10 +68,15 @@ pub(crate) async fn serve_connection(
 
 /// Decodes one frame, answers it, and encodes the response with its length prefix; `None`
 /// when the request wants no response (Produce with acks=0).
-async fn handle_frame(broker: &Broker, mut frame: Bytes, peer: SocketAddr) -> io::Result<Option<BytesMut>> {
+async fn handle_frame(
+    broker: &Broker,
+    mut frame: Bytes,
+    peer: SocketAddr,
+) -> io::Result<Option<BytesMut>> {
     let raw_key = (&frame[0..2]).get_i16();
     let version = (&frame[2..4]).get_i16();
-    let api_key = ApiKey::try_from(raw_key).map_err(|_| invalid(format!("unknown api key {raw_key}")))?;
+    let api_key =
+        ApiKey::try_from(raw_key).map_err(|_| invalid(format!("unknown api key {raw_key}")))?;
     let Some((min, max)) = versions::range(api_key) else {
         return Err(invalid(format!("api {api_key:?} is not served")));
     };
@@ -83,13 +88,19 @@ async fn handle_frame(broker: &Broker, mut frame: Bytes, peer: SocketAddr) -> io
             body.error_code = ResponseError::UnsupportedVersion.code();
             return encode(correlation_id, api_key, 0, &ResponseKind::ApiVersions(body)).map(Some);
         }
-        return Err(invalid(format!("{api_key:?} v{version} is not served (v{min}..=v{max})")));
+        return Err(invalid(format!(
+            "{api_key:?} v{version} is not served (v{min}..=v{max})"
+        )));
     }
     let header = RequestHeader::decode(&mut frame, api_key.request_header_version(version))
         .map_err(|e| invalid(format!("request header: {e}")))?;
-    let request =
-        RequestKind::decode(api_key, &mut frame, version).map_err(|e| invalid(format!("{api_key:?} v{version}: {e}")))?;
-    let client_id = header.client_id.as_ref().map_or("", |c| c.as_str()).to_owned();
+    let request = RequestKind::decode(api_key, &mut frame, version)
+        .map_err(|e| invalid(format!("{api_key:?} v{version}: {e}")))?;
+    let client_id = header
+        .client_id
+        .as_ref()
+        .map_or("", |c| c.as_str())
+        .to_owned();
     let response = dispatch(broker, request, version, &client_id, peer).await;
     match response {
         Some(body) => encode(header.correlation_id, api_key, version, &body).map(Some),
@@ -107,23 +118,40 @@ async fn dispatch(
     let response = match request {
         RequestKind::ApiVersions(_) => ResponseKind::ApiVersions(api_versions()),
         RequestKind::Metadata(r) => ResponseKind::Metadata(data::metadata(broker, r, version)),
-        RequestKind::Produce(r) => return data::produce(broker, r).await.map(ResponseKind::Produce),
+        RequestKind::Produce(r) => {
+            return data::produce(broker, r).await.map(ResponseKind::Produce);
+        }
         RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r).await),
         RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(broker, r)),
         RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(data::create_topics(broker, r)),
-        RequestKind::DeleteTopics(r) => ResponseKind::DeleteTopics(data::delete_topics(broker, r).await),
-        RequestKind::InitProducerId(r) => ResponseKind::InitProducerId(data::init_producer_id(broker, r)),
-        RequestKind::FindCoordinator(r) => ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version)),
-        RequestKind::JoinGroup(r) => {
-            ResponseKind::JoinGroup(broker.groups.join(r, version, client_id, &peer.ip().to_string()).await)
+        RequestKind::DeleteTopics(r) => {
+            ResponseKind::DeleteTopics(data::delete_topics(broker, r).await)
         }
+        RequestKind::InitProducerId(r) => {
+            ResponseKind::InitProducerId(data::init_producer_id(broker, r))
+        }
+        RequestKind::FindCoordinator(r) => {
+            ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
+        }
+        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
+            broker
+                .groups
+                .join(r, version, client_id, &peer.ip().to_string())
+                .await,
+        ),
         RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(broker.groups.sync(r).await),
         RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(broker.groups.heartbeat(r)),
         RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(broker.groups.leave(r, version)),
-        RequestKind::OffsetCommit(r) => ResponseKind::OffsetCommit(broker.groups.offset_commit(r).await),
-        RequestKind::OffsetFetch(r) => ResponseKind::OffsetFetch(broker.groups.offset_fetch(r, version)),
+        RequestKind::OffsetCommit(r) => {
+            ResponseKind::OffsetCommit(broker.groups.offset_commit(r).await)
+        }
+        RequestKind::OffsetFetch(r) => {
+            ResponseKind::OffsetFetch(broker.groups.offset_fetch(r, version))
+        }
         RequestKind::ListGroups(_) => ResponseKind::ListGroups(broker.groups.list_groups()),
-        RequestKind::DescribeGroups(r) => ResponseKind::DescribeGroups(broker.groups.describe_groups(r)),
+        RequestKind::DescribeGroups(r) => {
+            ResponseKind::DescribeGroups(broker.groups.describe_groups(r))
+        }
         other => {
             tracing::debug!(request = ?std::mem::discriminant(&other), "unserved request decoded");
             return None;
@@ -148,7 +176,12 @@ fn api_versions() -> ApiVersionsResponse {
     response
 }
 
-fn encode(correlation_id: i32, api_key: ApiKey, version: i16, body: &ResponseKind) -> io::Result<BytesMut> {
+fn encode(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> io::Result<BytesMut> {
     let mut out = BytesMut::with_capacity(256);
     out.put_i32(0);
     let mut header = ResponseHeader::default();

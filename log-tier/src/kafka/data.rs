@@ -9,13 +9,18 @@ use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::list_offsets_response::{ListOffsetsPartitionResponse, ListOffsetsTopicResponse};
-use kafka_protocol::messages::metadata_response::{MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic};
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
-    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse, FetchRequest,
-    FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
-    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
+    BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
+    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
+    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
@@ -25,20 +30,31 @@ use crate::engine::OffsetSpec;
 use crate::error::LogError;
 
 /// Metadata: this broker, and the requested topics (created on first use when allowed).
-pub(crate) fn metadata(broker: &Broker, request: MetadataRequest, version: i16) -> MetadataResponse {
+pub(crate) fn metadata(
+    broker: &Broker,
+    request: MetadataRequest,
+    version: i16,
+) -> MetadataResponse {
     let engine = &broker.engine;
     let node = broker.options.node_id;
     let names: Vec<(String, bool)> = match request.topics {
-        None => engine.topic_names().into_iter().map(|n| (n, false)).collect(),
-        Some(topics) if topics.is_empty() && version == 0 => {
-            engine.topic_names().into_iter().map(|n| (n, false)).collect()
-        }
+        None => engine
+            .topic_names()
+            .into_iter()
+            .map(|n| (n, false))
+            .collect(),
+        Some(topics) if topics.is_empty() && version == 0 => engine
+            .topic_names()
+            .into_iter()
+            .map(|n| (n, false))
+            .collect(),
         Some(topics) => topics
             .into_iter()
             .filter_map(|t| t.name.map(|n| (n.0.to_string(), true)))
             .collect(),
     };
-    let may_create = (version < 4 || request.allow_auto_topic_creation) && engine.config().auto_create_topics;
+    let may_create =
+        (version < 4 || request.allow_auto_topic_creation) && engine.config().auto_create_topics;
     let mut response = MetadataResponse::default();
     let mut me = MetadataResponseBroker::default();
     me.node_id = BrokerId(node);
@@ -103,7 +119,11 @@ pub(crate) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<
                 let result = if transactional {
                     Err(ResponseError::TransactionalIdAuthorizationFailed.code())
                 } else {
-                    broker.engine.append_batch(&name, index, records).await.map_err(|e| code(&e))
+                    broker
+                        .engine
+                        .append_batch(&name, index, records)
+                        .await
+                        .map_err(|e| code(&e))
                 };
                 (name, index, result)
             }
@@ -164,10 +184,15 @@ pub(crate) async fn fetch(broker: &Broker, request: FetchRequest) -> FetchRespon
         .collect();
     let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0));
     let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes).unwrap_or(usize::MAX).max(1);
+    let max_bytes = usize::try_from(request.max_bytes)
+        .unwrap_or(usize::MAX)
+        .max(1);
     let deadline = tokio::time::Instant::now() + max_wait;
     let mut answer = read_all(broker, &wanted, max_bytes);
-    while answer.bytes < min_bytes.max(1) && !answer.errors && tokio::time::Instant::now() < deadline {
+    while answer.bytes < min_bytes.max(1)
+        && !answer.errors
+        && tokio::time::Instant::now() < deadline
+    {
         let left = deadline - tokio::time::Instant::now();
         if wanted.is_empty() {
             tokio::time::sleep(left).await;
@@ -175,9 +200,18 @@ pub(crate) async fn fetch(broker: &Broker, request: FetchRequest) -> FetchRespon
         }
         // Wait for any partition's high watermark to move past what was just read (not the
         // fetch offset, which a partial read already passed), or the deadline.
-        let waits = wanted.iter().zip(&answer.marks).map(|((topic, partition, offset, _), mark)| {
-            Box::pin(broker.engine.wait_for_data(topic, *partition, (*offset).max(*mark), left))
-        });
+        let waits =
+            wanted
+                .iter()
+                .zip(&answer.marks)
+                .map(|((topic, partition, offset, _), mark)| {
+                    Box::pin(broker.engine.wait_for_data(
+                        topic,
+                        *partition,
+                        (*offset).max(*mark),
+                        left,
+                    ))
+                });
         let _ = futures::future::select_all(waits).await;
         answer = read_all(broker, &wanted, max_bytes);
     }
@@ -194,7 +228,11 @@ struct FetchAnswer {
     marks: Vec<i64>,
 }
 
-fn read_all(broker: &Broker, wanted: &[(String, i32, i64, usize)], max_bytes: usize) -> FetchAnswer {
+fn read_all(
+    broker: &Broker,
+    wanted: &[(String, i32, i64, usize)],
+    max_bytes: usize,
+) -> FetchAnswer {
     let mut answer = FetchAnswer {
         topics: Vec::new(),
         bytes: 0,
@@ -212,7 +250,10 @@ fn read_all(broker: &Broker, wanted: &[(String, i32, i64, usize)], max_bytes: us
             (*partition_max).min(max_bytes.saturating_sub(answer.bytes))
         };
         let read = if budget == 0 {
-            broker.engine.partition_offsets(topic, *partition).map(|o| (Bytes::new(), o.log_start, o.high_watermark))
+            broker
+                .engine
+                .partition_offsets(topic, *partition)
+                .map(|o| (Bytes::new(), o.log_start, o.high_watermark))
         } else {
             broker
                 .engine
@@ -301,15 +342,26 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest) -> Cr
         result.num_partitions = partitions as i32;
         result.replication_factor = 1;
         let outcome = if topic.replication_factor > 1 {
-            Err((ResponseError::InvalidReplicationFactor.code(), "a single node holds one replica".to_owned()))
+            Err((
+                ResponseError::InvalidReplicationFactor.code(),
+                "a single node holds one replica".to_owned(),
+            ))
         } else if topic.num_partitions == 0 {
-            Err((ResponseError::InvalidPartitions.code(), "at least one partition".to_owned()))
+            Err((
+                ResponseError::InvalidPartitions.code(),
+                "at least one partition".to_owned(),
+            ))
         } else if engine.partition_count(&name).is_some() {
-            Err((ResponseError::TopicAlreadyExists.code(), format!("topic {name} exists")))
+            Err((
+                ResponseError::TopicAlreadyExists.code(),
+                format!("topic {name} exists"),
+            ))
         } else if request.validate_only {
             crate::topic::check_name(&name).map_err(|e| (code(&e), e.to_string()))
         } else {
-            engine.create_topic_now(&name, partitions).map_err(|e| (code(&e), e.to_string()))
+            engine
+                .create_topic_now(&name, partitions)
+                .map_err(|e| (code(&e), e.to_string()))
         };
         if let Err((error_code, message)) = outcome {
             result.error_code = error_code;
@@ -321,7 +373,10 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest) -> Cr
 }
 
 /// DeleteTopics by name.
-pub(crate) async fn delete_topics(broker: &Broker, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub(crate) async fn delete_topics(
+    broker: &Broker,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     let mut names: Vec<TopicName> = request.topic_names;
     names.extend(request.topics.into_iter().filter_map(|t| t.name));
     let mut response = DeleteTopicsResponse::default();
@@ -340,7 +395,10 @@ pub(crate) async fn delete_topics(broker: &Broker, request: DeleteTopicsRequest)
 }
 
 /// InitProducerId for idempotent producers (transactions are not served).
-pub(crate) fn init_producer_id(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub(crate) fn init_producer_id(
+    broker: &Broker,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     response.ongoing_txn_producer_id = ProducerId(-1);
     response.ongoing_txn_producer_epoch = -1;
@@ -350,7 +408,10 @@ pub(crate) fn init_producer_id(broker: &Broker, request: InitProducerIdRequest) 
         response.producer_epoch = -1;
         return response;
     }
-    if request.producer_id.0 >= 0 && request.producer_epoch >= 0 && request.producer_epoch < i16::MAX {
+    if request.producer_id.0 >= 0
+        && request.producer_epoch >= 0
+        && request.producer_epoch < i16::MAX
+    {
         // A known producer re-initialising (KIP-360): same id, next epoch.
         response.producer_id = request.producer_id;
         response.producer_epoch = request.producer_epoch + 1;

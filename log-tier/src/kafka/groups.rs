@@ -12,13 +12,18 @@ use kafka_protocol::messages::find_coordinator_response::Coordinator as Coordina
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::leave_group_response::MemberResponse;
 use kafka_protocol::messages::list_groups_response::ListedGroup;
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{OffsetFetchResponsePartition, OffsetFetchResponseTopic};
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
+};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponsePartition, OffsetFetchResponseTopic,
+};
 use kafka_protocol::messages::{
-    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
-    GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse, LeaveGroupRequest,
-    LeaveGroupResponse, ListGroupsResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, SyncGroupRequest, SyncGroupResponse, TopicName,
+    BrokerId, DescribeGroupsRequest, DescribeGroupsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest,
+    JoinGroupResponse, LeaveGroupRequest, LeaveGroupResponse, ListGroupsResponse,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    SyncGroupRequest, SyncGroupResponse, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
@@ -120,7 +125,9 @@ impl Group {
     /// Completes the join phase when every member has rejoined: a new generation, a leader,
     /// and the member list for the leader.
     fn maybe_complete_join(&mut self) {
-        if self.state != State::PreparingRebalance || self.members.values().any(|m| m.join.is_none()) {
+        if self.state != State::PreparingRebalance
+            || self.members.values().any(|m| m.join.is_none())
+        {
             return;
         }
         if self.members.is_empty() {
@@ -172,10 +179,17 @@ impl Group {
 
     /// The leader's first protocol that every member supports.
     fn choose_protocol(&self, leader: &str) -> Option<String> {
-        let candidates = self.members.get(leader)?.protocols.iter().map(|(n, _)| n.clone());
-        candidates
-            .into_iter()
-            .find(|name| self.members.values().all(|m| m.protocols.iter().any(|(n, _)| n == name)))
+        let candidates = self
+            .members
+            .get(leader)?
+            .protocols
+            .iter()
+            .map(|(n, _)| n.clone());
+        candidates.into_iter().find(|name| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
     }
 }
 
@@ -228,11 +242,14 @@ impl Coordinator {
                     group.pending.insert(member_id.clone());
                     return error_join(&member_id, ResponseError::MemberIdRequired);
                 }
-            } else if !group.members.contains_key(&member_id) && !group.pending.contains(&member_id) {
+            } else if !group.members.contains_key(&member_id) && !group.pending.contains(&member_id)
+            {
                 return error_join(&member_id, ResponseError::UnknownMemberId);
             }
             let protocol_type = request.protocol_type.to_string();
-            if !group.members.is_empty() && group.protocol_type.as_deref() != Some(protocol_type.as_str()) {
+            if !group.members.is_empty()
+                && group.protocol_type.as_deref() != Some(protocol_type.as_str())
+            {
                 return error_join(&member_id, ResponseError::InconsistentGroupProtocol);
             }
             group.pending.remove(&member_id);
@@ -243,7 +260,12 @@ impl Coordinator {
                 client_host: client_host.to_owned(),
                 instance_id: request.group_instance_id.clone(),
                 session_timeout: Duration::from_millis(request.session_timeout_ms.max(1) as u64),
-                rebalance_timeout: Duration::from_millis(request.rebalance_timeout_ms.max(request.session_timeout_ms).max(1) as u64),
+                rebalance_timeout: Duration::from_millis(
+                    request
+                        .rebalance_timeout_ms
+                        .max(request.session_timeout_ms)
+                        .max(1) as u64,
+                ),
                 protocols: request
                     .protocols
                     .iter()
@@ -254,10 +276,9 @@ impl Coordinator {
                 join: Some((tx, version)),
                 sync: None,
             };
-            if let Some(old) = group.members.insert(member_id.clone(), member) {
-                if let Some((old_tx, _)) = old.join {
-                    let _ = old_tx.send(error_join(&member_id, ResponseError::UnknownMemberId));
-                }
+            let replaced = group.members.insert(member_id.clone(), member);
+            if let Some((old_tx, _)) = replaced.and_then(|old| old.join) {
+                let _ = old_tx.send(error_join(&member_id, ResponseError::UnknownMemberId));
             }
             group.prepare_rebalance();
             group.maybe_complete_join();
@@ -293,11 +314,17 @@ impl Coordinator {
                 let mut response = SyncGroupResponse::default();
                 response.protocol_type = group.protocol_type.clone().map(StrBytes::from_string);
                 response.protocol_name = group.protocol.clone().map(StrBytes::from_string);
-                response.assignment = group.members.get(id).map(|m| m.assignment.clone()).unwrap_or_default();
+                response.assignment = group
+                    .members
+                    .get(id)
+                    .map(|m| m.assignment.clone())
+                    .unwrap_or_default();
                 response
             };
             match group.state {
-                State::Empty | State::PreparingRebalance => return error(ResponseError::RebalanceInProgress),
+                State::Empty | State::PreparingRebalance => {
+                    return error(ResponseError::RebalanceInProgress);
+                }
                 State::Stable => return answer(group, &member_id),
                 State::CompletingRebalance => {}
             }
@@ -404,10 +431,13 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
-                .filter(|(_, m)| m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+                .filter(|(_, m)| {
+                    m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                })
                 .map(|(id, _)| id.clone())
                 .collect();
-            let overdue = group.state == State::PreparingRebalance && group.rebalance_deadline.is_some_and(|d| now >= d);
+            let overdue = group.state == State::PreparingRebalance
+                && group.rebalance_deadline.is_some_and(|d| now >= d);
             let missing: Vec<String> = if overdue {
                 group
                     .members
@@ -443,8 +473,12 @@ impl Coordinator {
                 Some(group) if !group.members.contains_key(request.member_id.as_str()) => {
                     Some(ResponseError::UnknownMemberId)
                 }
-                Some(group) if group.generation != generation => Some(ResponseError::IllegalGeneration),
-                Some(group) if group.state == State::CompletingRebalance => Some(ResponseError::RebalanceInProgress),
+                Some(group) if group.generation != generation => {
+                    Some(ResponseError::IllegalGeneration)
+                }
+                Some(group) if group.state == State::CompletingRebalance => {
+                    Some(ResponseError::RebalanceInProgress)
+                }
                 Some(_) => None,
             }
         };
@@ -459,7 +493,12 @@ impl Coordinator {
                     Some(error) => error.code(),
                     None => match self
                         .engine
-                        .commit_offset(&group_id, topic.name.0.as_str(), p.partition_index, p.committed_offset)
+                        .commit_offset(
+                            &group_id,
+                            topic.name.0.as_str(),
+                            p.partition_index,
+                            p.committed_offset,
+                        )
                         .await
                     {
                         Ok(()) => 0,
@@ -474,7 +513,11 @@ impl Coordinator {
     }
 
     /// OffsetFetch (v1–v7): the committed offsets, -1 where none.
-    pub(crate) fn offset_fetch(&self, request: OffsetFetchRequest, _version: i16) -> OffsetFetchResponse {
+    pub(crate) fn offset_fetch(
+        &self,
+        request: OffsetFetchRequest,
+        _version: i16,
+    ) -> OffsetFetchResponse {
         let group = request.group_id.0.to_string();
         let wanted: Vec<(String, Vec<i32>)> = match request.topics {
             Some(topics) => topics
@@ -496,7 +539,10 @@ impl Coordinator {
             for partition in partitions {
                 let mut p = OffsetFetchResponsePartition::default();
                 p.partition_index = partition;
-                p.committed_offset = self.engine.committed_offset(&group, &topic, partition).unwrap_or(-1);
+                p.committed_offset = self
+                    .engine
+                    .committed_offset(&group, &topic, partition)
+                    .unwrap_or(-1);
                 p.committed_leader_epoch = -1;
                 p.metadata = Some(StrBytes::from_static_str(""));
                 out.partitions.push(p);
@@ -512,7 +558,12 @@ impl Coordinator {
         for (id, group) in self.lock().iter() {
             let mut listed = ListedGroup::default();
             listed.group_id = GroupId(StrBytes::from_string(id.clone()));
-            listed.protocol_type = StrBytes::from_string(group.protocol_type.clone().unwrap_or_else(|| "consumer".to_owned()));
+            listed.protocol_type = StrBytes::from_string(
+                group
+                    .protocol_type
+                    .clone()
+                    .unwrap_or_else(|| "consumer".to_owned()),
+            );
             listed.group_state = StrBytes::from_static_str(group.state.name());
             listed.group_type = StrBytes::from_static_str("classic");
             response.groups.push(listed);
@@ -532,8 +583,10 @@ impl Coordinator {
                 None => described.group_state = StrBytes::from_static_str("Dead"),
                 Some(group) => {
                     described.group_state = StrBytes::from_static_str(group.state.name());
-                    described.protocol_type = StrBytes::from_string(group.protocol_type.clone().unwrap_or_default());
-                    described.protocol_data = StrBytes::from_string(group.protocol.clone().unwrap_or_default());
+                    described.protocol_type =
+                        StrBytes::from_string(group.protocol_type.clone().unwrap_or_default());
+                    described.protocol_data =
+                        StrBytes::from_string(group.protocol.clone().unwrap_or_default());
                     described.members = group
                         .members
                         .iter()
@@ -562,7 +615,11 @@ impl Coordinator {
 }
 
 /// FindCoordinator: this broker coordinates every group.
-pub(crate) fn find_coordinator(broker: &Broker, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+pub(crate) fn find_coordinator(
+    broker: &Broker,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
     let mut response = FindCoordinatorResponse::default();
     let host = StrBytes::from_string(broker.options.advertised_host.clone());
     let node = BrokerId(broker.options.node_id);
@@ -592,7 +649,9 @@ pub(crate) async fn reap_expired_members(broker: Weak<Broker>) {
     let mut ticker = tokio::time::interval(REAP_EVERY);
     loop {
         ticker.tick().await;
-        let Some(broker) = broker.upgrade() else { return };
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
         broker.groups.reap();
     }
 }
