@@ -133,7 +133,7 @@ fn main() -> ExitCode {
         Command::Gateway(_) => not_built(
             "`headwater gateway` (collectors without the embedded log) needs the Kafka-protocol log tier",
         ),
-        Command::LogNode(_) => not_built("`headwater log-node` needs the Kafka-protocol listener"),
+        Command::LogNode(ref flags) => run_part(&cli, flags, Part::LogNode),
         Command::Router(_) => not_built("`headwater router` needs the router and sinks"),
         Command::Routes(RoutesCommand::Check { .. }) => {
             not_built("`headwater routes check` needs the router's rule parser")
@@ -144,6 +144,7 @@ fn main() -> ExitCode {
 
 enum Part {
     Serve,
+    LogNode,
 }
 
 fn run_part(cli: &Cli, flags: &PartFlags, part: Part) -> ExitCode {
@@ -171,6 +172,7 @@ fn run_part(cli: &Cli, flags: &PartFlags, part: Part) -> ExitCode {
     };
     let result = match part {
         Part::Serve => runtime.block_on(serve::serve(config)),
+        Part::LogNode => runtime.block_on(serve::log_node(config)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,16 +1,19 @@
 //! Running the parts: `headwater serve` composes the gateway with the embedded log tier.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use headwater_gateway::{
-    AppState, Collector, CollectorParts, Readiness, ReadinessFuture, SchemaRegistry, ServeOptions,
+    AppState, Collector, CollectorParts, OpsState, Readiness, ReadinessFuture, SchemaRegistry,
+    ServeOptions,
 };
 use headwater_log::{Log, LogEngine};
 use headwater_schemas::LoadOptions;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::Config;
 
@@ -37,20 +40,82 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     text
 }
 
+/// The embedded log, opened (and recovered) on a blocking thread.
+async fn open_log(config: &Config) -> anyhow::Result<Arc<LogEngine>> {
+    let log_dir = config.data_dir.join("log");
+    let log_config = config.log.clone();
+    let dir = log_dir.clone();
+    tokio::task::spawn_blocking(move || LogEngine::open(&dir, log_config))
+        .await
+        .context("log recovery panicked")?
+        .with_context(|| format!("opening the log in {}", log_dir.display()))
+}
+
+/// A running Kafka-protocol listener.
+struct KafkaListener {
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Binds `log.kafka_listen` and serves the Kafka protocol until `stop` flips.
+async fn start_kafka(
+    config: &Config,
+    engine: Arc<LogEngine>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<KafkaListener> {
+    let listener = TcpListener::bind(&config.log.kafka_listen)
+        .await
+        .with_context(|| format!("binding log.kafka_listen {}", config.log.kafka_listen))?;
+    let bound = listener.local_addr()?;
+    let advertised = match &config.log.advertised_listener {
+        Some(addr) => addr
+            .parse::<SocketAddr>()
+            .with_context(|| format!("log.advertised_listener `{addr}` is not host:port"))?,
+        None if bound.ip().is_unspecified() => anyhow::bail!(
+            "log.kafka_listen {bound} binds every interface: set log.advertised_listener to the \
+             address Kafka clients should connect to"
+        ),
+        None => bound,
+    };
+    let options = headwater_log::kafka::KafkaOptions::advertising(advertised);
+    let task = tokio::spawn(headwater_log::kafka::serve(engine, listener, options, stop));
+    Ok(KafkaListener { task })
+}
+
+impl KafkaListener {
+    async fn stopped(self) -> anyhow::Result<()> {
+        self.task
+            .await
+            .context("kafka listener panicked")?
+            .context("kafka listener")
+    }
+}
+
+/// SIGTERM/SIGINT flips the returned channel, so every listener stops together.
+fn shutdown_channel() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = tx.send(true);
+    });
+    rx
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// `headwater serve`: everything in one process.
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     // The recorder first: the log registers its partitions' metric handles when it opens.
     let metrics = headwater_gateway::metrics::install();
-    let log_dir = config.data_dir.join("log");
-    let log_config = config.log.clone();
-    let engine = {
-        let dir = log_dir.clone();
-        tokio::task::spawn_blocking(move || LogEngine::open(&dir, log_config))
-            .await
-            .context("log recovery panicked")?
-            .with_context(|| format!("opening the log in {}", log_dir.display()))?
-    };
+    let engine = open_log(&config).await?;
     let log: Arc<dyn Log> = engine.clone();
+    let shutdown = shutdown_channel();
+    let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
     let schemas = Arc::new(load_schemas(&config).await?);
     schemas.clone().watch(SCHEMA_POLL);
     tokio::spawn(reload_on_sighup(schemas.clone()));
@@ -72,28 +137,67 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
     tracing::info!(
         addr = %listener.local_addr()?,
+        kafka = %config.log.kafka_listen,
         data_dir = %config.data_dir.display(),
-        "headwater serving POST /v1/events, /healthz, /readyz and /metrics"
+        "headwater serving ingest on HTTP/gRPC and the Kafka protocol"
     );
-    tracing::warn!(
-        "this build has no Kafka listener or router yet: events stay in the embedded log"
-    );
+    tracing::warn!("this build has no router yet: events stay in the embedded log");
+    let options = serve_options(&config)?;
+    let served =
+        headwater_gateway::serve(listener, router, stopped(shutdown.clone()), options).await;
+    let kafka_stopped = kafka.stopped().await;
+    let closed = engine.close().await;
+    served.context("serving HTTP")?;
+    kafka_stopped?;
+    closed.context("flushing the log on shutdown")?;
+    tracing::info!("stopped: log flushed");
+    Ok(())
+}
+
+/// `headwater log-node`: the log tier alone, serving the Kafka protocol, with `/healthz`,
+/// `/readyz` and `/metrics` on the HTTP port.
+pub async fn log_node(config: Config) -> anyhow::Result<()> {
+    let metrics = headwater_gateway::metrics::install();
+    let engine = open_log(&config).await?;
+    let shutdown = shutdown_channel();
+    let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
+    let ops = headwater_gateway::ops_app(OpsState {
+        metrics,
+        readiness: Arc::new(LogReadiness {
+            log: engine.clone(),
+        }),
+    });
+    let listener = TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
+    tracing::info!(kafka = %config.log.kafka_listen, ops = %listener.local_addr()?, "log node serving");
+    let served = headwater_gateway::serve(
+        listener,
+        ops,
+        stopped(shutdown.clone()),
+        serve_options(&config)?,
+    )
+    .await;
+    let kafka_stopped = kafka.stopped().await;
+    let closed = engine.close().await;
+    served.context("serving HTTP")?;
+    kafka_stopped?;
+    closed.context("flushing the log on shutdown")?;
+    tracing::info!("stopped: log flushed");
+    Ok(())
+}
+
+fn serve_options(config: &Config) -> anyhow::Result<ServeOptions> {
     let tls = if config.gateway.tls.enabled() {
         Some(headwater_gateway::tls::server_config(&config.gateway.tls).context("gateway.tls")?)
     } else {
         None
     };
-    let options = ServeOptions {
+    Ok(ServeOptions {
         header_read_timeout: Duration::from_millis(config.gateway.header_read_timeout_ms),
         grace: Duration::from_millis(config.gateway.shutdown_grace_ms),
         tls,
-    };
-    let served = headwater_gateway::serve(listener, router, shutdown_signal(), options).await;
-    let closed = engine.close().await;
-    served.context("serving HTTP")?;
-    closed.context("flushing the log on shutdown")?;
-    tracing::info!("stopped: log flushed");
-    Ok(())
+    })
 }
 
 /// How often the schema directory is checked for changes.

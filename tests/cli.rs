@@ -81,7 +81,6 @@ fn config_check_of_a_missing_file_says_so() {
 fn parts_not_built_yet_say_so_and_exit_non_zero() {
     for args in [
         &["gateway"][..],
-        &["log-node"],
         &["router"],
         &["routes", "check", "config/routes.yaml"],
     ] {

@@ -57,6 +57,35 @@ pub struct AppState {
     pub schemas: Option<Arc<SchemaRegistry>>,
 }
 
+/// What the operational endpoints need: a part without ingest (a log node) serves them too.
+#[derive(Clone)]
+pub struct OpsState {
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Answers `/readyz`.
+    pub readiness: Arc<dyn Readiness>,
+}
+
+impl axum::extract::FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            metrics: state.metrics.clone(),
+            readiness: state.readiness.clone(),
+        }
+    }
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics`, for parts that take no events over HTTP.
+pub fn ops_app(state: OpsState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(TraceLayer::new_for_http())
+}
+
 /// Builds the gateway's router: `/healthz`, `/readyz`, `/metrics` and the ingest endpoints.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
     let max_in_flight =
@@ -224,7 +253,7 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
+async fn readyz(State(state): State<OpsState>) -> Response {
     match state.readiness.check().await {
         Ok(()) => (StatusCode::OK, Json(json!({"status": "ready"}))).into_response(),
         Err(reason) => {
@@ -242,7 +271,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+async fn metrics(State(state): State<OpsState>) -> Response {
     state.metrics.run_upkeep();
     (
         [(

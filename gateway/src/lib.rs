@@ -22,7 +22,7 @@ pub mod validate;
 pub use collector::{Collector, CollectorParts};
 pub use config::{GatewayConfig, Limits};
 pub use error::IngestError;
-pub use http::{AppState, Readiness, ReadinessFuture, app};
+pub use http::{AppState, OpsState, Readiness, ReadinessFuture, app, ops_app};
 pub use registry::SchemaRegistry;
 pub use server::{ServeOptions, serve};
 pub use validate::{AcceptAll, Validate, Verdict};

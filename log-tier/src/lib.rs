@@ -23,6 +23,7 @@ pub mod error;
 mod fault;
 mod flush;
 pub mod index;
+pub mod kafka;
 pub mod log;
 mod log_impl;
 mod memory;
