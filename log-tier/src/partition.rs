@@ -21,6 +21,9 @@ use crate::producer::{Check, ProducerStates};
 use crate::recovery;
 use crate::segment::Segment;
 
+/// Cap of one read, whatever `max_bytes` asks (Kafka's broker caps fetches similarly).
+pub const MAX_READ_BYTES: usize = 64 << 20;
+
 /// A point in the log: the offset after the last record and where its bytes end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LogPoint {
@@ -335,7 +338,7 @@ impl Partition {
         let Some(position) = segment.find_position(offset, limit)? else {
             return Ok(Bytes::new());
         };
-        let bytes = segment.read_batches(position, limit, max_bytes)?;
+        let bytes = segment.read_batches(position, limit, max_bytes.min(MAX_READ_BYTES))?;
         self.metrics.read_bytes.increment(bytes.len() as u64);
         Ok(bytes)
     }
