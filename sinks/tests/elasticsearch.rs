@@ -226,21 +226,121 @@ async fn credentials_are_sent() {
     }
 }
 
+#[tokio::test]
+async fn https_with_a_private_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca =
+        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
+    let server_key = KeyPair::generate().expect("key");
+    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&server_key, &ca)
+        .expect("server cert");
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+
+    let certs = vec![server.der().clone()];
+    let key =
+        rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).expect("key der");
+    let tls = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
+
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let heads = Arc::new(Mutex::new(Vec::new()));
+    let upstream = service("HEADWATER_TEST_OPENSEARCH");
+    let proxy = tokio::spawn(common_proxy::serve_with(
+        listener,
+        Some(acceptor),
+        upstream,
+        0,
+        heads.clone(),
+    ));
+    let index = unique("hwtest-tls");
+    let base = ElasticsearchConfig {
+        url: format!("https://{addr}"),
+        max_attempts: 1,
+        ..config(&index)
+    };
+
+    // Without the CA the server is not trusted: a connection error, so `Unavailable`.
+    let untrusted = ElasticsearchSink::new(&base).expect("sink");
+    let err = untrusted
+        .send(batch("r", 0, 2))
+        .await
+        .expect_err("untrusted");
+    assert!(err.is_retryable(), "{err}");
+
+    let mut trusted = base.clone();
+    trusted.tls.ca_file = ca_file.display().to_string();
+    let sink = ElasticsearchSink::new(&trusted).expect("sink");
+    assert!(
+        sink.send(batch("r", 0, 3))
+            .await
+            .expect("send")
+            .is_complete()
+    );
+    assert_eq!(refresh_and_count(&index).await, 3);
+
+    let mut insecure = base;
+    insecure.tls.insecure_skip_verify = true;
+    let sink = ElasticsearchSink::new(&insecure).expect("sink");
+    assert!(
+        sink.send(batch("r", 3, 2))
+            .await
+            .expect("send")
+            .is_complete()
+    );
+    assert_eq!(refresh_and_count(&index).await, 5);
+    proxy.abort();
+}
+
 /// A tiny HTTP/1.1 proxy that refuses the first `n` requests with 429.
 mod common_proxy {
     use std::sync::{Arc, Mutex};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpListener;
+    use tokio_rustls::TlsAcceptor;
+
+    pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+    impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
     pub async fn serve(
         listener: TcpListener,
+        upstream: String,
+        refuse: usize,
+        heads: Arc<Mutex<Vec<String>>>,
+    ) {
+        serve_with(listener, None, upstream, refuse, heads).await;
+    }
+
+    /// [`serve`], over TLS when `tls` is given.
+    pub async fn serve_with(
+        listener: TcpListener,
+        tls: Option<TlsAcceptor>,
         upstream: String,
         mut refuse: usize,
         heads: Arc<Mutex<Vec<String>>>,
     ) {
         let client = reqwest::Client::new();
-        while let Ok((mut socket, _)) = listener.accept().await {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let mut socket: Box<dyn Stream> = match &tls {
+                None => Box::new(tcp),
+                Some(acceptor) => match acceptor.accept(tcp).await {
+                    Ok(stream) => Box::new(stream),
+                    Err(_) => continue,
+                },
+            };
             let Some((head, body)) = read_request(&mut socket).await else {
                 continue;
             };
@@ -273,10 +373,11 @@ mod common_proxy {
                 out
             };
             let _ = socket.write_all(&reply).await;
+            let _ = socket.shutdown().await;
         }
     }
 
-    async fn read_request(socket: &mut tokio::net::TcpStream) -> Option<(String, Vec<u8>)> {
+    async fn read_request(socket: &mut Box<dyn Stream>) -> Option<(String, Vec<u8>)> {
         let mut buf = Vec::new();
         let mut chunk = [0u8; 8192];
         loop {
