@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use headwater_log::{Header, Log, Record};
+use headwater_log::{Header, Log, MemoryLog, Record};
 use headwater_router::{
     Router, RouterHandle, RouterOptions, RouterParts, SinkFactory, SinkSpec, check_routes,
 };
@@ -24,6 +24,8 @@ pub enum Action {
     Fail,
     /// Never answer (a hung destination, or a crash in the middle of a send).
     Block,
+    /// Panic (a bug in a sink).
+    Panic,
 }
 
 type Script = Box<dyn FnMut(&Batch, usize) -> Action + Send>;
@@ -111,6 +113,7 @@ impl headwater_sinks::Sink for TestSink {
                 reason: "scripted failure".into(),
                 retry_after: None,
             }),
+            Action::Panic => panic!("scripted sink panic"),
             Action::Block => {
                 self.blocked.notify_one();
                 std::future::pending().await
@@ -259,4 +262,38 @@ pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// One route, `lake`, reading `events` into a test sink.
+pub const LAKE: &str =
+    "routes:\n  - name: lake\n    source: {topics: [events]}\n    sinks: [{type: test}]\n";
+
+pub async fn read_all(log: &MemoryLog, topic: &str) -> Vec<headwater_log::StoredRecord> {
+    let mut out = Vec::new();
+    for p in 0..log.partitions(topic).await.unwrap() as i32 {
+        out.extend(
+            log.read(topic, p, 0, 1 << 20, Duration::ZERO)
+                .await
+                .unwrap(),
+        );
+    }
+    out
+}
+
+pub async fn log_with(partitions: u32) -> Arc<MemoryLog> {
+    let log = Arc::new(MemoryLog::default());
+    log.create_topic("events", partitions).await.unwrap();
+    log
+}
+
+pub fn events(n: usize) -> Vec<headwater_schemas::Envelope> {
+    (0..n)
+        .map(|i| {
+            event(
+                i,
+                "playback.start",
+                serde_json::json!({"i": i, "title": "t", "extra": {"k": i % 3}}),
+            )
+        })
+        .collect()
 }
