@@ -363,3 +363,21 @@ async fn a_route_with_two_sinks_commits_only_when_both_confirmed() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dead_letter_topic_is_created_when_the_log_does_not_auto_create() {
+    let config = headwater_log::LogConfig {
+        auto_create_topics: false,
+        ..headwater_log::LogConfig::default()
+    };
+    let log = Arc::new(headwater_log::MemoryLog::new(config));
+    log.create_topic("events", 1).await.unwrap();
+    let router = start(&log, LAKE, &Sinks::default(), options()).await;
+    assert!(
+        log.list_topics()
+            .await
+            .unwrap()
+            .contains(&DLQ_TOPIC.to_owned())
+    );
+    router.shutdown().await;
+}

@@ -150,6 +150,7 @@ impl Router {
             running: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         };
+        handle.ensure_dlq().await;
         handle.reload(parts.routes).await?;
         Ok(handle)
     }
@@ -220,6 +221,18 @@ impl RouterHandle {
         let timeout = self.shared.options.shutdown_timeout;
         let all: Vec<RouteTasks> = running.drain().map(|(_, rt)| rt).collect();
         futures::future::join_all(all.into_iter().map(|rt| stop_route(rt, timeout))).await;
+    }
+
+    /// Makes sure the dead-letter topic exists (creating it with one partition when the log
+    /// does not auto-create topics), so a refused event never waits on a missing topic.
+    async fn ensure_dlq(&self) {
+        let (log, dlq) = (&self.shared.log, &self.shared.options.dlq_topic);
+        if log.partitions(dlq).await.is_ok() {
+            return;
+        }
+        if let Err(e) = log.create_topic(dlq, 1).await {
+            tracing::warn!(topic = %dlq, error = %e, "cannot create the dead-letter topic; dead letters will wait for it");
+        }
     }
 
     /// Whether [`RouterHandle::shutdown`] was called.
