@@ -144,7 +144,8 @@ pub struct SinkSpec {
     pub route: Arc<str>,
     /// Sink kind, the `type` key (`s3`, `elasticsearch`, `topic`…).
     pub kind: String,
-    /// Metric label: the kind, with `#2`, `#3`… when a route has several of one kind.
+    /// Metric label: the sink's `name` if it has one, else the kind, with `#2`, `#3`… when a
+    /// route has several of one kind. Unique within the route.
     pub label: String,
     /// The whole mapping as written, `type` included.
     pub spec: yaml_serde::Value,

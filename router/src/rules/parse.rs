@@ -302,12 +302,28 @@ fn parse_sinks(
         let Some(kind) = ctx.string(kind_value, &key(&p, "type"), "`type`") else {
             continue;
         };
-        let same = out.iter().filter(|s| s.kind == kind).count();
-        let label = if same == 0 {
-            kind.clone()
-        } else {
-            format!("{kind}#{}", same + 1)
+        let named = entries
+            .iter()
+            .find(|(k, _)| *k == "name")
+            .and_then(|(_, v)| v.as_str())
+            .filter(|n| !n.is_empty());
+        let label = match named {
+            Some(name) => name.to_owned(),
+            None => (1..)
+                .map(|n| match n {
+                    1 => kind.clone(),
+                    n => format!("{kind}#{n}"),
+                })
+                .find(|l| !out.iter().any(|s| s.label == *l))
+                .unwrap_or_default(),
         };
+        if out.iter().any(|s| s.label == label) {
+            ctx.err(
+                &p,
+                format!("two sinks of this route are called `{label}`: give them distinct `name`s"),
+            );
+            continue;
+        }
         let spec = SinkSpec {
             route: Arc::clone(route),
             kind,

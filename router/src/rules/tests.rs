@@ -274,6 +274,35 @@ fn sink_specs_keep_their_settings_and_labels() {
         s[0].spec.get("prefix").and_then(|v| v.as_str()),
         Some("lake")
     );
+    let named = "routes:\n  - name: r\n    source: {topics: [events]}\n    sinks:\n      - {type: s3, name: archive}\n      - {type: s3}\n      - {type: s3, name: s3}\n";
+    let p: Vec<String> = check_routes(named)
+        .unwrap_err()
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        p,
+        ["7:9: two sinks of this route are called `s3`: give them distinct `name`s"]
+    );
+}
+
+#[test]
+fn shipped_sink_specs_are_valid_sink_configs() {
+    use headwater_sinks::config::SinkConfig;
+    let check = |s: &SinkSpec| {
+        let config: SinkConfig =
+            yaml_serde::from_value(s.spec.clone()).map_err(|e| e.to_string())?;
+        match config.validate("sink").as_slice() {
+            [] => Ok(()),
+            problems => Err(format!("{problems:?}")),
+        }
+    };
+    let text = include_str!("../../../config/routes.yaml");
+    check_routes_with(text, &check).unwrap_or_else(|p| panic!("{p:?}"));
+    let bad = "routes:\n  - name: r\n    source: {topics: [events]}\n    sinks:\n      - {type: s3, buckit: x}\n";
+    let p = check_routes_with(bad, &check).unwrap_err();
+    assert_eq!((p[0].line, p[0].column), (5, 9));
+    assert!(p[0].message.contains("buckit"), "{}", p[0].message);
 }
 
 fn arb_json() -> impl Strategy<Value = Json> {
