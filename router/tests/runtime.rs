@@ -381,3 +381,37 @@ async fn the_dead_letter_topic_is_created_when_the_log_does_not_auto_create() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_picks_up_a_topic_that_gained_partitions() {
+    let log = Arc::new(headwater_log::MemoryLog::default());
+    log.create_topic("events", 1).await.unwrap();
+    let sinks = Sinks::default();
+    let yaml = "routes:\n  - {name: lake, source: {topics: [events, later]}, batch: {max_age_ms: 50}, sinks: [{type: test}]}\n";
+    let router = start(&log, yaml, &sinks, options()).await;
+    // `later` was auto-created with the default partition count; recreate it bigger.
+    log.delete_topic("later").await.unwrap();
+    log.create_topic("later", 6).await.unwrap();
+    router.reload((*router.routes()).clone()).await.unwrap();
+    assert_eq!(
+        sinks.built.lock().unwrap().len(),
+        2,
+        "restarted for the new partitions"
+    );
+    let mut e = event(1, "x", json!({}));
+    e.source = "s".into();
+    let mut rec = record(&e);
+    rec.partition = Some(5);
+    log.append("later", vec![rec]).await.unwrap();
+    eventually("partition 5 routed", async || {
+        log.committed("router.lake", "later", 5).await.unwrap() == Some(1)
+    })
+    .await;
+    router.reload((*router.routes()).clone()).await.unwrap();
+    assert_eq!(
+        sinks.built.lock().unwrap().len(),
+        2,
+        "nothing changed: untouched"
+    );
+    router.shutdown().await;
+}

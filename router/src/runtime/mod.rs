@@ -120,6 +120,7 @@ pub(crate) struct Shared {
 /// The running tasks of one route. Dropping it aborts them (a crash: nothing flushed).
 struct RouteTasks {
     route: Arc<Route>,
+    partitions: Vec<(Arc<str>, i32)>,
     sinks: Arc<[RouteSink]>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -173,8 +174,10 @@ impl RouterHandle {
     }
 
     /// Swaps in new routes: new routes start, removed ones stop gracefully, changed ones
-    /// restart, unchanged ones keep running untouched. Sinks and partitions of the new routes
-    /// are resolved first: if any fails, nothing changes and the error is returned.
+    /// restart, unchanged ones keep running untouched — unless a topic they read gained
+    /// partitions: then they restart to read them too (`reload((*handle.routes()).clone())`
+    /// picks up new partitions). Sinks and partitions of the new routes are resolved first:
+    /// if any fails, nothing changes and the error is returned.
     pub async fn reload(&self, routes: Routes) -> Result<(), RouterError> {
         let mut running = self.running.lock().await;
         if self.is_shut_down() {
@@ -182,9 +185,12 @@ impl RouterHandle {
         }
         let mut starting = Vec::new();
         for route in &routes.routes {
-            let same = running
-                .get(&route.name)
-                .is_some_and(|rt| rt.route.definition == route.definition);
+            let same = match running.get(&route.name) {
+                Some(rt) if rt.route.definition == route.definition => {
+                    self.discover(route).await? == rt.partitions
+                }
+                _ => false,
+            };
             if !same {
                 starting.push(self.prepare(route).await?);
             }
@@ -257,6 +263,12 @@ impl RouterHandle {
                 metrics: SinkMetrics::new(&route.name, &spec.label),
             });
         }
+        let partitions = self.discover(route).await?;
+        Ok((Arc::clone(route), sinks.into(), partitions))
+    }
+
+    /// Every (topic, partition) a route reads, from [`Log::partitions`].
+    async fn discover(&self, route: &Route) -> Result<Vec<(Arc<str>, i32)>, RouterError> {
         let mut partitions = Vec::new();
         for topic in &route.source.topics {
             let n =
@@ -266,7 +278,7 @@ impl RouterHandle {
             let topic: Arc<str> = Arc::from(topic.as_str());
             partitions.extend((0..n as i32).map(|p| (Arc::clone(&topic), p)));
         }
-        Ok((Arc::clone(route), sinks.into(), partitions))
+        Ok(partitions)
     }
 
     fn spawn(
@@ -300,6 +312,7 @@ impl RouterHandle {
         tracing::info!(route = %route.name, tasks = tasks.len(), "route started");
         RouteTasks {
             route,
+            partitions: partitions.to_vec(),
             sinks,
             stop,
             tasks,
