@@ -1,0 +1,165 @@
+"""kafka-python and confluent-kafka against `headwater log-node` (the Kafka-protocol listener).
+
+Needs the headwater binary built by `cargo test` (target/debug/headwater), or HEADWATER_TEST_BIN.
+"""
+
+import os
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer as CKConsumer
+from confluent_kafka import Producer as CKProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def log_node():
+    binary = os.environ.get("HEADWATER_TEST_BIN", str(ROOT / "target" / "debug" / "headwater"))
+    if not os.path.exists(binary):
+        pytest.fail(f"{binary} does not exist: run `cargo build` (scripts/test does) or set HEADWATER_TEST_BIN", pytrace=False)
+    data = tempfile.mkdtemp(prefix="hw-kafka-py-")
+    port = free_port()
+    log = open(os.path.join(data, "log-node.log"), "wb")
+    proc = subprocess.Popen(
+        [binary, "log-node", "--data-dir", data, "--listen", f"127.0.0.1:{free_port()}", "--kafka-listen", f"127.0.0.1:{port}"],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.time() + 30
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                proc.kill()
+                tail = open(os.path.join(data, "log-node.log"), "rb").read()[-2000:].decode(errors="replace")
+                pytest.fail(f"headwater log-node did not start:\n{tail}", pytrace=False)
+            time.sleep(0.1)
+    yield f"127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def test_two_consumers_share_a_topic_rebalance_and_resume(log_node):
+    topic = unique("share")
+    admin = KafkaAdminClient(bootstrap_servers=log_node)
+    admin.create_topics([NewTopic(topic, num_partitions=4, replication_factor=1)])
+    admin.close()
+    producer = KafkaProducer(bootstrap_servers=log_node)
+    for i in range(400):
+        producer.send(topic, key=f"k{i % 40}".encode(), value=f"v{i}".encode())
+    producer.flush()
+    producer.close()
+
+    group = unique("grp")
+
+    def consumer():
+        return KafkaConsumer(
+            topic,
+            bootstrap_servers=log_node,
+            group_id=group,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            session_timeout_ms=6000,
+            heartbeat_interval_ms=500,
+            max_poll_records=50,
+        )
+
+    a, b = consumer(), consumer()
+    deadline = time.time() + 60
+    seen = {}
+    while time.time() < deadline:
+        for c in (a, b):
+            for tp, records in c.poll(timeout_ms=200).items():
+                for r in records:
+                    seen[(tp.partition, r.offset)] = r.value
+        if len(a.assignment()) + len(b.assignment()) == 4 and a.assignment() and b.assignment():
+            break
+    assert a.assignment() and b.assignment(), "both members got partitions"
+    assert not (a.assignment() & b.assignment()), "no partition is assigned twice"
+
+    # b leaves: a takes over all four partitions.
+    b.close()
+    deadline = time.time() + 60
+    while len(a.assignment()) < 4 and time.time() < deadline:
+        for tp, records in a.poll(timeout_ms=200).items():
+            for r in records:
+                seen[(tp.partition, r.offset)] = r.value
+    assert len(a.assignment()) == 4
+
+    # a reads every partition to its end (b never committed, so a starts b's partitions over),
+    # commits, and a restarted member resumes with nothing to replay.
+    ends = a.end_offsets(list(a.assignment()))
+    deadline = time.time() + 60
+    while any(a.position(tp) < end for tp, end in ends.items()) and time.time() < deadline:
+        for tp, records in a.poll(timeout_ms=200).items():
+            for r in records:
+                seen[(tp.partition, r.offset)] = r.value
+    assert len(seen) == 400
+    assert sum(ends.values()) == 400
+    a.commit()
+    a.close()
+    c = consumer()
+    replayed = []
+    end = time.time() + 8
+    while time.time() < end:
+        for records in c.poll(timeout_ms=200).values():
+            replayed.extend(records)
+    committed = sum(c.committed(TopicPartition(topic, p)) or 0 for p in range(4))
+    c.close()
+    assert replayed == [], "no replay beyond the last commit"
+    assert committed == 400
+
+
+def test_confluent_idempotent_producer_writes_no_duplicates(log_node):
+    topic = unique("idem")
+    producer = CKProducer({
+        "bootstrap.servers": log_node,
+        "enable.idempotence": True,
+        "linger.ms": 5,
+        "retries": 10,
+    })
+    errors = []
+    for i in range(2000):
+        producer.produce(topic, key=f"d{i % 13}", value=f"{i}", on_delivery=lambda err, msg: err and errors.append(err))
+    assert producer.flush(60) == 0
+    assert errors == []
+    consumer = CKConsumer({
+        "bootstrap.servers": log_node,
+        "group.id": unique("idem-g"),
+        "auto.offset.reset": "earliest",
+    })
+    consumer.subscribe([topic])
+    values = []
+    deadline = time.time() + 60
+    while len(values) < 2000 and time.time() < deadline:
+        msg = consumer.poll(0.5)
+        if msg is not None and msg.error() is None:
+            values.append(int(msg.value()))
+    end = time.time() + 3
+    while time.time() < end:
+        msg = consumer.poll(0.3)
+        if msg is not None and msg.error() is None:
+            values.append(int(msg.value()))
+    consumer.close()
+    assert sorted(values) == list(range(2000)), "every message exactly once"
