@@ -239,6 +239,11 @@ pub fn parse(v: &Value, path: &[Seg], ctx: &mut Ctx) -> Option<Filter> {
     if is_combinator {
         return parse_combinator(v, path, ctx);
     }
+    parse_comparison(v, path, ctx)
+}
+
+/// `{field: F, OP: VALUE}`.
+fn parse_comparison(v: &Value, path: &[Seg], ctx: &mut Ctx) -> Option<Filter> {
     let mut allowed = vec!["field"];
     allowed.extend(OPERATORS);
     let entries = ctx.mapping(v, path, "a filter condition", &allowed)?;
@@ -256,7 +261,7 @@ pub fn parse(v: &Value, path: &[Seg], ctx: &mut Ctx) -> Option<Filter> {
             ops.push((k, val, p));
         }
     }
-    if !map.contains_key("field") {
+    if !v.as_mapping().is_some_and(|m| m.contains_key("field")) {
         ctx.err(
             path,
             "a filter condition needs `field` and one operator, or one of and, or, not",

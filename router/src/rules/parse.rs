@@ -302,21 +302,7 @@ fn parse_sinks(
         let Some(kind) = ctx.string(kind_value, &key(&p, "type"), "`type`") else {
             continue;
         };
-        let named = entries
-            .iter()
-            .find(|(k, _)| *k == "name")
-            .and_then(|(_, v)| v.as_str())
-            .filter(|n| !n.is_empty());
-        let label = match named {
-            Some(name) => name.to_owned(),
-            None => (1..)
-                .map(|n| match n {
-                    1 => kind.clone(),
-                    n => format!("{kind}#{n}"),
-                })
-                .find(|l| !out.iter().any(|s| s.label == *l))
-                .unwrap_or_default(),
-        };
+        let label = sink_label(&entries, &kind, &out);
         if out.iter().any(|s| s.label == label) {
             ctx.err(
                 &p,
@@ -336,4 +322,23 @@ fn parse_sinks(
         out.push(spec);
     }
     out
+}
+
+/// The sink's `name`, else its kind, else `kind#2`, `kind#3`… whichever is free in the route.
+fn sink_label(entries: &[(&str, &Value)], kind: &str, earlier: &[SinkSpec]) -> String {
+    let named = entries
+        .iter()
+        .find(|(k, _)| *k == "name")
+        .and_then(|(_, v)| v.as_str())
+        .filter(|n| !n.is_empty());
+    if let Some(name) = named {
+        return name.to_owned();
+    }
+    (1..)
+        .map(|n| match n {
+            1 => kind.to_owned(),
+            n => format!("{kind}#{n}"),
+        })
+        .find(|l| !earlier.iter().any(|s| s.label == *l))
+        .unwrap_or_default()
 }

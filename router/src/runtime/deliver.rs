@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use headwater_log::LogError;
 use headwater_log::Record;
-use headwater_sinks::{Batch, OutEvent};
+use headwater_sinks::{Batch, Delivery, OutEvent};
 use rand::Rng;
 use tokio::time::Instant;
 
@@ -157,54 +157,30 @@ impl PartitionTask {
         let m = &sink.metrics;
         let mut backoff = self.backoff();
         let bounds = (batch.first_offset, batch.last_offset, batch.events.len());
-        let (route, topic, partition) = (batch.route.clone(), batch.topic.clone(), batch.partition);
-        let shell = |events: Vec<OutEvent>| Batch {
-            route: route.clone(),
-            topic: topic.clone(),
-            partition,
-            first_offset: bounds.0,
-            last_offset: bounds.1,
-            events,
+        let mut shell = Batch {
+            events: Vec::new(),
+            route: batch.route.clone(),
+            topic: batch.topic.clone(),
+            ..batch
         };
         let mut next = Some(batch);
-        // Indexes in the original batch of the events still to deliver (`None`: all).
-        let mut remaining: Option<Vec<usize>> = None;
-        let mut refused = Vec::new();
+        let mut progress = Progress::default();
         loop {
             let to_send = match next.take() {
                 Some(b) => b,
                 None => {
-                    let all = self.events_of(bounds).await;
-                    shell(match &remaining {
-                        None => all,
-                        Some(idx) => idx.iter().filter_map(|i| all.get(*i).cloned()).collect(),
-                    })
+                    shell.events = progress.select(self.events_of(bounds).await);
+                    shell.clone()
                 }
             };
             let n = to_send.events.len();
-            let origin = |i: usize| remaining.as_ref().map_or(Some(i), |r| r.get(i).copied());
-            match sink.sink.send(to_send).await {
+            let delay = match sink.sink.send(to_send).await {
                 Ok(delivery) => {
                     m.up.set(1.0);
-                    let retry: Vec<usize> = delivery.retry.into_iter().filter(|i| *i < n).collect();
-                    let rej: Vec<(usize, String)> = delivery
-                        .rejected
-                        .into_iter()
-                        .filter(|(i, _)| *i < n)
-                        .collect();
-                    m.out
-                        .increment(n.saturating_sub(retry.len() + rej.len()) as u64);
-                    refused.extend(
-                        rej.into_iter()
-                            .filter_map(|(i, r)| origin(i).map(|o| (o, r))),
-                    );
-                    if retry.is_empty() {
+                    if progress.absorb(delivery, n, sink) {
                         break;
                     }
-                    m.failed.increment(retry.len() as u64);
-                    tracing::debug!(retry = retry.len(), sink = %sink.label, "re-sending items");
-                    remaining = Some(retry.into_iter().filter_map(origin).collect());
-                    tokio::time::sleep(backoff.delay(None)).await;
+                    backoff.delay(None)
                 }
                 Err(e) => {
                     m.up.set(0.0);
@@ -215,13 +191,65 @@ impl PartitionTask {
                     };
                     let delay = backoff.delay(hint);
                     tracing::warn!(sink = %sink.label, error = %e, retryable = e.is_retryable(), retry_in_ms = delay.as_millis() as u64, "sink send failed; batch will be re-sent");
-                    tokio::time::sleep(delay).await;
+                    delay
                 }
-            }
+            };
+            tokio::time::sleep(delay).await;
         }
         m.batches.increment(1);
         m.latency.record(started.elapsed().as_secs_f64());
-        refused
+        progress.refused
+    }
+}
+
+/// What is left of a batch being delivered to one sink.
+#[derive(Default)]
+struct Progress {
+    /// Indexes in the original batch of the events still to deliver (`None`: all).
+    remaining: Option<Vec<usize>>,
+    /// Refused so far: (index in the original batch, reason).
+    refused: Vec<(usize, String)>,
+}
+
+impl Progress {
+    /// The events still to deliver, out of the whole rebuilt batch.
+    fn select(&self, all: Vec<OutEvent>) -> Vec<OutEvent> {
+        match &self.remaining {
+            None => all,
+            Some(idx) => idx.iter().filter_map(|i| all.get(*i).cloned()).collect(),
+        }
+    }
+
+    /// Takes a sink's answer about the `n` events just sent; true when nothing is left.
+    fn absorb(&mut self, delivery: Delivery, n: usize, sink: &RouteSink) -> bool {
+        let m = &sink.metrics;
+        let origin = |i: usize| {
+            self.remaining
+                .as_ref()
+                .map_or(Some(i), |r| r.get(i).copied())
+        };
+        let retry: Vec<usize> = delivery
+            .retry
+            .into_iter()
+            .filter(|i| *i < n)
+            .filter_map(origin)
+            .collect();
+        let rejected: Vec<(usize, String)> = delivery
+            .rejected
+            .into_iter()
+            .filter(|(i, _)| *i < n)
+            .filter_map(|(i, r)| origin(i).map(|o| (o, r)))
+            .collect();
+        m.out
+            .increment(n.saturating_sub(retry.len() + rejected.len()) as u64);
+        self.refused.extend(rejected);
+        if retry.is_empty() {
+            return true;
+        }
+        m.failed.increment(retry.len() as u64);
+        tracing::debug!(retry = retry.len(), sink = %sink.label, "re-sending items");
+        self.remaining = Some(retry);
+        false
     }
 }
 

@@ -138,12 +138,7 @@ impl PartitionTask {
             if *self.stop.borrow() {
                 break Exit::Stop;
             }
-            let now = Instant::now();
-            let wait = open.as_ref().map_or(self.shared.options.poll_wait, |b| {
-                b.deadline
-                    .saturating_duration_since(now)
-                    .min(self.shared.options.poll_wait)
-            });
+            let wait = self.read_wait(open.as_ref());
             let records = tokio::select! {
                 r = self.shared.log.read(&self.topic, self.partition, position, self.shared.options.read_max_bytes, wait) => r,
                 changed = self.stop.changed() => match changed {
@@ -153,18 +148,10 @@ impl PartitionTask {
             };
             match records {
                 Ok(records) => {
-                    for rec in records {
-                        position = rec.offset + 1;
-                        let batch = open.get_or_insert_with(|| {
-                            OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
-                        });
-                        self.push(batch, rec);
-                        let full = batch.events.len() >= self.limits.max_events
-                            || batch.bytes >= self.limits.max_bytes;
-                        if full && let Some(b) = open.take() {
-                            self.deliver(b).await;
-                        }
+                    if let Some(last) = records.last() {
+                        position = last.offset + 1;
                     }
+                    self.take(records, &mut open).await;
                     self.update_lag().await;
                 }
                 Err(LogError::OffsetOutOfRange { .. }) => {
@@ -185,6 +172,31 @@ impl PartitionTask {
         };
         if let (Exit::Stop, Some(b)) = (exit, open) {
             self.deliver(b).await;
+        }
+    }
+
+    /// How long a read may wait: until the open batch is due, at most `poll_wait`.
+    fn read_wait(&self, open: Option<&OpenBatch>) -> Duration {
+        let poll = self.shared.options.poll_wait;
+        open.map_or(poll, |b| {
+            b.deadline
+                .saturating_duration_since(Instant::now())
+                .min(poll)
+        })
+    }
+
+    /// Adds records to the open batch (opening one if needed), delivering it whenever full.
+    async fn take(&mut self, records: Vec<StoredRecord>, open: &mut Option<OpenBatch>) {
+        for rec in records {
+            let batch = open.get_or_insert_with(|| {
+                OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
+            });
+            self.push(batch, rec);
+            let full = batch.events.len() >= self.limits.max_events
+                || batch.bytes >= self.limits.max_bytes;
+            if full && let Some(b) = open.take() {
+                self.deliver(b).await;
+            }
         }
     }
 
