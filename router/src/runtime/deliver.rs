@@ -191,6 +191,7 @@ impl PartitionTask {
                     };
                     let delay = backoff.delay(hint);
                     tracing::warn!(sink = %sink.label, error = %e, retryable = e.is_retryable(), retry_in_ms = delay.as_millis() as u64, "sink send failed; batch will be re-sent");
+                    self.update_lag().await; // lag keeps growing while the sink is down
                     delay
                 }
             };
