@@ -15,6 +15,6 @@ pub use config::RouterConfig;
 pub use error::RouterError;
 pub use rules::{RouteProblem, Routes, SinkSpec, check_routes, check_routes_with};
 pub use runtime::{
-    DLQ_TOPIC, Router, RouterHandle, RouterOptions, RouterParts, SinkFactory, load_routes,
-    spawn_routes_watcher,
+    DLQ_TOPIC, ORIGIN_HEADER, ROUTE_HEADER, Router, RouterHandle, RouterOptions, RouterParts,
+    SINK_HEADER, SinkFactory, load_routes, spawn_routes_watcher,
 };

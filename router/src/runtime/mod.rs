@@ -24,6 +24,7 @@ use crate::error::RouterError;
 use crate::metrics::{SinkMetrics, TASKS};
 use crate::rules::{Route, Routes, SinkSpec, check_routes};
 
+pub use batch::{ORIGIN_HEADER, ROUTE_HEADER, SINK_HEADER};
 pub use routes_file::spawn_routes_watcher;
 
 /// The router's dead-letter topic: events a sink refused for good, and records whose envelope
