@@ -173,6 +173,30 @@ async fn into_kafka_with_keys_and_headers() {
     assert!(per_device.windows(2).all(|w| w[0] == w[1]));
 }
 
+#[tokio::test]
+async fn oversized_kafka_record_is_rejected_alone() {
+    let brokers = service("HEADWATER_TEST_KAFKA");
+    let topic = unique("hw-sink-big");
+    create_topic(&brokers, &topic, 1).await;
+    let cfg = TopicConfig {
+        topic: topic.clone(),
+        brokers: brokers.clone(),
+        message_timeout_ms: 20_000,
+        ..TopicConfig::default()
+    };
+    let sink = TopicSink::to_kafka(&cfg).expect("sink");
+    let mut b = batch("copy", 0, 3);
+    b.events[1].envelope.payload =
+        Bytes::from(format!(r#"{{"blob":"{}"}}"#, "x".repeat(2 * 1024 * 1024)));
+    let delivery = sink.send(b.clone()).await.expect("send");
+    assert!(delivery.retry.is_empty(), "{delivery:?}");
+    assert_eq!(delivery.rejected.len(), 1, "{delivery:?}");
+    assert_eq!(delivery.rejected[0].0, 1);
+    let consumed = consume(&brokers, &topic, 1, 2).await;
+    assert!(consumed.contains_key(&b.events[0].envelope.id));
+    assert!(consumed.contains_key(&b.events[2].envelope.id));
+}
+
 type Consumed = HashMap<String, (i32, Option<Bytes>, Envelope)>;
 
 async fn consume(brokers: &str, topic: &str, partitions: i32, want: usize) -> Consumed {

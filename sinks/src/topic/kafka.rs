@@ -103,31 +103,33 @@ impl KafkaTarget {
         producer: &FutureProducer,
         batch: &Batch,
     ) -> Result<(Delivery, usize), SinkError> {
+        let mut delivery = Delivery::all();
         let mut pending = Vec::with_capacity(batch.events.len());
         let mut bytes = 0;
-        for event in &batch.events {
+        for (i, event) in batch.events.iter().enumerate() {
             let (mut record, size) = self.record(event);
-            bytes += size;
             loop {
                 match producer.send_result(record) {
-                    Ok(future) => break pending.push(future),
+                    Ok(future) => {
+                        bytes += size;
+                        break pending.push((i, future));
+                    }
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         tokio::time::sleep(Duration::from_millis(5)).await;
                     }
+                    // librdkafka checks `message.max.bytes` before queueing.
+                    Err((e, _)) if is_too_large(&e) => {
+                        break delivery.rejected.push((i, e.to_string()));
+                    }
                     Err((e, _)) => {
-                        return Err(SinkError::Unavailable {
-                            sink: KIND,
-                            reason: format!("enqueueing to `{}`: {e}", self.topic),
-                            retry_after: None,
-                        });
+                        return Err(unavailable(format!("enqueueing to `{}`: {e}", self.topic)));
                     }
                 }
             }
         }
-        let mut delivery = Delivery::all();
         let mut last_error = None;
-        for (i, future) in pending.into_iter().enumerate() {
+        for (i, future) in pending {
             match future.await {
                 Ok(Ok(_)) => {}
                 Ok(Err((e, _))) if is_too_large(&e) => delivery.rejected.push((i, e.to_string())),
@@ -141,7 +143,9 @@ impl KafkaTarget {
                 }
             }
         }
-        if delivery.retry.len() == batch.events.len() {
+        if !delivery.retry.is_empty()
+            && delivery.retry.len() + delivery.rejected.len() == batch.events.len()
+        {
             return Err(SinkError::Unavailable {
                 sink: KIND,
                 reason: format!(
