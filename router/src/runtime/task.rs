@@ -134,6 +134,11 @@ impl PartitionTask {
     pub(crate) async fn run(mut self) {
         let mut position = self.resume().await;
         let mut open: Option<OpenBatch> = None;
+        let (initial, max) = (
+            self.shared.options.retry_initial,
+            self.shared.options.retry_max,
+        );
+        let mut read_backoff = Backoff::new(initial, max);
         let exit = loop {
             if *self.stop.borrow() {
                 break Exit::Stop;
@@ -148,6 +153,7 @@ impl PartitionTask {
             };
             match records {
                 Ok(records) => {
+                    read_backoff = Backoff::new(initial, max);
                     if let Some(last) = records.last() {
                         position = last.offset + 1;
                     }
@@ -161,8 +167,9 @@ impl PartitionTask {
                     position = self.reposition(position).await;
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading the log failed");
-                    tokio::time::sleep(self.shared.options.retry_initial).await;
+                    let delay = read_backoff.delay(None);
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "reading the log failed");
+                    tokio::time::sleep(delay).await;
                 }
             }
             let due = open.as_ref().is_some_and(|b| b.deadline <= Instant::now());
