@@ -392,7 +392,7 @@ async fn reload_picks_up_a_topic_that_gained_partitions() {
     // `later` was auto-created with the default partition count; recreate it bigger.
     log.delete_topic("later").await.unwrap();
     log.create_topic("later", 6).await.unwrap();
-    router.reload((*router.routes()).clone()).await.unwrap();
+    router.refresh_partitions().await.unwrap();
     assert_eq!(
         sinks.built.lock().unwrap().len(),
         2,

@@ -176,11 +176,26 @@ impl RouterHandle {
 
     /// Swaps in new routes: new routes start, removed ones stop gracefully, changed ones
     /// restart, unchanged ones keep running untouched — unless a topic they read gained
-    /// partitions: then they restart to read them too (`reload((*handle.routes()).clone())`
-    /// picks up new partitions). Sinks and partitions of the new routes are resolved first:
+    /// partitions: then they restart to read them too. Sinks and partitions of the new routes are resolved first:
     /// if any fails, nothing changes and the error is returned.
     pub async fn reload(&self, routes: Routes) -> Result<(), RouterError> {
         let mut running = self.running.lock().await;
+        self.apply(&mut running, routes).await
+    }
+
+    /// Re-discovers partitions of the routes in effect, restarting those whose topics gained
+    /// some (a reload with the current routes, taken under the reload lock).
+    pub async fn refresh_partitions(&self) -> Result<(), RouterError> {
+        let mut running = self.running.lock().await;
+        let routes = (*self.routes.load_full()).clone();
+        self.apply(&mut running, routes).await
+    }
+
+    async fn apply(
+        &self,
+        running: &mut HashMap<Arc<str>, RouteTasks>,
+        routes: Routes,
+    ) -> Result<(), RouterError> {
         if self.is_shut_down() {
             return Err(RouterError::ShuttingDown);
         }

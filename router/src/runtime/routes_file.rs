@@ -21,7 +21,8 @@ impl RouterHandle {
 }
 
 /// Polls `path` every `interval` and reloads the routes when its content changes; logs why a
-/// changed file was refused. Ends when the router is dropped or shut down.
+/// changed file was refused. On the other ticks it re-discovers partitions, restarting the
+/// routes whose topics gained some. Ends when the router is dropped or shut down.
 pub fn spawn_routes_watcher(
     handle: &Arc<RouterHandle>,
     path: String,
@@ -38,6 +39,10 @@ pub fn spawn_routes_watcher(
             }
             let now = tokio::fs::read(&path).await.ok();
             if now.is_none() || now == last {
+                // Same rules: only restarts routes whose topics gained partitions.
+                if let Err(e) = handle.refresh_partitions().await {
+                    tracing::warn!(error = %e, "re-discovering partitions failed");
+                }
                 continue;
             }
             last = now;
