@@ -6,6 +6,7 @@ use headwater_gateway::GatewayConfig;
 use headwater_log::LogConfig;
 use headwater_router::RouterConfig;
 use headwater_schemas::SchemasConfig;
+use headwater_sinks::config::SinksConfig;
 use serde::{Deserialize, Serialize};
 
 /// How log lines are written.
@@ -57,6 +58,9 @@ pub struct Config {
     pub schemas: SchemasConfig,
     /// The router.
     pub router: RouterConfig,
+    /// Defaults every routes.yaml sink entry inherits (S3 bucket and credentials,
+    /// Elasticsearch URL and auth, Kafka brokers).
+    pub sinks: SinksConfig,
 }
 
 impl Default for Config {
@@ -69,6 +73,7 @@ impl Default for Config {
             log: LogConfig::default(),
             schemas: SchemasConfig::default(),
             router: RouterConfig::default(),
+            sinks: SinksConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod config;
 mod load;
+mod routing;
 mod serve;
 
 use std::path::PathBuf;
@@ -135,9 +136,7 @@ fn main() -> ExitCode {
         ),
         Command::LogNode(ref flags) => run_part(&cli, flags, Part::LogNode),
         Command::Router(_) => not_built("`headwater router` needs the router and sinks"),
-        Command::Routes(RoutesCommand::Check { .. }) => {
-            not_built("`headwater routes check` needs the router's rule parser")
-        }
+        Command::Routes(RoutesCommand::Check { ref file }) => routes_check(&cli, file),
         Command::Schemas(SchemasCommand::Check { ref dir }) => schemas_check(&cli, dir),
     }
 }
@@ -202,6 +201,30 @@ fn config_check(source: &Source) -> ExitCode {
         },
         Err(error) => {
             eprintln!("{error}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
+    }
+}
+
+/// `headwater routes check FILE`: every problem as `FILE:LINE:COLUMN: message`.
+fn routes_check(cli: &Cli, file: &std::path::Path) -> ExitCode {
+    let config = match load::load(&load::resolve_source(cli.config.as_deref()), &[]) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("headwater: invalid configuration\n{error}");
+            return ExitCode::from(EXIT_BAD_CONFIG);
+        }
+    };
+    match routing::check_file(&config, file) {
+        Ok(summary) => {
+            println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for problem in &problems {
+                eprintln!("{problem}");
+            }
+            eprintln!("{}: {} problem(s)", file.display(), problems.len());
             ExitCode::from(EXIT_BAD_CONFIG)
         }
     }

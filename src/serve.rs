@@ -116,6 +116,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let log: Arc<dyn Log> = engine.clone();
     let shutdown = shutdown_channel();
     let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
+    let router = crate::routing::start_router(&config, log.clone()).await?;
     let schemas = Arc::new(load_schemas(&config).await?);
     schemas.clone().watch(SCHEMA_POLL);
     tokio::spawn(reload_on_sighup(schemas.clone()));
@@ -131,7 +132,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         collector: Arc::new(collector),
         schemas: Some(schemas),
     };
-    let router = headwater_gateway::app(state, &config.gateway);
+    let app = headwater_gateway::app(state, &config.gateway);
     let listener = TcpListener::bind(&config.gateway.listen)
         .await
         .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
@@ -139,12 +140,13 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
         addr = %listener.local_addr()?,
         kafka = %config.log.kafka_listen,
         data_dir = %config.data_dir.display(),
-        "headwater serving ingest on HTTP/gRPC and the Kafka protocol"
+        routes = %config.router.routes,
+        "headwater serving ingest on HTTP/gRPC, the Kafka protocol and the router"
     );
-    tracing::warn!("this build has no router yet: events stay in the embedded log");
     let options = serve_options(&config)?;
-    let served =
-        headwater_gateway::serve(listener, router, stopped(shutdown.clone()), options).await;
+    let served = headwater_gateway::serve(listener, app, stopped(shutdown.clone()), options).await;
+    // Ingest has drained; the router flushes open batches and commits, then the log closes.
+    router.shutdown().await;
     let kafka_stopped = kafka.stopped().await;
     let closed = engine.close().await;
     served.context("serving HTTP")?;

@@ -8,6 +8,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use headwater_log::{Header, Log, Record};
+use headwater_schemas::Envelope;
 use serde::Serialize;
 
 use crate::auth::Principal;
@@ -283,7 +284,9 @@ fn header(key: &str, value: String) -> Header {
     }
 }
 
-/// The envelope of an event as record headers.
+/// The envelope of an event as record headers: the schema crate's `hw.*` set (so the router
+/// and sinks rebuild it with `Envelope::from_headers`), then the gateway's enrichment. An event
+/// without client time gets `ts` = `received_at`; one not yet validated gets version 0.
 fn envelope_headers(
     meta: &RequestMeta,
     received_at: i64,
@@ -291,19 +294,25 @@ fn envelope_headers(
     event: &IncomingEvent,
     version: Option<u32>,
 ) -> Vec<Header> {
-    let mut out = Vec::with_capacity(10 + event.attributes.len());
-    out.push(header(headers::ID, id.to_owned()));
-    out.push(header(headers::TYPE, event.event_type.clone()));
-    if let Some(version) = version {
-        out.push(header(headers::VERSION, version.to_string()));
-    }
-    out.push(header(headers::SOURCE, event.source.clone()));
-    if let Some(ts) = event.ts {
-        out.push(header(headers::TS, ts.to_string()));
-    }
-    out.push(header(headers::RECEIVED_AT, received_at.to_string()));
-    out.push(header(headers::TENANT, meta.principal.tenant.to_string()));
-    out.push(header(headers::FORMAT, event.format.as_str().to_owned()));
+    let envelope = Envelope {
+        id: id.to_owned(),
+        event_type: event.event_type.clone(),
+        version: version.unwrap_or(0),
+        source: event.source.clone(),
+        ts: event.ts.unwrap_or(received_at),
+        received_at,
+        tenant: meta.principal.tenant.to_string(),
+        payload: Bytes::new(),
+        payload_format: event.format,
+    };
+    let mut out: Vec<Header> = envelope
+        .to_headers()
+        .into_iter()
+        .map(|(key, value)| Header {
+            key,
+            value: Some(value),
+        })
+        .collect();
     if let Some(ip) = meta.client_ip {
         out.push(header(headers::CLIENT_IP, ip.to_string()));
     }

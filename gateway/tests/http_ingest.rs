@@ -78,6 +78,19 @@ async fn accepted_events_are_durable_with_envelope_headers_and_payload_bytes_as_
     let assigned = header(second, "hw.id").unwrap();
     assert_eq!(assigned.len(), 26, "a ULID: {assigned}");
     assert_eq!(second.value.as_deref(), Some(&b"[1, 2,3]"[..]));
+    // Every stored record rebuilds its envelope, as the router and sinks do; without client
+    // time, ts is the receive time.
+    for record in &records {
+        let pairs = record
+            .headers
+            .iter()
+            .map(|h| (h.key.clone(), h.value.clone().unwrap_or_default()));
+        let envelope =
+            headwater_schemas::Envelope::from_headers(pairs, record.value.clone().unwrap())
+                .expect("envelope from stored headers");
+        assert_eq!(envelope.tenant, "default");
+    }
+    assert_eq!(header(second, "hw.ts"), header(second, "hw.received_at"));
     gw.stop().await;
 }
 

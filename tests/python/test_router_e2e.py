@@ -1,0 +1,191 @@
+"""End to end through `headwater serve`: events posted over HTTP reach the S3 server (read back
+with boto3), OpenSearch (searched with opensearch-py) and a downstream topic (consumed with kcat
+from Headwater's own Kafka listener), with filter, projection and sampling applied as written;
+then a SIGKILL mid-run and a restart leave every event exactly once in S3 and OpenSearch.
+"""
+
+import gzip
+import json
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+import requests
+from opensearchpy import OpenSearch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def need(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.fail(f"{name} is not set: run `scripts/services start` and source target/services/env.sh (or scripts/test)", pytrace=False)
+    return value
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Serve:
+    def __init__(self, config: Path, http: int, kafka: int, log: Path):
+        self.config, self.http, self.kafka, self.log = config, http, kafka, log
+        self.proc = None
+
+    def start(self):
+        binary = os.environ.get("HEADWATER_TEST_BIN", str(ROOT / "target" / "debug" / "headwater"))
+        self.proc = subprocess.Popen([binary, "--config", str(self.config), "serve"], cwd=ROOT,
+                                     stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if requests.get(f"http://127.0.0.1:{self.http}/healthz", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                pass
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        pytest.fail("headwater serve did not start:\n" + self.log.read_text(errors="replace")[-3000:], pytrace=False)
+
+    def kill9(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture()
+def world():
+    s3_url, os_url = need("HEADWATER_TEST_S3"), need("HEADWATER_TEST_OPENSEARCH")
+    run = uuid.uuid4().hex[:8]
+    bucket, index = f"hw-e2e-{run}", f"hw-e2e-{run}"
+    s3 = boto3.client("s3", endpoint_url=s3_url, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
+    s3.create_bucket(Bucket=bucket)
+    work = Path(tempfile.mkdtemp(prefix="hw-e2e-"))
+    http, kafka = free_port(), free_port()
+    routes = f"""
+routes:
+  - name: lake
+    source: {{topics: [events]}}
+    batch: {{max_events: 50, max_age_ms: 500}}
+    sinks:
+      - {{type: s3, bucket: {bucket}, endpoint: "{s3_url}", allow_http: true, access_key_id: test,
+          secret_access_key: test, prefix: lake, compression: gzip}}
+  - name: search
+    source: {{topics: [events], types: [playback.start]}}
+    filter: {{field: payload.position_ms, ge: 100}}
+    projection: {{include: [title_id, position_ms], rename: {{position_ms: pos}}}}
+    batch: {{max_events: 50, max_age_ms: 500}}
+    sinks:
+      - {{type: opensearch, url: "{os_url}", index: "{index}"}}
+  - name: downstream
+    source: {{topics: [events]}}
+    sample: {{rate: 0.5, by: id}}
+    batch: {{max_age_ms: 500}}
+    sinks:
+      - {{type: topic, topic: downstream}}
+"""
+    (work / "routes.yaml").write_text(routes)
+    (work / "headwater.yaml").write_text(f"""
+data_dir: {work / 'data'}
+gateway: {{listen: "127.0.0.1:{http}"}}
+log: {{kafka_listen: "127.0.0.1:{kafka}"}}
+schemas: {{dir: {ROOT / 'schemas' / 'events'}}}
+router: {{routes: {work / 'routes.yaml'}}}
+""")
+    serve = Serve(work / "headwater.yaml", http, kafka, work / "serve.log")
+    serve.start()
+    yield {"serve": serve, "s3": s3, "bucket": bucket, "index": index,
+           "search": OpenSearch(hosts=[os_url]), "http": http, "kafka": kafka}
+    serve.stop()
+
+
+def post(world, first: int, count: int):
+    events = [{"id": f"e-{i}", "type": "playback.start", "source": f"tv-{i % 10}",
+               "payload": {"title_id": f"t-{i}", "position_ms": i * 10, "device": "x"}} for i in range(first, first + count)]
+    r = requests.post(f"http://127.0.0.1:{world['http']}/v1/events", json=events, timeout=30)
+    assert r.status_code == 200 and r.json()["accepted"] == count, r.text
+
+
+def s3_ids(world):
+    ids = []
+    pages = world["s3"].get_paginator("list_objects_v2").paginate(Bucket=world["bucket"], Prefix="lake/")
+    for page in pages:
+        for obj in page.get("Contents", []):
+            assert obj["Key"].endswith(".ndjson.gz"), obj["Key"]
+            body = world["s3"].get_object(Bucket=world["bucket"], Key=obj["Key"])["Body"].read()
+            for line in gzip.decompress(body).decode().splitlines():
+                ids.append(json.loads(line)["id"])
+    return ids
+
+
+def search_count(world):
+    try:
+        world["search"].indices.refresh(index=world["index"])
+        return world["search"].count(index=world["index"])["count"]
+    except Exception:
+        return 0
+
+
+def wait_for(predicate, what: str, seconds: float = 60):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.5)
+    pytest.fail(f"timed out waiting for {what}", pytrace=False)
+
+
+def test_events_reach_s3_opensearch_and_a_topic_as_routed(world):
+    post(world, 0, 200)
+    wait_for(lambda: len(s3_ids(world)) >= 200, "200 events in S3")
+    ids = s3_ids(world)
+    assert sorted(ids) == sorted(f"e-{i}" for i in range(200)), "each event once in S3"
+
+    wait_for(lambda: search_count(world) >= 190, "190 documents in OpenSearch")
+    assert search_count(world) == 190, "the filter keeps position_ms >= 100"
+    doc = world["search"].get(index=world["index"], id="e-42")["_source"]
+    assert doc["payload"] == {"title_id": "t-42", "pos": 420}, doc
+
+    kcat = need("HEADWATER_TEST_KCAT")
+    def downstream():
+        out = subprocess.run([kcat, "-b", f"127.0.0.1:{world['kafka']}", "-C", "-t", "downstream", "-e", "-q",
+                              "-f", "%k %h\n"], capture_output=True, text=True, timeout=60)
+        return [line for line in out.stdout.splitlines() if line]
+    wait_for(lambda: len(downstream()) > 0, "sampled events in the downstream topic")
+    time.sleep(1.5)
+    lines = downstream()
+    ids = [h.split("hw.id=")[1].split(",")[0] for h in (line.split(" ", 1)[1] for line in lines)]
+    assert len(ids) == len(set(ids)), "no duplicates downstream"
+    assert 50 <= len(ids) <= 150, f"about half sampled: {len(ids)}"
+    assert all(line.startswith("tv-") for line in lines), "keys (source ids) preserved"
+
+
+def test_sigkill_mid_run_then_restart_leaves_every_event_once(world):
+    serve = world["serve"]
+    post(world, 0, 300)
+    time.sleep(0.3)
+    serve.kill9()
+    serve.start()
+    post(world, 300, 200)
+    wait_for(lambda: len(s3_ids(world)) >= 500, "500 events in S3", 90)
+    time.sleep(2)
+    ids = s3_ids(world)
+    assert len(ids) == 500 and len(set(ids)) == 500, f"{len(ids)} lines, {len(set(ids))} distinct"
+    expected = sum(1 for i in range(500) if i * 10 >= 100)
+    wait_for(lambda: search_count(world) >= expected, f"{expected} documents in OpenSearch", 90)
+    time.sleep(2)
+    assert search_count(world) == expected
