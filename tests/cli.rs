@@ -111,6 +111,33 @@ fn schemas_check_lists_the_shipped_schemas_and_every_problem_of_a_broken_dir() {
 }
 
 #[test]
+fn routes_check_accepts_the_shipped_routes_and_explains_a_broken_file() {
+    let out = headwater(&["routes", "check", "config/routes.yaml"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("1 route(s), no problems"));
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        "routes:\n  - name: a\n    source: {topics: [events]}\n    filter: {field: payload.x, matches: \"(\"}\n    sinks:\n      - {type: s3, compression: brotli}\n  - name: a\n    source: {topics: [events]}\n    sinks: []\n",
+    )
+    .unwrap();
+    let out = headwater(&["routes", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("routes.yaml:"))
+        .collect();
+    assert!(
+        lines.len() >= 4,
+        "regex, sink, duplicate name, empty sinks: {stderr}"
+    );
+    assert!(stderr.contains("routes.yaml:4:"), "{stderr}");
+    assert!(stderr.contains("routes.yaml:6:"), "{stderr}");
+}
+
+#[test]
 fn serve_refuses_a_bad_flag_value() {
     let out = headwater(&["serve", "--listen", "nowhere"]);
     assert_eq!(out.status.code(), Some(2));
