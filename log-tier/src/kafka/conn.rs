@@ -195,3 +195,47 @@ fn encode(
     out[0..4].copy_from_slice(&length.to_be_bytes());
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicI64;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::LogConfig;
+    use crate::engine::LogEngine;
+    use crate::kafka::{KafkaOptions, groups};
+
+    fn broker(dir: &std::path::Path) -> Broker {
+        let engine = LogEngine::open(dir, LogConfig::default()).unwrap();
+        Broker {
+            groups: groups::Coordinator::new(engine.clone()),
+            engine,
+            options: KafkaOptions::advertising("127.0.0.1:9092".parse().unwrap()),
+            next_producer_id: AtomicI64::new(1),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+        /// Any bytes after a served API key and version decode to an answer or a refusal,
+        /// never a panic.
+        #[test]
+        fn arbitrary_frames_never_panic(key in 0usize..17, version in -1i16..20, body in proptest::collection::vec(any::<u8>(), 4..256)) {
+            let dir = tempfile::tempdir().unwrap();
+            let broker = broker(dir.path());
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            let (api, _, _) = versions::SUPPORTED[key];
+            let mut frame = (api as i16).to_be_bytes().to_vec();
+            frame.extend_from_slice(&version.to_be_bytes());
+            frame.extend_from_slice(&body);
+            let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+            // A panic fails the test; a decoded request may legitimately wait (a long poll), so
+            // the answer is only awaited briefly.
+            let _ = runtime.block_on(async {
+                tokio::time::timeout(Duration::from_millis(50), handle_frame(&broker, Bytes::from(frame), peer)).await
+            });
+        }
+    }
+}
