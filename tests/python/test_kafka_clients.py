@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,6 +61,50 @@ def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:10]}"
 
 
+class Member(threading.Thread):
+    """A consumer polling in its own thread, as applications run them."""
+
+    def __init__(self, make):
+        super().__init__(daemon=True)
+        self.consumer = make()
+        self.seen = {}
+        self.assigned = set()
+        self.positions = {}
+        self.stop_flag = threading.Event()
+        self.commit_now = threading.Event()
+        self.committed = threading.Event()
+        self.error = None
+
+    def run(self):
+        try:
+            while not self.stop_flag.is_set():
+                for tp, records in self.consumer.poll(timeout_ms=100).items():
+                    for r in records:
+                        self.seen[(tp.partition, r.offset)] = r.value
+                self.assigned = set(self.consumer.assignment())
+                self.positions = {tp: self.consumer.position(tp) for tp in self.assigned}
+                if self.commit_now.is_set() and not self.committed.is_set():
+                    self.consumer.commit()
+                    self.committed.set()
+        except Exception as e:  # surfaced by the test
+            self.error = e
+        finally:
+            self.consumer.close()
+
+    def halt(self):
+        self.stop_flag.set()
+        self.join(timeout=30)
+
+
+def wait_until(predicate, seconds, what):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    pytest.fail(f"timed out: {what}", pytrace=False)
+
+
 def test_two_consumers_share_a_topic_rebalance_and_resume(log_node):
     topic = unique("share")
     admin = KafkaAdminClient(bootstrap_servers=log_node)
@@ -85,40 +130,29 @@ def test_two_consumers_share_a_topic_rebalance_and_resume(log_node):
             max_poll_records=50,
         )
 
-    a, b = consumer(), consumer()
-    deadline = time.time() + 60
-    seen = {}
-    while time.time() < deadline:
-        for c in (a, b):
-            for tp, records in c.poll(timeout_ms=200).items():
-                for r in records:
-                    seen[(tp.partition, r.offset)] = r.value
-        if len(a.assignment()) + len(b.assignment()) == 4 and a.assignment() and b.assignment():
-            break
-    assert a.assignment() and b.assignment(), "both members got partitions"
-    assert not (a.assignment() & b.assignment()), "no partition is assigned twice"
+    a = Member(consumer)
+    a.start()
+    wait_until(lambda: len(a.assigned) == 4, 60, "the first member owns all four partitions")
+    b = Member(consumer)
+    b.start()
+    wait_until(lambda: a.assigned and b.assigned and len(a.assigned) + len(b.assigned) == 4, 90,
+               "two members share the four partitions")
+    assert not (a.assigned & b.assigned), "no partition is assigned twice"
 
-    # b leaves: a takes over all four partitions.
-    b.close()
-    deadline = time.time() + 60
-    while len(a.assignment()) < 4 and time.time() < deadline:
-        for tp, records in a.poll(timeout_ms=200).items():
-            for r in records:
-                seen[(tp.partition, r.offset)] = r.value
-    assert len(a.assignment()) == 4
+    # b leaves: a takes over all four partitions and reads every one to its end (b never
+    # committed, so a starts b's partitions over), commits, and stops.
+    b.halt()
+    assert b.error is None, b.error
+    wait_until(lambda: len(a.assigned) == 4, 60, "the remaining member owns all four partitions again")
+    parts = [TopicPartition(topic, p) for p in range(4)]
+    wait_until(lambda: sum(a.positions.get(tp, 0) for tp in parts) == 400, 60, "all 400 records consumed")
+    a.commit_now.set()
+    wait_until(a.committed.is_set, 30, "the commit")
+    a.halt()
+    assert a.error is None, a.error
+    assert len(a.seen) == 400
 
-    # a reads every partition to its end (b never committed, so a starts b's partitions over),
-    # commits, and a restarted member resumes with nothing to replay.
-    ends = a.end_offsets(list(a.assignment()))
-    deadline = time.time() + 60
-    while any(a.position(tp) < end for tp, end in ends.items()) and time.time() < deadline:
-        for tp, records in a.poll(timeout_ms=200).items():
-            for r in records:
-                seen[(tp.partition, r.offset)] = r.value
-    assert len(seen) == 400
-    assert sum(ends.values()) == 400
-    a.commit()
-    a.close()
+    # A restarted member resumes after the last commit: nothing is replayed.
     c = consumer()
     replayed = []
     end = time.time() + 8
