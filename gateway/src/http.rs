@@ -23,7 +23,7 @@ use tower_http::trace::TraceLayer;
 use crate::collector::Collector;
 use crate::config::GatewayConfig;
 use crate::error::IngestError;
-use crate::ingest::Report;
+use crate::ingest::{Report, RequestMeta};
 use crate::metrics::{
     HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL, INGEST_BYTES_TOTAL, INGEST_REFUSED_TOTAL,
     INGEST_REQUEST_DURATION_SECONDS,
@@ -31,6 +31,7 @@ use crate::metrics::{
 use crate::registry::SchemaRegistry;
 use crate::tls::ClientCert;
 use crate::{body, decode, otlp};
+use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -225,7 +226,12 @@ async fn post_events(State(state): State<AppState>, request: Request) -> Respons
     }
 }
 
-async fn ingest_http(collector: &Collector, request: Request) -> Result<Report, IngestError> {
+/// The steps every HTTP collector shares: admit the caller (auth, request rate, client IP),
+/// check the content type, read the body within its limit and undo its encoding.
+async fn admit_and_read(
+    collector: &Collector,
+    request: Request,
+) -> Result<(RequestMeta, BodyKind, Bytes), IngestError> {
     let (parts, body) = request.into_parts();
     let peer = parts
         .extensions
@@ -237,6 +243,12 @@ async fn ingest_http(collector: &Collector, request: Request) -> Result<Report, 
     let limits = &collector.limits;
     let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
     let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
+    Ok((meta, kind, bytes))
+}
+
+async fn ingest_http(collector: &Collector, request: Request) -> Result<Report, IngestError> {
+    let (meta, kind, bytes) = admit_and_read(collector, request).await?;
+    let limits = &collector.limits;
     metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => meta.principal.tenant.to_string())
         .increment(bytes.len() as u64);
     let max_events = limits.max_events_per_batch as usize;
@@ -308,17 +320,8 @@ async fn ingest_otlp_http(
     collector: &Collector,
     request: Request,
 ) -> Result<(BodyKind, ExportLogsServiceResponse), IngestError> {
-    let (parts, body) = request.into_parts();
-    let peer = parts
-        .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0);
-    let meta = collector.admit(&parts.headers, peer, parts.extensions.get::<ClientCert>())?;
-    tracing::Span::current().record("tenant", &*meta.principal.tenant);
-    let kind = body_kind(&parts.headers)?;
+    let (meta, kind, bytes) = admit_and_read(collector, request).await?;
     let limits = &collector.limits;
-    let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
-    let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
     let export: ExportLogsServiceRequest = match kind {
         BodyKind::Protobuf => prost::Message::decode(bytes)
             .map_err(|e| IngestError::Malformed(format!("OTLP protobuf: {e}")))?,
