@@ -90,7 +90,12 @@ routes:
     projection: {{include: [title_id, position_ms], rename: {{position_ms: pos}}}}
     batch: {{max_events: 50, max_age_ms: 500}}
     sinks:
-      - {{type: opensearch, url: "{os_url}", index: "{index}"}}
+      - {{type: opensearch, url: "{os_url}", index: "{index}", request_timeout_ms: 5000}}
+  - name: conflicts
+    source: {{topics: [events], types: [search.query]}}
+    batch: {{max_events: 50, max_age_ms: 500}}
+    sinks:
+      - {{type: opensearch, url: "{os_url}", index: "{index}-conflict", request_timeout_ms: 5000}}
   - name: downstream
     source: {{topics: [events]}}
     sample: {{rate: 0.5, by: id}}
@@ -99,6 +104,9 @@ routes:
       - {{type: topic, topic: downstream}}
 """
     (work / "routes.yaml").write_text(routes)
+    # An index where payload.query is an integer: a text query is a mapping conflict.
+    requests.put(f"{os_url}/{index}-conflict", timeout=30,
+                 json={"mappings": {"properties": {"payload": {"properties": {"query": {"type": "integer"}}}}}}).raise_for_status()
     (work / "headwater.yaml").write_text(f"""
 data_dir: {work / 'data'}
 gateway: {{listen: "127.0.0.1:{http}"}}
@@ -108,7 +116,7 @@ router: {{routes: {work / 'routes.yaml'}}}
 """)
     serve = Serve(work / "headwater.yaml", http, kafka, work / "serve.log")
     serve.start()
-    yield {"serve": serve, "s3": s3, "bucket": bucket, "index": index,
+    yield {"serve": serve, "s3": s3, "bucket": bucket, "index": index, "os_url": os_url,
            "search": OpenSearch(hosts=[os_url]), "http": http, "kafka": kafka}
     serve.stop()
 
@@ -189,3 +197,55 @@ def test_sigkill_mid_run_then_restart_leaves_every_event_once(world):
     wait_for(lambda: search_count(world) >= expected, f"{expected} documents in OpenSearch", 90)
     time.sleep(2)
     assert search_count(world) == expected
+
+
+def dead_letters(world):
+    kcat = need("HEADWATER_TEST_KCAT")
+    out = subprocess.run([kcat, "-b", f"127.0.0.1:{world['kafka']}", "-C", "-t", "router.dlq", "-e", "-q",
+                          "-f", "%h\n"], capture_output=True, text=True, timeout=60)
+    return [line for line in out.stdout.splitlines() if line]
+
+
+def test_a_mapping_conflict_sends_those_items_to_router_dlq_and_the_rest_land(world):
+    events = [{"id": f"q-{i}", "type": "search.query", "source": "tv-q",
+               "payload": {"query": str(i) if i % 2 == 0 else f"text {i}", "results": i}} for i in range(20)]
+    r = requests.post(f"http://127.0.0.1:{world['http']}/v1/events", json=events, timeout=30)
+    assert r.status_code == 200 and r.json()["accepted"] == 20, r.text
+    index = f"{world['index']}-conflict"
+    def landed():
+        try:
+            world["search"].indices.refresh(index=index)
+            return world["search"].count(index=index)["count"]
+        except Exception:
+            return 0
+    wait_for(lambda: landed() >= 10 and len(dead_letters(world)) >= 10, "10 documents and 10 dead letters")
+    time.sleep(1)
+    assert landed() == 10, "the numeric queries land"
+    letters = dead_letters(world)
+    assert len(letters) == 10, letters
+    for headers in letters:
+        assert "hw.route=conflicts" in headers, headers
+        assert "mapper_parsing_exception" in headers or "failed to parse" in headers, headers
+
+
+def test_opensearch_down_for_30s_loses_nothing_and_other_routes_keep_flowing(world):
+    pids = dict(line.split() for line in (ROOT / "target" / "services" / "pids").read_text().splitlines() if line.strip())
+    pid = int(pids["opensearch"])
+    started = time.time()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        post(world, 0, 100)
+        wait_for(lambda: len(s3_ids(world)) >= 100, "S3 keeps flowing while OpenSearch is down", 25)
+        time.sleep(max(0.0, 30 - (time.time() - started)))
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    expected = sum(1 for i in range(100) if i * 10 >= 100)
+    wait_for(lambda: search_count(world) >= expected, "OpenSearch catches up", 150)
+    time.sleep(2)
+    assert search_count(world) == expected, "nothing lost, nothing doubled"
+
+    def lag():
+        text = requests.get(f"http://127.0.0.1:{world['http']}/metrics", timeout=10).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("headwater_router_consumer_lag{") and 'route="search"' in line)
+    wait_for(lambda: lag() == 0, "the search route's lag back to 0", 30)
