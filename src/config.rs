@@ -106,6 +106,13 @@ impl Config {
                 ),
             ));
         }
+        if self.log.kafka_sasl.enabled && self.gateway.auth.keys.is_empty() {
+            errors.push((
+                "log.kafka_sasl.enabled".to_owned(),
+                "needs gateway.auth.keys: Kafka users are tenants, passwords their API keys"
+                    .to_owned(),
+            ));
+        }
         errors.extend(self.gateway.validate());
         errors.extend(self.log.validate());
         errors.extend(self.schemas.validate());

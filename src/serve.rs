@@ -76,7 +76,15 @@ async fn start_kafka(
         ),
         None => bound,
     };
-    let options = headwater_log::kafka::KafkaOptions::advertising(advertised);
+    let mut options = headwater_log::kafka::KafkaOptions::advertising(advertised);
+    if config.log.kafka_tls.enabled() {
+        let tls = headwater_log::kafka::tls::server_config(&config.log.kafka_tls);
+        options.tls = Some(tls.context("log.kafka_tls")?);
+    }
+    if config.log.kafka_sasl.enabled {
+        let sasl = headwater_gateway::auth::KafkaSasl::new(&config.gateway.auth);
+        options.sasl = Some(Arc::new(sasl));
+    }
     let task = tokio::spawn(headwater_log::kafka::serve(engine, listener, options, stop));
     Ok(KafkaListener { task })
 }
@@ -117,7 +125,75 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_channel();
     let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
     let router = crate::routing::start_router(&config, log.clone()).await?;
-    let schemas = Arc::new(load_schemas(&config).await?);
+    tracing::info!(
+        kafka = %config.log.kafka_listen,
+        data_dir = %config.data_dir.display(),
+        routes = %config.router.routes,
+        "headwater serving ingest on HTTP/gRPC, the Kafka protocol and the router"
+    );
+    let served = run_collectors(&config, log, metrics, shutdown).await;
+    // Ingest has drained; the router flushes open batches and commits, then the log closes.
+    router.shutdown().await;
+    let kafka_stopped = kafka.stopped().await;
+    let closed = engine.close().await;
+    served?;
+    kafka_stopped?;
+    closed.context("flushing the log on shutdown")?;
+    tracing::info!("stopped: log flushed");
+    Ok(())
+}
+
+/// The log brokers of `log.client` (Headwater log nodes or Apache Kafka), waited for up to
+/// the request timeout so a typo in the address shows at start.
+async fn remote_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
+    let client = &config.log.client;
+    let log = headwater_log::KafkaLog::new(client.clone()).context("log.client")?;
+    if let Err(error) = log.check_writable().await {
+        tracing::warn!(brokers = %client.brokers, error = %error_chain(&error), "log brokers not reachable yet; retrying in the background");
+    }
+    Ok(Arc::new(log))
+}
+
+/// `headwater gateway`: the collectors alone, appending to the brokers of `log.client`.
+pub async fn gateway(config: Config) -> anyhow::Result<()> {
+    let metrics = headwater_gateway::metrics::install();
+    let log = remote_log(&config).await?;
+    let shutdown = shutdown_channel();
+    tracing::info!(brokers = %config.log.client.brokers, "headwater gateway serving ingest on HTTP/gRPC");
+    let served = run_collectors(&config, log.clone(), metrics, shutdown).await;
+    let flushed = log.flush().await;
+    served?;
+    flushed.context("flushing the producer on shutdown")?;
+    tracing::info!("stopped: every accepted event acknowledged by the brokers");
+    Ok(())
+}
+
+/// `headwater router`: the router alone, reading the brokers of `log.client`; replicas split
+/// each route's partitions through consumer groups. `/healthz`, `/readyz` and `/metrics` on
+/// the HTTP port.
+pub async fn router(config: Config) -> anyhow::Result<()> {
+    let metrics = headwater_gateway::metrics::install();
+    let log = remote_log(&config).await?;
+    let shutdown = shutdown_channel();
+    let router = crate::routing::start_router(&config, log.clone()).await?;
+    tracing::info!(brokers = %config.log.client.brokers, routes = %config.router.routes, "headwater router running");
+    let served = serve_ops(&config, metrics, log.clone(), shutdown).await;
+    router.shutdown().await;
+    let flushed = log.flush().await;
+    served?;
+    flushed.context("flushing dead letters on shutdown")?;
+    tracing::info!("stopped: open batches delivered and committed");
+    Ok(())
+}
+
+/// The collectors over `log` on `gateway.listen` until `shutdown` flips; then they drain.
+async fn run_collectors(
+    config: &Config,
+    log: Arc<dyn Log>,
+    metrics: headwater_gateway::metrics::PrometheusHandle,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let schemas = Arc::new(load_schemas(config).await?);
     schemas.clone().watch(SCHEMA_POLL);
     tokio::spawn(reload_on_sighup(schemas.clone()));
     let collector = Collector::new(CollectorParts {
@@ -136,24 +212,11 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(&config.gateway.listen)
         .await
         .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
-    tracing::info!(
-        addr = %listener.local_addr()?,
-        kafka = %config.log.kafka_listen,
-        data_dir = %config.data_dir.display(),
-        routes = %config.router.routes,
-        "headwater serving ingest on HTTP/gRPC, the Kafka protocol and the router"
-    );
-    let options = serve_options(&config)?;
-    let served = headwater_gateway::serve(listener, app, stopped(shutdown.clone()), options).await;
-    // Ingest has drained; the router flushes open batches and commits, then the log closes.
-    router.shutdown().await;
-    let kafka_stopped = kafka.stopped().await;
-    let closed = engine.close().await;
-    served.context("serving HTTP")?;
-    kafka_stopped?;
-    closed.context("flushing the log on shutdown")?;
-    tracing::info!("stopped: log flushed");
-    Ok(())
+    tracing::info!(addr = %listener.local_addr()?, "ingest listening");
+    let options = serve_options(config)?;
+    headwater_gateway::serve(listener, app, stopped(shutdown), options)
+        .await
+        .context("serving HTTP")
 }
 
 /// `headwater log-node`: the log tier alone, serving the Kafka protocol, with `/healthz`,
@@ -163,30 +226,36 @@ pub async fn log_node(config: Config) -> anyhow::Result<()> {
     let engine = open_log(&config).await?;
     let shutdown = shutdown_channel();
     let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
-    let ops = headwater_gateway::ops_app(OpsState {
-        metrics,
-        readiness: Arc::new(LogReadiness {
-            log: engine.clone(),
-        }),
-    });
-    let listener = TcpListener::bind(&config.gateway.listen)
-        .await
-        .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
-    tracing::info!(kafka = %config.log.kafka_listen, ops = %listener.local_addr()?, "log node serving");
-    let served = headwater_gateway::serve(
-        listener,
-        ops,
-        stopped(shutdown.clone()),
-        serve_options(&config)?,
-    )
-    .await;
+    tracing::info!(kafka = %config.log.kafka_listen, "log node serving");
+    // The Kafka listener stops on the same signal; without it (ops failed) it would not.
+    serve_ops(&config, metrics, engine.clone(), shutdown).await?;
     let kafka_stopped = kafka.stopped().await;
     let closed = engine.close().await;
-    served.context("serving HTTP")?;
     kafka_stopped?;
     closed.context("flushing the log on shutdown")?;
     tracing::info!("stopped: log flushed");
     Ok(())
+}
+
+/// `/healthz`, `/readyz` (from `log`) and `/metrics` on `gateway.listen`, for the parts that
+/// take no events over HTTP, until `shutdown` flips.
+async fn serve_ops(
+    config: &Config,
+    metrics: headwater_gateway::metrics::PrometheusHandle,
+    log: Arc<dyn Log>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let ops = headwater_gateway::ops_app(OpsState {
+        metrics,
+        readiness: Arc::new(LogReadiness { log }),
+    });
+    let listener = TcpListener::bind(&config.gateway.listen)
+        .await
+        .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
+    tracing::info!(ops = %listener.local_addr()?, "probes and metrics listening");
+    headwater_gateway::serve(listener, ops, stopped(shutdown), serve_options(config)?)
+        .await
+        .context("serving HTTP")
 }
 
 fn serve_options(config: &Config) -> anyhow::Result<ServeOptions> {

@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::net::TcpListener;
+use common::free_port;
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -78,11 +78,23 @@ fn config_check_of_a_missing_file_says_so() {
 }
 
 #[test]
-fn parts_not_built_yet_say_so_and_exit_non_zero() {
-    for args in [&["gateway"][..], &["router"]] {
-        let out = headwater(args);
-        assert_eq!(out.status.code(), Some(3), "{args:?}");
-        assert!(text(&out.stderr).contains("does not have yet"), "{args:?}");
+fn gateway_and_router_refuse_a_bad_log_client_config() {
+    for part in ["gateway", "router"] {
+        let out = Command::new(BIN)
+            .arg(part)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("HEADWATER_CONFIG")
+            .env("HEADWATER_LOG__CLIENT__BROKERS", "nohost")
+            .env("HEADWATER_LOG__CLIENT__PROPERTIES__ACKS", "0")
+            .output()
+            .expect("run headwater");
+        assert_eq!(out.status.code(), Some(2), "{part}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains("log.client.brokers"), "{part}: {stderr}");
+        assert!(
+            stderr.contains("log.client.properties.acks"),
+            "{part}: {stderr}"
+        );
     }
 }
 
@@ -146,14 +158,6 @@ fn serve_refuses_a_bad_flag_value() {
             "gateway.listen: `nowhere` is not a socket address (host:port) (from --listen)"
         )
     );
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 struct Server {

@@ -133,6 +133,30 @@ impl Authenticator {
     }
 }
 
+/// SASL/PLAIN for the Kafka listener over the gateway's API keys: the user name is a tenant,
+/// the password one of that tenant's (enabled) keys. No keys configured refuses everyone.
+pub struct KafkaSasl {
+    auth: Authenticator,
+}
+
+impl KafkaSasl {
+    /// Checks credentials against `config.keys`.
+    pub fn new(config: &AuthConfig) -> Self {
+        Self {
+            auth: Authenticator::new(config, &TlsConfig::default()),
+        }
+    }
+}
+
+impl headwater_log::kafka::SaslAuthenticator for KafkaSasl {
+    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+        // The key is compared in constant time by `check_key`; the tenant name is not secret.
+        let principal = self.auth.check_key(password.as_bytes()).ok()?;
+        let same = bool::from(principal.tenant.as_bytes().ct_eq(user.as_bytes()));
+        same.then(|| principal.tenant.to_string())
+    }
+}
+
 /// The key from `Authorization: Bearer KEY` or `X-Api-Key: KEY`.
 pub fn presented_key(headers: &HeaderMap) -> Option<String> {
     if let Some(value) = headers.get(AUTHORIZATION).and_then(|v| v.to_str().ok()) {
@@ -160,28 +184,29 @@ mod tests {
     use super::*;
     use crate::config::ApiKey;
 
+    fn auth_config() -> AuthConfig {
+        AuthConfig {
+            keys: vec![
+                ApiKey {
+                    tenant: "acme".into(),
+                    sha256: hash_key("secret-1"),
+                    disabled: false,
+                },
+                ApiKey {
+                    tenant: "gone".into(),
+                    sha256: hash_key("secret-2"),
+                    disabled: true,
+                },
+            ],
+        }
+    }
+
     fn authenticator() -> Authenticator {
         let tls = TlsConfig {
             client_tenants: [("device-7".to_owned(), "fleet".to_owned())].into(),
             ..TlsConfig::default()
         };
-        Authenticator::new(
-            &AuthConfig {
-                keys: vec![
-                    ApiKey {
-                        tenant: "acme".into(),
-                        sha256: hash_key("secret-1"),
-                        disabled: false,
-                    },
-                    ApiKey {
-                        tenant: "gone".into(),
-                        sha256: hash_key("secret-2"),
-                        disabled: true,
-                    },
-                ],
-            },
-            &tls,
-        )
+        Authenticator::new(&auth_config(), &tls)
     }
 
     fn headers(name: &'static str, value: &str) -> HeaderMap {
@@ -239,6 +264,25 @@ mod tests {
             auth.authenticate(&HeaderMap::new(), Some(&stranger)),
             Err(IngestError::MissingKey)
         ));
+    }
+
+    #[test]
+    fn kafka_sasl_accepts_a_tenant_with_its_own_key_only() {
+        use headwater_log::kafka::SaslAuthenticator;
+        let sasl = KafkaSasl::new(&auth_config());
+        assert_eq!(
+            sasl.authenticate("acme", "secret-1").as_deref(),
+            Some("acme")
+        );
+        assert_eq!(
+            sasl.authenticate("gone", "secret-1"),
+            None,
+            "another tenant's key"
+        );
+        assert_eq!(sasl.authenticate("gone", "secret-2"), None, "disabled key");
+        assert_eq!(sasl.authenticate("acme", "nope"), None);
+        let open = KafkaSasl::new(&AuthConfig::default());
+        assert_eq!(open.authenticate(DEFAULT_TENANT, "anything"), None);
     }
 
     #[test]

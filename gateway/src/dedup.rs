@@ -1,9 +1,9 @@
 //! Duplicate suppression: a client-given event id seen from the same source within the window
 //! is not appended twice. Memory is bounded: the oldest ids are forgotten first.
 
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -11,9 +11,28 @@ use crate::config::DedupConfig;
 
 const SHARDS: usize = 16;
 
+/// The map's keys are already SipHash outputs (with this process's random keys): hashing them
+/// again would only cost time.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 #[derive(Default)]
 struct Shard {
-    seen: HashMap<u64, Instant>,
+    seen: HashMap<u64, Instant, BuildHasherDefault<Prehashed>>,
     order: VecDeque<(u64, Instant)>,
 }
 
@@ -22,6 +41,8 @@ pub struct Dedup {
     window: Duration,
     per_shard: usize,
     shards: Vec<Mutex<Shard>>,
+    /// Random keys per process, so clients cannot aim ids at one bucket.
+    hasher: RandomState,
 }
 
 impl Dedup {
@@ -31,11 +52,12 @@ impl Dedup {
             window: Duration::from_millis(config.window_ms),
             per_shard: config.max_entries.div_ceil(SHARDS).max(1),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            hasher: RandomState::new(),
         }
     }
 
-    fn key(source: &str, id: &str) -> u64 {
-        let mut hasher = DefaultHasher::new();
+    fn key(&self, source: &str, id: &str) -> u64 {
+        let mut hasher = self.hasher.build_hasher();
         source.hash(&mut hasher);
         0xffu8.hash(&mut hasher);
         id.hash(&mut hasher);
@@ -43,7 +65,8 @@ impl Dedup {
     }
 
     fn shard(&self, key: u64) -> &Mutex<Shard> {
-        &self.shards[(key as usize) % SHARDS]
+        // Bits the shard's map uses neither for the bucket (low) nor for the tag (top 7).
+        &self.shards[((key >> 32) as usize) % SHARDS]
     }
 
     /// Whether `(source, id)` was recorded within the window.
@@ -51,7 +74,7 @@ impl Dedup {
         if self.window.is_zero() {
             return false;
         }
-        let key = Self::key(source, id);
+        let key = self.key(source, id);
         let Ok(shard) = self.shard(key).lock() else {
             return false;
         };
@@ -66,7 +89,7 @@ impl Dedup {
         if self.window.is_zero() {
             return;
         }
-        let key = Self::key(source, id);
+        let key = self.key(source, id);
         let Ok(mut shard) = self.shard(key).lock() else {
             return;
         };

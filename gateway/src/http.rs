@@ -433,6 +433,36 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn ingest_metrics_are_per_tenant_and_type() {
+        let app = test_app(Ok(()));
+        let body = r#"[{"type":"metrics.probe","source":"d1","payload":{"n":12345}}]"#;
+        let response = app
+            .clone()
+            .oneshot(
+                Request::post("/v1/events")
+                    .header("content-type", "application/json")
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        let (_, text) = get_text(app, "/metrics").await;
+        // `AcceptAll` registers no types, so the label is `other`.
+        let series = |name: &str| {
+            text.lines()
+                .find(|l| l.starts_with(name) && l.contains("type=\"other\""))
+                .map(str::to_owned)
+        };
+        let bytes = series("headwater_ingest_event_bytes_total{").expect(&text);
+        assert!(bytes.contains("tenant=\"default\""), "{bytes}");
+        let counted: f64 = bytes.rsplit(' ').next().unwrap().parse().unwrap();
+        assert!(counted >= 11.0, "{bytes}");
+        let latency = series("headwater_ingest_event_latency_seconds_count{").expect(&text);
+        assert!(!latency.ends_with(" 0"), "{latency}");
+    }
+
+    #[tokio::test]
     async fn otlp_json_with_no_records_is_answered_in_json() {
         let response = test_app(Ok(()))
             .oneshot(

@@ -84,6 +84,8 @@ struct Batch {
     dedup_ids: Vec<(String, String)>,
     report: Report,
     outcomes: HashMap<(String, &'static str), u64>,
+    /// Payload bytes accepted, by type label.
+    accepted_bytes: HashMap<String, u64>,
 }
 
 impl Pipeline {
@@ -102,6 +104,7 @@ impl Pipeline {
             dedup_ids: Vec::new(),
             report: Report::default(),
             outcomes: HashMap::new(),
+            accepted_bytes: HashMap::new(),
         };
         let mut in_batch: HashSet<(&str, &str)> = HashSet::new();
         for (index, element) in decoded.iter().enumerate() {
@@ -132,6 +135,7 @@ impl Pipeline {
             dedup_ids,
             report,
             outcomes,
+            accepted_bytes,
         } = batch;
         let appends = by_topic
             .into_iter()
@@ -150,8 +154,15 @@ impl Pipeline {
             metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => event_type, "outcome" => outcome)
                 .increment(count);
         }
-        metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS)
-            .record(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS).record(took);
+        for (event_type, bytes) in accepted_bytes {
+            let tenant = meta.principal.tenant.to_string();
+            metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
+                .increment(bytes);
+            metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant, "type" => event_type)
+                .record(took);
+        }
         Ok(report)
     }
 
@@ -204,6 +215,8 @@ impl Pipeline {
                     batch.dedup_ids.push((event.source.clone(), id));
                 }
                 batch.report.accepted += 1;
+                *batch.accepted_bytes.entry(label.clone()).or_default() +=
+                    event.payload.len() as u64;
                 *batch.outcomes.entry((label, "accepted")).or_default() += 1;
             }
             Err(reason) => {

@@ -3,7 +3,8 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 /// Requests served, by method, matched path and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "headwater_http_requests_total";
@@ -68,6 +69,16 @@ fn describe() {
         metrics::Unit::Seconds,
         "Time from decoded batch to durable append"
     );
+    metrics::describe_counter!(
+        INGEST_EVENT_BYTES_TOTAL,
+        metrics::Unit::Bytes,
+        "Payload bytes of accepted events, by tenant and type"
+    );
+    metrics::describe_histogram!(
+        INGEST_EVENT_LATENCY_SECONDS,
+        metrics::Unit::Seconds,
+        "Time from decoded batch to durable append, by tenant and type"
+    );
     metrics::describe_histogram!(
         INGEST_REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,
@@ -90,6 +101,11 @@ pub const INGEST_BYTES_TOTAL: &str = "headwater_ingest_bytes_total";
 pub const INGEST_REFUSED_TOTAL: &str = "headwater_ingest_refused_total";
 /// Time from a decoded batch to its durable append, in seconds.
 pub const INGEST_APPEND_DURATION_SECONDS: &str = "headwater_ingest_append_duration_seconds";
+/// Payload bytes of accepted events, by tenant and type.
+pub const INGEST_EVENT_BYTES_TOTAL: &str = "headwater_ingest_event_bytes_total";
+/// Time from a decoded batch to the durable append of its accepted events, by tenant and type
+/// (one observation per type present in the batch), in seconds.
+pub const INGEST_EVENT_LATENCY_SECONDS: &str = "headwater_ingest_event_latency_seconds";
 /// Time to handle an ingest request end to end, by transport, in seconds.
 pub const INGEST_REQUEST_DURATION_SECONDS: &str = "headwater_ingest_request_duration_seconds";
 /// Schemas loaded now.

@@ -76,12 +76,14 @@ impl BatchHeader {
 
     /// Offset of the last record.
     pub fn last_offset(&self) -> i64 {
-        self.base_offset + i64::from(self.last_offset_delta)
+        // Saturating: the header may come straight off the wire.
+        self.base_offset
+            .saturating_add(i64::from(self.last_offset_delta))
     }
 
     /// Offset after the last record.
     pub fn next_offset(&self) -> i64 {
-        self.last_offset() + 1
+        self.last_offset().saturating_add(1)
     }
 
     /// Compression codec id: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
@@ -163,7 +165,7 @@ pub fn validate_for_append(batch: &[u8]) -> Result<BatchHeader> {
             "transactional and control batches are not supported".to_owned(),
         ));
     }
-    if header.records_count != header.last_offset_delta + 1 {
+    if i64::from(header.records_count) != i64::from(header.last_offset_delta) + 1 {
         return Err(LogError::InvalidBatch(format!(
             "{} records but last offset delta {}",
             header.records_count, header.last_offset_delta
@@ -452,8 +454,13 @@ fn decode_record(
     } else {
         header.base_timestamp.wrapping_add(ts_delta)
     };
+    let offset = header
+        .base_offset
+        .checked_add(offset_delta)
+        .filter(|o| *o >= 0)
+        .ok_or("record offset out of range")?;
     Ok(StoredRecord {
-        offset: header.base_offset + offset_delta,
+        offset,
         timestamp_ms,
         key,
         value,

@@ -232,3 +232,19 @@ fn huge_record_count_is_refused_without_allocating() {
     assert!(validate_for_append(&buf).is_err());
     assert!(decode_records(&buf.freeze()).is_err());
 }
+
+/// Found by `scripts/fuzz` (record_batch): a batch near `i64::MAX` whose record offset delta
+/// overflowed the base offset and panicked in `decode_record`. Now a decode error.
+#[test]
+fn offset_delta_overflow_is_an_error_not_a_panic() {
+    const CRASH: &str = "40000002020000000000007fff010102020102000000000000a4ffff0000000000015c5c5c2f5c2b5c5c5c1c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c5c30e4ffffffffffffffff0000000000000001ffffffffffffffffffffff4508000000000000ffffffffffffffffffffffffffffffffff5cffee343434343434010202b2b2b2b2b2920202b2ff";
+    let data: Vec<u8> = (0..CRASH.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&CRASH[i..i + 2], 16).unwrap())
+        .collect();
+    let bytes = Bytes::from(data);
+    let _ = validate_for_append(&bytes);
+    for (_, batch) in split_batches(bytes) {
+        let _ = decode_records(&batch);
+    }
+}

@@ -12,6 +12,10 @@ pub enum FlushMode {
     EveryAppend,
     /// fsync at most every `interval_ms`; acknowledgements wait for the next fsync.
     Interval,
+    /// fsync every `interval_ms` in the background; acknowledged once written to the OS page
+    /// cache and readable at once, as Kafka does with `flush.ms`: an acknowledged append
+    /// survives a killed process, and a machine crash loses at most the last `interval_ms`.
+    Background,
     /// Never fsync explicitly; acknowledged once written to the OS page cache.
     Os,
 }
@@ -22,7 +26,8 @@ pub enum FlushMode {
 pub struct FlushPolicy {
     /// Flush mode. Default `interval`.
     pub mode: FlushMode,
-    /// Interval between fsyncs for `interval` mode, in milliseconds. Default 100.
+    /// Interval between fsyncs for `interval` and `background` modes, in milliseconds.
+    /// Default 100.
     pub interval_ms: u64,
 }
 
@@ -55,6 +60,35 @@ pub struct TopicConfig {
     pub max_message_bytes: Option<u32>,
 }
 
+/// TLS on the Kafka listener (`log.kafka_tls`); off unless `cert_file` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaTlsConfig {
+    /// PEM certificate chain; TLS is on when set. Default none (plaintext).
+    pub cert_file: Option<String>,
+    /// PEM private key of the certificate. Default none.
+    pub key_file: Option<String>,
+    /// PEM CA bundle that client certificates must chain to; when set, every client must
+    /// present a valid certificate (mTLS). Default none.
+    pub client_ca_file: Option<String>,
+}
+
+impl KafkaTlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        self.cert_file.is_some()
+    }
+}
+
+/// SASL on the Kafka listener (`log.kafka_sasl`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSaslConfig {
+    /// Require SASL/PLAIN before any request but ApiVersions: the user name is a tenant, the
+    /// password one of its API keys (`gateway.auth.keys`). Default false.
+    pub enabled: bool,
+}
+
 /// The log tier's configuration (`log:` in headwater.yaml).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -63,6 +97,10 @@ pub struct LogConfig {
     pub kafka_listen: String,
     /// Address advertised to Kafka clients in Metadata; defaults to `kafka_listen`.
     pub advertised_listener: Option<String>,
+    /// TLS on the Kafka listener. Default off.
+    pub kafka_tls: KafkaTlsConfig,
+    /// SASL/PLAIN on the Kafka listener. Default off.
+    pub kafka_sasl: KafkaSaslConfig,
     /// Create a topic on first use with the defaults below. Default true.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic. Default 4.
@@ -88,6 +126,9 @@ pub struct LogConfig {
     /// Forget an idempotent producer's sequences after it has been idle this long, in
     /// milliseconds (Kafka's `producer.id.expiration.ms`). Default 86400000 (1 day).
     pub producer_expiry_ms: u64,
+    /// How `headwater gateway` and `headwater router` reach the log tier (Headwater log nodes
+    /// or an Apache Kafka cluster); unused by `serve` and `log-node`.
+    pub client: crate::client_config::KafkaClientConfig,
 }
 
 impl Default for LogConfig {
@@ -95,6 +136,8 @@ impl Default for LogConfig {
         Self {
             kafka_listen: "127.0.0.1:9092".to_owned(),
             advertised_listener: None,
+            kafka_tls: KafkaTlsConfig::default(),
+            kafka_sasl: KafkaSaslConfig::default(),
             auto_create_topics: true,
             default_partitions: 4,
             segment_bytes: 128 * 1024 * 1024,
@@ -107,7 +150,28 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             retention_check_interval_ms: 60_000,
             producer_expiry_ms: 24 * 3600 * 1000,
+            client: crate::client_config::KafkaClientConfig::default(),
         }
+    }
+}
+
+impl KafkaTlsConfig {
+    /// Checks that the files come in working combinations.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.cert_file.is_some() != self.key_file.is_some() {
+            errors.push((
+                "log.kafka_tls".to_owned(),
+                "cert_file and key_file go together".to_owned(),
+            ));
+        }
+        if self.client_ca_file.is_some() && !self.enabled() {
+            errors.push((
+                "log.kafka_tls.client_ca_file".to_owned(),
+                "needs log.kafka_tls.cert_file and key_file".to_owned(),
+            ));
+        }
+        errors
     }
 }
 
@@ -169,6 +233,7 @@ impl LogConfig {
                 ),
             ));
         }
+        errors.extend(self.kafka_tls.validate());
         if self.default_partitions == 0 {
             errors.push((
                 "log.default_partitions".to_owned(),
@@ -193,12 +258,20 @@ impl LogConfig {
                 "must be at least 1".to_owned(),
             ));
         }
-        if self.flush.mode == FlushMode::Interval && self.flush.interval_ms == 0 {
+        if matches!(self.flush.mode, FlushMode::Interval | FlushMode::Background)
+            && self.flush.interval_ms == 0
+        {
             errors.push((
                 "log.flush.interval_ms".to_owned(),
                 "must be at least 1 in interval mode".to_owned(),
             ));
         }
+        errors.extend(
+            self.client
+                .validate()
+                .into_iter()
+                .map(|(key, message)| (format!("log.client.{key}"), message)),
+        );
         for (name, topic) in &self.topics {
             if topic.partitions == Some(0) {
                 errors.push((
@@ -215,11 +288,9 @@ impl LogConfig {
                     format!("must be between 4096 and {MAX_SEGMENT_BYTES}"),
                 ));
             }
-            if topic
-                .flush
-                .as_ref()
-                .is_some_and(|f| f.mode == FlushMode::Interval && f.interval_ms == 0)
-            {
+            if topic.flush.as_ref().is_some_and(|f| {
+                matches!(f.mode, FlushMode::Interval | FlushMode::Background) && f.interval_ms == 0
+            }) {
                 errors.push((
                     format!("log.topics.{name}.flush.interval_ms"),
                     "must be at least 1 in interval mode".to_owned(),
@@ -263,5 +334,23 @@ mod tests {
             .topics
             .insert("bad/name".to_owned(), TopicConfig::default());
         assert_eq!(config.validate().len(), 1);
+    }
+
+    #[test]
+    fn kafka_security_is_off_by_default_and_tls_files_go_together() {
+        let mut config = LogConfig::default();
+        assert!(!config.kafka_tls.enabled() && !config.kafka_sasl.enabled);
+        config.kafka_tls.key_file = Some("key.pem".to_owned());
+        config.kafka_tls.client_ca_file = Some("ca.pem".to_owned());
+        let keys: Vec<String> = config.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["log.kafka_tls", "log.kafka_tls.client_ca_file"]);
+        config.kafka_tls.cert_file = Some("cert.pem".to_owned());
+        assert!(config.validate().is_empty());
+        let parsed: Result<LogConfig, _> =
+            serde_json::from_str(r#"{"kafka_tls": {"cert_file": "c", "key": "k"}}"#);
+        assert!(parsed.is_err(), "unknown keys are refused");
+        let parsed: LogConfig = serde_json::from_str(r#"{"kafka_sasl": {"enabled": true}}"#)
+            .expect("kafka_sasl parses");
+        assert!(parsed.kafka_sasl.enabled);
     }
 }

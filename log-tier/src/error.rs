@@ -99,13 +99,38 @@ pub enum LogError {
     /// The data directory is in use by another process.
     #[error("data directory {0} is locked by another process")]
     Locked(String),
+    /// The remote log tier (Kafka-protocol brokers) could not be reached or did not answer in
+    /// time. Retryable: nothing was acknowledged.
+    #[error("log brokers unavailable while {context}")]
+    Unavailable {
+        /// What the client was doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The remote log tier refused a request for good.
+    #[error("log brokers refused {context}")]
+    Refused {
+        /// What the client was doing.
+        context: String,
+        /// The client's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The Kafka listener's TLS files could not be read or rustls refused them.
+    #[error("kafka listener TLS: {0}")]
+    Tls(String),
 }
 
 impl LogError {
     /// True when the same request may succeed later unchanged (disk full, transient I/O, an
     /// fsync that failed and was rolled back); false for bad input and missing things.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, LogError::DiskFull { .. } | LogError::Io { .. })
+        matches!(
+            self,
+            LogError::DiskFull { .. } | LogError::Io { .. } | LogError::Unavailable { .. }
+        )
     }
 
     /// Classifies an I/O error: ENOSPC and EDQUOT become [`LogError::DiskFull`].

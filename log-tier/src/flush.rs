@@ -16,7 +16,7 @@ impl Partition {
     /// Resolves once the written batch is durable under the topic's flush policy.
     pub(crate) async fn wait_durable(self: &Arc<Self>, w: &Written) -> Result<()> {
         match self.settings.flush.mode {
-            FlushMode::Os => Ok(()),
+            FlushMode::Os | FlushMode::Background => Ok(()),
             FlushMode::EveryAppend => {
                 if let Some(done) = self.check_durable(w, &self.high_watermark()) {
                     return done;
@@ -74,6 +74,11 @@ impl Partition {
             partition.state().flush_scheduled = false;
             if let Err(e) = partition.sync_now().await {
                 warn!(topic = %partition.topic, partition = partition.id, error = %e, "interval flush failed");
+                if partition.settings.flush.mode == FlushMode::Background {
+                    // Acknowledged writes are waiting for this fsync: try again.
+                    partition.state().flush_scheduled = true;
+                    partition.spawn_interval_flush();
+                }
             }
         });
     }
@@ -88,9 +93,9 @@ impl Partition {
     pub(crate) async fn sync_now(&self) -> Result<()> {
         let (target, segments, dir_dirty) = {
             let mut st = self.state();
-            let hw = self.high_watermark();
-            if st.written.offset == hw.offset
-                && st.written.generation == hw.generation
+            let synced = st.synced;
+            if st.written.offset == synced.offset
+                && st.written.generation == synced.generation
                 && !st.dir_dirty
             {
                 return Ok(());
@@ -99,6 +104,8 @@ impl Partition {
             segments.push(st.active.clone());
             (st.written, segments, std::mem::take(&mut st.dir_dirty))
         };
+        // The sealed ones, to hand back if a background fsync fails.
+        let sealed: Vec<_> = segments[..segments.len() - 1].to_vec();
         let dir = self.dir.clone();
         let fsyncs = self.fsyncs.clone();
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -125,6 +132,7 @@ impl Partition {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match synced {
             Ok(()) => {
+                self.state().synced = target;
                 self.durable.send_modify(|hw| {
                     if hw.generation == target.generation && hw.offset <= target.offset {
                         *hw = LogPoint {
@@ -134,6 +142,15 @@ impl Partition {
                     }
                 });
                 Ok(())
+            }
+            Err(e) if self.settings.flush.mode == FlushMode::Background => {
+                // These writes were acknowledged already: keep them (the page cache has them)
+                // and let the next flush try again.
+                error!(topic = %self.topic, partition = self.id, error = %e, "background fsync failed; will retry");
+                let mut st = self.state();
+                st.unsynced.extend(sealed);
+                st.dir_dirty |= dir_dirty;
+                Err(LogError::io("syncing a segment", e))
             }
             Err(e) => {
                 error!(topic = %self.topic, partition = self.id, error = %e, "fsync failed; rolling back un-synced writes");

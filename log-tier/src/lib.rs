@@ -16,6 +16,7 @@
 //! ```
 
 pub mod batch;
+pub mod client_config;
 pub mod compression;
 pub mod config;
 mod engine;
@@ -24,6 +25,8 @@ mod fault;
 mod flush;
 pub mod index;
 pub mod kafka;
+#[cfg(feature = "kafka-client")]
+pub mod kafka_log;
 pub mod log;
 mod log_impl;
 mod memory;
@@ -38,11 +41,17 @@ mod topic;
 #[cfg(any(test, feature = "testsuite"))]
 pub mod testsuite;
 
-pub use config::{FlushMode, FlushPolicy, LogConfig, TopicConfig, TopicSettings};
+pub use client_config::KafkaClientConfig;
+pub use config::{
+    FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, TopicConfig, TopicSettings,
+};
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec};
 pub use error::LogError;
+#[cfg(feature = "kafka-client")]
+pub use kafka_log::KafkaLog;
 pub use log::{
-    Appended, Header, Log, PartitionOffsets, Record, StoredRecord, murmur2, partition_for_key,
+    Appended, Assignment, GroupMembership, Header, Log, PartitionOffsets, Record, StoredRecord,
+    murmur2, partition_for_key,
 };
 pub use memory::MemoryLog;
 pub use topic::check_name as check_topic_name;

@@ -171,3 +171,61 @@ async fn truncation_fails_waiters_past_the_cut() {
     assert_eq!(all[3].key.as_deref(), Some(&b"key-10"[..]));
     engine.close().await.unwrap();
 }
+
+fn background(interval_ms: u64) -> LogConfig {
+    LogConfig {
+        flush: FlushPolicy {
+            mode: FlushMode::Background,
+            interval_ms,
+        },
+        ..config(1 << 20)
+    }
+}
+
+fn fsyncs(engine: &LogEngine) -> u64 {
+    engine
+        .partition("t", 0)
+        .unwrap()
+        .fsyncs
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_mode_acknowledges_before_the_fsync_and_keeps_it_across_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    // An hour between fsyncs: `interval` would hold this append that long.
+    let engine = LogEngine::open(dir.path(), background(3_600_000)).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    let appended = engine.append("t", vec![record(7, 1)]).await.unwrap();
+    assert_eq!(appended[0].offset, 0);
+    assert_eq!(fsyncs(&engine), 0, "acknowledged without an fsync");
+    // Readable at once, as in Kafka.
+    assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 1);
+    // The process "dies" (no close, no flush): the write is in the OS page cache.
+    drop(engine);
+    let engine = LogEngine::open(dir.path(), background(3_600_000)).unwrap();
+    let read = read_all(&*engine, "t", 0, 0).await;
+    assert_eq!(read.len(), 1);
+    assert_eq!(read[0].value, record(7, 1).value);
+    engine.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_mode_fsyncs_on_its_interval() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), background(20)).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    append_n(&engine, "t", 10, |_| 1).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fsyncs(&engine) == 0 {
+        assert!(std::time::Instant::now() < deadline, "never fsynced");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Quiet now: later ticks find nothing new to sync.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let settled = fsyncs(&engine);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(fsyncs(&engine), settled, "no fsync without new writes");
+    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 10);
+    engine.close().await.unwrap();
+}

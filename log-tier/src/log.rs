@@ -1,10 +1,12 @@
 //! The `Log` trait: the in-process seam the gateway and router use (append by partition or key,
 //! read, offsets, consumer-group commits, topic admin), and its record types.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use tokio::sync::watch;
 
 use crate::error::LogError;
 
@@ -65,8 +67,27 @@ pub struct PartitionOffsets {
     pub high_watermark: i64,
 }
 
+/// The partitions a group member owns: `(topic, partition)` pairs, sorted.
+pub type Assignment = Arc<[(String, i32)]>;
+
+/// A live membership of a consumer group, from [`Log::join_group`]. The group's coordinator
+/// splits the topics' partitions among its members and moves them on join, leave and session
+/// timeout; dropping the membership leaves the group.
+pub trait GroupMembership: Send + Sync {
+    /// The partitions this member owns now; changes on every rebalance (empty while one is in
+    /// progress or before the first assignment).
+    fn assignment(&self) -> watch::Receiver<Assignment>;
+
+    /// Says the member has stopped working on every partition it no longer owns (delivered and
+    /// committed what it had). A rebalance that takes partitions away waits for this, up to a
+    /// bound, before the group hands them to another member, so two members never work on one
+    /// partition at once. Calling it when nothing is pending does nothing.
+    fn released(&self) {}
+}
+
 /// The log as the gateway and router see it. Implemented by [`crate::LogEngine`] (durable,
-/// embedded) and [`crate::MemoryLog`] (tests); later by a Kafka-protocol client.
+/// embedded), [`crate::MemoryLog`] (tests) and, with the `kafka-client` feature,
+/// `KafkaLog` (Headwater log nodes or an Apache Kafka cluster over the Kafka protocol).
 #[async_trait]
 pub trait Log: Send + Sync + 'static {
     /// Appends; partition chosen by `record.partition`, else by key with Kafka's murmur2 default
@@ -124,6 +145,19 @@ pub trait Log: Send + Sync + 'static {
 
     /// Makes everything appended so far durable.
     async fn flush(&self) -> Result<(), LogError>;
+
+    /// Joins `group` as one member consuming `topics`, so several processes split the
+    /// partitions between them. `None` means the log is local to this process (embedded or in
+    /// memory): there is no one to share with and the caller reads every partition. Offsets
+    /// are still committed with [`Log::commit`] (under a group id that has no members).
+    async fn join_group(
+        &self,
+        group: &str,
+        topics: &[String],
+    ) -> Result<Option<Box<dyn GroupMembership>>, LogError> {
+        let _ = (group, topics);
+        Ok(None)
+    }
 
     /// Ok when an append would be accepted now (used by /readyz): e.g. the data dir is writable
     /// and not full.

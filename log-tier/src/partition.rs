@@ -45,6 +45,9 @@ pub(crate) struct State {
     pub active: Arc<Segment>,
     /// Log end (written, maybe not yet durable).
     pub written: LogPoint,
+    /// Log end at the last successful fsync (the high watermark, except in `background` mode,
+    /// where the high watermark follows `written`).
+    pub synced: LogPoint,
     pub log_start: i64,
     pub producers: ProducerStates,
     /// Sealed segments whose tail is not yet fsynced.
@@ -115,6 +118,7 @@ impl Partition {
             segments,
             active,
             written: end,
+            synced: end,
             log_start,
             producers: recovered.producers,
             unsynced: Vec::new(),
@@ -262,6 +266,13 @@ impl Partition {
                 let end = st.written;
                 self.durable.send_modify(|d| *d = end);
                 false
+            }
+            FlushMode::Background => {
+                let end = st.written;
+                self.durable.send_modify(|d| *d = end);
+                let schedule = !st.flush_scheduled;
+                st.flush_scheduled = true;
+                schedule
             }
             FlushMode::Interval if !st.flush_scheduled => {
                 st.flush_scheduled = true;

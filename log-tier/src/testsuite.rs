@@ -328,6 +328,21 @@ mod tests {
         engine.close().await.unwrap();
     }
 
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suite_against_engine_background_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = LogConfig {
+            flush: FlushPolicy {
+                mode: FlushMode::Background,
+                interval_ms: 5,
+            },
+            ..LogConfig::default()
+        };
+        let engine = LogEngine::open(dir.path(), config).unwrap();
+        run_all(engine.clone(), "engine").await;
+        engine.close().await.unwrap();
+    }
+
     #[tokio::test]
     async fn suite_against_engine_os_flush_current_thread() {
         let dir = tempfile::tempdir().unwrap();

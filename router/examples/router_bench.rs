@@ -2,15 +2,16 @@
 //! counts, so the figure is the router's own cost (read, envelope, route, batch, commit).
 //! Run: `cargo run --release -p headwater-router --example router_bench [events]`.
 
+#[path = "common/mod.rs"]
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use headwater_log::{Header, Log, MemoryLog, Record};
+use headwater_log::{Log, MemoryLog, Record};
 use headwater_router::{Router, RouterOptions, RouterParts, check_routes};
-use headwater_schemas::{Envelope, PayloadFormat};
 use headwater_sinks::{Batch, Delivery, Sink, SinkError};
 
 #[derive(Default)]
@@ -48,31 +49,7 @@ fn record(i: u64) -> Record {
         i * 250,
         i % 17
     );
-    let env = Envelope {
-        id: format!("01J{i:023}"),
-        event_type: "playback.start".into(),
-        version: 1,
-        source: format!("tv-{}", i % 1000),
-        ts: 1_700_000_000_000,
-        received_at: 1_700_000_000_000,
-        tenant: "acme".into(),
-        payload: Bytes::from(payload),
-        payload_format: PayloadFormat::Json,
-    };
-    Record {
-        partition: Some(0),
-        key: Some(Bytes::from(env.source.clone())),
-        value: Some(env.payload.clone()),
-        headers: env
-            .to_headers()
-            .into_iter()
-            .map(|(key, value)| Header {
-                key,
-                value: Some(value),
-            })
-            .collect(),
-        timestamp_ms: -1,
-    }
+    common::record(i, payload)
 }
 
 async fn run(name: &str, routes: &str, n: u64) {

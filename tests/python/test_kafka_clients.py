@@ -29,7 +29,7 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def log_node():
-    binary = os.environ.get("HEADWATER_TEST_BIN", str(ROOT / "target" / "debug" / "headwater"))
+    binary = os.environ.get("HEADWATER_TEST_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "headwater"))
     if not os.path.exists(binary):
         pytest.fail(f"{binary} does not exist: run `cargo build` (scripts/test does) or set HEADWATER_TEST_BIN", pytrace=False)
     data = tempfile.mkdtemp(prefix="hw-kafka-py-")

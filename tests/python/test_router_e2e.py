@@ -42,7 +42,7 @@ class Serve:
         self.proc = None
 
     def start(self):
-        binary = os.environ.get("HEADWATER_TEST_BIN", str(ROOT / "target" / "debug" / "headwater"))
+        binary = os.environ.get("HEADWATER_TEST_BIN", str(Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "headwater"))
         self.proc = subprocess.Popen([binary, "--config", str(self.config), "serve"], cwd=ROOT,
                                      stdout=open(self.log, "ab"), stderr=subprocess.STDOUT)
         deadline = time.time() + 60

@@ -1,14 +1,18 @@
 //! The Kafka-protocol listener: real Kafka clients (librdkafka/kcat, kafka-python, the Java
 //! client) produce to and consume from the embedded log, with consumer groups.
 //!
-//! `conn` frames requests and dispatches them; `data` answers the data-plane APIs (Produce,
-//! Fetch, ListOffsets, Metadata, topic admin, InitProducerId); `groups` is the classic group
-//! coordinator; `codes` maps [`crate::LogError`] to Kafka error codes.
+//! `conn` frames requests and dispatches them; `request` decodes a frame; `data` answers the
+//! data-plane APIs (Produce, Fetch, ListOffsets, Metadata, topic admin, InitProducerId);
+//! `groups` is the classic group coordinator; `codes` maps [`crate::LogError`] to Kafka error
+//! codes; `tls` and `sasl` secure the listener (TLS/mTLS, SASL/PLAIN).
 
 mod codes;
 mod conn;
 mod data;
 mod groups;
+mod request;
+pub mod sasl;
+pub mod tls;
 mod versions;
 
 use std::net::SocketAddr;
@@ -16,15 +20,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::engine::LogEngine;
 
-pub use versions::SUPPORTED;
+pub use request::{DecodeError, Decoded, Head, decode_body, decode_head, decode_request};
+pub use sasl::{SaslAuthenticator, StaticCredentials};
+pub use versions::{SASL, SUPPORTED};
 
-/// How the listener presents itself.
-#[derive(Debug, Clone)]
+/// Time a client may take to complete the TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How the listener presents itself and whom it serves.
+#[derive(Clone)]
 pub struct KafkaOptions {
     /// Host advertised in Metadata and FindCoordinator.
     pub advertised_host: String,
@@ -38,6 +47,27 @@ pub struct KafkaOptions {
     pub max_request_bytes: usize,
     /// Most connections served at once; more are refused (closed) until one ends.
     pub max_connections: usize,
+    /// TLS on every connection (`log.kafka_tls`, see [`tls::server_config`]); plaintext when
+    /// `None`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// When set, SASL/PLAIN checked by this authenticator is required before any request
+    /// but ApiVersions, and SaslHandshake/SaslAuthenticate are advertised.
+    pub sasl: Option<Arc<dyn SaslAuthenticator>>,
+}
+
+impl std::fmt::Debug for KafkaOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaOptions")
+            .field("advertised_host", &self.advertised_host)
+            .field("advertised_port", &self.advertised_port)
+            .field("node_id", &self.node_id)
+            .field("cluster_id", &self.cluster_id)
+            .field("max_request_bytes", &self.max_request_bytes)
+            .field("max_connections", &self.max_connections)
+            .field("tls", &self.tls.is_some())
+            .field("sasl", &self.sasl.is_some())
+            .finish()
+    }
 }
 
 impl KafkaOptions {
@@ -50,6 +80,8 @@ impl KafkaOptions {
             cluster_id: "headwater".to_owned(),
             max_request_bytes: 100 * 1024 * 1024,
             max_connections: 4096,
+            tls: None,
+            sasl: None,
         }
     }
 }
@@ -87,7 +119,12 @@ pub async fn serve(
     });
     let reaper = tokio::spawn(groups::reap_expired_members(Arc::downgrade(&broker)));
     let permits = Arc::new(tokio::sync::Semaphore::new(broker.options.max_connections));
-    tracing::info!(addr = %listener.local_addr()?, "kafka protocol listening");
+    tracing::info!(
+        addr = %listener.local_addr()?,
+        tls = broker.options.tls.is_some(),
+        sasl = broker.options.sasl.is_some(),
+        "kafka protocol listening"
+    );
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -109,7 +146,7 @@ pub async fn serve(
         let broker = broker.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            if let Err(error) = conn::serve_connection(broker, stream, peer, shutdown).await {
+            if let Err(error) = serve_accepted(broker, stream, peer, shutdown).await {
                 tracing::debug!(%peer, %error, "kafka connection closed");
             }
             drop(permit);
@@ -117,4 +154,27 @@ pub async fn serve(
     }
     reaper.abort();
     Ok(())
+}
+
+/// Serves one accepted connection, after the TLS handshake when TLS is on.
+async fn serve_accepted(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    peer: SocketAddr,
+    shutdown: watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let Some(tls) = broker.options.tls.clone() else {
+        return conn::serve_connection(broker, stream, peer, shutdown).await;
+    };
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await;
+    let error = match handshake {
+        Ok(Ok(tls)) => return conn::serve_connection(broker, tls, peer, shutdown).await,
+        Ok(Err(error)) => {
+            std::io::Error::new(error.kind(), format!("TLS handshake failed: {error}"))
+        }
+        Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"),
+    };
+    metrics::counter!(crate::metrics::KAFKA_AUTH_FAILURES_TOTAL, "stage" => "tls").increment(1);
+    Err(error)
 }

@@ -24,10 +24,30 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::InitProducerId, 0, 4),
 ];
 
-/// The served range of `key`, if served.
+/// The SASL APIs, served and advertised only when the listener requires SASL. SaslHandshake
+/// v1 (v0 sends the token raw) and SaslAuthenticate up to v2 cover librdkafka 2.x
+/// (Handshake v1, Authenticate v1), kafka-python and the Java client (Authenticate v2).
+pub const SASL: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+];
+
+/// The range of `key` if this broker can serve it at all (SASL APIs included).
 pub(crate) fn range(key: ApiKey) -> Option<(i16, i16)> {
     SUPPORTED
         .iter()
+        .chain(SASL)
         .find(|(k, _, _)| *k == key)
         .map(|(_, min, max)| (*min, *max))
+}
+
+/// Every API advertised: [`SUPPORTED`], plus [`SASL`] when SASL is on.
+pub(crate) fn advertised(sasl: bool) -> impl Iterator<Item = &'static (ApiKey, i16, i16)> {
+    let sasl_apis: &[(ApiKey, i16, i16)] = if sasl { SASL } else { &[] };
+    SUPPORTED.iter().chain(sasl_apis)
+}
+
+/// Whether `key` is served on a listener with (`sasl`) or without SASL.
+pub(crate) fn offered(key: ApiKey, sasl: bool) -> bool {
+    advertised(sasl).any(|(k, _, _)| *k == key)
 }

@@ -4,6 +4,7 @@
 
 mod batch;
 mod deliver;
+mod members;
 mod routes_file;
 mod task;
 
@@ -15,7 +16,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use headwater_log::Log;
 use headwater_sinks::Sink;
-use tokio::sync::{Mutex, watch};
+use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
@@ -151,6 +152,7 @@ impl Router {
             routes: ArcSwap::from_pointee(Routes::default()),
             running: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
+            members: members::Members::default(),
         };
         handle.ensure_dlq().await;
         handle.reload(parts.routes).await?;
@@ -166,6 +168,8 @@ pub struct RouterHandle {
     routes: ArcSwap<Routes>,
     running: Mutex<HashMap<Arc<str>, RouteTasks>>,
     closed: AtomicBool,
+    /// Each route's consumer-group membership, when the log is shared between processes.
+    members: members::Members,
 }
 
 impl RouterHandle {
@@ -231,6 +235,9 @@ impl RouterHandle {
             let rt = self.spawn(route, sinks, &partitions);
             running.insert(Arc::clone(&rt.route.name), rt);
         }
+        self.members.retain(|name| running.contains_key(name));
+        // Revoked partitions' tasks have stopped (above): the group may move them now.
+        self.members.release_settled();
         self.routes.store(Arc::new(routes));
         Ok(())
     }
@@ -243,6 +250,13 @@ impl RouterHandle {
         let timeout = self.shared.options.shutdown_timeout;
         let all: Vec<RouteTasks> = running.drain().map(|(_, rt)| rt).collect();
         futures::future::join_all(all.into_iter().map(|rt| stop_route(rt, timeout))).await;
+        // Offsets are committed: now the partitions may move to the other replicas.
+        self.members.retain(|_| false);
+    }
+
+    /// Notified when a route's share of partitions changes (a replica joined or left).
+    pub fn assignment_changed(&self) -> Arc<Notify> {
+        self.members.changed()
     }
 
     /// Makes sure the dead-letter topic exists (creating it with one partition when the log
@@ -283,8 +297,12 @@ impl RouterHandle {
         Ok((Arc::clone(route), sinks.into(), partitions))
     }
 
-    /// Every (topic, partition) a route reads, from [`Log::partitions`].
+    /// Every (topic, partition) a route reads: its share from the route's consumer group
+    /// when the log is shared between processes, else all of them from [`Log::partitions`].
     async fn discover(&self, route: &Route) -> Result<Vec<(Arc<str>, i32)>, RouterError> {
+        if let Some(owned) = self.members.owned(&self.shared.log, route).await? {
+            return Ok(owned);
+        }
         let mut partitions = Vec::new();
         for topic in &route.source.topics {
             let n =

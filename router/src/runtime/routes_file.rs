@@ -21,18 +21,23 @@ impl RouterHandle {
 }
 
 /// Polls `path` every `interval` and reloads the routes when its content changes; logs why a
-/// changed file was refused. On the other ticks it re-discovers partitions, restarting the
-/// routes whose topics gained some. Ends when the router is dropped or shut down.
+/// changed file was refused. On the other ticks, and at once when a route's share of
+/// partitions changes in its consumer group, it re-discovers partitions, restarting the
+/// routes whose partitions changed. Ends when the router is dropped or shut down.
 pub fn spawn_routes_watcher(
     handle: &Arc<RouterHandle>,
     path: String,
     interval: Duration,
 ) -> JoinHandle<()> {
     let weak: Weak<RouterHandle> = Arc::downgrade(handle);
+    let changed = handle.assignment_changed();
     tokio::spawn(async move {
         let mut last = tokio::fs::read(&path).await.ok();
         loop {
-            tokio::time::sleep(interval).await;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                () = changed.notified() => {}
+            }
             let Some(handle) = weak.upgrade() else { return };
             if handle.is_shut_down() {
                 return;

@@ -1,0 +1,317 @@
+//! Sending one batch over HTTP/1.1, HTTP/2 (h2c prior knowledge) or gRPC, and what came back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use headwater_gateway::grpc::pb::ingest_client::IngestClient;
+use headwater_schemas::proto::v1::Batch;
+use tonic::codec::CompressionEncoding;
+use tonic::transport::Channel;
+
+use crate::body;
+use crate::cli::{BodyFormat, Compression, Transport};
+use crate::error::LoadtestError;
+use crate::fleet::GenEvent;
+
+/// The longest Retry-After honoured.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Attempt {
+    /// 200: every accepted event durable; `rejected` holds the batch indexes of the rejected.
+    Ok {
+        /// Accepted count.
+        accepted: u32,
+        /// Indexes of rejected events.
+        rejected: Vec<u32>,
+    },
+    /// 429/503 or a transport error: may be retried with the same ids after `after`.
+    Retry {
+        /// How long to wait first.
+        after: Duration,
+        /// Short label (`429`, `503`, `timeout`, `unavailable`…).
+        code: String,
+        /// Whether the events may have been appended anyway (transport errors).
+        unknown: bool,
+    },
+    /// A definitive refusal (4xx other than 429): nothing was appended.
+    Refused {
+        /// Short label (`400`, `413`…).
+        code: String,
+    },
+}
+
+/// A prepared request body, reused by retries.
+#[derive(Debug, Clone)]
+pub enum Payload {
+    /// HTTP body bytes (already compressed).
+    Http(Bytes),
+    /// gRPC message.
+    Grpc(Batch),
+}
+
+/// Settings of the clients.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Transport.
+    pub transport: Transport,
+    /// host:port.
+    pub target: String,
+    /// Connections.
+    pub connections: usize,
+    /// HTTP body format.
+    pub body: BodyFormat,
+    /// Compression.
+    pub compression: Compression,
+    /// API key.
+    pub api_key: Option<String>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// A pool of clients of one transport.
+#[derive(Clone)]
+pub enum Clients {
+    /// reqwest clients (HTTP/1.1 or HTTP/2), one per connection slot.
+    Http {
+        /// Clients.
+        clients: Vec<reqwest::Client>,
+        /// Full ingest URL.
+        url: String,
+        /// Options.
+        options: ClientOptions,
+    },
+    /// tonic clients, one per connection.
+    Grpc {
+        /// Clients.
+        clients: Vec<IngestClient<Channel>>,
+        /// Options.
+        options: ClientOptions,
+    },
+}
+
+/// The gRPC compression encoding, if any.
+fn grpc_encoding(compression: Compression) -> Option<CompressionEncoding> {
+    match compression {
+        Compression::None => None,
+        Compression::Gzip => Some(CompressionEncoding::Gzip),
+        Compression::Zstd => Some(CompressionEncoding::Zstd),
+    }
+}
+
+impl Clients {
+    /// Builds (and for gRPC connects) `connections` clients.
+    pub async fn connect(options: ClientOptions) -> Result<Clients, LoadtestError> {
+        let n = options.connections.max(1);
+        if options.transport == Transport::Grpc {
+            let mut clients = Vec::with_capacity(n);
+            for _ in 0..n {
+                let channel =
+                    tonic::transport::Endpoint::from_shared(format!("http://{}", options.target))
+                        .map_err(|e| LoadtestError::Transport(e.to_string()))?
+                        .tcp_nodelay(true)
+                        .connect()
+                        .await
+                        .map_err(|e| {
+                            LoadtestError::Transport(format!("{}: {e}", options.target))
+                        })?;
+                let mut client = IngestClient::new(channel)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20);
+                if let Some(enc) = grpc_encoding(options.compression) {
+                    client = client.send_compressed(enc);
+                }
+                clients.push(client);
+            }
+            return Ok(Clients::Grpc { clients, options });
+        }
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            let builder = reqwest::Client::builder()
+                .no_proxy()
+                .tcp_nodelay(true)
+                .timeout(options.timeout);
+            let builder = match options.transport {
+                Transport::Http2 => builder.http2_prior_knowledge(),
+                _ => builder.http1_only(),
+            };
+            clients.push(
+                builder
+                    .build()
+                    .map_err(|e| LoadtestError::Transport(e.to_string()))?,
+            );
+        }
+        let url = format!("http://{}/v1/events", options.target);
+        Ok(Clients::Http {
+            clients,
+            url,
+            options,
+        })
+    }
+
+    /// The body of a batch for this transport (compressed for HTTP).
+    pub fn prepare(&self, events: &[GenEvent]) -> Payload {
+        match self {
+            Clients::Grpc { .. } => Payload::Grpc(body::proto_batch(events)),
+            Clients::Http { options, .. } => {
+                let raw = body::encode(events, options.body);
+                let compressed = body::compress(raw, options.compression).unwrap_or_default();
+                Payload::Http(Bytes::from(compressed))
+            }
+        }
+    }
+
+    /// One attempt at sending `payload` on connection slot `slot`.
+    pub async fn send(&self, slot: usize, payload: &Payload) -> Attempt {
+        match (self, payload) {
+            (
+                Clients::Http {
+                    clients,
+                    url,
+                    options,
+                },
+                Payload::Http(bytes),
+            ) => send_http(&clients[slot % clients.len()], url, options, bytes.clone()).await,
+            (Clients::Grpc { clients, options }, Payload::Grpc(batch)) => {
+                let mut client = clients[slot % clients.len()].clone();
+                send_grpc(&mut client, options, batch.clone()).await
+            }
+            _ => Attempt::Refused {
+                code: "payload does not match transport".into(),
+            },
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct HttpReport {
+    accepted: u32,
+    #[serde(default)]
+    errors: Vec<HttpRejection>,
+}
+
+#[derive(serde::Deserialize)]
+struct HttpRejection {
+    index: u32,
+}
+
+async fn send_http(
+    client: &reqwest::Client,
+    url: &str,
+    options: &ClientOptions,
+    bytes: Bytes,
+) -> Attempt {
+    let mut req = client
+        .post(url)
+        .header("content-type", body::content_type(options.body))
+        .body(bytes);
+    match options.compression {
+        Compression::None => {}
+        Compression::Gzip => req = req.header("content-encoding", "gzip"),
+        Compression::Zstd => req = req.header("content-encoding", "zstd"),
+    }
+    if let Some(key) = &options.api_key {
+        req = req.bearer_auth(key);
+    }
+    let resp = match req.send().await {
+        Ok(resp) => resp,
+        Err(e) => return transport_error(&e),
+    };
+    let status = resp.status().as_u16();
+    let after = retry_after(resp.headers());
+    match status {
+        200 => match resp.json::<HttpReport>().await {
+            Ok(report) => Attempt::Ok {
+                accepted: report.accepted,
+                rejected: report.errors.iter().map(|e| e.index).collect(),
+            },
+            Err(e) => transport_error(&e),
+        },
+        429 | 503 => Attempt::Retry {
+            after,
+            code: status.to_string(),
+            unknown: false,
+        },
+        400..=499 => Attempt::Refused {
+            code: status.to_string(),
+        },
+        _ => Attempt::Retry {
+            after,
+            code: status.to_string(),
+            unknown: true,
+        },
+    }
+}
+
+fn transport_error(e: &reqwest::Error) -> Attempt {
+    let code = if e.is_timeout() {
+        "timeout"
+    } else if e.is_connect() {
+        "connect"
+    } else {
+        "transport"
+    };
+    Attempt::Retry {
+        after: Duration::from_millis(100),
+        code: code.into(),
+        // A connect error means nothing was sent; anything later may have been appended.
+        unknown: !e.is_connect(),
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map_or(Duration::from_millis(100), Duration::from_secs)
+        .min(MAX_RETRY_AFTER)
+}
+
+async fn send_grpc(
+    client: &mut IngestClient<Channel>,
+    options: &ClientOptions,
+    batch: Batch,
+) -> Attempt {
+    let mut request = tonic::Request::new(batch);
+    request.set_timeout(options.timeout);
+    if let Some(key) = &options.api_key
+        && let Ok(value) = format!("Bearer {key}").parse()
+    {
+        request.metadata_mut().insert("authorization", value);
+    }
+    match client.publish(request).await {
+        Ok(resp) => {
+            let resp = resp.into_inner();
+            Attempt::Ok {
+                accepted: resp.accepted,
+                rejected: resp.errors.iter().map(|e| e.index).collect(),
+            }
+        }
+        Err(status) => grpc_outcome(&status),
+    }
+}
+
+fn grpc_outcome(status: &tonic::Status) -> Attempt {
+    use tonic::Code;
+    let code = format!("grpc {:?}", status.code()).to_lowercase();
+    match status.code() {
+        Code::ResourceExhausted | Code::Unavailable => Attempt::Retry {
+            after: Duration::from_millis(100),
+            code,
+            // Unavailable is also what a broken connection gives.
+            unknown: status.code() == Code::Unavailable,
+        },
+        Code::InvalidArgument
+        | Code::Unauthenticated
+        | Code::PermissionDenied
+        | Code::OutOfRange
+        | Code::Unimplemented => Attempt::Refused { code },
+        _ => Attempt::Retry {
+            after: Duration::from_millis(100),
+            code,
+            unknown: true,
+        },
+    }
+}
