@@ -251,15 +251,44 @@ async fn dispatch(
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
         }
-        RequestKind::JoinGroup(r) => ResponseKind::JoinGroup(
-            broker
+        RequestKind::JoinGroup(r) => {
+            let (group, member) = (r.group_id.0.to_string(), r.member_id.to_string());
+            let response = broker
                 .groups
                 .join(r, version, client_id, &peer.ip().to_string())
-                .await,
-        ),
-        RequestKind::SyncGroup(r) => ResponseKind::SyncGroup(broker.groups.sync(r).await),
-        RequestKind::Heartbeat(r) => ResponseKind::Heartbeat(broker.groups.heartbeat(r)),
-        RequestKind::LeaveGroup(r) => ResponseKind::LeaveGroup(broker.groups.leave(r, version)),
+                .await;
+            tracing::debug!(%peer, %group, %member, assigned = %response.member_id,
+                generation = response.generation_id, error = response.error_code, "JoinGroup");
+            ResponseKind::JoinGroup(response)
+        }
+        RequestKind::SyncGroup(r) => {
+            let (group, member, generation) = (
+                r.group_id.0.to_string(),
+                r.member_id.to_string(),
+                r.generation_id,
+            );
+            let response = broker.groups.sync(r).await;
+            tracing::debug!(%peer, %group, %member, generation, error = response.error_code,
+                "SyncGroup");
+            ResponseKind::SyncGroup(response)
+        }
+        RequestKind::Heartbeat(r) => {
+            let (group, member, generation) = (
+                r.group_id.0.to_string(),
+                r.member_id.to_string(),
+                r.generation_id,
+            );
+            let response = broker.groups.heartbeat(r);
+            tracing::trace!(%peer, %group, %member, generation, error = response.error_code,
+                "Heartbeat");
+            ResponseKind::Heartbeat(response)
+        }
+        RequestKind::LeaveGroup(r) => {
+            let group = r.group_id.0.to_string();
+            let response = broker.groups.leave(r, version);
+            tracing::debug!(%peer, %group, error = response.error_code, "LeaveGroup");
+            ResponseKind::LeaveGroup(response)
+        }
         RequestKind::OffsetCommit(r) => {
             ResponseKind::OffsetCommit(broker.groups.offset_commit(r).await)
         }
