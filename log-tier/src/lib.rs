@@ -36,6 +36,7 @@ mod partition;
 mod producer;
 mod recovery;
 mod segment;
+pub mod tls;
 mod topic;
 
 #[cfg(any(test, feature = "testsuite"))]
