@@ -59,7 +59,8 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub event_bytes: usize,
     /// Event mix as `type=weight,...` over the example schemas (schemas/events/); default a
-    /// streaming-service mix of impressions, playback, search, errors and OTel logs.
+    /// streaming-service mix of impressions, playback, search, errors, OTel logs and device
+    /// telemetry (the protobuf type, sent in its proto3 JSON form).
     #[arg(long)]
     pub mix: Option<String>,
     /// Share of events (0 to 1) made invalid on purpose (required payload fields left out);
@@ -120,7 +121,7 @@ pub struct VerifyArgs {
     #[arg(long)]
     pub verify_kafka: Option<String>,
     /// Log topics valid events go to (comma-separated).
-    #[arg(long, value_delimiter = ',', default_value = "events")]
+    #[arg(long, value_delimiter = ',', default_value = "events,telemetry")]
     pub verify_topics: Vec<String>,
     /// Dead-letter topic the rejected events must reach (empty: not checked).
     #[arg(long, default_value = "events.dlq")]

@@ -18,9 +18,12 @@ pub const DEFAULT_MIX: &[(&str, u32)] = &[
     ("search.query", 12),
     ("client.error", 4),
     ("otel.log", 10),
+    ("device.telemetry", 10),
 ];
 
-/// Event types this generator can build valid payloads for (the JSON example schemas).
+/// Event types this generator can build valid payloads for: the example schemas, JSON Schema
+/// ones and `device.telemetry` (protobuf, sent in its proto3 JSON form, which the gateway
+/// validates against the message descriptor; it goes to the `telemetry` topic).
 pub const KNOWN_TYPES: &[&str] = &[
     "ui.impression",
     "playback.start",
@@ -30,7 +33,11 @@ pub const KNOWN_TYPES: &[&str] = &[
     "search.query",
     "client.error",
     "otel.log",
+    "device.telemetry",
 ];
+
+/// The protobuf example type: no unknown fields allowed, so it pads inside a string field.
+const TELEMETRY: &str = "device.telemetry";
 
 /// What the fleet looks like; built once from the options.
 #[derive(Debug, Clone)]
@@ -227,8 +234,12 @@ impl Fleet {
         let h = hash(self.spec.seed, seq);
         let event_type = self.kind(h);
         let id = event_id(&self.spec.run_id, seq);
-        let mut payload = if self.is_invalid(seq) {
-            // Every example schema has required fields: an object with none of them fails.
+        let invalid = self.is_invalid(seq);
+        let mut payload = if invalid && event_type == TELEMETRY {
+            // proto3 has no required fields: a wrong type is what fails.
+            String::from(r#"{"cpu_percent":"high""#)
+        } else if invalid {
+            // Every JSON example schema has required fields: an object with none of them fails.
             String::from("{")
         } else {
             let mut p = valid_payload(event_type, h);
@@ -236,7 +247,15 @@ impl Fleet {
             p
         };
         let overhead = envelope_overhead(&id, event_type, source) + payload.len() + 1;
-        pad(&mut payload, self.spec.event_bytes.saturating_sub(overhead));
+        let want = self.spec.event_bytes.saturating_sub(overhead);
+        if event_type == TELEMETRY && !invalid {
+            // Reopen the trailing `player_version` string and lengthen it.
+            payload.pop();
+            payload.extend(std::iter::repeat_n('a', want));
+            payload.push('"');
+        } else {
+            pad(&mut payload, want);
+        }
         payload.push('}');
         GenEvent {
             id,
@@ -316,6 +335,13 @@ fn valid_payload(event_type: &str, h: u64) -> String {
             s,
             r#"{{"code":"E{small}","severity":"error","message":"request failed","component":"player"}}"#
         ),
+        // The fields that fit a 200-byte event (proto3 fields are all optional).
+        TELEMETRY => write!(
+            s,
+            r#"{{"cpu_percent":{small}.5,"dropped_frames":{},"bitrate_kbps":{},"player_version":"7.12.0"}}"#,
+            small % 7,
+            title % 16_000
+        ),
         "otel.log" => write!(
             s,
             r#"{{"severity_number":9,"body":"log line {title}","attributes":{{"k":"v"}},"resource":{{"service.name":"app"}}}}"#
@@ -368,6 +394,34 @@ pub(crate) mod tests {
             let size = envelope_overhead(&ev.id, ev.event_type, &ev.source) + ev.payload.len();
             assert!((190..=230).contains(&size), "{size} {}", ev.payload);
         }
+    }
+
+    #[test]
+    fn payloads_validate_against_the_example_schemas() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/events");
+        let options = headwater_schemas::LoadOptions::default();
+        let registry =
+            headwater_schemas::Registry::load_dir(std::path::Path::new(dir), &options).unwrap();
+        let fleet = Fleet::new(spec(0.2)).unwrap();
+        let mut seen = std::collections::HashSet::new();
+        for seq in 0..2_000 {
+            let ev = fleet.event(seq, "dev-1", 1_700_000_000_000);
+            let payload = headwater_schemas::Payload::Json(ev.payload.as_bytes());
+            let verdict = registry.validate(ev.event_type, 1, payload);
+            assert_eq!(
+                verdict.is_ok(),
+                !fleet.is_invalid(seq),
+                "{} {}",
+                ev.event_type,
+                ev.payload
+            );
+            seen.insert(ev.event_type);
+        }
+        assert_eq!(
+            seen.len(),
+            KNOWN_TYPES.len(),
+            "every type of the mix generated: {seen:?}"
+        );
     }
 
     #[test]
