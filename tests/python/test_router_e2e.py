@@ -1,7 +1,10 @@
 """End to end through `headwater serve`: events posted over HTTP reach the S3 server (read back
 with boto3), OpenSearch (searched with opensearch-py) and a downstream topic (consumed with kcat
 from Headwater's own Kafka listener), with filter, projection and sampling applied as written;
-then a SIGKILL mid-run and a restart leave every event exactly once in S3 and OpenSearch.
+then a SIGKILL mid-run and a restart leave every event exactly once in S3 and OpenSearch; a
+mapping conflict goes to router.dlq; and OpenSearch out of reach for 30 s, both ways it happens
+(stopped: connections cut and refused, through a proxy the test closes; frozen: SIGSTOP, so
+requests hang until their timeout), loses nothing while the S3 route keeps flowing.
 """
 
 import gzip
@@ -11,6 +14,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -34,6 +38,81 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+class Proxy:
+    """A TCP forwarder on a fixed port in front of OpenSearch: `stop()` closes the port and cuts
+    every open connection (what the router sees when the server is stopped: connections reset,
+    then refused), `start()` listens on the same port again."""
+
+    def __init__(self, upstream: str):
+        host, port = upstream.split("//", 1)[1].rstrip("/").rsplit(":", 1)
+        self.upstream = (host, int(port))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.lock = threading.Lock()
+        self.conns = []
+        self.listener = None
+        self.running = threading.Event()
+
+    def start(self):
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", self.port))
+        sock.listen(128)
+        sock.settimeout(0.2)
+        self.listener = sock
+        self.running.set()
+        threading.Thread(target=self._accept, args=(sock,), daemon=True).start()
+
+    def _accept(self, sock):
+        while self.running.is_set():
+            try:
+                client, _ = sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=5)
+            except OSError:
+                client.close()
+                continue
+            client.settimeout(None)
+            server.settimeout(None)
+            with self.lock:
+                self.conns += [client, server]
+            for a, b in ((client, server), (server, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a, b):
+        try:
+            while True:
+                data = a.recv(65536)
+                if not data:
+                    break
+                b.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def stop(self):
+        self.running.clear()
+        self.listener.close()
+        with self.lock:
+            conns, self.conns = self.conns, []
+        for s in conns:
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            s.close()
 
 
 class Serve:
@@ -75,6 +154,9 @@ def world():
     s3 = boto3.client("s3", endpoint_url=s3_url, aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
     s3.create_bucket(Bucket=bucket)
     work = Path(tempfile.mkdtemp(prefix="hw-e2e-"))
+    # The search route reaches OpenSearch through a proxy the tests can close.
+    proxy = Proxy(os_url)
+    proxy.start()
     http, kafka = free_port(), free_port()
     routes = f"""
 routes:
@@ -90,7 +172,7 @@ routes:
     projection: {{include: [title_id, position_ms], rename: {{position_ms: pos}}}}
     batch: {{max_events: 50, max_age_ms: 500}}
     sinks:
-      - {{type: opensearch, url: "{os_url}", index: "{index}", request_timeout_ms: 5000}}
+      - {{type: opensearch, url: "{proxy.url}", index: "{index}", request_timeout_ms: 5000}}
   - name: conflicts
     source: {{topics: [events], types: [search.query]}}
     batch: {{max_events: 50, max_age_ms: 500}}
@@ -117,8 +199,9 @@ router: {{routes: {work / 'routes.yaml'}}}
     serve = Serve(work / "headwater.yaml", http, kafka, work / "serve.log")
     serve.start()
     yield {"serve": serve, "s3": s3, "bucket": bucket, "index": index, "os_url": os_url,
-           "search": OpenSearch(hosts=[os_url]), "http": http, "kafka": kafka}
+           "search": OpenSearch(hosts=[os_url]), "http": http, "kafka": kafka, "proxy": proxy}
     serve.stop()
+    proxy.stop()
 
 
 def post(world, first: int, count: int):
@@ -228,6 +311,38 @@ def test_a_mapping_conflict_sends_those_items_to_router_dlq_and_the_rest_land(wo
         assert "mapper_parsing_exception" in headers or "failed to parse" in headers, headers
 
 
+def route_lag(world, route: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{world['http']}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("headwater_router_consumer_lag{") and f'route="{route}"' in line)
+
+
+def sink_retries(world, route: str) -> float:
+    text = requests.get(f"http://127.0.0.1:{world['http']}/metrics", timeout=10).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("headwater_sink_retries_total{") and f'route="{route}"' in line)
+
+
+def test_opensearch_unreachable_for_30s_loses_nothing_and_other_routes_keep_flowing(world):
+    """OpenSearch stopped as the router sees it: open connections cut, then refused for 30 s."""
+    started = time.time()
+    world["proxy"].stop()
+    try:
+        post(world, 0, 100)
+        wait_for(lambda: len(s3_ids(world)) >= 100, "S3 keeps flowing while OpenSearch is unreachable", 25)
+        wait_for(lambda: sink_retries(world, "search") > 0, "the search route retrying", 25)
+        assert search_count(world) == 0, "nothing reached OpenSearch while it was unreachable"
+        time.sleep(max(0.0, 30 - (time.time() - started)))
+    finally:
+        world["proxy"].start()
+    expected = sum(1 for i in range(100) if i * 10 >= 100)
+    wait_for(lambda: search_count(world) >= expected, "OpenSearch catches up", 150)
+    time.sleep(2)
+    assert search_count(world) == expected, "nothing lost, nothing doubled"
+    assert sorted(s3_ids(world)) == sorted(f"e-{i}" for i in range(100)), "S3 unaffected"
+    wait_for(lambda: route_lag(world, "search") == 0, "the search route's lag back to 0", 30)
+
+
 def test_opensearch_down_for_30s_loses_nothing_and_other_routes_keep_flowing(world):
     pids = dict(line.split() for line in (ROOT / "target" / "services" / "pids").read_text().splitlines() if line.strip())
     pid = int(pids["opensearch"])
@@ -243,9 +358,4 @@ def test_opensearch_down_for_30s_loses_nothing_and_other_routes_keep_flowing(wor
     wait_for(lambda: search_count(world) >= expected, "OpenSearch catches up", 150)
     time.sleep(2)
     assert search_count(world) == expected, "nothing lost, nothing doubled"
-
-    def lag():
-        text = requests.get(f"http://127.0.0.1:{world['http']}/metrics", timeout=10).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("headwater_router_consumer_lag{") and 'route="search"' in line)
-    wait_for(lambda: lag() == 0, "the search route's lag back to 0", 30)
+    wait_for(lambda: route_lag(world, "search") == 0, "the search route's lag back to 0", 30)
