@@ -321,10 +321,7 @@ fn envelope_headers(
     let mut out: Vec<Header> = envelope
         .to_headers()
         .into_iter()
-        .map(|(key, value)| Header {
-            key,
-            value: Some(value),
-        })
+        .map(Header::from)
         .collect();
     if let Some(ip) = meta.client_ip {
         out.push(header(headers::CLIENT_IP, ip.to_string()));

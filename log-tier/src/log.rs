@@ -19,6 +19,16 @@ pub struct Header {
     pub value: Option<Bytes>,
 }
 
+impl From<(String, Bytes)> for Header {
+    /// A header with a value (e.g. one of `Envelope::to_headers`).
+    fn from((key, value): (String, Bytes)) -> Self {
+        Self {
+            key,
+            value: Some(value),
+        }
+    }
+}
+
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Record {

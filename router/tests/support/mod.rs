@@ -205,14 +205,7 @@ pub fn record(env: &Envelope) -> Record {
         partition: None,
         key: Some(Bytes::from(env.source.clone())),
         value: Some(env.payload.clone()),
-        headers: env
-            .to_headers()
-            .into_iter()
-            .map(|(key, value)| Header {
-                key,
-                value: Some(value),
-            })
-            .collect(),
+        headers: env.to_headers().into_iter().map(Header::from).collect(),
         timestamp_ms: -1,
     }
 }

@@ -26,10 +26,7 @@ pub fn record_of(event: &OutEvent) -> Record {
             .envelope
             .to_headers()
             .into_iter()
-            .map(|(key, value)| Header {
-                key,
-                value: Some(value),
-            })
+            .map(Header::from)
             .collect(),
         timestamp_ms: event.envelope.received_at,
     }
