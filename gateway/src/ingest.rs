@@ -83,9 +83,8 @@ struct Batch {
     by_topic: HashMap<String, Vec<Record>>,
     dedup_ids: Vec<(String, String)>,
     report: Report,
-    outcomes: HashMap<(String, &'static str), u64>,
-    /// Payload bytes accepted, by type label.
-    accepted_bytes: HashMap<String, u64>,
+    /// Events and their payload bytes, by type label and outcome.
+    outcomes: HashMap<(String, &'static str), Tally>,
 }
 
 impl Pipeline {
@@ -104,7 +103,6 @@ impl Pipeline {
             dedup_ids: Vec::new(),
             report: Report::default(),
             outcomes: HashMap::new(),
-            accepted_bytes: HashMap::new(),
         };
         let mut in_batch: HashSet<(&str, &str)> = HashSet::new();
         for (index, element) in decoded.iter().enumerate() {
@@ -119,10 +117,11 @@ impl Pipeline {
                             || self.dedup.seen(&event.source, id);
                         if duplicate {
                             batch.report.accepted += 1;
-                            *batch
+                            batch
                                 .outcomes
                                 .entry((self.type_label(event), "duplicate"))
-                                .or_default() += 1;
+                                .or_default()
+                                .add(0);
                             continue;
                         }
                     }
@@ -135,7 +134,6 @@ impl Pipeline {
             dedup_ids,
             report,
             outcomes,
-            accepted_bytes,
         } = batch;
         let appends = by_topic
             .into_iter()
@@ -150,18 +148,18 @@ impl Pipeline {
         for (source, id) in &dedup_ids {
             self.dedup.record(source, id);
         }
-        for ((event_type, outcome), count) in outcomes {
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => event_type, "outcome" => outcome)
-                .increment(count);
-        }
         let took = started.elapsed().as_secs_f64();
         metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS).record(took);
-        for (event_type, bytes) in accepted_bytes {
-            let tenant = meta.principal.tenant.to_string();
-            metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
-                .increment(bytes);
-            metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant, "type" => event_type)
-                .record(took);
+        let tenant = meta.principal.tenant.to_string();
+        for ((event_type, outcome), tally) in outcomes {
+            if outcome == "accepted" {
+                metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
+                    .increment(tally.bytes);
+                metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant.clone(), "type" => event_type.clone())
+                    .record(took);
+            }
+            metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => tenant.clone(), "type" => event_type, "outcome" => outcome)
+                .increment(tally.events);
         }
         Ok(report)
     }
@@ -215,9 +213,11 @@ impl Pipeline {
                     batch.dedup_ids.push((event.source.clone(), id));
                 }
                 batch.report.accepted += 1;
-                *batch.accepted_bytes.entry(label.clone()).or_default() +=
-                    event.payload.len() as u64;
-                *batch.outcomes.entry((label, "accepted")).or_default() += 1;
+                batch
+                    .outcomes
+                    .entry((label, "accepted"))
+                    .or_default()
+                    .add(event.payload.len());
             }
             Err(reason) => {
                 let headers = envelope_headers(meta, received_at, &id, event, event.version);
@@ -283,10 +283,24 @@ impl Batch {
     fn reject(&mut self, index: usize, reason: String, label: &str, outcome: &'static str) {
         self.report.rejected += 1;
         self.report.errors.push(RejectedEvent { index, reason });
-        *self
-            .outcomes
+        self.outcomes
             .entry((label.to_owned(), outcome))
-            .or_default() += 1;
+            .or_default()
+            .add(0);
+    }
+}
+
+/// Events of one type and outcome in a batch, and their payload bytes.
+#[derive(Default)]
+struct Tally {
+    events: u64,
+    bytes: u64,
+}
+
+impl Tally {
+    fn add(&mut self, bytes: usize) {
+        self.events += 1;
+        self.bytes += bytes as u64;
     }
 }
 
