@@ -153,11 +153,10 @@ fn raw_token(
 async fn handle_frame(
     broker: &Broker,
     sasl: &mut SaslState,
-    frame: Bytes,
+    mut frame: Bytes,
     peer: SocketAddr,
 ) -> io::Result<Reply> {
     let sasl_on = broker.options.sasl.is_some();
-    let mut frame = frame;
     let head = match decode_head(&mut frame) {
         Ok(head) => head,
         Err(DecodeError::ApiVersionsUnsupported { correlation_id, .. }) => {
