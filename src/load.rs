@@ -164,7 +164,7 @@ pub fn load_str(
         .validate()
         .into_iter()
         .map(|(path, message)| Problem {
-            line: locate(text, &path),
+            line: headwater_yaml::line_of(text, &path),
             origin: applied
                 .iter()
                 .find(|(key, _)| *key == path)
@@ -347,45 +347,6 @@ fn set_path(tree: &mut Value, segments: &[String], value: Value) -> Result<(), S
     Ok(())
 }
 
-/// The 1-based line of a dotted key path in block-style YAML, when it is there.
-pub fn locate(text: &str, path: &str) -> Option<usize> {
-    let mut parent_indent: Option<usize> = None;
-    let mut start = 0;
-    let lines: Vec<&str> = text.lines().collect();
-    let mut found = None;
-    for segment in path.split('.') {
-        found = None;
-        for (index, line) in lines.iter().enumerate().skip(start) {
-            let trimmed = line.trim_start();
-            if trimmed.is_empty() || trimmed.starts_with('#') {
-                continue;
-            }
-            let indent = indentation(line);
-            if parent_indent.is_some_and(|p| indent <= p) {
-                break;
-            }
-            let key = trimmed
-                .split(':')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .trim_matches(['"', '\'']);
-            if key == segment
-                && trimmed[segment.len()..]
-                    .trim_start_matches(['"', '\''])
-                    .starts_with(':')
-            {
-                found = Some(index);
-                parent_indent = Some(indent);
-                start = index + 1;
-                break;
-            }
-        }
-        found?;
-    }
-    found.map(|i| i + 1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -535,13 +496,5 @@ mod tests {
         let found = problems(load_str("gateway:\n  listen: [\n", "t", &[], &[]));
         assert_eq!(found.len(), 1);
         assert!(found[0].line.is_some(), "{found:?}");
-    }
-
-    #[test]
-    fn locate_finds_nested_keys() {
-        let text = "a:\n  b: 1\nc:\n  # note\n  d:\n    e: 2\n";
-        assert_eq!(locate(text, "a.b"), Some(2));
-        assert_eq!(locate(text, "c.d.e"), Some(6));
-        assert_eq!(locate(text, "c.b"), None);
     }
 }

@@ -76,17 +76,27 @@ async fn start_kafka(
         ),
         None => bound,
     };
-    let mut options = headwater_log::kafka::KafkaOptions::advertising(advertised);
+    let mut options = headwater_kafka::KafkaOptions::advertising(advertised);
     if config.log.kafka_tls.enabled() {
-        let tls = headwater_log::kafka::tls::server_config(&config.log.kafka_tls);
+        let tls = headwater_kafka::tls::server_config(&config.log.kafka_tls);
         options.tls = Some(tls.context("log.kafka_tls")?);
     }
     if config.log.kafka_sasl.enabled {
         let sasl = headwater_gateway::auth::KafkaSasl::new(&config.gateway.auth);
-        options.sasl = Some(Arc::new(sasl));
+        options.sasl = Some(Arc::new(TenantKeys(sasl)));
     }
-    let task = tokio::spawn(headwater_log::kafka::serve(engine, listener, options, stop));
+    let task = tokio::spawn(headwater_kafka::serve(engine, listener, options, stop));
     Ok(KafkaListener { task })
+}
+
+/// SASL/PLAIN on the Kafka listener over the gateway's API keys (user = tenant, password =
+/// one of its keys): the glue between the two crates, which do not know each other.
+struct TenantKeys(headwater_gateway::auth::KafkaSasl);
+
+impl headwater_kafka::SaslAuthenticator for TenantKeys {
+    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+        self.0.authenticate(user, password)
+    }
 }
 
 impl KafkaListener {
@@ -147,7 +157,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 /// the request timeout so a typo in the address shows at start.
 async fn remote_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
     let client = &config.log.client;
-    let log = headwater_log::KafkaLog::new(client.clone()).context("log.client")?;
+    let log = headwater_kafka_client::KafkaLog::new(client.clone()).context("log.client")?;
     if let Err(error) = log.check_writable().await {
         tracing::warn!(brokers = %client.brokers, error = %error_chain(&error), "log brokers not reachable yet; retrying in the background");
     }

@@ -148,8 +148,10 @@ impl KafkaSasl {
     }
 }
 
-impl headwater_log::kafka::SaslAuthenticator for KafkaSasl {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
+impl KafkaSasl {
+    /// The tenant when `user` is a tenant and `password` one of its enabled keys; the binary
+    /// plugs this into the Kafka listener's SASL authenticator.
+    pub fn authenticate(&self, user: &str, password: &str) -> Option<String> {
         // The key is compared in constant time by `check_key`; the tenant name is not secret.
         let principal = self.auth.check_key(password.as_bytes()).ok()?;
         let same = bool::from(principal.tenant.as_bytes().ct_eq(user.as_bytes()));
@@ -268,7 +270,6 @@ mod tests {
 
     #[test]
     fn kafka_sasl_accepts_a_tenant_with_its_own_key_only() {
-        use headwater_log::kafka::SaslAuthenticator;
         let sasl = KafkaSasl::new(&auth_config());
         assert_eq!(
             sasl.authenticate("acme", "secret-1").as_deref(),

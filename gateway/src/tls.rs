@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use crate::config::TlsConfig;
-use headwater_log::tls::ClientAuth;
-pub use headwater_log::tls::TlsError;
+use headwater_tls::ClientAuth;
+pub use headwater_tls::TlsError;
 
 /// The subject common name of a verified client certificate, attached to each request of the
 /// connection.
@@ -24,7 +24,7 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Tl
         (Some(ca), true) => ClientAuth::Required(ca),
         (Some(ca), false) => ClientAuth::Optional(ca),
     };
-    let mut server = headwater_log::tls::server_config(
+    let mut server = headwater_tls::server_config(
         config.cert_file.as_deref(),
         config.key_file.as_deref(),
         client,

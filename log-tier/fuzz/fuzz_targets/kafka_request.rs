@@ -4,7 +4,7 @@
 #![no_main]
 
 use bytes::Bytes;
-use headwater_log::kafka::{SASL, SUPPORTED, decode_request, sasl::parse_plain};
+use headwater_kafka::{SASL, SUPPORTED, decode_request, sasl::parse_plain};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

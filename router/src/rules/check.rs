@@ -3,7 +3,7 @@
 
 use yaml_serde::{Mapping, Value};
 
-use super::locate::{Path, Seg};
+use headwater_yaml::{Path, Seg};
 
 /// Problems found so far, each with the path of the node it is about.
 #[derive(Debug, Default)]

@@ -6,7 +6,7 @@ use serde_json::Value as Json;
 use yaml_serde::Value;
 
 use super::check::{Ctx, key, kind, with};
-use super::locate::{Path, Seg};
+use headwater_yaml::{Path, Seg};
 use headwater_schemas::Envelope;
 
 /// A field a filter reads.

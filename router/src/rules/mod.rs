@@ -4,7 +4,6 @@
 
 mod check;
 pub mod filter;
-mod locate;
 mod parse;
 pub mod projection;
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use yaml_serde::Value;
 
 use super::check::{Ctx, key, kind, with};
-use super::locate::{Seg, display, locate};
+use headwater_yaml::{Seg, display, locate};
 use super::{
     BatchOverrides, Route, RouteProblem, Routes, Sample, SampleBy, SinkSpec, Source, filter,
     projection,

@@ -5,7 +5,7 @@ use yaml_serde::Value;
 
 use super::check::{Ctx, key, with};
 use super::filter::split_path;
-use super::locate::Seg;
+use headwater_yaml::Seg;
 
 /// Which fields to keep.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -26,9 +26,6 @@ pub const SEGMENTS_DELETED_TOTAL: &str = "headwater_log_segments_deleted_total";
 pub const CORRUPT_BATCHES_TOTAL: &str = "headwater_log_corrupt_batches_total";
 /// Bytes truncated from segment tails during recovery.
 pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "headwater_log_recovery_truncated_bytes_total";
-/// Kafka-listener connections closed for failing security (label `stage`: `tls` for a failed
-/// handshake, `sasl` for a bad, missing or refused SASL exchange).
-pub const KAFKA_AUTH_FAILURES_TOTAL: &str = "headwater_log_kafka_auth_failures_total";
 
 /// Registers descriptions with the installed recorder; call once at start-up.
 pub fn describe() {
@@ -53,10 +50,6 @@ pub fn describe() {
         RECOVERY_TRUNCATED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes of torn tail truncated by recovery"
-    );
-    describe_counter!(
-        KAFKA_AUTH_FAILURES_TOTAL,
-        "Kafka connections closed for a failed TLS handshake or SASL exchange"
     );
 }
 

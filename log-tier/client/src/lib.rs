@@ -25,14 +25,15 @@ use rdkafka::message::{Header as KHeader, Message, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
 
-pub use crate::client_config::KafkaClientConfig;
+pub use headwater_log::KafkaClientConfig;
 
-use crate::error::{LogError, Result};
-use crate::log::{
+use errors::{refused, unavailable};
+use headwater_log::LogError;
+use headwater_log::check_topic_name as check_name;
+use headwater_log::error::Result;
+use headwater_log::{
     Appended, GroupMembership, Log, PartitionOffsets, Record, StoredRecord, partition_for_key,
 };
-use crate::topic::check_name;
-use errors::{refused, unavailable};
 
 /// librdkafka's default `message.max.bytes`.
 const LIBRDKAFKA_MESSAGE_MAX_BYTES: usize = 1_000_000;

@@ -1,7 +1,7 @@
 //! Consumer-group membership for [`super::KafkaLog`]: a consumer subscribed to the topics under
 //! the group id, polled on its own thread, whose assignment is published on a watch channel.
 //! Its partitions are paused at once: it only takes part in the group; records are read with
-//! [`crate::Log::read`] and offsets committed with [`crate::Log::commit`] under another id.
+//! [`headwater_log::Log::read`] and offsets committed with [`headwater_log::Log::commit`] under another id.
 //! When a rebalance revokes partitions, the callback publishes the smaller assignment and
 //! waits (up to [`RELEASE_WAIT`]) for [`GroupMembership::released`] before the group goes on,
 //! so the partitions move only after their old owner has committed.
@@ -17,8 +17,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use tokio::sync::watch;
 
 use super::errors::refused;
-use crate::error::Result;
-use crate::log::{Assignment, GroupMembership};
+use headwater_log::error::Result;
+use headwater_log::{Assignment, GroupMembership};
 
 /// How long a member may go silent before the coordinator gives its partitions to the others.
 const SESSION_TIMEOUT_MS: &str = "10000";
@@ -141,7 +141,7 @@ impl Member {
         let thread = std::thread::Builder::new()
             .name("hw-group-member".to_owned())
             .spawn(move || member_loop(consumer, &flag, &name))
-            .map_err(|e| crate::error::LogError::io("starting a group member thread", e))?;
+            .map_err(|e| headwater_log::LogError::io("starting a group member thread", e))?;
         Ok(Self {
             rx,
             stop,

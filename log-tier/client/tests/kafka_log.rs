@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use headwater_log::kafka::{KafkaOptions, serve};
+use headwater_kafka::{KafkaOptions, serve};
+use headwater_kafka_client::KafkaLog;
 use headwater_log::{
-    Assignment, GroupMembership, KafkaClientConfig, KafkaLog, Log, LogConfig, LogEngine, testsuite,
+    Assignment, GroupMembership, KafkaClientConfig, Log, LogConfig, LogEngine, testsuite,
 };
 use tokio::net::TcpListener;
 use tokio::sync::watch;

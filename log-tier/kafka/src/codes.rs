@@ -2,7 +2,7 @@
 
 use kafka_protocol::ResponseError;
 
-use crate::error::LogError;
+use headwater_log::LogError;
 
 /// The Kafka error code a log error answers with.
 pub(crate) fn code(error: &LogError) -> i16 {
@@ -20,8 +20,10 @@ pub(crate) fn code(error: &LogError) -> i16 {
         LogError::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         LogError::DiskFull { .. } | LogError::Io { .. } => ResponseError::KafkaStorageError,
         LogError::Closed | LogError::Locked(_) => ResponseError::NotLeaderOrFollower,
-        #[allow(unreachable_patterns)]
-        _ => ResponseError::UnknownServerError,
+        // Errors of a remote log (the Kafka client's), which a broker serving its own engine
+        // does not meet; mapped so that a new variant must be placed here, not hidden.
+        LogError::Unavailable { .. } => ResponseError::LeaderNotAvailable,
+        LogError::Refused { .. } => ResponseError::PolicyViolation,
     };
     kind.code()
 }

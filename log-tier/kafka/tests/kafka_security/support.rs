@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use headwater_log::kafka::{KafkaOptions, StaticCredentials};
+use headwater_kafka::{KafkaOptions, StaticCredentials};
 use headwater_log::{KafkaTlsConfig, LogConfig, LogEngine};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
@@ -80,7 +80,7 @@ impl TestBroker {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let options = options(addr, &pki, security);
-            tokio::spawn(headwater_log::kafka::serve(
+            tokio::spawn(headwater_kafka::serve(
                 engine, listener, options, stopped,
             ));
             addr
@@ -121,7 +121,7 @@ fn options(addr: SocketAddr, pki: &Path, security: Security) -> KafkaOptions {
         }),
         Security::Plain | Security::SaslPlaintext => None,
     };
-    options.tls = tls.map(|c| headwater_log::kafka::tls::server_config(&c).unwrap());
+    options.tls = tls.map(|c| headwater_kafka::tls::server_config(&c).unwrap());
     if matches!(security, Security::SaslPlaintext | Security::SaslSsl) {
         options.sasl = Some(Arc::new(StaticCredentials::new([(USER, PASSWORD)])));
     }

@@ -26,8 +26,8 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Broker;
 use super::codes::{NONE, code};
-use crate::engine::OffsetSpec;
-use crate::error::LogError;
+use headwater_log::LogError;
+use headwater_log::OffsetSpec;
 
 /// Metadata: this broker, and the requested topics (created on first use when allowed).
 pub(crate) fn metadata(
@@ -357,7 +357,7 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest) -> Cr
                 format!("topic {name} exists"),
             ))
         } else if request.validate_only {
-            crate::topic::check_name(&name).map_err(|e| (code(&e), e.to_string()))
+            headwater_log::check_topic_name(&name).map_err(|e| (code(&e), e.to_string()))
         } else {
             engine
                 .create_topic_now(&name, partitions)

@@ -1,4 +1,5 @@
-//! Finds the line and column of a node in YAML text by its path (keys and indexes).
+//! Finds the line and column of a YAML node in the source text by its path (keys and indexes),
+//! so that every configuration error (headwater.yaml, routes.yaml, sink entries) names its line.
 //!
 //! yaml_serde keeps no positions in its `Value`, but every error raised while a node is being
 //! deserialized carries that node's position. [`locate`] walks the document along a path with
@@ -37,6 +38,36 @@ pub fn display(path: &[Seg]) -> String {
         }
     }
     out
+}
+
+/// Parses a rendered path (`gateway.auth.keys[0].tenant`, as [`display`] writes it) back into
+/// segments. Keys holding dots cannot be told apart from nesting; such paths are not found.
+pub fn parse(rendered: &str) -> Path {
+    let mut path = Vec::new();
+    for part in rendered.split('.').filter(|p| !p.is_empty()) {
+        let (name, indexes) = part.split_once('[').unwrap_or((part, ""));
+        if !name.is_empty() {
+            path.push(Seg::Key(name.to_owned()));
+        }
+        for index in indexes.split('[') {
+            if let Some(i) = index.strip_suffix(']').and_then(|i| i.parse().ok()) {
+                path.push(Seg::Index(i));
+            }
+        }
+    }
+    path
+}
+
+/// 1-based line of the key (or sequence element) a rendered path names, for problems found
+/// after parsing (`validate()`), or `None` when the path is not in `text`.
+pub fn line_of(text: &str, rendered: &str) -> Option<usize> {
+    let mut path = parse(rendered);
+    if let Some(Seg::Key(last)) = path.last_mut() {
+        let name = std::mem::take(last);
+        path.pop();
+        path.push(Seg::KeyName(name));
+    }
+    locate(text, &path).map(|(line, _)| line)
 }
 
 /// 1-based `(line, column)` of the node at `path`, or `None` when the path is not in `text`.
@@ -241,6 +272,19 @@ mod tests {
         assert_eq!(locate(TEXT, &p), Some((4, 9)));
         assert_eq!(locate(TEXT, &[key("nope")]), None);
         assert_eq!(locate(TEXT, &[key("routes"), Seg::Index(9)]), None);
+    }
+
+    #[test]
+    fn rendered_paths_parse_back_and_find_their_line() {
+        let text = "a:\n  b: 1\nc:\n  # note\n  d:\n    e: 2\n    f:\n      - x\n      - y: 3\n";
+        assert_eq!(line_of(text, "a.b"), Some(2));
+        assert_eq!(line_of(text, "c.d.e"), Some(6));
+        assert_eq!(line_of(text, "c.d.f[1].y"), Some(9));
+        assert_eq!(line_of(text, "c.b"), None);
+        assert_eq!(
+            parse("r[2].and[0]"),
+            vec![key("r"), Seg::Index(2), key("and"), Seg::Index(0)]
+        );
     }
 
     #[test]

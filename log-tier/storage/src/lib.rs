@@ -1,4 +1,6 @@
-//! Headwater's durable, partitioned log: storage engine, topics, offsets and the Kafka protocol.
+//! Headwater's durable, partitioned log: storage engine, topics, partitions, offsets, the `Log`
+//! trait. The Kafka-protocol server (`headwater-kafka`) and the Kafka client (`headwater-kafka-client`)
+//! build on it; this crate knows nothing of either.
 //!
 //! Entry points: [`LogEngine::open`] (the embedded engine, recovery included), the [`Log`]
 //! trait the gateway and router use, and [`MemoryLog`] for tests. On disk, under the data
@@ -24,9 +26,6 @@ pub mod error;
 mod fault;
 mod flush;
 pub mod index;
-pub mod kafka;
-#[cfg(feature = "kafka-client")]
-pub mod kafka_log;
 pub mod log;
 mod log_impl;
 mod memory;
@@ -36,7 +35,6 @@ mod partition;
 mod producer;
 mod recovery;
 mod segment;
-pub mod tls;
 mod topic;
 
 #[cfg(any(test, feature = "testsuite"))]
@@ -48,8 +46,6 @@ pub use config::{
 };
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec};
 pub use error::LogError;
-#[cfg(feature = "kafka-client")]
-pub use kafka_log::KafkaLog;
 pub use log::{
     Appended, Assignment, GroupMembership, Header, Log, PartitionOffsets, Record, StoredRecord,
     murmur2, partition_for_key,

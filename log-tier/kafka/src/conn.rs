@@ -103,7 +103,7 @@ where
 
 /// Counts a SASL failure and makes the error that closes the connection.
 fn sasl_failure(reason: impl Into<String>) -> io::Error {
-    metrics::counter!(crate::metrics::KAFKA_AUTH_FAILURES_TOTAL, "stage" => "sasl").increment(1);
+    ::metrics::counter!(crate::metrics::KAFKA_AUTH_FAILURES_TOTAL, "stage" => "sasl").increment(1);
     io::Error::new(io::ErrorKind::PermissionDenied, reason.into())
 }
 
@@ -348,9 +348,9 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::LogConfig;
-    use crate::engine::LogEngine;
-    use crate::kafka::{KafkaOptions, StaticCredentials, groups};
+    use crate::{KafkaOptions, StaticCredentials, groups};
+    use headwater_log::LogConfig;
+    use headwater_log::LogEngine;
 
     fn broker(dir: &std::path::Path, sasl: bool) -> Broker {
         let engine = LogEngine::open(dir, LogConfig::default()).unwrap();

@@ -12,8 +12,9 @@ use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use super::errors::{classify, refused, unavailable};
-use crate::error::{LogError, Result};
-use crate::log::{Header, PartitionOffsets, StoredRecord};
+use headwater_log::LogError;
+use headwater_log::error::Result;
+use headwater_log::{Header, PartitionOffsets, StoredRecord};
 
 /// One partition's reader, shared by the calls that read it.
 pub(super) type SharedReader = Arc<Mutex<Reader>>;

@@ -3,13 +3,14 @@
 //!
 //! `conn` frames requests and dispatches them; `request` decodes a frame; `data` answers the
 //! data-plane APIs (Produce, Fetch, ListOffsets, Metadata, topic admin, InitProducerId);
-//! `groups` is the classic group coordinator; `codes` maps [`crate::LogError`] to Kafka error
+//! `groups` is the classic group coordinator; `codes` maps [`headwater_log::LogError`] to Kafka error
 //! codes; `tls` and `sasl` secure the listener (TLS/mTLS, SASL/PLAIN).
 
 mod codes;
 mod conn;
 mod data;
 mod groups;
+pub mod metrics;
 mod request;
 pub mod sasl;
 pub mod tls;
@@ -23,7 +24,7 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::engine::LogEngine;
+use headwater_log::LogEngine;
 
 pub use request::{DecodeError, Decoded, Head, decode_body, decode_head, decode_request};
 pub use sasl::{SaslAuthenticator, StaticCredentials};
@@ -108,6 +109,7 @@ pub async fn serve(
     options: KafkaOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
+    metrics::describe();
     let start_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_millis() as i64);
@@ -175,6 +177,6 @@ async fn serve_accepted(
         }
         Err(_) => std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out"),
     };
-    metrics::counter!(crate::metrics::KAFKA_AUTH_FAILURES_TOTAL, "stage" => "tls").increment(1);
+    ::metrics::counter!(crate::metrics::KAFKA_AUTH_FAILURES_TOTAL, "stage" => "tls").increment(1);
     Err(error)
 }

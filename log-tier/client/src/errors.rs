@@ -3,7 +3,7 @@
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
-use crate::error::LogError;
+use headwater_log::LogError;
 
 /// A retryable failure of the brokers.
 pub(super) fn unavailable(context: impl Into<String>, e: KafkaError) -> LogError {

@@ -118,9 +118,6 @@ pub enum LogError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The Kafka listener's TLS files could not be read or rustls refused them.
-    #[error("kafka listener TLS: {0}")]
-    Tls(String),
 }
 
 impl LogError {

@@ -1,0 +1,73 @@
+//! ListGroups and DescribeGroups: what the coordinator holds, for admin tools.
+
+use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
+use kafka_protocol::messages::list_groups_response::ListedGroup;
+use kafka_protocol::messages::{
+    DescribeGroupsRequest, DescribeGroupsResponse, GroupId, ListGroupsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+
+use super::Coordinator;
+
+impl Coordinator {
+    /// ListGroups.
+    pub(crate) fn list_groups(&self) -> ListGroupsResponse {
+        let mut response = ListGroupsResponse::default();
+        for (id, group) in self.lock().iter() {
+            let mut listed = ListedGroup::default();
+            listed.group_id = GroupId(StrBytes::from_string(id.clone()));
+            listed.protocol_type = StrBytes::from_string(
+                group
+                    .protocol_type
+                    .clone()
+                    .unwrap_or_else(|| "consumer".to_owned()),
+            );
+            listed.group_state = StrBytes::from_static_str(group.state.name());
+            listed.group_type = StrBytes::from_static_str("classic");
+            response.groups.push(listed);
+        }
+        response
+    }
+
+    /// DescribeGroups.
+    pub(crate) fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
+        let groups = self.lock();
+        let mut response = DescribeGroupsResponse::default();
+        for id in request.groups {
+            let mut described = DescribedGroup::default();
+            described.group_id = id.clone();
+            described.authorized_operations = i32::MIN;
+            match groups.get(id.0.as_str()) {
+                None => described.group_state = StrBytes::from_static_str("Dead"),
+                Some(group) => {
+                    described.group_state = StrBytes::from_static_str(group.state.name());
+                    described.protocol_type =
+                        StrBytes::from_string(group.protocol_type.clone().unwrap_or_default());
+                    described.protocol_data =
+                        StrBytes::from_string(group.protocol.clone().unwrap_or_default());
+                    described.members = group
+                        .members
+                        .iter()
+                        .map(|(member_id, m)| {
+                            let mut out = DescribedGroupMember::default();
+                            out.member_id = StrBytes::from_string(member_id.clone());
+                            out.group_instance_id = m.instance_id.clone();
+                            out.client_id = StrBytes::from_string(m.client_id.clone());
+                            out.client_host = StrBytes::from_string(format!("/{}", m.client_host));
+                            out.member_metadata = m
+                                .protocols
+                                .iter()
+                                .find(|(n, _)| Some(n) == group.protocol.as_ref())
+                                .map(|(_, meta)| meta.clone())
+                                .unwrap_or_default();
+                            out.member_assignment = m.assignment.clone();
+                            out
+                        })
+                        .collect();
+                }
+            }
+            response.groups.push(described);
+        }
+        response
+    }
+}

@@ -1,0 +1,265 @@
+//! The classic group coordinator: members, generations, rebalances on join, leave and session
+//! timeout, client-side assignment relayed through SyncGroup, and durable committed offsets.
+
+mod describe;
+mod find;
+mod heartbeat;
+mod join;
+mod leave;
+mod offsets;
+mod sync;
+
+pub(crate) use find::find_coordinator;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
+use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
+use kafka_protocol::protocol::StrBytes;
+use tokio::sync::oneshot;
+
+use crate::Broker;
+use headwater_log::LogEngine;
+
+/// Longest a rebalance waits for members to rejoin.
+const MAX_REBALANCE: Duration = Duration::from_secs(300);
+/// How often expired members are looked for.
+const REAP_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Empty,
+    PreparingRebalance,
+    CompletingRebalance,
+    Stable,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::PreparingRebalance => "PreparingRebalance",
+            Self::CompletingRebalance => "CompletingRebalance",
+            Self::Stable => "Stable",
+        }
+    }
+}
+
+struct Member {
+    client_id: String,
+    client_host: String,
+    instance_id: Option<StrBytes>,
+    session_timeout: Duration,
+    rebalance_timeout: Duration,
+    protocols: Vec<(String, Bytes)>,
+    assignment: Bytes,
+    last_seen: Instant,
+    join: Option<(oneshot::Sender<JoinGroupResponse>, i16)>,
+    sync: Option<oneshot::Sender<SyncGroupResponse>>,
+}
+
+struct Group {
+    state: State,
+    generation: i32,
+    protocol_type: Option<String>,
+    protocol: Option<String>,
+    leader: Option<String>,
+    members: BTreeMap<String, Member>,
+    pending: HashSet<String>,
+    rebalance_deadline: Option<Instant>,
+}
+
+impl Group {
+    fn new() -> Self {
+        Self {
+            state: State::Empty,
+            generation: 0,
+            protocol_type: None,
+            protocol: None,
+            leader: None,
+            members: BTreeMap::new(),
+            pending: HashSet::new(),
+            rebalance_deadline: None,
+        }
+    }
+
+    /// Starts (or keeps) a rebalance; members waiting on SyncGroup are told to rejoin.
+    fn prepare_rebalance(&mut self) {
+        if self.members.is_empty() {
+            self.state = State::Empty;
+            self.leader = None;
+            self.rebalance_deadline = None;
+            return;
+        }
+        if self.state != State::PreparingRebalance {
+            let timeout = self
+                .members
+                .values()
+                .map(|m| m.rebalance_timeout)
+                .max()
+                .unwrap_or(MAX_REBALANCE)
+                .min(MAX_REBALANCE);
+            self.rebalance_deadline = Some(Instant::now() + timeout);
+        }
+        self.state = State::PreparingRebalance;
+        for member in self.members.values_mut() {
+            if let Some(tx) = member.sync.take() {
+                let mut response = SyncGroupResponse::default();
+                response.error_code = ResponseError::RebalanceInProgress.code();
+                let _ = tx.send(response);
+            }
+        }
+    }
+
+    /// Completes the join phase when every member has rejoined: a new generation, a leader,
+    /// and the member list for the leader.
+    fn maybe_complete_join(&mut self) {
+        if self.state != State::PreparingRebalance
+            || self.members.values().any(|m| m.join.is_none())
+        {
+            return;
+        }
+        if self.members.is_empty() {
+            self.prepare_rebalance();
+            return;
+        }
+        self.generation += 1;
+        let leader = match &self.leader {
+            Some(l) if self.members.contains_key(l) => l.clone(),
+            _ => self.members.keys().next().cloned().unwrap_or_default(),
+        };
+        self.protocol = self.choose_protocol(&leader);
+        self.leader = Some(leader.clone());
+        self.state = State::CompletingRebalance;
+        self.rebalance_deadline = None;
+        let protocol = self.protocol.clone().unwrap_or_default();
+        let members: Vec<JoinGroupResponseMember> = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let mut out = JoinGroupResponseMember::default();
+                out.member_id = StrBytes::from_string(id.clone());
+                out.group_instance_id = m.instance_id.clone();
+                out.metadata = m
+                    .protocols
+                    .iter()
+                    .find(|(name, _)| *name == protocol)
+                    .map(|(_, meta)| meta.clone())
+                    .unwrap_or_default();
+                out
+            })
+            .collect();
+        for (id, member) in self.members.iter_mut() {
+            member.assignment = Bytes::new();
+            if let Some((tx, _version)) = member.join.take() {
+                let mut response = JoinGroupResponse::default();
+                response.generation_id = self.generation;
+                response.protocol_type = self.protocol_type.clone().map(StrBytes::from_string);
+                response.protocol_name = Some(StrBytes::from_string(protocol.clone()));
+                response.leader = StrBytes::from_string(leader.clone());
+                response.member_id = StrBytes::from_string(id.clone());
+                if *id == leader {
+                    response.members = members.clone();
+                }
+                let _ = tx.send(response);
+            }
+        }
+    }
+
+    /// The leader's first protocol that every member supports.
+    fn choose_protocol(&self, leader: &str) -> Option<String> {
+        let candidates = self
+            .members
+            .get(leader)?
+            .protocols
+            .iter()
+            .map(|(n, _)| n.clone());
+        candidates.into_iter().find(|name| {
+            self.members
+                .values()
+                .all(|m| m.protocols.iter().any(|(n, _)| n == name))
+        })
+    }
+}
+
+/// All groups of this broker.
+pub(crate) struct Coordinator {
+    engine: Arc<LogEngine>,
+    groups: Mutex<HashMap<String, Group>>,
+}
+
+impl Coordinator {
+    pub(crate) fn new(engine: Arc<LogEngine>) -> Self {
+        Self {
+            engine,
+            groups: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Group>> {
+        self.groups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Drops members whose session expired and finishes rebalances whose time ran out.
+    fn reap(&self) {
+        let now = Instant::now();
+        let mut groups = self.lock();
+        for group in groups.values_mut() {
+            let expired: Vec<String> = group
+                .members
+                .iter()
+                .filter(|(_, m)| {
+                    m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
+                })
+                .map(|(id, _)| id.clone())
+                .collect();
+            let overdue = group.state == State::PreparingRebalance
+                && group.rebalance_deadline.is_some_and(|d| now >= d);
+            let missing: Vec<String> = if overdue {
+                group
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.join.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            if expired.is_empty() && missing.is_empty() {
+                continue;
+            }
+            for id in expired.iter().chain(&missing) {
+                tracing::info!(member = %id, "group member expired");
+                group.members.remove(id);
+            }
+            group.prepare_rebalance();
+            group.maybe_complete_join();
+        }
+    }
+}
+
+/// Runs the session and rebalance timers until the broker is gone.
+pub(crate) async fn reap_expired_members(broker: Weak<Broker>) {
+    let mut ticker = tokio::time::interval(REAP_EVERY);
+    loop {
+        ticker.tick().await;
+        let Some(broker) = broker.upgrade() else {
+            return;
+        };
+        broker.groups.reap();
+    }
+}
+
+/// A short random-looking suffix for member ids.
+fn ulid_like() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    format!("{:x}-{:x}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
+}
