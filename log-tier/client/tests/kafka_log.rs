@@ -2,7 +2,7 @@
 //! run against a Headwater log node (the embedded engine behind the Kafka listener, in this
 //! process) and against the Apache Kafka broker from scripts/services.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -2,6 +2,7 @@
 //! subprocess) and a raw protocol client for the exact wire behaviour: round trips over
 //! SASL_PLAINTEXT, SASL_SSL, SSL and mTLS; wrong passwords, requests before authentication and
 //! plaintext clients on a TLS port end that connection only.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 #[path = "kafka_security/support.rs"]
 mod support;

@@ -2,6 +2,7 @@
 //! SaslAuthenticate v2 with PLAIN, a PEM trust store for the private CA, and a consumer group.
 //! Needs the Kafka jars of `scripts/install-deps` (`HEADWATER_TEST_KAFKA_LIBS`, written by
 //! `scripts/services start` into `target/services/env.sh`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 #[path = "kafka_security/support.rs"]
 #[allow(dead_code)] // the raw client, kcat and rdkafka helpers serve the other file

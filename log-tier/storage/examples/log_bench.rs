@@ -3,6 +3,7 @@
 //! 1000, fsync per append vs every 100 ms; then read throughput. Prints a Markdown table.
 //!
 //! `cargo run --release -p headwater-log --example log_bench [-- SECONDS_PER_ROW]`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,11 +38,11 @@ struct Row {
 }
 
 fn cpu_seconds() -> f64 {
-    // SAFETY: getrusage fills a zeroed struct we own.
-    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) };
-    let t = |tv: libc::timeval| tv.tv_sec as f64 + tv.tv_usec as f64 / 1e6;
-    t(u.ru_utime) + t(u.ru_stime)
+    use nix::sys::resource::{UsageWho, getrusage};
+    use nix::sys::time::TimeValLike;
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        (u.user_time().num_microseconds() + u.system_time().num_microseconds()) as f64 / 1e6
+    })
 }
 
 fn percentile(sorted: &[u32], p: f64) -> f64 {

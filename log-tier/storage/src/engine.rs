@@ -498,6 +498,7 @@ fn write_clean_marker(dir: &Path) -> Result<()> {
 }
 
 /// Takes an exclusive `flock` on `<dir>/.lock` so two processes never share a data directory.
+#[allow(unsafe_code)] // one of the workspace's two unsafe calls (the other: `free_bytes`)
 fn lock_dir(dir: &Path) -> Result<File> {
     let path = dir.join(".lock");
     let file = OpenOptions::new()
@@ -514,6 +515,8 @@ fn lock_dir(dir: &Path) -> Result<File> {
     Ok(file)
 }
 
+/// Bytes available to unprivileged users on the filesystem holding `dir`.
+#[allow(unsafe_code)] // one of the workspace's two unsafe calls (the other: `lock_dir`)
 fn free_bytes(dir: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;

@@ -65,7 +65,7 @@ pub(crate) struct PartitionMetrics {
 }
 
 impl PartitionMetrics {
-    pub fn new(topic: &str) -> Self {
+    pub(crate) fn new(topic: &str) -> Self {
         let labels = [("topic", topic.to_owned())];
         Self {
             appends: metrics::counter!(APPENDS_TOTAL, &labels),

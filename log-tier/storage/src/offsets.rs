@@ -33,7 +33,7 @@ pub(crate) struct OffsetStore {
 
 impl OffsetStore {
     /// Loads the store in `dir` (empty when absent).
-    pub fn open(dir: &Path) -> Result<Self> {
+    pub(crate) fn open(dir: &Path) -> Result<Self> {
         let path = dir.join(FILE);
         let map = match fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<Vec<Entry>>(&bytes)
@@ -56,14 +56,14 @@ impl OffsetStore {
     }
 
     /// The committed offset, if any.
-    pub fn get(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
+    pub(crate) fn get(&self, group: &str, topic: &str, partition: i32) -> Option<i64> {
         self.map()
             .get(&(group.to_owned(), topic.to_owned(), partition))
             .copied()
     }
 
     /// All offsets committed by `group`: `(topic, partition, offset)`.
-    pub fn group(&self, group: &str) -> Vec<(String, i32, i64)> {
+    pub(crate) fn group(&self, group: &str) -> Vec<(String, i32, i64)> {
         self.map()
             .iter()
             .filter(|((g, _, _), _)| g == group)
@@ -72,7 +72,7 @@ impl OffsetStore {
     }
 
     /// Stores an offset durably.
-    pub async fn commit(
+    pub(crate) async fn commit(
         &self,
         group: &str,
         topic: &str,
@@ -89,7 +89,7 @@ impl OffsetStore {
     }
 
     /// Forgets every offset of `topic`.
-    pub async fn remove_topic(&self, topic: &str) -> Result<()> {
+    pub(crate) async fn remove_topic(&self, topic: &str) -> Result<()> {
         let _turn = self.write_lock.lock().await;
         let bytes = {
             let mut map = self.map();

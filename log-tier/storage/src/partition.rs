@@ -22,7 +22,7 @@ use crate::recovery;
 use crate::segment::Segment;
 
 /// Cap of one read, whatever `max_bytes` asks (Kafka's broker caps fetches similarly).
-pub const MAX_READ_BYTES: usize = 64 << 20;
+pub(crate) const MAX_READ_BYTES: usize = 64 << 20;
 
 /// A point in the log: the offset after the last record and where its bytes end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +87,7 @@ pub(crate) struct Partition {
 
 impl Partition {
     /// Opens (recovering) or creates the partition stored in `dir`.
-    pub fn open(
+    pub(crate) fn open(
         topic: Arc<str>,
         id: i32,
         dir: &Path,
@@ -146,12 +146,12 @@ impl Partition {
     }
 
     /// The current high watermark point.
-    pub fn high_watermark(&self) -> LogPoint {
+    pub(crate) fn high_watermark(&self) -> LogPoint {
         *self.durable.borrow()
     }
 
     /// `(log_start, high_watermark)`.
-    pub fn offsets(&self) -> (i64, i64) {
+    pub(crate) fn offsets(&self) -> (i64, i64) {
         let log_start = self.state().log_start;
         (log_start, self.high_watermark().offset)
     }
@@ -160,7 +160,7 @@ impl Partition {
     /// for one partition), rewriting base offsets; resolves once all are durable. Returns the
     /// base offset of the first batch (the original one for a retried idempotent batch).
     /// Every batch is validated before any is written.
-    pub async fn append(self: &Arc<Self>, mut records: BytesMut) -> Result<i64> {
+    pub(crate) async fn append(self: &Arc<Self>, mut records: BytesMut) -> Result<i64> {
         let mut batches = Vec::new();
         while !records.is_empty() {
             let len = BatchHeader::parse(&records)
@@ -186,7 +186,7 @@ impl Partition {
 
     /// Writes a batch already validated (or encoded by us) without waiting for durability.
     /// In interval mode, the first write after a flush schedules the next flush.
-    pub fn write(self: &Arc<Self>, batch: BytesMut, header: BatchHeader) -> Result<Written> {
+    pub(crate) fn write(self: &Arc<Self>, batch: BytesMut, header: BatchHeader) -> Result<Written> {
         let written = self.write_locked(batch, header)?;
         if written.schedule_flush {
             self.spawn_interval_flush();
@@ -317,7 +317,7 @@ impl Partition {
 
     /// Reads whole stored batches from the one holding `offset`, about `max_bytes` (at least
     /// one batch), never past the high watermark. Empty at the high watermark.
-    pub fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
+    pub(crate) fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
         let hw = self.high_watermark();
         let (log_start, segment) = {
             let st = self.state();
@@ -355,7 +355,7 @@ impl Partition {
     }
 
     /// Waits until the high watermark passes `offset`, up to `max_wait`. True if it did.
-    pub async fn wait_for_data(&self, offset: i64, max_wait: Duration) -> Result<bool> {
+    pub(crate) async fn wait_for_data(&self, offset: i64, max_wait: Duration) -> Result<bool> {
         let mut rx = self.durable.subscribe();
         let deadline = tokio::time::Instant::now() + max_wait;
         loop {
@@ -375,7 +375,7 @@ impl Partition {
     }
 
     /// `(offset, timestamp)` of the first readable record with a timestamp `>= timestamp_ms`.
-    pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
+    pub(crate) fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<(i64, i64)>> {
         let hw = self.high_watermark();
         let segments: Vec<Arc<Segment>> = self.state().segments.values().cloned().collect();
         for segment in segments {
@@ -395,7 +395,7 @@ impl Partition {
     }
 
     /// Deletes whole sealed, durable segments past retention; returns how many went.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
+    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
         let hw = self.high_watermark();
         let mut st = self.state();
         st.producers
@@ -440,7 +440,7 @@ impl Partition {
     /// Truncates the log so `offset` is the next offset (rounded down to a batch boundary).
     /// Readers must not be past it: the high watermark is moved back too.
     /// Appenders still waiting for offsets past the cut get an error.
-    pub fn truncate_to(&self, offset: i64) -> Result<()> {
+    pub(crate) fn truncate_to(&self, offset: i64) -> Result<()> {
         let mut st = self.state();
         if offset >= st.written.offset {
             return Ok(());
@@ -519,25 +519,25 @@ impl Partition {
 
     /// For a clean shutdown (after a flush): writes the active segment's index files and a
     /// producer snapshot at the log end, so the next open need not scan the tail.
-    pub fn seal_for_shutdown(&self) -> Result<()> {
+    pub(crate) fn seal_for_shutdown(&self) -> Result<()> {
         let st = self.state();
         st.active.write_indexes()?;
         st.producers.write_snapshot(&self.dir, st.written.offset)
     }
 
     /// Number of segments.
-    pub fn segment_count(&self) -> usize {
+    pub(crate) fn segment_count(&self) -> usize {
         self.state().segments.len()
     }
 
     /// Marks the partition closed and wakes every waiter.
-    pub fn mark_closed(&self) {
+    pub(crate) fn mark_closed(&self) {
         self.durable.send_modify(|d| d.closed = true);
         self.state().written.closed = true;
     }
 
     /// Forgets this partition's segments in the gauge (topic deleted or engine closed).
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         metrics::gauge!(m::SEGMENTS).decrement(self.segment_count() as f64);
     }
 }

@@ -54,7 +54,7 @@ fn next_sequence(seq: i32) -> i32 {
 
 impl ProducerStates {
     /// Checks a batch (base offset not yet assigned) from an idempotent producer.
-    pub fn check(&self, h: &BatchHeader) -> Result<Check> {
+    pub(crate) fn check(&self, h: &BatchHeader) -> Result<Check> {
         if h.producer_id < 0 {
             return Ok(Check::Append);
         }
@@ -106,7 +106,7 @@ impl ProducerStates {
     }
 
     /// Remembers a batch written at its (assigned) base offset, at wall-clock `now_ms`.
-    pub fn record(&mut self, h: &BatchHeader, now_ms: i64) {
+    pub(crate) fn record(&mut self, h: &BatchHeader, now_ms: i64) {
         if h.producer_id < 0 {
             return;
         }
@@ -129,7 +129,7 @@ impl ProducerStates {
 
     /// Forgets producers idle for longer than `max_age_ms` (Kafka's
     /// `producer.id.expiration.ms`); returns how many went.
-    pub fn expire(&mut self, now_ms: i64, max_age_ms: u64) -> usize {
+    pub(crate) fn expire(&mut self, now_ms: i64, max_age_ms: u64) -> usize {
         let before = self.map.len();
         let cutoff = now_ms.saturating_sub(max_age_ms.min(i64::MAX as u64) as i64);
         self.map.retain(|_, e| e.last_seen_ms >= cutoff);
@@ -137,7 +137,7 @@ impl ProducerStates {
     }
 
     /// Forgets batches at or after `offset` (the log was truncated there).
-    pub fn truncate_to(&mut self, offset: i64) {
+    pub(crate) fn truncate_to(&mut self, offset: i64) {
         for entry in self.map.values_mut() {
             entry.batches.retain(|b| b.base_offset < offset);
         }
@@ -145,7 +145,7 @@ impl ProducerStates {
     }
 
     /// Serialises the state as of log offset `offset`, with a CRC.
-    pub fn encode(&self, offset: i64) -> Vec<u8> {
+    pub(crate) fn encode(&self, offset: i64) -> Vec<u8> {
         let mut buf = Vec::new();
         buf.put_i64(offset);
         buf.put_u32(self.map.len() as u32);
@@ -167,7 +167,7 @@ impl ProducerStates {
     }
 
     /// Parses [`ProducerStates::encode`]'s output: `(offset, state)`; `None` if corrupt.
-    pub fn decode(bytes: &[u8]) -> Option<(i64, Self)> {
+    pub(crate) fn decode(bytes: &[u8]) -> Option<(i64, Self)> {
         if bytes.len() < 16 {
             return None;
         }
@@ -210,7 +210,7 @@ impl ProducerStates {
     }
 
     /// Writes a snapshot as of `offset` into `dir` (temp file + rename; CRC-checked on load).
-    pub fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<()> {
+    pub(crate) fn write_snapshot(&self, dir: &Path, offset: i64) -> Result<()> {
         let tmp = dir.join(format!("{SNAPSHOT_FILE}.tmp"));
         let path = dir.join(SNAPSHOT_FILE);
         fs::write(&tmp, self.encode(offset))
@@ -219,7 +219,7 @@ impl ProducerStates {
     }
 
     /// Loads the snapshot of `dir`, if present and intact.
-    pub fn read_snapshot(dir: &Path) -> Option<(i64, Self)> {
+    pub(crate) fn read_snapshot(dir: &Path) -> Option<(i64, Self)> {
         fs::read(dir.join(SNAPSHOT_FILE))
             .ok()
             .and_then(|b| Self::decode(&b))

@@ -46,7 +46,7 @@ pub(crate) struct SegmentMeta {
 
 impl SegmentMeta {
     /// Meta of an empty segment at `base_offset`.
-    pub fn empty(base_offset: i64) -> Self {
+    pub(crate) fn empty(base_offset: i64) -> Self {
         Self {
             size: 0,
             next_offset: base_offset,
@@ -59,7 +59,7 @@ impl SegmentMeta {
     }
 
     /// Records a batch written at `position` in the indexes.
-    pub fn note_batch(
+    pub(crate) fn note_batch(
         &mut self,
         base: i64,
         header: &BatchHeader,
@@ -99,7 +99,7 @@ pub(crate) struct Segment {
 
 impl Segment {
     /// Creates a new empty segment file; fails if it exists.
-    pub fn create(dir: &Path, base_offset: i64) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
@@ -116,7 +116,12 @@ impl Segment {
     }
 
     /// Wraps recovered meta and, for a segment to keep open, its file.
-    pub fn from_parts(dir: &Path, base_offset: i64, file: Option<File>, meta: SegmentMeta) -> Self {
+    pub(crate) fn from_parts(
+        dir: &Path,
+        base_offset: i64,
+        file: Option<File>,
+        meta: SegmentMeta,
+    ) -> Self {
         Self {
             base_offset,
             dir: dir.to_path_buf(),
@@ -128,12 +133,12 @@ impl Segment {
     }
 
     /// Path of this segment's file with extension `ext`.
-    pub fn path(&self, ext: &str) -> PathBuf {
+    pub(crate) fn path(&self, ext: &str) -> PathBuf {
         self.dir.join(file_name(self.base_offset, ext))
     }
 
     /// Locks the meta; a poisoned lock still holds consistent data (updates are single steps).
-    pub fn meta(&self) -> MutexGuard<'_, SegmentMeta> {
+    pub(crate) fn meta(&self) -> MutexGuard<'_, SegmentMeta> {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -156,19 +161,19 @@ impl Segment {
     }
 
     /// Keeps the file open from now on (the segment is, or becomes again, the active one).
-    pub fn keep_open(&self) {
+    pub(crate) fn keep_open(&self) {
         self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Drops the kept handle (a sealed segment, fsynced): later reads open the file anew.
-    pub fn close_file(&self) {
+    pub(crate) fn close_file(&self) {
         self.keep.store(false, std::sync::atomic::Ordering::Relaxed);
         self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
 
     /// Whether a file handle is kept open (tests).
     #[cfg(test)]
-    pub fn holds_file(&self) -> bool {
+    pub(crate) fn holds_file(&self) -> bool {
         self.file
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -176,22 +181,27 @@ impl Segment {
     }
 
     /// Bytes held.
-    pub fn size(&self) -> u64 {
+    pub(crate) fn size(&self) -> u64 {
         self.meta().size
     }
 
     /// Offset after the last record.
-    pub fn next_offset(&self) -> i64 {
+    pub(crate) fn next_offset(&self) -> i64 {
         self.meta().next_offset
     }
 
     /// When this segment was created or opened.
-    pub fn age(&self) -> std::time::Duration {
+    pub(crate) fn age(&self) -> std::time::Duration {
         self.created.elapsed()
     }
 
     /// Appends one batch whose base offset is already set. On failure nothing stays behind.
-    pub fn append(&self, batch: &[u8], header: &BatchHeader, index_interval: u64) -> Result<u64> {
+    pub(crate) fn append(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        index_interval: u64,
+    ) -> Result<u64> {
         let mut m = self.meta();
         let pos = m.size;
         let file = self
@@ -218,12 +228,12 @@ impl Segment {
     }
 
     /// fsyncs the file's data.
-    pub fn sync(&self) -> io::Result<()> {
+    pub(crate) fn sync(&self) -> io::Result<()> {
         self.file()?.sync_data()
     }
 
     /// Reads `len` bytes at `pos` (fewer if the file is shorter).
-    pub fn read(&self, pos: u64, len: usize) -> Result<Bytes> {
+    pub(crate) fn read(&self, pos: u64, len: usize) -> Result<Bytes> {
         let file = self
             .file()
             .map_err(|e| LogError::io(format!("opening {}", self.path("log").display()), e))?;
@@ -248,7 +258,7 @@ impl Segment {
 
     /// Calls `f` with each batch header from byte `from` up to `limit`, until it breaks.
     /// Returns the position where scanning stopped. Headers are checked, not CRCs.
-    pub fn scan_headers(
+    pub(crate) fn scan_headers(
         &self,
         from: u64,
         limit: u64,
@@ -280,7 +290,7 @@ impl Segment {
     }
 
     /// Position of the batch holding `offset`, scanning below `limit`; `None` when past the end.
-    pub fn find_position(&self, offset: i64, limit: u64) -> Result<Option<u64>> {
+    pub(crate) fn find_position(&self, offset: i64, limit: u64) -> Result<Option<u64>> {
         let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
         let (_, start) = self.meta().offset_index.lookup(rel);
         let mut found = None;
@@ -296,7 +306,7 @@ impl Segment {
 
     /// Reads whole batches from `pos` below `limit`: about `max_bytes`, at least the first batch.
     /// Every batch's CRC is checked; a corrupt first batch is an error, a later one ends the read.
-    pub fn read_batches(&self, pos: u64, limit: u64, max_bytes: usize) -> Result<Bytes> {
+    pub(crate) fn read_batches(&self, pos: u64, limit: u64, max_bytes: usize) -> Result<Bytes> {
         if pos + HEADER_LEN as u64 > limit {
             return Ok(Bytes::new());
         }
@@ -326,7 +336,7 @@ impl Segment {
     }
 
     /// `(offset, timestamp)` of the first record with timestamp `>= target`, below `limit`.
-    pub fn find_timestamp(&self, target: i64, limit: u64) -> Result<Option<(i64, i64)>> {
+    pub(crate) fn find_timestamp(&self, target: i64, limit: u64) -> Result<Option<(i64, i64)>> {
         let start_rel = self.meta().time_index.lookup(target);
         let Some(mut pos) = self.find_position(self.base_offset + i64::from(start_rel), limit)?
         else {
@@ -349,7 +359,7 @@ impl Segment {
     }
 
     /// Writes the `.index` and `.timeindex` files of this (sealed) segment.
-    pub fn write_indexes(&self) -> Result<()> {
+    pub(crate) fn write_indexes(&self) -> Result<()> {
         let m = self.meta().clone();
         let trailer = IndexTrailer {
             next_offset: m.next_offset,
@@ -367,14 +377,19 @@ impl Segment {
     }
 
     /// Removes the index files (they go stale when the segment becomes active again).
-    pub fn remove_indexes(&self) {
+    pub(crate) fn remove_indexes(&self) {
         for ext in ["index", "timeindex"] {
             let _ = fs::remove_file(self.path(ext));
         }
     }
 
     /// Truncates the log to `position`, which must be a batch boundary with `next_offset` after it.
-    pub fn truncate(&self, position: u64, next_offset: i64, max_timestamp: i64) -> Result<()> {
+    pub(crate) fn truncate(
+        &self,
+        position: u64,
+        next_offset: i64,
+        max_timestamp: i64,
+    ) -> Result<()> {
         let mut m = self.meta();
         self.file()
             .and_then(|f| f.set_len(position))
@@ -394,7 +409,7 @@ impl Segment {
     }
 
     /// Deletes this segment's files; open readers keep their handle.
-    pub fn delete_files(&self) -> Result<()> {
+    pub(crate) fn delete_files(&self) -> Result<()> {
         self.remove_indexes();
         let path = self.path("log");
         fs::remove_file(&path).map_err(|e| LogError::io(format!("deleting {}", path.display()), e))

@@ -45,7 +45,7 @@ pub fn check_name(name: &str) -> Result<()> {
 
 impl Topic {
     /// Creates a topic directory with `partitions` partitions and opens it.
-    pub fn create(
+    pub(crate) fn create(
         root: &Path,
         name: &str,
         partitions: u32,
@@ -82,7 +82,7 @@ impl Topic {
 
     /// Opens an existing topic directory (`clean`: the last stop was a clean `close`); `None`
     /// if it has no valid metadata (half-created).
-    pub fn load(
+    pub(crate) fn load(
         dir: &Path,
         settings: impl Fn(&str) -> TopicSettings,
         clean: bool,
@@ -125,7 +125,7 @@ impl Topic {
     }
 
     /// The partition `id`.
-    pub fn partition(&self, id: i32) -> Result<&Arc<Partition>> {
+    pub(crate) fn partition(&self, id: i32) -> Result<&Arc<Partition>> {
         usize::try_from(id)
             .ok()
             .and_then(|i| self.partitions.get(i))
@@ -136,7 +136,7 @@ impl Topic {
     }
 
     /// Next partition for a record with neither partition nor key.
-    pub fn next_round_robin(&self) -> i32 {
+    pub(crate) fn next_round_robin(&self) -> i32 {
         (self.round_robin.fetch_add(1, Ordering::Relaxed) % self.partitions.len().max(1) as u32)
             as i32
     }

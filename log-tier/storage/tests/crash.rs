@@ -2,6 +2,7 @@
 //! written to a file and is SIGKILLed at random moments, 22 times. After every kill the log is
 //! reopened: each acknowledged offset reads back byte-identical, offsets are dense and ordered,
 //! and every visible record is whole (nothing unacknowledged is half-visible).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;

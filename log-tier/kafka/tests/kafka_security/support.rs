@@ -18,13 +18,13 @@ use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
 /// The one tenant the test brokers know.
-pub const USER: &str = "acme";
+pub(crate) const USER: &str = "acme";
 /// Its password (the API key).
-pub const PASSWORD: &str = "secret-key-1";
+pub(crate) const PASSWORD: &str = "secret-key-1";
 
 /// How the test broker secures its listener.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Security {
+pub(crate) enum Security {
     /// Neither TLS nor SASL.
     Plain,
     /// SASL/PLAIN over plaintext.
@@ -38,7 +38,7 @@ pub enum Security {
 }
 
 /// A Kafka listener over a temp-dir engine, on its own runtime.
-pub struct TestBroker {
+pub(crate) struct TestBroker {
     pub addr: SocketAddr,
     pub pki: PathBuf,
     stop: watch::Sender<bool>,
@@ -61,7 +61,7 @@ impl Drop for TestBroker {
 
 impl TestBroker {
     /// Starts a broker on 127.0.0.1:0.
-    pub fn start(security: Security) -> Self {
+    pub(crate) fn start(security: Security) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         std::fs::create_dir(&pki).unwrap();
@@ -80,9 +80,7 @@ impl TestBroker {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
             let options = options(addr, &pki, security);
-            tokio::spawn(headwater_kafka::serve(
-                engine, listener, options, stopped,
-            ));
+            tokio::spawn(headwater_kafka::serve(engine, listener, options, stopped));
             addr
         });
         Self {
@@ -95,12 +93,12 @@ impl TestBroker {
     }
 
     /// `host:port` for clients.
-    pub fn bootstrap(&self) -> String {
+    pub(crate) fn bootstrap(&self) -> String {
         self.addr.to_string()
     }
 
     /// A file of the private CA directory (`ca.pem`, `client.pem`, `client.key`).
-    pub fn file(&self, name: &str) -> String {
+    pub(crate) fn file(&self, name: &str) -> String {
         self.pki.join(name).display().to_string()
     }
 }
@@ -161,7 +159,7 @@ fn make_pki(dir: &Path) {
 
 /// librdkafka settings (`key=value`) that reach `broker` with `security`, authenticating as
 /// `USER` with `password` when SASL is involved.
-pub fn client_settings(
+pub(crate) fn client_settings(
     broker: &TestBroker,
     security: Security,
     password: &str,
@@ -194,7 +192,7 @@ pub fn client_settings(
 }
 
 /// An rdkafka configuration from [`client_settings`].
-pub fn rdkafka_config(settings: &[(String, String)]) -> ClientConfig {
+pub(crate) fn rdkafka_config(settings: &[(String, String)]) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in settings {
         config.set(key, value);
@@ -205,7 +203,7 @@ pub fn rdkafka_config(settings: &[(String, String)]) -> ClientConfig {
 
 /// Runs kcat with `settings` (as `-X` options, the bootstrap as `-b`) and `args`, feeding
 /// `stdin`; killed after 60 s.
-pub fn kcat(settings: &[(String, String)], args: &[&str], stdin: &[u8]) -> Output {
+pub(crate) fn kcat(settings: &[(String, String)], args: &[&str], stdin: &[u8]) -> Output {
     let mut command = Command::new("kcat");
     for (key, value) in settings {
         if key == "bootstrap.servers" {
@@ -236,14 +234,14 @@ pub fn kcat(settings: &[(String, String)], args: &[&str], stdin: &[u8]) -> Outpu
 }
 
 /// A raw protocol client on one TCP connection.
-pub struct RawClient {
+pub(crate) struct RawClient {
     pub stream: TcpStream,
     correlation_id: i32,
 }
 
 impl RawClient {
     /// Connects to `addr` with 10 s read timeouts.
-    pub fn connect(addr: SocketAddr) -> Self {
+    pub(crate) fn connect(addr: SocketAddr) -> Self {
         let stream = TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
@@ -255,7 +253,7 @@ impl RawClient {
     }
 
     /// Sends a request frame.
-    pub fn send<R: Encodable>(&mut self, api_key: ApiKey, version: i16, body: &R) {
+    pub(crate) fn send<R: Encodable>(&mut self, api_key: ApiKey, version: i16, body: &R) {
         self.correlation_id += 1;
         let mut header = RequestHeader::default();
         header.request_api_key = api_key as i16;
@@ -271,7 +269,7 @@ impl RawClient {
     }
 
     /// Sends `bytes` as one length-prefixed frame.
-    pub fn send_raw(&mut self, bytes: &[u8]) {
+    pub(crate) fn send_raw(&mut self, bytes: &[u8]) {
         let mut out = BytesMut::new();
         out.put_i32(i32::try_from(bytes.len()).unwrap());
         out.put_slice(bytes);
@@ -279,7 +277,7 @@ impl RawClient {
     }
 
     /// Reads one frame; `None` when the broker closed the connection instead.
-    pub fn read_frame(&mut self) -> Option<Bytes> {
+    pub(crate) fn read_frame(&mut self) -> Option<Bytes> {
         let mut length = [0u8; 4];
         if self.stream.read_exact(&mut length).is_err() {
             return None;
@@ -290,7 +288,7 @@ impl RawClient {
     }
 
     /// Reads the response to the last request, of `api_key` in `version`.
-    pub fn response<T: Decodable>(&mut self, api_key: ApiKey, version: i16) -> T {
+    pub(crate) fn response<T: Decodable>(&mut self, api_key: ApiKey, version: i16) -> T {
         let mut frame = self
             .read_frame()
             .expect("a response, not a closed connection");
@@ -302,7 +300,7 @@ impl RawClient {
 
     /// Whether the broker closes the connection (EOF or reset) within 10 s without sending
     /// a byte.
-    pub fn closed_without_answer(&mut self) -> bool {
+    pub(crate) fn closed_without_answer(&mut self) -> bool {
         let mut byte = [0u8; 1];
         match self.stream.read(&mut byte) {
             Ok(0) => true,
@@ -312,7 +310,7 @@ impl RawClient {
     }
 
     /// Everything the broker sends until it closes (at most 10 s of waiting).
-    pub fn read_to_close(&mut self) -> Vec<u8> {
+    pub(crate) fn read_to_close(&mut self) -> Vec<u8> {
         let mut all = Vec::new();
         let _ = self.stream.read_to_end(&mut all);
         all
