@@ -110,9 +110,7 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     metrics::describe();
-    let start_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |d| d.as_millis() as i64);
+    let start_ms = headwater_log::now_ms().max(1);
     let broker = Arc::new(Broker {
         groups: groups::Coordinator::new(engine.clone()),
         engine,

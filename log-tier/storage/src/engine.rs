@@ -77,7 +77,9 @@ pub struct LogEngine {
 /// Present only between a clean `close` and the next `open`.
 const CLEAN_SHUTDOWN: &str = ".clean_shutdown";
 
-pub(crate) fn now_ms() -> i64 {
+/// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before it): record
+/// timestamps, `hw.received_at`, retention ages.
+pub fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)

@@ -44,7 +44,7 @@ pub use client_config::KafkaClientConfig;
 pub use config::{
     FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, TopicConfig, TopicSettings,
 };
-pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec};
+pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec, now_ms};
 pub use error::LogError;
 pub use log::{
     Appended, Assignment, GroupMembership, Header, Log, PartitionOffsets, Record, StoredRecord,
