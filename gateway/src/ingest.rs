@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use headwater_log::{Header, Log, Record};
+use headwater_log::{Header, Log, LogError, Record};
 use headwater_schemas::Envelope;
 use serde::Serialize;
 
@@ -79,89 +79,115 @@ pub struct Pipeline {
     pub dlq_topic: String,
 }
 
-struct Batch {
-    by_topic: HashMap<String, Vec<Record>>,
-    dedup_ids: Vec<(String, String)>,
-    report: Report,
-    /// Events and their payload bytes, by type label and outcome.
-    outcomes: HashMap<(String, &'static str), Tally>,
+/// Who sent a batch and when it arrived: what every record of it carries.
+struct Context<'a> {
+    meta: &'a RequestMeta,
+    received_at: i64,
+}
+
+/// One element of a batch as the pipeline decided it: enough to build its record, and to
+/// build it again when a topic's records are appended in parts.
+struct Planned<'a> {
+    /// Index in the batch.
+    index: usize,
+    fate: Fate<'a>,
+}
+
+enum Fate<'a> {
+    /// Valid: goes to the topic its schema names.
+    Valid {
+        event: &'a IncomingEvent,
+        id: String,
+        version: u32,
+        label: String,
+    },
+    /// Invalid: rejected, and dead-lettered with its envelope and the reason.
+    Invalid {
+        event: &'a IncomingEvent,
+        id: String,
+        reason: String,
+    },
+    /// Not an event: rejected, and dead-lettered as received.
+    Malformed { raw: &'a Bytes, reason: &'a str },
+}
+
+/// A batch planned: its elements by destination topic, and the outcomes known so far.
+#[derive(Default)]
+struct Batch<'a> {
+    by_topic: HashMap<String, Vec<Planned<'a>>>,
+    outcomes: Outcomes,
+}
+
+/// A record the log refused on its own as too large for its topic.
+struct TooLarge {
+    /// Index of its element in the batch.
+    index: usize,
+    topic: String,
+    error: LogError,
 }
 
 impl Pipeline {
     /// Validates, enriches and appends a decoded batch; resolves once every accepted and
-    /// dead-lettered event is durable. A log failure fails the whole batch (503): nothing is
-    /// acknowledged, and a retry is deduplicated by event id.
+    /// dead-lettered event is durable. An event whose record the log refuses alone as too
+    /// large for its topic is rejected with the reason, the rest accepted. Any other log
+    /// failure fails the whole batch: nothing is acknowledged ([`IngestError::from_log`]
+    /// decides 503 or 500), and a retry is deduplicated by event id.
     pub async fn publish(
         &self,
         meta: &RequestMeta,
         decoded: Vec<Decoded>,
     ) -> Result<Report, IngestError> {
         let started = Instant::now();
-        let received_at = now_ms();
-        let mut batch = Batch {
-            by_topic: HashMap::new(),
-            dedup_ids: Vec::new(),
-            report: Report::default(),
-            outcomes: HashMap::new(),
+        let context = Context {
+            meta,
+            received_at: now_ms(),
         };
+        let mut batch = self.plan(&decoded);
+        let too_large = match self.append_all(&context, &batch.by_topic).await {
+            Ok(too_large) => too_large,
+            Err(error) => {
+                metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => "all", "outcome" => error.label())
+                    .increment(decoded.len() as u64);
+                return Err(error);
+            }
+        };
+        self.settle(&mut batch, too_large);
+        let took = started.elapsed().as_secs_f64();
+        metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS).record(took);
+        batch.outcomes.count(&meta.principal.tenant, took);
+        let mut report = batch.outcomes.report;
+        report.errors.sort_by_key(|e| e.index);
+        Ok(report)
+    }
+
+    /// Decides every element: duplicate, too large, valid (to its topic) or dead letter.
+    fn plan<'a>(&self, decoded: &'a [Decoded]) -> Batch<'a> {
+        let mut batch = Batch::default();
         let mut in_batch: HashSet<(&str, &str)> = HashSet::new();
         for (index, element) in decoded.iter().enumerate() {
             match element {
                 Decoded::Bad { raw, reason } => {
-                    self.dead_letter(&mut batch, meta, received_at, None, raw.clone(), reason);
-                    batch.reject(index, reason.clone(), "other", "malformed");
+                    batch
+                        .outcomes
+                        .reject(index, reason.clone(), "other", "malformed");
+                    let fate = Fate::Malformed { raw, reason };
+                    batch.push(&self.dlq_topic, Planned { index, fate });
                 }
                 Decoded::Event(event) => {
                     if let Some(id) = &event.id {
                         let duplicate = !in_batch.insert((event.source.as_str(), id.as_str()))
                             || self.dedup.seen(&event.source, id);
                         if duplicate {
-                            batch.report.accepted += 1;
-                            batch
-                                .outcomes
-                                .entry((self.type_label(event), "duplicate"))
-                                .or_default()
-                                .add(0);
+                            batch.outcomes.report.accepted += 1;
+                            batch.outcomes.add(self.type_label(event), "duplicate", 0);
                             continue;
                         }
                     }
-                    self.one_event(&mut batch, meta, received_at, index, event);
+                    self.one_event(&mut batch, index, event);
                 }
             }
         }
-        let Batch {
-            by_topic,
-            dedup_ids,
-            report,
-            outcomes,
-        } = batch;
-        let appends = by_topic
-            .into_iter()
-            .map(|(topic, records)| async move { self.log.append(&topic, records).await });
-        for result in futures::future::join_all(appends).await {
-            if let Err(error) = result {
-                metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => "all", "outcome" => "unavailable")
-                    .increment(decoded.len() as u64);
-                return Err(IngestError::Unavailable(error));
-            }
-        }
-        for (source, id) in &dedup_ids {
-            self.dedup.record(source, id);
-        }
-        let took = started.elapsed().as_secs_f64();
-        metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS).record(took);
-        let tenant = meta.principal.tenant.to_string();
-        for ((event_type, outcome), tally) in outcomes {
-            if outcome == "accepted" {
-                metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
-                    .increment(tally.bytes);
-                metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant.clone(), "type" => event_type.clone())
-                    .record(took);
-            }
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => tenant.clone(), "type" => event_type, "outcome" => outcome)
-                .increment(tally.events);
-        }
-        Ok(report)
+        batch
     }
 
     fn type_label(&self, event: &IncomingEvent) -> String {
@@ -172,14 +198,7 @@ impl Pipeline {
         }
     }
 
-    fn one_event(
-        &self,
-        batch: &mut Batch,
-        meta: &RequestMeta,
-        received_at: i64,
-        index: usize,
-        event: &IncomingEvent,
-    ) {
+    fn one_event<'a>(&self, batch: &mut Batch<'a>, index: usize, event: &'a IncomingEvent) {
         let label = self.type_label(event);
         if event.payload.len() > self.max_event_bytes {
             let reason = format!(
@@ -187,7 +206,7 @@ impl Pipeline {
                 event.payload.len(),
                 self.max_event_bytes
             );
-            batch.reject(index, reason, &label, "too_large");
+            batch.outcomes.reject(index, reason, &label, "too_large");
             return;
         }
         let id = event
@@ -196,66 +215,183 @@ impl Pipeline {
             .unwrap_or_else(|| ulid::Ulid::new().to_string());
         match self.validator.validate(event) {
             Ok(verdict) => {
-                let headers =
-                    envelope_headers(meta, received_at, &id, event, Some(verdict.version));
-                batch
-                    .by_topic
-                    .entry(verdict.topic)
-                    .or_default()
-                    .push(Record {
-                        partition: None,
-                        key: Some(Bytes::copy_from_slice(event.source.as_bytes())),
-                        value: Some(event.payload.clone()),
-                        headers,
-                        timestamp_ms: received_at,
-                    });
-                if event.id.is_some() {
-                    batch.dedup_ids.push((event.source.clone(), id));
-                }
-                batch.report.accepted += 1;
+                let fate = Fate::Valid {
+                    event,
+                    id,
+                    version: verdict.version,
+                    label,
+                };
+                batch.push(&verdict.topic, Planned { index, fate });
+            }
+            Err(invalid) => {
+                let reason = invalid.to_string();
                 batch
                     .outcomes
-                    .entry((label, "accepted"))
-                    .or_default()
-                    .add(event.payload.len());
+                    .reject(index, reason.clone(), &label, "invalid");
+                let fate = Fate::Invalid { event, id, reason };
+                batch.push(&self.dlq_topic, Planned { index, fate });
             }
-            Err(reason) => {
-                let headers = envelope_headers(meta, received_at, &id, event, event.version);
-                self.dead_letter(
-                    batch,
-                    meta,
-                    received_at,
-                    Some((event, headers)),
-                    event.payload.clone(),
-                    &reason,
-                );
-                batch.reject(index, reason, &label, "invalid");
+        }
+    }
+
+    /// Appends every topic's records, the topics concurrently. `Ok` lists the records refused
+    /// alone as too large; any other failure fails the batch, a permanent one before a
+    /// retryable one (a retry could not pass it).
+    async fn append_all(
+        &self,
+        context: &Context<'_>,
+        by_topic: &HashMap<String, Vec<Planned<'_>>>,
+    ) -> Result<Vec<TooLarge>, IngestError> {
+        let appends = by_topic
+            .iter()
+            .map(|(topic, plans)| self.append_topic(context, topic, plans));
+        let mut too_large = Vec::new();
+        let mut failure: Option<LogError> = None;
+        for result in futures::future::join_all(appends).await {
+            match result {
+                Ok(refused) => too_large.extend(refused),
+                Err(error) if failure.as_ref().is_none_or(LogError::is_retryable) => {
+                    failure = Some(error);
+                }
+                Err(_) => {}
+            }
+        }
+        match failure {
+            Some(error) => Err(IngestError::from_log(error)),
+            None => Ok(too_large),
+        }
+    }
+
+    async fn append_topic(
+        &self,
+        context: &Context<'_>,
+        topic: &str,
+        plans: &[Planned<'_>],
+    ) -> Result<Vec<TooLarge>, LogError> {
+        match self.log.append(topic, self.records(context, plans)).await {
+            Ok(_) => Ok(Vec::new()),
+            Err(error @ LogError::MessageTooLarge { .. }) => {
+                self.isolate(context, topic, plans, error).await
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// After the log refused `plans`' records together as too large: appends them again in
+    /// halves, first half first (order per key holds), down to single records, and returns
+    /// those refused alone. Records the refused append had already written (another
+    /// partition's) are written again: at least once, as after any retry.
+    async fn isolate(
+        &self,
+        context: &Context<'_>,
+        topic: &str,
+        plans: &[Planned<'_>],
+        error: LogError,
+    ) -> Result<Vec<TooLarge>, LogError> {
+        let refused = |plan: &Planned<'_>, error| TooLarge {
+            index: plan.index,
+            topic: topic.to_owned(),
+            error,
+        };
+        match plans {
+            [plan] => return Ok(vec![refused(plan, error)]),
+            [] => return Err(error),
+            _ => {}
+        }
+        let mut too_large = Vec::new();
+        let (first, second) = plans.split_at(plans.len() / 2);
+        let mut parts = vec![second, first];
+        while let Some(part) = parts.pop() {
+            match self.log.append(topic, self.records(context, part)).await {
+                Ok(_) => {}
+                Err(error @ LogError::MessageTooLarge { .. }) if part.len() == 1 => {
+                    too_large.push(refused(&part[0], error));
+                }
+                Err(LogError::MessageTooLarge { .. }) if part.len() > 1 => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.extend([second, first]);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(too_large)
+    }
+
+    /// Counts what was appended as accepted, and rejects the events refused as too large;
+    /// records the client ids of the accepted, now that they are durable.
+    fn settle(&self, batch: &mut Batch<'_>, too_large: Vec<TooLarge>) {
+        let mut refused: HashMap<usize, TooLarge> =
+            too_large.into_iter().map(|t| (t.index, t)).collect();
+        for plan in batch.by_topic.values().flatten() {
+            let refusal = refused.remove(&plan.index);
+            match (&plan.fate, refusal) {
+                (Fate::Valid { event, label, .. }, None) => {
+                    if let Some(id) = &event.id {
+                        self.dedup.record(&event.source, id);
+                    }
+                    batch.outcomes.report.accepted += 1;
+                    batch
+                        .outcomes
+                        .add(label.clone(), "accepted", event.payload.len());
+                }
+                (Fate::Valid { label, .. }, Some(TooLarge { topic, error, .. })) => {
+                    let reason = format!("topic `{topic}` refused the event: {error}");
+                    batch
+                        .outcomes
+                        .reject(plan.index, reason, label, "too_large");
+                }
+                (_, Some(TooLarge { topic, error, .. })) => {
+                    // The event is already rejected with its reason; only its copy is lost.
+                    tracing::warn!(index = plan.index, %topic, %error, "dead letter refused as too large; dropped");
+                }
+                (_, None) => {}
+            }
+        }
+    }
+
+    /// The records of `plans`, in order.
+    fn records(&self, context: &Context<'_>, plans: &[Planned<'_>]) -> Vec<Record> {
+        plans
+            .iter()
+            .map(|plan| self.record(context, &plan.fate))
+            .collect()
+    }
+
+    fn record(&self, context: &Context<'_>, fate: &Fate<'_>) -> Record {
+        let Context { meta, received_at } = *context;
+        match fate {
+            Fate::Valid {
+                event, id, version, ..
+            } => Record {
+                partition: None,
+                key: Some(Bytes::copy_from_slice(event.source.as_bytes())),
+                value: Some(event.payload.clone()),
+                headers: envelope_headers(meta, received_at, id, event, Some(*version)),
+                timestamp_ms: received_at,
+            },
+            Fate::Invalid { event, id, reason } => {
+                let headers = envelope_headers(meta, received_at, id, event, event.version);
+                let key = Bytes::copy_from_slice(event.source.as_bytes());
+                self.dead_letter(context, Some(key), headers, &event.payload, reason)
+            }
+            Fate::Malformed { raw, reason } => {
+                let headers = vec![
+                    header(headers::RECEIVED_AT, received_at.to_string()),
+                    header(headers::TENANT, meta.principal.tenant.to_string()),
+                ];
+                self.dead_letter(context, None, headers, raw, reason)
             }
         }
     }
 
     fn dead_letter(
         &self,
-        batch: &mut Batch,
-        meta: &RequestMeta,
-        received_at: i64,
-        event: Option<(&IncomingEvent, Vec<Header>)>,
-        value: Bytes,
+        context: &Context<'_>,
+        key: Option<Bytes>,
+        mut headers: Vec<Header>,
+        value: &Bytes,
         reason: &str,
-    ) {
-        let (key, mut headers) = match event {
-            Some((event, headers)) => (
-                Some(Bytes::copy_from_slice(event.source.as_bytes())),
-                headers,
-            ),
-            None => (
-                None,
-                vec![
-                    header(headers::RECEIVED_AT, received_at.to_string()),
-                    header(headers::TENANT, meta.principal.tenant.to_string()),
-                ],
-            ),
-        };
+    ) -> Record {
         headers.push(header(headers::ERROR, reason.to_owned()));
         // Keep the dead letter within what the log takes: an oversized element is cut, and
         // says so, rather than failing the whole batch.
@@ -263,30 +399,61 @@ impl Pipeline {
             headers.push(header(headers::TRUNCATED, value.len().to_string()));
             value.slice(..self.max_event_bytes)
         } else {
-            value
+            value.clone()
         };
-        batch
-            .by_topic
-            .entry(self.dlq_topic.clone())
-            .or_default()
-            .push(Record {
-                partition: None,
-                key,
-                value: Some(value),
-                headers,
-                timestamp_ms: received_at,
-            });
+        Record {
+            partition: None,
+            key,
+            value: Some(value),
+            headers,
+            timestamp_ms: context.received_at,
+        }
     }
 }
 
-impl Batch {
+impl<'a> Batch<'a> {
+    fn push(&mut self, topic: &str, plan: Planned<'a>) {
+        match self.by_topic.get_mut(topic) {
+            Some(plans) => plans.push(plan),
+            None => {
+                self.by_topic.insert(topic.to_owned(), vec![plan]);
+            }
+        }
+    }
+}
+
+/// The answer being built, and the events and payload bytes of the batch by type label and
+/// outcome.
+#[derive(Default)]
+struct Outcomes {
+    report: Report,
+    by_type: HashMap<(String, &'static str), Tally>,
+}
+
+impl Outcomes {
     fn reject(&mut self, index: usize, reason: String, label: &str, outcome: &'static str) {
         self.report.rejected += 1;
         self.report.errors.push(RejectedEvent { index, reason });
-        self.outcomes
-            .entry((label.to_owned(), outcome))
-            .or_default()
-            .add(0);
+        self.add(label.to_owned(), outcome, 0);
+    }
+
+    fn add(&mut self, label: String, outcome: &'static str, bytes: usize) {
+        self.by_type.entry((label, outcome)).or_default().add(bytes);
+    }
+
+    /// Emits the batch's counters; `took` is decoded batch to durable append, in seconds.
+    fn count(&self, tenant: &str, took: f64) {
+        let tenant = tenant.to_owned();
+        for ((event_type, outcome), tally) in &self.by_type {
+            if *outcome == "accepted" {
+                metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
+                    .increment(tally.bytes);
+                metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant.clone(), "type" => event_type.clone())
+                    .record(took);
+            }
+            metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone(), "outcome" => *outcome)
+                .increment(tally.events);
+        }
     }
 }
 

@@ -25,4 +25,4 @@ pub use error::IngestError;
 pub use http::{AppState, OpsState, Readiness, ReadinessFuture, app, ops_app};
 pub use registry::SchemaRegistry;
 pub use server::{ServeOptions, serve};
-pub use validate::{AcceptAll, Validate, Verdict};
+pub use validate::{AcceptAll, Invalid, Validate, Verdict};

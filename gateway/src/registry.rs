@@ -112,7 +112,7 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 }
 
 impl Validate for SchemaRegistry {
-    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String> {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, crate::validate::Invalid> {
         let registry = self.current.load();
         let payload = match event.format {
             PayloadFormat::Json => Payload::Json(&event.payload),
@@ -124,7 +124,7 @@ impl Validate for SchemaRegistry {
                 topic: info.topic.clone(),
                 version: info.version,
             })
-            .map_err(|rejection| rejection.reason)
+            .map_err(crate::validate::Invalid::from)
     }
 
     fn knows_type(&self, event_type: &str) -> bool {
@@ -170,7 +170,7 @@ mod tests {
         let reason = registry
             .validate(&event("t.count", r#"{"n":-1}"#))
             .unwrap_err();
-        assert!(reason.contains("minimum"), "{reason}");
+        assert!(reason.to_string().contains("minimum"), "{reason}");
         assert!(registry.knows_type("t.count") && !registry.knows_type("t.other"));
 
         std::fs::write(dir.path().join("t.other.v1.schema.json"), "{ not json").unwrap();

@@ -1,5 +1,7 @@
 //! The validation seam: decides for each event its topic, or why it is rejected.
 
+use headwater_schemas::Rejection;
+
 use crate::decode::IncomingEvent;
 
 /// Where a valid event goes.
@@ -11,11 +13,21 @@ pub struct Verdict {
     pub version: u32,
 }
 
+/// Why a validator refused an event. Its text is the event's rejection reason in the
+/// response and the `hw.error` header of its dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    /// The schemas refused it: unknown type or version, a payload that does not parse, or one
+    /// that breaks the schema (`Rejection::kind` says which).
+    #[error(transparent)]
+    Schema(#[from] Rejection),
+}
+
 /// Validates events against registered schemas. Implemented over the schema registry (with
 /// hot reload) and by simple fakes in tests.
 pub trait Validate: Send + Sync + 'static {
-    /// The event's destination, or a one-line reason it is invalid.
-    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String>;
+    /// The event's destination, or why it is invalid.
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid>;
 
     /// Whether `event_type` is registered (bounds the `type` metric label).
     fn knows_type(&self, event_type: &str) -> bool;
@@ -29,7 +41,7 @@ pub struct AcceptAll {
 }
 
 impl Validate for AcceptAll {
-    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String> {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid> {
         Ok(Verdict {
             topic: self.topic.clone(),
             version: event.version.unwrap_or(1),

@@ -1,5 +1,6 @@
-//! The gateway under log-tier faults and overload: 503 with Retry-After, nothing acknowledged
-//! that is not durable, and recovery once the fault clears.
+//! The gateway under log-tier faults and overload: 503 with Retry-After for what a retry can
+//! fix, 500 without it for what it cannot, a record too large for its topic rejected alone,
+//! nothing acknowledged that is not durable, and recovery once the fault clears.
 
 mod common;
 
@@ -11,13 +12,19 @@ use async_trait::async_trait;
 use common::TestGateway;
 use headwater_gateway::GatewayConfig;
 use headwater_gateway::config::Limits;
-use headwater_log::{Appended, Log, LogError, MemoryLog, PartitionOffsets, Record, StoredRecord};
+use headwater_log::{
+    Appended, Log, LogConfig, LogEngine, LogError, MemoryLog, PartitionOffsets, Record,
+    StoredRecord, TopicConfig,
+};
+use serde_json::Value;
 
-/// A log whose appends fail with "disk full" while `full` is set, and take `delay` each.
+/// A log whose appends fail with "disk full" (retryable) while `full` is set, are refused for
+/// good (permanent) while `refuse` is set, and take `delay` each.
 #[derive(Default)]
 struct FaultyLog {
     inner: MemoryLog,
     full: AtomicBool,
+    refuse: AtomicBool,
     delay: Duration,
 }
 
@@ -30,6 +37,12 @@ impl Log for FaultyLog {
                 "appending",
                 std::io::Error::from_raw_os_error(libc_enospc()),
             ));
+        }
+        if self.refuse.load(Ordering::SeqCst) {
+            return Err(LogError::Refused {
+                context: format!("appending to `{topic}`"),
+                source: "TOPIC_AUTHORIZATION_FAILED".into(),
+            });
         }
         self.inner.append(topic, records).await
     }
@@ -96,11 +109,17 @@ fn batch(id: &str) -> String {
     format!(r#"[{{"id":"{id}","type":"ok.a","source":"s","payload":{{"n":1}}}}]"#)
 }
 
-#[tokio::test]
-async fn a_full_disk_answers_503_and_nothing_is_acknowledged_until_space_returns() {
+/// A gateway with default settings over a [`FaultyLog`] that is not failing yet.
+async fn faulty_gateway() -> (Arc<FaultyLog>, TestGateway) {
     let log = Arc::new(FaultyLog::default());
     let dir = tempfile::tempdir().unwrap();
     let gw = TestGateway::start_with(GatewayConfig::default(), log.clone(), None, dir).await;
+    (log, gw)
+}
+
+#[tokio::test]
+async fn a_full_disk_answers_503_and_nothing_is_acknowledged_until_space_returns() {
+    let (log, gw) = faulty_gateway().await;
     log.full.store(true, Ordering::SeqCst);
     let (status, retry, body) = post(&gw, batch("x1")).await;
     assert_eq!(status, 503, "{body}");
@@ -114,6 +133,67 @@ async fn a_full_disk_answers_503_and_nothing_is_acknowledged_until_space_returns
     let (status, _, _) = post(&gw, batch("x1")).await;
     assert_eq!(status, 200);
     assert_eq!(gw.records("events").await.len(), 1);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_permanent_log_error_answers_500_without_retry_after() {
+    let (log, gw) = faulty_gateway().await;
+    log.refuse.store(true, Ordering::SeqCst);
+    let (status, retry, body) = post(&gw, batch("p1")).await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(retry, None, "a permanent failure must not invite a retry");
+    assert!(body.contains("log tier refused the append"), "{body}");
+    assert!(body.contains("TOPIC_AUTHORIZATION_FAILED"), "{body}");
+    assert!(gw.records("events").await.is_empty());
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_record_too_large_for_its_topic_is_rejected_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = LogConfig::default();
+    config.topics.insert(
+        "events".to_owned(),
+        TopicConfig {
+            max_message_bytes: Some(2048),
+            ..TopicConfig::default()
+        },
+    );
+    let engine = LogEngine::open(dir.path(), config).unwrap();
+    let gw =
+        TestGateway::start_with(GatewayConfig::default(), engine.clone(), Some(engine), dir).await;
+    let big = "x".repeat(4096);
+    let events: Vec<String> = (0..5)
+        .map(|i| {
+            let text = if i == 3 { big.as_str() } else { "small" };
+            format!(r#"{{"id":"e{i}","type":"ok.a","source":"s","payload":{{"text":"{text}"}}}}"#)
+        })
+        .collect();
+    let (status, retry, body) = post(&gw, format!("[{}]", events.join(","))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(retry, None);
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(report["accepted"], 4, "{body}");
+    assert_eq!(report["rejected"], 1, "{body}");
+    assert_eq!(report["errors"][0]["index"], 3, "{body}");
+    let reason = report["errors"][0]["reason"].as_str().unwrap();
+    assert!(reason.contains("topic `events`"), "{reason}");
+    assert!(
+        reason.contains("exceeds the limit of 2048 bytes"),
+        "{reason}"
+    );
+    // The others are durable, once each and in order; the retry of the batch adds nothing.
+    let ids = |records: Vec<StoredRecord>| -> Vec<String> {
+        records
+            .iter()
+            .filter_map(|r| common::header(r, "hw.id"))
+            .collect()
+    };
+    assert_eq!(ids(gw.records("events").await), ["e0", "e1", "e2", "e4"]);
+    let (status, _, body) = post(&gw, format!("[{}]", events.join(","))).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.records("events").await.len(), 4);
     gw.stop().await;
 }
 

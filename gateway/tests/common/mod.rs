@@ -7,25 +7,28 @@ use std::time::Duration;
 
 use headwater_gateway::decode::IncomingEvent;
 use headwater_gateway::{
-    AppState, Collector, CollectorParts, GatewayConfig, SchemaRegistry, ServeOptions, Validate,
-    Verdict,
+    AppState, Collector, CollectorParts, GatewayConfig, Invalid, SchemaRegistry, ServeOptions,
+    Validate, Verdict,
 };
 use headwater_log::{Log, LogConfig, LogEngine, StoredRecord};
-use headwater_schemas::LoadOptions;
+use headwater_schemas::{LoadOptions, Rejection, RejectionKind};
 use tokio::sync::oneshot;
 
 /// Accepts types starting with `ok.` into `events`; rejects every other type.
 pub struct OkTypes;
 
 impl Validate for OkTypes {
-    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, String> {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid> {
         if event.event_type.starts_with("ok.") {
             Ok(Verdict {
                 topic: "events".to_owned(),
                 version: event.version.unwrap_or(1),
             })
         } else {
-            Err(format!("unknown event type `{}`", event.event_type))
+            Err(Invalid::Schema(Rejection {
+                kind: RejectionKind::UnknownType,
+                reason: format!("unknown event type `{}`", event.event_type),
+            }))
         }
     }
 
