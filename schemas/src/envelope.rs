@@ -2,13 +2,23 @@
 
 use std::fmt;
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use bytes::Bytes;
 use serde::de::Error as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::value::RawValue;
 
-use crate::base64;
 use crate::error::SchemaError;
+
+/// Standard base64 (RFC 4648) for protobuf payloads in JSON: written padded, read padded or not.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// How an event's payload is encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
@@ -109,7 +119,7 @@ impl Serialize for Envelope {
                 Ok(raw) => PayloadOut::Raw(raw),
                 Err(_) => PayloadOut::Text(String::from_utf8_lossy(&self.payload).into_owned()),
             },
-            PayloadFormat::Protobuf => PayloadOut::Text(base64::encode(&self.payload)),
+            PayloadFormat::Protobuf => PayloadOut::Text(BASE64.encode(&self.payload)),
         };
         EnvelopeOut {
             id: &self.id,
@@ -156,7 +166,7 @@ impl<'de> Deserialize<'de> for Envelope {
             PayloadFormat::Protobuf => {
                 let text: String = serde_json::from_str(raw.payload.get())
                     .map_err(|_| D::Error::custom("a protobuf payload must be a base64 string"))?;
-                Bytes::from(base64::decode(&text).map_err(D::Error::custom)?)
+                Bytes::from(BASE64.decode(&text).map_err(D::Error::custom)?)
             }
         };
         Ok(Self {
@@ -211,6 +221,10 @@ mod tests {
         assert!(text.contains(r#""payload":"CJYB/w==""#), "{text}");
         let back: Envelope = serde_json::from_str(&text).unwrap();
         assert_eq!(back, env);
+        let unpadded: Envelope = serde_json::from_str(&text.replace("==", "")).unwrap();
+        assert_eq!(unpadded, env);
+        let bad = serde_json::from_str::<Envelope>(&text.replace("CJYB", "CJ!B"));
+        assert!(bad.is_err());
     }
 
     #[test]

@@ -5,7 +5,6 @@
 //! - [`Envelope`]: the event on the hot path, its JSON form and its `hw.*` record [`headers`].
 //! - [`Registry`]: schemas by type and version, [`Registry::validate`], [`check_dir`].
 
-mod base64;
 mod compat;
 pub mod config;
 mod envelope;
