@@ -53,7 +53,7 @@ fn real_kafka() -> String {
         Ok(v) if !v.is_empty() => v,
         _ => panic!(
             "HEADWATER_TEST_KAFKA is not set: start the real services with `scripts/services \
-             start` and `. target/services/env.sh` before `cargo test -p headwater-log`"
+             start` and `. target/services/env.sh` before `cargo test -p headwater-kafka-client`"
         ),
     }
 }

@@ -1,4 +1,4 @@
-//! Configuration of the Kafka-protocol client (`KafkaLog`, feature `kafka-client`): which
+//! Configuration of the Kafka-protocol client (`KafkaLog`, crate `headwater-kafka-client`): which
 //! brokers to reach and how (`log.client:` in headwater.yaml), used by `headwater gateway` and
 //! `headwater router`.
 

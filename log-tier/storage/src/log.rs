@@ -96,7 +96,7 @@ pub trait GroupMembership: Send + Sync {
 }
 
 /// The log as the gateway and router see it. Implemented by [`crate::LogEngine`] (durable,
-/// embedded), [`crate::MemoryLog`] (tests) and, with the `kafka-client` feature,
+/// embedded), [`crate::MemoryLog`] (tests) and, in crate `headwater-kafka-client`,
 /// `KafkaLog` (Headwater log nodes or an Apache Kafka cluster over the Kafka protocol).
 #[async_trait]
 pub trait Log: Send + Sync + 'static {

@@ -1,5 +1,5 @@
 //! The generic `Log` conformance suite: one set of checks run against every backend (the
-//! embedded engine and `MemoryLog` here; a Kafka-protocol node and a real broker later).
+//! embedded engine and `MemoryLog` here; a Headwater log node and Apache Kafka through `KafkaLog`).
 //! Enable with the `testsuite` feature and call [`run_all`] from a `#[tokio::test]`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
