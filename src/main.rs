@@ -245,7 +245,7 @@ fn schemas_check(cli: &Cli, dir: &std::path::Path) -> ExitCode {
         }
     };
     let options = headwater_schemas::LoadOptions::from(&config.schemas);
-    match headwater_schemas::Registry::load_dir(dir, &options) {
+    match headwater_gateway::registry::load_dir(dir, &options) {
         Ok(registry) => {
             println!(
                 "{}: {} schema(s), no problems",

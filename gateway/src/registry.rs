@@ -1,13 +1,14 @@
-//! The schema registry as the gateway uses it: validation over an atomically swapped
-//! `Registry`, reloaded on SIGHUP (by the caller) and when the directory changes; a broken
-//! change keeps the old registry and logs why.
+//! The schema registry as the gateway uses it: the schema directory read into a `Registry`
+//! ([`load_dir`]), validation over an atomically swapped one, reloaded on SIGHUP (by the
+//! caller) and when the directory's fingerprint changes; a broken change keeps the old registry
+//! and logs why.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
-use headwater_schemas::{LoadOptions, Payload, PayloadFormat, Problem, Registry};
+use headwater_schemas::{LoadOptions, Payload, PayloadFormat, Problem, Registry, SourceFile};
 
 use crate::decode::IncomingEvent;
 use crate::metrics as m;
@@ -28,7 +29,7 @@ impl SchemaRegistry {
     /// Loads `dir`; every problem is returned when it does not load.
     pub fn load(dir: &Path, options: LoadOptions) -> Result<Self, Vec<Problem>> {
         let seen = fingerprint(dir);
-        let registry = Registry::load_dir(dir, &options)?;
+        let registry = load_dir(dir, &options)?;
         metrics::gauge!(m::SCHEMAS_LOADED).set(registry.len() as f64);
         Ok(Self {
             current: ArcSwap::from_pointee(registry),
@@ -49,7 +50,7 @@ impl SchemaRegistry {
         if let Ok(mut last) = self.seen.lock() {
             *last = seen;
         }
-        match Registry::load_dir(&self.dir, &self.options) {
+        match load_dir(&self.dir, &self.options) {
             Ok(registry) => {
                 let count = registry.len();
                 self.current.store(Arc::new(registry));
@@ -92,6 +93,78 @@ impl SchemaRegistry {
             }
         })
     }
+}
+
+/// Loads the schema files of `dir` (see [`read_dir`]); problems name files by their path.
+pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<Registry, Vec<Problem>> {
+    let sources = read_dir(dir)?;
+    Registry::from_sources(sources, options).map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|p| Problem {
+                file: dir.join(&p.file).display().to_string(),
+                ..p
+            })
+            .collect()
+    })
+}
+
+/// The schema files of `dir` by name and text, sorted by name. Not recursive; subdirectories,
+/// hidden files and files not ending in `.json` or `.proto` (a README) are skipped. Every
+/// unreadable file is a problem.
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Problem>> {
+    let shown = dir.display().to_string();
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        vec![Problem::new(
+            &shown,
+            None,
+            format!("cannot read directory: {e}"),
+        )]
+    })?;
+    let mut sources = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                problems.push(Problem::new(
+                    &shown,
+                    None,
+                    format!("cannot list directory: {e}"),
+                ));
+                continue;
+            }
+        };
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if !is_schema_file(&entry, &name) {
+            continue;
+        }
+        match std::fs::read_to_string(entry.path()) {
+            Ok(text) => sources.push(SourceFile { name, text }),
+            Err(e) => problems.push(Problem::new(
+                &entry.path().display().to_string(),
+                None,
+                format!("cannot read: {e}"),
+            )),
+        }
+    }
+    sources.sort_by(|a, b| a.name.cmp(&b.name));
+    if problems.is_empty() {
+        Ok(sources)
+    } else {
+        Err(problems)
+    }
+}
+
+/// A file (or a symlink, as in a Kubernetes ConfigMap) named like a schema, not hidden.
+fn is_schema_file(entry: &std::fs::DirEntry, name: &str) -> bool {
+    let is_file = entry
+        .file_type()
+        .map(|t| t.is_file() || t.is_symlink())
+        .unwrap_or(false);
+    is_file && !name.starts_with('.') && (name.ends_with(".json") || name.ends_with(".proto"))
 }
 
 fn fingerprint(dir: &Path) -> Fingerprint {
@@ -193,5 +266,35 @@ mod tests {
         assert_eq!(registry.reload().unwrap(), 2);
         assert!(registry.knows_type("t.other"));
         assert!(!registry.changed());
+    }
+
+    #[test]
+    fn load_dir_reports_paths_and_skips_other_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("README.md"), "not a schema").unwrap();
+        std::fs::write(dir.path().join(".hidden.v1.schema.json"), "{").unwrap();
+        std::fs::create_dir(dir.path().join("sub.v1.schema.json")).unwrap();
+        std::fs::write(dir.path().join("t.count.v1.schema.json"), V1).unwrap();
+        let options = LoadOptions::default();
+        assert_eq!(load_dir(dir.path(), &options).unwrap().len(), 1);
+        std::fs::write(dir.path().join("bad.v1.schema.json"), "{\n\n  oops").unwrap();
+        let found = load_dir(dir.path(), &options).unwrap_err();
+        assert_eq!(found.len(), 1);
+        let path = dir.path().join("bad.v1.schema.json").display().to_string();
+        assert_eq!(
+            (found[0].file.as_str(), found[0].line),
+            (path.as_str(), Some(3))
+        );
+        let shown = found[0].to_string();
+        assert!(
+            shown.starts_with(&format!("{path}:3: invalid JSON: ")),
+            "{shown}"
+        );
+
+        let missing = load_dir(&dir.path().join("absent"), &options).unwrap_err();
+        assert!(
+            missing[0].message.starts_with("cannot read directory"),
+            "{missing:?}"
+        );
     }
 }

@@ -399,9 +399,14 @@ pub(crate) mod tests {
     #[test]
     fn payloads_validate_against_the_example_schemas() {
         let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../schemas/events");
+        let sources = std::fs::read_dir(dir).unwrap().map(|entry| {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(&path).unwrap();
+            headwater_schemas::SourceFile { name, text }
+        });
         let options = headwater_schemas::LoadOptions::default();
-        let registry =
-            headwater_schemas::Registry::load_dir(std::path::Path::new(dir), &options).unwrap();
+        let registry = headwater_schemas::Registry::from_sources(sources, &options).unwrap();
         let fleet = Fleet::new(spec(0.2)).unwrap();
         let mut seen = std::collections::HashSet::new();
         for seq in 0..2_000 {

@@ -20,26 +20,14 @@ pub enum SchemaError {
     /// An unknown payload format name (only `json` and `protobuf` exist).
     #[error("unknown payload format {0:?} (expected \"json\" or \"protobuf\")")]
     UnknownFormat(String),
-    /// Reading a schema file or directory failed.
-    #[error("cannot read {path}")]
-    Io {
-        /// The path that could not be read.
-        path: String,
-        /// The I/O error.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The vendored protoc could not be found or run.
-    #[error("cannot run protoc: {0}")]
-    Protoc(String),
-    /// A descriptor set produced by protoc does not decode.
-    #[error("invalid descriptor set")]
-    Descriptor(#[source] prost_reflect::DescriptorError),
 }
 
 impl SchemaError {
-    /// True when trying again later may succeed (I/O and protoc start-up); false for bad input.
+    /// True when trying again later may succeed. Never: every variant is bad input (the crate
+    /// does no I/O).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Io { .. } | Self::Protoc(_))
+        match self {
+            Self::MissingHeader(_) | Self::BadHeader { .. } | Self::UnknownFormat(_) => false,
+        }
     }
 }

@@ -4,8 +4,7 @@ use jsonschema::Draft;
 use jsonschema::paths::LocationSegment;
 use serde_json::{Map, Value};
 
-use crate::loader::{FileName, LoadOptions, Loaded, valid_topic};
-use crate::protoc::SourceProblem;
+use crate::loader::{FileName, LoadOptions, Loaded, SourceProblem, valid_topic};
 use crate::registry::{Checker, Compatibility, Compiled, SchemaFormat, SchemaInfo};
 
 /// The only `$schema` accepted (it may also be left out).

@@ -1,11 +1,11 @@
-//! Builds a [`Registry`] from schema files, collecting every problem with its file and line.
+//! Builds a [`Registry`] from schema files given as name and text (no I/O: the caller reads
+//! them), collecting every problem with its file and line.
 //!
 //! File names are `TYPE.vVERSION.schema.json` (JSON Schema draft 2020-12) or
 //! `TYPE.vVERSION.proto` (one protobuf message). See the crate README for the conventions.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::path::Path;
 
 use serde_json::Value;
 
@@ -54,7 +54,8 @@ pub struct Problem {
 }
 
 impl Problem {
-    pub(crate) fn new(file: &str, line: Option<usize>, message: impl Into<String>) -> Self {
+    /// A problem of `file` (at `line`, when known).
+    pub fn new(file: &str, line: Option<usize>, message: impl Into<String>) -> Self {
         Self {
             file: file.to_owned(),
             line,
@@ -71,6 +72,9 @@ impl fmt::Display for Problem {
         }
     }
 }
+
+/// A compile problem of one file: optional 1-based line, and a message.
+pub(crate) type SourceProblem = (Option<usize>, String);
 
 /// A schema file's name (no directory) and text, for [`Registry::from_sources`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,51 +101,20 @@ pub(crate) struct Loaded {
 }
 
 impl Registry {
-    /// Loads every schema file of `dir` (not recursive; hidden files and files not ending in
-    /// `.json` or `.proto` are skipped). Returns every problem found, or the registry.
-    pub fn load_dir(dir: &Path, options: &LoadOptions) -> Result<Registry, Vec<Problem>> {
-        let sources = read_dir(dir)?;
-        Self::from_sources(&sources, options).map_err(|problems| {
-            problems
-                .into_iter()
-                .map(|p| Problem {
-                    file: dir.join(&p.file).display().to_string(),
-                    ..p
-                })
-                .collect()
-        })
-    }
-
-    /// Builds a registry from in-memory files (problems name the files by `name`). Protobuf
-    /// sources are compiled with the vendored protoc through a private scratch directory.
+    /// Builds a registry from schema files given by name and text (problems name the files by
+    /// `name`; the caller reads them, e.g. the gateway from its schema directory). Protobuf
+    /// sources are compiled in memory with protox. Returns every problem found, or the registry.
     pub fn from_sources(
-        sources: &[SourceFile],
+        sources: impl IntoIterator<Item = SourceFile>,
         options: &LoadOptions,
     ) -> Result<Registry, Vec<Problem>> {
         let mut problems = Vec::new();
-        let mut by_type: HashMap<String, BTreeMap<u32, (Loaded, &str)>> = HashMap::new();
+        let mut by_type: HashMap<String, BTreeMap<u32, (Loaded, String)>> = HashMap::new();
         for source in sources {
-            let name = match parse_file_name(&source.name) {
-                Ok(name) => name,
-                Err(message) => {
-                    problems.push(Problem::new(&source.name, None, message));
-                    continue;
-                }
-            };
-            let loaded = match name.format {
-                SchemaFormat::Json => json_file::load(&name, &source.text, options),
-                SchemaFormat::Protobuf => {
-                    proto_file::load(&name, &source.name, &source.text, options)
-                }
-            };
-            let loaded = match loaded {
-                Ok(loaded) => loaded,
-                Err(found) => {
-                    problems.extend(
-                        found
-                            .into_iter()
-                            .map(|(line, m)| Problem::new(&source.name, line, m)),
-                    );
+            let (name, loaded) = match load_one(&source, options) {
+                Ok(found) => found,
+                Err(mut found) => {
+                    problems.append(&mut found);
                     continue;
                 }
             };
@@ -157,7 +130,7 @@ impl Registry {
                 ));
                 continue;
             }
-            versions.insert(name.version, (loaded, source.name.as_str()));
+            versions.insert(name.version, (loaded, source.name));
         }
         for versions in by_type.values() {
             problems.extend(check_versions(versions));
@@ -168,75 +141,31 @@ impl Registry {
         let types = by_type
             .into_iter()
             .map(|(t, versions)| {
-                (
-                    t,
-                    versions
-                        .into_iter()
-                        .map(|(v, (l, _))| (v, l.compiled))
-                        .collect(),
-                )
+                let compiled = versions.into_iter().map(|(v, (l, _))| (v, l.compiled));
+                (t, compiled.collect())
             })
             .collect();
         Ok(Registry { types })
     }
 }
 
-/// Every problem of the schema directory `dir`, for `headwater schemas check DIR`; empty when
-/// the directory loads cleanly.
-pub fn check_dir(dir: &Path, options: &LoadOptions) -> Vec<Problem> {
-    Registry::load_dir(dir, options).err().unwrap_or_default()
-}
-
-fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Problem>> {
-    let shown = dir.display().to_string();
-    let entries = std::fs::read_dir(dir).map_err(|e| {
-        vec![Problem::new(
-            &shown,
-            None,
-            format!("cannot read directory: {e}"),
-        )]
-    })?;
-    let mut sources = Vec::new();
-    let mut problems = Vec::new();
-    for entry in entries {
-        let entry = match entry {
-            Ok(entry) => entry,
-            Err(e) => {
-                problems.push(Problem::new(
-                    &shown,
-                    None,
-                    format!("cannot list directory: {e}"),
-                ));
-                continue;
-            }
-        };
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        let is_file = entry
-            .file_type()
-            .map(|t| t.is_file() || t.is_symlink())
-            .unwrap_or(false);
-        if !is_file
-            || name.starts_with('.')
-            || !(name.ends_with(".json") || name.ends_with(".proto"))
-        {
-            continue;
-        }
-        match std::fs::read_to_string(entry.path()) {
-            Ok(text) => sources.push(SourceFile { name, text }),
-            Err(e) => problems.push(Problem::new(
-                &entry.path().display().to_string(),
-                None,
-                format!("cannot read: {e}"),
-            )),
-        }
-    }
-    sources.sort_by(|a, b| a.name.cmp(&b.name));
-    if problems.is_empty() {
-        Ok(sources)
-    } else {
-        Err(problems)
+/// Parses the name of one source and loads it by its format.
+fn load_one(
+    source: &SourceFile,
+    options: &LoadOptions,
+) -> Result<(FileName, Loaded), Vec<Problem>> {
+    let name = parse_file_name(&source.name)
+        .map_err(|message| vec![Problem::new(&source.name, None, message)])?;
+    let loaded = match name.format {
+        SchemaFormat::Json => json_file::load(&name, &source.text, options),
+        SchemaFormat::Protobuf => proto_file::load(&name, &source.name, &source.text, options),
+    };
+    match loaded {
+        Ok(loaded) => Ok((name, loaded)),
+        Err(found) => Err(found
+            .into_iter()
+            .map(|(line, m)| Problem::new(&source.name, line, m))
+            .collect()),
     }
 }
 
@@ -298,7 +227,7 @@ pub(crate) fn valid_topic(topic: &str) -> bool {
 }
 
 /// Compatibility of each version with the previous registered one, by the newer one's mode.
-fn check_versions(versions: &BTreeMap<u32, (Loaded, &str)>) -> Vec<Problem> {
+fn check_versions(versions: &BTreeMap<u32, (Loaded, String)>) -> Vec<Problem> {
     let mut problems = Vec::new();
     let ordered: Vec<_> = versions.values().collect();
     for pair in ordered.windows(2) {

@@ -1,9 +1,9 @@
-//! Loads one `.proto` schema file: the `// headwater:` directive, protoc, the named message.
+//! Loads one `.proto` schema file: the `// headwater:` directive, compiling, the named message.
 
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
-use crate::loader::{FileName, LoadOptions, Loaded, valid_topic};
-use crate::protoc::{self, SourceProblem};
+use crate::loader::{FileName, LoadOptions, Loaded, SourceProblem, valid_topic};
+use crate::proto_compile;
 use crate::registry::{Checker, Compatibility, Compiled, SchemaFormat, SchemaInfo};
 
 /// The comment prefix of Headwater's options line in a `.proto` file.
@@ -27,7 +27,7 @@ pub(crate) fn load(
 ) -> Result<Loaded, Vec<SourceProblem>> {
     let mut problems = Vec::new();
     let directive = read_directive(text, options, &mut problems);
-    let pool = match protoc::compile(file_name, text) {
+    let pool = match proto_compile::compile(file_name, text) {
         Ok(pool) => pool,
         Err(mut found) => {
             problems.append(&mut found);
@@ -124,7 +124,7 @@ fn resolve_message(
 ) -> Result<MessageDescriptor, String> {
     let file = pool
         .get_file_by_name(file_name)
-        .ok_or_else(|| format!("protoc produced no descriptor for {file_name}"))?;
+        .ok_or_else(|| format!("the compiler produced no descriptor for {file_name}"))?;
     match wanted {
         Some(name) => {
             let qualified = if file.package_name().is_empty() {

@@ -131,11 +131,11 @@ fn kind_name(kind: &Kind) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protoc;
+    use crate::proto_compile;
 
     fn message(body: &str) -> MessageDescriptor {
         let text = format!("syntax = \"proto3\";\npackage t;\n{body}\n");
-        let pool = protoc::compile("t.v1.proto", &text).unwrap();
+        let pool = proto_compile::compile("t.v1.proto", &text).unwrap();
         pool.get_message_by_name("t.M").unwrap()
     }
 
