@@ -1,16 +1,39 @@
-//! Compiles the wire protos with prost-build and protoc from protoc-bin-vendored.
+//! Generates the `headwater.v1` wire code without protoc: protox compiles the protos to a
+//! `FileDescriptorSet` (also written to `OUT_DIR` for reflection); prost-build generates the
+//! messages from it and, with the `grpc` feature, tonic-prost-build the `Ingest` client and server.
 
 use std::path::PathBuf;
 
+const PROTO_ROOT: &str = "proto";
+const PROTOS: [&str; 1] = ["headwater/v1/ingest.proto"];
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/headwater/v1/ingest.proto"];
-    for proto in protos {
-        println!("cargo:rerun-if-changed={proto}");
-    }
+    println!("cargo:rerun-if-changed={PROTO_ROOT}");
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
-    prost_build::Config::new()
-        .protoc_executable(protoc_bin_vendored::protoc_bin_path()?)
-        .file_descriptor_set_path(out_dir.join("headwater_v1_descriptor.bin"))
-        .compile_protos(&protos, &["proto"])?;
+    let mut compiler = protox::Compiler::new([PROTO_ROOT])?;
+    compiler
+        .include_imports(true)
+        .include_source_info(true)
+        .open_files(PROTOS)?;
+    std::fs::write(
+        out_dir.join("headwater_v1_descriptor.bin"),
+        compiler.encode_file_descriptor_set(),
+    )?;
+    generate(compiler.file_descriptor_set())?;
     Ok(())
+}
+
+/// Messages, plus the tonic client and server of every service.
+#[cfg(feature = "grpc")]
+fn generate(fds: prost_types::FileDescriptorSet) -> std::io::Result<()> {
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(fds)
+}
+
+/// Messages only.
+#[cfg(not(feature = "grpc"))]
+fn generate(fds: prost_types::FileDescriptorSet) -> std::io::Result<()> {
+    prost_build::Config::new().compile_fds(fds)
 }

@@ -23,11 +23,8 @@ use crate::ingest::{Report, RequestMeta};
 use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
 use crate::otlp;
 
-/// Generated tonic code of `headwater.v1.Ingest`.
-pub mod pb {
-    #![allow(missing_docs, clippy::all, clippy::pedantic)]
-    tonic::include_proto!("headwater.v1");
-}
+/// `headwater.v1` with its tonic code (`Ingest` server and client), generated in headwater-schemas.
+pub use headwater_schemas::proto::v1 as pb;
 
 use pb::ingest_server::{Ingest, IngestServer};
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use headwater_gateway::grpc::pb::ingest_client::IngestClient;
 use headwater_schemas::proto::v1::Batch;
+use headwater_schemas::proto::v1::ingest_client::IngestClient;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
