@@ -11,9 +11,12 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
 use crate::tls::ClientCert;
@@ -38,6 +41,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     options: ServeOptions,
 ) -> std::io::Result<()> {
+    let connections = Connections {
+        builder: connection_builder(&options),
+        router,
+        graceful: GracefulShutdown::new(),
+        tls: options.tls.map(TlsAcceptor::from),
+        handshake_timeout: options.header_read_timeout,
+    };
+    accept_until(&listener, shutdown, &connections).await;
+    drop(listener);
+    drain(connections.graceful, options.grace).await;
+    Ok(())
+}
+
+/// HTTP/1.1 with keep-alive and the header read timeout, and HTTP/2 (h2c or ALPN).
+fn connection_builder(options: &ServeOptions) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -45,86 +63,119 @@ pub async fn serve(
         .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
     builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
-    let acceptor = options.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    builder
+}
+
+/// Accepts connections until `shutdown` resolves; each is served on its own task.
+async fn accept_until(
+    listener: &TcpListener,
+    shutdown: impl Future<Output = ()>,
+    connections: &Connections,
+) {
     tokio::pin!(shutdown);
     loop {
-        let (stream, peer) = tokio::select! {
+        tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok((stream, peer)) => connections.spawn(stream, peer),
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
                 }
             },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        match &acceptor {
-            None => {
-                let service = tagged(&router, peer, None);
-                let connection = builder
-                    .serve_connection_with_upgrades(
-                        TokioIo::new(stream),
-                        TowerToHyperService::new(service),
-                    )
-                    .into_owned();
-                let connection = graceful.watch(connection);
-                tokio::spawn(async move {
-                    if let Err(error) = connection.await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
-                    }
-                });
-            }
-            Some(acceptor) => {
-                // The handshake runs in the connection's task, bounded like a header read.
-                let acceptor = acceptor.clone();
-                let router = router.clone();
-                let builder = builder.clone();
-                let watcher = graceful.watcher();
-                let handshake_timeout = options.header_read_timeout;
-                tokio::spawn(async move {
-                    let stream = match tokio::time::timeout(
-                        handshake_timeout,
-                        acceptor.accept(stream),
-                    )
-                    .await
-                    {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let cert = crate::tls::client_cert(stream.get_ref().1);
-                    let service = tagged(&router, peer, cert);
-                    let connection = builder
-                        .serve_connection_with_upgrades(
-                            TokioIo::new(stream),
-                            TowerToHyperService::new(service),
-                        )
-                        .into_owned();
-                    if let Err(error) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, %error, "connection ended with an error");
-                    }
-                });
-            }
+            () = &mut shutdown => return,
         }
     }
-    drop(listener);
+}
+
+/// Gives the watched connections up to `grace` to finish their requests, then lets go.
+async fn drain(graceful: GracefulShutdown, grace: Duration) {
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("in-flight requests drained"),
-        () = tokio::time::sleep(options.grace) => {
-            tracing::warn!(grace_ms = options.grace.as_millis() as u64, "requests still running after the grace period; closing");
+        () = tokio::time::sleep(grace) => {
+            tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the grace period; closing");
         }
     }
-    Ok(())
+}
+
+/// What every accepted connection is served with.
+struct Connections {
+    builder: Builder<TokioExecutor>,
+    router: Router,
+    graceful: GracefulShutdown,
+    tls: Option<TlsAcceptor>,
+    handshake_timeout: Duration,
+}
+
+impl Connections {
+    /// Serves one accepted connection on its own task, watched for the drain; with TLS, the
+    /// handshake runs in that task, bounded like a header read.
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let connection = Connection {
+            builder: self.builder.clone(),
+            router: self.router.clone(),
+            watcher: self.graceful.watcher(),
+            peer,
+        };
+        let Some(acceptor) = self.tls.clone() else {
+            tokio::spawn(connection.run(stream, None));
+            return;
+        };
+        let timeout = self.handshake_timeout;
+        tokio::spawn(async move {
+            if let Some(stream) = handshake(&acceptor, stream, peer, timeout).await {
+                let cert = crate::tls::client_cert(stream.get_ref().1);
+                connection.run(stream, cert).await;
+            }
+        });
+    }
+}
+
+/// One accepted connection, ready to be served.
+struct Connection {
+    builder: Builder<TokioExecutor>,
+    router: Router,
+    watcher: Watcher,
+    peer: SocketAddr,
+}
+
+impl Connection {
+    /// Serves HTTP on `io` until the client closes it or the drain ends it.
+    async fn run<I>(self, io: I, cert: Option<ClientCert>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let peer = self.peer;
+        let service = TowerToHyperService::new(tagged(&self.router, peer, cert));
+        let connection = self
+            .builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(error) = self.watcher.watch(connection).await {
+            tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+    }
+}
+
+/// The TLS handshake within `timeout`; `None` (and a debug line) when it fails or times out.
+async fn handshake(
+    acceptor: &TlsAcceptor,
+    stream: TcpStream,
+    peer: SocketAddr,
+    timeout: Duration,
+) -> Option<TlsStream<TcpStream>> {
+    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => Some(stream),
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            None
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            None
+        }
+    }
 }
 
 /// The router with the connection's peer address and client certificate on every request.

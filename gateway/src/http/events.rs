@@ -1,0 +1,42 @@
+//! `POST /v1/events`: a JSON array, `{"events":[...]}`, NDJSON or a protobuf `Batch`, answered
+//! with the report (`accepted`, `rejected`, `errors`) once the accepted events are durable.
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::response::{IntoResponse, Response};
+
+use super::AppState;
+use super::intake::{self, BodyKind};
+use crate::collector::Collector;
+use crate::decode;
+use crate::error::IngestError;
+use crate::ingest::Report;
+use crate::metrics::INGEST_BYTES_TOTAL;
+
+/// The handler: the report, or the error that refused the whole request.
+#[tracing::instrument(skip_all, fields(tenant, batch_size))]
+pub(super) async fn post_events(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = ingest(&state.collector, request).await;
+    intake::observe("http", started, &result);
+    match result {
+        Ok(report) => Json(report).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn ingest(collector: &Collector, request: Request) -> Result<Report, IngestError> {
+    let (meta, kind, bytes) = intake::admit_and_read(collector, request).await?;
+    metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => meta.principal.tenant.to_string())
+        .increment(bytes.len() as u64);
+    let max_events = collector.limits.max_events_per_batch as usize;
+    let decoded = match kind {
+        BodyKind::Json => decode::decode_json(&bytes, max_events)?,
+        BodyKind::Ndjson => decode::decode_ndjson(&bytes, max_events)?,
+        BodyKind::Protobuf => decode::decode_protobuf(&bytes, max_events)?,
+    };
+    tracing::Span::current().record("batch_size", decoded.len());
+    collector.publish(&meta, decoded).await
+}

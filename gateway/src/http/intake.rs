@@ -1,0 +1,86 @@
+//! The steps both HTTP ingest routes share: admit the caller, tell the body's kind, read and
+//! decompress it within the limits, and count how the request ended.
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, header};
+use bytes::Bytes;
+
+use crate::body;
+use crate::collector::Collector;
+use crate::error::IngestError;
+use crate::ingest::RequestMeta;
+use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
+use crate::tls::ClientCert;
+
+/// The body encodings the ingest routes take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyKind {
+    /// `application/json` (also the default without a content type).
+    Json,
+    /// Newline-delimited JSON.
+    Ndjson,
+    /// Protobuf.
+    Protobuf,
+}
+
+/// The body kind from `Content-Type`; 415 for any other type.
+pub(super) fn body_kind(headers: &HeaderMap) -> Result<BodyKind, IngestError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(BodyKind::Json);
+    };
+    let text = value.to_str().unwrap_or("?");
+    let essence = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" | "text/json" => Ok(BodyKind::Json),
+        "application/x-ndjson"
+        | "application/ndjson"
+        | "application/jsonl"
+        | "application/x-jsonlines" => Ok(BodyKind::Ndjson),
+        "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => {
+            Ok(BodyKind::Protobuf)
+        }
+        _ => Err(IngestError::UnsupportedType(text.to_owned())),
+    }
+}
+
+/// Admits the caller (auth, request rate, client IP), checks the content type, reads the body
+/// within its limit and undoes its encoding.
+pub(super) async fn admit_and_read(
+    collector: &Collector,
+    request: Request,
+) -> Result<(RequestMeta, BodyKind, Bytes), IngestError> {
+    let (parts, body) = request.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let meta = collector.admit(&parts.headers, peer, parts.extensions.get::<ClientCert>())?;
+    tracing::Span::current().record("tenant", &*meta.principal.tenant);
+    let kind = body_kind(&parts.headers)?;
+    let limits = &collector.limits;
+    let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
+    let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
+    Ok((meta, kind, bytes))
+}
+
+/// Records the request's duration under `transport`, and its refusal reason if refused.
+pub(super) fn observe<T>(
+    transport: &'static str,
+    started: Instant,
+    result: &Result<T, IngestError>,
+) {
+    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => transport)
+        .record(started.elapsed().as_secs_f64());
+    if let Err(error) = result {
+        metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => transport, "reason" => error.label())
+            .increment(1);
+    }
+}

@@ -1,0 +1,58 @@
+//! `POST /v1/logs`: OTLP/HTTP logs, a protobuf or JSON `ExportLogsServiceRequest`, answered
+//! in the same encoding; each log record becomes an event (`otlp::decode_request`).
+
+use std::time::Instant;
+
+use axum::Json;
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+
+use super::AppState;
+use super::intake::{self, BodyKind};
+use crate::collector::Collector;
+use crate::error::IngestError;
+use crate::otlp;
+
+/// The handler: the OTLP answer, or the error that refused the whole request.
+#[tracing::instrument(skip_all, fields(tenant, batch_size))]
+pub(super) async fn post_logs(State(state): State<AppState>, request: Request) -> Response {
+    let started = Instant::now();
+    let result = ingest(&state.collector, request).await;
+    intake::observe("otlp_http", started, &result);
+    match result {
+        Ok((BodyKind::Protobuf, answer)) => (
+            [(header::CONTENT_TYPE, "application/x-protobuf")],
+            prost::Message::encode_to_vec(&answer),
+        )
+            .into_response(),
+        Ok((_, answer)) => Json(answer).into_response(),
+        Err(error) => error.into_response(),
+    }
+}
+
+async fn ingest(
+    collector: &Collector,
+    request: Request,
+) -> Result<(BodyKind, ExportLogsServiceResponse), IngestError> {
+    let (meta, kind, bytes) = intake::admit_and_read(collector, request).await?;
+    let export: ExportLogsServiceRequest = match kind {
+        BodyKind::Protobuf => prost::Message::decode(bytes)
+            .map_err(|e| IngestError::Malformed(format!("OTLP protobuf: {e}")))?,
+        BodyKind::Json => serde_json::from_slice(&bytes)
+            .map_err(|e| IngestError::Malformed(format!("OTLP JSON: {e}")))?,
+        BodyKind::Ndjson => {
+            return Err(IngestError::UnsupportedType(
+                "application/x-ndjson".to_owned(),
+            ));
+        }
+    };
+    let max = collector.limits.max_events_per_batch as usize;
+    let decoded = otlp::decode_request(export, &collector.otlp_default_type, max)?;
+    tracing::Span::current().record("batch_size", decoded.len());
+    let report = collector.publish(&meta, decoded).await?;
+    Ok((kind, otlp::response(&report)))
+}

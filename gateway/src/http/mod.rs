@@ -1,0 +1,115 @@
+//! The HTTP surface, assembled by [`app`]: the operational endpoints ([`ops`]), the schema
+//! API ([`schemas_api`]), the two ingest routes ([`events`], [`logs`]) sharing their intake
+//! steps ([`intake`]), and the request metrics layer ([`metrics_layer`]). Every error status
+//! is chosen in `crate::error`.
+
+mod events;
+mod intake;
+mod logs;
+mod metrics_layer;
+mod ops;
+mod schemas_api;
+#[cfg(test)]
+mod tests;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::middleware;
+use axum::routing::post;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower::{BoxError, ServiceBuilder};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::collector::Collector;
+use crate::config::GatewayConfig;
+use crate::error::IngestError;
+use crate::registry::SchemaRegistry;
+
+/// A boxed future returned by [`Readiness::check`].
+pub type ReadinessFuture<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a>>;
+
+/// Tells whether the process can take writes (answers `/readyz`).
+pub trait Readiness: Send + Sync + 'static {
+    /// `Ok` when the log tier is writable, otherwise why not.
+    fn check(&self) -> ReadinessFuture<'_>;
+}
+
+/// Shared state of the HTTP handlers.
+#[derive(Clone)]
+pub struct AppState {
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Answers `/readyz`.
+    pub readiness: Arc<dyn Readiness>,
+    /// Turns requests into durable batches.
+    pub collector: Arc<Collector>,
+    /// Answers `/v1/schemas`; `None` when the gateway runs without a registry.
+    pub schemas: Option<Arc<SchemaRegistry>>,
+}
+
+/// What the operational endpoints need: a part without ingest (a log node) serves them too.
+#[derive(Clone)]
+pub struct OpsState {
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Answers `/readyz`.
+    pub readiness: Arc<dyn Readiness>,
+}
+
+impl axum::extract::FromRef<AppState> for OpsState {
+    fn from_ref(state: &AppState) -> Self {
+        Self {
+            metrics: state.metrics.clone(),
+            readiness: state.readiness.clone(),
+        }
+    }
+}
+
+/// Only `/healthz`, `/readyz` and `/metrics`, for parts that take no events over HTTP.
+pub fn ops_app(state: OpsState) -> Router {
+    ops::routes()
+        .with_state(state)
+        .layer(middleware::from_fn(metrics_layer::record_metrics))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// Builds the gateway's router: `/healthz`, `/readyz`, `/metrics`, the schema API and the
+/// ingest endpoints (HTTP and gRPC). Layers, outermost first: trace, timeout
+/// (`request_timeout_ms`), request metrics, then, on ingest only, load shedding over a
+/// concurrency limit (`max_concurrent_requests`).
+pub fn app(state: AppState, config: &GatewayConfig) -> Router {
+    let max_in_flight =
+        usize::try_from(config.limits.max_concurrent_requests).unwrap_or(usize::MAX);
+    let ingest = Router::new()
+        .route("/v1/events", post(events::post_events))
+        .route("/v1/logs", post(logs::post_logs))
+        .with_state(state.clone())
+        .merge(crate::grpc::router(state.collector.clone()))
+        .layer(
+            ServiceBuilder::new()
+                .layer(HandleErrorLayer::new(overloaded))
+                .load_shed()
+                .concurrency_limit(max_in_flight),
+        );
+    schemas_api::routes()
+        .merge(ops::routes())
+        .with_state(state)
+        .merge(ingest)
+        .layer(middleware::from_fn(metrics_layer::record_metrics))
+        .layer(TimeoutLayer::with_status_code(
+            IngestError::TimedOut.status(),
+            Duration::from_millis(config.limits.request_timeout_ms),
+        ))
+        .layer(TraceLayer::new_for_http())
+}
+
+/// The load shedder's refusal: every ingest slot is taken.
+async fn overloaded(_: BoxError) -> IngestError {
+    IngestError::Overloaded
+}
