@@ -4,10 +4,10 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use bytes::Bytes;
-use headwater_log::{Header, Log, LogError, Record};
+use headwater_log::{Header, Log, LogError, Record, now_ms};
 use headwater_schemas::Envelope;
 use serde::Serialize;
 
@@ -517,11 +517,4 @@ fn envelope_headers(
         ));
     }
     out
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
