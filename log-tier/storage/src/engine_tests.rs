@@ -446,6 +446,11 @@ async fn fetch_waits_for_min_bytes_or_max_wait() {
     assert!(started.elapsed() >= Duration::from_millis(190));
     assert_eq!(f.high_watermark, 1);
     assert!(!f.records.is_empty());
+    // The waiter must be parked before the append, or it would find the data without being
+    // woken. The signal: it subscribed to the partition's high watermark. (This runtime has one
+    // thread, so the waiter runs to its first `await` between two yields of this task.)
+    let partition = engine.partition("t", 0).unwrap();
+    let subscribed = partition.durable.receiver_count();
     let waiter = {
         let engine = engine.clone();
         tokio::spawn(async move {
@@ -454,9 +459,15 @@ async fn fetch_waits_for_min_bytes_or_max_wait() {
                 .await
         })
     };
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    while partition.durable.receiver_count() == subscribed {
+        assert!(!waiter.is_finished(), "the waiter returned without waiting");
+        tokio::task::yield_now().await;
+    }
     append_n(&engine, "t", 1, |_| 1).await;
-    assert!(waiter.await.unwrap().unwrap());
+    assert!(
+        waiter.await.unwrap().unwrap(),
+        "woken by the append, not ended by its 10 s bound"
+    );
     engine.close().await.unwrap();
     assert!(matches!(
         engine.read_raw("t", 0, 0, 10),

@@ -3,6 +3,7 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -146,7 +147,9 @@ async fn only_active_and_unsynced_segments_keep_files_open() {
     engine.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the interval flush (300 ms) cannot run unless this test lets time pass, so the
+// waiter can only be ended by the truncation's wake-up (the bound below is 100 virtual ms).
+#[tokio::test(start_paused = true)]
 async fn truncation_fails_waiters_past_the_cut() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(1 << 20);
@@ -157,13 +160,17 @@ async fn truncation_fails_waiters_past_the_cut() {
     let engine = LogEngine::open(dir.path(), cfg).unwrap();
     engine.create_topic_now("t", 1).unwrap();
     append_n(&engine, "t", 3, |_| 1).await;
-    let waiter = {
-        let engine = engine.clone();
-        tokio::spawn(async move { engine.append("t", vec![record(9, 1)]).await })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Polled once, the append has written its record and waits for the flush: truncation in
+    // flight.
+    let mut waiter = std::pin::pin!(engine.append("t", vec![record(9, 1)]));
+    let polled = std::future::poll_fn(|cx| Poll::Ready(waiter.as_mut().poll(cx))).await;
+    assert!(polled.is_pending(), "{polled:?}");
+    assert_eq!(engine.partition("t", 0).unwrap().state().written.offset, 4);
     engine.truncate("t", 0, 3).unwrap();
-    let err = waiter.await.unwrap().unwrap_err();
+    let err = tokio::time::timeout(Duration::from_millis(100), waiter)
+        .await
+        .expect("the truncation wakes the waiter, before any flush")
+        .unwrap_err();
     assert!(err.is_retryable(), "{err:?}");
     let a = engine.append("t", vec![record(10, 1)]).await.unwrap();
     assert_eq!(a[0].offset, 3);
@@ -210,21 +217,21 @@ async fn background_mode_acknowledges_before_the_fsync_and_keeps_it_across_a_cra
     engine.close().await.unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: virtual time passes only while no task can run, and the fsync runs on a
+// blocking thread, which holds the clock until it is done; so "after 30 ms" is exact.
+#[tokio::test(start_paused = true)]
 async fn background_mode_fsyncs_on_its_interval() {
     let dir = tempfile::tempdir().unwrap();
     let engine = LogEngine::open(dir.path(), background(20)).unwrap();
     engine.create_topic_now("t", 1).unwrap();
     append_n(&engine, "t", 10, |_| 1).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while fsyncs(&engine) == 0 {
-        assert!(std::time::Instant::now() < deadline, "never fsynced");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Quiet now: later ticks find nothing new to sync.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(fsyncs(&engine), 0, "not before the interval");
+    tokio::time::sleep(Duration::from_millis(20)).await;
     let settled = fsyncs(&engine);
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(settled > 0, "fsynced once the interval passed");
+    // Quiet now: no fsync without new writes, however long.
+    tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(fsyncs(&engine), settled, "no fsync without new writes");
     assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 10);
     engine.close().await.unwrap();

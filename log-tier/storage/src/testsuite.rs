@@ -5,7 +5,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::collections::BTreeSet;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -159,19 +161,20 @@ pub async fn read_waits_for_new_data(log: Arc<dyn Log>, prefix: &str) {
         "returned after {:?}",
         started.elapsed()
     );
-    let reader = {
-        let (log, topic) = (log.clone(), topic.clone());
-        tokio::spawn(async move {
-            log.read(&topic, 0, hw, 1 << 20, Duration::from_secs(10))
-                .await
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    // Polled once before the append, the read is parked: the engine and `MemoryLog` subscribe
+    // to the high watermark within that first poll, so only the append's notification can end
+    // the wait early. (A read spawned and given a head start by a sleep may not have begun by
+    // then, and would find the record without waiting: the test would pass with no wake-up at
+    // all.) `KafkaLog` may not have reached its broker within one poll; for it this checks less.
+    let mut reader = std::pin::pin!(log.read(&topic, 0, hw, 1 << 20, Duration::from_secs(10)));
+    if let Some(early) = poll_once(&mut reader).await {
+        panic!("a read at the high watermark returned before any data: {early:?}");
+    }
     let started = Instant::now();
     log.append(&topic, vec![rec(Some(0), None, "wake")])
         .await
         .unwrap();
-    let got = reader.await.unwrap().unwrap();
+    let got = reader.await.unwrap();
     assert!(
         started.elapsed() < Duration::from_secs(5),
         "long poll did not wake"
@@ -179,6 +182,15 @@ pub async fn read_waits_for_new_data(log: Arc<dyn Log>, prefix: &str) {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].offset, hw);
     assert_eq!(got[0].value.as_deref(), Some(&b"wake"[..]));
+}
+
+/// Polls `fut` once: its output if it is done, `None` if it waits (its waker registered).
+async fn poll_once<F: Future + Unpin>(fut: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| match Pin::new(&mut *fut).poll(cx) {
+        Poll::Ready(output) => Poll::Ready(Some(output)),
+        Poll::Pending => Poll::Ready(None),
+    })
+    .await
 }
 
 pub async fn offsets_out_of_range(log: &dyn Log, prefix: &str) {
