@@ -1,5 +1,6 @@
 //! The router's metrics as Prometheus renders them: events in/out/filtered per route and sink,
 //! a failing sink's health at 0 and its route's lag growing while a healthy route flows.
+//! The clock is paused, so "100 ms later" is exact whatever the machine's load.
 
 mod support;
 
@@ -16,7 +17,7 @@ fn value(text: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[tokio::test(start_paused = true)]
 async fn metrics_show_flow_filtering_health_and_lag() {
     let handle = PrometheusBuilder::new()
         .install_recorder()
@@ -43,18 +44,25 @@ routes:
         committed(log.as_ref(), "router.up", "events").await == 30
     })
     .await;
+    // Ten more (all filtered out by `up`) while `down` keeps failing: its lag must grow.
+    append(log.as_ref(), "events", &events(40)[30..]).await;
+    eventually("up caught up again", async || {
+        committed(log.as_ref(), "router.up", "events").await == 40
+    })
+    .await;
+    // 100 virtual ms in which every task runs: `down` retries at least twice (retry_max 40 ms).
     tokio::time::sleep(Duration::from_millis(100)).await;
     let text = handle.render();
     let up = r#"route="up""#;
     let down = r#"route="down""#;
     assert_eq!(
         value(&text, "headwater_router_events_in_total", up),
-        Some(30.0),
+        Some(40.0),
         "{text}"
     );
     assert_eq!(
         value(&text, "headwater_router_events_filtered_total", up),
-        Some(20.0)
+        Some(30.0)
     );
     assert_eq!(
         value(
@@ -75,7 +83,8 @@ routes:
     assert_eq!(value(&text, "headwater_router_sink_up{", down), Some(0.0));
     assert_eq!(
         value(&text, "headwater_router_consumer_lag{", down),
-        Some(30.0)
+        Some(40.0),
+        "the failing route's lag follows the log while it retries"
     );
     assert!(value(&text, "headwater_router_events_failed_total{", down).unwrap_or(0.0) >= 30.0);
     assert!(

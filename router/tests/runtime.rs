@@ -202,7 +202,8 @@ async fn rejected_and_undecodable_events_land_in_the_dlq_with_reasons() {
     router.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the batch's age is measured in virtual time, exactly.
+#[tokio::test(start_paused = true)]
 async fn an_idle_partition_closes_its_batch_on_age() {
     let log = log_with(1).await;
     let sinks = Sinks::default();
@@ -215,8 +216,8 @@ async fn an_idle_partition_closes_its_batch_on_age() {
     })
     .await;
     let waited = t0.elapsed();
-    assert!(waited >= Duration::from_millis(250), "{waited:?}");
-    assert!(waited < Duration::from_secs(2), "{waited:?}");
+    assert!(waited >= Duration::from_millis(300), "{waited:?}");
+    assert!(waited < Duration::from_millis(400), "{waited:?}");
     let delivered = sinks.get("lake").delivered.lock().unwrap().clone();
     assert_eq!(delivered.len(), 1);
     assert_eq!(
@@ -226,17 +227,19 @@ async fn an_idle_partition_closes_its_batch_on_age() {
     router.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the sleep below is 59 s of virtual time, in which every task runs until it
+// waits; the batch (60 s age) must still be open after it, whatever the machine's load.
+#[tokio::test(start_paused = true)]
 async fn shutdown_delivers_the_open_batch_commits_and_flushes() {
     let log = log_with(1).await;
     let sinks = Sinks::default();
     let router = start(&log, LAKE, &sinks, options()).await;
     append(log.as_ref(), "events", &events(10)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::sleep(Duration::from_secs(59)).await;
     let sink = sinks.get("lake");
     assert!(
         sink.delivered.lock().unwrap().is_empty(),
-        "batch still open (60 s age)"
+        "batch still open 59 s after its first event (60 s age)"
     );
     router.shutdown().await;
     assert_eq!(sink.delivered_events().len(), 10);
@@ -247,7 +250,8 @@ async fn shutdown_delivers_the_open_batch_commits_and_flushes() {
     assert_eq!(sink.flushes.load(Ordering::SeqCst), 1);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: see `settle`.
+#[tokio::test(start_paused = true)]
 async fn reload_restarts_only_changed_routes() {
     let log = log_with(1).await;
     let sinks = Sinks::default();
@@ -269,14 +273,16 @@ async fn reload_restarts_only_changed_routes() {
     );
     assert_eq!(router.routes().routes.len(), 3);
     append(log.as_ref(), "events", &events(5)).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    settle().await; // every route's task has taken the 5 events into its open batch
     router.shutdown().await;
     for (g, want) in [("router.a", 5), ("router.b", 5), ("router.c", 5)] {
         assert_eq!(committed(log.as_ref(), g, "events").await, want, "{g}");
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// Paused clock: the watcher's file reads run on blocking threads, which hold the virtual
+// clock still until they finish, so 200 virtual ms are 10 ticks of the 20 ms watcher.
+#[tokio::test(start_paused = true)]
 async fn the_routes_file_is_watched_and_a_broken_one_keeps_the_old_routes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("routes.yaml");
@@ -287,13 +293,13 @@ async fn the_routes_file_is_watched_and_a_broken_one_keeps_the_old_routes() {
     let router = Arc::new(start(&log, LAKE, &sinks, options()).await);
     let watcher =
         headwater_router::spawn_routes_watcher(&router, path.clone(), Duration::from_millis(20));
+    settle().await; // the watcher has read the file it starts from
     std::fs::write(&path, "routes:\n  - name: lake\n    sinks: []\n").unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(
-        router.routes().routes[0].name.as_ref(),
-        "lake",
-        "old routes kept"
-    );
+    let routes = router.routes();
+    assert_eq!(routes.routes.len(), 1, "old routes kept");
+    assert_eq!(routes.routes[0].name.as_ref(), "lake", "old routes kept");
+    assert_eq!(routes.routes[0].sinks.len(), 1, "old routes kept");
     assert!(router.reload_file(&path).await.is_err());
     let two = format!(
         "{LAKE}  - {{name: more, source: {{topics: [events]}}, sinks: [{{type: test}}]}}\n"

@@ -257,6 +257,13 @@ pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
     }
 }
 
+/// With a paused clock (`#[tokio::test(start_paused = true)]`): returns once every task has run
+/// until it waits (on a timer, a channel or a blocking thread), since the runtime moves a paused
+/// clock only when no task can run. Without a paused clock it proves nothing.
+pub async fn settle() {
+    tokio::time::sleep(Duration::from_millis(1)).await;
+}
+
 /// One route, `lake`, reading `events` into a test sink.
 pub const LAKE: &str =
     "routes:\n  - name: lake\n    source: {topics: [events]}\n    sinks: [{type: test}]\n";
