@@ -1,6 +1,7 @@
 //! Clients no one here wrote: the OpenTelemetry Python SDK's OTLP/HTTP log exporter, Python
 //! `requests`, and curl with gzip, each posting to a served gateway; the events are read back
 //! through the `Log` trait with envelope headers and payload bytes intact.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Validation against the shipped schemas over HTTP: exact reasons in the response and the
 //! dead-letter topic, protobuf batches and payloads, topics named by schemas, `/v1/schemas`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

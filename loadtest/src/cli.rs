@@ -108,6 +108,7 @@ pub struct Args {
     /// Do not show the live progress bar (it is hidden anyway when stderr is not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Where to verify delivery (log, S3, OpenSearch) after the run.
     #[command(flatten)]
     pub verify: VerifyArgs,
 }

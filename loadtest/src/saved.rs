@@ -77,7 +77,7 @@ impl SavedLedger {
 }
 
 /// CPU time and peak RSS of this process.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
 pub struct ProcessUsage {
     /// User CPU seconds.
     pub cpu_user_s: f64,
@@ -89,15 +89,16 @@ pub struct ProcessUsage {
 
 /// This process's usage so far (getrusage).
 pub fn self_usage() -> ProcessUsage {
-    // SAFETY: getrusage only writes into the zeroed struct we pass.
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: RUSAGE_SELF with a valid pointer.
-    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
-    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    use nix::sys::resource::{UsageWho, getrusage};
+    use nix::sys::time::TimeValLike;
+    let Ok(ru) = getrusage(UsageWho::RUSAGE_SELF) else {
+        return ProcessUsage::default();
+    };
+    let secs = |t: nix::sys::time::TimeVal| t.num_microseconds() as f64 / 1e6;
     ProcessUsage {
-        cpu_user_s: secs(ru.ru_utime),
-        cpu_sys_s: secs(ru.ru_stime),
-        peak_rss_mib: ru.ru_maxrss as f64 / 1024.0,
+        cpu_user_s: secs(ru.user_time()),
+        cpu_sys_s: secs(ru.system_time()),
+        peak_rss_mib: ru.max_rss() as f64 / 1024.0,
     }
 }
 

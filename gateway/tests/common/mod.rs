@@ -15,7 +15,7 @@ use headwater_schemas::{LoadOptions, Rejection, RejectionKind};
 use tokio::sync::oneshot;
 
 /// Accepts types starting with `ok.` into `events`; rejects every other type.
-pub struct OkTypes;
+pub(crate) struct OkTypes;
 
 impl Validate for OkTypes {
     fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid> {
@@ -37,7 +37,7 @@ impl Validate for OkTypes {
     }
 }
 
-pub struct Ready;
+pub(crate) struct Ready;
 
 impl headwater_gateway::Readiness for Ready {
     fn check(&self) -> headwater_gateway::ReadinessFuture<'_> {
@@ -45,7 +45,7 @@ impl headwater_gateway::Readiness for Ready {
     }
 }
 
-pub struct TestGateway {
+pub(crate) struct TestGateway {
     pub base: String,
     pub addr: std::net::SocketAddr,
     pub engine: Option<Arc<LogEngine>>,
@@ -57,14 +57,14 @@ pub struct TestGateway {
 
 impl TestGateway {
     /// Starts over a fresh log engine.
-    pub async fn start(config: GatewayConfig) -> Self {
+    pub(crate) async fn start(config: GatewayConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
         Self::start_with(config, engine.clone(), Some(engine), dir).await
     }
 
     /// Starts over a fresh log engine, validating with the schemas shipped in schemas/events.
-    pub async fn start_with_shipped_schemas(config: GatewayConfig) -> Self {
+    pub(crate) async fn start_with_shipped_schemas(config: GatewayConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
         let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/events");
@@ -73,7 +73,7 @@ impl TestGateway {
     }
 
     /// Starts over any `Log`.
-    pub async fn start_with(
+    pub(crate) async fn start_with(
         config: GatewayConfig,
         log: Arc<dyn Log>,
         engine: Option<Arc<LogEngine>>,
@@ -83,7 +83,7 @@ impl TestGateway {
     }
 
     /// Starts over any `Log`, with the schema registry when given, else [`OkTypes`].
-    pub async fn start_full(
+    pub(crate) async fn start_full(
         config: GatewayConfig,
         log: Arc<dyn Log>,
         engine: Option<Arc<LogEngine>>,
@@ -138,12 +138,12 @@ impl TestGateway {
         }
     }
 
-    pub fn url(&self, path: &str) -> String {
+    pub(crate) fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
 
     /// Every record of a topic, all partitions, in partition then offset order.
-    pub async fn records(&self, topic: &str) -> Vec<StoredRecord> {
+    pub(crate) async fn records(&self, topic: &str) -> Vec<StoredRecord> {
         let Ok(partitions) = self.log.partitions(topic).await else {
             return Vec::new();
         };
@@ -167,7 +167,7 @@ impl TestGateway {
         out
     }
 
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -178,7 +178,7 @@ impl TestGateway {
 }
 
 /// The value of a header of a stored record, as text.
-pub fn header(record: &StoredRecord, name: &str) -> Option<String> {
+pub(crate) fn header(record: &StoredRecord, name: &str) -> Option<String> {
     record
         .headers
         .iter()
