@@ -76,6 +76,7 @@ async fn start_kafka(
         ),
         None => bound,
     };
+    tracing::info!(kafka = %bound, %advertised, "kafka protocol listening");
     let mut options = headwater_kafka::KafkaOptions::advertising(advertised);
     if config.log.kafka_tls.enabled() {
         let tls = headwater_kafka::tls::server_config(&config.log.kafka_tls);

@@ -3,9 +3,10 @@
 
 mod common;
 
-use common::free_port;
+use common::{Headwater, Listener};
+use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater");
@@ -160,46 +161,40 @@ fn serve_refuses_a_bad_flag_value() {
     );
 }
 
+/// A `headwater serve` on ports of its own choosing (`127.0.0.1:0`), killed when dropped.
 struct Server {
-    child: Child,
+    process: Headwater,
+    addr: SocketAddr,
     base: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn start_serve(data_dir: &Path) -> Server {
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--kafka-listen", &format!("127.0.0.1:{}", free_port())])
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["--kafka-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data_dir)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn headwater serve");
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut process = Headwater::spawn("serve", command);
+    let kafka = process.report(Listener::Kafka);
+    assert_eq!(
+        kafka.get("advertised"),
+        kafka.get("kafka"),
+        "Kafka clients are told the bound address, not port 0"
+    );
+    let addr = process.addr(Listener::Ingest);
     let server = Server {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
+        process,
+        addr,
+        base: format!("http://{addr}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Ok(response) = reqwest::get(format!("{}/healthz", server.base)).await {
-            assert_eq!(response.status(), 200);
-            return server;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "serve did not answer /healthz within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Bound before it was reported: the connection waits in the backlog if need be.
+    match reqwest::get(format!("{}/healthz", server.base)).await {
+        Ok(response) => assert_eq!(response.status(), 200),
+        Err(e) => panic!("/healthz: {e}; stderr:\n{}", server.process.stderr()),
     }
+    server
 }
 
 #[tokio::test]
@@ -224,25 +219,32 @@ async fn serve_answers_health_readiness_and_metrics_then_stops_on_sigterm() {
     );
 
     // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(server.child.id() as i32, libc::SIGTERM) };
+    let rc = unsafe { libc::kill(server.process.child.id() as i32, libc::SIGTERM) };
     assert_eq!(rc, 0);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
+        if let Some(status) = server.process.child.try_wait().unwrap() {
             break status;
         }
         assert!(
             Instant::now() < deadline,
-            "serve did not stop within 20 s of SIGTERM"
+            "serve did not stop within 20 s of SIGTERM; stderr:\n{}",
+            server.process.stderr()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
-    assert!(status.success(), "exit status after SIGTERM: {status}");
     assert!(
-        reqwest::get(format!("{}/healthz", server.base))
-            .await
-            .is_err(),
-        "still accepting after shutdown"
+        status.success(),
+        "exit status after SIGTERM: {status}; stderr:\n{}",
+        server.process.stderr()
+    );
+    // Nothing accepts on the port the child itself bound and reported, now that it has exited
+    // (no other process shares its sockets: they are close-on-exec). This cannot pass because
+    // of another test's server: one that got this port since would accept, and fail the check.
+    let connect = std::net::TcpStream::connect_timeout(&server.addr, Duration::from_secs(5));
+    assert!(
+        matches!(&connect, Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused),
+        "still accepting after shutdown: {connect:?}"
     );
 }
 
@@ -272,8 +274,8 @@ async fn events_acknowledged_by_serve_survive_kill_9() {
         assert_eq!(answer["accepted"], 50, "{answer}");
         acknowledged.extend(events.iter().map(|e| e["id"].as_str().unwrap().to_owned()));
     }
-    server.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
-    server.child.wait().unwrap();
+    server.process.child.kill().unwrap(); // SIGKILL: no flush, no goodbye
+    server.process.child.wait().unwrap();
 
     let engine = headwater_log::LogEngine::open(
         &data.path().join("log"),

@@ -6,10 +6,10 @@
 
 mod common;
 
-use common::free_port;
+use common::{Headwater, Listener};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -18,43 +18,43 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater");
 
-/// A `headwater` process, killed when dropped; its stderr goes to `<dir>/<name>.log`.
+/// A `headwater` process on ports of its own choosing, killed when dropped.
 struct Part {
-    child: Child,
+    process: Headwater,
+    /// Where it serves /healthz and /metrics (and ingest, for the gateway).
     ops: String,
     name: &'static str,
-    log: std::path::PathBuf,
 }
 
 impl Part {
-    fn start(name: &'static str, args: &[&str], brokers: &str, dir: &Path) -> Part {
-        let ops = format!("127.0.0.1:{}", free_port());
-        let data = dir.join(format!("{name}-data"));
-        let log = dir.join(format!("{name}.log"));
-        let child = Command::new(BIN)
+    /// Starts `headwater <args> --listen 127.0.0.1:0` with `brokers` as `log.client.brokers`
+    /// and waits until it reports `listener` (the one on `--listen`).
+    fn start(
+        name: &'static str,
+        args: &[&str],
+        brokers: Option<&str>,
+        dir: &Path,
+        listener: Listener,
+    ) -> Part {
+        let mut command = Command::new(BIN);
+        command
             .args(args)
-            .args(["--listen", &ops])
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--data-dir")
-            .arg(&data)
-            .env("HEADWATER_LOG__CLIENT__BROKERS", brokers)
-            .env("RUST_LOG", "info")
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn headwater {name}: {e}"));
-        Part {
-            child,
-            ops,
-            name,
-            log,
+            .arg(dir.join(format!("{name}-data")))
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if let Some(brokers) = brokers {
+            command.env("HEADWATER_LOG__CLIENT__BROKERS", brokers);
         }
+        let mut process = Headwater::spawn(name, command);
+        let ops = process.addr(listener).to_string();
+        Part { process, ops, name }
     }
 
     async fn wait_healthy(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.process.child.try_wait().unwrap() {
                 panic!("{} exited with {status}: {}", self.name, self.stderr());
             }
             let url = format!("http://{}/healthz", self.ops);
@@ -69,7 +69,7 @@ impl Part {
     }
 
     fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.stderr()
     }
 
     /// The value of `headwater_router_tasks{route="copy"}` in /metrics.
@@ -81,13 +81,6 @@ impl Part {
             .and_then(|l| l.rsplit(' ').next())
             .and_then(|v| v.parse::<f64>().ok())
             .map(|v| v as u32)
-    }
-}
-
-impl Drop for Part {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -188,13 +181,14 @@ async fn wait_tasks(http: &reqwest::Client, routers: &[&Part], want: &[u32]) {
 async fn gateway_and_router_replicas_over_a_log_node() {
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
-    let kafka = format!("127.0.0.1:{}", free_port());
     let mut node = Part::start(
         "log-node",
-        &["log-node", "--kafka-listen", &kafka],
-        &kafka,
+        &["log-node", "--kafka-listen", "127.0.0.1:0"],
+        None,
         dir.path(),
+        Listener::Ops,
     );
+    let kafka = node.process.addr(Listener::Kafka).to_string();
     node.wait_healthy(&http).await;
     replicas(&http, &kafka, dir.path(), "node").await;
     drop(node);
@@ -212,7 +206,7 @@ async fn gateway_and_router_replicas_over_apache_kafka() {
 /// earlier runs' events).
 async fn replicas(http: &reqwest::Client, kafka: &str, dir: &Path, run: &str) {
     let http = http.clone();
-    let mut gateway = Part::start("gateway", &["gateway"], kafka, dir);
+    let mut gateway = Part::start("gateway", &["gateway"], Some(kafka), dir, Listener::Ingest);
     gateway.wait_healthy(&http).await;
     let mut ids = post(&http, &gateway.ops, &format!("{run}-first"), 200).await;
 
@@ -225,17 +219,18 @@ async fn replicas(http: &reqwest::Client, kafka: &str, dir: &Path, run: &str) {
     )
     .unwrap();
     let routes = routes.to_str().unwrap();
-    let mut a = Part::start("router-a", &["router", "--routes", routes], kafka, dir);
+    let router = ["router", "--routes", routes];
+    let mut a = Part::start("router-a", &router, Some(kafka), dir, Listener::Ops);
     a.wait_healthy(&http).await;
-    let mut b = Part::start("router-b", &["router", "--routes", routes], kafka, dir);
+    let mut b = Part::start("router-b", &router, Some(kafka), dir, Listener::Ops);
     b.wait_healthy(&http).await;
     // `events` has 4 partitions (auto-created by the gateway): 2 each.
     wait_tasks(&http, &[&a, &b], &[2, 2]).await;
     ids.extend(post(&http, &gateway.ops, &format!("{run}-second"), 200).await);
 
     // A replica dies without a word: the other gets its partitions after the session timeout.
-    a.child.kill().unwrap();
-    a.child.wait().unwrap();
+    a.process.child.kill().unwrap();
+    a.process.child.wait().unwrap();
     ids.extend(post(&http, &gateway.ops, &format!("{run}-third"), 200).await);
     wait_tasks(&http, &[&b], &[4]).await;
     ids.extend(post(&http, &gateway.ops, &format!("{run}-fourth"), 200).await);

@@ -8,57 +8,42 @@ mod common;
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, service, unique};
+use common::{Headwater, Listener, service, unique};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message};
 
 const BIN: &str = env!("CARGO_BIN_EXE_headwater");
 
+/// A `headwater log-node` on ports of its own choosing, killed when dropped.
 struct LogNode {
-    child: Child,
+    _process: Headwater,
     bootstrap: String,
     _data: tempfile::TempDir,
 }
 
-impl Drop for LogNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn log_node() -> LogNode {
     let data = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let child = Command::new(BIN)
-        .args([
-            "log-node",
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ])
-        .args(["--kafka-listen", &format!("127.0.0.1:{port}")])
+    let mut command = Command::new(BIN);
+    command
+        .args(["log-node", "--listen", "127.0.0.1:0"])
+        .args(["--kafka-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn headwater log-node");
-    let bootstrap = format!("127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(&bootstrap).is_err() {
-        assert!(
-            Instant::now() < deadline,
-            "log-node did not listen within 30 s"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        .current_dir(env!("CARGO_MANIFEST_DIR"));
+    let mut process = Headwater::spawn("log-node", command);
+    let bootstrap = process.addr(Listener::Kafka).to_string();
+    let kafka = process.report(Listener::Kafka);
+    assert_eq!(
+        kafka.get("advertised").and_then(|a| a.as_str()),
+        Some(bootstrap.as_str()),
+        "clients are told the bound address, not port 0"
+    );
     LogNode {
-        child,
+        _process: process,
         bootstrap,
         _data: data,
     }
@@ -208,6 +193,17 @@ async fn rdkafka_idempotent_producer_and_group_consumer_with_committed_offsets()
         .set("compression.type", "zstd")
         .create()
         .unwrap();
+    // The broker a client is sent to after bootstrapping is the address the node bound.
+    let metadata = producer
+        .client()
+        .fetch_metadata(None, Duration::from_secs(10))
+        .unwrap();
+    let brokers: Vec<String> = metadata
+        .brokers()
+        .iter()
+        .map(|b| format!("{}:{}", b.host(), b.port()))
+        .collect();
+    assert_eq!(brokers, std::slice::from_ref(&node.bootstrap));
     // All in flight at once: acknowledgements wait for the 100 ms flush, not for each other.
     let keys: Vec<(String, String)> = (0..1_000)
         .map(|i| (format!("k{}", i % 10), format!("v{i}")))

@@ -1,6 +1,17 @@
-//! Helpers shared by the black-box and service tests.
+//! Helpers shared by the black-box and service tests: real services' addresses, unique names,
+//! and `headwater` child processes that bind port 0 and report the addresses they got.
 
 #![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value};
 
 /// The address of a real service started by scripts/services; fails loudly when missing.
 pub fn service(var: &str) -> String {
@@ -22,10 +33,207 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos:x}", std::process::id())
 }
 
-/// A loopback port free right now (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+/// A listener that `headwater` reports at info level once bound (src/serve.rs): the log
+/// message and the field holding the bound address.
+#[derive(Debug, Clone, Copy)]
+pub enum Listener {
+    /// `gateway.listen` of `serve` and `gateway`: ingest, probes and metrics.
+    Ingest,
+    /// `gateway.listen` of `log-node` and `router`: probes and metrics only.
+    Ops,
+    /// `log.kafka_listen` of `serve` and `log-node` (the field `advertised` is what clients
+    /// are told to connect to).
+    Kafka,
+}
+
+impl Listener {
+    fn message(self) -> &'static str {
+        match self {
+            Self::Ingest => "ingest listening",
+            Self::Ops => "probes and metrics listening",
+            Self::Kafka => "kafka protocol listening",
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Self::Ingest => "addr",
+            Self::Ops => "ops",
+            Self::Kafka => "kafka",
+        }
+    }
+}
+
+/// How long a child may take to report a listener (it opens and recovers its log first).
+const REPORT_WITHIN: Duration = Duration::from_secs(60);
+
+/// A `headwater` child process, killed when dropped. It logs JSON lines on a piped stderr; a
+/// thread reads that pipe until the child exits (so the child never blocks on a full pipe),
+/// keeps every line for failure messages, and hands over each "… listening" line, so tests
+/// pass `127.0.0.1:0` and use the address the child itself bound instead of a port that was
+/// free a moment before and may have gone to someone else since.
+pub struct Headwater {
+    /// The process.
+    pub child: Child,
+    name: String,
+    stderr: Arc<Mutex<String>>,
+    reports: Receiver<(String, Map<String, Value>)>,
+    reported: HashMap<String, Map<String, Value>>,
+}
+
+impl Headwater {
+    /// Spawns `command` (a `headwater` command line) with JSON logs at info level at least,
+    /// stdout discarded. `name` is for messages.
+    pub fn spawn(name: &str, mut command: Command) -> Self {
+        // Keep a developer's RUST_LOG, but never lose the listening lines.
+        let filter = match std::env::var("RUST_LOG") {
+            Ok(filter) if !filter.is_empty() => format!("{filter},headwater::serve=info"),
+            _ => "info".to_owned(),
+        };
+        let mut child = command
+            .env("HEADWATER_LOGGING__FORMAT", "json")
+            .env("RUST_LOG", filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn headwater {name}: {e}"));
+        let pipe = child.stderr.take().expect("stderr is piped");
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (sender, reports) = mpsc::channel();
+        let kept = Arc::clone(&stderr);
+        std::thread::spawn(move || drain(pipe, &kept, &sender));
+        Self {
+            child,
+            name: name.to_owned(),
+            stderr,
+            reports,
+            reported: HashMap::new(),
+        }
+    }
+
+    /// The fields of the line reporting `listener` (waiting up to 60 s for it); fails the test
+    /// with the child's stderr when the child exits or stays silent instead.
+    pub fn report(&mut self, listener: Listener) -> Map<String, Value> {
+        let deadline = Instant::now() + REPORT_WITHIN;
+        loop {
+            if let Some(fields) = self.reported.get(listener.message()) {
+                return fields.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.reports.recv_timeout(left) {
+                Ok((message, fields)) => {
+                    self.reported.entry(message).or_insert(fields);
+                }
+                Err(RecvTimeoutError::Timeout) => self.fail(&format!(
+                    "did not report `{}` within {REPORT_WITHIN:?}",
+                    listener.message()
+                )),
+                Err(RecvTimeoutError::Disconnected) => self.fail(&format!(
+                    "closed its stderr before reporting `{}`",
+                    listener.message()
+                )),
+            }
+        }
+    }
+
+    /// The address `listener` is bound to, as the child reported it (see [`Self::report`]).
+    pub fn addr(&mut self, listener: Listener) -> SocketAddr {
+        let fields = self.report(listener);
+        let addr = fields.get(listener.field()).and_then(Value::as_str);
+        match addr.map(str::parse::<SocketAddr>) {
+            Some(Ok(addr)) if addr.port() != 0 => addr,
+            _ => self.fail(&format!(
+                "reported `{}` without a bound address: {fields:?}",
+                listener.message()
+            )),
+        }
+    }
+
+    /// Everything the child wrote on stderr so far, one readable line per log line.
+    pub fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    fn fail(&mut self, why: &str) -> ! {
+        // A child that closed its stderr is exiting: give it a moment to say how.
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status.to_string(),
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                Ok(None) => break "still running".to_owned(),
+                Err(e) => break format!("status unknown: {e}"),
+            }
+        };
+        panic!(
+            "headwater {} {why} ({status}); its stderr:\n{}",
+            self.name,
+            self.stderr()
+        );
+    }
+}
+
+impl Drop for Headwater {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads the child's stderr to its end: keeps each line (JSON made readable) and sends the
+/// fields of every "… listening" line.
+fn drain(pipe: ChildStderr, kept: &Mutex<String>, reports: &Sender<(String, Map<String, Value>)>) {
+    let mut reader = BufReader::new(pipe);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&line);
+        let text = text.trim_end();
+        let parsed: Option<Value> = serde_json::from_str(text).ok();
+        let shown = parsed.as_ref().map_or_else(|| text.to_owned(), readable);
+        {
+            let mut kept = kept.lock().unwrap_or_else(PoisonError::into_inner);
+            kept.push_str(&shown);
+            kept.push('\n');
+        }
+        let Some(Value::Object(mut fields)) =
+            parsed.and_then(|mut v| v.get_mut("fields").map(Value::take))
+        else {
+            continue;
+        };
+        if let Some(Value::String(message)) = fields.remove("message")
+            && message.ends_with(" listening")
+        {
+            // The receiver is gone once the test stopped waiting; keep draining anyway.
+            let _ = reports.send((message, fields));
+        }
+    }
+}
+
+/// A JSON log line as `LEVEL target: message key=value …`.
+fn readable(line: &Value) -> String {
+    let text = |key: &str| line.get(key).and_then(Value::as_str).unwrap_or_default();
+    let mut out = format!("{} {}:", text("level"), text("target"));
+    if let Some(Value::Object(fields)) = line.get("fields") {
+        if let Some(Value::String(message)) = fields.get("message") {
+            out.push(' ');
+            out.push_str(message);
+        }
+        for (key, value) in fields.iter().filter(|(key, _)| *key != "message") {
+            match value {
+                Value::String(s) => out.push_str(&format!(" {key}={s}")),
+                other => out.push_str(&format!(" {key}={other}")),
+            }
+        }
+    }
+    out
 }
