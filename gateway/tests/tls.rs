@@ -8,42 +8,10 @@ use std::path::Path;
 use common::{TestGateway, header};
 use headwater_gateway::GatewayConfig;
 use headwater_gateway::config::{ApiKey, AuthConfig, TlsConfig};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
+use headwater_testing::Pki;
 
-struct Pki {
-    ca_pem: String,
-    client_pem: String,
-}
-
-/// A CA, a server certificate for 127.0.0.1 and a client certificate with CN `device-7`.
-fn make_pki(dir: &Path) -> Pki {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "headwater test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "device-7");
-    let client_key = KeyPair::generate().unwrap();
-    let client = client_params.signed_by(&client_key, &ca).unwrap();
-
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("server.pem"), server.pem()).unwrap();
-    std::fs::write(dir.join("server.key"), server_key.serialize_pem()).unwrap();
-    Pki {
-        ca_pem: ca.pem(),
-        client_pem: format!("{}{}", client.pem(), client_key.serialize_pem()),
-    }
-}
+/// The common name of the client certificate, mapped to tenant `fleet`.
+const DEVICE: &str = "device-7";
 
 fn tls_config(dir: &Path, require: bool) -> GatewayConfig {
     let file = |name: &str| Some(dir.join(name).to_string_lossy().into_owned());
@@ -53,7 +21,7 @@ fn tls_config(dir: &Path, require: bool) -> GatewayConfig {
             key_file: file("server.key"),
             client_ca_file: file("ca.pem"),
             require_client_cert: require,
-            client_tenants: [("device-7".to_owned(), "fleet".to_owned())].into(),
+            client_tenants: [(DEVICE.to_owned(), "fleet".to_owned())].into(),
         },
         auth: AuthConfig {
             keys: vec![ApiKey {
@@ -70,7 +38,8 @@ fn client(pki: &Pki, with_cert: bool) -> reqwest::Client {
     let mut builder = reqwest::Client::builder()
         .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem.as_bytes()).unwrap());
     if with_cert {
-        builder = builder.identity(reqwest::Identity::from_pem(pki.client_pem.as_bytes()).unwrap());
+        let identity = pki.client.identity_pem();
+        builder = builder.identity(reqwest::Identity::from_pem(identity.as_bytes()).unwrap());
     }
     builder.build().unwrap()
 }
@@ -80,7 +49,7 @@ const BODY: &str = r#"[{"type":"ok.a","source":"s","payload":{}}]"#;
 #[tokio::test]
 async fn a_client_certificate_maps_to_a_tenant_and_keys_still_work() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path());
+    let pki = Pki::generate(dir.path(), DEVICE).unwrap();
     let gw = TestGateway::start(tls_config(dir.path(), false)).await;
     let url = format!("https://127.0.0.1:{}/v1/events", gw.addr.port());
 
@@ -133,7 +102,7 @@ async fn a_client_certificate_maps_to_a_tenant_and_keys_still_work() {
 #[tokio::test]
 async fn a_required_client_certificate_refuses_clients_without_one() {
     let dir = tempfile::tempdir().unwrap();
-    let pki = make_pki(dir.path());
+    let pki = Pki::generate(dir.path(), DEVICE).unwrap();
     let gw = TestGateway::start(tls_config(dir.path(), true)).await;
     let url = format!("https://127.0.0.1:{}/v1/events", gw.addr.port());
     let refused = client(&pki, false)

@@ -228,24 +228,13 @@ async fn credentials_are_sent() {
 
 #[tokio::test]
 async fn https_with_a_private_ca() {
-    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).expect("ca params");
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca =
-        CertifiedIssuer::self_signed(ca_params, KeyPair::generate().expect("key")).expect("ca");
-    let server_key = KeyPair::generate().expect("key");
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned()])
-        .expect("params")
-        .signed_by(&server_key, &ca)
-        .expect("server cert");
-    let ca_file = dir.path().join("ca.pem");
-    std::fs::write(&ca_file, ca.pem()).expect("write ca");
+    let pki = headwater_testing::Pki::generate(dir.path(), "client").expect("pki");
+    let ca_file = pki.file("ca.pem");
 
-    let certs = vec![server.der().clone()];
+    let certs = vec![pki.server_der.clone().into()];
     let key =
-        rustls::pki_types::PrivateKeyDer::try_from(server_key.serialize_der()).expect("key der");
+        rustls::pki_types::PrivateKeyDer::try_from(pki.server_key_der.clone()).expect("key der");
     let tls = rustls::ServerConfig::builder()
         .with_no_client_auth()
         .with_single_cert(certs, key)

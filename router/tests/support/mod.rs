@@ -15,6 +15,7 @@ use headwater_router::{
 };
 use headwater_schemas::{Envelope, PayloadFormat};
 use headwater_sinks::{Batch, Delivery, SinkError};
+pub use headwater_testing::eventually;
 
 /// What the scripted sink does with one send.
 pub enum Action {
@@ -243,18 +244,6 @@ pub async fn committed(log: &dyn Log, group: &str, topic: &str) -> i64 {
         sum += log.committed(group, topic, p).await.unwrap().unwrap_or(0);
     }
     sum
-}
-
-/// Waits up to 10 s for `cond`.
-pub async fn eventually(what: &str, mut cond: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while !cond().await {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 /// With a paused clock (`#[tokio::test(start_paused = true)]`): returns once every task has run

@@ -13,7 +13,6 @@ use headwater_kafka::{KafkaOptions, StaticCredentials};
 use headwater_log::{KafkaTlsConfig, LogConfig, LogEngine};
 use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
 use rdkafka::ClientConfig;
 use tokio::sync::watch;
 
@@ -65,7 +64,7 @@ impl TestBroker {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         std::fs::create_dir(&pki).unwrap();
-        make_pki(&pki);
+        headwater_testing::Pki::generate(&pki, "device-7").unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -124,37 +123,6 @@ fn options(addr: SocketAddr, pki: &Path, security: Security) -> KafkaOptions {
         options.sasl = Some(Arc::new(StaticCredentials::new([(USER, PASSWORD)])));
     }
     options
-}
-
-/// A CA (`ca.pem`), a server certificate for 127.0.0.1 (`server.pem`, `server.key`) and a
-/// client certificate (`client.pem`, `client.key`).
-fn make_pki(dir: &Path) {
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "headwater kafka test CA");
-    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
-    let server_key = KeyPair::generate().unwrap();
-    let server = CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
-        .unwrap()
-        .signed_by(&server_key, &ca)
-        .unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_params
-        .distinguished_name
-        .push(DnType::CommonName, "device-7");
-    let client_key = KeyPair::generate().unwrap();
-    let client = client_params.signed_by(&client_key, &ca).unwrap();
-    for (name, pem) in [
-        ("ca.pem", ca.pem()),
-        ("server.pem", server.pem()),
-        ("server.key", server_key.serialize_pem()),
-        ("client.pem", client.pem()),
-        ("client.key", client_key.serialize_pem()),
-    ] {
-        std::fs::write(dir.join(name), pem).unwrap();
-    }
 }
 
 /// librdkafka settings (`key=value`) that reach `broker` with `security`, authenticating as
