@@ -1,5 +1,6 @@
 //! TLS and mTLS on the gateway port: HTTPS ingest with a CA-signed server certificate, a client
 //! certificate mapped to a tenant instead of an API key, and clients without one refused.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 
