@@ -218,9 +218,8 @@ async fn serve_answers_health_readiness_and_metrics_then_stops_on_sigterm() {
         "{body}"
     );
 
-    // SAFETY: kill(2) on our own child's pid.
-    let rc = unsafe { libc::kill(server.process.child.id() as i32, libc::SIGTERM) };
-    assert_eq!(rc, 0);
+    let pid = nix::unistd::Pid::from_raw(server.process.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).unwrap();
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
         if let Some(status) = server.process.child.try_wait().unwrap() {
