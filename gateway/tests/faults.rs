@@ -6,88 +6,32 @@
 mod common;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use common::TestGateway;
 use headwater_gateway::GatewayConfig;
 use headwater_gateway::config::Limits;
-use headwater_log::{
-    Appended, Log, LogConfig, LogEngine, LogError, MemoryLog, PartitionOffsets, Record,
-    StoredRecord, TopicConfig,
-};
+use headwater_log::{LogConfig, LogEngine, LogError, MemoryLog, StoredRecord, TopicConfig};
+use headwater_testing::{Call, ForwardingLog, LogOp};
 use serde_json::Value;
 
-/// A log whose appends fail with "disk full" (retryable) while `full` is set, are refused for
-/// good (permanent) while `refuse` is set, and take `delay` each.
-#[derive(Default)]
-struct FaultyLog {
-    inner: MemoryLog,
-    full: AtomicBool,
-    refuse: AtomicBool,
-    delay: Duration,
+/// Linux's ENOSPC, which [`LogError::io`] classifies as disk full.
+const ENOSPC: i32 = 28;
+
+/// The append fails with "disk full", which a retry can fix once space returns.
+fn disk_full(_: &Call<'_>) -> Option<LogError> {
+    Some(LogError::io(
+        "appending",
+        std::io::Error::from_raw_os_error(ENOSPC),
+    ))
 }
 
-#[async_trait]
-impl Log for FaultyLog {
-    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>, LogError> {
-        tokio::time::sleep(self.delay).await;
-        if self.full.load(Ordering::SeqCst) {
-            return Err(LogError::io(
-                "appending",
-                std::io::Error::from_raw_os_error(libc_enospc()),
-            ));
-        }
-        if self.refuse.load(Ordering::SeqCst) {
-            return Err(LogError::Refused {
-                context: format!("appending to `{topic}`"),
-                source: "TOPIC_AUTHORIZATION_FAILED".into(),
-            });
-        }
-        self.inner.append(topic, records).await
-    }
-    async fn read(
-        &self,
-        t: &str,
-        p: i32,
-        o: i64,
-        b: usize,
-        w: Duration,
-    ) -> Result<Vec<StoredRecord>, LogError> {
-        self.inner.read(t, p, o, b, w).await
-    }
-    async fn offsets(&self, t: &str, p: i32) -> Result<PartitionOffsets, LogError> {
-        self.inner.offsets(t, p).await
-    }
-    async fn commit(&self, g: &str, t: &str, p: i32, o: i64) -> Result<(), LogError> {
-        self.inner.commit(g, t, p, o).await
-    }
-    async fn committed(&self, g: &str, t: &str, p: i32) -> Result<Option<i64>, LogError> {
-        self.inner.committed(g, t, p).await
-    }
-    async fn create_topic(&self, t: &str, n: u32) -> Result<(), LogError> {
-        self.inner.create_topic(t, n).await
-    }
-    async fn delete_topic(&self, t: &str) -> Result<(), LogError> {
-        self.inner.delete_topic(t).await
-    }
-    async fn partitions(&self, t: &str) -> Result<u32, LogError> {
-        self.inner.partitions(t).await
-    }
-    async fn list_topics(&self) -> Result<Vec<String>, LogError> {
-        self.inner.list_topics().await
-    }
-    async fn flush(&self) -> Result<(), LogError> {
-        self.inner.flush().await
-    }
-    async fn check_writable(&self) -> Result<(), LogError> {
-        self.inner.check_writable().await
-    }
-}
-
-fn libc_enospc() -> i32 {
-    28
+/// The log refuses the append for good, which no retry can fix.
+fn refused(call: &Call<'_>) -> Option<LogError> {
+    Some(LogError::Refused {
+        context: format!("appending to `{}`", call.topic.unwrap_or_default()),
+        source: "TOPIC_AUTHORIZATION_FAILED".into(),
+    })
 }
 
 async fn post(gw: &TestGateway, body: String) -> (u16, Option<String>, String) {
@@ -110,9 +54,9 @@ fn batch(id: &str) -> String {
     format!(r#"[{{"id":"{id}","type":"ok.a","source":"s","payload":{{"n":1}}}}]"#)
 }
 
-/// A gateway with default settings over a [`FaultyLog`] that is not failing yet.
-async fn faulty_gateway() -> (Arc<FaultyLog>, TestGateway) {
-    let log = Arc::new(FaultyLog::default());
+/// A gateway with default settings over a [`ForwardingLog`] to memory that is not failing yet.
+async fn faulty_gateway() -> (Arc<ForwardingLog>, TestGateway) {
+    let log = Arc::new(ForwardingLog::new(Arc::new(MemoryLog::default())));
     let dir = tempfile::tempdir().unwrap();
     let gw = TestGateway::start_with(GatewayConfig::default(), log.clone(), None, dir).await;
     (log, gw)
@@ -121,14 +65,18 @@ async fn faulty_gateway() -> (Arc<FaultyLog>, TestGateway) {
 #[tokio::test]
 async fn a_full_disk_answers_503_and_nothing_is_acknowledged_until_space_returns() {
     let (log, gw) = faulty_gateway().await;
-    log.full.store(true, Ordering::SeqCst);
+    log.set_fault(LogOp::Append, disk_full);
     let (status, retry, body) = post(&gw, batch("x1")).await;
     assert_eq!(status, 503, "{body}");
+    assert!(
+        log.calls(LogOp::Append) > 0,
+        "the 503 must come from the failed append"
+    );
     assert_eq!(retry.as_deref(), Some("1"));
     assert!(body.contains("log tier unavailable"), "{body}");
     assert!(gw.records("events").await.is_empty());
     // Space returns: the client's retry of the same id is appended, once.
-    log.full.store(false, Ordering::SeqCst);
+    log.clear_fault(LogOp::Append);
     let (status, _, body) = post(&gw, batch("x1")).await;
     assert_eq!(status, 200, "{body}");
     let (status, _, _) = post(&gw, batch("x1")).await;
@@ -140,9 +88,13 @@ async fn a_full_disk_answers_503_and_nothing_is_acknowledged_until_space_returns
 #[tokio::test]
 async fn a_permanent_log_error_answers_500_without_retry_after() {
     let (log, gw) = faulty_gateway().await;
-    log.refuse.store(true, Ordering::SeqCst);
+    log.set_fault(LogOp::Append, refused);
     let (status, retry, body) = post(&gw, batch("p1")).await;
     assert_eq!(status, 500, "{body}");
+    assert!(
+        log.calls(LogOp::Append) > 0,
+        "the 500 must come from the refused append"
+    );
     assert_eq!(retry, None, "a permanent failure must not invite a retry");
     assert!(body.contains("log tier refused the append"), "{body}");
     assert!(body.contains("TOPIC_AUTHORIZATION_FAILED"), "{body}");
@@ -200,10 +152,10 @@ async fn a_record_too_large_for_its_topic_is_rejected_alone() {
 
 #[tokio::test]
 async fn requests_over_the_concurrency_limit_are_shed_with_503() {
-    let log = Arc::new(FaultyLog {
-        delay: Duration::from_millis(800),
-        ..FaultyLog::default()
-    });
+    // Each append takes 800 ms, so the first request still holds the one slot when the others
+    // arrive.
+    let log = Arc::new(ForwardingLog::new(Arc::new(MemoryLog::default())));
+    log.set_delay(LogOp::Append, Duration::from_millis(800));
     let config = GatewayConfig {
         limits: Limits {
             max_concurrent_requests: 1,
