@@ -8,17 +8,17 @@ use std::time::Duration;
 use anyhow::Context;
 use headwater_log::Log;
 use headwater_router::{Router, RouterHandle, RouterOptions, RouterParts, SinkFactory, SinkSpec};
-use headwater_sinks::config::{SinkConfig, SinkContext, SinksConfig};
+use headwater_sinks::{ConfigError, SinkConfig, SinkContext, SinksConfig, error_chain};
 
 use crate::config::Config;
 
 /// How often routes.yaml is checked for changes.
 const ROUTES_POLL: Duration = Duration::from_secs(2);
 
-/// A routes.yaml sink entry as a sink configuration, with the deployment defaults applied.
-fn sink_config(spec: &SinkSpec, defaults: &SinksConfig) -> Result<SinkConfig, String> {
-    let entry: SinkConfig = yaml_serde::from_value(spec.spec.clone()).map_err(|e| e.to_string())?;
-    Ok(entry.with_defaults(defaults).named(&spec.label))
+/// A routes.yaml sink entry as a sink configuration: the entry deep-merged over the
+/// deployment defaults of its kind, named after the router's label unless it has a `name`.
+fn sink_config(spec: &SinkSpec, defaults: &SinksConfig) -> Result<SinkConfig, ConfigError> {
+    Ok(SinkConfig::from_entry(&spec.spec, defaults)?.named(&spec.label))
 }
 
 /// Builds sinks for the router's routes.
@@ -30,7 +30,7 @@ pub fn sink_factory(config: &Config, log: Option<Arc<dyn Log>>) -> SinkFactory {
     };
     Arc::new(move |spec: &SinkSpec| {
         let entry = sink_config(spec, &defaults)?;
-        headwater_sinks::config::build(&entry, &ctx).map_err(|e| e.to_string())
+        headwater_sinks::build(&entry, &ctx)
     })
 }
 
@@ -66,6 +66,7 @@ async fn reload_on_sighup(handle: Arc<RouterHandle>, path: String) {
             return;
         }
         if let Err(error) = handle.reload_file(&path).await {
+            let error = error_chain(&error);
             tracing::error!(%error, path, "SIGHUP: routes not reloaded; keeping the previous routes");
         }
     }
@@ -77,16 +78,9 @@ pub fn check_file(config: &Config, file: &std::path::Path) -> Result<String, Vec
         std::fs::read_to_string(file).map_err(|e| vec![format!("{}: {e}", file.display())])?;
     let defaults = config.sinks.clone();
     let check_sink = move |spec: &SinkSpec| -> Result<(), String> {
-        let entry = sink_config(spec, &defaults)?;
-        let problems = entry.validate("");
-        if problems.is_empty() {
-            return Ok(());
-        }
-        Err(problems
-            .iter()
-            .map(|(key, message)| format!("{}: {message}", key.trim_start_matches('.')))
-            .collect::<Vec<_>>()
-            .join("; "))
+        sink_config(spec, &defaults)
+            .and_then(|entry| entry.check())
+            .map_err(|e| error_chain(&e))
     };
     match headwater_router::check_routes_with(&text, &check_sink) {
         Ok(routes) => Ok(format!(

@@ -1,7 +1,7 @@
 //! `RouterError`: the one error type of the router, with a retryable/permanent split.
 
 use headwater_log::LogError;
-use headwater_sinks::SinkError;
+use headwater_sinks::{BuildError, SinkError};
 
 use crate::rules::RouteProblem;
 
@@ -26,14 +26,15 @@ pub enum RouterError {
         problems: Vec<RouteProblem>,
     },
     /// The caller's sink factory refused a sink spec.
-    #[error("route `{route}`: cannot build sink {sink}: {reason}")]
+    #[error("route `{route}`: cannot build sink {sink}")]
     SinkFactory {
         /// Route name.
         route: String,
         /// Sink label.
         sink: String,
-        /// What the factory said.
-        reason: String,
+        /// Why (an invalid entry, or a sink that cannot be set up).
+        #[source]
+        source: BuildError,
     },
     /// The log failed (reading, committing offsets, appending dead letters).
     #[error("log error while {context}")]

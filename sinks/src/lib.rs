@@ -1,11 +1,15 @@
 //! Headwater's sinks: the [`Sink`] trait and its S3, Elasticsearch/OpenSearch and topic
-//! implementations. Pure mechanism: routing policy (what goes where, batching, offsets) lives
-//! in the router.
+//! implementations, one folder each. Pure mechanism: routing policy (what goes where,
+//! batching, offsets, retries) lives in the router; a sink delivers once and classifies what
+//! failed ([`SinkError`]).
 
+mod build;
 pub mod config;
 #[cfg(test)]
 mod config_tests;
 pub mod elasticsearch;
+mod error;
+mod instrumented;
 pub mod memory;
 pub mod metrics;
 pub mod s3;
@@ -13,20 +17,19 @@ mod time;
 pub mod topic;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use headwater_schemas::Envelope;
 
-pub use config::{
-    Compression, ElasticsearchConfig, KafkaDefaults, S3Config, SinkConfig, SinkContext,
-    SinksConfig, TlsConfig, TopicConfig, build,
-};
-pub use elasticsearch::ElasticsearchSink;
+pub use build::build;
+pub use config::{KafkaDefaults, SinkConfig, SinkContext, SinksConfig};
+pub use elasticsearch::{ElasticsearchConfig, ElasticsearchSink, EsError, TlsConfig};
+pub use error::{BuildError, Cause, Classify, ConfigError, Problem, SinkError, error_chain};
+pub use instrumented::Instrumented;
 pub use memory::MemorySink;
-pub use s3::S3Sink;
-pub use topic::TopicSink;
+pub use s3::{Compression, S3Config, S3Error, S3Sink};
+pub use topic::{TopicConfig, TopicError, TopicSink};
 
 /// One event on its way out, with where it came from in the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,37 +84,6 @@ impl Delivery {
     /// Whether every event was delivered.
     pub fn is_complete(&self) -> bool {
         self.retry.is_empty() && self.rejected.is_empty()
-    }
-}
-
-/// Why a sink could not take a batch.
-#[derive(Debug, thiserror::Error)]
-pub enum SinkError {
-    /// The destination is unreachable, overloaded or failed; the whole batch may be sent again.
-    #[error("{sink} unavailable: {reason}")]
-    Unavailable {
-        /// Sink kind, e.g. `s3`.
-        sink: &'static str,
-        /// What happened.
-        reason: String,
-        /// When to try again, if the destination said.
-        retry_after: Option<Duration>,
-    },
-    /// The sink is misconfigured (bad credentials, missing bucket): retrying will not help
-    /// until an operator acts, but nothing may be dropped either.
-    #[error("{sink} misconfigured: {reason}")]
-    Config {
-        /// Sink kind.
-        sink: &'static str,
-        /// What is wrong.
-        reason: String,
-    },
-}
-
-impl SinkError {
-    /// Whether sending the same batch later can succeed without an operator.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Self::Unavailable { .. })
     }
 }
 

@@ -8,7 +8,29 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::{Batch, Delivery, OutEvent, Sink, SinkError};
+use crate::{Batch, Classify, Delivery, OutEvent, Sink, SinkError};
+
+/// What a [`MemorySink`] was told to fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum MemoryError {
+    /// [`MemorySink::fail_next`] (retryable).
+    #[error("told to fail")]
+    ToldToFail,
+    /// [`MemorySink::set_healthy`] with `false` (retryable).
+    #[error("told to be unhealthy")]
+    ToldToBeUnhealthy,
+    /// [`MemorySink::set_config_error`] (not retryable).
+    #[error("{0}")]
+    Config(String),
+}
+
+impl Classify for MemoryError {
+    const SINK: &'static str = "memory";
+
+    fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Config(_))
+    }
+}
 
 #[derive(Default)]
 struct State {
@@ -131,18 +153,11 @@ impl Sink for MemorySink {
         }
         let mut state = self.state();
         if let Some(reason) = &state.config_error {
-            return Err(SinkError::Config {
-                sink: "memory",
-                reason: reason.clone(),
-            });
+            return Err(MemoryError::Config(reason.clone()).into());
         }
         if state.fail_next > 0 {
             state.fail_next -= 1;
-            return Err(SinkError::Unavailable {
-                sink: "memory",
-                reason: "told to fail".to_owned(),
-                retry_after: None,
-            });
+            return Err(MemoryError::ToldToFail.into());
         }
         let mut delivery = Delivery::all();
         let mut kept = Vec::with_capacity(batch.events.len());
@@ -170,11 +185,7 @@ impl Sink for MemorySink {
         if self.state().healthy {
             Ok(())
         } else {
-            Err(SinkError::Unavailable {
-                sink: "memory",
-                reason: "told to be unhealthy".to_owned(),
-                retry_after: None,
-            })
+            Err(MemoryError::ToldToBeUnhealthy.into())
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Metric names of the sinks (`headwater_sink_*`), their descriptions, and the one place that
-//! records a finished `send`.
+//! records a finished `send` (called by [`crate::Instrumented`]).
 
 use std::time::Instant;
 
@@ -11,12 +11,13 @@ use crate::{Delivery, SinkError};
 /// `retry` (transient per-event failure), `rejected` (refused for good, sent to the DLQ by the
 /// router), `failed` (the whole batch failed: `Unavailable` or `Config`).
 pub const EVENTS_TOTAL: &str = "headwater_sink_events_total";
-/// Wall time of one `send`, retries inside the sink included (labels `route`, `sink`).
+/// Wall time of one `send` (labels `route`, `sink`).
 pub const BATCH_DURATION_SECONDS: &str = "headwater_sink_batch_duration_seconds";
 /// Bytes written to the destination: compressed object bytes for S3, request body bytes as
 /// sent for Elasticsearch, key + value + header bytes for topics (labels `route`, `sink`).
 pub const BYTES_TOTAL: &str = "headwater_sink_bytes_total";
-/// Requests the sink retried by itself after a transient failure (labels `route`, `sink`).
+/// Sends that ended with something to send again: the whole batch failed, or some events
+/// were listed for retry; the router re-sends after its backoff (labels `route`, `sink`).
 pub const RETRIES_TOTAL: &str = "headwater_sink_retries_total";
 
 /// Outcome label: delivered.
@@ -37,10 +38,13 @@ pub fn describe() {
     describe_histogram!(
         BATCH_DURATION_SECONDS,
         Unit::Seconds,
-        "Wall time of one sink send, retries included"
+        "Wall time of one sink send"
     );
     describe_counter!(BYTES_TOTAL, Unit::Bytes, "Bytes written by a sink");
-    describe_counter!(RETRIES_TOTAL, "Requests a sink retried by itself");
+    describe_counter!(
+        RETRIES_TOTAL,
+        "Sink sends that left events to send again (the router retries them)"
+    );
 }
 
 /// Records the outcome of one `send` of `events` events that started at `started`.
@@ -58,7 +62,7 @@ pub(crate) fn observe_send(
             ("outcome", outcome.to_owned()),
         ]
     };
-    match result {
+    let to_retry = match result {
         Ok(delivery) => {
             let retry = delivery.retry.len();
             let rejected = delivery.rejected.len();
@@ -70,8 +74,16 @@ pub(crate) fn observe_send(
             if rejected > 0 {
                 counter!(EVENTS_TOTAL, &labels(REJECTED)).increment(rejected as u64);
             }
+            retry > 0
         }
-        Err(_) => counter!(EVENTS_TOTAL, &labels(FAILED)).increment(events as u64),
+        Err(_) => {
+            counter!(EVENTS_TOTAL, &labels(FAILED)).increment(events as u64);
+            true
+        }
+    };
+    if to_retry {
+        counter!(RETRIES_TOTAL, "route" => route.to_owned(), "sink" => sink.to_owned())
+            .increment(1);
     }
     histogram!(
         BATCH_DURATION_SECONDS,
@@ -85,11 +97,6 @@ pub(crate) fn observe_send(
 pub(crate) fn add_bytes(route: &str, sink: &str, bytes: usize) {
     counter!(BYTES_TOTAL, "route" => route.to_owned(), "sink" => sink.to_owned())
         .increment(bytes as u64);
-}
-
-/// Counts one retry made inside a sink.
-pub(crate) fn add_retry(route: &str, sink: &str) {
-    counter!(RETRIES_TOTAL, "route" => route.to_owned(), "sink" => sink.to_owned()).increment(1);
 }
 
 #[cfg(test)]
@@ -171,12 +178,11 @@ mod tests {
             observe_send("lake", "s3", 10, Instant::now(), &Ok(delivery));
             let failed = Err(SinkError::Unavailable {
                 sink: "s3",
-                reason: "down".to_owned(),
+                reason: "down".into(),
                 retry_after: None,
             });
             observe_send("lake", "s3", 4, Instant::now(), &failed);
             add_bytes("lake", "s3", 1234);
-            add_retry("lake", "s3");
         });
         let events = |outcome: &str| {
             capture.get(&format!(
@@ -197,7 +203,8 @@ mod tests {
         );
         assert_eq!(
             capture.get("headwater_sink_retries_total{route=lake,sink=s3}"),
-            1
+            2,
+            "the send with an event to retry and the failed one"
         );
     }
 }

@@ -3,7 +3,7 @@
 
 /// A UTC date and hour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UtcHour {
+pub(crate) struct UtcHour {
     /// Year, e.g. 2026.
     pub year: i64,
     /// Month, 1..=12.
@@ -16,7 +16,7 @@ pub struct UtcHour {
 
 impl UtcHour {
     /// The UTC date and hour of `ms` milliseconds since the Unix epoch (negative is before 1970).
-    pub fn from_epoch_ms(ms: i64) -> Self {
+    pub(crate) fn from_epoch_ms(ms: i64) -> Self {
         let secs = ms.div_euclid(1000);
         let days = secs.div_euclid(86_400);
         let hour = (secs.rem_euclid(86_400) / 3600) as u32;
@@ -30,7 +30,7 @@ impl UtcHour {
     }
 
     /// `YYYY-MM-DD`.
-    pub fn date(&self) -> String {
+    pub(crate) fn date(&self) -> String {
         format!("{:04}-{:02}-{:02}", self.year, self.month, self.day)
     }
 }

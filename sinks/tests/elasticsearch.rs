@@ -1,4 +1,5 @@
 //! The Elasticsearch sink against the real OpenSearch from `scripts/services`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 mod common;
 
@@ -6,16 +7,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{batch, event, service, unique};
-use headwater_sinks::{Batch, ElasticsearchConfig, ElasticsearchSink, Sink, SinkError};
+use headwater_sinks::{
+    Batch, ElasticsearchConfig, ElasticsearchSink, Sink, SinkError, error_chain,
+};
 use serde_json::{Value, json};
 
 fn config(index: &str) -> ElasticsearchConfig {
     ElasticsearchConfig {
         url: service("HEADWATER_TEST_OPENSEARCH"),
         index: index.to_owned(),
-        max_attempts: 3,
-        retry_budget_ms: 5_000,
-        initial_backoff_ms: 50,
         ..ElasticsearchConfig::default()
     }
 }
@@ -117,31 +117,35 @@ async fn mapping_conflict_rejects_only_that_item() {
 }
 
 #[tokio::test]
-async fn dead_endpoint_is_unavailable_after_bounded_retries() {
+async fn dead_endpoint_is_unavailable_at_once() {
     let port = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         listener.local_addr().expect("addr").port()
     };
     let cfg = ElasticsearchConfig {
         url: format!("http://127.0.0.1:{port}"),
-        max_attempts: 4,
-        initial_backoff_ms: 20,
-        max_backoff_ms: 100,
-        retry_budget_ms: 2_000,
         ..ElasticsearchConfig::default()
     };
     let sink = ElasticsearchSink::new(&cfg).expect("sink");
     let started = Instant::now();
     let err = sink.send(batch("search", 0, 5)).await.expect_err("dead");
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
-    assert!(err.to_string().contains("4 attempts"), "{err}");
-    assert!(started.elapsed() < Duration::from_secs(5));
-    assert!(sink.healthcheck().await.is_err());
+    let text = error_chain(&err);
+    assert!(
+        text.starts_with("elasticsearch unavailable: _bulk request failed: "),
+        "{text}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "one request, no retries in the sink"
+    );
+    assert!(sink.healthcheck().await.expect_err("dead").is_retryable());
 }
 
 #[tokio::test]
-async fn overloaded_cluster_is_retried_with_backoff() {
-    // A stand-in that answers 429 twice, then passes requests on to the real OpenSearch.
+async fn overloaded_cluster_is_retryable_with_its_retry_after() {
+    // A stand-in that answers 429 (Retry-After: 7) twice, then passes requests on to the real
+    // OpenSearch. The sink sends once per call; the router would wait and send again.
     let upstream = service("HEADWATER_TEST_OPENSEARCH");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -155,6 +159,12 @@ async fn overloaded_cluster_is_retried_with_backoff() {
         ..config(&prefix)
     };
     let sink = ElasticsearchSink::new(&cfg).expect("sink");
+    for _ in 0..2 {
+        let err = sink.send(batch("search", 0, 5)).await.expect_err("429");
+        assert!(err.is_retryable(), "{err}");
+        assert_eq!(err.retry_after(), Some(Duration::from_secs(7)));
+        assert!(error_chain(&err).contains("_bulk answered 429"), "{err}");
+    }
     let delivery = sink.send(batch("search", 0, 5)).await.expect("send");
     assert!(delivery.is_complete());
     assert_eq!(refresh_and_count(&prefix).await, 5);
@@ -257,7 +267,6 @@ async fn https_with_a_private_ca() {
     let index = unique("hwtest-tls");
     let base = ElasticsearchConfig {
         url: format!("https://{addr}"),
-        max_attempts: 1,
         ..config(&index)
     };
 
@@ -293,7 +302,7 @@ async fn https_with_a_private_ca() {
     proxy.abort();
 }
 
-/// A tiny HTTP/1.1 proxy that refuses the first `n` requests with 429.
+/// A tiny HTTP/1.1 proxy that refuses the first `n` requests with 429 (`Retry-After: 7`).
 mod common_proxy {
     use std::sync::{Arc, Mutex};
 
@@ -301,10 +310,10 @@ mod common_proxy {
     use tokio::net::TcpListener;
     use tokio_rustls::TlsAcceptor;
 
-    pub trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+    pub(crate) trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
     impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 
-    pub async fn serve(
+    pub(crate) async fn serve(
         listener: TcpListener,
         upstream: String,
         refuse: usize,
@@ -314,7 +323,7 @@ mod common_proxy {
     }
 
     /// [`serve`], over TLS when `tls` is given.
-    pub async fn serve_with(
+    pub(crate) async fn serve_with(
         listener: TcpListener,
         tls: Option<TlsAcceptor>,
         upstream: String,
@@ -336,7 +345,7 @@ mod common_proxy {
             heads.lock().expect("heads").push(head.clone());
             let reply = if refuse > 0 {
                 refuse -= 1;
-                "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nretry-after: 0\r\n\
+                "HTTP/1.1 429 Too Many Requests\r\ncontent-length: 0\r\nretry-after: 7\r\n\
                  connection: close\r\n\r\n"
                     .as_bytes()
                     .to_vec()

@@ -1,5 +1,6 @@
 //! The S3 sink against the real S3-compatible server from `scripts/services` (moto), and the
 //! local-filesystem store in a temporary directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! The topic sink into the internal log (`MemoryLog`) and into the real Kafka broker from
 //! `scripts/services`, read back with an rdkafka consumer.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test (or bench) fails by panicking
 
 mod common;
 
@@ -12,7 +13,8 @@ use common::{batch, event, service, unique};
 use headwater_log::{Log, LogConfig, MemoryLog, partition_for_key};
 use headwater_schemas::Envelope;
 use headwater_sinks::{
-    Batch, Sink, SinkConfig, SinkContext, SinkError, TopicConfig, TopicSink, build,
+    Batch, BuildError, Sink, SinkConfig, SinkContext, SinkError, TopicConfig, TopicSink, build,
+    error_chain,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -114,7 +116,14 @@ fn topic_without_brokers_or_log_is_a_config_error() {
     let err = build(&entry, &SinkContext::default())
         .err()
         .expect("no log, no brokers");
-    assert!(matches!(err, SinkError::Config { .. }), "{err}");
+    assert!(
+        matches!(err, BuildError::Setup { sink: "topic", .. }),
+        "{err}"
+    );
+    assert_eq!(
+        error_chain(&err),
+        "cannot set up the topic sink: no `brokers` and no internal log in this process"
+    );
 }
 
 async fn create_topic(brokers: &str, topic: &str, partitions: i32) {

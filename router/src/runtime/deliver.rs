@@ -5,37 +5,40 @@
 use std::future::Future;
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use headwater_log::LogError;
 use headwater_log::Record;
-use headwater_sinks::{Batch, Delivery, OutEvent};
-use rand::Rng;
+use headwater_sinks::{Batch, Delivery, OutEvent, error_chain};
 use tokio::time::Instant;
 
 use super::RouteSink;
 use super::batch::{OpenBatch, rejected};
 use super::task::PartitionTask;
 
-/// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`, `d` doubling up to
-/// the maximum.
+/// Exponential backoff with "equal jitter", endless: each delay is drawn from `[d/2, d)`, `d`
+/// doubling from the initial delay up to the maximum. backon adds up to 100% of its base as
+/// jitter, so its base is `d/2`.
 pub(crate) struct Backoff {
-    next: Duration,
+    delays: ExponentialBackoff,
     max: Duration,
 }
 
 impl Backoff {
     pub(crate) fn new(initial: Duration, max: Duration) -> Self {
-        Self {
-            next: initial,
-            max: max.max(initial),
-        }
+        let max = max.max(initial);
+        let delays = ExponentialBuilder::new()
+            .with_min_delay(initial / 2)
+            .with_max_delay(max / 2)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        Self { delays, max }
     }
 
     /// The next delay; `hint` (a server's Retry-After) raises it, up to the maximum.
     pub(crate) fn delay(&mut self, hint: Option<Duration>) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        let low = d / 2;
-        let jittered = low + (d - low).mul_f64(rand::rng().random::<f64>());
+        let jittered = self.delays.next().unwrap_or(self.max).min(self.max);
         jittered.max(hint.unwrap_or_default().min(self.max))
     }
 }
@@ -185,12 +188,8 @@ impl PartitionTask {
                 Err(e) => {
                     m.up.set(0.0);
                     m.failed.increment(n as u64);
-                    let hint = match &e {
-                        headwater_sinks::SinkError::Unavailable { retry_after, .. } => *retry_after,
-                        _ => None,
-                    };
-                    let delay = backoff.delay(hint);
-                    tracing::warn!(sink = %sink.label, error = %e, retryable = e.is_retryable(), retry_in_ms = delay.as_millis() as u64, "sink send failed; batch will be re-sent");
+                    let delay = backoff.delay(e.retry_after());
+                    tracing::warn!(sink = %sink.label, error = %error_chain(&e), retryable = e.is_retryable(), retry_in_ms = delay.as_millis() as u64, "sink send failed; batch will be re-sent");
                     self.update_lag().await; // lag keeps growing while the sink is down
                     delay
                 }
@@ -260,14 +259,33 @@ mod tests {
 
     #[test]
     fn backoff_doubles_with_jitter_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(1000));
+        let ms = Duration::from_millis;
+        let mut b = Backoff::new(ms(100), ms(1000));
         let d1 = b.delay(None);
-        assert!(d1 >= Duration::from_millis(50) && d1 <= Duration::from_millis(100));
+        assert!(d1 >= ms(50) && d1 <= ms(100), "{d1:?}");
         let d2 = b.delay(None);
-        assert!(d2 >= Duration::from_millis(100) && d2 <= Duration::from_millis(200));
-        for _ in 0..10 {
-            assert!(b.delay(None) <= Duration::from_millis(1000));
+        assert!(d2 >= ms(100) && d2 <= ms(200), "{d2:?}");
+        for _ in 0..100 {
+            let d = b.delay(None);
+            assert!(d <= ms(1000), "{d:?}");
         }
-        assert!(b.delay(Some(Duration::from_secs(60))) == Duration::from_millis(1000));
+        let late: Vec<Duration> = (0..20).map(|_| b.delay(None)).collect();
+        assert!(
+            late.iter().all(|d| *d >= ms(499)),
+            "capped at [max/2, max]: {late:?}"
+        );
+        assert!(b.delay(Some(Duration::from_secs(60))) == ms(1000));
+        assert!(
+            b.delay(Some(ms(2))) >= ms(499),
+            "a small hint does not shorten the delay"
+        );
+    }
+
+    #[test]
+    fn backoff_never_ends() {
+        let mut b = Backoff::new(Duration::from_millis(1), Duration::from_millis(4));
+        for _ in 0..10_000 {
+            assert!(b.delay(None) <= Duration::from_millis(4));
+        }
     }
 }

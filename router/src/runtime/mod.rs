@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use headwater_log::Log;
-use headwater_sinks::Sink;
+use headwater_sinks::{BuildError, Sink, error_chain};
 use tokio::sync::{Mutex, Notify, watch};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
@@ -32,8 +32,9 @@ pub use routes_file::spawn_routes_watcher;
 /// could not be rebuilt, with `hw.error`, `hw.route` and `hw.sink` headers.
 pub const DLQ_TOPIC: &str = "router.dlq";
 
-/// Builds a sink from its spec in routes.yaml; `Err` explains why it cannot.
-pub type SinkFactory = Arc<dyn Fn(&SinkSpec) -> Result<Arc<dyn Sink>, String> + Send + Sync>;
+/// Builds a sink from its spec in routes.yaml; `Err` says why it cannot (the binary's factory
+/// is `headwater_sinks::SinkConfig::from_entry` + `headwater_sinks::build`).
+pub type SinkFactory = Arc<dyn Fn(&SinkSpec) -> Result<Arc<dyn Sink>, BuildError> + Send + Sync>;
 
 /// Run-time settings (see [`RouterConfig`] for the configured ones).
 #[derive(Debug, Clone)]
@@ -282,10 +283,14 @@ impl RouterHandle {
     ) -> Result<(Arc<Route>, Arc<[RouteSink]>, Vec<(Arc<str>, i32)>), RouterError> {
         let mut sinks = Vec::with_capacity(route.sinks.len());
         for spec in &route.sinks {
-            let sink = (self.factory)(spec).map_err(|reason| RouterError::SinkFactory {
-                route: route.name.to_string(),
-                sink: spec.label.clone(),
-                reason,
+            let sink = (self.factory)(spec).map_err(|source| {
+                // The caller may log only the top of the error: say why here.
+                tracing::error!(route = %route.name, sink = %spec.label, error = %error_chain(&source), "cannot build sink");
+                RouterError::SinkFactory {
+                    route: route.name.to_string(),
+                    sink: spec.label.clone(),
+                    source,
+                }
             })?;
             sinks.push(RouteSink {
                 sink,
@@ -368,7 +373,7 @@ async fn stop_route(mut rt: RouteTasks, timeout: Duration) {
         match tokio::time::timeout(timeout, s.sink.flush()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                tracing::warn!(route = %rt.route.name, sink = %s.label, error = %e, "sink flush failed")
+                tracing::warn!(route = %rt.route.name, sink = %s.label, error = %error_chain(&e), "sink flush failed")
             }
             Err(_) => {
                 tracing::warn!(route = %rt.route.name, sink = %s.label, "sink flush timed out")

@@ -121,22 +121,36 @@ struct ItemResult {
     error: Option<serde_json::Value>,
 }
 
+/// Why a `_bulk` response could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum BulkResponseError {
+    /// Not the JSON of a bulk response.
+    #[error("not a _bulk response")]
+    Json(#[source] serde_json::Error),
+    /// Not one result per action.
+    #[error("_bulk response has {got} items for {expected} actions")]
+    Count {
+        /// Results in the response.
+        got: usize,
+        /// Actions sent.
+        expected: usize,
+    },
+}
+
 /// Reads a `_bulk` response for `expected` items. Fails when the body is not a bulk response
 /// or does not have one result per item.
-pub fn parse_response(body: &[u8], expected: usize) -> Result<Vec<ItemOutcome>, String> {
-    let head: ErrorsOnly =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
+pub fn parse_response(body: &[u8], expected: usize) -> Result<Vec<ItemOutcome>, BulkResponseError> {
+    let head: ErrorsOnly = serde_json::from_slice(body).map_err(BulkResponseError::Json)?;
     let _ = head.items;
     if !head.errors {
         return Ok(vec![ItemOutcome::Ok; expected]);
     }
-    let full: Full =
-        serde_json::from_slice(body).map_err(|e| format!("unreadable _bulk response: {e}"))?;
+    let full: Full = serde_json::from_slice(body).map_err(BulkResponseError::Json)?;
     if full.items.len() != expected {
-        return Err(format!(
-            "_bulk response has {} items for {expected} actions",
-            full.items.len()
-        ));
+        return Err(BulkResponseError::Count {
+            got: full.items.len(),
+            expected,
+        });
     }
     Ok(full
         .items

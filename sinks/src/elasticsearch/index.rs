@@ -26,6 +26,34 @@ enum DatePiece {
     Sep(char),
 }
 
+/// Why an index pattern does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IndexPatternError {
+    /// A `{` without its `}`.
+    #[error("unclosed `{{` in `{0}`")]
+    Unclosed(String),
+    /// A `}` without its `{`.
+    #[error("unmatched `}}` in `{0}`")]
+    Unmatched(String),
+    /// A character Elasticsearch refuses in index names.
+    #[error("`{0}` is not allowed in an index name")]
+    Forbidden(char),
+    /// Nothing at all.
+    #[error("must not be empty")]
+    Empty,
+    /// A leading `-`, `_` or `+`.
+    #[error("must not start with `-`, `_` or `+`")]
+    BadStart,
+    /// A placeholder that is neither a field nor a date.
+    #[error(
+        "unknown placeholder `{{{0}}}`: use {{type}}, {{route}}, {{tenant}} or a date like {{yyyy.MM.dd}}"
+    )]
+    UnknownPlaceholder(String),
+    /// A date placeholder with separators only.
+    #[error("empty placeholder `{{{0}}}`")]
+    EmptyPlaceholder(String),
+}
+
 /// A parsed index pattern: literal text, `{type}`, `{route}`, `{tenant}`, and dates from the
 /// event's `received_at` in UTC written with `yyyy`, `MM`, `dd`, `HH` and `.`, `-`, `_`
 /// between them (e.g. `{yyyy.MM.dd}`, `{yyyy-MM}`).
@@ -36,7 +64,7 @@ pub struct IndexPattern {
 
 impl IndexPattern {
     /// Parses a pattern; the error says which part is wrong.
-    pub fn parse(pattern: &str) -> Result<Self, String> {
+    pub fn parse(pattern: &str) -> Result<Self, IndexPatternError> {
         let mut pieces = Vec::new();
         let mut rest = pattern;
         while !rest.is_empty() {
@@ -44,7 +72,7 @@ impl IndexPattern {
                 Some(0) => {
                     let end = rest
                         .find('}')
-                        .ok_or_else(|| format!("unclosed `{{` in `{pattern}`"))?;
+                        .ok_or_else(|| IndexPatternError::Unclosed(pattern.to_owned()))?;
                     pieces.push(placeholder(&rest[1..end])?);
                     rest = &rest[end + 1..];
                 }
@@ -52,10 +80,10 @@ impl IndexPattern {
                     let end = found.unwrap_or(rest.len());
                     let lit = &rest[..end];
                     if lit.contains('}') {
-                        return Err(format!("unmatched `}}` in `{pattern}`"));
+                        return Err(IndexPatternError::Unmatched(pattern.to_owned()));
                     }
                     if let Some(c) = lit.chars().find(|c| is_forbidden(*c)) {
-                        return Err(format!("`{c}` is not allowed in an index name"));
+                        return Err(IndexPatternError::Forbidden(c));
                     }
                     pieces.push(Piece::Lit(lit.to_lowercase()));
                     rest = &rest[end..];
@@ -63,9 +91,9 @@ impl IndexPattern {
             }
         }
         match pieces.first() {
-            None => Err("must not be empty".to_owned()),
+            None => Err(IndexPatternError::Empty),
             Some(Piece::Lit(l)) if l.starts_with(['-', '_', '+']) => {
-                Err("must not start with `-`, `_` or `+`".to_owned())
+                Err(IndexPatternError::BadStart)
             }
             _ => Ok(Self { pieces }),
         }
@@ -98,7 +126,7 @@ impl IndexPattern {
     }
 }
 
-fn placeholder(name: &str) -> Result<Piece, String> {
+fn placeholder(name: &str) -> Result<Piece, IndexPatternError> {
     match name {
         "type" => return Ok(Piece::Type),
         "route" => return Ok(Piece::Route),
@@ -119,16 +147,13 @@ fn placeholder(name: &str) -> Result<Piece, String> {
         } else if let Some(c @ ('.' | '-' | '_')) = rest.chars().next() {
             (DatePiece::Sep(c), 1)
         } else {
-            return Err(format!(
-                "unknown placeholder `{{{name}}}`: use {{type}}, {{route}}, {{tenant}} or a date \
-                 like {{yyyy.MM.dd}}"
-            ));
+            return Err(IndexPatternError::UnknownPlaceholder(name.to_owned()));
         };
         parts.push(piece);
         rest = &rest[len..];
     }
     if parts.iter().all(|p| matches!(p, DatePiece::Sep(_))) {
-        return Err(format!("empty placeholder `{{{name}}}`"));
+        return Err(IndexPatternError::EmptyPlaceholder(name.to_owned()));
     }
     Ok(Piece::Date(parts))
 }
@@ -207,5 +232,13 @@ mod tests {
         for bad in ["", "a-{nope}", "a-{", "a}", "a b", "_a", "x-{..}", "a:b"] {
             assert!(IndexPattern::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            IndexPattern::parse("a-{nope}").unwrap_err().to_string(),
+            "unknown placeholder `{nope}`: use {type}, {route}, {tenant} or a date like {yyyy.MM.dd}"
+        );
+        assert_eq!(
+            IndexPattern::parse("a-{").unwrap_err().to_string(),
+            "unclosed `{` in `a-{`"
+        );
     }
 }

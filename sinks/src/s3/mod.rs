@@ -1,23 +1,25 @@
 //! The S3 sink: one NDJSON object (zstd or gzip) per batch, keyed by route, hour and offset
 //! range, through object_store (AmazonS3 or a local directory).
 
+mod config;
 mod encode;
 mod store;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload, WriteMultipart};
-use tracing::{Instrument, debug, info_span};
+use tracing::debug;
 
+pub use config::{Compression, S3Config};
 pub use encode::{encode_body, object_key};
+pub use store::S3Error;
 
-use crate::config::{Compression, S3Config, SinkConfig, SinkContext, check};
-use crate::metrics::{add_bytes, observe_send};
-use crate::{Batch, Delivery, Sink, SinkError};
+use crate::config::{SinkContext, check, label_of};
+use crate::metrics::add_bytes;
+use crate::{Batch, BuildError, Delivery, Sink, SinkError};
 
 const KIND: &str = "s3";
 
@@ -37,8 +39,8 @@ pub struct S3Sink {
 impl S3Sink {
     /// Opens the store `config` names: AmazonS3 when `bucket` is set, else a local directory
     /// (`local_dir`, default `{ctx.data_dir}/lake`, created if missing).
-    pub fn new(config: &S3Config, ctx: &SinkContext) -> Result<Self, SinkError> {
-        check(&SinkConfig::S3(config.clone()))?;
+    pub fn new(config: &S3Config, ctx: &SinkContext) -> Result<Self, BuildError> {
+        check(config)?;
         let (store, describe) = store::open(config, ctx)?;
         let mut sink = Self::with_store(store, config);
         sink.describe = describe;
@@ -48,14 +50,9 @@ impl S3Sink {
     /// A sink over an existing store (tests, or a store the caller configured itself); the
     /// connection fields of `config` are ignored.
     pub fn with_store(store: Arc<dyn ObjectStore>, config: &S3Config) -> Self {
-        let label = if config.name.is_empty() {
-            KIND
-        } else {
-            &config.name
-        };
         Self {
             store,
-            label: Arc::from(label),
+            label: label_of(&config.name, KIND),
             prefix: config.prefix.trim_matches('/').to_owned(),
             compression: config.compression,
             level: config.compression_level,
@@ -76,7 +73,7 @@ impl S3Sink {
         &self.describe
     }
 
-    async fn write(&self, batch: Batch) -> Result<Delivery, SinkError> {
+    async fn write(&self, batch: Batch) -> Result<Delivery, S3Error> {
         if batch.events.is_empty() {
             return Ok(Delivery::all());
         }
@@ -86,8 +83,8 @@ impl S3Sink {
         let (body, raw) =
             tokio::task::spawn_blocking(move || encode_body(&events, compression, level))
                 .await
-                .map_err(|e| unavailable(format!("encoder task failed: {e}")))?
-                .map_err(|e| unavailable(format!("encoding failed: {e}")))?;
+                .map_err(S3Error::EncoderTask)?
+                .map_err(S3Error::Encode)?;
         let size = body.len();
         let body = Bytes::from(body);
         if size as u64 > self.multipart_threshold {
@@ -96,40 +93,35 @@ impl S3Sink {
             self.store
                 .put(&key, PutPayload::from_bytes(body))
                 .await
-                .map_err(store::map_error)?;
+                .map_err(|source| S3Error::Write {
+                    key: key.clone(),
+                    source,
+                })?;
         }
         add_bytes(&batch.route, &self.label, size);
         debug!(key = %key, bytes = size, raw_bytes = raw, "object written");
         Ok(Delivery::all())
     }
 
-    async fn put_multipart(&self, key: &Path, mut body: Bytes) -> Result<(), SinkError> {
-        let upload = self
-            .store
-            .put_multipart(key)
-            .await
-            .map_err(store::map_error)?;
+    async fn put_multipart(&self, key: &Path, mut body: Bytes) -> Result<(), S3Error> {
+        let write = |source| S3Error::Write {
+            key: key.clone(),
+            source,
+        };
+        let upload = self.store.put_multipart(key).await.map_err(write)?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_bytes);
         while !body.is_empty() {
             if let Err(e) = writer.wait_for_capacity(self.concurrency).await {
                 // Best effort: the parts are garbage until completed; S3 lifecycle rules or a
                 // later retry of the same key clean up.
                 let _ = writer.abort().await;
-                return Err(store::map_error(e));
+                return Err(write(e));
             }
             let n = body.len().min(self.part_bytes);
             writer.put(body.split_to(n));
         }
-        writer.finish().await.map_err(store::map_error)?;
+        writer.finish().await.map_err(write)?;
         Ok(())
-    }
-}
-
-fn unavailable(reason: String) -> SinkError {
-    SinkError::Unavailable {
-        sink: KIND,
-        reason,
-        retry_after: None,
     }
 }
 
@@ -140,13 +132,7 @@ impl Sink for S3Sink {
     }
 
     async fn send(&self, batch: Batch) -> Result<Delivery, SinkError> {
-        let started = Instant::now();
-        let route = batch.route.clone();
-        let events = batch.events.len();
-        let span = info_span!("sink_send", route = %route, sink = %self.label, events);
-        let result = self.write(batch).instrument(span).await;
-        observe_send(&route, &self.label, events, started, &result);
-        result
+        Ok(self.write(batch).await?)
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
@@ -159,7 +145,10 @@ impl Sink for S3Sink {
         self.store
             .list_with_delimiter(prefix.as_ref())
             .await
-            .map(|_| ())
-            .map_err(store::map_error)
+            .map_err(|source| S3Error::List {
+                prefix: self.prefix.clone(),
+                source,
+            })?;
+        Ok(())
     }
 }

@@ -11,13 +11,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use tracing::error;
 
-use crate::config::TopicConfig;
-use crate::{Batch, Delivery, OutEvent, SinkError};
-
-const KIND: &str = "topic";
+use super::{TopicConfig, TopicError};
+use crate::{Batch, Delivery, OutEvent};
 
 /// Produces to one topic of an external cluster.
-pub struct KafkaTarget {
+pub(crate) struct KafkaTarget {
     /// Replaced after a fatal error (an idempotent producer that lost its sequence state
     /// cannot be used again).
     producer: RwLock<FutureProducer>,
@@ -29,7 +27,7 @@ pub struct KafkaTarget {
 impl KafkaTarget {
     /// Creates the producer (`enable.idempotence=true`, `acks=all`, murmur2 partitioner so keys
     /// land where Java clients and the internal log put them); connects lazily.
-    pub fn new(config: &TopicConfig) -> Result<Self, SinkError> {
+    pub(crate) fn new(config: &TopicConfig) -> Result<Self, TopicError> {
         let mut client = ClientConfig::new();
         client
             .set("client.id", "headwater-sink")
@@ -55,16 +53,14 @@ impl KafkaTarget {
     /// Enqueues every event, then waits for every delivery report. Events the broker refused
     /// as too large are rejected; other failures are listed for retry, or fail the batch when
     /// nothing was delivered. Returns the bytes produced.
-    pub async fn send(&self, batch: &Batch) -> Result<(Delivery, usize), SinkError> {
+    pub(crate) async fn send(&self, batch: &Batch) -> Result<(Delivery, usize), TopicError> {
         let producer = self.producer();
         let result = self.produce(&producer, batch).await;
         if let Some((code, reason)) = producer.client().fatal_error() {
             error!(%code, %reason, "kafka producer failed fatally; creating a new one");
             let fresh = create(&self.client)?;
             *self.producer.write().unwrap_or_else(|p| p.into_inner()) = fresh;
-            return Err(unavailable(format!(
-                "producer fatal error {code}: {reason}"
-            )));
+            return Err(TopicError::Fatal { code, reason });
         }
         result
     }
@@ -102,7 +98,7 @@ impl KafkaTarget {
         &self,
         producer: &FutureProducer,
         batch: &Batch,
-    ) -> Result<(Delivery, usize), SinkError> {
+    ) -> Result<(Delivery, usize), TopicError> {
         let mut delivery = Delivery::all();
         let mut pending = Vec::with_capacity(batch.events.len());
         let mut bytes = 0;
@@ -122,8 +118,11 @@ impl KafkaTarget {
                     Err((e, _)) if is_too_large(&e) => {
                         break delivery.rejected.push((i, e.to_string()));
                     }
-                    Err((e, _)) => {
-                        return Err(unavailable(format!("enqueueing to `{}`: {e}", self.topic)));
+                    Err((source, _)) => {
+                        return Err(TopicError::Enqueue {
+                            topic: self.topic.clone(),
+                            source,
+                        });
                     }
                 }
             }
@@ -135,68 +134,60 @@ impl KafkaTarget {
                 Ok(Err((e, _))) if is_too_large(&e) => delivery.rejected.push((i, e.to_string())),
                 Ok(Err((e, _))) => {
                     delivery.retry.push(i);
-                    last_error = Some(e.to_string());
+                    last_error = Some(e);
                 }
-                Err(_) => {
-                    delivery.retry.push(i);
-                    last_error = Some("producer dropped the delivery report".to_owned());
-                }
+                Err(_) => delivery.retry.push(i),
             }
         }
         if !delivery.retry.is_empty()
             && delivery.retry.len() + delivery.rejected.len() == batch.events.len()
         {
-            return Err(SinkError::Unavailable {
-                sink: KIND,
-                reason: format!(
-                    "producing to `{}`: {}",
-                    self.topic,
-                    last_error.unwrap_or_default()
-                ),
-                retry_after: None,
+            let topic = self.topic.clone();
+            return Err(match last_error {
+                Some(source) => TopicError::Produce { topic, source },
+                None => TopicError::Dropped { topic },
             });
         }
         Ok((delivery, bytes))
     }
 
     /// Waits until everything enqueued is delivered (or the message timeout passes).
-    pub async fn flush(&self) -> Result<(), SinkError> {
+    pub(crate) async fn flush(&self) -> Result<(), TopicError> {
         let producer = self.producer();
         let timeout = self.timeout;
+        let what = "flush";
         tokio::task::spawn_blocking(move || producer.flush(Timeout::After(timeout)))
             .await
-            .map_err(|e| unavailable(format!("flush task: {e}")))?
-            .map_err(|e| unavailable(format!("flush: {e}")))
+            .map_err(|source| TopicError::Task { what, source })?
+            .map_err(|source| TopicError::Kafka { what, source })
     }
 
     /// Fetches the topic's metadata: `Unavailable` when the cluster does not answer, `Config`
     /// when the topic is unknown.
-    pub async fn health(&self) -> Result<(), SinkError> {
+    pub(crate) async fn health(&self) -> Result<(), TopicError> {
         let producer = self.producer();
         let topic = self.topic.clone();
+        let what = "metadata";
         let metadata = tokio::task::spawn_blocking(move || {
             producer
                 .client()
                 .fetch_metadata(Some(&topic), Timeout::After(Duration::from_secs(5)))
         })
         .await
-        .map_err(|e| unavailable(format!("metadata task: {e}")))?
-        .map_err(|e| unavailable(format!("metadata: {e}")))?;
+        .map_err(|source| TopicError::Task { what, source })?
+        .map_err(|source| TopicError::Kafka { what, source })?;
         match metadata.topics().first().and_then(|t| t.error()) {
             None => Ok(()),
-            Some(code) => Err(SinkError::Config {
-                sink: KIND,
-                reason: format!("topic `{}`: {}", self.topic, RDKafkaErrorCode::from(code)),
+            Some(code) => Err(TopicError::Topic {
+                topic: self.topic.clone(),
+                code: RDKafkaErrorCode::from(code),
             }),
         }
     }
 }
 
-fn create(client: &ClientConfig) -> Result<FutureProducer, SinkError> {
-    client.create().map_err(|e| SinkError::Config {
-        sink: KIND,
-        reason: format!("kafka producer: {e}"),
-    })
+fn create(client: &ClientConfig) -> Result<FutureProducer, TopicError> {
+    client.create().map_err(TopicError::Producer)
 }
 
 fn is_too_large(e: &KafkaError) -> bool {
@@ -204,12 +195,4 @@ fn is_too_large(e: &KafkaError) -> bool {
         e.rdkafka_error_code(),
         Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize)
     )
-}
-
-fn unavailable(reason: String) -> SinkError {
-    SinkError::Unavailable {
-        sink: KIND,
-        reason,
-        retry_after: None,
-    }
 }

@@ -5,12 +5,11 @@ use std::sync::Arc;
 
 use headwater_log::{Header, Log, LogError, Record};
 
-use crate::{Batch, Delivery, OutEvent, SinkError};
-
-const KIND: &str = "topic";
+use super::TopicError;
+use crate::{Batch, Delivery, OutEvent};
 
 /// Appends to one topic of the internal log.
-pub struct LogTarget {
+pub(crate) struct LogTarget {
     pub(super) log: Arc<dyn Log>,
     pub(super) topic: String,
     pub(super) max_append_bytes: usize,
@@ -33,7 +32,7 @@ pub fn record_of(event: &OutEvent) -> Record {
 }
 
 /// Approximate encoded size of a record.
-pub fn record_bytes(record: &Record) -> usize {
+pub(crate) fn record_bytes(record: &Record) -> usize {
     let headers: usize = record
         .headers
         .iter()
@@ -49,7 +48,7 @@ impl LogTarget {
     /// Appends the batch in order, in chunks of at most `max_append_bytes`. A transient
     /// failure before anything was appended fails the batch; after, that chunk and the rest
     /// are listed for retry (order kept). A record too large for the topic is rejected alone.
-    pub async fn send(&self, batch: &Batch) -> Result<(Delivery, usize), SinkError> {
+    pub(crate) async fn send(&self, batch: &Batch) -> Result<(Delivery, usize), TopicError> {
         let mut delivery = Delivery::all();
         let mut written = 0;
         let records: Vec<Record> = batch.events.iter().map(record_of).collect();
@@ -85,23 +84,15 @@ impl LogTarget {
                     delivery.retry.extend(start..records.len());
                     return Ok((delivery, written));
                 }
-                Err(e) => return Err(self.error(e)),
+                Err(source) => {
+                    return Err(TopicError::Append {
+                        topic: self.topic.clone(),
+                        source,
+                    });
+                }
             }
             start = end;
         }
         Ok((delivery, written))
-    }
-
-    fn error(&self, e: LogError) -> SinkError {
-        let reason = format!("appending to `{}`: {e}", self.topic);
-        if e.is_retryable() {
-            SinkError::Unavailable {
-                sink: KIND,
-                reason,
-                retry_after: None,
-            }
-        } else {
-            SinkError::Config { sink: KIND, reason }
-        }
     }
 }

@@ -1,21 +1,23 @@
 //! The topic sink: records into a topic of the internal log or of an external Kafka cluster,
 //! key preserved, value = payload, envelope as `hw.*` headers.
 
+mod config;
+mod error;
 mod kafka;
 mod log;
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_trait::async_trait;
 use headwater_log::Log;
-use tracing::{Instrument, info_span};
 
+pub use config::TopicConfig;
+pub use error::TopicError;
 pub use log::record_of;
 
-use crate::config::{self, SinkConfig, TopicConfig};
-use crate::metrics::{add_bytes, observe_send};
-use crate::{Batch, Delivery, Sink, SinkError};
+use crate::config::{SinkContext, check, label_of};
+use crate::metrics::add_bytes;
+use crate::{Batch, BuildError, ConfigError, Delivery, Problem, Sink, SinkError};
 use kafka::KafkaTarget;
 use log::LogTarget;
 
@@ -37,8 +39,20 @@ pub struct TopicSink {
 }
 
 impl TopicSink {
+    /// Into Kafka when `config.brokers` is set, else into the internal log of `ctx`.
+    pub fn new(config: &TopicConfig, ctx: &SinkContext) -> Result<Self, BuildError> {
+        if !config.brokers.is_empty() {
+            return Self::to_kafka(config);
+        }
+        check(config)?;
+        match &ctx.log {
+            Some(log) => Self::to_log(config, Arc::clone(log)),
+            None => Err(TopicError::NoLog.into()),
+        }
+    }
+
     /// Into `config.topic` of the internal `log` (`config.brokers` is ignored).
-    pub fn to_log(config: &TopicConfig, log: Arc<dyn Log>) -> Result<Self, SinkError> {
+    pub fn to_log(config: &TopicConfig, log: Arc<dyn Log>) -> Result<Self, BuildError> {
         check(config)?;
         Ok(Self {
             target: Target::Log(LogTarget {
@@ -46,22 +60,23 @@ impl TopicSink {
                 topic: config.topic.clone(),
                 max_append_bytes: usize::try_from(config.max_append_bytes).unwrap_or(usize::MAX),
             }),
-            label: label(config),
+            label: label_of(&config.name, KIND),
         })
     }
 
     /// Into `config.topic` of the Kafka cluster at `config.brokers`.
-    pub fn to_kafka(config: &TopicConfig) -> Result<Self, SinkError> {
+    pub fn to_kafka(config: &TopicConfig) -> Result<Self, BuildError> {
         check(config)?;
         if config.brokers.is_empty() {
-            return Err(SinkError::Config {
-                sink: KIND,
-                reason: "brokers: required for an external Kafka topic".to_owned(),
-            });
+            let problems = vec![Problem {
+                key: "brokers".to_owned(),
+                message: "required for an external Kafka topic".to_owned(),
+            }];
+            return Err(ConfigError::Invalid { problems }.into());
         }
         Ok(Self {
             target: Target::Kafka(KafkaTarget::new(config)?),
-            label: label(config),
+            label: label_of(&config.name, KIND),
         })
     }
 
@@ -74,18 +89,6 @@ impl TopicSink {
     }
 }
 
-fn check(config: &TopicConfig) -> Result<(), SinkError> {
-    config::check(&SinkConfig::Topic(config.clone()))
-}
-
-fn label(config: &TopicConfig) -> Arc<str> {
-    Arc::from(if config.name.is_empty() {
-        KIND
-    } else {
-        config.name.as_str()
-    })
-}
-
 #[async_trait]
 impl Sink for TopicSink {
     fn kind(&self) -> &'static str {
@@ -93,46 +96,27 @@ impl Sink for TopicSink {
     }
 
     async fn send(&self, batch: Batch) -> Result<Delivery, SinkError> {
-        let started = Instant::now();
-        let events = batch.events.len();
-        let span = info_span!("sink_send", route = %batch.route, sink = %self.label, events);
-        let result = async {
-            let (delivery, bytes) = match &self.target {
-                Target::Log(t) => t.send(&batch).await?,
-                Target::Kafka(t) => t.send(&batch).await?,
-            };
-            add_bytes(&batch.route, &self.label, bytes);
-            Ok(delivery)
-        }
-        .instrument(span)
-        .await;
-        observe_send(&batch.route, &self.label, events, started, &result);
-        result
+        let (delivery, bytes) = match &self.target {
+            Target::Log(t) => t.send(&batch).await?,
+            Target::Kafka(t) => t.send(&batch).await?,
+        };
+        add_bytes(&batch.route, &self.label, bytes);
+        Ok(delivery)
     }
 
     async fn flush(&self) -> Result<(), SinkError> {
         match &self.target {
-            Target::Log(t) => t.log.flush().await.map_err(|e| SinkError::Unavailable {
-                sink: KIND,
-                reason: format!("log flush: {e}"),
-                retry_after: None,
-            }),
-            Target::Kafka(t) => t.flush().await,
+            Target::Log(t) => t.log.flush().await.map_err(TopicError::Log)?,
+            Target::Kafka(t) => t.flush().await?,
         }
+        Ok(())
     }
 
     async fn healthcheck(&self) -> Result<(), SinkError> {
         match &self.target {
-            Target::Log(t) => t
-                .log
-                .check_writable()
-                .await
-                .map_err(|e| SinkError::Unavailable {
-                    sink: KIND,
-                    reason: e.to_string(),
-                    retry_after: None,
-                }),
-            Target::Kafka(t) => t.health().await,
+            Target::Log(t) => t.log.check_writable().await.map_err(TopicError::Log)?,
+            Target::Kafka(t) => t.health().await?,
         }
+        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use headwater_schemas::Envelope;
 use headwater_sinks::{Batch, OutEvent};
 
 /// The value of a `HEADWATER_TEST_*` variable; fails the test when it is missing.
-pub fn service(var: &str) -> String {
+pub(crate) fn service(var: &str) -> String {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => v,
         _ => panic!(
@@ -21,7 +21,7 @@ pub fn service(var: &str) -> String {
 }
 
 /// A name unique to this test run, lowercase, for buckets, indexes and topics.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -30,10 +30,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// `2023-11-14T22:13:20Z` in milliseconds.
-pub const T0: i64 = 1_700_000_000_000;
+pub(crate) const T0: i64 = 1_700_000_000_000;
 
 /// One event with a JSON payload.
-pub fn event(offset: i64, id: &str, payload: &str) -> OutEvent {
+pub(crate) fn event(offset: i64, id: &str, payload: &str) -> OutEvent {
     OutEvent {
         topic: Arc::from("events"),
         partition: 3,
@@ -54,7 +54,7 @@ pub fn event(offset: i64, id: &str, payload: &str) -> OutEvent {
 }
 
 /// A batch of `n` events at offsets `first..first+n` of `events`/3 for `route`.
-pub fn batch(route: &str, first: i64, n: usize) -> Batch {
+pub(crate) fn batch(route: &str, first: i64, n: usize) -> Batch {
     let events: Vec<OutEvent> = (0..n as i64)
         .map(|i| {
             let offset = first + i;
@@ -79,7 +79,7 @@ pub fn batch(route: &str, first: i64, n: usize) -> Batch {
 }
 
 /// The NDJSON the sinks write for these events.
-pub fn ndjson(events: &[OutEvent]) -> String {
+pub(crate) fn ndjson(events: &[OutEvent]) -> String {
     events
         .iter()
         .map(|e| serde_json::to_string(&e.envelope).expect("envelope serializes") + "\n")
