@@ -549,3 +549,37 @@ async fn commits_survive_restart_and_topics_from_config_exist() {
     );
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_record_too_large_refuses_the_whole_append_with_nothing_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.max_message_bytes = 1_000;
+    let engine = LogEngine::open(dir.path(), cfg).unwrap();
+    engine.create_topic_now("t", 2).unwrap();
+    let small = |p: i32, i: i64| Record {
+        partition: Some(p),
+        ..record(i, 1)
+    };
+    let huge = Record {
+        partition: Some(1),
+        value: Some(Bytes::from(vec![b'x'; 5_000])),
+        ..record(9, 1)
+    };
+    // Partition 0 comes first and would fit: it must not be written either.
+    let error = engine
+        .append("t", vec![small(0, 0), small(0, 1), small(1, 2), huge])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, LogError::MessageTooLarge { .. }),
+        "{error:?}"
+    );
+    // Nothing of the refused call was written: the next record of each partition is its first
+    // (a write left behind would become durable with the next append's fsync).
+    for p in 0..2 {
+        let appended = engine.append("t", vec![small(p, 3)]).await.unwrap();
+        assert_eq!(appended[0].offset, 0, "partition {p}");
+    }
+    engine.close().await.unwrap();
+}

@@ -73,13 +73,19 @@ impl Log for LogEngine {
             };
             records.len()
         ];
-        let mut pending = Vec::new();
+        // Encode every partition's batches before writing any, so that a record too large for
+        // the topic refuses the whole call with nothing stored (the gateway then isolates it).
+        let mut encoded = Vec::with_capacity(groups.len());
         for (p, idxs) in groups {
             let partition = t.partition(p)?.clone();
             let refs: Vec<&Record> = idxs.iter().map(|&i| &records[i]).collect();
-            let max = partition.settings.max_message_bytes as usize;
+            let chunks = encode_chunks(&refs, partition.settings.max_message_bytes as usize)?;
+            encoded.push((p, partition, idxs, chunks));
+        }
+        let mut pending = Vec::new();
+        for (p, partition, idxs, chunks) in encoded {
             let mut done = 0;
-            for (count, batch) in encode_chunks(&refs, max)? {
+            for (count, batch) in chunks {
                 let header = batch::BatchHeader::parse(&batch).ok_or_else(|| {
                     LogError::InvalidBatch("encoder produced a short batch".to_owned())
                 })?;
