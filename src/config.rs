@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
-pub enum LogFormat {
+pub(crate) enum LogFormat {
     /// Human-readable lines.
     Human,
     /// One JSON object a line.
@@ -22,7 +22,7 @@ pub enum LogFormat {
 /// Logging settings (`logging:`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct LoggingConfig {
+pub(crate) struct LoggingConfig {
     /// `human` or `json`. Default `human`.
     pub format: LogFormat,
     /// A tracing filter such as `info` or `headwater_log=debug,info`; `RUST_LOG` wins when
@@ -40,12 +40,12 @@ impl Default for LoggingConfig {
 }
 
 /// Room kept in a log record for the envelope headers next to the largest payload.
-pub const ENVELOPE_ROOM_BYTES: u64 = 16 * 1024;
+pub(crate) const ENVELOPE_ROOM_BYTES: u64 = 16 * 1024;
 
 /// The whole configuration (headwater.yaml).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Config {
+pub(crate) struct Config {
     /// Where the log tier and the local lake keep their data. Default `./data`.
     pub data_dir: PathBuf,
     /// Logging.
@@ -80,7 +80,7 @@ impl Default for Config {
 
 impl Config {
     /// Checks the wiring of every section; returns every problem as `(key path, message)`.
-    pub fn validate(&self) -> Vec<(String, String)> {
+    pub(crate) fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
         if self.data_dir.as_os_str().is_empty() {
             errors.push(("data_dir".to_owned(), "must not be empty".to_owned()));

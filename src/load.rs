@@ -10,7 +10,7 @@ use crate::config::Config;
 
 /// Env vars with this prefix override config keys: `HEADWATER_GATEWAY__LISTEN` sets
 /// `gateway.listen` (`__` between levels, the rest lower-cased).
-pub const ENV_PREFIX: &str = "HEADWATER_";
+pub(crate) const ENV_PREFIX: &str = "HEADWATER_";
 
 /// Variables under the prefix that are not config keys.
 const RESERVED_ENV: &[&str] = &["HEADWATER_CONFIG"];
@@ -18,7 +18,7 @@ const RESERVED_ENV_PREFIXES: &[&str] = &["HEADWATER_TEST_"];
 
 /// Where a configuration came from, for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
+pub(crate) enum Source {
     /// Built-in defaults (no file).
     Defaults,
     /// A YAML file.
@@ -27,7 +27,7 @@ pub enum Source {
 
 /// One thing wrong with a configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Problem {
+pub(crate) struct Problem {
     /// Dotted key path, e.g. `gateway.limits.max_body_bytes`.
     pub path: String,
     /// What is wrong.
@@ -56,7 +56,7 @@ impl fmt::Display for Problem {
 
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
-pub enum LoadError {
+pub(crate) enum LoadError {
     /// The file could not be read.
     #[error("cannot read config file {path}: {source}")]
     Read {
@@ -86,10 +86,10 @@ fn render_problems(source_name: &str, problems: &[Problem]) -> String {
 }
 
 /// The default config file, used when present and no `--config` is given.
-pub const DEFAULT_FILE: &str = "config/headwater.yaml";
+pub(crate) const DEFAULT_FILE: &str = "config/headwater.yaml";
 
 /// Picks the file: the given one, else `config/headwater.yaml` when it exists, else none.
-pub fn resolve_source(explicit: Option<&Path>) -> Source {
+pub(crate) fn resolve_source(explicit: Option<&Path>) -> Source {
     match explicit {
         Some(path) => Source::File(path.to_owned()),
         None if Path::new(DEFAULT_FILE).is_file() => Source::File(PathBuf::from(DEFAULT_FILE)),
@@ -99,7 +99,7 @@ pub fn resolve_source(explicit: Option<&Path>) -> Source {
 
 /// A command-line flag that sets a config key; flags win over env vars and the file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Flag {
+pub(crate) struct Flag {
     /// The flag as typed, e.g. `--listen`.
     pub name: &'static str,
     /// The key it sets, e.g. `gateway.listen`.
@@ -109,7 +109,7 @@ pub struct Flag {
 }
 
 /// Loads the configuration from `source`, the process environment and `flags`.
-pub fn load(source: &Source, flags: &[Flag]) -> Result<Config, LoadError> {
+pub(crate) fn load(source: &Source, flags: &[Flag]) -> Result<Config, LoadError> {
     let env: Vec<(String, String)> = std::env::vars().collect();
     match source {
         Source::Defaults => load_str("", "defaults", &env, flags),
@@ -124,7 +124,7 @@ pub fn load(source: &Source, flags: &[Flag]) -> Result<Config, LoadError> {
 }
 
 /// Loads from YAML text, `(name, value)` env pairs and flags; the testable core of [`load`].
-pub fn load_str(
+pub(crate) fn load_str(
     text: &str,
     source_name: &str,
     env: &[(String, String)],

@@ -22,7 +22,7 @@ fn sink_config(spec: &SinkSpec, defaults: &SinksConfig) -> Result<SinkConfig, Co
 }
 
 /// Builds sinks for the router's routes.
-pub fn sink_factory(config: &Config, log: Option<Arc<dyn Log>>) -> SinkFactory {
+pub(crate) fn sink_factory(config: &Config, log: Option<Arc<dyn Log>>) -> SinkFactory {
     let defaults = config.sinks.clone();
     let ctx = SinkContext {
         data_dir: PathBuf::from(&config.data_dir),
@@ -36,7 +36,10 @@ pub fn sink_factory(config: &Config, log: Option<Arc<dyn Log>>) -> SinkFactory {
 
 /// Starts the router over `log` with the configured routes; reloads them when the file
 /// changes or on SIGHUP (a broken file keeps the old routes and logs why).
-pub async fn start_router(config: &Config, log: Arc<dyn Log>) -> anyhow::Result<Arc<RouterHandle>> {
+pub(crate) async fn start_router(
+    config: &Config,
+    log: Arc<dyn Log>,
+) -> anyhow::Result<Arc<RouterHandle>> {
     headwater_sinks::metrics::describe();
     headwater_router::metrics::describe();
     let path = config.router.routes.clone();
@@ -73,7 +76,7 @@ async fn reload_on_sighup(handle: Arc<RouterHandle>, path: String) {
 }
 
 /// `headwater routes check FILE`: every problem with line and column, sink entries included.
-pub fn check_file(config: &Config, file: &std::path::Path) -> Result<String, Vec<String>> {
+pub(crate) fn check_file(config: &Config, file: &std::path::Path) -> Result<String, Vec<String>> {
     let text =
         std::fs::read_to_string(file).map_err(|e| vec![format!("{}: {e}", file.display())])?;
     let defaults = config.sinks.clone();

@@ -10,7 +10,7 @@ use headwater_gateway::{
     AppState, Collector, CollectorParts, OpsState, Readiness, ReadinessFuture, SchemaRegistry,
     ServeOptions,
 };
-use headwater_log::{Log, LogEngine};
+use headwater_log::{Log, LogEngine, error_chain};
 use headwater_schemas::LoadOptions;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -26,18 +26,6 @@ impl Readiness for LogReadiness {
     fn check(&self) -> ReadinessFuture<'_> {
         Box::pin(async move { self.log.check_writable().await.map_err(|e| error_chain(&e)) })
     }
-}
-
-/// An error and its causes on one line: `a: b: c`.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 /// The embedded log, opened (and recovered) on a blocking thread.
@@ -128,7 +116,7 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// `headwater serve`: everything in one process.
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     // The recorder first: the log registers its partitions' metric handles when it opens.
     let metrics = headwater_gateway::metrics::install();
     let engine = open_log(&config).await?;
@@ -166,7 +154,7 @@ async fn remote_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
 }
 
 /// `headwater gateway`: the collectors alone, appending to the brokers of `log.client`.
-pub async fn gateway(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn gateway(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let log = remote_log(&config).await?;
     let shutdown = shutdown_channel();
@@ -182,7 +170,7 @@ pub async fn gateway(config: Config) -> anyhow::Result<()> {
 /// `headwater router`: the router alone, reading the brokers of `log.client`; replicas split
 /// each route's partitions through consumer groups. `/healthz`, `/readyz` and `/metrics` on
 /// the HTTP port.
-pub async fn router(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let log = remote_log(&config).await?;
     let shutdown = shutdown_channel();
@@ -232,7 +220,7 @@ async fn run_collectors(
 
 /// `headwater log-node`: the log tier alone, serving the Kafka protocol, with `/healthz`,
 /// `/readyz` and `/metrics` on the HTTP port.
-pub async fn log_node(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn log_node(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let engine = open_log(&config).await?;
     let shutdown = shutdown_channel();

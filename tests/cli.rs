@@ -1,5 +1,6 @@
 //! Black-box tests of the `headwater` binary: configuration checks, parts not built yet, and
 //! `serve` answering health, readiness and metrics, then stopping cleanly on SIGTERM.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
 

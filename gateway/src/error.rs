@@ -5,7 +5,6 @@
 //! and no `Retry-After`, so no client loops on it. Per-event problems are not errors at all:
 //! they are rejections in the 200's `errors` list (see `ingest::Pipeline::publish`).
 
-use std::error::Error as _;
 use std::time::Duration;
 
 use axum::Json;
@@ -183,14 +182,7 @@ impl IngestError {
 
     /// The message and its causes on one line (`a: b: c`): what the client is told.
     pub fn reason(&self) -> String {
-        let mut text = self.to_string();
-        let mut source = self.source();
-        while let Some(cause) = source {
-            text.push_str(": ");
-            text.push_str(&cause.to_string());
-            source = cause.source();
-        }
-        text
+        headwater_log::error_chain(self)
     }
 
     /// The gRPC status this error answers with; `retry-after` rides in the metadata.

@@ -1,6 +1,7 @@
 //! Router throughput on one core: events from a `MemoryLog` through a route to a sink that only
 //! counts, so the figure is the router's own cost (read, envelope, route, batch, commit).
 //! Run: `cargo run --release -p headwater-router --example router_bench [events]`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
 #[path = "common/mod.rs"]
 mod common;

@@ -4,6 +4,7 @@
 //! each until every event is committed. Prints events/s, payload MB/s, the sink's own time
 //! (inside `Sink::send`) apart, and the process CPU time.
 //! Run: `cargo run --release -p headwater-router --example router_sinks_bench [events]`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
 #[path = "common/mod.rs"]
 mod common;

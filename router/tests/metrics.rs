@@ -1,6 +1,7 @@
 //! The router's metrics as Prometheus renders them: events in/out/filtered per route and sink,
 //! a failing sink's health at 0 and its route's lag growing while a healthy route flows.
 //! The clock is paused, so "100 ms later" is exact whatever the machine's load.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! Router runtime against a `MemoryLog` and scripted sinks: filter/projection/sampling,
 //! isolation, dead letters, idle batches, several sinks, shutdown and reload.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod support;
 

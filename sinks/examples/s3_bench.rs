@@ -2,6 +2,7 @@
 //! bytes compressed alone (the floor), and whole sends through `S3Sink` to a local directory.
 //!
 //! `cargo run --release -p headwater-sinks --example s3_bench -- [events] [batch]`
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
 use std::sync::Arc;
 use std::time::Instant;

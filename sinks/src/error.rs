@@ -179,23 +179,7 @@ fn join(problems: &[Problem]) -> String {
     texts.join("; ")
 }
 
-/// An error and its causes on one line, `a: b: c`, for logs. A cause whose message its parent
-/// already printed is skipped.
-pub fn error_chain(error: &dyn Error) -> String {
-    let mut text = error.to_string();
-    let mut last = text.clone();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let message = cause.to_string();
-        if !last.contains(&message) {
-            text.push_str(": ");
-            text.push_str(&message);
-        }
-        last = message;
-        source = cause.source();
-    }
-    text
-}
+pub use headwater_log::error_chain;
 
 #[cfg(test)]
 mod tests {

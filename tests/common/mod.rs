@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Map, Value};
 
 /// The address of a real service started by scripts/services; fails loudly when missing.
-pub fn service(var: &str) -> String {
+pub(crate) fn service(var: &str) -> String {
     match std::env::var(var) {
         Ok(value) if !value.is_empty() => value,
         _ => panic!(
@@ -25,7 +25,7 @@ pub fn service(var: &str) -> String {
 }
 
 /// A name unique to this test run, for topics, buckets and indexes.
-pub fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -36,7 +36,7 @@ pub fn unique(prefix: &str) -> String {
 /// A listener that `headwater` reports at info level once bound (src/serve.rs): the log
 /// message and the field holding the bound address.
 #[derive(Debug, Clone, Copy)]
-pub enum Listener {
+pub(crate) enum Listener {
     /// `gateway.listen` of `serve` and `gateway`: ingest, probes and metrics.
     Ingest,
     /// `gateway.listen` of `log-node` and `router`: probes and metrics only.
@@ -72,7 +72,7 @@ const REPORT_WITHIN: Duration = Duration::from_secs(60);
 /// keeps every line for failure messages, and hands over each "… listening" line, so tests
 /// pass `127.0.0.1:0` and use the address the child itself bound instead of a port that was
 /// free a moment before and may have gone to someone else since.
-pub struct Headwater {
+pub(crate) struct Headwater {
     /// The process.
     pub child: Child,
     name: String,
@@ -84,7 +84,7 @@ pub struct Headwater {
 impl Headwater {
     /// Spawns `command` (a `headwater` command line) with JSON logs at info level at least,
     /// stdout discarded. `name` is for messages.
-    pub fn spawn(name: &str, mut command: Command) -> Self {
+    pub(crate) fn spawn(name: &str, mut command: Command) -> Self {
         // Keep a developer's RUST_LOG, but never lose the listening lines.
         let filter = match std::env::var("RUST_LOG") {
             Ok(filter) if !filter.is_empty() => format!("{filter},headwater::serve=info"),
@@ -113,7 +113,7 @@ impl Headwater {
 
     /// The fields of the line reporting `listener` (waiting up to 60 s for it); fails the test
     /// with the child's stderr when the child exits or stays silent instead.
-    pub fn report(&mut self, listener: Listener) -> Map<String, Value> {
+    pub(crate) fn report(&mut self, listener: Listener) -> Map<String, Value> {
         let deadline = Instant::now() + REPORT_WITHIN;
         loop {
             if let Some(fields) = self.reported.get(listener.message()) {
@@ -137,7 +137,7 @@ impl Headwater {
     }
 
     /// The address `listener` is bound to, as the child reported it (see [`Self::report`]).
-    pub fn addr(&mut self, listener: Listener) -> SocketAddr {
+    pub(crate) fn addr(&mut self, listener: Listener) -> SocketAddr {
         let fields = self.report(listener);
         let addr = fields.get(listener.field()).and_then(Value::as_str);
         match addr.map(str::parse::<SocketAddr>) {
@@ -150,7 +150,7 @@ impl Headwater {
     }
 
     /// Everything the child wrote on stderr so far, one readable line per log line.
-    pub fn stderr(&self) -> String {
+    pub(crate) fn stderr(&self) -> String {
         self.stderr
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -120,6 +120,25 @@ pub enum LogError {
     },
 }
 
+/// An error and its causes on one line, `a: b: c`, for logs and
+/// answers. A cause whose message its parent
+/// already printed is skipped.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut last = text.clone();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !last.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        last = message;
+        source = cause.source();
+    }
+    text
+}
+
 impl LogError {
     /// True when the same request may succeed later unchanged (disk full, transient I/O, an
     /// fsync that failed and was rolled back); false for bad input and missing things.

@@ -45,7 +45,7 @@ pub use config::{
     FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, TopicConfig, TopicSettings,
 };
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec, now_ms};
-pub use error::LogError;
+pub use error::{LogError, error_chain};
 pub use log::{
     Appended, Assignment, GroupMembership, Header, Log, PartitionOffsets, Record, StoredRecord,
     murmur2, partition_for_key,

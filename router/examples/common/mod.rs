@@ -5,7 +5,7 @@ use headwater_log::{Header, Record};
 use headwater_schemas::{Envelope, PayloadFormat};
 
 /// Event `i` with `payload`, as a log record of partition 0 (key = source, envelope headers).
-pub fn record(i: u64, payload: String) -> Record {
+pub(crate) fn record(i: u64, payload: String) -> Record {
     let env = Envelope {
         id: format!("01J{i:023}"),
         event_type: "playback.start".into(),

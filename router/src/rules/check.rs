@@ -127,19 +127,19 @@ impl Ctx {
 }
 
 /// `path` with one more step.
-pub fn with(path: &[Seg], seg: Seg) -> Path {
+pub(super) fn with(path: &[Seg], seg: Seg) -> Path {
     let mut p = path.to_vec();
     p.push(seg);
     p
 }
 
 /// `path` with one more key step.
-pub fn key(path: &[Seg], k: &str) -> Path {
+pub(super) fn key(path: &[Seg], k: &str) -> Path {
     with(path, Seg::Key(k.to_owned()))
 }
 
 /// What kind of node a value is, for messages.
-pub fn kind(v: &Value) -> &'static str {
+pub(super) fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "nothing",
         Value::Bool(_) => "a boolean",

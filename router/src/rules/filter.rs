@@ -6,8 +6,8 @@ use serde_json::Value as Json;
 use yaml_serde::Value;
 
 use super::check::{Ctx, key, kind, with};
-use headwater_yaml::{Path, Seg};
 use headwater_schemas::Envelope;
+use headwater_yaml::{Path, Seg};
 
 /// A field a filter reads.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use yaml_serde::Value;
 
 use super::check::{Ctx, key, kind, with};
-use headwater_yaml::{Seg, display, locate};
 use super::{
     BatchOverrides, Route, RouteProblem, Routes, Sample, SampleBy, SinkSpec, Source, filter,
     projection,
 };
+use headwater_yaml::{Seg, display, locate};
 
 const ROUTE_KEYS: [&str; 7] = [
     "name",

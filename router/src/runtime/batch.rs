@@ -22,7 +22,7 @@ pub const ORIGIN_HEADER: &str = "hw.origin";
 const EVENT_OVERHEAD: usize = 64;
 
 /// What happened to one record.
-pub enum Outcome {
+pub(super) enum Outcome {
     /// Kept in the batch.
     Kept,
     /// Left out by selection or filter.
@@ -35,7 +35,7 @@ pub enum Outcome {
 
 /// A batch being filled: offsets `first_offset..=last_offset` (contiguous with the previous
 /// batch), events kept, dead letters pending.
-pub struct OpenBatch {
+pub(super) struct OpenBatch {
     /// First offset covered: the committed offset when the batch opened.
     pub first_offset: i64,
     /// Last offset covered.
@@ -52,7 +52,7 @@ pub struct OpenBatch {
 
 impl OpenBatch {
     /// An empty batch starting at `first_offset`, due at `deadline`.
-    pub fn new(first_offset: i64, deadline: Instant) -> Self {
+    pub(super) fn new(first_offset: i64, deadline: Instant) -> Self {
         Self {
             first_offset,
             last_offset: first_offset - 1,
@@ -64,7 +64,7 @@ impl OpenBatch {
     }
 
     /// Runs `route` over one record and adds the result.
-    pub fn push(
+    pub(super) fn push(
         &mut self,
         route: &Route,
         topic: &Arc<str>,
@@ -109,12 +109,17 @@ impl OpenBatch {
     }
 
     /// Whether any record was added.
-    pub fn covers_any(&self) -> bool {
+    pub(super) fn covers_any(&self) -> bool {
         self.last_offset >= self.first_offset
     }
 
     /// The sink batch; the events move out of the open batch.
-    pub fn take_batch(&mut self, route: &Arc<str>, topic: &Arc<str>, partition: i32) -> Batch {
+    pub(super) fn take_batch(
+        &mut self,
+        route: &Arc<str>,
+        topic: &Arc<str>,
+        partition: i32,
+    ) -> Batch {
         Batch {
             route: Arc::clone(route),
             topic: Arc::clone(topic),
@@ -151,7 +156,7 @@ fn undecodable(rec: StoredRecord, route: &str, origin: &str, reason: &str) -> Re
 
 /// A dead letter for an event a sink refused: the envelope headers with `hw.error`, plus
 /// `hw.route`, `hw.sink` and `hw.origin`; the (projected) payload as value.
-pub fn rejected(ev: &OutEvent, route: &str, sink: &str, reason: &str) -> Record {
+pub(super) fn rejected(ev: &OutEvent, route: &str, sink: &str, reason: &str) -> Record {
     let mut headers: Vec<Header> = ev
         .envelope
         .to_dlq_headers(reason)

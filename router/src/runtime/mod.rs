@@ -283,14 +283,10 @@ impl RouterHandle {
     ) -> Result<(Arc<Route>, Arc<[RouteSink]>, Vec<(Arc<str>, i32)>), RouterError> {
         let mut sinks = Vec::with_capacity(route.sinks.len());
         for spec in &route.sinks {
-            let sink = (self.factory)(spec).map_err(|source| {
-                // The caller may log only the top of the error: say why here.
-                tracing::error!(route = %route.name, sink = %spec.label, error = %error_chain(&source), "cannot build sink");
-                RouterError::SinkFactory {
-                    route: route.name.to_string(),
-                    sink: spec.label.clone(),
-                    source,
-                }
+            let sink = (self.factory)(spec).map_err(|source| RouterError::SinkFactory {
+                route: route.name.to_string(),
+                sink: spec.label.clone(),
+                source,
             })?;
             sinks.push(RouteSink {
                 sink,

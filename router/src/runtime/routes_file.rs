@@ -46,13 +46,13 @@ pub fn spawn_routes_watcher(
             if now.is_none() || now == last {
                 // Same rules: only restarts routes whose topics gained partitions.
                 if let Err(e) = handle.refresh_partitions().await {
-                    tracing::warn!(error = %e, "re-discovering partitions failed");
+                    tracing::warn!(error = %headwater_sinks::error_chain(&e), "re-discovering partitions failed");
                 }
                 continue;
             }
             last = now;
             if let Err(e) = handle.reload_file(&path).await {
-                tracing::error!(path = %path, error = %e, "routes file changed but was not applied; keeping the previous routes");
+                tracing::error!(path = %path, error = %headwater_sinks::error_chain(&e), "routes file changed but was not applied; keeping the previous routes");
             }
         }
     })

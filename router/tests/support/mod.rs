@@ -15,10 +15,10 @@ use headwater_router::{
 };
 use headwater_schemas::{Envelope, PayloadFormat};
 use headwater_sinks::{Batch, Delivery, SinkError};
-pub use headwater_testing::eventually;
+pub(crate) use headwater_testing::eventually;
 
 /// What the scripted sink does with one send.
-pub enum Action {
+pub(crate) enum Action {
     /// Confirm, with this delivery report.
     Deliver(Delivery),
     /// Fail the whole batch (retryable).
@@ -32,7 +32,7 @@ pub enum Action {
 type Script = Box<dyn FnMut(&Batch, usize) -> Action + Send>;
 
 /// A sink that records confirmed batches and does what its script says.
-pub struct TestSink {
+pub(crate) struct TestSink {
     script: Mutex<Script>,
     /// Batches confirmed (fully or partly), in order.
     pub delivered: Mutex<Vec<Batch>>,
@@ -45,12 +45,14 @@ pub struct TestSink {
 
 impl TestSink {
     /// A sink that confirms everything.
-    pub fn ok() -> Arc<Self> {
+    pub(crate) fn ok() -> Arc<Self> {
         Self::scripted(|_, _| Action::Deliver(Delivery::all()))
     }
 
     /// A sink following `script(batch, attempt number from 0)`.
-    pub fn scripted(script: impl FnMut(&Batch, usize) -> Action + Send + 'static) -> Arc<Self> {
+    pub(crate) fn scripted(
+        script: impl FnMut(&Batch, usize) -> Action + Send + 'static,
+    ) -> Arc<Self> {
         Arc::new(Self {
             script: Mutex::new(Box::new(script)),
             delivered: Mutex::new(Vec::new()),
@@ -61,17 +63,17 @@ impl TestSink {
     }
 
     /// Replaces the script.
-    pub fn set_script(&self, script: impl FnMut(&Batch, usize) -> Action + Send + 'static) {
+    pub(crate) fn set_script(&self, script: impl FnMut(&Batch, usize) -> Action + Send + 'static) {
         *self.script.lock().unwrap() = Box::new(script);
     }
 
     /// Waits until a send blocks.
-    pub async fn wait_blocked(&self) {
+    pub(crate) async fn wait_blocked(&self) {
         self.blocked.notified().await;
     }
 
     /// Ids of every delivered event (minus those the sink rejected or asked to retry).
-    pub fn delivered_events(&self) -> Vec<Envelope> {
+    pub(crate) fn delivered_events(&self) -> Vec<Envelope> {
         self.delivered
             .lock()
             .unwrap()
@@ -134,13 +136,13 @@ impl headwater_sinks::Sink for TestSink {
 
 /// Sinks by route name, and how many times the factory built one.
 #[derive(Default, Clone)]
-pub struct Sinks {
+pub(crate) struct Sinks {
     pub by_route: Arc<Mutex<HashMap<String, Arc<TestSink>>>>,
     pub built: Arc<Mutex<Vec<String>>>,
 }
 
 impl Sinks {
-    pub fn with(pairs: &[(&str, Arc<TestSink>)]) -> Self {
+    pub(crate) fn with(pairs: &[(&str, Arc<TestSink>)]) -> Self {
         let s = Self::default();
         for (r, sink) in pairs {
             s.by_route
@@ -152,7 +154,7 @@ impl Sinks {
     }
 
     /// A factory handing out the sink registered for the spec's route (a fresh `ok` one if none).
-    pub fn factory(&self) -> SinkFactory {
+    pub(crate) fn factory(&self) -> SinkFactory {
         let me = self.clone();
         Arc::new(move |spec: &SinkSpec| {
             me.built.lock().unwrap().push(spec.route.to_string());
@@ -165,13 +167,13 @@ impl Sinks {
         })
     }
 
-    pub fn get(&self, route: &str) -> Arc<TestSink> {
+    pub(crate) fn get(&self, route: &str) -> Arc<TestSink> {
         Arc::clone(&self.by_route.lock().unwrap()[route])
     }
 }
 
 /// Fast options for tests.
-pub fn options() -> RouterOptions {
+pub(crate) fn options() -> RouterOptions {
     RouterOptions {
         batch_max_events: 100,
         batch_max_bytes: 8 * 1024 * 1024,
@@ -186,7 +188,7 @@ pub fn options() -> RouterOptions {
 }
 
 /// An event like the gateway stores it.
-pub fn event(i: usize, event_type: &str, payload: serde_json::Value) -> Envelope {
+pub(crate) fn event(i: usize, event_type: &str, payload: serde_json::Value) -> Envelope {
     Envelope {
         id: format!("ev-{i:05}"),
         event_type: event_type.to_owned(),
@@ -201,7 +203,7 @@ pub fn event(i: usize, event_type: &str, payload: serde_json::Value) -> Envelope
 }
 
 /// The log record of an envelope (key = source, value = payload, headers = envelope).
-pub fn record(env: &Envelope) -> Record {
+pub(crate) fn record(env: &Envelope) -> Record {
     Record {
         partition: None,
         key: Some(Bytes::from(env.source.clone())),
@@ -212,14 +214,14 @@ pub fn record(env: &Envelope) -> Record {
 }
 
 /// Appends `envs` to `topic`.
-pub async fn append(log: &dyn Log, topic: &str, envs: &[Envelope]) {
+pub(crate) async fn append(log: &dyn Log, topic: &str, envs: &[Envelope]) {
     log.append(topic, envs.iter().map(record).collect())
         .await
         .unwrap();
 }
 
 /// Starts a router over `log` with `routes_yaml`.
-pub async fn start<L: Log>(
+pub(crate) async fn start<L: Log>(
     log: &Arc<L>,
     routes_yaml: &str,
     sinks: &Sinks,
@@ -237,7 +239,7 @@ pub async fn start<L: Log>(
 }
 
 /// Sum over partitions of `group`'s committed offsets.
-pub async fn committed(log: &dyn Log, group: &str, topic: &str) -> i64 {
+pub(crate) async fn committed(log: &dyn Log, group: &str, topic: &str) -> i64 {
     let n = log.partitions(topic).await.unwrap();
     let mut sum = 0;
     for p in 0..n as i32 {
@@ -249,15 +251,15 @@ pub async fn committed(log: &dyn Log, group: &str, topic: &str) -> i64 {
 /// With a paused clock (`#[tokio::test(start_paused = true)]`): returns once every task has run
 /// until it waits (on a timer, a channel or a blocking thread), since the runtime moves a paused
 /// clock only when no task can run. Without a paused clock it proves nothing.
-pub async fn settle() {
+pub(crate) async fn settle() {
     tokio::time::sleep(Duration::from_millis(1)).await;
 }
 
 /// One route, `lake`, reading `events` into a test sink.
-pub const LAKE: &str =
+pub(crate) const LAKE: &str =
     "routes:\n  - name: lake\n    source: {topics: [events]}\n    sinks: [{type: test}]\n";
 
-pub async fn read_all(log: &MemoryLog, topic: &str) -> Vec<headwater_log::StoredRecord> {
+pub(crate) async fn read_all(log: &MemoryLog, topic: &str) -> Vec<headwater_log::StoredRecord> {
     let mut out = Vec::new();
     for p in 0..log.partitions(topic).await.unwrap() as i32 {
         out.extend(
@@ -269,13 +271,13 @@ pub async fn read_all(log: &MemoryLog, topic: &str) -> Vec<headwater_log::Stored
     out
 }
 
-pub async fn log_with(partitions: u32) -> Arc<MemoryLog> {
+pub(crate) async fn log_with(partitions: u32) -> Arc<MemoryLog> {
     let log = Arc::new(MemoryLog::default());
     log.create_topic("events", partitions).await.unwrap();
     log
 }
 
-pub fn events(n: usize) -> Vec<headwater_schemas::Envelope> {
+pub(crate) fn events(n: usize) -> Vec<headwater_schemas::Envelope> {
     (0..n)
         .map(|i| {
             event(
