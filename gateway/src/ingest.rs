@@ -279,8 +279,9 @@ impl Pipeline {
 
     /// After the log refused `plans`' records together as too large: appends them again in
     /// halves, first half first (order per key holds), down to single records, and returns
-    /// those refused alone. Records the refused append had already written (another
-    /// partition's) are written again: at least once, as after any retry.
+    /// those refused alone. The embedded log refuses such a call with nothing written; a
+    /// remote log (`KafkaLog`, record by record) may have written the records before the
+    /// refused one, which are then written again: at least once, as after any retry.
     async fn isolate(
         &self,
         context: &Context<'_>,
