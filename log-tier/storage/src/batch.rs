@@ -1,8 +1,11 @@
 //! Kafka RecordBatch v2 codec: header parsing and CRC checks, a fast uncompressed encoder, and a
 //! decoder for stored batches (none/gzip/snappy/lz4/zstd) into records.
 
+use std::io::Read;
+
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+use crate::compression::{self, InflateError};
 use crate::error::{LogError, Result};
 use crate::log::{Header, Record, StoredRecord};
 
@@ -138,8 +141,18 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: i64) {
 }
 
 /// Validates one batch handed to append: exactly one whole v2 batch with a good CRC, no
-/// transactional or control batch.
+/// transactional or control batch, records framed as Kafka's broker checks them. A compressed
+/// batch may inflate to at most [`compression::DEFAULT_INFLATE_LIMIT`] bytes; see
+/// [`validate_for_append_within`] for a topic's own limit.
 pub fn validate_for_append(batch: &[u8]) -> Result<BatchHeader> {
+    validate_for_append_within(batch, compression::DEFAULT_INFLATE_LIMIT)
+}
+
+/// [`validate_for_append`] with a compressed batch allowed to inflate to at most
+/// `max_inflated_bytes` ([`compression::inflate_limit`] of the topic's `max_message_bytes`).
+/// The records are checked as they are decompressed, one at a time, so the check holds at most
+/// one record in memory, and a compression bomb is refused once past the limit.
+pub fn validate_for_append_within(batch: &[u8], max_inflated_bytes: usize) -> Result<BatchHeader> {
     let header = BatchHeader::parse(batch).ok_or_else(|| {
         LogError::InvalidBatch(format!("{} bytes is shorter than a header", batch.len()))
     })?;
@@ -171,57 +184,105 @@ pub fn validate_for_append(batch: &[u8]) -> Result<BatchHeader> {
             header.records_count, header.last_offset_delta
         )));
     }
-    check_records(batch, &header).map_err(LogError::InvalidBatch)?;
+    check_records(batch, &header, max_inflated_bytes).map_err(LogError::InvalidBatch)?;
     Ok(header)
 }
 
-/// Walks the records of a batch (decompressing if needed) and checks their framing: exactly
+/// Walks the records of a batch (decompressing as it goes) and checks their framing: exactly
 /// `records_count` records with offset deltas 0, 1, 2… and no trailing bytes. Like Kafka's
 /// broker-side validation, so a stored batch never lies about its offsets.
-fn check_records(batch: &[u8], header: &BatchHeader) -> std::result::Result<(), String> {
-    let body = &batch[HEADER_LEN..];
-    if header.compression() == 0 {
-        return walk_records(body, header.records_count);
+fn check_records(
+    batch: &[u8],
+    header: &BatchHeader,
+    max_inflated_bytes: usize,
+) -> std::result::Result<(), String> {
+    let mut body = &batch[HEADER_LEN..];
+    let codec = header.compression();
+    if codec == 0 {
+        for i in 0..i64::from(header.records_count) {
+            let len = get_varint(&mut body)?;
+            if len < 1 || len as usize > body.len() {
+                return Err(format!("record {i} has a bad length"));
+            }
+            let (rec, rest) = body.split_at(len as usize);
+            check_record(rec, i)?;
+            body = rest;
+        }
+        return if body.is_empty() {
+            Ok(())
+        } else {
+            Err("bytes after the last record".to_owned())
+        };
     }
-    let compressed = Bytes::copy_from_slice(body);
-    let plain = crate::compression::decompress(header.compression(), &compressed)?;
-    walk_records(&plain, header.records_count)
-}
-
-fn walk_records(mut buf: &[u8], count: i32) -> std::result::Result<(), String> {
-    for i in 0..i64::from(count) {
-        let len = get_varint(&mut buf)?;
-        if len < 1 || len as usize > buf.len() {
+    let inflater =
+        crate::compression::inflater(codec, body, max_inflated_bytes).map_err(|e| e.to_string())?;
+    let failed = |e: std::io::Error| InflateError::from_io(codec, &e).to_string();
+    let mut stream = std::io::BufReader::with_capacity(64 * 1024, inflater);
+    let mut rec = Vec::new();
+    for i in 0..i64::from(header.records_count) {
+        let len = read_varint(&mut stream).map_err(failed)?;
+        let len = len.ok_or_else(|| format!("record {i} has a bad length"))?;
+        if len < 1 {
             return Err(format!("record {i} has a bad length"));
         }
-        let (mut rec, rest) = buf.split_at(len as usize);
-        buf = rest;
-        rec.advance(1); // attributes
-        get_varint(&mut rec)?; // timestamp delta
-        if get_varint(&mut rec)? != i {
-            return Err(format!("record {i} has a wrong offset delta"));
+        rec.clear();
+        // Grows as bytes arrive: a record claiming more than the stream holds costs nothing.
+        (&mut stream)
+            .take(len as u64)
+            .read_to_end(&mut rec)
+            .map_err(failed)?;
+        if rec.len() as u64 != len as u64 {
+            return Err(format!("record {i} has a bad length"));
         }
-        skip_opt_bytes(&mut rec)?; // key
-        skip_opt_bytes(&mut rec)?; // value
-        let headers = get_varint(&mut rec)?;
-        if headers < 0 {
-            return Err(format!("record {i} has a negative header count"));
+        check_record(&rec, i)?;
+    }
+    let mut more = [0u8; 1];
+    if stream.read(&mut more).map_err(failed)? != 0 {
+        return Err("bytes after the last record".to_owned());
+    }
+    Ok(())
+}
+
+/// Checks one record's fields (`rec` is the record without its length prefix): the offset
+/// delta is `i`, every field lies within the record, nothing trails.
+fn check_record(mut rec: &[u8], i: i64) -> std::result::Result<(), String> {
+    rec.advance(1); // attributes
+    get_varint(&mut rec)?; // timestamp delta
+    if get_varint(&mut rec)? != i {
+        return Err(format!("record {i} has a wrong offset delta"));
+    }
+    skip_opt_bytes(&mut rec)?; // key
+    skip_opt_bytes(&mut rec)?; // value
+    let headers = get_varint(&mut rec)?;
+    if headers < 0 {
+        return Err(format!("record {i} has a negative header count"));
+    }
+    for _ in 0..headers {
+        if skip_opt_bytes(&mut rec)? < 0 {
+            return Err(format!("record {i} has a null header key"));
         }
-        for _ in 0..headers {
-            if skip_opt_bytes(&mut rec)? < 0 {
-                return Err(format!("record {i} has a null header key"));
-            }
-            skip_opt_bytes(&mut rec)?;
+        skip_opt_bytes(&mut rec)?;
+    }
+    if !rec.is_empty() {
+        return Err(format!("record {i} has trailing bytes"));
+    }
+    Ok(())
+}
+
+/// Reads a zigzag varint from a stream: `None` at a clean end of the stream or when malformed.
+fn read_varint(r: &mut impl std::io::BufRead) -> std::io::Result<Option<i64>> {
+    let mut z: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let mut b = [0u8; 1];
+        if r.read(&mut b)? == 0 {
+            return Ok(None);
         }
-        if !rec.is_empty() {
-            return Err(format!("record {i} has trailing bytes"));
+        z |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok(Some(((z >> 1) as i64) ^ -((z & 1) as i64)));
         }
     }
-    if buf.is_empty() {
-        Ok(())
-    } else {
-        Err("bytes after the last record".to_owned())
-    }
+    Ok(None)
 }
 
 /// Skips a varint-length-prefixed field; returns its length (-1 for null).
@@ -401,22 +462,42 @@ pub fn split_batches(mut buf: Bytes) -> impl Iterator<Item = (BatchHeader, Bytes
     })
 }
 
-/// Decodes one whole stored batch (CRC already checked) into records, decompressing if needed.
+/// Decodes one whole stored batch (CRC already checked) into records, decompressing if needed
+/// (at most [`compression::DEFAULT_INFLATE_LIMIT`] bytes; see [`decode_records_within`]).
 /// Keeps duplicate header keys in order.
 pub fn decode_records(batch: &Bytes) -> Result<Vec<StoredRecord>> {
+    decode_records_within(batch, compression::DEFAULT_INFLATE_LIMIT)
+}
+
+/// [`decode_records`] with a compressed batch allowed to inflate to at most
+/// `max_inflated_bytes`; past it the batch is `Corrupt` (no valid append stores such a batch).
+pub fn decode_records_within(
+    batch: &Bytes,
+    max_inflated_bytes: usize,
+) -> Result<Vec<StoredRecord>> {
+    decode_counted(batch, max_inflated_bytes).map(|(records, _)| records)
+}
+
+/// [`decode_records_within`], also returning the bytes of the (decompressed) record body.
+pub(crate) fn decode_counted(
+    batch: &Bytes,
+    max_inflated_bytes: usize,
+) -> Result<(Vec<StoredRecord>, usize)> {
     let header =
         BatchHeader::parse(batch).ok_or_else(|| LogError::corrupt("batch", "short header"))?;
+    let location = || format!("batch at offset {}", header.base_offset);
     let body = batch.slice(HEADER_LEN..);
-    let mut body = crate::compression::decompress(header.compression(), &body)
-        .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
+    let mut body = compression::decompress(header.compression(), &body, max_inflated_bytes)
+        .map_err(|e| LogError::corrupt(location(), e.to_string()))?;
+    let inflated = body.len();
     let mut out =
         Vec::with_capacity((header.records_count.max(0) as usize).min(body.len() / 7 + 1));
     for _ in 0..header.records_count {
-        let rec = decode_record(&mut body, &header)
-            .map_err(|e| LogError::corrupt(format!("batch at offset {}", header.base_offset), e))?;
+        let rec =
+            decode_record(&mut body, &header).map_err(|e| LogError::corrupt(location(), e))?;
         out.push(rec);
     }
-    Ok(out)
+    Ok((out, inflated))
 }
 
 fn decode_record(
@@ -471,3 +552,7 @@ fn decode_record(
 #[cfg(test)]
 #[path = "batch_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "bomb_tests.rs"]
+mod bomb_tests;

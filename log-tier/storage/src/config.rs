@@ -71,6 +71,10 @@ pub struct KafkaTlsConfig {
     /// PEM CA bundle that client certificates must chain to; when set, every client must
     /// present a valid certificate (mTLS). Default none.
     pub client_ca_file: Option<String>,
+    /// Client certificate subject (its common name, or the whole subject when it has none) →
+    /// principal name: a tenant of `gateway.auth.keys` or a name in `log.principals`. A
+    /// connection with a mapped certificate is that principal without SASL. Default empty.
+    pub client_principals: BTreeMap<String, String>,
 }
 
 impl KafkaTlsConfig {
@@ -81,12 +85,87 @@ impl KafkaTlsConfig {
 }
 
 /// SASL on the Kafka listener (`log.kafka_sasl`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaSaslConfig {
-    /// Require SASL/PLAIN before any request but ApiVersions: the user name is a tenant, the
-    /// password one of its API keys (`gateway.auth.keys`). Default false.
+    /// Require SASL before any request but ApiVersions. PLAIN: the user name is a tenant and
+    /// the password one of its API keys (`gateway.auth.keys`), or a name in `log.principals`
+    /// with its `plain_sha256`; SCRAM: a name in `log.principals` with a stored credential.
+    /// Default false.
     pub enabled: bool,
+    /// Mechanisms offered, of `SCRAM-SHA-256`, `SCRAM-SHA-512` and `PLAIN`. Default all three.
+    pub mechanisms: Vec<String>,
+    /// Allow PLAIN on a listener that is neither TLS nor loopback (the password crosses the
+    /// network in clear). Default false: such a listener refuses to start.
+    pub allow_plaintext_plain: bool,
+}
+
+impl Default for KafkaSaslConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            mechanisms: SASL_MECHANISMS.iter().map(|m| (*m).to_owned()).collect(),
+            allow_plaintext_plain: false,
+        }
+    }
+}
+
+/// The SASL mechanisms the Kafka listener can serve.
+pub const SASL_MECHANISMS: &[&str] = &["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"];
+
+/// What a principal is to the Kafka listener's authorizer (`log.principals[].role`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PrincipalRole {
+    /// A tenant: produces its own events to schema-governed topics; the broker stamps
+    /// `hw.tenant` with its name and validates what it produces.
+    Tenant,
+    /// A Headwater service (a gateway, a router) or another trusted program: every resource,
+    /// narrowed by deny ACLs.
+    Service,
+    /// An operator: a super user, never refused.
+    Operator,
+}
+
+/// A named principal of the Kafka listener (`log.principals`), with its credentials. Only
+/// salted or hashed forms are stored, never a password. Its `Debug` redacts the SCRAM
+/// credentials (their stored and server keys let a thief pose as the broker and try
+/// passwords offline); `plain_sha256` is a digest like the API key digests and shows.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrincipalConfig {
+    /// The principal's name (`User:<name>` in ACLs); for a tenant, the tenant.
+    pub name: String,
+    /// Tenant, service or operator.
+    pub role: PrincipalRole,
+    /// SCRAM-SHA-256 credential as printed by `headwater scram-credential`. Default none.
+    #[serde(default)]
+    pub scram_sha256: Option<String>,
+    /// SCRAM-SHA-512 credential as printed by `headwater scram-credential`. Default none.
+    #[serde(default)]
+    pub scram_sha512: Option<String>,
+    /// Hex SHA-256 of the PLAIN password (`printf %s PASSWORD | sha256sum`). Default none.
+    #[serde(default)]
+    pub plain_sha256: Option<String>,
+}
+
+impl std::fmt::Debug for PrincipalConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::client_config::RedactedStr;
+        f.debug_struct("PrincipalConfig")
+            .field("name", &self.name)
+            .field("role", &self.role)
+            .field(
+                "scram_sha256",
+                &self.scram_sha256.as_deref().map(RedactedStr),
+            )
+            .field(
+                "scram_sha512",
+                &self.scram_sha512.as_deref().map(RedactedStr),
+            )
+            .field("plain_sha256", &self.plain_sha256)
+            .finish()
+    }
 }
 
 /// The log tier's configuration (`log:` in headwater.yaml).
@@ -99,8 +178,14 @@ pub struct LogConfig {
     pub advertised_listener: Option<String>,
     /// TLS on the Kafka listener. Default off.
     pub kafka_tls: KafkaTlsConfig,
-    /// SASL/PLAIN on the Kafka listener. Default off.
+    /// SASL (SCRAM-SHA-256/512, PLAIN) on the Kafka listener. Default off.
     pub kafka_sasl: KafkaSaslConfig,
+    /// Named principals of the Kafka listener (services, operators, tenants with SCRAM
+    /// credentials). Default none.
+    pub principals: Vec<PrincipalConfig>,
+    /// ACLs of the Kafka listener (Kafka's model), on top of the built-in rules of each
+    /// principal's role; enforced when the listener authenticates clients. Default none.
+    pub acls: Vec<crate::security::AclEntry>,
     /// Create a topic on first use with the defaults below. Default true.
     pub auto_create_topics: bool,
     /// Partitions of an auto-created topic. Default 4.
@@ -126,6 +211,38 @@ pub struct LogConfig {
     /// Forget an idempotent producer's sequences after it has been idle this long, in
     /// milliseconds (Kafka's `producer.id.expiration.ms`). Default 86400000 (1 day).
     pub producer_expiry_ms: u64,
+    /// Most segment files open at once over every partition. The least recently used idle
+    /// ones are closed past it (fsynced first when they hold unsynced bytes) and reopened on
+    /// demand, so the number of partitions is not bounded by the process's file limit.
+    /// Default none: half the process's soft `RLIMIT_NOFILE` at start-up, at least 64.
+    pub max_open_files: Option<u32>,
+    /// Kafka-listener connections served at once; more are closed on accept. Default 4096.
+    pub kafka_max_connections: u32,
+    /// Kafka-listener connections served at once from one IP address. Default 256.
+    pub kafka_max_connections_per_ip: u32,
+    /// A Kafka connection that sends no request for this long is closed, in milliseconds
+    /// (Kafka's `connections.max.idle.ms`). Default 600000 (10 minutes).
+    pub kafka_idle_timeout_ms: u64,
+    /// Largest Kafka request frame, in bytes (Kafka's `socket.request.max.bytes`); a bigger
+    /// one closes the connection. Default 104857600 (100 MiB).
+    pub kafka_max_request_bytes: u32,
+    /// Bytes of Kafka request frames being read or handled at once over every connection
+    /// (Kafka's `queued.max.request.bytes`); a connection waits, unread, for room. At least
+    /// `kafka_max_request_bytes`. Default 268435456 (256 MiB).
+    pub kafka_queued_max_request_bytes: u64,
+    /// Most record bytes in one Fetch response, in bytes (Kafka's broker `fetch.max.bytes`);
+    /// a client's larger, zero or negative `max_bytes` gets this. Default 52428800 (50 MiB).
+    pub fetch_max_bytes: u32,
+    /// Most topics; CreateTopics and auto-creation beyond it are refused. Default 1000.
+    pub max_topics: u32,
+    /// Most partitions of one topic (CreateTopics, `default_partitions`, per-topic
+    /// `partitions`). Default 256.
+    pub max_partitions_per_topic: u32,
+    /// Most consumer groups the Kafka listener's coordinator holds. Default 10000.
+    pub max_groups: u32,
+    /// Most members (joined or with a pending member id) of one consumer group (Kafka's
+    /// `group.max.size`). Default 1000.
+    pub group_max_size: u32,
     /// How `headwater gateway` and `headwater router` reach the log tier (Headwater log nodes
     /// or an Apache Kafka cluster); unused by `serve` and `log-node`.
     pub client: crate::client_config::KafkaClientConfig,
@@ -138,6 +255,8 @@ impl Default for LogConfig {
             advertised_listener: None,
             kafka_tls: KafkaTlsConfig::default(),
             kafka_sasl: KafkaSaslConfig::default(),
+            principals: Vec::new(),
+            acls: Vec::new(),
             auto_create_topics: true,
             default_partitions: 4,
             segment_bytes: 128 * 1024 * 1024,
@@ -150,6 +269,17 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             retention_check_interval_ms: 60_000,
             producer_expiry_ms: 24 * 3600 * 1000,
+            max_open_files: None,
+            kafka_max_connections: 4096,
+            kafka_max_connections_per_ip: 256,
+            kafka_idle_timeout_ms: 600_000,
+            kafka_max_request_bytes: 100 * 1024 * 1024,
+            kafka_queued_max_request_bytes: 256 * 1024 * 1024,
+            fetch_max_bytes: 50 * 1024 * 1024,
+            max_topics: 1000,
+            max_partitions_per_topic: 256,
+            max_groups: 10_000,
+            group_max_size: 1000,
             client: crate::client_config::KafkaClientConfig::default(),
         }
     }
@@ -170,6 +300,119 @@ impl KafkaTlsConfig {
                 "log.kafka_tls.client_ca_file".to_owned(),
                 "needs log.kafka_tls.cert_file and key_file".to_owned(),
             ));
+        }
+        if !self.client_principals.is_empty() && self.client_ca_file.is_none() {
+            errors.push((
+                "log.kafka_tls.client_principals".to_owned(),
+                "needs log.kafka_tls.client_ca_file: only verified certificates map to \
+                 principals"
+                    .to_owned(),
+            ));
+        }
+        errors
+    }
+}
+
+impl LogConfig {
+    /// Checks `log.principals` and `log.kafka_sasl.mechanisms`.
+    fn validate_principals(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        if self.kafka_sasl.mechanisms.is_empty() {
+            errors.push((
+                "log.kafka_sasl.mechanisms".to_owned(),
+                format!("name at least one of {}", SASL_MECHANISMS.join(", ")),
+            ));
+        }
+        for (i, mechanism) in self.kafka_sasl.mechanisms.iter().enumerate() {
+            if !SASL_MECHANISMS.contains(&mechanism.as_str()) {
+                errors.push((
+                    format!("log.kafka_sasl.mechanisms[{i}]"),
+                    format!("`{mechanism}` is not one of {}", SASL_MECHANISMS.join(", ")),
+                ));
+            }
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, principal) in self.principals.iter().enumerate() {
+            let key = |field: &str| format!("log.principals[{i}].{field}");
+            let name = &principal.name;
+            if name.is_empty() || name.chars().any(|c| c.is_control() || c == ',' || c == '=') {
+                errors.push((
+                    key("name"),
+                    "must be non-empty, without control characters, `,` or `=`".to_owned(),
+                ));
+            } else if name == "ANONYMOUS" {
+                errors.push((key("name"), "ANONYMOUS is reserved".to_owned()));
+            } else if !seen.insert(name.as_str()) {
+                errors.push((key("name"), format!("`{name}` is listed twice")));
+            }
+            if let Some(digest) = &principal.plain_sha256
+                && (digest.len() != 64 || !digest.bytes().all(|b| b.is_ascii_hexdigit()))
+            {
+                errors.push((
+                    key("plain_sha256"),
+                    "must be 64 hex digits (printf %s PASSWORD | sha256sum)".to_owned(),
+                ));
+            }
+        }
+        errors
+    }
+}
+
+impl LogConfig {
+    /// Checks the Kafka listener's and the topics' limits.
+    fn validate_limits(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut at_least_one = |key: &str, value: u64| {
+            if value == 0 {
+                errors.push((format!("log.{key}"), "must be at least 1".to_owned()));
+            }
+        };
+        at_least_one("kafka_max_connections", self.kafka_max_connections.into());
+        at_least_one(
+            "kafka_max_connections_per_ip",
+            self.kafka_max_connections_per_ip.into(),
+        );
+        at_least_one("kafka_idle_timeout_ms", self.kafka_idle_timeout_ms);
+        at_least_one("fetch_max_bytes", self.fetch_max_bytes.into());
+        at_least_one("max_topics", self.max_topics.into());
+        at_least_one(
+            "max_partitions_per_topic",
+            self.max_partitions_per_topic.into(),
+        );
+        at_least_one("max_groups", self.max_groups.into());
+        at_least_one("group_max_size", self.group_max_size.into());
+        if let Some(max) = self.max_open_files {
+            at_least_one("max_open_files", max.into());
+        }
+        if self.kafka_max_request_bytes < 1024 * 1024 {
+            errors.push((
+                "log.kafka_max_request_bytes".to_owned(),
+                "must be at least 1048576 (1 MiB)".to_owned(),
+            ));
+        }
+        if self.kafka_queued_max_request_bytes < u64::from(self.kafka_max_request_bytes) {
+            errors.push((
+                "log.kafka_queued_max_request_bytes".to_owned(),
+                format!(
+                    "must be at least log.kafka_max_request_bytes ({})",
+                    self.kafka_max_request_bytes
+                ),
+            ));
+        }
+        let max = self.max_partitions_per_topic;
+        if self.default_partitions > max {
+            errors.push((
+                "log.default_partitions".to_owned(),
+                format!("must be at most log.max_partitions_per_topic ({max})"),
+            ));
+        }
+        for (name, topic) in &self.topics {
+            if topic.partitions.is_some_and(|p| p > max) {
+                errors.push((
+                    format!("log.topics.{name}.partitions"),
+                    format!("must be at most log.max_partitions_per_topic ({max})"),
+                ));
+            }
         }
         errors
     }
@@ -202,6 +445,15 @@ pub struct TopicSettings {
 }
 
 impl LogConfig {
+    /// The bound on open segment files: `max_open_files`, else half the soft `RLIMIT_NOFILE`
+    /// (at least 64).
+    pub fn max_open_files(&self) -> usize {
+        self.max_open_files
+            .map_or_else(crate::open_files::default_max_open_files, |max| {
+                max.max(1) as usize
+            })
+    }
+
     /// Resolves the settings of `topic`: its override, else the defaults.
     pub fn topic_settings(&self, topic: &str) -> TopicSettings {
         let o = self.topics.get(topic).cloned().unwrap_or_default();
@@ -234,6 +486,9 @@ impl LogConfig {
             ));
         }
         errors.extend(self.kafka_tls.validate());
+        errors.extend(self.validate_principals());
+        errors.extend(self.validate_limits());
+        errors.extend(crate::security::validate_acls(&self.acls));
         if self.default_partitions == 0 {
             errors.push((
                 "log.default_partitions".to_owned(),
@@ -352,5 +607,52 @@ mod tests {
         let parsed: LogConfig = serde_json::from_str(r#"{"kafka_sasl": {"enabled": true}}"#)
             .expect("kafka_sasl parses");
         assert!(parsed.kafka_sasl.enabled);
+    }
+
+    #[test]
+    fn principal_debug_redacts_scram_credentials() {
+        let principal = PrincipalConfig {
+            name: "router".to_owned(),
+            role: PrincipalRole::Service,
+            scram_sha256: Some("SCRAM-SHA-256$4096:c2FsdA==$c3RvcmVk:c2VydmVy".to_owned()),
+            scram_sha512: None,
+            plain_sha256: Some("ab12".to_owned()),
+        };
+        let shown = format!("{principal:?}");
+        assert!(!shown.contains("c3RvcmVk"), "{shown}");
+        assert!(shown.contains("scram_sha256: Some(<redacted>)"), "{shown}");
+        assert!(shown.contains("scram_sha512: None"), "{shown}");
+        assert!(shown.contains(r#"plain_sha256: Some("ab12")"#), "{shown}");
+        assert!(shown.contains(r#"name: "router""#), "{shown}");
+    }
+
+    #[test]
+    fn listener_and_topic_limits_are_checked() {
+        let mut config = LogConfig {
+            kafka_max_connections_per_ip: 0,
+            kafka_queued_max_request_bytes: 1024,
+            default_partitions: 300,
+            ..LogConfig::default()
+        };
+        config.topics.insert(
+            "wide".to_owned(),
+            TopicConfig {
+                partitions: Some(257),
+                ..TopicConfig::default()
+            },
+        );
+        let keys: Vec<String> = config.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            keys,
+            [
+                "log.kafka_max_connections_per_ip",
+                "log.kafka_queued_max_request_bytes",
+                "log.default_partitions",
+                "log.topics.wide.partitions",
+            ]
+        );
+        let parsed: LogConfig =
+            serde_json::from_str(r#"{"max_topics": 5, "fetch_max_bytes": 1048576}"#).unwrap();
+        assert_eq!((parsed.max_topics, parsed.fetch_max_bytes), (5, 1 << 20));
     }
 }

@@ -1,6 +1,6 @@
 //! Disk-full test: a 1 MiB tmpfs (or, when mounting is not allowed, injected ENOSPC) fills up;
 //! appends fail with a retryable `DiskFull`, nothing acknowledged is lost, and appends resume
-//! once space returns.
+//! once space returns. A failed fsync fails its partition until restart.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -156,16 +156,29 @@ async fn injected_write_errors_are_disk_full_too() {
     engine.close().await.unwrap();
 }
 
-/// A failed fsync rolls back every write it covered: waiters get a retryable error, nobody is
-/// acknowledged for lost data, and later appends reuse the offsets densely.
+/// A failed fsync fails the partition: in `every_append` and `interval` the writes it covered
+/// are rolled back and their appenders get a retryable error; in every mode, once the fault is
+/// gone (Linux reports a writeback error once, so a second fsync would "succeed" without the
+/// lost pages), neither a retried append of the same records nor a flush is acknowledged. A
+/// restart recovers the partition from disk: every acknowledged record is there, and appends
+/// continue densely.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn failed_fsync_rolls_back_unacknowledged_writes() {
-    for mode in [FlushMode::EveryAppend, FlushMode::Interval] {
+async fn failed_fsync_fails_the_partition_until_restart() {
+    for mode in [
+        FlushMode::EveryAppend,
+        FlushMode::Interval,
+        FlushMode::Background,
+    ] {
         let dir = tempfile::tempdir().unwrap();
         let cfg = LogConfig {
             flush: FlushPolicy {
                 mode,
-                interval_ms: 5,
+                // Background: only the explicit flushes below fsync.
+                interval_ms: if mode == FlushMode::Background {
+                    3_600_000
+                } else {
+                    5
+                },
             },
             segment_bytes: 8 * 1024,
             ..LogConfig::default()
@@ -185,28 +198,49 @@ async fn failed_fsync_rolls_back_unacknowledged_writes() {
             ));
         }
         crate::fault::set_sync_fails(dir.path(), true);
-        let mut tasks = Vec::new();
-        for i in 100..108 {
-            let engine = engine.clone();
-            tasks.push(tokio::spawn(async move {
-                engine.append("t", vec![rec(i)]).await
-            }));
+        if mode == FlushMode::Background {
+            // Acknowledged before their fsync; the background flush is what fails.
+            assert!(engine.flush().await.unwrap_err().is_retryable());
+        } else {
+            let mut tasks = Vec::new();
+            for i in 100..108 {
+                let engine = engine.clone();
+                tasks.push(tokio::spawn(async move {
+                    engine.append("t", vec![rec(i)]).await
+                }));
+            }
+            for t in tasks {
+                let err = t.await.unwrap().unwrap_err();
+                assert!(err.is_retryable(), "{err:?}");
+            }
+            assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 20);
         }
-        for t in tasks {
-            let err = t.await.unwrap().unwrap_err();
-            assert!(err.is_retryable(), "{err:?}");
-        }
-        assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 20);
+        // The fault is gone, as a reported writeback error is: nothing may pretend the lost
+        // pages are durable now.
         crate::fault::set_sync_fails(dir.path(), false);
+        for i in 100..103 {
+            let err = engine.append("t", vec![rec(i)]).await.unwrap_err();
+            assert!(err.is_retryable(), "{mode:?}: {err:?}");
+            assert!(err.to_string().contains("fsync failed"), "{err}");
+        }
+        assert!(
+            engine.flush().await.is_err(),
+            "{mode:?}: a retried fsync succeeded"
+        );
+        assert!(engine.check_writable().await.is_err(), "{mode:?}");
+        check_acked(&engine, &acked).await;
+        assert!(engine.close().await.is_err(), "{mode:?}: closed cleanly");
+        drop(engine);
+
+        let engine = LogEngine::open(dir.path(), cfg).unwrap();
+        check_acked(&engine, &acked).await;
+        engine.check_writable().await.unwrap();
         for i in 200..230 {
             let a = engine.append("t", vec![rec(i)]).await.unwrap();
             assert_eq!(a[0].offset, acked.len() as i64, "{mode:?}");
             acked.push((a[0].offset, value(i)));
         }
-        check_acked(&engine, &acked).await;
-        engine.close().await.unwrap();
-        drop(engine);
-        let engine = LogEngine::open(dir.path(), cfg).unwrap();
+        engine.flush().await.unwrap();
         check_acked(&engine, &acked).await;
         engine.close().await.unwrap();
     }

@@ -3,11 +3,10 @@
 //! RecordBatch v2, read stored bytes, long-poll, list offsets, topic admin, group offsets).
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::os::unix::io::AsRawFd;
+use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
@@ -19,6 +18,7 @@ use crate::log::PartitionOffsets;
 use crate::offsets::OffsetStore;
 use crate::partition::Partition;
 use crate::topic::Topic;
+use data_dir::{CLEAN_SHUTDOWN, free_bytes, lock_dir, write_clean_marker};
 
 /// Which offset `list_offset` looks up (Kafka ListOffsets).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,10 +72,13 @@ pub struct LogEngine {
     pub(crate) offsets: OffsetStore,
     closed: AtomicBool,
     lock_file: Mutex<Option<File>>,
+    /// Permits to decompress batches (append validation, `Log::read` decoding) on blocking
+    /// threads: one per CPU, so a flood of compressed batches queues instead of taking every
+    /// blocking thread and a decoder window on each.
+    inflating: Arc<tokio::sync::Semaphore>,
+    /// The bound on open segment files over every partition (`max_open_files`).
+    pub(crate) open_files: Arc<crate::open_files::OpenFiles>,
 }
-
-/// Present only between a clean `close` and the next `open`.
-const CLEAN_SHUTDOWN: &str = ".clean_shutdown";
 
 /// Wall-clock time in milliseconds since the Unix epoch (0 if the clock is before it): record
 /// timestamps, `hw.received_at`, retention ages.
@@ -96,6 +99,7 @@ impl LogEngine {
             .map_err(|e| LogError::io(format!("creating {}", topics_dir.display()), e))?;
         let lock_file = lock_dir(data_dir)?;
         let offsets = OffsetStore::open(data_dir)?;
+        let open_files = crate::open_files::OpenFiles::new(config.max_open_files());
         let marker = data_dir.join(CLEAN_SHUTDOWN);
         let clean = marker.exists();
         let mut topics = BTreeMap::new();
@@ -110,7 +114,12 @@ impl LogEngine {
                 let _ = fs::remove_dir_all(&path);
                 continue;
             }
-            match Topic::load(&path, |name| config.topic_settings(name), clean)? {
+            match Topic::load(
+                &path,
+                |name| config.topic_settings(name),
+                clean,
+                &open_files,
+            )? {
                 Some(topic) => {
                     topics.insert(topic.name.to_string(), Arc::new(topic));
                 }
@@ -125,7 +134,7 @@ impl LogEngine {
                 .and_then(|()| File::open(data_dir)?.sync_all())
                 .map_err(|e| LogError::io("removing the clean-shutdown marker", e))?;
         }
-        info!(dir = %data_dir.display(), topics = topics.len(), clean, "log opened");
+        info!(dir = %data_dir.display(), topics = topics.len(), clean, max_open_files = open_files.max(), "log opened");
         let engine = Arc::new(LogEngine {
             dir: data_dir.to_path_buf(),
             topics_dir,
@@ -135,6 +144,10 @@ impl LogEngine {
             offsets,
             closed: AtomicBool::new(false),
             lock_file: Mutex::new(Some(lock_file)),
+            inflating: Arc::new(tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            )),
+            open_files,
         });
         let declared: Vec<(String, u32)> = engine
             .config
@@ -148,7 +161,7 @@ impl LogEngine {
             }
         }
         if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            handle.spawn(retention_loop(Arc::downgrade(&engine)));
+            handle.spawn(retention::retention_loop(Arc::downgrade(&engine)));
         }
         Ok(engine)
     }
@@ -190,12 +203,27 @@ impl LogEngine {
             .ok_or_else(|| LogError::UnknownTopic(name.to_owned()))
     }
 
-    /// The topic, created with the configured defaults when missing and auto-creation is on.
+    /// The topic, created with the configured defaults when missing and auto-creation is on,
+    /// unless `log.max_topics` topics exist already ([`LogError::topic_limit`], counted and
+    /// created under the admin lock, so concurrent creations cannot pass it together).
     pub(crate) fn topic_or_create(&self, name: &str) -> Result<Arc<Topic>> {
         match self.topic(name) {
             Err(LogError::UnknownTopic(_)) if self.config.auto_create_topics => {
                 let partitions = self.config.topic_settings(name).partitions;
-                self.create_topic_now(name, partitions)?;
+                let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+                let (exists, count) = {
+                    let topics = self.topics.read().unwrap_or_else(|p| p.into_inner());
+                    (topics.contains_key(name), topics.len())
+                };
+                if !exists && count >= self.config.max_topics as usize {
+                    debug!(
+                        topic = name,
+                        max_topics = self.config.max_topics,
+                        "topic auto-creation refused by log.max_topics"
+                    );
+                    return Err(LogError::topic_limit(name, self.config.max_topics));
+                }
+                self.create_topic_locked(name, partitions)?;
                 self.topic(name)
             }
             other => other,
@@ -208,8 +236,13 @@ impl LogEngine {
 
     /// Creates a topic (blocking file I/O); Ok if it exists with the same partition count.
     pub fn create_topic_now(&self, name: &str, partitions: u32) -> Result<()> {
-        self.check_open()?;
         let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        self.create_topic_locked(name, partitions)
+    }
+
+    /// [`LogEngine::create_topic_now`] under the admin lock.
+    fn create_topic_locked(&self, name: &str, partitions: u32) -> Result<()> {
+        self.check_open()?;
         if let Some(existing) = self.partition_count(name) {
             return if existing == partitions {
                 Ok(())
@@ -222,6 +255,7 @@ impl LogEngine {
             name,
             partitions,
             self.config.topic_settings(name),
+            &self.open_files,
         )?;
         info!(topic = name, partitions, "topic created");
         self.topics
@@ -280,8 +314,10 @@ impl LogEngine {
     }
 
     /// Appends raw RecordBatch v2 bytes (one or more whole batches, uncompressed or compressed,
-    /// as a Kafka producer sends them) to a partition. Base offsets are rewritten (the CRC does
-    /// not cover them); idempotent producers' batches
+    /// as a Kafka producer sends them) to a partition. Each batch is checked against the
+    /// topic's `max_message_bytes` as received, and a compressed one may inflate to at most
+    /// [`LogEngine::max_inflated_bytes`] (checked while decompressing, on a blocking thread).
+    /// Base offsets are rewritten (the CRC does not cover them); idempotent producers' batches
     /// are checked by producer id, epoch and sequence, and a retried batch returns its original
     /// base offset without a second write. Resolves once durable under the topic's flush policy
     /// with the base offset of the first batch.
@@ -291,7 +327,44 @@ impl LogEngine {
         let batch = batch
             .try_into_mut()
             .unwrap_or_else(|b| BytesMut::from(&b[..]));
-        p.append(batch).await
+        let batches = if crate::partition::any_compressed(&batch) {
+            let settings = p.settings.clone();
+            self.run_decompressing(move || crate::partition::validate_batches(batch, &settings))
+                .await??
+        } else {
+            crate::partition::validate_batches(batch, &p.settings)?
+        };
+        p.append(batches).await
+    }
+
+    /// Most bytes a compressed batch of `topic` may decompress to:
+    /// [`crate::compression::inflate_limit`] of its `max_message_bytes` (8 × by default).
+    /// Whoever decompresses a batch bound for `topic` (the Kafka listener stamping a tenant's
+    /// records) should stop there: `batch::validate_for_append_within`,
+    /// `batch::decode_records_within`.
+    pub fn max_inflated_bytes(&self, topic: &str) -> usize {
+        crate::compression::inflate_limit(self.config.topic_settings(topic).max_message_bytes)
+    }
+
+    /// Runs `work` (decompressing record batches) on a blocking thread, once one of the engine's
+    /// decompression permits (one per CPU) is free: CPU-heavy decoding stays off the async
+    /// workers, and at most that many decoders run at once. The permit goes with the work, so
+    /// a caller that gives up (a client that disconnects) does not free it before the work ends.
+    pub async fn run_decompressing<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let permit = Arc::clone(&self.inflating)
+            .acquire_owned()
+            .await
+            .map_err(|_| LogError::Closed)?;
+        tokio::task::spawn_blocking(move || {
+            let done = work();
+            drop(permit);
+            done
+        })
+        .await
+        .map_err(|e| LogError::io("decompressing a batch", std::io::Error::other(e)))
     }
 
     /// Reads stored batch bytes from the batch holding `offset`, about `max_bytes` (at least one
@@ -405,7 +478,38 @@ impl LogEngine {
         offset: i64,
     ) -> Result<()> {
         self.check_open()?;
+        self.partition(topic, partition)?;
         self.offsets.commit(group, topic, partition, offset).await
+    }
+
+    /// Stores many offsets of a consumer group durably with one append and one fsync:
+    /// `(topic, partition, offset)` each. One result per entry, in order: unknown topics or
+    /// partitions are refused (`UnknownTopic`/`UnknownPartition`), as are new entries beyond the
+    /// store's limit.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        entries: &[(&str, i32, i64)],
+    ) -> Vec<Result<()>> {
+        if self.check_open().is_err() {
+            return entries.iter().map(|_| Err(LogError::Closed)).collect();
+        }
+        let mut results: Vec<Option<Result<()>>> = Vec::with_capacity(entries.len());
+        let mut valid = Vec::with_capacity(entries.len());
+        for &(topic, partition, offset) in entries {
+            match self.partition(topic, partition) {
+                Ok(_) => {
+                    valid.push((topic, partition, offset));
+                    results.push(None);
+                }
+                Err(e) => results.push(Some(Err(e))),
+            }
+        }
+        let mut written = self.offsets.commit_many(group, &valid).await.into_iter();
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| written.next().unwrap_or(Ok(()))))
+            .collect()
     }
 
     /// A consumer group's committed offset.
@@ -426,22 +530,18 @@ impl LogEngine {
             .collect()
     }
 
-    /// fsyncs every partition and advances high watermarks.
+    /// fsyncs every partition and advances high watermarks. A partition that fails does not
+    /// stop the others; the first error is returned.
     pub async fn flush(&self) -> Result<()> {
+        let mut first = Ok(());
         for p in self.all_partitions() {
-            p.flush().await?;
+            if let Err(e) = p.flush().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
         }
-        Ok(())
-    }
-
-    /// Runs retention on every partition now; returns the number of segments deleted.
-    pub fn enforce_retention(&self) -> Result<usize> {
-        let now = now_ms();
-        let mut deleted = 0;
-        for p in self.all_partitions() {
-            deleted += p.enforce_retention(now)?;
-        }
-        Ok(deleted)
+        first
     }
 
     /// Graceful shutdown: flushes everything, closes partitions (waking long-polls), releases the
@@ -452,6 +552,8 @@ impl LogEngine {
         }
         let flushed = self.flush().await;
         self.closed.store(true, Ordering::Release);
+        // No consumer-offsets compaction may replace a file once the directory is released.
+        self.offsets.close().await;
         let partitions = self.all_partitions();
         for p in &partitions {
             p.mark_closed();
@@ -463,6 +565,7 @@ impl LogEngine {
             write_clean_marker(&self.dir)
         });
         for p in &partitions {
+            p.close_files();
             p.release();
         }
         self.lock_file
@@ -473,9 +576,14 @@ impl LogEngine {
         sealed
     }
 
-    /// Ok when an append would be accepted now: open, the directory writable, space free.
+    /// Ok when an append would be accepted now: open, no partition failed by an fsync error,
+    /// the directory writable, space free.
     pub fn check_writable_now(&self) -> Result<()> {
         self.check_open()?;
+        // A partition failed by an fsync error refuses appends until restart: not ready.
+        if let Some(failure) = self.all_partitions().iter().find_map(|p| p.failure()) {
+            return Err(failure);
+        }
         let probe = self.dir.join(".probe");
         fs::write(&probe, b"ok").map_err(|e| LogError::io("probing the data directory", e))?;
         let _ = fs::remove_file(&probe);
@@ -490,64 +598,11 @@ impl LogEngine {
     }
 }
 
-/// Marks a clean shutdown: every partition flushed and its active segment indexed.
-fn write_clean_marker(dir: &Path) -> Result<()> {
-    let path = dir.join(CLEAN_SHUTDOWN);
-    File::create(&path)
-        .and_then(|f| f.sync_all())
-        .and_then(|()| File::open(dir)?.sync_all())
-        .map_err(|e| LogError::io(format!("writing {}", path.display()), e))
-}
+#[path = "data_dir.rs"]
+mod data_dir;
 
-/// Takes an exclusive `flock` on `<dir>/.lock` so two processes never share a data directory.
-#[allow(unsafe_code)] // one of the workspace's two unsafe calls (the other: `free_bytes`)
-fn lock_dir(dir: &Path) -> Result<File> {
-    let path = dir.join(".lock");
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-    // SAFETY: flock on a valid, owned file descriptor.
-    let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    if rc != 0 {
-        return Err(LogError::Locked(dir.display().to_string()));
-    }
-    Ok(file)
-}
-
-/// Bytes available to unprivileged users on the filesystem holding `dir`.
-#[allow(unsafe_code)] // one of the workspace's two unsafe calls (the other: `lock_dir`)
-fn free_bytes(dir: &Path) -> std::io::Result<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).map_err(std::io::Error::other)?;
-    // SAFETY: statvfs writes into a zeroed struct we own; the path is NUL-terminated.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(st.f_bavail as u64 * st.f_frsize as u64)
-}
-
-async fn retention_loop(engine: Weak<LogEngine>) {
-    let interval = match engine.upgrade() {
-        Some(e) => Duration::from_millis(e.config.retention_check_interval_ms.max(1)),
-        None => return,
-    };
-    loop {
-        tokio::time::sleep(interval).await;
-        let Some(e) = engine.upgrade() else { return };
-        if e.closed.load(Ordering::Acquire) {
-            return;
-        }
-        match tokio::task::spawn_blocking(move || e.enforce_retention()).await {
-            Ok(Ok(n)) if n > 0 => debug!(segments = n, "retention deleted segments"),
-            Ok(Err(err)) => warn!(error = %err, "retention failed"),
-            _ => {}
-        }
-    }
-}
+#[path = "retention.rs"]
+mod retention;
 
 #[cfg(test)]
 #[path = "engine_tests.rs"]

@@ -220,6 +220,52 @@ fn producer_batch(pid: i64, epoch: i16, seq: i32, n: usize) -> Bytes {
 }
 
 #[tokio::test]
+async fn truncation_rolls_idempotent_producer_state_back_to_the_cut() {
+    // One segment (no snapshot), then small segments (snapshots past the cut, removed by it).
+    for segment_bytes in [1 << 20, 256] {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LogEngine::open(dir.path(), config(segment_bytes)).unwrap();
+        engine.create_topic_now("t", 1).unwrap();
+        // Producer 9: ten batches of 3 (offsets 0..30); the state keeps the last five.
+        for i in 0..10 {
+            let base = engine
+                .append_batch("t", 0, producer_batch(9, 0, i * 3, 3))
+                .await
+                .unwrap();
+            assert_eq!(base, i64::from(i) * 3);
+        }
+        // Cut after the third batch: every batch the state kept is gone.
+        engine.truncate("t", 0, 9).unwrap();
+        assert_eq!(engine.partition_offsets("t", 0).unwrap().high_watermark, 9);
+        assert_eq!(
+            engine
+                .append_batch("t", 0, producer_batch(9, 0, 6, 3))
+                .await
+                .unwrap(),
+            6,
+            "the third batch, kept by the cut, is still a duplicate ({segment_bytes})"
+        );
+        let gap = engine
+            .append_batch("t", 0, producer_batch(9, 0, 12, 3))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(gap, LogError::OutOfOrderSequence { expected: 9, .. }),
+            "{gap}"
+        );
+        assert_eq!(
+            engine
+                .append_batch("t", 0, producer_batch(9, 0, 9, 3))
+                .await
+                .unwrap(),
+            9,
+            "the fourth batch goes again where it was cut"
+        );
+        engine.close().await.unwrap();
+    }
+}
+
+#[tokio::test]
 async fn idempotent_producer_dedups_across_restart_and_rolls() {
     let dir = tempfile::tempdir().unwrap();
     let engine = LogEngine::open(dir.path(), config(4096)).unwrap();

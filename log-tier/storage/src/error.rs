@@ -31,6 +31,11 @@ pub enum LogError {
         location: String,
         /// What was wrong.
         reason: String,
+        /// On a read: the first offset after the unreadable records, where a reader may go on
+        /// (the records from the offset it asked for up to this one are lost); `None` when no
+        /// such point is known (the read fails the same way until the data is repaired). See
+        /// [`LogError::resume_at`].
+        resume_at: Option<i64>,
     },
     /// A record batch given to append is not a valid RecordBatch v2.
     #[error("invalid record batch: {0}")]
@@ -109,7 +114,9 @@ pub enum LogError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
-    /// The remote log tier refused a request for good.
+    /// The log refused a request for good: the remote log tier (Kafka-protocol brokers), or
+    /// the engine declining to auto-create a topic past `log.max_topics` (as a Kafka listener
+    /// answers POLICY_VIOLATION, which the client turns into this too).
     #[error("log brokers refused {context}")]
     Refused {
         /// What the client was doing.
@@ -163,12 +170,41 @@ impl LogError {
         }
     }
 
+    /// The refusal to auto-create topic `name` because `max` topics exist (`log.max_topics`).
+    pub fn topic_limit(name: &str, max: u32) -> Self {
+        LogError::Refused {
+            context: format!(
+                "auto-creating topic `{name}`: {max} topics exist, the most log.max_topics allows"
+            ),
+            source: "topic limit reached (log.max_topics)".into(),
+        }
+    }
+
     /// Shorthand for a [`LogError::Corrupt`].
     pub fn corrupt(location: impl Into<String>, reason: impl Into<String>) -> Self {
         LogError::Corrupt {
             location: location.into(),
             reason: reason.into(),
+            resume_at: None,
         }
+    }
+
+    /// Where a reader that got this error may go on: for a [`LogError::Corrupt`] read that
+    /// knows where the next readable batch starts, that offset (always past the offset read);
+    /// `None` otherwise.
+    pub fn resume_at(&self) -> Option<i64> {
+        match self {
+            LogError::Corrupt { resume_at, .. } => *resume_at,
+            _ => None,
+        }
+    }
+
+    /// This error with `resume_at` set, if it is a [`LogError::Corrupt`] (others unchanged).
+    pub(crate) fn resuming_at(mut self, offset: Option<i64>) -> Self {
+        if let LogError::Corrupt { resume_at, .. } = &mut self {
+            *resume_at = offset;
+        }
+        self
     }
 }
 

@@ -1,11 +1,19 @@
 //! Durability of a partition: group commit (appenders queued behind one fsync share the next),
-//! interval flushes, and rolling back un-synced writes when an fsync fails.
+//! interval flushes, and what a failed fsync does.
+//!
+//! A failed fsync is never retried. Linux reports a writeback error once per file: after EIO
+//! the dirty pages may be gone (or marked clean) while the page cache still serves them, and
+//! a second fsync of the same file "succeeds" without writing them. So the first failure fails
+//! the partition: un-synced writes are rolled back (in `every_append` and `interval`, where
+//! nobody was acknowledged for them), and from then on appends and flushes answer a retryable
+//! I/O error until the process restarts and recovery rebuilds the partition from what the disk
+//! holds (Kafka takes the log directory offline the same way; PostgreSQL panics).
 
 use std::fs::File;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tracing::{error, warn};
+use tracing::error;
 
 use crate::config::FlushMode;
 use crate::error::{LogError, Result};
@@ -72,14 +80,8 @@ impl Partition {
             tokio::time::sleep(interval).await;
             let _turn = partition.sync_lock.lock().await;
             partition.state().flush_scheduled = false;
-            if let Err(e) = partition.sync_now().await {
-                warn!(topic = %partition.topic, partition = partition.id, error = %e, "interval flush failed");
-                if partition.settings.flush.mode == FlushMode::Background {
-                    // Acknowledged writes are waiting for this fsync: try again.
-                    partition.state().flush_scheduled = true;
-                    partition.spawn_interval_flush();
-                }
-            }
+            // A failure has failed the partition (and been logged): nothing to retry.
+            let _ = partition.sync_now().await;
         });
     }
 
@@ -89,10 +91,14 @@ impl Partition {
         self.sync_now().await
     }
 
-    /// The fsync itself; the caller holds `sync_lock`. On failure rolls back un-synced writes.
+    /// The fsync itself; the caller holds `sync_lock`. On failure fails the partition (and
+    /// rolls back un-synced writes nobody was acknowledged for).
     pub(crate) async fn sync_now(&self) -> Result<()> {
         let (target, segments, dir_dirty) = {
             let mut st = self.state();
+            if let Some(failure) = &st.failed {
+                return Err(failed_error(failure));
+            }
             let synced = st.synced;
             if st.written.offset == synced.offset
                 && st.written.generation == synced.generation
@@ -104,8 +110,6 @@ impl Partition {
             segments.push(st.active.clone());
             (st.written, segments, std::mem::take(&mut st.dir_dirty))
         };
-        // The sealed ones, to hand back if a background fsync fails.
-        let sealed: Vec<_> = segments[..segments.len() - 1].to_vec();
         let dir = self.dir.clone();
         let fsyncs = self.fsyncs.clone();
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -143,35 +147,47 @@ impl Partition {
                 });
                 Ok(())
             }
-            Err(e) if self.settings.flush.mode == FlushMode::Background => {
-                // These writes were acknowledged already: keep them (the page cache has them)
-                // and let the next flush try again.
-                error!(topic = %self.topic, partition = self.id, error = %e, "background fsync failed; will retry");
-                let mut st = self.state();
-                st.unsynced.extend(sealed);
-                st.dir_dirty |= dir_dirty;
-                Err(LogError::io("syncing a segment", e))
-            }
             Err(e) => {
-                error!(topic = %self.topic, partition = self.id, error = %e, "fsync failed; rolling back un-synced writes");
-                self.rollback();
+                self.fail(&e);
                 Err(LogError::io("syncing a segment", e))
             }
         }
     }
 
-    /// After a failed fsync: cut the log back to the high watermark and start a new generation,
-    /// so appenders waiting on the lost writes get an error and nobody acknowledges them.
-    fn rollback(&self) {
+    /// After a failed fsync: refuse appends and flushes until restart, and, unless writes were
+    /// acknowledged before their fsync (`os`, `background`), cut the log back to the high
+    /// watermark and start a new generation, so appenders waiting on the lost writes get an
+    /// error and nobody acknowledges them.
+    fn fail(&self, e: &std::io::Error) {
+        let acknowledged = matches!(
+            self.settings.flush.mode,
+            FlushMode::Os | FlushMode::Background
+        );
+        error!(topic = %self.topic, partition = self.id, error = %e, "fsync failed; the partition refuses appends until a restart recovers it from disk");
+        metrics::counter!(m::FSYNC_FAILURES_TOTAL).increment(1);
+        metrics::gauge!(m::FAILED_PARTITIONS).increment(1.0);
         let hw = self.high_watermark();
         let mut st = self.state();
-        st.dir_dirty = true;
+        st.failed = Some(e.to_string());
+        if acknowledged {
+            return;
+        }
         if let Err(e) = self.truncate_locked(&mut st, hw.offset) {
             error!(topic = %self.topic, partition = self.id, error = %e, "rollback failed; closing partition");
             st.written.closed = true;
         }
         self.new_generation(&mut st, hw.offset);
     }
+}
+
+/// The error appends and flushes of a partition whose fsync failed answer: retryable (the
+/// gateway answers 503, the Kafka listener KAFKA_STORAGE_ERROR), as a restart or another
+/// replica may take the data.
+pub(crate) fn failed_error(failure: &str) -> LogError {
+    LogError::io(
+        "writing to a partition whose fsync failed (restart to recover it from disk)",
+        std::io::Error::other(format!("fsync failed earlier: {failure}")),
+    )
 }
 
 fn sync_lost() -> LogError {

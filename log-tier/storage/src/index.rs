@@ -28,6 +28,13 @@ impl OffsetIndex {
         if i == 0 { (0, 0) } else { self.entries[i - 1] }
     }
 
+    /// The first entry after `relative_offset`: the nearest batch start known to hold later
+    /// offsets (where a reader may go on past damaged bytes).
+    pub fn next_after(&self, relative_offset: u32) -> Option<(u32, u32)> {
+        let i = self.entries.partition_point(|&(o, _)| o <= relative_offset);
+        self.entries.get(i).copied()
+    }
+
     /// Drops entries at or after byte `position`.
     pub fn truncate_to_position(&mut self, position: u64) {
         self.entries.retain(|&(_, p)| u64::from(p) < position);

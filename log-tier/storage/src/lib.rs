@@ -9,12 +9,13 @@
 //! ```text
 //! .lock                               flock: one process per data directory
 //! .clean_shutdown                     present only between a clean close and the next open
-//! consumer-offsets.json               committed group offsets (temp + fsync + rename)
+//! consumer-offsets.log                append-only committed group offsets (compacted in the background)
 //! topics/<topic>/topic.json           partition count
 //! topics/<topic>/<p>/<base>.log       Kafka RecordBatch v2, segments named by base offset
 //! topics/<topic>/<p>/<base>.index     sparse offset index of a sealed segment (+ CRC)
 //! topics/<topic>/<p>/<base>.timeindex sparse time index of a sealed segment (+ CRC)
 //! topics/<topic>/<p>/producer.snapshot idempotent-producer state at the last roll
+//! topics/<topic>/<p>/<base>.log.quarantined a damaged sealed segment set aside by recovery
 //! ```
 
 pub mod batch;
@@ -31,9 +32,11 @@ mod log_impl;
 mod memory;
 pub mod metrics;
 mod offsets;
+mod open_files;
 mod partition;
 mod producer;
 mod recovery;
+pub mod security;
 mod segment;
 mod topic;
 
@@ -42,7 +45,8 @@ pub mod testsuite;
 
 pub use client_config::KafkaClientConfig;
 pub use config::{
-    FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, TopicConfig, TopicSettings,
+    FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, PrincipalConfig,
+    PrincipalRole, SASL_MECHANISMS, TopicConfig, TopicSettings,
 };
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec, now_ms};
 pub use error::{LogError, error_chain};
@@ -51,4 +55,8 @@ pub use log::{
     murmur2, partition_for_key,
 };
 pub use memory::MemoryLog;
+pub use open_files::{DescriptorLimit, raise_open_files_limit};
+pub use security::{
+    AclEntry, CLUSTER_NAME, Operation, PatternType, Permission, ResourceType, validate_acls,
+};
 pub use topic::check_name as check_topic_name;

@@ -1,8 +1,10 @@
 //! Engine lifecycle tests: group commit, large batches in recovery, the clean-shutdown
-//! marker, file handles of sealed segments, truncation with waiters.
+//! marker, open segment files within `max_open_files`, truncation with waiters, auto-creation
+//! within `max_topics`.
 
 use std::fs::OpenOptions;
 use std::io::Write;
+use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
@@ -116,9 +118,11 @@ async fn clean_shutdown_marker_is_trusted_once() {
 }
 
 #[tokio::test]
-async fn only_active_and_unsynced_segments_keep_files_open() {
+async fn segment_files_stay_open_within_max_open_files() {
     let dir = tempfile::tempdir().unwrap();
-    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
+    let mut cfg = config(4096);
+    cfg.max_open_files = Some(3);
+    let engine = LogEngine::open(dir.path(), cfg.clone()).unwrap();
     engine.create_topic_now("t", 1).unwrap();
     append_n(&engine, "t", 300, |_| 1).await;
     let open_handles = |engine: &LogEngine| {
@@ -132,12 +136,18 @@ async fn only_active_and_unsynced_segments_keep_files_open() {
     let (segments, open) = open_handles(&engine);
     assert!(segments >= 8, "{segments}");
     assert!(open <= 2, "{open} of {segments} segments hold a file");
-    // Reads of sealed segments work without a kept handle, and keep none.
+    // Reads of sealed segments open their files within the bound.
     assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 300);
-    assert!(open_handles(&engine).1 <= 2);
+    assert!(open_handles(&engine).1 <= 3);
+    assert!(
+        engine.open_files.peak() <= 3,
+        "{}",
+        engine.open_files.peak()
+    );
     engine.close().await.unwrap();
     drop(engine);
-    let engine = LogEngine::open(dir.path(), config(4096)).unwrap();
+    // Recovery opens, scans and closes each sealed segment; the active one stays open.
+    let engine = LogEngine::open(dir.path(), cfg).unwrap();
     assert_eq!(open_handles(&engine).1, 1);
     // Truncating back into a sealed segment makes it active and keeps it open.
     engine.truncate("t", 0, 5).unwrap();
@@ -234,5 +244,40 @@ async fn background_mode_fsyncs_on_its_interval() {
     tokio::time::sleep(Duration::from_secs(10)).await;
     assert_eq!(fsyncs(&engine), settled, "no fsync without new writes");
     assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 10);
+    engine.close().await.unwrap();
+}
+
+/// Auto-creation (an append or `partitions` naming a missing topic) stops at `log.max_topics`,
+/// as the Kafka listener's does, in the engine and in `MemoryLog`; explicit creations and
+/// topics that exist are not affected, and a deleted topic makes room again.
+#[tokio::test]
+async fn auto_creation_stops_at_max_topics() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = crate::config::LogConfig {
+        max_topics: 3,
+        default_partitions: 1,
+        ..config(1 << 20)
+    };
+    let engine = LogEngine::open(dir.path(), cfg.clone()).unwrap();
+    let memory: Arc<dyn Log> = Arc::new(crate::memory::MemoryLog::new(cfg));
+    let logs: [Arc<dyn Log>; 2] = [engine.clone(), memory];
+    for log in logs {
+        log.create_topic("a", 1).await.unwrap();
+        log.append("b", vec![record(0, 1)]).await.unwrap();
+        assert_eq!(log.partitions("c").await.unwrap(), 1);
+        for refused in [
+            log.append("d", vec![record(1, 1)]).await.unwrap_err(),
+            log.partitions("d").await.unwrap_err(),
+        ] {
+            assert!(matches!(refused, LogError::Refused { .. }), "{refused}");
+            assert!(!refused.is_retryable());
+            let text = crate::error::error_chain(&refused);
+            assert!(text.contains("log.max_topics"), "{text}");
+        }
+        assert_eq!(log.list_topics().await.unwrap().len(), 3);
+        log.append("b", vec![record(2, 1)]).await.unwrap();
+        log.delete_topic("c").await.unwrap();
+        log.append("d", vec![record(3, 1)]).await.unwrap();
+    }
     engine.close().await.unwrap();
 }

@@ -53,6 +53,26 @@ pub struct Appended {
     pub offset: i64,
 }
 
+/// A failed [`Log::append_partial`]: the error, and which records were durably written before
+/// it (partitions that succeeded before another failed).
+#[derive(Debug)]
+pub struct AppendError {
+    /// Indices into the appended records of those durably written, ascending.
+    pub written: Vec<usize>,
+    /// Why the rest was not.
+    pub error: LogError,
+}
+
+impl From<LogError> for AppendError {
+    /// Nothing written.
+    fn from(error: LogError) -> Self {
+        Self {
+            written: Vec::new(),
+            error,
+        }
+    }
+}
+
 /// A record read back from the log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredRecord {
@@ -105,13 +125,27 @@ pub trait Log: Send + Sync + 'static {
     /// once durable under the topic's flush policy. Records for one partition go in as one
     /// RecordBatch. Returns one [`Appended`] per record, in input order. On error nothing is
     /// acknowledged, but records bound for other partitions may already be stored: retrying
-    /// gives at-least-once, never loss.
+    /// gives at-least-once, never loss. [`Log::append_partial`] says which.
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>, LogError>;
 
-    /// Reads records from `offset` on, at most about `max_bytes` (at least one batch when any
-    /// exists). When `offset` is the high watermark, waits up to `max_wait` for new records and
-    /// returns an empty vector if none came. Offsets outside `[log_start, high_watermark]` fail
-    /// with [`LogError::OffsetOutOfRange`].
+    /// [`Log::append`], saying on error which records were durably written anyway, so a caller
+    /// that records what was written (the gateway's dedup) can retry only the rest. The default
+    /// says none were: right for a log that writes all or nothing, and for one that cannot tell
+    /// (at least once, as before).
+    async fn append_partial(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        Ok(self.append(topic, records).await?)
+    }
+
+    /// Reads records from `offset` on, at most about `max_bytes` of records as decoded (after
+    /// decompression; at least one batch when any exists). When `offset` is the high watermark,
+    /// waits up to `max_wait` for new records and returns an empty vector if none came. Offsets
+    /// outside `[log_start, high_watermark]` fail with [`LogError::OffsetOutOfRange`]. Records
+    /// that cannot be read back fail with [`LogError::Corrupt`], whose
+    /// [`LogError::resume_at`], when known, is where a reader may go on past them.
     async fn read(
         &self,
         topic: &str,

@@ -11,7 +11,9 @@ use tracing::instrument;
 use crate::batch::{self, ProducerFields};
 use crate::engine::{FetchOptions, LogEngine, now_ms};
 use crate::error::{LogError, Result};
-use crate::log::{Appended, Log, PartitionOffsets, Record, StoredRecord, partition_for_key};
+use crate::log::{
+    AppendError, Appended, Log, PartitionOffsets, Record, StoredRecord, partition_for_key,
+};
 use crate::topic::Topic;
 
 /// Chooses the partition of each record: explicit, else murmur2 of the key, else round-robin.
@@ -53,10 +55,56 @@ fn encode_chunks(records: &[&Record], max: usize) -> Result<Vec<(usize, BytesMut
     Ok(out)
 }
 
+/// Decodes stored batches into the records from `offset` on, stopping once `max_bytes` of
+/// record bytes (decompressed) are decoded, after at least one batch: a read of 1 MiB of
+/// compressed batches inflates at most about 1 MiB plus one batch, not every batch in it. Each
+/// batch may inflate to at most `max_inflated` bytes (the topic's limit). A batch that cannot
+/// be decoded (past that limit, or records malformed under a good CRC) ends the read before
+/// it; when it is the first, the read is `Corrupt` with `resume_at` its end (its header is
+/// covered by the CRC the engine checked, so its end is known).
+fn decode_capped(
+    raw: bytes::Bytes,
+    offset: i64,
+    max_bytes: usize,
+    max_inflated: usize,
+) -> Result<Vec<StoredRecord>> {
+    let mut out = Vec::new();
+    let mut decoded = 0usize;
+    for (header, b) in batch::split_batches(raw) {
+        if decoded > 0 && decoded >= max_bytes {
+            break;
+        }
+        let (records, inflated) = match batch::decode_counted(&b, max_inflated) {
+            Ok(decoded) => decoded,
+            Err(_) if decoded > 0 => break,
+            Err(e) => {
+                let next = header.next_offset();
+                return Err(e.resuming_at((next > offset).then_some(next)));
+            }
+        };
+        decoded += inflated.max(1);
+        out.extend(records.into_iter().filter(|r| r.offset >= offset));
+    }
+    Ok(out)
+}
+
 #[async_trait]
 impl Log for LogEngine {
+    async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        self.append_partial(topic, records)
+            .await
+            .map_err(|e| e.error)
+    }
+
+    /// Writes every partition's batches, then waits for each to be durable. A write that fails
+    /// stops the writing; the batches already written are still waited for, and those that
+    /// became durable are reported in [`AppendError::written`].
     #[instrument(level = "debug", skip_all, fields(topic = %topic, records = records.len()))]
-    async fn append(&self, topic: &str, mut records: Vec<Record>) -> Result<Vec<Appended>> {
+    async fn append_partial(
+        &self,
+        topic: &str,
+        mut records: Vec<Record>,
+    ) -> std::result::Result<Vec<Appended>, AppendError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
@@ -83,13 +131,22 @@ impl Log for LogEngine {
             encoded.push((p, partition, idxs, chunks));
         }
         let mut pending = Vec::new();
-        for (p, partition, idxs, chunks) in encoded {
+        let mut failure = None;
+        'write: for (p, partition, idxs, chunks) in encoded {
             let mut done = 0;
             for (count, batch) in chunks {
-                let header = batch::BatchHeader::parse(&batch).ok_or_else(|| {
-                    LogError::InvalidBatch("encoder produced a short batch".to_owned())
-                })?;
-                let written = partition.write(batch, header)?;
+                let written = batch::BatchHeader::parse(&batch)
+                    .ok_or_else(|| {
+                        LogError::InvalidBatch("encoder produced a short batch".to_owned())
+                    })
+                    .and_then(|header| partition.write(batch, header));
+                let written = match written {
+                    Ok(written) => written,
+                    Err(error) => {
+                        failure = Some(error);
+                        break 'write;
+                    }
+                };
                 pending.push((
                     partition.clone(),
                     written,
@@ -99,16 +156,30 @@ impl Log for LogEngine {
                 done += count;
             }
         }
+        let mut durable = Vec::new();
         for (partition, written, p, idxs) in pending {
-            partition.wait_durable(&written).await?;
+            if let Err(error) = partition.wait_durable(&written).await {
+                failure.get_or_insert(error);
+                continue;
+            }
             for (k, i) in idxs.into_iter().enumerate() {
                 out[i] = Appended {
                     partition: p,
                     offset: written.base_offset + k as i64,
                 };
+                durable.push(i);
             }
         }
-        Ok(out)
+        match failure {
+            None => Ok(out),
+            Some(error) => {
+                durable.sort_unstable();
+                Err(AppendError {
+                    written: durable,
+                    error,
+                })
+            }
+        }
     }
 
     #[instrument(level = "debug", skip(self))]
@@ -126,15 +197,13 @@ impl Log for LogEngine {
             max_wait,
         };
         let fetched = self.fetch(topic, partition, offset, opts).await?;
-        let mut out = Vec::new();
-        for (_, b) in batch::split_batches(fetched.records) {
-            out.extend(
-                batch::decode_records(&b)?
-                    .into_iter()
-                    .filter(|r| r.offset >= offset),
-            );
+        let limit = self.max_inflated_bytes(topic);
+        let raw = fetched.records;
+        if !crate::partition::any_compressed(&raw) {
+            return decode_capped(raw, offset, max_bytes, limit);
         }
-        Ok(out)
+        self.run_decompressing(move || decode_capped(raw, offset, max_bytes, limit))
+            .await?
     }
 
     async fn offsets(&self, topic: &str, partition: i32) -> Result<PartitionOffsets> {

@@ -1,5 +1,6 @@
 //! `MemoryLog`: an in-memory `Log` for other crates' tests, with the same semantics as the
-//! engine (partitioning, offsets, long-poll, auto-creation) and a switch to simulate a full disk.
+//! engine (partitioning, offsets, long-poll, auto-creation), a switch to simulate a full disk and
+//! one to fail a single partition (an append then stores the partitions before it).
 
 use std::collections::BTreeMap;
 use std::sync::Mutex;
@@ -12,7 +13,9 @@ use tokio::sync::watch;
 use crate::config::LogConfig;
 use crate::engine::now_ms;
 use crate::error::{LogError, Result};
-use crate::log::{Appended, Log, PartitionOffsets, Record, StoredRecord, partition_for_key};
+use crate::log::{
+    AppendError, Appended, Log, PartitionOffsets, Record, StoredRecord, partition_for_key,
+};
 use crate::topic::check_name;
 
 struct MemPartition {
@@ -50,6 +53,8 @@ pub struct MemoryLog {
     config: LogConfig,
     inner: Mutex<Inner>,
     full: AtomicBool,
+    /// A partition whose appends fail, per [`MemoryLog::set_failing_partition`].
+    failing: Mutex<Option<(String, i32)>>,
 }
 
 impl Default for MemoryLog {
@@ -65,7 +70,25 @@ impl MemoryLog {
             config,
             inner: Mutex::new(Inner::default()),
             full: AtomicBool::new(false),
+            failing: Mutex::new(None),
         }
+    }
+
+    /// Simulates one failing partition: an append with records for `partition` of `topic`
+    /// stores those of lower partitions, as the engine (which writes partitions in order)
+    /// would before a failing one, and fails with [`LogError::DiskFull`];
+    /// [`Log::append_partial`] says which records were stored. `None` ends it.
+    pub fn set_failing_partition(&self, failing: Option<(&str, i32)>) {
+        *self.failing.lock().unwrap_or_else(|p| p.into_inner()) =
+            failing.map(|(topic, p)| (topic.to_owned(), p));
+    }
+
+    fn failing_partition(&self, topic: &str) -> Option<i32> {
+        let failing = self.failing.lock().unwrap_or_else(|p| p.into_inner());
+        failing
+            .as_ref()
+            .filter(|(t, _)| t == topic)
+            .map(|(_, p)| *p)
     }
 
     /// Simulates a full disk: appends and `check_writable` fail with [`LogError::DiskFull`].
@@ -93,6 +116,9 @@ impl MemoryLog {
                 return Err(LogError::UnknownTopic(topic.to_owned()));
             }
             check_name(topic)?;
+            if inner.topics.len() >= self.config.max_topics as usize {
+                return Err(LogError::topic_limit(topic, self.config.max_topics));
+            }
             let n = self.config.topic_settings(topic).partitions;
             inner.topics.insert(topic.to_owned(), MemTopic::new(n));
         }
@@ -125,6 +151,16 @@ fn part<'a>(t: &'a MemTopic, topic: &str, partition: i32) -> Result<&'a MemParti
 #[async_trait]
 impl Log for MemoryLog {
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        self.append_partial(topic, records)
+            .await
+            .map_err(|e| e.error)
+    }
+
+    async fn append_partial(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> std::result::Result<Vec<Appended>, AppendError> {
         self.check_space()?;
         let max = self.config.topic_settings(topic).max_message_bytes as usize;
         let mut inner = self.inner();
@@ -135,7 +171,7 @@ impl Log for MemoryLog {
             let size =
                 r.key.as_ref().map_or(0, |k| k.len()) + r.value.as_ref().map_or(0, |v| v.len());
             if size > max {
-                return Err(LogError::MessageTooLarge { size, max });
+                return Err(LogError::MessageTooLarge { size, max }.into());
             }
             let p = match (r.partition, &r.key) {
                 (Some(p), _) => {
@@ -147,9 +183,15 @@ impl Log for MemoryLog {
             };
             chosen.push(p);
         }
+        let failing = self.failing_partition(topic).filter(|f| chosen.contains(f));
         let now = now_ms();
         let mut out = Vec::with_capacity(records.len());
-        for (r, p) in records.into_iter().zip(chosen) {
+        let mut written = Vec::new();
+        for (i, (r, p)) in records.into_iter().zip(chosen).enumerate() {
+            if failing.is_some_and(|f| p >= f) {
+                continue;
+            }
+            written.push(i);
             let mp = &mut t.partitions[p as usize];
             let offset = mp.records.len() as i64;
             mp.records.push(StoredRecord {
@@ -175,6 +217,13 @@ impl Log for MemoryLog {
                     std::mem::replace(hw, new) != new
                 });
             }
+        }
+        if let Some(p) = failing {
+            let error = LogError::io(
+                format!("appending to partition {p} of `{topic}` in the memory log"),
+                std::io::Error::from_raw_os_error(libc::ENOSPC),
+            );
+            return Err(AppendError { written, error });
         }
         Ok(out)
     }
@@ -293,5 +342,39 @@ impl Log for MemoryLog {
 
     async fn check_writable(&self) -> Result<()> {
         self.check_space()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn to(partition: i32) -> Record {
+        Record {
+            partition: Some(partition),
+            ..Record::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_partition_stores_the_lower_partitions_and_says_which() {
+        let log = MemoryLog::default();
+        log.set_failing_partition(Some(("t", 2)));
+        let records = vec![to(3), to(0), to(2), to(1), to(0)];
+        let err = log.append_partial("t", records.clone()).await.unwrap_err();
+        assert_eq!(err.written, [1, 3, 4]);
+        assert!(
+            matches!(err.error, LogError::DiskFull { .. }),
+            "{:?}",
+            err.error
+        );
+        let mut hws = Vec::new();
+        for p in 0..4 {
+            hws.push(log.offsets("t", p).await.unwrap().high_watermark);
+        }
+        assert_eq!(hws, [2, 1, 0, 0]);
+
+        log.set_failing_partition(None);
+        assert_eq!(log.append_partial("t", records).await.unwrap().len(), 5);
     }
 }

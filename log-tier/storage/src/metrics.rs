@@ -26,6 +26,14 @@ pub const SEGMENTS_DELETED_TOTAL: &str = "headwater_log_segments_deleted_total";
 pub const CORRUPT_BATCHES_TOTAL: &str = "headwater_log_corrupt_batches_total";
 /// Bytes truncated from segment tails during recovery.
 pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "headwater_log_recovery_truncated_bytes_total";
+/// Damaged segments recovery set aside as `<base>.log.quarantined`.
+pub const QUARANTINED_SEGMENTS_TOTAL: &str = "headwater_log_quarantined_segments_total";
+/// fsyncs that failed (each fails its partition until restart).
+pub const FSYNC_FAILURES_TOTAL: &str = "headwater_log_fsync_failures_total";
+/// Partitions refusing appends after a failed fsync, until restart.
+pub const FAILED_PARTITIONS: &str = "headwater_log_failed_partitions";
+/// Segment files open now, all partitions (at most `log.max_open_files`, plus files in use).
+pub const OPEN_SEGMENT_FILES: &str = "headwater_log_open_segment_files";
 
 /// Registers descriptions with the installed recorder; call once at start-up.
 pub fn describe() {
@@ -50,6 +58,19 @@ pub fn describe() {
         RECOVERY_TRUNCATED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes of torn tail truncated by recovery"
+    );
+    describe_counter!(
+        QUARANTINED_SEGMENTS_TOTAL,
+        "Damaged segments set aside by recovery, the later segments kept"
+    );
+    describe_counter!(FSYNC_FAILURES_TOTAL, "fsyncs of segment files that failed");
+    describe_gauge!(
+        FAILED_PARTITIONS,
+        "Partitions refusing appends after a failed fsync, until restart"
+    );
+    describe_gauge!(
+        OPEN_SEGMENT_FILES,
+        "Segment files open now over all partitions (bounded by log.max_open_files)"
     );
 }
 

@@ -19,7 +19,7 @@ use crate::error::{LogError, Result};
 use crate::metrics as m;
 use crate::producer::{Check, ProducerStates};
 use crate::recovery;
-use crate::segment::Segment;
+use crate::segment::{Segment, SegmentFiles};
 
 /// Cap of one read, whatever `max_bytes` asks (Kafka's broker caps fetches similarly).
 pub(crate) const MAX_READ_BYTES: usize = 64 << 20;
@@ -58,6 +58,9 @@ pub(crate) struct State {
     pub flush_scheduled: bool,
     /// `truncations[g]`: the offset writes of generation `g` were rolled back to.
     pub truncations: Vec<i64>,
+    /// Set when an fsync failed: what failed. Appends and flushes are refused from then on,
+    /// until a restart recovers the partition from disk (`flush.rs`).
+    pub failed: Option<String>,
 }
 
 /// Result of writing one batch.
@@ -83,6 +86,8 @@ pub(crate) struct Partition {
     metrics: m::PartitionMetrics,
     /// fsyncs of segment files so far (group-commit statistics and tests).
     pub(crate) fsyncs: Arc<AtomicU64>,
+    /// How segments hold their files (the engine's bound on open files).
+    files: SegmentFiles,
 }
 
 impl Partition {
@@ -93,8 +98,13 @@ impl Partition {
         dir: &Path,
         settings: TopicSettings,
         clean: bool,
+        open_files: &Arc<crate::open_files::OpenFiles>,
     ) -> Result<Arc<Self>> {
-        let recovered = recovery::recover(dir, settings.index_interval_bytes, clean)?;
+        let files = SegmentFiles {
+            open: open_files.clone(),
+            fsync_on_close: settings.flush.mode != FlushMode::Os,
+        };
+        let recovered = recovery::recover(dir, settings.index_interval_bytes, clean, &files)?;
         let segments: BTreeMap<i64, Arc<Segment>> = recovered
             .segments
             .iter()
@@ -125,6 +135,7 @@ impl Partition {
             dir_dirty: true,
             flush_scheduled: false,
             truncations: Vec::new(),
+            failed: None,
         };
         Ok(Arc::new(Self {
             id,
@@ -135,6 +146,7 @@ impl Partition {
             sync_lock: tokio::sync::Mutex::new(()),
             metrics: m::PartitionMetrics::new(&topic),
             fsyncs: Arc::new(AtomicU64::new(0)),
+            files,
             topic,
         }))
     }
@@ -156,21 +168,13 @@ impl Partition {
         (log_start, self.high_watermark().offset)
     }
 
-    /// Appends raw RecordBatch v2 bytes, one or more whole batches (a Produce request's records
-    /// for one partition), rewriting base offsets; resolves once all are durable. Returns the
-    /// base offset of the first batch (the original one for a retried idempotent batch).
-    /// Every batch is validated before any is written.
-    pub(crate) async fn append(self: &Arc<Self>, mut records: BytesMut) -> Result<i64> {
-        let mut batches = Vec::new();
-        while !records.is_empty() {
-            let len = BatchHeader::parse(&records)
-                .map(|h| h.total_len())
-                .filter(|&len| len <= records.len())
-                .ok_or_else(|| LogError::InvalidBatch("truncated record batch".to_owned()))?;
-            let batch = records.split_to(len);
-            let header = batch::validate_for_append(&batch)?;
-            batches.push((batch, header));
-        }
+    /// Appends batches checked by [`validate_batches`] (a Produce request's records for one
+    /// partition), rewriting base offsets; resolves once all are durable. Returns the base
+    /// offset of the first batch (the original one for a retried idempotent batch).
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        batches: Vec<(BytesMut, BatchHeader)>,
+    ) -> Result<i64> {
         if batches.is_empty() {
             return Err(LogError::InvalidBatch("no record batch".to_owned()));
         }
@@ -205,6 +209,9 @@ impl Partition {
         let mut st = self.state();
         if st.written.closed {
             return Err(LogError::Closed);
+        }
+        if let Some(failure) = &st.failed {
+            return Err(crate::flush::failed_error(failure));
         }
         if let Check::Duplicate {
             base_offset,
@@ -299,7 +306,7 @@ impl Partition {
         let next = st.written.offset;
         st.active.write_indexes()?;
         st.producers.write_snapshot(&self.dir, next)?;
-        let segment = Arc::new(Segment::create(&self.dir, next)?);
+        let segment = Arc::new(Segment::create(&self.dir, next, &self.files)?);
         let old = std::mem::replace(&mut st.active, segment.clone());
         if self.settings.flush.mode == FlushMode::Os {
             old.close_file();
@@ -321,12 +328,7 @@ impl Partition {
         let hw = self.high_watermark();
         let (log_start, segment) = {
             let st = self.state();
-            let segment = st
-                .segments
-                .range(..=offset)
-                .next_back()
-                .map(|(_, s)| s.clone());
-            (st.log_start, segment)
+            (st.log_start, segment_at(&st, offset))
         };
         if hw.closed {
             return Err(LogError::Closed);
@@ -346,12 +348,35 @@ impl Partition {
         } else {
             segment.size()
         };
-        let Some(position) = segment.find_position(offset, limit)? else {
-            return Ok(Bytes::new());
+        let (sealed, end) = if segment.base_offset == hw.segment {
+            (false, hw.offset)
+        } else {
+            (true, segment.next_offset())
         };
-        let bytes = segment.read_batches(position, limit, max_bytes.min(MAX_READ_BYTES))?;
+        let resume = |pos| segment.resume_point(offset, pos, limit, end, sealed);
+        let position = match segment.find_position(offset, limit) {
+            Ok(Some(position)) => position,
+            Ok(None) => return Ok(Bytes::new()),
+            Err(e @ LogError::Corrupt { .. }) => return Err(e.resuming_at(resume(None))),
+            Err(e) => return Err(e),
+        };
+        let bytes = match segment.read_batches(position, limit, max_bytes.min(MAX_READ_BYTES)) {
+            Ok(bytes) => bytes,
+            Err(e @ LogError::Corrupt { .. }) => {
+                return Err(e.resuming_at(resume(Some(position))));
+            }
+            Err(e) => return Err(e),
+        };
         self.metrics.read_bytes.increment(bytes.len() as u64);
         Ok(bytes)
+    }
+
+    /// Why appends are refused, if an fsync failed (see `flush.rs`).
+    pub(crate) fn failure(&self) -> Option<LogError> {
+        self.state()
+            .failed
+            .as_deref()
+            .map(crate::flush::failed_error)
     }
 
     /// Waits until the high watermark passes `offset`, up to `max_wait`. True if it did.
@@ -392,49 +417,6 @@ impl Partition {
             }
         }
         Ok(None)
-    }
-
-    /// Deletes whole sealed, durable segments past retention; returns how many went.
-    pub(crate) fn enforce_retention(&self, now_ms: i64) -> Result<usize> {
-        let hw = self.high_watermark();
-        let mut st = self.state();
-        st.producers
-            .expire(now_ms, self.settings.producer_expiry_ms);
-        let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
-        let mut deleted = 0;
-        while let Some((&base, segment)) = st.segments.iter().next() {
-            if Arc::ptr_eq(segment, &st.active) || segment.next_offset() > hw.offset {
-                break;
-            }
-            let (size, max_ts) = {
-                let meta = segment.meta();
-                (meta.size, meta.max_timestamp)
-            };
-            let expired = max_ts < now_ms.saturating_sub(self.settings.retention_ms as i64);
-            let too_big = self
-                .settings
-                .retention_bytes
-                .is_some_and(|r| total - size >= r);
-            if !expired && !too_big {
-                break;
-            }
-            let segment = segment.clone();
-            st.segments.remove(&base);
-            st.unsynced.retain(|s| s.base_offset != base);
-            st.log_start = st
-                .segments
-                .keys()
-                .next()
-                .copied()
-                .unwrap_or(st.written.offset);
-            total -= size;
-            deleted += 1;
-            segment.delete_files()?;
-            metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
-            metrics::gauge!(m::SEGMENTS).decrement(1.0);
-            debug!(topic = %self.topic, partition = self.id, base, "retention deleted segment");
-        }
-        Ok(deleted)
     }
 
     /// Truncates the log so `offset` is the next offset (rounded down to a batch boundary).
@@ -503,13 +485,16 @@ impl Partition {
             max_ts = max_ts.max(h.max_timestamp);
             ControlFlow::Continue(())
         })?;
-        keep.keep_open();
         keep.truncate(cut.0, cut.1, max_ts)?;
-        st.producers.truncate_to(cut.1);
         // A snapshot taken past the cut would bring back forgotten batches on recovery.
         if ProducerStates::read_snapshot(&self.dir).is_some_and(|(at, _)| at > cut.1) {
             let _ = std::fs::remove_file(self.dir.join(crate::producer::SNAPSHOT_FILE));
         }
+        // The state before the cut, rebuilt as recovery does (snapshot, then the headers after
+        // it): dropping what was past the cut cannot bring back the earlier batches of a
+        // producer whose kept ones were all cut, nor its epoch before them.
+        let segments: Vec<Arc<Segment>> = st.segments.values().cloned().collect();
+        st.producers = crate::recovery::rebuild_producers(&self.dir, &segments)?;
         st.active = keep.clone();
         st.written.offset = cut.1;
         st.written.segment = keep.base_offset;
@@ -536,8 +521,71 @@ impl Partition {
         self.state().written.closed = true;
     }
 
+    /// Closes the segments' files (after the engine's final flush): tasks still holding the
+    /// partition keep no descriptor.
+    pub(crate) fn close_files(&self) {
+        for segment in self.state().segments.values() {
+            segment.close_file();
+        }
+    }
+
     /// Forgets this partition's segments in the gauge (topic deleted or engine closed).
     pub(crate) fn release(&self) {
         metrics::gauge!(m::SEGMENTS).decrement(self.segment_count() as f64);
     }
+}
+
+/// The segment to read `offset` from: the one holding it, or, when `offset` falls in a hole
+/// (records set aside by recovery, see `recovery.rs`), the first one after it.
+fn segment_at(st: &State, offset: i64) -> Option<Arc<Segment>> {
+    st.segments
+        .range(..=offset)
+        .next_back()
+        .map(|(_, s)| s)
+        .filter(|s| Arc::ptr_eq(s, &st.active) || offset < s.next_offset())
+        .or_else(|| st.segments.range(offset + 1..).next().map(|(_, s)| s))
+        .cloned()
+}
+
+/// Splits raw RecordBatch v2 bytes (one or more whole batches) and validates each for a topic
+/// with `settings`: no batch larger than `max_message_bytes` as received, and a compressed
+/// one inflating to at most [`crate::compression::inflate_limit`] of it. Every batch is
+/// validated before any is written. CPU-heavy for compressed batches: the engine runs it on a
+/// blocking thread.
+pub(crate) fn validate_batches(
+    mut records: BytesMut,
+    settings: &TopicSettings,
+) -> Result<Vec<(BytesMut, BatchHeader)>> {
+    let max = settings.max_message_bytes as usize;
+    let max_inflated = crate::compression::inflate_limit(settings.max_message_bytes);
+    let mut batches = Vec::new();
+    while !records.is_empty() {
+        let len = BatchHeader::parse(&records)
+            .map(|h| h.total_len())
+            .filter(|&len| len <= records.len())
+            .ok_or_else(|| LogError::InvalidBatch("truncated record batch".to_owned()))?;
+        if len > max {
+            return Err(LogError::MessageTooLarge { size: len, max });
+        }
+        let batch = records.split_to(len);
+        let header = batch::validate_for_append_within(&batch, max_inflated)?;
+        batches.push((batch, header));
+    }
+    Ok(batches)
+}
+
+/// True when any of the whole batches in `records` is compressed (validating it then means
+/// decompressing it).
+pub(crate) fn any_compressed(records: &[u8]) -> bool {
+    let mut rest = records;
+    while let Some(h) = BatchHeader::parse(rest) {
+        if h.compression() != 0 {
+            return true;
+        }
+        match rest.get(h.total_len()..) {
+            Some(next) if h.total_len() > 0 => rest = next,
+            _ => return false,
+        }
+    }
+    false
 }

@@ -136,14 +136,6 @@ impl ProducerStates {
         before - self.map.len()
     }
 
-    /// Forgets batches at or after `offset` (the log was truncated there).
-    pub(crate) fn truncate_to(&mut self, offset: i64) {
-        for entry in self.map.values_mut() {
-            entry.batches.retain(|b| b.base_offset < offset);
-        }
-        self.map.retain(|_, e| !e.batches.is_empty());
-    }
-
     /// Serialises the state as of log offset `offset`, with a CRC.
     pub(crate) fn encode(&self, offset: i64) -> Vec<u8> {
         let mut buf = Vec::new();
@@ -280,8 +272,6 @@ mod tests {
         s.record(&header(8, 0, 0, 9, 1), 1_000);
         assert_eq!(s.expire(1_200, 500), 1);
         assert_eq!(s.map.len(), 1);
-        s.truncate_to(3);
-        assert!(s.map.is_empty());
     }
 
     #[test]

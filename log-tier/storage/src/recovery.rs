@@ -1,20 +1,22 @@
 //! Opening a partition directory after a clean stop or a crash: trust sealed segments whose
-//! indexes check out, CRC-scan the rest (always the active tail), truncate torn writes, keep
-//! offsets dense, and rebuild the idempotent-producer state.
+//! indexes check out, CRC-scan the rest (always the active tail), truncate torn writes at the
+//! log end, set damaged sealed segments aside (quarantine) while keeping the segments after
+//! them, and rebuild the idempotent-producer state.
 
 use std::fs::{self, File, OpenOptions};
+use std::io::Read;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::warn;
+use tracing::{error, warn};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{LogError, Result};
 use crate::index::{OffsetIndex, TimeIndex};
 use crate::producer::ProducerStates;
-use crate::segment::{Segment, SegmentMeta};
+use crate::segment::{Segment, SegmentFiles, SegmentMeta};
 
 /// Bytes read at a time by the CRC scan.
 const SCAN_CHUNK: usize = 1 << 20;
@@ -28,12 +30,19 @@ pub(crate) struct Recovered {
 }
 
 /// Recovers (or creates) the partition in `dir`. After a clean shutdown (`clean`), the active
-/// segment's index files (written by `close`) are trusted like a sealed segment's.
-pub(crate) fn recover(dir: &Path, index_interval: u64, clean: bool) -> Result<Recovered> {
+/// segment's index files (written by `close`) are trusted like a sealed segment's. Each file is
+/// opened, scanned and closed in turn; what stays open is bounded by `files` (the engine's
+/// `max_open_files`), so a start-up with many partitions does not run out of descriptors.
+pub(crate) fn recover(
+    dir: &Path,
+    index_interval: u64,
+    clean: bool,
+    files: &SegmentFiles,
+) -> Result<Recovered> {
     fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
     let bases = segment_bases(dir)?;
     if bases.is_empty() {
-        let segment = Arc::new(Segment::create(dir, 0)?);
+        let segment = Arc::new(Segment::create(dir, 0, files)?);
         return Ok(Recovered {
             segments: vec![segment],
             producers: ProducerStates::default(),
@@ -42,35 +51,39 @@ pub(crate) fn recover(dir: &Path, index_interval: u64, clean: bool) -> Result<Re
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
-        if let Some(prev) = segments.last()
-            && prev.next_offset() != base
-        {
-            warn!(dir = %dir.display(), base, expected = prev.next_offset(), "offset gap between segments; dropping the rest");
-            drop_segments(dir, &bases[i..]);
-            break;
+        if let Some(prev) = segments.last() {
+            let expected = prev.next_offset();
+            if base < expected {
+                // Claims offsets the previous segment holds: never serve two records at one
+                // offset. Set it aside whole.
+                quarantine(dir, base, 0, "it overlaps the previous segment")?;
+                continue;
+            }
+            if base > expected {
+                warn!(dir = %dir.display(), base, expected, "offset gap between segments (records set aside or lost); reads skip it");
+            }
         }
         let sealed = if last && !clean {
             None
         } else {
-            load_sealed(dir, base)?
+            load_sealed(dir, base, files)?
         };
-        let (segment, truncated) = match sealed {
-            Some(s) => (s, false),
-            None => scan_segment(dir, base, index_interval)?,
+        let segment = match sealed {
+            Some(s) => s,
+            None => match scan_segment(dir, base, index_interval, last, files)? {
+                Some(s) => s,
+                None => continue,
+            },
         };
         if !last {
             segment.close_file();
         }
         segments.push(Arc::new(segment));
-        if truncated && !last {
-            warn!(dir = %dir.display(), base, "corrupt sealed segment truncated; dropping later segments");
-            drop_segments(dir, &bases[i + 1..]);
-            break;
-        }
     }
     let active = segments
         .last()
         .ok_or_else(|| LogError::corrupt(dir.display().to_string(), "no segment"))?;
+    // Usually the last file; a sealed one when the last was set aside.
     active.remove_indexes();
     active
         .sync()
@@ -103,25 +116,54 @@ fn segment_bases(dir: &Path) -> Result<Vec<i64>> {
     Ok(bases)
 }
 
-fn drop_segments(dir: &Path, bases: &[i64]) {
-    for &base in bases {
-        for ext in ["log", "index", "timeindex"] {
-            let _ = fs::remove_file(dir.join(crate::segment::file_name(base, ext)));
-        }
+/// Sets a damaged segment aside as `<base>.log.quarantined` (`.quarantined.N` if that exists)
+/// and, when `prefix` > 0, puts back a copy of its first `prefix` bytes (whole, valid batches)
+/// as `<base>.log`, so the records before the damage stay readable. Never deletes anything:
+/// the quarantined file keeps every byte for an operator. The copy is made first (a `.tmp`
+/// removed at the next open if a crash interrupts), then both renames, then a directory fsync.
+fn quarantine(dir: &Path, base: i64, prefix: u64, why: &str) -> Result<()> {
+    let path = dir.join(crate::segment::file_name(base, "log"));
+    let ctx = |what: &str| format!("{what} {}", path.display());
+    let aside = (0..)
+        .map(|n| {
+            let name = crate::segment::file_name(base, QUARANTINED);
+            dir.join(if n == 0 { name } else { format!("{name}.{n}") })
+        })
+        .find(|p| !p.exists())
+        .unwrap_or_else(|| dir.join(crate::segment::file_name(base, QUARANTINED)));
+    let copy = dir.join(crate::segment::file_name(base, "log.tmp"));
+    if prefix > 0 {
+        let mut from = File::open(&path)
+            .map_err(|e| LogError::io(ctx("opening"), e))?
+            .take(prefix);
+        let mut to = File::create(&copy).map_err(|e| LogError::io(ctx("copying"), e))?;
+        std::io::copy(&mut from, &mut to)
+            .and_then(|_| to.sync_all())
+            .map_err(|e| LogError::io(ctx("copying"), e))?;
     }
+    fs::rename(&path, &aside).map_err(|e| LogError::io(ctx("quarantining"), e))?;
+    if prefix > 0 {
+        fs::rename(&copy, &path).map_err(|e| LogError::io(ctx("restoring the prefix of"), e))?;
+    }
+    for ext in ["index", "timeindex"] {
+        let _ = fs::remove_file(dir.join(crate::segment::file_name(base, ext)));
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("syncing {}", dir.display()), e))?;
+    metrics::counter!(crate::metrics::QUARANTINED_SEGMENTS_TOTAL).increment(1);
+    error!(file = %path.display(), quarantined = %aside.display(), kept_bytes = prefix, reason = why, "damaged segment set aside; the segments after it are kept");
+    Ok(())
 }
+
+/// Extension of a segment file set aside by recovery.
+pub(crate) const QUARANTINED: &str = "log.quarantined";
 
 /// Opens a sealed segment from its index files when they match the log file; `None` when they
 /// are missing, torn or stale (the caller then rebuilds them by scanning).
-fn load_sealed(dir: &Path, base: i64) -> Result<Option<Segment>> {
+fn load_sealed(dir: &Path, base: i64, files: &SegmentFiles) -> Result<Option<Segment>> {
     let path = dir.join(crate::segment::file_name(base, "log"));
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(|e| LogError::io(format!("opening {}", path.display()), e))?;
-    let len = file
-        .metadata()
+    let len = fs::metadata(&path)
         .map_err(|e| LogError::io(format!("inspecting {}", path.display()), e))?
         .len();
     let read = |ext: &str| fs::read(dir.join(crate::segment::file_name(base, ext))).ok();
@@ -145,7 +187,7 @@ fn load_sealed(dir: &Path, base: i64) -> Result<Option<Segment>> {
         bytes_since_index: 0,
         dirty_tail: false,
     };
-    let segment = Segment::from_parts(dir, base, Some(file), meta);
+    let segment = Segment::from_parts(dir, base, files, None, meta);
     // The tail after the last index entry must be whole batches ending at the recorded offset.
     let mut next = if last_pos == 0 { base } else { -1 };
     let end = segment.scan_headers(u64::from(last_pos), len, |h, _| {
@@ -161,9 +203,17 @@ fn load_sealed(dir: &Path, base: i64) -> Result<Option<Segment>> {
     }
 }
 
-/// Scans a segment's batches with CRC checks from the start, rebuilding its indexes, and
-/// truncates it at the first torn, corrupt or out-of-sequence batch. Returns whether it cut.
-fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, bool)> {
+/// Scans a segment's batches with CRC checks from the start, rebuilding its indexes. At the
+/// first torn, corrupt or out-of-sequence batch, the `last` (active) segment is truncated (a
+/// torn tail after a crash); a sealed one is quarantined with its valid prefix kept, or dropped
+/// from the log (`None`) when nothing before the damage is valid.
+fn scan_segment(
+    dir: &Path,
+    base: i64,
+    index_interval: u64,
+    last: bool,
+    files: &SegmentFiles,
+) -> Result<Option<Segment>> {
     let path = dir.join(crate::segment::file_name(base, "log"));
     let ctx = |what: &str| format!("{what} {}", path.display());
     let file = OpenOptions::new()
@@ -177,8 +227,21 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
         .len();
     let (mut meta, pos) = valid_prefix(&file, len, base, index_interval)
         .map_err(|e| LogError::io(ctx("reading"), e))?;
-    let truncated = pos < len;
-    if truncated {
+    meta.size = pos;
+    if pos < len && !last {
+        drop(file);
+        quarantine(
+            dir,
+            base,
+            pos,
+            "a sealed segment has a torn or corrupt batch",
+        )?;
+        if pos == 0 {
+            return Ok(None);
+        }
+        return Ok(Some(Segment::from_parts(dir, base, files, None, meta)));
+    }
+    if pos < len {
         warn!(file = %path.display(), valid = pos, len, "truncating torn or corrupt segment tail");
         metrics::counter!(crate::metrics::RECOVERY_TRUNCATED_BYTES_TOTAL).increment(len - pos);
         file.set_len(pos)
@@ -186,10 +249,11 @@ fn scan_segment(dir: &Path, base: i64, index_interval: u64) -> Result<(Segment, 
         file.sync_all()
             .map_err(|e| LogError::io(ctx("syncing"), e))?;
     }
-    meta.size = pos;
-    let segment = Segment::from_parts(dir, base, Some(file), meta);
+    // Closed here: the segment reopens it on demand, within the engine's bound.
+    drop(file);
+    let segment = Segment::from_parts(dir, base, files, None, meta);
     segment.remove_indexes();
-    Ok((segment, truncated))
+    Ok(Some(segment))
 }
 
 /// Reads `file` in chunks and returns the indexes of, and the end of, its longest prefix of
@@ -241,7 +305,7 @@ fn valid_prefix(
 }
 
 /// Rebuilds producer state: the snapshot, then batch headers after it.
-fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerStates> {
+pub(crate) fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerStates> {
     let now = crate::engine::now_ms();
     let end = segments.last().map_or(0, |s| s.next_offset());
     let start = segments.first().map_or(0, |s| s.base_offset);
@@ -259,3 +323,7 @@ fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result<ProducerSt
     }
     Ok(producers)
 }
+
+#[cfg(test)]
+#[path = "recovery_tests.rs"]
+mod tests;

@@ -7,7 +7,6 @@ use std::io;
 use std::ops::ControlFlow;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -16,6 +15,17 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{LogError, Result};
 use crate::index::{IndexTrailer, OffsetIndex, TimeIndex};
+use crate::open_files::{FileSlot, OpenFiles};
+
+/// How a partition's segments hold their files: through the engine's bound on open files,
+/// fsynced before an idle one is closed unless the topic's flush mode is `os`.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentFiles {
+    /// The engine-wide bound.
+    pub open: Arc<OpenFiles>,
+    /// Unsynced bytes are fsynced before an idle file is closed.
+    pub fsync_on_close: bool,
+}
 
 /// Bytes read at a time when scanning batch headers.
 const SCAN_WINDOW: usize = 64 * 1024;
@@ -88,18 +98,15 @@ pub(crate) struct Segment {
     /// Offset of the first record.
     pub base_offset: i64,
     dir: PathBuf,
-    /// The open handle, kept while the segment is active or not yet fsynced; sealed segments
-    /// open their file per read, so file descriptors do not grow with the number of segments.
-    file: Mutex<Option<Arc<File>>>,
+    /// The file, opened on demand and closed when idle under the engine's `max_open_files`.
+    file: Arc<FileSlot>,
     meta: Mutex<SegmentMeta>,
-    /// Whether `file()` caches a handle it had to open.
-    keep: AtomicBool,
     created: Instant,
 }
 
 impl Segment {
     /// Creates a new empty segment file; fails if it exists.
-    pub(crate) fn create(dir: &Path, base_offset: i64) -> Result<Self> {
+    pub(crate) fn create(dir: &Path, base_offset: i64, files: &SegmentFiles) -> Result<Self> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
@@ -110,23 +117,26 @@ impl Segment {
         Ok(Self::from_parts(
             dir,
             base_offset,
+            files,
             Some(file),
             SegmentMeta::empty(base_offset),
         ))
     }
 
-    /// Wraps recovered meta and, for a segment to keep open, its file.
+    /// Wraps recovered meta and, when the caller has it open, its file (which then counts
+    /// against the bound like any other).
     pub(crate) fn from_parts(
         dir: &Path,
         base_offset: i64,
+        files: &SegmentFiles,
         file: Option<File>,
         meta: SegmentMeta,
     ) -> Self {
+        let path = dir.join(file_name(base_offset, "log"));
         Self {
             base_offset,
             dir: dir.to_path_buf(),
-            keep: AtomicBool::new(file.is_some()),
-            file: Mutex::new(file.map(Arc::new)),
+            file: FileSlot::new(&files.open, dir, path, files.fsync_on_close, file),
             meta: Mutex::new(meta),
             created: Instant::now(),
         }
@@ -142,42 +152,16 @@ impl Segment {
         self.meta.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The file: the kept handle, or a fresh one for a sealed segment.
-    fn file(&self) -> io::Result<Arc<File>> {
-        let mut kept = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(f) = kept.as_ref() {
-            return Ok(f.clone());
-        }
-        let f = Arc::new(
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(self.path("log"))?,
-        );
-        if self.keep.load(std::sync::atomic::Ordering::Relaxed) {
-            *kept = Some(f.clone());
-        }
-        Ok(f)
-    }
-
-    /// Keeps the file open from now on (the segment is, or becomes again, the active one).
-    pub(crate) fn keep_open(&self) {
-        self.keep.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    /// Drops the kept handle (a sealed segment, fsynced): later reads open the file anew.
+    /// Closes the file now unless it is in use (a sealed segment, fsynced, or a recovered
+    /// one): it is reopened on demand. Unsynced bytes are fsynced first (see `open_files.rs`).
     pub(crate) fn close_file(&self) {
-        self.keep.store(false, std::sync::atomic::Ordering::Relaxed);
-        self.file.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.file.close_idle(None);
     }
 
-    /// Whether a file handle is kept open (tests).
+    /// Whether the file is open (tests).
     #[cfg(test)]
     pub(crate) fn holds_file(&self) -> bool {
-        self.file
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
+        self.file.is_open()
     }
 
     /// Bytes held.
@@ -204,20 +188,23 @@ impl Segment {
     ) -> Result<u64> {
         let mut m = self.meta();
         let pos = m.size;
-        let file = self
-            .file()
-            .map_err(|e| LogError::io(format!("opening {}", self.path("log").display()), e))?;
-        if m.dirty_tail {
-            file.set_len(pos)
-                .map_err(|e| LogError::io("truncating a failed write", e))?;
-            m.dirty_tail = false;
-        }
-        let written = match crate::fault::write_error(&self.dir) {
-            Some(e) => Err(e),
-            None => file.write_all_at(batch, pos),
-        };
+        let dir = &self.dir;
+        let m = &mut *m;
+        let written = self.file.write(|file| {
+            if m.dirty_tail {
+                file.set_len(pos)?;
+                m.dirty_tail = false;
+            }
+            let written = match crate::fault::write_error(dir) {
+                Some(e) => Err(e),
+                None => file.write_all_at(batch, pos),
+            };
+            if written.is_err() {
+                m.dirty_tail = file.set_len(pos).is_err();
+            }
+            written
+        });
         if let Err(e) = written {
-            m.dirty_tail = file.set_len(pos).is_err();
             return Err(LogError::io(
                 format!("appending to {}", self.path("log").display()),
                 e,
@@ -229,29 +216,27 @@ impl Segment {
 
     /// fsyncs the file's data.
     pub(crate) fn sync(&self) -> io::Result<()> {
-        self.file()?.sync_data()
+        self.file.sync()
     }
 
     /// Reads `len` bytes at `pos` (fewer if the file is shorter).
     pub(crate) fn read(&self, pos: u64, len: usize) -> Result<Bytes> {
-        let file = self
-            .file()
-            .map_err(|e| LogError::io(format!("opening {}", self.path("log").display()), e))?;
         let mut buf = vec![0u8; len];
-        let mut filled = 0;
-        while filled < len {
-            match file.read_at(&mut buf[filled..], pos + filled as u64) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(LogError::io(
-                        format!("reading {}", self.path("log").display()),
-                        e,
-                    ));
+        let filled = self
+            .file
+            .with(|file| {
+                let mut filled = 0;
+                while filled < len {
+                    match file.read_at(&mut buf[filled..], pos + filled as u64) {
+                        Ok(0) => break,
+                        Ok(n) => filled += n,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => return Err(e),
+                    }
                 }
-            }
-        }
+                Ok(filled)
+            })
+            .map_err(|e| LogError::io(format!("reading {}", self.path("log").display()), e))?;
         buf.truncate(filled);
         Ok(Bytes::from(buf))
     }
@@ -335,6 +320,59 @@ impl Segment {
         Ok(buf.slice(..good))
     }
 
+    /// Where a reader of `offset` may go on when the bytes holding it are unreadable (a batch
+    /// failing its CRC at `pos`, or, with `pos` unknown, a damaged header before it), among the
+    /// batches below `limit`, whose end is offset `end`. In order: the batch after the one at
+    /// `pos`, when that one's header still checks and the next one's does too (or it ends at
+    /// `limit`); else the first offset-index entry past `offset`; else, for a `sealed` segment,
+    /// its end. `None` when none is known (the active segment with neither): then the caller
+    /// keeps failing until more is known. The answer depends only on bytes and index entries
+    /// that no longer change, so every reader of `offset` gets the same one. Always past
+    /// `offset`.
+    pub(crate) fn resume_point(
+        &self,
+        offset: i64,
+        pos: Option<u64>,
+        limit: u64,
+        end: i64,
+        sealed: bool,
+    ) -> Option<i64> {
+        let after = |next: i64| next > offset && next <= end;
+        if let Some(next) = pos.and_then(|pos| self.batch_after(pos, limit, end))
+            && after(next)
+        {
+            return Some(next);
+        }
+        let rel = (offset - self.base_offset).clamp(0, i64::from(u32::MAX)) as u32;
+        let indexed = self.meta().offset_index.next_after(rel);
+        if let Some((rel, position)) = indexed
+            && u64::from(position) < limit
+            && after(self.base_offset + i64::from(rel))
+        {
+            return Some(self.base_offset + i64::from(rel));
+        }
+        (sealed && after(end)).then_some(end)
+    }
+
+    /// Base offset of the batch after the one at `pos`, when both headers check (the first's
+    /// length and the second's framing agree), or `end` when the one at `pos` ends at `limit`.
+    fn batch_after(&self, pos: u64, limit: u64, end: i64) -> Option<i64> {
+        let header = |at: u64| {
+            let bytes = self.read(at, HEADER_LEN).ok()?;
+            BatchHeader::parse(&bytes).filter(|h| h.check().is_ok())
+        };
+        let damaged = header(pos)?;
+        let next_pos = pos + damaged.total_len() as u64;
+        if next_pos == limit {
+            return Some(end);
+        }
+        if next_pos + HEADER_LEN as u64 > limit {
+            return None;
+        }
+        let next = header(next_pos)?;
+        (next.base_offset > damaged.base_offset).then_some(next.base_offset)
+    }
+
     /// `(offset, timestamp)` of the first record with timestamp `>= target`, below `limit`.
     pub(crate) fn find_timestamp(&self, target: i64, limit: u64) -> Result<Option<(i64, i64)>> {
         let start_rel = self.meta().time_index.lookup(target);
@@ -391,8 +429,8 @@ impl Segment {
         max_timestamp: i64,
     ) -> Result<()> {
         let mut m = self.meta();
-        self.file()
-            .and_then(|f| f.set_len(position))
+        self.file
+            .write(|f| f.set_len(position))
             .map_err(|e| LogError::io(format!("truncating {}", self.path("log").display()), e))?;
         m.size = position;
         m.next_offset = next_offset;
@@ -408,8 +446,9 @@ impl Segment {
         Ok(())
     }
 
-    /// Deletes this segment's files; open readers keep their handle.
+    /// Deletes this segment's files and closes its handle; readers in flight keep theirs.
     pub(crate) fn delete_files(&self) -> Result<()> {
+        self.file.discard();
         self.remove_indexes();
         let path = self.path("log");
         fs::remove_file(&path).map_err(|e| LogError::io(format!("deleting {}", path.display()), e))
@@ -422,3 +461,7 @@ impl Segment {
         )
     }
 }
+
+#[cfg(test)]
+#[path = "damaged_read_tests.rs"]
+mod damaged_read_tests;

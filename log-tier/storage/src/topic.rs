@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::TopicSettings;
 use crate::error::{LogError, Result};
+use crate::open_files::OpenFiles;
 use crate::partition::Partition;
 
 const META_FILE: &str = "topic.json";
@@ -50,6 +51,7 @@ impl Topic {
         name: &str,
         partitions: u32,
         settings: TopicSettings,
+        files: &Arc<OpenFiles>,
     ) -> Result<Self> {
         check_name(name)?;
         if partitions == 0 || partitions > 10_000 {
@@ -72,7 +74,7 @@ impl Topic {
             fs::File::open(root)?.sync_all()
         };
         write().map_err(|e| LogError::io(format!("writing {}", path.display()), e))?;
-        let topic = Self::open(&dir, name, partitions, settings, false)?;
+        let topic = Self::open(&dir, name, partitions, settings, false, files)?;
         // Make the partition directories' entries durable too.
         fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -86,6 +88,7 @@ impl Topic {
         dir: &Path,
         settings: impl Fn(&str) -> TopicSettings,
         clean: bool,
+        files: &Arc<OpenFiles>,
     ) -> Result<Option<Self>> {
         let Some(name) = dir.file_name().and_then(|n| n.to_str()) else {
             return Ok(None);
@@ -99,7 +102,7 @@ impl Topic {
         let Ok(meta) = serde_json::from_slice::<TopicMeta>(&bytes) else {
             return Ok(None);
         };
-        Self::open(dir, name, meta.partitions, settings(name), clean).map(Some)
+        Self::open(dir, name, meta.partitions, settings(name), clean, files).map(Some)
     }
 
     fn open(
@@ -108,12 +111,13 @@ impl Topic {
         partitions: u32,
         settings: TopicSettings,
         clean: bool,
+        files: &Arc<OpenFiles>,
     ) -> Result<Self> {
         let name: Arc<str> = Arc::from(name);
         let partitions = (0..partitions as i32)
             .map(|p| {
                 let pdir = dir.join(p.to_string());
-                Partition::open(name.clone(), p, &pdir, settings.clone(), clean)
+                Partition::open(name.clone(), p, &pdir, settings.clone(), clean, files)
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
