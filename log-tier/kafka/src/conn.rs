@@ -4,7 +4,9 @@
 //! UNSUPPORTED_VERSION as the protocol asks), undecodable frames and oversized frames close
 //! the connection; nothing a client sends can panic the broker or affect other connections.
 //! When the listener requires SASL, [`SaslState`] gates every request until the client has
-//! authenticated; a refused request or a failed exchange closes the connection.
+//! authenticated; a refused request or a failed exchange closes the connection. Every request
+//! then runs as the connection's [`Principal`] (from SASL, else a mapped client certificate,
+//! else anonymous), checked against the ACLs before it acts.
 
 use std::io;
 use std::net::SocketAddr;
@@ -19,12 +21,14 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Encodable;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::watch;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch};
 use tokio::time::Instant;
 
+use super::principal::Principal;
 use super::request::{DecodeError, decode_body, decode_head};
 use super::sasl::{After, SaslState};
-use super::{Broker, data, groups, versions};
+use super::{Broker, authorize, data, groups, versions};
+use headwater_log::security::Operation;
 
 /// Time a client may take to send the rest of a frame once its length arrived.
 const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -54,6 +58,7 @@ pub(crate) async fn serve_connection<S>(
     broker: Arc<Broker>,
     mut stream: S,
     peer: SocketAddr,
+    certified: Principal,
     mut shutdown: watch::Receiver<bool>,
 ) -> io::Result<()>
 where
@@ -61,24 +66,40 @@ where
 {
     let mut sasl = SaslState::new(broker.options.sasl.is_some());
     let deadline = Instant::now() + AUTHENTICATION_TIMEOUT;
+    let limits = &broker.options.limits;
     loop {
         let limit = if sasl.is_open() {
-            broker.options.max_request_bytes
+            limits.max_request_bytes
         } else {
-            UNAUTHENTICATED_MAX_BYTES.min(broker.options.max_request_bytes)
+            UNAUTHENTICATED_MAX_BYTES.min(limits.max_request_bytes)
         };
         let frame = tokio::select! {
-            frame = read_frame(&mut stream, limit) => frame?,
+            frame = read_frame(&mut stream, limit, limits.idle_timeout, &broker.request_bytes) => frame?,
             _ = shutdown.changed() => return Ok(()),
             () = tokio::time::sleep_until(deadline), if !sasl.is_open() => {
                 return Err(sasl_failure("SASL authentication timed out"));
             }
         };
-        let Some(frame) = frame else { return Ok(()) };
+        let (frame, _budget) = match frame {
+            Frame::Request(bytes, budget) => (bytes, budget),
+            Frame::End => return Ok(()),
+            Frame::Idle => {
+                ::metrics::counter!(crate::metrics::KAFKA_IDLE_CLOSED_TOTAL).increment(1);
+                tracing::debug!(%peer, idle = ?limits.idle_timeout, "kafka connection idle: closed");
+                return Ok(());
+            }
+        };
+        // What the response holds of the listener's fetch budget, until it is written.
+        let mut held = None;
         let reply = if sasl.expects_raw_token() {
             raw_token(&broker, &mut sasl, &frame, peer)?
         } else {
-            handle_frame(&broker, &mut sasl, frame, peer).await?
+            let request = Request {
+                frame,
+                peer,
+                certified: &certified,
+            };
+            handle_frame(&broker, &mut sasl, request, &mut held).await?
         };
         let (response, close) = match reply {
             Reply::Nothing => continue,
@@ -107,15 +128,32 @@ fn sasl_failure(reason: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::PermissionDenied, reason.into())
 }
 
-/// Reads one length-prefixed frame of at most `limit` bytes; `None` at a clean end of stream.
-async fn read_frame<S: AsyncRead + Unpin>(
+/// What waiting for the next frame gave.
+enum Frame<'a> {
+    /// A whole frame, and its share of the listener's request-bytes budget (held until the
+    /// request has been answered).
+    Request(Bytes, Option<SemaphorePermit<'a>>),
+    /// The client closed the connection between frames.
+    End,
+    /// No frame began within the idle timeout.
+    Idle,
+}
+
+/// Reads one length-prefixed frame of at most `limit` bytes. The next frame must begin within
+/// `idle` and its body must then arrive within [`FRAME_BODY_TIMEOUT`]. The body of a frame
+/// over [`SMALL_FRAME_BYTES`] takes its bytes from `budget` as they arrive ([`read_body`]), so
+/// a declared length holds nothing another connection could use until its bytes are sent.
+async fn read_frame<'a, S: AsyncRead + Unpin>(
     stream: &mut S,
     limit: usize,
-) -> io::Result<Option<Bytes>> {
-    let length = match stream.read_i32().await {
-        Ok(length) => length,
-        Err(error) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
-        Err(error) => return Err(error),
+    idle: Duration,
+    budget: &'a Semaphore,
+) -> io::Result<Frame<'a>> {
+    let length = match tokio::time::timeout(idle, stream.read_i32()).await {
+        Err(_) => return Ok(Frame::Idle),
+        Ok(Ok(length)) => length,
+        Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::End),
+        Ok(Err(error)) => return Err(error),
     };
     let length = usize::try_from(length).map_err(|_| invalid("negative frame length"))?;
     if length > limit {
@@ -123,11 +161,92 @@ async fn read_frame<S: AsyncRead + Unpin>(
             "frame of {length} bytes is over the limit of {limit}"
         )));
     }
-    let mut frame = vec![0u8; length];
-    tokio::time::timeout(FRAME_BODY_TIMEOUT, stream.read_exact(&mut frame))
-        .await
-        .map_err(|_| invalid("timed out reading a request frame"))??;
-    Ok(Some(Bytes::from(frame)))
+    // Small frames pass without the budget, so they never queue behind large ones.
+    let budget = (length > SMALL_FRAME_BYTES).then_some(budget);
+    let mut body = Vec::new();
+    let mut permit = None;
+    tokio::time::timeout(
+        FRAME_BODY_TIMEOUT,
+        read_body(stream, length, &mut body, budget, &mut permit),
+    )
+    .await
+    .map_err(|_| invalid("timed out reading a request frame"))??;
+    Ok(Frame::Request(Bytes::from(body), permit))
+}
+
+/// Frames up to this size are read without the request budget (at most this much per
+/// connection, `Limits::max_connections` × 16 KiB in all), so small requests (ApiVersions,
+/// Metadata, heartbeats, most fetches) never queue behind large produces.
+const SMALL_FRAME_BYTES: usize = 16 * 1024;
+
+/// First buffer of a frame body; it doubles as bytes arrive, up to the declared length.
+const FIRST_CHUNK: usize = 8 * 1024;
+/// Once this much of a frame arrived, its buffer takes the rest of the declared length at
+/// once instead of doubling on: no more copies, and pages are still committed only as bytes
+/// are written into them.
+const WHOLE_AFTER: usize = 1024 * 1024;
+/// Most bytes one read of a budgeted frame takes from the budget ahead of their arrival. A
+/// read starts at [`SMALL_FRAME_BYTES`] and doubles while reads fill what they took, so a
+/// connection waiting for bytes holds at most what it already sent plus 16 KiB.
+const BUDGET_CHUNK: usize = 1024 * 1024;
+
+/// Reads exactly `length` bytes into `body` (empty), which grows with what arrived (doubling
+/// from [`FIRST_CHUNK`] to [`WHOLE_AFTER`]), so a declared length commits no memory the
+/// client has not sent. With a `budget`, each read first takes what it may read from it
+/// (waiting, unread, while other connections hold it; see [`BUDGET_CHUNK`]) and gives back
+/// what did not arrive; `held` collects the bytes taken, released when the request has been
+/// answered.
+async fn read_body<'a, S: AsyncRead + Unpin>(
+    stream: &mut S,
+    length: usize,
+    body: &mut Vec<u8>,
+    budget: Option<&'a Semaphore>,
+    held: &mut Option<SemaphorePermit<'a>>,
+) -> io::Result<()> {
+    body.reserve_exact(length.min(FIRST_CHUNK));
+    let mut grant = SMALL_FRAME_BYTES;
+    while body.len() < length {
+        let left = length - body.len();
+        if body.len() == body.capacity() {
+            let grow = if body.len() >= WHOLE_AFTER {
+                left
+            } else {
+                body.len().max(FIRST_CHUNK).min(left)
+            };
+            body.reserve_exact(grow);
+        }
+        let mut room = (body.capacity() - body.len()).min(left);
+        let mut taken = None;
+        if let Some(budget) = budget {
+            room = room.min(grant);
+            // `room` is at most BUDGET_CHUNK, far below the budget's size (`Broker::new`), so
+            // this resolves once other frames are done; the semaphore is never closed.
+            let permits = u32::try_from(room).map_err(|_| invalid("read over u32"))?;
+            let permit = budget.acquire_many(permits).await;
+            taken = Some(permit.map_err(|_| invalid("request budget closed"))?);
+        }
+        let read = (&mut *stream).take(room as u64).read_buf(body).await?;
+        if read == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("connection closed {left} bytes before the end of a frame"),
+            ));
+        }
+        grant = if read == room {
+            (grant * 2).min(BUDGET_CHUNK)
+        } else {
+            SMALL_FRAME_BYTES
+        };
+        if let Some(mut permit) = taken {
+            // Give back what did not arrive; keep what did.
+            drop(permit.split(room - read));
+            match held {
+                Some(all) => all.merge(permit),
+                None => *held = Some(permit),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The token after a v0 SaslHandshake, sent raw: success answers an empty server token,
@@ -138,24 +257,38 @@ fn raw_token(
     token: &[u8],
     peer: SocketAddr,
 ) -> io::Result<Reply> {
-    let Some(authenticator) = broker.options.sasl.as_deref() else {
+    let Some(options) = broker.options.sasl.as_ref() else {
         return Err(invalid("SASL token on a listener without SASL"));
     };
-    sasl.authenticate(token, authenticator)
+    sasl.authenticate(token, options.store.as_ref())
         .map_err(|error| sasl_failure(format!("SASL/PLAIN authentication failed: {error}")))?;
-    tracing::debug!(%peer, tenant = sasl.tenant(), "kafka client authenticated");
+    tracing::debug!(%peer, principal = ?sasl.principal(), "kafka client authenticated");
     let mut empty = BytesMut::with_capacity(4);
     empty.put_i32(0);
     Ok(Reply::Send(empty))
 }
 
-/// Decodes one frame, answers it, and encodes the response with its length prefix.
+/// A request frame and who sent it.
+struct Request<'a> {
+    frame: Bytes,
+    peer: SocketAddr,
+    /// The principal of the connection's client certificate (else anonymous).
+    certified: &'a Principal,
+}
+
+/// Decodes one frame, answers it, and encodes the response with its length prefix; `held`
+/// gets what the response holds of the listener's fetch budget.
 async fn handle_frame(
     broker: &Broker,
     sasl: &mut SaslState,
-    mut frame: Bytes,
-    peer: SocketAddr,
+    request: Request<'_>,
+    held: &mut Option<OwnedSemaphorePermit>,
 ) -> io::Result<Reply> {
+    let Request {
+        mut frame,
+        peer,
+        certified,
+    } = request;
     let sasl_on = broker.options.sasl.is_some();
     let head = match decode_head(&mut frame) {
         Ok(head) => head,
@@ -183,7 +316,12 @@ async fn handle_frame(
     let correlation_id = header.correlation_id;
     let (body, after) = match request {
         RequestKind::SaslHandshake(r) => {
-            let (response, after) = sasl.handshake(r.mechanism.as_str(), version);
+            let offered = broker
+                .options
+                .sasl
+                .as_ref()
+                .map_or(&[][..], |o| o.mechanisms.as_slice());
+            let (response, after) = sasl.handshake(r.mechanism.as_str(), version, offered);
             (Some(ResponseKind::SaslHandshake(response)), after)
         }
         RequestKind::SaslAuthenticate(r) => {
@@ -192,7 +330,14 @@ async fn handle_frame(
         }
         other => {
             let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
-            let response = dispatch(broker, other, version, client_id, peer).await;
+            let principal = sasl.principal().unwrap_or(certified);
+            let asked = Asked {
+                version,
+                client_id,
+                peer,
+                principal,
+            };
+            let response = dispatch(broker, other, asked, held).await;
             (response, After::Continue)
         }
     };
@@ -213,50 +358,82 @@ fn sasl_authenticate(
     token: &[u8],
     peer: SocketAddr,
 ) -> io::Result<(kafka_protocol::messages::SaslAuthenticateResponse, After)> {
-    let Some(authenticator) = broker.options.sasl.as_deref() else {
+    let Some(options) = broker.options.sasl.as_ref() else {
         return Err(invalid("SaslAuthenticate on a listener without SASL"));
     };
-    let (response, after) = sasl.authenticate_response(token, authenticator);
-    if after == After::Continue {
-        tracing::debug!(%peer, tenant = sasl.tenant(), "kafka client authenticated");
+    let (response, after) = sasl.authenticate_response(token, options.store.as_ref());
+    if let Some(principal) = sasl.principal().filter(|_| after == After::Continue) {
+        tracing::debug!(%peer, %principal, "kafka client authenticated");
     }
     Ok((response, after))
+}
+
+/// How a decoded request was asked, and by whom.
+struct Asked<'a> {
+    version: i16,
+    client_id: &'a str,
+    peer: SocketAddr,
+    principal: &'a Principal,
 }
 
 async fn dispatch(
     broker: &Broker,
     request: RequestKind,
-    version: i16,
-    client_id: &str,
-    peer: SocketAddr,
+    asked: Asked<'_>,
+    held: &mut Option<OwnedSemaphorePermit>,
 ) -> Option<ResponseKind> {
+    let Asked {
+        version,
+        client_id,
+        peer,
+        principal,
+    } = asked;
     let response = match request {
         RequestKind::ApiVersions(_) => {
             ResponseKind::ApiVersions(api_versions(broker.options.sasl.is_some()))
         }
-        RequestKind::Metadata(r) => ResponseKind::Metadata(data::metadata(broker, r, version)),
-        RequestKind::Produce(r) => {
-            return data::produce(broker, r).await.map(ResponseKind::Produce);
+        RequestKind::Metadata(r) => {
+            ResponseKind::Metadata(data::metadata(broker, principal, r, version))
         }
-        RequestKind::Fetch(r) => ResponseKind::Fetch(data::fetch(broker, r).await),
-        RequestKind::ListOffsets(r) => ResponseKind::ListOffsets(data::list_offsets(broker, r)),
-        RequestKind::CreateTopics(r) => ResponseKind::CreateTopics(data::create_topics(broker, r)),
+        RequestKind::Produce(r) => {
+            return data::produce(broker, principal, r)
+                .await
+                .map(ResponseKind::Produce);
+        }
+        RequestKind::Fetch(r) => {
+            let (response, budget) = data::fetch(broker, principal, r).await;
+            *held = budget;
+            ResponseKind::Fetch(response)
+        }
+        RequestKind::ListOffsets(r) => {
+            ResponseKind::ListOffsets(data::list_offsets(broker, principal, r))
+        }
+        RequestKind::CreateTopics(r) => {
+            ResponseKind::CreateTopics(data::create_topics(broker, principal, r))
+        }
         RequestKind::DeleteTopics(r) => {
-            ResponseKind::DeleteTopics(data::delete_topics(broker, r).await)
+            ResponseKind::DeleteTopics(data::delete_topics(broker, principal, r).await)
         }
         RequestKind::InitProducerId(r) => {
-            ResponseKind::InitProducerId(data::init_producer_id(broker, r))
+            ResponseKind::InitProducerId(data::init_producer_id(broker, principal, r))
         }
+        // Answered to everyone (where a group is coordinated says nothing about it): a
+        // refusal here leaves librdkafka waiting for a coordinator instead of reporting
+        // GROUP_AUTHORIZATION_FAILED from the request that needs the group.
         RequestKind::FindCoordinator(r) => {
             ResponseKind::FindCoordinator(groups::find_coordinator(broker, r, version))
         }
         RequestKind::JoinGroup(r) => {
             let (group, member) = (r.group_id.0.to_string(), r.member_id.to_string());
-            let response = broker
-                .groups
-                .join(r, version, client_id, &peer.ip().to_string())
-                .await;
-            tracing::debug!(%peer, %group, %member, assigned = %response.member_id,
+            let response = if authorize::group(broker, principal, &group, Operation::Read) {
+                broker
+                    .groups
+                    .join(r, version, client_id, &peer.ip().to_string())
+                    .await
+            } else {
+                authorize::join_denied()
+            };
+            tracing::debug!(%group, %member, assigned = %response.member_id,
                 generation = response.generation_id, error = response.error_code, "JoinGroup");
             ResponseKind::JoinGroup(response)
         }
@@ -266,8 +443,12 @@ async fn dispatch(
                 r.member_id.to_string(),
                 r.generation_id,
             );
-            let response = broker.groups.sync(r).await;
-            tracing::debug!(%peer, %group, %member, generation, error = response.error_code,
+            let response = if authorize::group(broker, principal, &group, Operation::Read) {
+                broker.groups.sync(r).await
+            } else {
+                authorize::sync_denied()
+            };
+            tracing::debug!(%group, %member, generation, error = response.error_code,
                 "SyncGroup");
             ResponseKind::SyncGroup(response)
         }
@@ -277,26 +458,60 @@ async fn dispatch(
                 r.member_id.to_string(),
                 r.generation_id,
             );
-            let response = broker.groups.heartbeat(r);
-            tracing::trace!(%peer, %group, %member, generation, error = response.error_code,
+            let response = if authorize::group(broker, principal, &group, Operation::Read) {
+                broker.groups.heartbeat(r)
+            } else {
+                authorize::heartbeat_denied()
+            };
+            tracing::trace!(%group, %member, generation, error = response.error_code,
                 "Heartbeat");
             ResponseKind::Heartbeat(response)
         }
         RequestKind::LeaveGroup(r) => {
             let group = r.group_id.0.to_string();
-            let response = broker.groups.leave(r, version);
-            tracing::debug!(%peer, %group, error = response.error_code, "LeaveGroup");
+            let response = if authorize::group(broker, principal, &group, Operation::Read) {
+                broker.groups.leave(r, version)
+            } else {
+                authorize::leave_denied()
+            };
+            tracing::debug!(%group, error = response.error_code, "LeaveGroup");
             ResponseKind::LeaveGroup(response)
         }
         RequestKind::OffsetCommit(r) => {
-            ResponseKind::OffsetCommit(broker.groups.offset_commit(r).await)
+            let response = match authorize::offset_commit(broker, principal, r) {
+                Ok((allowed, refused)) => {
+                    let mut response = broker.groups.offset_commit(allowed).await;
+                    response.topics.extend(refused);
+                    response
+                }
+                Err(denied) => denied,
+            };
+            ResponseKind::OffsetCommit(response)
         }
         RequestKind::OffsetFetch(r) => {
-            ResponseKind::OffsetFetch(broker.groups.offset_fetch(r, version))
+            let response = match authorize::offset_fetch_denied(broker, principal, &r) {
+                Some(denied) => denied,
+                None => {
+                    let asked_all = r.topics.is_none();
+                    let mut response = broker.groups.offset_fetch(r, version);
+                    authorize::offset_fetch_filter(broker, principal, asked_all, &mut response);
+                    response
+                }
+            };
+            ResponseKind::OffsetFetch(response)
         }
-        RequestKind::ListGroups(_) => ResponseKind::ListGroups(broker.groups.list_groups()),
+        RequestKind::ListGroups(_) => {
+            let mut response = broker.groups.list_groups();
+            authorize::list_groups_filter(broker, principal, &mut response);
+            ResponseKind::ListGroups(response)
+        }
         RequestKind::DescribeGroups(r) => {
-            ResponseKind::DescribeGroups(broker.groups.describe_groups(r))
+            let (allowed, refused) = authorize::describe_groups(broker, principal, r);
+            let response = broker.groups.describe_groups(allowed);
+            ResponseKind::DescribeGroups(authorize::describe_groups_merge(response, refused))
+        }
+        RequestKind::DescribeAcls(r) => {
+            ResponseKind::DescribeAcls(broker.options.authorizer.describe_acls(principal, &r))
         }
         other => {
             tracing::debug!(request = ?std::mem::discriminant(&other), "unserved request decoded");
@@ -342,50 +557,4 @@ fn encode(
 }
 
 #[cfg(test)]
-mod tests {
-    use std::sync::atomic::AtomicI64;
-
-    use proptest::prelude::*;
-
-    use super::*;
-    use crate::{KafkaOptions, StaticCredentials, groups};
-    use headwater_log::LogConfig;
-    use headwater_log::LogEngine;
-
-    fn broker(dir: &std::path::Path, sasl: bool) -> Broker {
-        let engine = LogEngine::open(dir, LogConfig::default()).unwrap();
-        let mut options = KafkaOptions::advertising("127.0.0.1:9092".parse().unwrap());
-        if sasl {
-            options.sasl = Some(Arc::new(StaticCredentials::new([("acme", "pw")])));
-        }
-        Broker {
-            groups: groups::Coordinator::new(engine.clone()),
-            engine,
-            options,
-            next_producer_id: AtomicI64::new(1),
-        }
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig::with_cases(1000))]
-        /// Any bytes after a served API key and version decode to an answer or a refusal,
-        /// never a panic.
-        #[test]
-        fn arbitrary_frames_never_panic(key in 0usize..19, version in -1i16..20, sasl: bool, body in proptest::collection::vec(any::<u8>(), 4..256)) {
-            let dir = tempfile::tempdir().unwrap();
-            let broker = broker(dir.path(), sasl);
-            let mut state = SaslState::new(sasl);
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-            let (api, _, _) = versions::SUPPORTED.iter().chain(versions::SASL).nth(key).copied().unwrap();
-            let mut frame = (api as i16).to_be_bytes().to_vec();
-            frame.extend_from_slice(&version.to_be_bytes());
-            frame.extend_from_slice(&body);
-            let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-            // A panic fails the test; a decoded request may legitimately wait (a long poll), so
-            // the answer is only awaited briefly.
-            let _ = runtime.block_on(async {
-                tokio::time::timeout(Duration::from_millis(50), handle_frame(&broker, &mut state, Bytes::from(frame), peer)).await
-            });
-        }
-    }
-}
+mod tests;

@@ -1,14 +1,15 @@
 //! The data-plane APIs: Metadata, Produce, Fetch, ListOffsets, CreateTopics, DeleteTopics and
 //! InitProducerId, over the embedded [`LogEngine`](crate::LogEngine).
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use futures::future::join_all;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::delete_topics_response::DeletableTopicResult;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
 };
@@ -18,20 +19,30 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{
     BrokerId, CreateTopicsRequest, CreateTopicsResponse, DeleteTopicsRequest, DeleteTopicsResponse,
-    FetchRequest, FetchResponse, InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest,
-    ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
+    InitProducerIdRequest, InitProducerIdResponse, ListOffsetsRequest, ListOffsetsResponse,
+    MetadataRequest, MetadataResponse, ProduceRequest, ProduceResponse, ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
 
-use super::Broker;
 use super::codes::{NONE, code};
+use super::principal::Principal;
+use super::{Broker, authorize};
 use headwater_log::LogError;
 use headwater_log::OffsetSpec;
+use headwater_log::batch::BatchHeader;
+use headwater_log::security::{Operation, ResourceType};
 
-/// Metadata: this broker, and the requested topics (created on first use when allowed).
+mod fetch;
+
+pub(crate) use fetch::fetch;
+
+/// Metadata: this broker, and the requested topics (created on first use when allowed). A
+/// listing of every topic shows only those `principal` may describe; a named topic it may not
+/// describe is answered TOPIC_AUTHORIZATION_FAILED; a topic is created on first use only for
+/// a principal that may create or write it.
 pub(crate) fn metadata(
     broker: &Broker,
+    principal: &Principal,
     request: MetadataRequest,
     version: i16,
 ) -> MetadataResponse {
@@ -64,25 +75,59 @@ pub(crate) fn metadata(
     response.cluster_id = Some(StrBytes::from_string(broker.options.cluster_id.clone()));
     response.controller_id = BrokerId(node);
     response.cluster_authorized_operations = i32::MIN;
+    let creations = Creations::new(broker);
     response.topics = names
         .into_iter()
-        .map(|(name, requested)| topic_metadata(broker, &name, requested && may_create))
+        .filter(|(name, requested)| {
+            *requested || authorize::may_see(broker, principal, ResourceType::Topic, name)
+        })
+        .map(|(name, requested)| {
+            if !authorize::topic(broker, principal, &name, Operation::Describe) {
+                let mut topic = MetadataResponseTopic::default();
+                topic.name = Some(TopicName(StrBytes::from_string(name)));
+                topic.topic_authorized_operations = i32::MIN;
+                topic.error_code = authorize::TOPIC_DENIED;
+                return topic;
+            }
+            let create = requested && may_create && may_create_topic(broker, principal, &name);
+            topic_metadata(broker, &name, create.then_some(&creations))
+        })
         .collect();
     response
 }
 
-fn topic_metadata(broker: &Broker, name: &str, create: bool) -> MetadataResponseTopic {
+/// Whether `principal` may have `name` created on first use: it may create topics, or write
+/// this one.
+fn may_create_topic(broker: &Broker, principal: &Principal, name: &str) -> bool {
+    let authorizer = &broker.options.authorizer;
+    authorizer.allows(principal, ResourceType::Topic, name, Operation::Create)
+        || authorizer.allows(
+            principal,
+            ResourceType::Cluster,
+            headwater_log::security::CLUSTER_NAME,
+            Operation::Create,
+        )
+        || authorizer.allows(principal, ResourceType::Topic, name, Operation::Write)
+}
+
+/// A topic's metadata, created first (through `create`) when it does not exist.
+fn topic_metadata(
+    broker: &Broker,
+    name: &str,
+    create: Option<&Creations<'_>>,
+) -> MetadataResponseTopic {
     let engine = &broker.engine;
     let mut topic = MetadataResponseTopic::default();
     topic.name = Some(TopicName(StrBytes::from_string(name.to_owned())));
     topic.topic_authorized_operations = i32::MIN;
     let mut count = engine.partition_count(name);
-    if count.is_none() && create {
+    if let Some(creations) = create.filter(|_| count.is_none()) {
         let partitions = engine.config().topic_settings(name).partitions;
-        match engine.create_topic_now(name, partitions) {
-            Ok(()) | Err(LogError::TopicExists(_)) => count = engine.partition_count(name),
-            Err(error) => {
-                topic.error_code = code(&error);
+        match creations.create(name, partitions) {
+            Ok(()) => count = engine.partition_count(name),
+            Err(Refusal::Log(LogError::TopicExists(_))) => count = engine.partition_count(name),
+            Err(refusal) => {
+                topic.error_code = refusal.code();
                 return topic;
             }
         }
@@ -105,25 +150,129 @@ fn topic_metadata(broker: &Broker, name: &str, create: bool) -> MetadataResponse
     topic
 }
 
+/// Why a topic was not created.
+#[derive(Debug)]
+enum Refusal {
+    /// More partitions than `Limits::max_partitions_per_topic` (INVALID_PARTITIONS).
+    Partitions { asked: u32, max: u32 },
+    /// `Limits::max_topics` exist already (POLICY_VIOLATION).
+    Topics { max: usize },
+    /// The engine refused.
+    Log(LogError),
+}
+
+impl Refusal {
+    fn code(&self) -> i16 {
+        match self {
+            Self::Partitions { .. } => ResponseError::InvalidPartitions.code(),
+            Self::Topics { .. } => ResponseError::PolicyViolation.code(),
+            Self::Log(error) => code(error),
+        }
+    }
+
+    fn message(&self) -> String {
+        match self {
+            Self::Partitions { asked, max } => format!(
+                "{asked} partitions: at most {max} per topic (log.max_partitions_per_topic)"
+            ),
+            Self::Topics { max } => format!("at most {max} topics (log.max_topics)"),
+            Self::Log(error) => error.to_string(),
+        }
+    }
+}
+
+/// The topic creations of one request, within the listener's limits. Once `Limits::max_topics`
+/// refused one, the request's other new topics are refused without counting again (a request
+/// may name a million topics).
+struct Creations<'a> {
+    broker: &'a Broker,
+    full: AtomicBool,
+}
+
+impl<'a> Creations<'a> {
+    fn new(broker: &'a Broker) -> Self {
+        Self {
+            broker,
+            full: AtomicBool::new(false),
+        }
+    }
+
+    /// Checks that `name` could be created with `partitions`; call under
+    /// `Broker::topic_admin` when creating.
+    fn check(&self, name: &str, partitions: u32) -> Result<(), Refusal> {
+        let (limits, engine) = (&self.broker.options.limits, &self.broker.engine);
+        let (limit, refusal) = if partitions > limits.max_partitions_per_topic {
+            let max = limits.max_partitions_per_topic;
+            let asked = partitions;
+            (
+                "max_partitions_per_topic",
+                Refusal::Partitions { asked, max },
+            )
+        } else if engine.partition_count(name).is_some()
+            || !self.full.load(Ordering::Relaxed) && engine.topic_names().len() < limits.max_topics
+        {
+            return Ok(());
+        } else {
+            self.full.store(true, Ordering::Relaxed);
+            let max = limits.max_topics;
+            ("max_topics", Refusal::Topics { max })
+        };
+        ::metrics::counter!(crate::metrics::KAFKA_LIMIT_REFUSALS_TOTAL, "limit" => limit)
+            .increment(1);
+        tracing::debug!(
+            topic = name,
+            partitions,
+            limit,
+            "topic creation refused by a limit"
+        );
+        Err(refusal)
+    }
+
+    /// Creates `name` with `partitions` if the limits allow: counted and created under one
+    /// lock, so concurrent creations cannot pass `Limits::max_topics` together.
+    fn create(&self, name: &str, partitions: u32) -> Result<(), Refusal> {
+        let _admin = self
+            .broker
+            .topic_admin
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        self.check(name, partitions)?;
+        self.broker
+            .engine
+            .create_topic_now(name, partitions)
+            .map_err(Refusal::Log)
+    }
+}
+
 /// Produce: each partition's batches appended (idempotence checked by the engine); `None`
-/// for acks=0, which gets no response.
-pub(crate) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<ProduceResponse> {
+/// for acks=0, which gets no response. Topics `principal` may not write are refused
+/// (TOPIC_AUTHORIZATION_FAILED), so are producer ids another principal owns
+/// (INVALID_PRODUCER_ID_MAPPING); a tenant's batches are stamped and checked first
+/// ([`crate::stamp`]), a refused one answered INVALID_RECORD with the reason.
+pub(crate) async fn produce(
+    broker: &Broker,
+    principal: &Principal,
+    request: ProduceRequest,
+) -> Option<ProduceResponse> {
     let transactional = request.transactional_id.is_some();
+    let creations = &Creations::new(broker);
     let appends = request.topic_data.iter().flat_map(|topic| {
         let name = topic.name.0.to_string();
+        let writable = authorize::topic(broker, principal, &name, Operation::Write);
         topic.partition_data.iter().map(move |p| {
             let name = name.clone();
             let records = p.records.clone().unwrap_or_default();
             let index = p.index;
             async move {
                 let result = if transactional {
-                    Err(ResponseError::TransactionalIdAuthorizationFailed.code())
+                    Err((
+                        ResponseError::TransactionalIdAuthorizationFailed.code(),
+                        None,
+                    ))
+                } else if !writable {
+                    Err((authorize::TOPIC_DENIED, None))
                 } else {
-                    broker
-                        .engine
-                        .append_batch(&name, index, records)
-                        .await
-                        .map_err(|e| code(&e))
+                    append_as(creations, principal, &name, index, records).await
                 };
                 (name, index, result)
             }
@@ -134,6 +283,8 @@ pub(crate) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<
         return None;
     }
     let mut response = ProduceResponse::default();
+    // Where each topic's partitions go in `response.responses`.
+    let mut topics: HashMap<String, usize> = HashMap::new();
     for (name, index, result) in results {
         let mut p = PartitionProduceResponse::default();
         p.index = index;
@@ -146,19 +297,20 @@ pub(crate) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<
                     .partition_offsets(&name, index)
                     .map_or(-1, |o| o.log_start);
             }
-            Err(error_code) => {
+            Err((error_code, message)) => {
                 p.error_code = error_code;
+                p.error_message = message.map(StrBytes::from_string);
                 p.base_offset = -1;
                 p.log_start_offset = -1;
             }
         }
-        let topic_name = TopicName(StrBytes::from_string(name));
-        match response.responses.iter_mut().find(|t| t.name == topic_name) {
-            Some(topic) => topic.partition_responses.push(p),
-            None => {
+        match topics.entry(name) {
+            Entry::Occupied(at) => response.responses[*at.get()].partition_responses.push(p),
+            Entry::Vacant(at) => {
                 let mut topic = TopicProduceResponse::default();
-                topic.name = topic_name;
+                topic.name = TopicName(StrBytes::from_string(at.key().clone()));
                 topic.partition_responses.push(p);
+                at.insert(response.responses.len());
                 response.responses.push(topic);
             }
         }
@@ -166,137 +318,89 @@ pub(crate) async fn produce(broker: &Broker, request: ProduceRequest) -> Option<
     Some(response)
 }
 
-/// Fetch: stored batches as they are, long-polling up to `max_wait_ms` for `min_bytes`.
-pub(crate) async fn fetch(broker: &Broker, request: FetchRequest) -> FetchResponse {
-    let wanted: Vec<(String, i32, i64, usize)> = request
-        .topics
-        .iter()
-        .flat_map(|t| {
-            t.partitions.iter().map(|p| {
-                (
-                    t.topic.0.to_string(),
-                    p.partition,
-                    p.fetch_offset,
-                    usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
-                )
-            })
-        })
-        .collect();
-    let max_wait = Duration::from_millis(u64::try_from(request.max_wait_ms.max(0)).unwrap_or(0));
-    let min_bytes = usize::try_from(request.min_bytes.max(0)).unwrap_or(0);
-    let max_bytes = usize::try_from(request.max_bytes)
-        .unwrap_or(usize::MAX)
-        .max(1);
-    let deadline = tokio::time::Instant::now() + max_wait;
-    let mut answer = read_all(broker, &wanted, max_bytes);
-    while answer.bytes < min_bytes.max(1)
-        && !answer.errors
-        && tokio::time::Instant::now() < deadline
-    {
-        let left = deadline - tokio::time::Instant::now();
-        if wanted.is_empty() {
-            tokio::time::sleep(left).await;
-            break;
-        }
-        // Wait for any partition's high watermark to move past what was just read (not the
-        // fetch offset, which a partial read already passed), or the deadline.
-        let waits =
-            wanted
-                .iter()
-                .zip(&answer.marks)
-                .map(|((topic, partition, offset, _), mark)| {
-                    Box::pin(broker.engine.wait_for_data(
-                        topic,
-                        *partition,
-                        (*offset).max(*mark),
-                        left,
-                    ))
-                });
-        let _ = futures::future::select_all(waits).await;
-        answer = read_all(broker, &wanted, max_bytes);
+/// Appends one partition's records as `principal`: its producer id must be its own, and a
+/// tenant's batch is stamped and checked before it is stored.
+async fn append_as(
+    creations: &Creations<'_>,
+    principal: &Principal,
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+) -> Result<i64, (i16, Option<String>)> {
+    let broker = creations.broker;
+    let producer_id = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
+    if !broker.producers.check(producer_id, principal) {
+        ::metrics::counter!(crate::metrics::KAFKA_DENIED_TOTAL, "resource" => "producer_id")
+            .increment(1);
+        return Err((
+            ResponseError::InvalidProducerIdMapping.code(),
+            Some(format!(
+                "producer id {producer_id} belongs to another principal than {principal}"
+            )),
+        ));
     }
-    let mut response = FetchResponse::default();
-    response.responses = answer.topics;
-    response
-}
-
-struct FetchAnswer {
-    topics: Vec<FetchableTopicResponse>,
-    bytes: usize,
-    errors: bool,
-    /// Per wanted partition, the high watermark seen.
-    marks: Vec<i64>,
-}
-
-fn read_all(
-    broker: &Broker,
-    wanted: &[(String, i32, i64, usize)],
-    max_bytes: usize,
-) -> FetchAnswer {
-    let mut answer = FetchAnswer {
-        topics: Vec::new(),
-        bytes: 0,
-        errors: false,
-        marks: Vec::with_capacity(wanted.len()),
+    let records = match principal.tenant() {
+        None => records,
+        Some(tenant) => {
+            let policy = broker.options.policy.clone();
+            let now = headwater_log::now_ms();
+            let max_inflated = broker.engine.max_inflated_bytes(topic);
+            let (owned_topic, owned_tenant) = (topic.to_owned(), tenant.to_owned());
+            let stamped = broker
+                .engine
+                .run_decompressing(move || {
+                    crate::stamp::stamp_batch(
+                        &records,
+                        &owned_topic,
+                        &owned_tenant,
+                        now,
+                        max_inflated,
+                        policy.as_deref(),
+                    )
+                })
+                .await
+                .map_err(|e| (code(&e), None))?;
+            stamped.map_err(|error| {
+                let reason = match error {
+                    crate::stamp::StampError::Batch(_) => "batch",
+                    crate::stamp::StampError::ForeignTenant { .. } => "foreign_tenant",
+                    crate::stamp::StampError::Invalid { .. } => "invalid",
+                };
+                ::metrics::counter!(crate::metrics::KAFKA_REFUSED_BATCHES_TOTAL, "reason" => reason)
+                    .increment(1);
+                tracing::debug!(%principal, topic, partition, %error, "tenant batch refused");
+                (ResponseError::InvalidRecord.code(), Some(error.to_string()))
+            })?
+        }
     };
-    for (topic, partition, offset, partition_max) in wanted {
-        let mut data = PartitionData::default();
-        data.partition_index = *partition;
-        data.preferred_read_replica = BrokerId(-1);
-        data.aborted_transactions = Some(Vec::new());
-        let budget = if answer.bytes == 0 {
-            *partition_max
-        } else {
-            (*partition_max).min(max_bytes.saturating_sub(answer.bytes))
-        };
-        let read = if budget == 0 {
-            broker
-                .engine
-                .partition_offsets(topic, *partition)
-                .map(|o| (Bytes::new(), o.log_start, o.high_watermark))
-        } else {
-            broker
-                .engine
-                .read_raw(topic, *partition, *offset, budget)
-                .map(|f| (f.records, f.log_start, f.high_watermark))
-        };
-        match read {
-            Ok((records, log_start, high_watermark)) => {
-                answer.marks.push(high_watermark);
-                data.high_watermark = high_watermark;
-                data.last_stable_offset = high_watermark;
-                data.log_start_offset = log_start;
-                answer.bytes += records.len();
-                data.records = Some(records);
-            }
-            Err(error) => {
-                answer.marks.push(-1);
-                answer.errors = true;
-                data.error_code = code(&error);
-                data.high_watermark = -1;
-                data.last_stable_offset = -1;
-                data.log_start_offset = -1;
-            }
-        }
-        let name = TopicName(StrBytes::from_string(topic.clone()));
-        match answer.topics.iter_mut().find(|t| t.topic == name) {
-            Some(t) => t.partitions.push(data),
-            None => {
-                let mut t = FetchableTopicResponse::default();
-                t.topic = name;
-                t.partitions.push(data);
-                answer.topics.push(t);
-            }
+    let engine = &broker.engine;
+    // The engine would create an unknown topic itself; create it here, within the limits.
+    if engine.partition_count(topic).is_none() && engine.config().auto_create_topics {
+        let partitions = engine.config().topic_settings(topic).partitions;
+        if let Err(refusal) = creations.create(topic, partitions)
+            && engine.partition_count(topic).is_none()
+        {
+            return Err((refusal.code(), Some(refusal.message())));
         }
     }
-    answer
+    engine
+        .append_batch(topic, partition, records)
+        .await
+        .map_err(|e| (code(&e), None))
 }
 
-/// ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp.
-pub(crate) fn list_offsets(broker: &Broker, request: ListOffsetsRequest) -> ListOffsetsResponse {
+/// Fetch: stored batches as they are, long-polling up to `max_wait_ms` for `min_bytes`, within
+/// ListOffsets: earliest (-2), latest (-1) or the first offset at or after a timestamp; a
+/// topic `principal` may not describe is answered TOPIC_AUTHORIZATION_FAILED.
+pub(crate) fn list_offsets(
+    broker: &Broker,
+    principal: &Principal,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut response = ListOffsetsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
+        let allowed = authorize::topic(broker, principal, &name, Operation::Describe);
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic.name.clone();
         for p in topic.partitions {
@@ -310,6 +414,11 @@ pub(crate) fn list_offsets(broker: &Broker, request: ListOffsetsRequest) -> List
                 t if t >= 0 => Some(OffsetSpec::Timestamp(t)),
                 _ => None,
             };
+            if !allowed {
+                answer.error_code = authorize::TOPIC_DENIED;
+                out.partitions.push(answer);
+                continue;
+            }
             match spec.map(|s| broker.engine.list_offset(&name, p.partition_index, s)) {
                 None => answer.error_code = ResponseError::InvalidRequest.code(),
                 Some(Ok(Some(found))) => {
@@ -326,9 +435,18 @@ pub(crate) fn list_offsets(broker: &Broker, request: ListOffsetsRequest) -> List
     response
 }
 
-/// CreateTopics on a single node: replication factor 1 (or -1 for the default).
-pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest) -> CreateTopicsResponse {
+/// CreateTopics on a single node: replication factor 1 (or -1 for the default); only for a
+/// principal that may create the topic (or any topic); at most
+/// `Limits::max_partitions_per_topic` partitions (INVALID_PARTITIONS) and `Limits::max_topics`
+/// topics (POLICY_VIOLATION).
+pub(crate) fn create_topics(
+    broker: &Broker,
+    principal: &Principal,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
+    let any_topic = authorize::cluster(broker, principal, Operation::Create);
     let engine = &broker.engine;
+    let creations = Creations::new(broker);
     let mut response = CreateTopicsResponse::default();
     for topic in request.topics {
         let name = topic.name.0.to_string();
@@ -341,28 +459,37 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest) -> Cr
         };
         result.num_partitions = partitions as i32;
         result.replication_factor = 1;
-        let outcome = if topic.replication_factor > 1 {
-            Err((
-                ResponseError::InvalidReplicationFactor.code(),
-                "a single node holds one replica".to_owned(),
-            ))
-        } else if topic.num_partitions == 0 {
-            Err((
-                ResponseError::InvalidPartitions.code(),
-                "at least one partition".to_owned(),
-            ))
-        } else if engine.partition_count(&name).is_some() {
-            Err((
-                ResponseError::TopicAlreadyExists.code(),
-                format!("topic {name} exists"),
-            ))
-        } else if request.validate_only {
-            headwater_log::check_topic_name(&name).map_err(|e| (code(&e), e.to_string()))
-        } else {
-            engine
-                .create_topic_now(&name, partitions)
-                .map_err(|e| (code(&e), e.to_string()))
-        };
+        let outcome =
+            if !any_topic && !authorize::topic(broker, principal, &name, Operation::Create) {
+                Err((
+                    authorize::TOPIC_DENIED,
+                    format!("{principal} may not create topic {name}"),
+                ))
+            } else if topic.replication_factor > 1 {
+                Err((
+                    ResponseError::InvalidReplicationFactor.code(),
+                    "a single node holds one replica".to_owned(),
+                ))
+            } else if topic.num_partitions == 0 {
+                Err((
+                    ResponseError::InvalidPartitions.code(),
+                    "at least one partition".to_owned(),
+                ))
+            } else if engine.partition_count(&name).is_some() {
+                Err((
+                    ResponseError::TopicAlreadyExists.code(),
+                    format!("topic {name} exists"),
+                ))
+            } else if request.validate_only {
+                headwater_log::check_topic_name(&name)
+                    .map_err(Refusal::Log)
+                    .and_then(|()| creations.check(&name, partitions))
+                    .map_err(|r| (r.code(), r.message()))
+            } else {
+                creations
+                    .create(&name, partitions)
+                    .map_err(|r| (r.code(), r.message()))
+            };
         if let Err((error_code, message)) = outcome {
             result.error_code = error_code;
             result.error_message = Some(StrBytes::from_string(message));
@@ -372,9 +499,10 @@ pub(crate) fn create_topics(broker: &Broker, request: CreateTopicsRequest) -> Cr
     response
 }
 
-/// DeleteTopics by name.
+/// DeleteTopics by name, each only for a principal that may delete it.
 pub(crate) async fn delete_topics(
     broker: &Broker,
+    principal: &Principal,
     request: DeleteTopicsRequest,
 ) -> DeleteTopicsResponse {
     let mut names: Vec<TopicName> = request.topic_names;
@@ -382,7 +510,13 @@ pub(crate) async fn delete_topics(
     let mut response = DeleteTopicsResponse::default();
     for name in names {
         let mut result = DeletableTopicResult::default();
-        if let Err(error) = broker.engine.delete_topic(name.0.as_str()).await {
+        if !authorize::topic(broker, principal, name.0.as_str(), Operation::Delete) {
+            result.error_code = authorize::TOPIC_DENIED;
+            result.error_message = Some(StrBytes::from_string(format!(
+                "{principal} may not delete topic {}",
+                name.0.as_str()
+            )));
+        } else if let Err(error) = broker.engine.delete_topic(name.0.as_str()).await {
             result.error_code = code(&error);
             result.error_message = Some(StrBytes::from_string(error.to_string()));
         } else {
@@ -394,29 +528,42 @@ pub(crate) async fn delete_topics(
     response
 }
 
-/// InitProducerId for idempotent producers (transactions are not served).
+/// InitProducerId for idempotent producers (transactions are not served): needs cluster
+/// IdempotentWrite; the id is random and owned by `principal`, and only its owner may bump its
+/// epoch (KIP-360).
 pub(crate) fn init_producer_id(
     broker: &Broker,
+    principal: &Principal,
     request: InitProducerIdRequest,
 ) -> InitProducerIdResponse {
     let mut response = InitProducerIdResponse::default();
     response.ongoing_txn_producer_id = ProducerId(-1);
     response.ongoing_txn_producer_epoch = -1;
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
     if request.transactional_id.is_some() {
         response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        response.producer_id = ProducerId(-1);
-        response.producer_epoch = -1;
+        return response;
+    }
+    if !authorize::cluster(broker, principal, Operation::IdempotentWrite) {
+        response.error_code = authorize::CLUSTER_DENIED;
         return response;
     }
     if request.producer_id.0 >= 0
         && request.producer_epoch >= 0
         && request.producer_epoch < i16::MAX
     {
-        // A known producer re-initialising (KIP-360): same id, next epoch.
+        // A known producer re-initialising (KIP-360): same id, next epoch; its owner only.
+        if !broker.producers.check(request.producer_id.0, principal) {
+            ::metrics::counter!(crate::metrics::KAFKA_DENIED_TOTAL, "resource" => "producer_id")
+                .increment(1);
+            response.error_code = ResponseError::InvalidProducerIdMapping.code();
+            return response;
+        }
         response.producer_id = request.producer_id;
         response.producer_epoch = request.producer_epoch + 1;
     } else {
-        response.producer_id = ProducerId(broker.allocate_producer_id());
+        response.producer_id = ProducerId(broker.producers.allocate(principal));
         response.producer_epoch = 0;
     }
     response

@@ -1,15 +1,59 @@
 //! Metrics of the Kafka-protocol listener (names and descriptions; one place).
 
-use metrics::describe_counter;
+use metrics::{describe_counter, describe_gauge};
 
 /// Kafka-listener connections closed for failing security (label `stage`: `tls` for a failed
 /// handshake, `sasl` for a bad, missing or refused SASL exchange).
 pub const KAFKA_AUTH_FAILURES_TOTAL: &str = "headwater_log_kafka_auth_failures_total";
+
+/// Kafka requests (or parts of them) refused by an ACL (label `resource`: `topic`, `group`,
+/// `cluster`, `producer_id`).
+pub const KAFKA_DENIED_TOTAL: &str = "headwater_log_kafka_denied_total";
+
+/// Batches a tenant produced that the broker refused (label `reason`: `foreign_tenant`,
+/// `invalid`, `batch`).
+pub const KAFKA_REFUSED_BATCHES_TOTAL: &str = "headwater_log_kafka_refused_batches_total";
+
+/// Kafka-listener connections open now.
+pub const KAFKA_CONNECTIONS: &str = "headwater_log_kafka_connections";
+
+/// Kafka-listener connections closed on accept (label `reason`: `max_connections`,
+/// `max_connections_per_ip`).
+pub const KAFKA_CONNECTIONS_REFUSED_TOTAL: &str = "headwater_log_kafka_connections_refused_total";
+
+/// Kafka-listener connections closed after `log.kafka_idle_timeout_ms` without a request.
+pub const KAFKA_IDLE_CLOSED_TOTAL: &str = "headwater_log_kafka_idle_connections_closed_total";
+
+/// Kafka requests (or parts of them) refused by a limit (label `limit`: `max_topics`,
+/// `max_partitions_per_topic`, `max_groups`, `group_max_size`, `group_bytes`,
+/// `session_timeout`).
+pub const KAFKA_LIMIT_REFUSALS_TOTAL: &str = "headwater_log_kafka_limit_refusals_total";
 
 /// Registers descriptions with the installed recorder; call once at start-up.
 pub fn describe() {
     describe_counter!(
         KAFKA_AUTH_FAILURES_TOTAL,
         "Kafka connections closed for a failed TLS handshake or SASL exchange"
+    );
+    describe_counter!(
+        KAFKA_DENIED_TOTAL,
+        "Kafka requests or parts of requests refused by an ACL"
+    );
+    describe_counter!(
+        KAFKA_REFUSED_BATCHES_TOTAL,
+        "Batches produced by tenants over the Kafka port that the broker refused"
+    );
+    describe_gauge!(KAFKA_CONNECTIONS, "Kafka-listener connections open");
+    describe_counter!(
+        KAFKA_CONNECTIONS_REFUSED_TOTAL,
+        "Kafka connections closed on accept: over the total or the per-IP limit"
+    );
+    describe_counter!(
+        KAFKA_IDLE_CLOSED_TOTAL,
+        "Kafka connections closed for sending no request within the idle timeout"
+    );
+    describe_counter!(
+        KAFKA_LIMIT_REFUSALS_TOTAL,
+        "Kafka requests or parts of requests refused by a topic, partition or group limit"
     );
 }

@@ -3,7 +3,9 @@
 use kafka_protocol::messages::ApiKey;
 
 /// `(api, min, max)` for every API served. Ranges stay within what kafka-protocol 0.18 encodes
-/// and below the versions that switch to topic ids (Fetch 13+, DeleteTopics 6+).
+/// and below the versions that switch to topic ids (Fetch 13+, DeleteTopics 6+). DescribeAcls
+/// starts at v1, as kafka-protocol 0.18 does (v0 knows no pattern types): librdkafka (v1) and
+/// the Java client of Kafka 2.0+ (up to v3) use it.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::Produce, 3, 9),
     (ApiKey::Fetch, 4, 12),
@@ -22,6 +24,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 5),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::DescribeAcls, 1, 3),
 ];
 
 /// The SASL APIs, served and advertised only when the listener requires SASL. SaslHandshake

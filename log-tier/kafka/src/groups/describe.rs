@@ -9,6 +9,10 @@ use kafka_protocol::protocol::StrBytes;
 
 use super::Coordinator;
 
+/// Groups of one DescribeGroups request whose committed offsets are looked up (each lookup
+/// scans the offset store); the rest of a request naming more unknown groups are `Dead`.
+const OFFSET_LOOKUPS: usize = 100;
+
 impl Coordinator {
     /// ListGroups.
     pub(crate) fn list_groups(&self) -> ListGroupsResponse {
@@ -29,15 +33,28 @@ impl Coordinator {
         response
     }
 
-    /// DescribeGroups.
+    /// DescribeGroups: a group the coordinator does not hold is `Empty` when it has committed
+    /// offsets (looked up for the first [`OFFSET_LOOKUPS`] such groups of a request), else
+    /// `Dead`.
     pub(crate) fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
         let groups = self.lock();
         let mut response = DescribeGroupsResponse::default();
+        let mut lookups = 0;
+        let mut has_offsets = |id: &str| {
+            lookups += 1;
+            lookups <= OFFSET_LOOKUPS && !self.engine.committed_offsets(id).is_empty()
+        };
         for id in request.groups {
             let mut described = DescribedGroup::default();
             described.group_id = id.clone();
             described.authorized_operations = i32::MIN;
             match groups.get(id.0.as_str()) {
+                // Forgotten while empty (or never joined since the start), but with committed
+                // offsets: an empty consumer group, as Kafka reports it.
+                None if has_offsets(id.0.as_str()) => {
+                    described.group_state = StrBytes::from_static_str("Empty");
+                    described.protocol_type = StrBytes::from_static_str("consumer");
+                }
                 None => described.group_state = StrBytes::from_static_str("Dead"),
                 Some(group) => {
                     described.group_state = StrBytes::from_static_str(group.state.name());

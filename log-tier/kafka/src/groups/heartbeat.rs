@@ -1,9 +1,8 @@
 //! Heartbeat: keeps a member alive and tells it when to rejoin.
 
-use std::time::Instant;
-
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{HeartbeatRequest, HeartbeatResponse};
+use tokio::time::Instant;
 
 use super::{Coordinator, State};
 

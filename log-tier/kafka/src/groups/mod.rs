@@ -1,6 +1,14 @@
 //! The classic group coordinator: members, generations, rebalances on join, leave and session
 //! timeout, client-side assignment relayed through SyncGroup, and durable committed offsets.
+//!
+//! What clients make it hold is bounded: groups (`Limits::max_groups`), members of a group,
+//! pending member ids included (`Limits::group_max_size`), the session timeout, and the bytes
+//! stored for clients (ids, protocol metadata, assignments) over all groups ([`budget`]).
+//! Pending member ids expire after their session timeout, and a group with neither members nor
+//! pending ids is forgotten after [`EMPTY_GROUP_RETENTION`] (its committed offsets stay in the
+//! engine's offset store).
 
+mod budget;
 mod describe;
 mod find;
 mod heartbeat;
@@ -11,9 +19,9 @@ mod sync;
 
 pub(crate) use find::find_coordinator;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError;
@@ -21,14 +29,22 @@ use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupResponse, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
-use crate::Broker;
+use crate::{Broker, Limits};
+use budget::{Budget, Charge};
 use headwater_log::LogEngine;
 
 /// Longest a rebalance waits for members to rejoin.
 const MAX_REBALANCE: Duration = Duration::from_secs(300);
+/// Longest session timeout a member may ask for (Kafka's `group.max.session.timeout.ms`);
+/// more is INVALID_SESSION_TIMEOUT.
+const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often expired members are looked for.
 const REAP_EVERY: Duration = Duration::from_millis(250);
+/// How long a group with neither members nor pending member ids is kept before it is
+/// forgotten (or sooner, when a new group needs its place under `Limits::max_groups`).
+pub(crate) const EMPTY_GROUP_RETENTION: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -60,6 +76,46 @@ struct Member {
     last_seen: Instant,
     join: Option<(oneshot::Sender<JoinGroupResponse>, i16)>,
     sync: Option<oneshot::Sender<SyncGroupResponse>>,
+    /// The bytes this member stores, taken from the coordinator's budget.
+    charge: Charge,
+}
+
+impl Member {
+    /// Bytes this member stores for the client under `id`, with `assignment`.
+    fn stored_bytes(&self, id: &str, assignment: &Bytes) -> usize {
+        let protocols: usize = self
+            .protocols
+            .iter()
+            .map(|(name, meta)| name.len() + meta.len())
+            .sum();
+        budget::MEMBER_OVERHEAD
+            + id.len()
+            + self.client_id.len()
+            + self.client_host.len()
+            + self.instance_id.as_ref().map_or(0, |i| i.len())
+            + protocols
+            + assignment.len()
+    }
+
+    /// Stores `assignment` if the member stays within its own cap and the budget has room.
+    fn set_assignment(&mut self, id: &str, assignment: Bytes) -> Result<(), ResponseError> {
+        let bytes = self.stored_bytes(id, &assignment);
+        if bytes > budget::MAX_MEMBER_BYTES {
+            return Err(ResponseError::UnknownServerError);
+        }
+        if !self.charge.resize(bytes) {
+            return Err(ResponseError::CoordinatorNotAvailable);
+        }
+        self.assignment = assignment;
+        Ok(())
+    }
+}
+
+/// A member id handed out with MEMBER_ID_REQUIRED, waiting for the member to join with it.
+struct Pending {
+    /// When the id is forgotten (the session timeout of the join that asked for it).
+    expires: Instant,
+    _charge: Charge,
 }
 
 struct Group {
@@ -69,12 +125,16 @@ struct Group {
     protocol: Option<String>,
     leader: Option<String>,
     members: BTreeMap<String, Member>,
-    pending: HashSet<String>,
+    pending: HashMap<String, Pending>,
     rebalance_deadline: Option<Instant>,
+    /// Since when the group has had neither members nor pending ids (seen by `reap`).
+    empty_since: Option<Instant>,
+    /// The group's own bytes (its id and fixed overhead).
+    _charge: Charge,
 }
 
 impl Group {
-    fn new() -> Self {
+    fn new(charge: Charge) -> Self {
         Self {
             state: State::Empty,
             generation: 0,
@@ -82,9 +142,21 @@ impl Group {
             protocol: None,
             leader: None,
             members: BTreeMap::new(),
-            pending: HashSet::new(),
+            pending: HashMap::new(),
             rebalance_deadline: None,
+            empty_since: None,
+            _charge: charge,
         }
+    }
+
+    /// Members and pending member ids: what `Limits::group_max_size` bounds.
+    fn size(&self) -> usize {
+        self.members.len() + self.pending.len()
+    }
+
+    /// Neither members nor pending member ids.
+    fn is_vacant(&self) -> bool {
+        self.members.is_empty() && self.pending.is_empty()
     }
 
     /// Starts (or keeps) a rebalance; members waiting on SyncGroup are told to rejoin.
@@ -154,7 +226,8 @@ impl Group {
             })
             .collect();
         for (id, member) in self.members.iter_mut() {
-            member.assignment = Bytes::new();
+            // Shrinking always fits the budget.
+            let _ = member.set_assignment(id, Bytes::new());
             if let Some((tx, _version)) = member.join.take() {
                 let mut response = JoinGroupResponse::default();
                 response.generation_id = self.generation;
@@ -186,17 +259,43 @@ impl Group {
     }
 }
 
+/// What the coordinator lets clients make it hold.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct GroupLimits {
+    /// Most groups.
+    pub(crate) max_groups: usize,
+    /// Most members (pending ids included) of one group.
+    pub(crate) max_size: usize,
+    /// Most bytes stored for clients over all groups.
+    pub(crate) max_bytes: usize,
+}
+
+impl From<&Limits> for GroupLimits {
+    fn from(limits: &Limits) -> Self {
+        Self {
+            max_groups: limits.max_groups,
+            max_size: limits.group_max_size,
+            max_bytes: budget::MAX_STORED_BYTES,
+        }
+    }
+}
+
 /// All groups of this broker.
 pub(crate) struct Coordinator {
     engine: Arc<LogEngine>,
     groups: Mutex<HashMap<String, Group>>,
+    limits: GroupLimits,
+    budget: Arc<Budget>,
 }
 
 impl Coordinator {
-    pub(crate) fn new(engine: Arc<LogEngine>) -> Self {
+    pub(crate) fn new(engine: Arc<LogEngine>, limits: impl Into<GroupLimits>) -> Self {
+        let limits = limits.into();
         Self {
             engine,
             groups: Mutex::new(HashMap::new()),
+            limits,
+            budget: Budget::new(limits.max_bytes),
         }
     }
 
@@ -204,42 +303,62 @@ impl Coordinator {
         self.groups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drops members whose session expired and finishes rebalances whose time ran out.
+    /// Drops members whose session expired, pending member ids never used in time and groups
+    /// left empty past [`EMPTY_GROUP_RETENTION`]; finishes rebalances whose time ran out.
     fn reap(&self) {
         let now = Instant::now();
         let mut groups = self.lock();
         for group in groups.values_mut() {
-            let expired: Vec<String> = group
-                .members
-                .iter()
-                .filter(|(_, m)| {
-                    m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout
-                })
-                .map(|(id, _)| id.clone())
-                .collect();
-            let overdue = group.state == State::PreparingRebalance
-                && group.rebalance_deadline.is_some_and(|d| now >= d);
-            let missing: Vec<String> = if overdue {
-                group
-                    .members
-                    .iter()
-                    .filter(|(_, m)| m.join.is_none())
-                    .map(|(id, _)| id.clone())
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            if expired.is_empty() && missing.is_empty() {
-                continue;
+            group.pending.retain(|_, p| p.expires > now);
+            reap_members(group, now);
+            if !group.is_vacant() {
+                group.empty_since = None;
+            } else if group.empty_since.is_none() {
+                group.empty_since = Some(now);
             }
-            for id in expired.iter().chain(&missing) {
-                tracing::info!(member = %id, "group member expired");
-                group.members.remove(id);
-            }
-            group.prepare_rebalance();
-            group.maybe_complete_join();
         }
+        groups.retain(|id, group| {
+            let keep = group
+                .empty_since
+                .is_none_or(|since| now.duration_since(since) < EMPTY_GROUP_RETENTION);
+            if !keep {
+                tracing::debug!(group = %id, "empty group forgotten");
+            }
+            keep
+        });
     }
+}
+
+/// Drops `group`'s members whose session expired, and those a rebalance gone overdue still
+/// waits for; rebalances when any went.
+fn reap_members(group: &mut Group, now: Instant) {
+    let expired: Vec<String> = group
+        .members
+        .iter()
+        .filter(|(_, m)| m.join.is_none() && now.duration_since(m.last_seen) > m.session_timeout)
+        .map(|(id, _)| id.clone())
+        .collect();
+    let overdue = group.state == State::PreparingRebalance
+        && group.rebalance_deadline.is_some_and(|d| now >= d);
+    let missing: Vec<String> = if overdue {
+        group
+            .members
+            .iter()
+            .filter(|(_, m)| m.join.is_none())
+            .map(|(id, _)| id.clone())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    if expired.is_empty() && missing.is_empty() {
+        return;
+    }
+    for id in expired.iter().chain(&missing) {
+        tracing::info!(member = %id, "group member expired");
+        group.members.remove(id);
+    }
+    group.prepare_rebalance();
+    group.maybe_complete_join();
 }
 
 /// Runs the session and rebalance timers until the broker is gone.
@@ -263,3 +382,6 @@ fn ulid_like() -> String {
         .map_or(0, |d| d.as_nanos() as u64);
     format!("{:x}-{:x}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
+
+#[cfg(test)]
+mod tests;

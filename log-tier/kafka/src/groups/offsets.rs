@@ -41,29 +41,36 @@ impl Coordinator {
                 Some(_) => None,
             }
         };
+        // One engine call for the whole request: one append and one fsync, however many
+        // partitions it lists.
+        let entries: Vec<(&str, i32, i64)> = request
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (t.name.0.as_str(), p.partition_index, p.committed_offset))
+            })
+            .collect();
+        let codes: Vec<i16> = match gate {
+            Some(error) => vec![error.code(); entries.len()],
+            None => self
+                .engine
+                .commit_offsets(&group_id, &entries)
+                .await
+                .iter()
+                .map(|r| r.as_ref().map_or_else(code, |()| 0))
+                .collect(),
+        };
+        let mut codes = codes.into_iter();
         let mut response = OffsetCommitResponse::default();
-        for topic in request.topics {
+        for topic in &request.topics {
             let mut out = OffsetCommitResponseTopic::default();
             out.name = topic.name.clone();
-            for p in topic.partitions {
+            for p in &topic.partitions {
                 let mut result = OffsetCommitResponsePartition::default();
                 result.partition_index = p.partition_index;
-                result.error_code = match gate {
-                    Some(error) => error.code(),
-                    None => match self
-                        .engine
-                        .commit_offset(
-                            &group_id,
-                            topic.name.0.as_str(),
-                            p.partition_index,
-                            p.committed_offset,
-                        )
-                        .await
-                    {
-                        Ok(()) => 0,
-                        Err(error) => code(&error),
-                    },
-                };
+                result.error_code = codes.next().unwrap_or(0);
                 out.partitions.push(result);
             }
             response.topics.push(out);
@@ -109,5 +116,60 @@ impl Coordinator {
             response.topics.push(out);
         }
         response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::super::{Coordinator, GroupLimits};
+    use headwater_log::{LogConfig, LogEngine};
+
+    fn topic(name: &str, partitions: &[i32]) -> OffsetCommitRequestTopic {
+        OffsetCommitRequestTopic::default()
+            .with_name(TopicName(StrBytes::from_string(name.to_owned())))
+            .with_partitions(
+                partitions
+                    .iter()
+                    .map(|&p| {
+                        OffsetCommitRequestPartition::default()
+                            .with_partition_index(p)
+                            .with_committed_offset(5)
+                    })
+                    .collect(),
+            )
+    }
+
+    #[tokio::test]
+    async fn unknown_topics_and_partitions_answer_unknown_topic_or_partition() {
+        let dir = tempfile::tempdir().unwrap();
+        let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
+        engine.create_topic_now("t", 1).unwrap();
+        let limits = GroupLimits {
+            max_groups: 10,
+            max_size: 10,
+            max_bytes: 1 << 30,
+        };
+        let coordinator = Coordinator::new(engine.clone(), limits);
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_generation_id_or_member_epoch(-1)
+            .with_topics(vec![topic("t", &[0, 7]), topic("nope", &[0])]);
+        let codes: Vec<Vec<i16>> = coordinator
+            .offset_commit(request)
+            .await
+            .topics
+            .iter()
+            .map(|t| t.partitions.iter().map(|p| p.error_code).collect())
+            .collect();
+        let unknown = kafka_protocol::ResponseError::UnknownTopicOrPartition.code();
+        assert_eq!(codes, [vec![0, unknown], vec![unknown]]);
+        assert_eq!(engine.committed_offset("g", "t", 0), Some(5));
+        assert_eq!(engine.committed_offset("g", "nope", 0), None);
     }
 }

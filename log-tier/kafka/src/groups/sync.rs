@@ -1,11 +1,11 @@
 //! SyncGroup: the leader hands out assignments; every member waits for its own.
 
-use std::time::Instant;
-
+use bytes::Bytes;
 use kafka_protocol::ResponseError;
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
+use tokio::time::Instant;
 
 use super::{Coordinator, Group, MAX_REBALANCE, State};
 
@@ -48,10 +48,8 @@ impl Coordinator {
                 State::CompletingRebalance => {}
             }
             if group.leader.as_deref() == Some(member_id.as_str()) {
-                for a in &request.assignments {
-                    if let Some(m) = group.members.get_mut(a.member_id.as_str()) {
-                        m.assignment = a.assignment.clone();
-                    }
+                if let Err(refusal) = store_assignments(group, &request) {
+                    return error(refusal);
                 }
                 group.state = State::Stable;
                 let ids: Vec<String> = group.members.keys().cloned().collect();
@@ -75,4 +73,38 @@ impl Coordinator {
             _ => error(ResponseError::RebalanceInProgress),
         }
     }
+}
+
+/// Stores the leader's assignments, each a copy (a slice would pin the request frame). When
+/// one does not fit (a member over its cap, or the coordinator's byte budget full), none is
+/// kept: the members waiting for theirs get the error and the group rebalances, as Kafka does
+/// when it cannot store a group's assignment; the error is the leader's answer too.
+fn store_assignments(group: &mut Group, request: &SyncGroupRequest) -> Result<(), ResponseError> {
+    let mut failed = None;
+    for a in &request.assignments {
+        let id = a.member_id.as_str();
+        if let Some(m) = group.members.get_mut(id)
+            && let Err(error) = m.set_assignment(id, Bytes::copy_from_slice(&a.assignment))
+        {
+            failed = Some(error);
+            break;
+        }
+    }
+    let Some(error) = failed else {
+        return Ok(());
+    };
+    let limit = "group_bytes";
+    ::metrics::counter!(crate::metrics::KAFKA_LIMIT_REFUSALS_TOTAL, "limit" => limit).increment(1);
+    tracing::debug!(leader = %request.member_id, limit, "SyncGroup assignments refused by a limit");
+    for (id, member) in group.members.iter_mut() {
+        // Shrinking always fits the budget.
+        let _ = member.set_assignment(id, Bytes::new());
+        if let Some(tx) = member.sync.take() {
+            let mut response = SyncGroupResponse::default();
+            response.error_code = error.code();
+            let _ = tx.send(response);
+        }
+    }
+    group.prepare_rebalance();
+    Err(error)
 }

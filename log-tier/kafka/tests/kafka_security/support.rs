@@ -40,6 +40,9 @@ pub(crate) enum Security {
 pub(crate) struct TestBroker {
     pub addr: SocketAddr,
     pub pki: PathBuf,
+    /// The private CA, to issue more client certificates.
+    #[allow(dead_code)] // used by kafka_acl.rs only
+    pub ca: headwater_testing::Pki,
     stop: watch::Sender<bool>,
     runtime: tokio::runtime::Runtime,
     _dir: tempfile::TempDir,
@@ -61,10 +64,18 @@ impl Drop for TestBroker {
 impl TestBroker {
     /// Starts a broker on 127.0.0.1:0.
     pub(crate) fn start(security: Security) -> Self {
+        Self::start_with(security, |_| {})
+    }
+
+    /// Starts a broker on 127.0.0.1:0 with its options changed by `customize`.
+    pub(crate) fn start_with(
+        security: Security,
+        customize: impl FnOnce(&mut KafkaOptions),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let pki = dir.path().join("pki");
         std::fs::create_dir(&pki).unwrap();
-        headwater_testing::Pki::generate(&pki, "device-7").unwrap();
+        let ca = headwater_testing::Pki::generate(&pki, "device-7").unwrap();
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -78,13 +89,15 @@ impl TestBroker {
                 .unwrap();
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
             let addr = listener.local_addr().unwrap();
-            let options = options(addr, &pki, security);
+            let mut options = options(addr, &pki, security);
+            customize(&mut options);
             tokio::spawn(headwater_kafka::serve(engine, listener, options, stopped));
             addr
         });
         Self {
             addr,
             pki,
+            ca,
             stop,
             runtime,
             _dir: dir,
@@ -109,18 +122,22 @@ fn options(addr: SocketAddr, pki: &Path, security: Security) -> KafkaOptions {
         Security::Ssl | Security::SaslSsl => Some(KafkaTlsConfig {
             cert_file: file("server.pem"),
             key_file: file("server.key"),
-            client_ca_file: None,
+            ..KafkaTlsConfig::default()
         }),
         Security::MutualTls => Some(KafkaTlsConfig {
             cert_file: file("server.pem"),
             key_file: file("server.key"),
             client_ca_file: file("ca.pem"),
+            ..KafkaTlsConfig::default()
         }),
         Security::Plain | Security::SaslPlaintext => None,
     };
     options.tls = tls.map(|c| headwater_kafka::tls::server_config(&c).unwrap());
     if matches!(security, Security::SaslPlaintext | Security::SaslSsl) {
-        options.sasl = Some(Arc::new(StaticCredentials::new([(USER, PASSWORD)])));
+        options.sasl = Some(headwater_kafka::SaslOptions {
+            store: Arc::new(StaticCredentials::new([(USER, PASSWORD)])),
+            mechanisms: headwater_kafka::Mechanism::ALL.to_vec(),
+        });
     }
     options
 }
