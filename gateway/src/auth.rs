@@ -200,6 +200,7 @@ mod tests {
                     disabled: true,
                 },
             ],
+            ..AuthConfig::default()
         }
     }
 

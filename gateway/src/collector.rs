@@ -13,7 +13,7 @@ use crate::config::{GatewayConfig, Limits};
 use crate::decode::Decoded;
 use crate::dedup::Dedup;
 use crate::error::IngestError;
-use crate::ingest::{Pipeline, Report, RequestMeta};
+use crate::ingest::{FieldLimits, Pipeline, Report, RequestMeta};
 use crate::ratelimit::RateLimits;
 use crate::tls::ClientCert;
 use crate::validate::Validate;
@@ -60,6 +60,7 @@ impl Collector {
                 dedup: Dedup::new(&config.dedup),
                 max_event_bytes: usize::try_from(config.limits.max_event_bytes)
                     .unwrap_or(usize::MAX),
+                fields: FieldLimits::from(&config.limits),
                 dlq_topic: parts.dlq_topic,
             },
             limits: config.limits,
@@ -128,23 +129,84 @@ impl Collector {
 #[cfg(test)]
 mod tests {
     use axum::http::HeaderValue;
+    use bytes::Bytes;
     use headwater_log::MemoryLog;
 
     use super::*;
+    use crate::auth::Principal;
+    use crate::decode::{IncomingEvent, PayloadFormat};
     use crate::validate::AcceptAll;
 
     fn collector(trusted: &[&str]) -> Collector {
+        collector_on(Arc::new(MemoryLog::default()), trusted)
+    }
+
+    fn collector_on(log: Arc<MemoryLog>, trusted: &[&str]) -> Collector {
         Collector::new(CollectorParts {
             config: GatewayConfig {
                 trusted_proxies: trusted.iter().map(|s| (*s).to_owned()).collect(),
                 ..GatewayConfig::default()
             },
-            log: Arc::new(MemoryLog::default()),
+            log,
             validator: Arc::new(AcceptAll {
                 topic: "events".into(),
             }),
             dlq_topic: "events.dlq".into(),
         })
+    }
+
+    fn meta(tenant: &str) -> RequestMeta {
+        RequestMeta {
+            principal: Principal {
+                tenant: Arc::from(tenant),
+                key_index: 0,
+            },
+            client_ip: None,
+            user_agent: None,
+        }
+    }
+
+    fn event(source: &str, id: &str) -> Decoded {
+        Decoded::Event(IncomingEvent {
+            id: Some(id.to_owned()),
+            event_type: "playback.start".to_owned(),
+            version: None,
+            source: source.to_owned(),
+            ts: None,
+            payload: Bytes::from_static(b"{}"),
+            format: PayloadFormat::Json,
+            attributes: Vec::new(),
+        })
+    }
+
+    /// Records in every partition of `topic`.
+    async fn records_in(log: &MemoryLog, topic: &str) -> i64 {
+        let mut total = 0;
+        for p in 0..log.partitions(topic).await.unwrap() {
+            total += log.offsets(topic, p as i32).await.unwrap().high_watermark;
+        }
+        total
+    }
+
+    #[tokio::test]
+    async fn two_tenants_with_the_same_source_and_id_are_both_appended() {
+        let log = Arc::new(MemoryLog::default());
+        let collector = collector_on(log.clone(), &[]);
+        for tenant in ["acme", "globex"] {
+            let report = collector
+                .publish(&meta(tenant), vec![event("tv-42", "e1")])
+                .await
+                .unwrap();
+            assert_eq!(report.accepted, 1, "{tenant}");
+        }
+        assert_eq!(records_in(&log, "events").await, 2);
+        // A tenant's retry is still a duplicate of its own event.
+        let report = collector
+            .publish(&meta("globex"), vec![event("tv-42", "e1")])
+            .await
+            .unwrap();
+        assert_eq!(report.accepted, 1);
+        assert_eq!(records_in(&log, "events").await, 2);
     }
 
     #[test]

@@ -19,7 +19,25 @@ pub struct Limits {
     pub max_concurrent_requests: u32,
     /// Time a request may take end to end, in milliseconds. Default 30,000.
     pub request_timeout_ms: u64,
+    /// Longest client-given event `id`, in bytes; an event with a longer one is rejected (its
+    /// index and reason in the 200's `errors`), the rest of its batch accepted. At most
+    /// [`MAX_ENVELOPE_FIELD_BYTES`]. Default 128.
+    pub max_id_bytes: u32,
+    /// Longest event `type`, in bytes, rejected like a long `id`. At most
+    /// [`MAX_ENVELOPE_FIELD_BYTES`]. Default 128.
+    pub max_type_bytes: u32,
+    /// Longest event `source` (the record key, and a header), in bytes, rejected like a long
+    /// `id`. At most [`MAX_ENVELOPE_FIELD_BYTES`]. Default 256.
+    ///
+    /// Protobuf `attributes` are bounded too, not by configuration: at most 64 per event and
+    /// 8 KiB of keys and values together (`decode::MAX_ATTRIBUTES`, `MAX_ATTRIBUTE_BYTES`).
+    /// Within these bounds an event's envelope headers fit in the room the log keeps for them
+    /// next to a payload of `max_event_bytes`.
+    pub max_source_bytes: u32,
 }
+
+/// Largest value `max_id_bytes`, `max_type_bytes` and `max_source_bytes` may take.
+pub const MAX_ENVELOPE_FIELD_BYTES: u32 = 1024;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -30,6 +48,9 @@ impl Default for Limits {
             max_event_bytes: 512 * 1024,
             max_concurrent_requests: 1024,
             request_timeout_ms: 30_000,
+            max_id_bytes: 128,
+            max_type_bytes: 128,
+            max_source_bytes: 256,
         }
     }
 }
@@ -47,12 +68,22 @@ pub struct ApiKey {
     pub disabled: bool,
 }
 
-/// Authentication of producers.
+/// Authentication of producers, and optionally of the operational read endpoints.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     /// API keys. None configured: no authentication, tenant `default`, loopback only.
     pub keys: Vec<ApiKey>,
+    /// Hex SHA-256 digests of the keys that may read `/metrics` and the schema API
+    /// (`/v1/schemas…`), sent as `Authorization: Bearer KEY` or `X-Api-Key: KEY`; `/healthz`
+    /// and `/readyz` stay open for probes. Separate from `keys`: a tenant's key is not an ops
+    /// key. Default none: those endpoints are open.
+    pub ops_keys: Vec<String>,
+}
+
+/// Whether `digest` is a hex SHA-256 (64 hex digits), as `keys[].sha256` and `ops_keys` are.
+fn is_sha256_hex(digest: &str) -> bool {
+    digest.len() == 64 && digest.chars().all(|c| c.is_ascii_hexdigit())
 }
 
 /// Per-key rate limits (token buckets); 0 switches a limit off.
@@ -121,6 +152,82 @@ impl TlsConfig {
     }
 }
 
+/// Connections on the HTTP port (`gateway.connections`): how many may be open, and how long an
+/// idle one is kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConnectionsConfig {
+    /// Connections open at once; one more is closed as soon as it is accepted. Default 4,096
+    /// (about 150 MiB of connection state when all are held; raise it where many devices
+    /// connect directly rather than through a load balancer).
+    pub max_connections: u32,
+    /// Connections open at once from one client address (an IPv4 address, an IPv6 /64); one
+    /// more from it is closed as soon as it is accepted. `gateway.trusted_proxies` count only
+    /// toward `max_connections`. Default 1,000.
+    pub max_connections_per_ip: u32,
+    /// A connection with no request in flight for this long is closed, in milliseconds
+    /// (HTTP/2 with a GOAWAY; one that never sends a byte too). An HTTP/1 connection waiting
+    /// for its next request is also bounded by `header_read_timeout_ms`. Default 60,000.
+    pub idle_timeout_ms: u64,
+    /// Interval of the HTTP/2 keep-alive PINGs, in milliseconds; 0 sends none. Default 30,000.
+    pub http2_keep_alive_interval_ms: u64,
+    /// Time an HTTP/2 keep-alive PING may go unanswered before the connection is closed, in
+    /// milliseconds. Default 20,000.
+    pub http2_keep_alive_timeout_ms: u64,
+    /// Streams (requests) open at once on one HTTP/2 connection. Default 256.
+    pub http2_max_concurrent_streams: u32,
+}
+
+impl Default for ConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 4_096,
+            max_connections_per_ip: 1_000,
+            idle_timeout_ms: 60_000,
+            http2_keep_alive_interval_ms: 30_000,
+            http2_keep_alive_timeout_ms: 20_000,
+            http2_max_concurrent_streams: 256,
+        }
+    }
+}
+
+impl ConnectionsConfig {
+    /// Every problem of these settings, as `(key path, message)`.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        for (key, value) in [
+            ("max_connections", u64::from(self.max_connections)),
+            (
+                "max_connections_per_ip",
+                u64::from(self.max_connections_per_ip),
+            ),
+            ("idle_timeout_ms", self.idle_timeout_ms),
+            (
+                "http2_keep_alive_timeout_ms",
+                self.http2_keep_alive_timeout_ms,
+            ),
+            (
+                "http2_max_concurrent_streams",
+                u64::from(self.http2_max_concurrent_streams),
+            ),
+        ] {
+            if value == 0 {
+                errors.push((
+                    format!("gateway.connections.{key}"),
+                    "must be at least 1".to_owned(),
+                ));
+            }
+        }
+        if self.max_connections_per_ip > self.max_connections {
+            errors.push((
+                "gateway.connections.max_connections_per_ip".to_owned(),
+                "must be at most gateway.connections.max_connections".to_owned(),
+            ));
+        }
+        errors
+    }
+}
+
 /// The collectors' configuration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -145,6 +252,8 @@ pub struct GatewayConfig {
     pub dedup: DedupConfig,
     /// TLS and mTLS.
     pub tls: TlsConfig,
+    /// Connection caps and idle timeouts on the HTTP port.
+    pub connections: ConnectionsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -160,6 +269,7 @@ impl Default for GatewayConfig {
             rate_limit: RateLimitConfig::default(),
             dedup: DedupConfig::default(),
             tls: TlsConfig::default(),
+            connections: ConnectionsConfig::default(),
         }
     }
 }
@@ -190,6 +300,7 @@ impl GatewayConfig {
             )),
             Ok(_) => {}
         }
+        errors.extend(self.connections.validate());
         let tls = &self.tls;
         if tls.cert_file.is_some() != tls.key_file.is_some() {
             errors.push((
@@ -221,8 +332,7 @@ impl GatewayConfig {
             }
         }
         for (i, key) in self.auth.keys.iter().enumerate() {
-            let valid = key.sha256.len() == 64 && key.sha256.chars().all(|c| c.is_ascii_hexdigit());
-            if !valid {
+            if !is_sha256_hex(&key.sha256) {
                 errors.push((
                     format!("gateway.auth.keys[{i}].sha256"),
                     "must be 64 hex digits (the SHA-256 of the key)".to_owned(),
@@ -232,6 +342,14 @@ impl GatewayConfig {
                 errors.push((
                     format!("gateway.auth.keys[{i}].tenant"),
                     "must not be empty".to_owned(),
+                ));
+            }
+        }
+        for (i, digest) in self.auth.ops_keys.iter().enumerate() {
+            if !is_sha256_hex(digest) {
+                errors.push((
+                    format!("gateway.auth.ops_keys[{i}]"),
+                    "must be 64 hex digits (the SHA-256 of the key)".to_owned(),
                 ));
             }
         }
@@ -254,6 +372,18 @@ impl GatewayConfig {
                 ));
             }
         }
+        for (key, value) in [
+            ("max_id_bytes", l.max_id_bytes),
+            ("max_type_bytes", l.max_type_bytes),
+            ("max_source_bytes", l.max_source_bytes),
+        ] {
+            if !(1..=MAX_ENVELOPE_FIELD_BYTES).contains(&value) {
+                errors.push((
+                    format!("gateway.limits.{key}"),
+                    format!("must be between 1 and {MAX_ENVELOPE_FIELD_BYTES}"),
+                ));
+            }
+        }
         if l.max_decompressed_bytes < l.max_body_bytes {
             errors.push((
                 "gateway.limits.max_decompressed_bytes".to_owned(),
@@ -261,5 +391,64 @@ impl GatewayConfig {
             ));
         }
         errors
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_keys_must_be_sha256_digests() {
+        let mut config = GatewayConfig::default();
+        config.auth.ops_keys = vec![
+            "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".to_owned(),
+            "9F86D081884C7D659A2FEAA0C55AD015A3BF4F1B2B0B822CD15D6C15B0F00A08".to_owned(),
+            "my-ops-key".to_owned(),
+        ];
+        let errors = config.validate();
+        assert_eq!(
+            errors,
+            vec![(
+                "gateway.auth.ops_keys[2]".to_owned(),
+                "must be 64 hex digits (the SHA-256 of the key)".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn ops_keys_parse_and_default_to_none() {
+        assert!(GatewayConfig::default().auth.ops_keys.is_empty());
+        let text = r#"{"auth": {"ops_keys": ["9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"]}}"#;
+        let config: GatewayConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(config.auth.ops_keys.len(), 1);
+        assert!(config.validate().is_empty(), "{:?}", config.validate());
+    }
+
+    #[test]
+    fn connection_limits_parse_and_are_checked() {
+        let text = r#"{"connections": {"max_connections": 50, "idle_timeout_ms": 500}}"#;
+        let config: GatewayConfig = serde_json::from_str(text).unwrap();
+        assert_eq!(config.connections.max_connections, 50);
+        assert_eq!(config.connections.max_connections_per_ip, 1_000);
+        assert_eq!(
+            config.validate(),
+            vec![(
+                "gateway.connections.max_connections_per_ip".to_owned(),
+                "must be at most gateway.connections.max_connections".to_owned()
+            )]
+        );
+        let mut config = GatewayConfig::default();
+        config.connections.idle_timeout_ms = 0;
+        config.connections.http2_keep_alive_interval_ms = 0;
+        assert_eq!(
+            config.validate(),
+            vec![(
+                "gateway.connections.idle_timeout_ms".to_owned(),
+                "must be at least 1".to_owned()
+            )]
+        );
+        let unknown = r#"{"connections": {"max_conns": 5}}"#;
+        assert!(serde_json::from_str::<GatewayConfig>(unknown).is_err());
     }
 }

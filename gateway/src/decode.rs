@@ -1,13 +1,33 @@
 //! Decoding request bodies into events: a JSON array, `{"events":[...]}`, NDJSON, or a
 //! protobuf `Batch`. Payload bytes are sliced from the body as received, never re-encoded.
+//!
+//! Elements are counted before (protobuf, NDJSON) or while (JSON) they are materialised, so a
+//! batch over `max_events` is refused having built at most `max_events` of them: a body of
+//! millions of tiny elements costs its own size, not a reference or a struct per element.
+
+pub mod wire;
+
+use std::fmt;
 
 use bytes::Bytes;
-use headwater_schemas::proto::v1::{Batch, Event as ProtoEvent};
+use headwater_schemas::proto::v1::Event as ProtoEvent;
 use prost::Message;
 use serde::Deserialize;
+use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 use crate::error::IngestError;
+
+/// Most attributes one protobuf event may carry (entries of its `attributes` map as sent, each
+/// becoming an `hw.attr.*` record header). An event with more is rejected before they are
+/// decoded. Fixed: the decoder enforces it before any configuration is at hand.
+pub const MAX_ATTRIBUTES: usize = 64;
+/// Most bytes the attribute keys and values of one event may take together. With the bounded
+/// `id`, `type` and `source` (`gateway.limits`) the envelope headers of a record stay within
+/// the 16 KiB the log keeps for them next to the largest payload.
+pub const MAX_ATTRIBUTE_BYTES: usize = 8 * 1024;
+/// Longest reason quoted from a parser for a malformed element.
+const MAX_REASON_BYTES: usize = 512;
 
 pub use headwater_schemas::PayloadFormat;
 
@@ -62,56 +82,121 @@ struct JsonEvent<'a> {
     payload: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct JsonBatch<'a> {
-    #[serde(borrow)]
-    events: Vec<&'a RawValue>,
+/// The elements of a JSON array as sent: the first `max` of them, and how many there were.
+struct Elements<'a> {
+    kept: Vec<&'a RawValue>,
+    count: usize,
 }
 
-/// Decodes a JSON array of events or an object `{"events": [...]}`.
+/// Reads a JSON array keeping at most `max` elements; the rest are only counted (skipped by
+/// [`IgnoredAny`], which allocates nothing), so the answer can say how many were sent.
+#[derive(Clone, Copy)]
+struct CountedArray {
+    max: usize,
+}
+
+impl<'de> DeserializeSeed<'de> for CountedArray {
+    type Value = Elements<'de>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for CountedArray {
+    type Value = Elements<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut kept = Vec::new();
+        while kept.len() < self.max {
+            match seq.next_element::<&'de RawValue>()? {
+                Some(element) => kept.push(element),
+                None => {
+                    let count = kept.len();
+                    return Ok(Elements { kept, count });
+                }
+            }
+        }
+        let mut count = kept.len();
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            count += 1;
+        }
+        Ok(Elements { kept, count })
+    }
+}
+
+/// Reads `{"events": [...]}` (other keys ignored) through [`CountedArray`].
+struct EventsObject(CountedArray);
+
+impl<'de> Visitor<'de> for EventsObject {
+    type Value = Elements<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object with an `events` array")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut events = None;
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if key != "events" {
+                map.next_value::<IgnoredAny>()?;
+            } else if events.is_some() {
+                return Err(serde::de::Error::duplicate_field("events"));
+            } else {
+                events = Some(map.next_value_seed(self.0)?);
+            }
+        }
+        events.ok_or_else(|| serde::de::Error::missing_field("events"))
+    }
+}
+
+/// Decodes a JSON array of events or an object `{"events": [...]}`; more than `max_events`
+/// elements are refused having kept only `max_events` of them.
 pub fn decode_json(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, IngestError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| IngestError::Malformed(format!("body is not UTF-8: {e}")))?;
-    let first = text.trim_start().as_bytes().first().copied();
-    let elements: Vec<&RawValue> = match first {
-        Some(b'[') => {
-            serde_json::from_str(text).map_err(|e| IngestError::Malformed(format!("JSON: {e}")))?
-        }
-        Some(b'{') => {
-            serde_json::from_str::<JsonBatch<'_>>(text)
-                .map_err(|e| {
-                    IngestError::Malformed(format!("JSON: expected {{\"events\": [...]}}: {e}"))
-                })?
-                .events
-        }
+    let seed = CountedArray { max: max_events };
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let elements = match text.trim_start().as_bytes().first() {
+        Some(b'[') => seed
+            .deserialize(&mut deserializer)
+            .and_then(|elements| deserializer.end().map(|()| elements))
+            .map_err(|e| IngestError::Malformed(format!("JSON: {e}")))?,
+        Some(b'{') => deserializer
+            .deserialize_map(EventsObject(seed))
+            .and_then(|elements| deserializer.end().map(|()| elements))
+            .map_err(|e| {
+                IngestError::Malformed(format!("JSON: expected {{\"events\": [...]}}: {e}"))
+            })?,
         _ => {
             return Err(IngestError::Malformed(
                 "JSON: expected an array of events or {\"events\": [...]}".to_owned(),
             ));
         }
     };
-    check_count(elements.len(), max_events)?;
+    check_count(elements.count, max_events)?;
     Ok(elements
+        .kept
         .into_iter()
         .map(|raw| decode_one(body, raw.get()))
         .collect())
 }
 
 /// Decodes newline-delimited JSON, one event a line; blank lines are skipped, a malformed
-/// line is one bad event.
+/// line is one bad event. The lines are counted before any is decoded.
 pub fn decode_ndjson(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, IngestError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| IngestError::Malformed(format!("body is not UTF-8: {e}")))?;
-    let lines: Vec<&str> = text
-        .split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    check_count(lines.len(), max_events)?;
-    Ok(lines
-        .into_iter()
-        .map(|line| decode_one(body, line))
-        .collect())
+    let lines = || text.split('\n').map(str::trim).filter(|l| !l.is_empty());
+    check_count(lines().count(), max_events)?;
+    Ok(lines().map(|line| decode_one(body, line)).collect())
 }
 
 /// Decodes one JSON event whose text lies inside `body`.
@@ -122,7 +207,7 @@ fn decode_one(body: &Bytes, text: &str) -> Decoded {
         Err(error) => {
             return Decoded::Bad {
                 raw,
-                reason: format!("not an event object: {error}"),
+                reason: clipped(format!("not an event object: {error}")),
             };
         }
     };
@@ -154,29 +239,98 @@ fn bad(raw: Bytes, reason: &str) -> Decoded {
     }
 }
 
-/// Decodes a protobuf `headwater.v1.Batch`; an event without type, source or a known
-/// `payload_format` is one bad event, kept re-encoded for the dead-letter topic.
-pub fn decode_protobuf(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, IngestError> {
-    let batch = Batch::decode(body.clone())
-        .map_err(|e| IngestError::Malformed(format!("protobuf Batch: {e}")))?;
-    check_count(batch.events.len(), max_events)?;
-    Ok(batch.events.into_iter().map(decode_proto_event).collect())
+/// `reason` cut to [`MAX_REASON_BYTES`]: a parser may quote what it was sent.
+fn clipped(mut reason: String) -> String {
+    if reason.len() > MAX_REASON_BYTES {
+        let mut cut = MAX_REASON_BYTES;
+        while !reason.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        reason.truncate(cut);
+        reason.push('…');
+    }
+    reason
 }
 
-/// Turns one wire `Event` into an incoming event.
+/// Decodes a protobuf `headwater.v1.Batch`. The batch is walked first ([`wire::Fields`]):
+/// more than `max_events` events are refused before any is decoded. Each event is then decoded
+/// from its own bytes; one that is not an `Event`, has more than [`MAX_ATTRIBUTES`]
+/// attributes, or lacks type, source or a known `payload_format` is one bad event, kept as
+/// received for the dead-letter topic.
+pub fn decode_protobuf(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, IngestError> {
+    let malformed = |reason: String| IngestError::Malformed(format!("protobuf Batch: {reason}"));
+    let mut events = Vec::new();
+    let mut count = 0usize;
+    for field in wire::Fields::new(body) {
+        match field.map_err(|e| malformed(e.to_string()))? {
+            (1, wire::Value::Len(event)) => {
+                count += 1;
+                if count <= max_events {
+                    events.push(body.slice_ref(event));
+                }
+            }
+            (1, _) => return Err(malformed("`events` is not length-delimited".to_owned())),
+            // Unknown fields are skipped, as prost skips them.
+            _ => {}
+        }
+    }
+    check_count(count, max_events)?;
+    Ok(events.into_iter().map(decode_event_bytes).collect())
+}
+
+/// Decodes one `Event` from its bytes, counting its attributes before decoding them.
+fn decode_event_bytes(raw: Bytes) -> Decoded {
+    let mut attributes = 0usize;
+    for field in wire::Fields::new(&raw) {
+        match field {
+            Ok((9, _)) => attributes += 1,
+            Ok(_) => {}
+            Err(error) => return bad(raw, &format!("not a protobuf Event: {error}")),
+        }
+    }
+    if attributes > MAX_ATTRIBUTES {
+        let reason = format!("{attributes} attributes are over the limit of {MAX_ATTRIBUTES}");
+        return bad(raw, &reason);
+    }
+    match ProtoEvent::decode(raw.clone()) {
+        Ok(event) => from_proto(event, Some(raw)),
+        Err(error) => bad(raw, &clipped(format!("not a protobuf Event: {error}"))),
+    }
+}
+
+/// Turns one wire `Event` into an incoming event (a bad one is kept re-encoded).
 pub fn decode_proto_event(event: ProtoEvent) -> Decoded {
+    from_proto(event, None)
+}
+
+/// One wire `Event` as an incoming event; `raw` is its bytes as received, when known.
+fn from_proto(event: ProtoEvent, raw: Option<Bytes>) -> Decoded {
+    let attribute_bytes: usize = event
+        .attributes
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
     let problem = if event.r#type.is_empty() {
         Some("missing `type`".to_owned())
     } else if event.source.is_empty() {
         Some("missing `source`".to_owned())
+    } else if event.attributes.len() > MAX_ATTRIBUTES {
+        Some(format!(
+            "{} attributes are over the limit of {MAX_ATTRIBUTES}",
+            event.attributes.len()
+        ))
+    } else if attribute_bytes > MAX_ATTRIBUTE_BYTES {
+        Some(format!(
+            "attributes of {attribute_bytes} bytes are over the limit of {MAX_ATTRIBUTE_BYTES} bytes"
+        ))
     } else {
         PayloadFormat::from_wire(&event.payload_format)
             .err()
-            .map(|e| e.to_string())
+            .map(|e| clipped(e.to_string()))
     };
     if let Some(reason) = problem {
         return Decoded::Bad {
-            raw: Bytes::from(event.encode_to_vec()),
+            raw: raw.unwrap_or_else(|| Bytes::from(event.encode_to_vec())),
             reason,
         };
     }
@@ -206,124 +360,19 @@ pub fn check_count(count: usize, max_events: usize) -> Result<(), IngestError> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn events(decoded: &[Decoded]) -> Vec<&IncomingEvent> {
-        decoded
-            .iter()
-            .filter_map(|d| match d {
-                Decoded::Event(e) => Some(e),
-                Decoded::Bad { .. } => None,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn array_and_object_forms_keep_payload_bytes_as_sent() {
-        let body = Bytes::from_static(
-            br#"[{"id":"e1","type":"playback.start","version":1,"source":"tv-1","ts":5,"payload":{"title_id":"t", "position_ms":0}}]"#,
-        );
-        let decoded = decode_json(&body, 10).unwrap();
-        let event = events(&decoded)[0].clone();
-        assert_eq!(event.id.as_deref(), Some("e1"));
-        assert_eq!(event.version, Some(1));
-        assert_eq!(&event.payload[..], br#"{"title_id":"t", "position_ms":0}"#);
-        let body = Bytes::from_static(br#"{"events":[{"type":"a","source":"s","payload":[1,2]}]}"#);
-        let decoded = decode_json(&body, 10).unwrap();
-        assert_eq!(&events(&decoded)[0].payload[..], b"[1,2]");
-    }
-
-    #[test]
-    fn bad_elements_are_reported_one_by_one() {
-        let body = Bytes::from_static(
-            br#"[{"type":"a","source":"s","payload":1}, 42, {"source":"s","payload":1}, {"type":"a","payload":1}, {"type":"a","source":"s"}]"#,
-        );
-        let decoded = decode_json(&body, 10).unwrap();
-        let reasons: Vec<String> = decoded
-            .iter()
-            .filter_map(|d| match d {
-                Decoded::Bad { reason, .. } => Some(reason.clone()),
-                Decoded::Event(_) => None,
-            })
-            .collect();
-        assert_eq!(reasons.len(), 4);
-        assert!(reasons[0].starts_with("not an event object"), "{reasons:?}");
-        assert_eq!(
-            &reasons[1..],
-            ["missing `type`", "missing `source`", "missing `payload`"]
-        );
-    }
-
-    #[test]
-    fn malformed_json_is_a_malformed_body() {
-        for body in [
-            &b"[{\"type\":"[..],
-            b"hello",
-            b"",
-            b"{\"events\": 3}",
-            b"\xff\xfe",
-        ] {
-            let error = decode_json(&Bytes::copy_from_slice(body), 10).unwrap_err();
-            assert!(matches!(error, IngestError::Malformed(_)), "{error}");
-        }
-    }
-
-    #[test]
-    fn ndjson_lines_decode_independently() {
-        let body = Bytes::from_static(b"{\"type\":\"a\",\"source\":\"s\",\"payload\":{}}\n\nnot json\n{\"type\":\"b\",\"source\":\"s\",\"payload\":2}\n");
-        let decoded = decode_ndjson(&body, 10).unwrap();
-        assert_eq!(decoded.len(), 3);
-        assert!(matches!(&decoded[1], Decoded::Bad { raw, .. } if &raw[..] == b"not json"));
-        assert_eq!(events(&decoded).len(), 2);
-    }
-
-    #[test]
-    fn protobuf_batches_decode_and_truncated_ones_are_malformed() {
-        let batch = Batch {
-            events: vec![
-                ProtoEvent {
-                    id: "p1".into(),
-                    r#type: "device.telemetry".into(),
-                    version: 1,
-                    source: "tv-9".into(),
-                    ts: 5,
-                    payload: vec![8, 1],
-                    payload_format: "protobuf".into(),
-                    ..ProtoEvent::default()
-                },
-                ProtoEvent {
-                    r#type: "x".into(),
-                    payload_format: "yaml".into(),
-                    source: "s".into(),
-                    ..ProtoEvent::default()
-                },
-            ],
-        };
-        let bytes = Bytes::from(batch.encode_to_vec());
-        let decoded = decode_protobuf(&bytes, 10).unwrap();
-        let good = events(&decoded);
-        assert_eq!(good.len(), 1);
-        assert_eq!(good[0].format, PayloadFormat::Protobuf);
-        assert_eq!(&good[0].payload[..], &[8, 1]);
-        assert!(matches!(&decoded[1], Decoded::Bad { reason, .. } if reason.contains("yaml")));
-        let truncated = bytes.slice(..bytes.len() - 3);
-        assert!(matches!(
-            decode_protobuf(&truncated, 10),
-            Err(IngestError::Malformed(_))
-        ));
-    }
-
-    #[test]
-    fn too_many_events_is_refused_before_decoding_them() {
-        let body = Bytes::from(format!("[{}]", ["1"; 11].join(",")));
-        assert!(matches!(
-            decode_json(&body, 10),
-            Err(IngestError::TooManyEvents {
-                count: 11,
-                limit: 10
-            })
-        ));
+/// Runs `decode` on tokio's blocking pool and waits for it: decoding a large body is CPU work
+/// that must not hold an async worker, so other requests (and this one's timeout) keep running.
+/// A panic in `decode` is resumed here, as if it had run inline.
+pub async fn off_workers<T: Send + 'static>(
+    decode: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
+) -> Result<T, IngestError> {
+    match tokio::task::spawn_blocking(decode).await {
+        Ok(result) => result,
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only a runtime shutting down cancels a blocking task.
+        Err(_) => Err(IngestError::Overloaded),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,10 +1,11 @@
-//! Duplicate suppression: a client-given event id seen from the same source within the window
-//! is not appended twice. Memory is bounded: the oldest ids are forgotten first.
+//! Duplicate suppression: a client-given event id seen from the same tenant and source within
+//! the window is not appended twice; another tenant's event with the same source and id is its
+//! own event. Memory is bounded: the oldest ids are forgotten first.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::DedupConfig;
@@ -36,11 +37,13 @@ struct Shard {
     order: VecDeque<(u64, Instant)>,
 }
 
-/// Remembers `(source, id)` pairs for a window, in at most `max_entries` entries.
+/// Remembers `(tenant, source, id)` triples for a window, in at most `max_entries` entries.
+/// Clones share the ids (an append task records into the pipeline's dedup).
+#[derive(Clone)]
 pub struct Dedup {
     window: Duration,
     per_shard: usize,
-    shards: Vec<Mutex<Shard>>,
+    shards: Arc<[Mutex<Shard>]>,
     /// Random keys per process, so clients cannot aim ids at one bucket.
     hasher: RandomState,
 }
@@ -56,10 +59,12 @@ impl Dedup {
         }
     }
 
-    fn key(&self, source: &str, id: &str) -> u64 {
+    /// `str`'s `Hash` ends each string with `0xff`, a byte UTF-8 never holds, so no choice of
+    /// tenant, source and id spells another triple.
+    fn key(&self, tenant: &str, source: &str, id: &str) -> u64 {
         let mut hasher = self.hasher.build_hasher();
+        tenant.hash(&mut hasher);
         source.hash(&mut hasher);
-        0xffu8.hash(&mut hasher);
         id.hash(&mut hasher);
         hasher.finish()
     }
@@ -69,12 +74,12 @@ impl Dedup {
         &self.shards[((key >> 32) as usize) % SHARDS]
     }
 
-    /// Whether `(source, id)` was recorded within the window.
-    pub fn seen(&self, source: &str, id: &str) -> bool {
+    /// Whether `(tenant, source, id)` was recorded within the window.
+    pub fn seen(&self, tenant: &str, source: &str, id: &str) -> bool {
         if self.window.is_zero() {
             return false;
         }
-        let key = self.key(source, id);
+        let key = self.key(tenant, source, id);
         let Ok(shard) = self.shard(key).lock() else {
             return false;
         };
@@ -84,12 +89,12 @@ impl Dedup {
             .is_some_and(|at| at.elapsed() < self.window)
     }
 
-    /// Records `(source, id)` as appended now.
-    pub fn record(&self, source: &str, id: &str) {
+    /// Records `(tenant, source, id)` as appended now.
+    pub fn record(&self, tenant: &str, source: &str, id: &str) {
         if self.window.is_zero() {
             return;
         }
-        let key = self.key(source, id);
+        let key = self.key(tenant, source, id);
         let Ok(mut shard) = self.shard(key).lock() else {
             return;
         };
@@ -129,10 +134,25 @@ mod tests {
     #[test]
     fn an_id_is_seen_per_source() {
         let dedup = Dedup::new(&DedupConfig::default());
-        assert!(!dedup.seen("tv-1", "e1"));
-        dedup.record("tv-1", "e1");
-        assert!(dedup.seen("tv-1", "e1"));
-        assert!(!dedup.seen("tv-2", "e1"));
+        assert!(!dedup.seen("acme", "tv-1", "e1"));
+        dedup.record("acme", "tv-1", "e1");
+        assert!(dedup.seen("acme", "tv-1", "e1"));
+        assert!(!dedup.seen("acme", "tv-2", "e1"));
+    }
+
+    #[test]
+    fn an_id_is_seen_per_tenant() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        dedup.record("acme", "tv-1", "e1");
+        // Another tenant's event with the same source and id is not a duplicate.
+        assert!(!dedup.seen("globex", "tv-1", "e1"));
+        dedup.record("globex", "tv-1", "e1");
+        assert!(dedup.seen("globex", "tv-1", "e1"));
+        assert!(dedup.seen("acme", "tv-1", "e1"));
+        // The boundaries between the parts cannot be moved.
+        assert!(!dedup.seen("acmetv-1", "", "e1"));
+        assert!(!dedup.seen("acme", "tv-1e1", ""));
+        assert!(!dedup.seen("", "acmetv-1", "e1"));
     }
 
     #[test]
@@ -142,11 +162,11 @@ mod tests {
             max_entries: 1_000,
         });
         for i in 0..100_000 {
-            dedup.record("s", &i.to_string());
+            dedup.record("t", "s", &i.to_string());
         }
         assert!(dedup.len() <= 1_000 + SHARDS, "{}", dedup.len());
-        assert!(dedup.seen("s", "99999"));
-        assert!(!dedup.seen("s", "0"));
+        assert!(dedup.seen("t", "s", "99999"));
+        assert!(!dedup.seen("t", "s", "0"));
     }
 
     #[test]
@@ -155,8 +175,8 @@ mod tests {
             window_ms: 0,
             max_entries: 10,
         });
-        dedup.record("s", "1");
-        assert!(!dedup.seen("s", "1"));
+        dedup.record("t", "s", "1");
+        assert!(!dedup.seen("t", "s", "1"));
         assert!(dedup.is_empty());
     }
 }

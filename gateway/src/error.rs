@@ -56,6 +56,16 @@ pub enum IngestError {
         /// The limit.
         limit: usize,
     },
+    /// A request that would take more than its budget once decoded: an OTLP request whose
+    /// decoded form, or the events it becomes (each log record carrying a copy of its resource
+    /// and scope), would be over the limit.
+    #[error("request expands to more than {limit} bytes {how}")]
+    ExpandsTooLarge {
+        /// Into what: `once decoded`, or `of events` and why.
+        how: &'static str,
+        /// The limit.
+        limit: u64,
+    },
     /// A content type the endpoint does not take.
     #[error(
         "unsupported content type `{0}`: use application/json, application/x-ndjson or application/x-protobuf"
@@ -123,10 +133,12 @@ impl IngestError {
             Self::KeyDisabled { .. } => StatusCode::FORBIDDEN,
             // 429 + Retry-After: over the key's request or event rate.
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            // 413: over a size limit, on the wire, after decompression or in events.
+            // 413: over a size limit, on the wire, after decompression, in events, or in what
+            // the request expands to.
             Self::BodyTooLarge { .. }
             | Self::DecompressedTooLarge { .. }
-            | Self::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | Self::TooManyEvents { .. }
+            | Self::ExpandsTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // 415: a content type or encoding the endpoint does not decode.
             Self::UnsupportedType(_) | Self::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -168,7 +180,8 @@ impl IngestError {
             Self::RateLimited { .. } => "rate_limited",
             Self::BodyTooLarge { .. }
             | Self::DecompressedTooLarge { .. }
-            | Self::TooManyEvents { .. } => "too_large",
+            | Self::TooManyEvents { .. }
+            | Self::ExpandsTooLarge { .. } => "too_large",
             Self::UnsupportedType(_) | Self::UnsupportedEncoding(_) => "unsupported_type",
             Self::Malformed(_) | Self::BodyRead(_) => "malformed",
             Self::NoRegistry | Self::UnknownSchema { .. } => "not_found",

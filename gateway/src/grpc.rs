@@ -1,23 +1,33 @@
 //! gRPC collectors on the HTTP port: `headwater.v1.Ingest/Publish` and OTLP
 //! `LogsService/Export`, sharing the collector (auth, limits, validation, append) with HTTP.
+//!
+//! Each method is served by a [`Method`] service instead of tonic's generated servers, which
+//! decode the whole message before the handler runs: here the caller is authenticated from the
+//! request headers before the body is read, and the message reaches the handler as bytes
+//! ([`RawCodec`]), decoded on the blocking pool by the same bounded decoders as HTTP bodies
+//! (elements counted before they are built).
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::marker::PhantomData;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use axum::extract::ConnectInfo;
-use headwater_schemas::proto::v1::{Batch, PublishResponse, Rejection};
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use tonic::codec::CompressionEncoding;
+use bytes::{Buf, Bytes};
+use headwater_schemas::proto::v1::{PublishResponse, Rejection};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use tonic::body::Body;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
+use tonic_prost::ProstEncoder;
 
 use crate::collector::Collector;
-use crate::decode::decode_proto_event;
+use crate::decode::{decode_protobuf, off_workers};
 use crate::error::IngestError;
 use crate::ingest::{Report, RequestMeta};
 use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
@@ -26,74 +36,226 @@ use crate::otlp;
 /// `headwater.v1` with its tonic code (`Ingest` server and client), generated in headwater-schemas.
 pub use headwater_schemas::proto::v1 as pb;
 
-use pb::ingest_server::{Ingest, IngestServer};
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-/// Both gRPC services as an axum router, mounted beside the HTTP routes.
+/// Both gRPC services as an axum router, mounted beside the HTTP routes; any other gRPC path
+/// answers UNIMPLEMENTED.
 pub fn router(collector: Arc<Collector>) -> axum::Router {
-    let max_message =
-        usize::try_from(collector.limits.max_decompressed_bytes).unwrap_or(usize::MAX);
-    let ingest = IngestServer::new(GrpcIngest {
-        collector: collector.clone(),
-    })
-    .accept_compressed(CompressionEncoding::Gzip)
-    .accept_compressed(CompressionEncoding::Zstd)
-    .max_decoding_message_size(max_message);
-    let logs = LogsServiceServer::new(GrpcLogs { collector })
-        .accept_compressed(CompressionEncoding::Gzip)
-        .accept_compressed(CompressionEncoding::Zstd)
-        .max_decoding_message_size(max_message);
-    tonic::service::Routes::new(ingest)
-        .add_service(logs)
+    tonic::service::Routes::new(Method::<Publish>::new(collector.clone()))
+        .add_service(Method::<Export>::new(collector))
         .into_axum_router()
 }
 
-/// `headwater.v1.Ingest`.
-pub struct GrpcIngest {
-    collector: Arc<Collector>,
+/// What one unary method does with an admitted caller's message.
+trait Handler: Send + Sync + 'static {
+    /// The gRPC service name (`package.Service`).
+    const SERVICE: &'static str;
+    /// The method's path (`/package.Service/Method`).
+    const PATH: &'static str;
+    /// The response message.
+    type Response: prost::Message + Default + Send + 'static;
+
+    /// Decodes `message` and publishes its events for `meta`.
+    fn handle(
+        collector: Arc<Collector>,
+        meta: RequestMeta,
+        message: Bytes,
+    ) -> impl Future<Output = Result<Self::Response, IngestError>> + Send;
 }
 
-/// OTLP `LogsService`.
-pub struct GrpcLogs {
-    collector: Arc<Collector>,
+/// `headwater.v1.Ingest/Publish`: a protobuf `Batch`.
+struct Publish;
+
+impl Handler for Publish {
+    const SERVICE: &'static str = "headwater.v1.Ingest";
+    const PATH: &'static str = "/headwater.v1.Ingest/Publish";
+    type Response = PublishResponse;
+
+    async fn handle(
+        collector: Arc<Collector>,
+        meta: RequestMeta,
+        message: Bytes,
+    ) -> Result<PublishResponse, IngestError> {
+        let max = collector.limits.max_events_per_batch as usize;
+        let decoded = off_workers(move || decode_protobuf(&message, max)).await?;
+        let report = collector.publish(&meta, decoded).await?;
+        Ok(publish_response(&report))
+    }
 }
 
-fn admit<T>(collector: &Collector, request: &Request<T>) -> Result<RequestMeta, IngestError> {
-    let headers = request.metadata().clone().into_headers();
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| request.remote_addr());
+/// OTLP `LogsService/Export`: an `ExportLogsServiceRequest`.
+struct Export;
+
+impl Handler for Export {
+    const SERVICE: &'static str = "opentelemetry.proto.collector.logs.v1.LogsService";
+    const PATH: &'static str = "/opentelemetry.proto.collector.logs.v1.LogsService/Export";
+    type Response = ExportLogsServiceResponse;
+
+    async fn handle(
+        collector: Arc<Collector>,
+        meta: RequestMeta,
+        message: Bytes,
+    ) -> Result<ExportLogsServiceResponse, IngestError> {
+        let decoded = otlp::decode(&collector, message, otlp::Encoding::Protobuf).await?;
+        let report = collector.publish(&meta, decoded).await?;
+        Ok(otlp::response(&report))
+    }
+}
+
+/// The tower service of one method: authenticates from the headers, then lets tonic read the
+/// (gzip or zstd, at most `max_decompressed_bytes`) message as bytes for the handler.
+struct Method<H> {
+    collector: Arc<Collector>,
+    handler: PhantomData<fn() -> H>,
+}
+
+impl<H> Method<H> {
+    fn new(collector: Arc<Collector>) -> Self {
+        Self {
+            collector,
+            handler: PhantomData,
+        }
+    }
+}
+
+impl<H> Clone for Method<H> {
+    fn clone(&self) -> Self {
+        Self::new(self.collector.clone())
+    }
+}
+
+impl<H: Handler> NamedService for Method<H> {
+    const NAME: &'static str = H::SERVICE;
+}
+
+impl<H: Handler> tower::Service<axum::http::Request<Body>> for Method<H> {
+    type Response = axum::http::Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: axum::http::Request<Body>) -> Self::Future {
+        let started = Instant::now();
+        if request.uri().path() != H::PATH {
+            let status = Status::unimplemented(format!("no method {}", request.uri().path()));
+            return Box::pin(async move { Ok(status.into_http()) });
+        }
+        // Before a byte of the body is read: a refused caller costs no decoding.
+        let meta = match admit(&self.collector, &request) {
+            Ok(meta) => meta,
+            Err(error) => {
+                observe(started, Some(&error));
+                let status = error.into_status();
+                return Box::pin(async move { Ok(status.into_http()) });
+            }
+        };
+        let call = Call::<H> {
+            collector: self.collector.clone(),
+            meta,
+            started,
+            handler: PhantomData,
+        };
+        let max =
+            usize::try_from(self.collector.limits.max_decompressed_bytes).unwrap_or(usize::MAX);
+        Box::pin(async move {
+            let mut grpc = Grpc::new(RawCodec::<H::Response>::default())
+                .accept_compressed(CompressionEncoding::Gzip)
+                .accept_compressed(CompressionEncoding::Zstd)
+                .max_decoding_message_size(max);
+            Ok(grpc.unary(call, request).await)
+        })
+    }
+}
+
+/// Authenticates, takes a request token and identifies the client, from the request's headers
+/// and connection.
+fn admit(
+    collector: &Collector,
+    request: &axum::http::Request<Body>,
+) -> Result<RequestMeta, IngestError> {
+    let extensions = request.extensions();
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
     collector.admit(
-        &headers,
+        request.headers(),
         peer,
-        request.extensions().get::<crate::tls::ClientCert>(),
+        extensions.get::<crate::tls::ClientCert>(),
     )
 }
 
-fn finish<T>(started: Instant, result: Result<T, IngestError>) -> Result<Response<T>, Status> {
-    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => "grpc")
-        .record(started.elapsed().as_secs_f64());
-    result.map(Response::new).map_err(|error| {
-        metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => "grpc", "reason" => error.label())
-            .increment(1);
-        error.into_status()
-    })
+/// One admitted call, handed its message by tonic.
+struct Call<H> {
+    collector: Arc<Collector>,
+    meta: RequestMeta,
+    started: Instant,
+    handler: PhantomData<fn() -> H>,
 }
 
-#[tonic::async_trait]
-impl Ingest for GrpcIngest {
-    async fn publish(&self, request: Request<Batch>) -> Result<Response<PublishResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
-            let meta = admit(&self.collector, &request)?;
-            let batch = request.into_inner();
-            let decoded = batch.events.into_iter().map(decode_proto_event).collect();
-            let report = self.collector.publish(&meta, decoded).await?;
-            Ok(publish_response(&report))
-        }
-        .await;
-        finish(started, result)
+impl<H: Handler> UnaryService<Bytes> for Call<H> {
+    type Response = H::Response;
+    type Future = BoxFuture<Result<Response<H::Response>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (collector, meta) = (self.collector.clone(), self.meta.clone());
+        let started = self.started;
+        Box::pin(async move {
+            let result = H::handle(collector, meta, request.into_inner()).await;
+            finish(started, result)
+        })
+    }
+}
+
+/// Records the call's duration (and refusal), and makes its answer.
+fn finish<T>(started: Instant, result: Result<T, IngestError>) -> Result<Response<T>, Status> {
+    observe(started, result.as_ref().err());
+    result.map(Response::new).map_err(IngestError::into_status)
+}
+
+/// Records a call's duration, and its refusal if refused.
+fn observe(started: Instant, refusal: Option<&IngestError>) {
+    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => "grpc")
+        .record(started.elapsed().as_secs_f64());
+    if let Some(error) = refusal {
+        metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => "grpc", "reason" => error.label())
+            .increment(1);
+    }
+}
+
+/// Encodes responses with prost; hands the request message over undecoded.
+struct RawCodec<T>(PhantomData<fn() -> T>);
+
+impl<T> Default for RawCodec<T> {
+    fn default() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T: prost::Message + Send + 'static> Codec for RawCodec<T> {
+    type Encode = T;
+    type Decode = Bytes;
+    type Encoder = ProstEncoder<T>;
+    type Decoder = RawDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        ProstEncoder::default()
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+/// The message's bytes, as tonic read (and decompressed) them.
+struct RawDecoder;
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, buf: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(buf.copy_to_bytes(buf.remaining())))
     }
 }
 
@@ -109,25 +271,5 @@ fn publish_response(report: &Report) -> PublishResponse {
                 reason: e.reason.clone(),
             })
             .collect(),
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for GrpcLogs {
-    async fn export(
-        &self,
-        request: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        let started = Instant::now();
-        let result = async {
-            let meta = admit(&self.collector, &request)?;
-            let max = self.collector.limits.max_events_per_batch as usize;
-            let decoded =
-                otlp::decode_request(request.into_inner(), &self.collector.otlp_default_type, max)?;
-            let report = self.collector.publish(&meta, decoded).await?;
-            Ok(otlp::response(&report))
-        }
-        .await;
-        finish(started, result)
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use headwater_log::log::AppendError;
 use headwater_log::{Header, Log, LogError, Record, now_ms};
 use headwater_schemas::Envelope;
 use serde::Serialize;
@@ -75,8 +76,33 @@ pub struct Pipeline {
     pub dedup: crate::dedup::Dedup,
     /// Largest single event payload in bytes.
     pub max_event_bytes: usize,
+    /// Longest envelope fields.
+    pub fields: FieldLimits,
     /// Dead-letter topic.
     pub dlq_topic: String,
+}
+
+/// Longest envelope fields an event may have, in bytes (`gateway.limits.max_*_bytes`): they
+/// become record headers and the key, which the log bounds with the payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldLimits {
+    /// `id`.
+    pub id: usize,
+    /// `type`.
+    pub event_type: usize,
+    /// `source`.
+    pub source: usize,
+}
+
+impl From<&crate::config::Limits> for FieldLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        let bytes = |limit: u32| usize::try_from(limit).unwrap_or(usize::MAX);
+        Self {
+            id: bytes(limits.max_id_bytes),
+            event_type: bytes(limits.max_type_bytes),
+            source: bytes(limits.max_source_bytes),
+        }
+    }
 }
 
 /// Who sent a batch and when it arrived: what every record of it carries.
@@ -142,7 +168,7 @@ impl Pipeline {
             meta,
             received_at: now_ms(),
         };
-        let mut batch = self.plan(&decoded);
+        let mut batch = self.plan(&meta.principal.tenant, &decoded);
         let too_large = match self.append_all(&context, &batch.by_topic).await {
             Ok(too_large) => too_large,
             Err(error) => {
@@ -160,8 +186,9 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Decides every element: duplicate, too large, valid (to its topic) or dead letter.
-    fn plan<'a>(&self, decoded: &'a [Decoded]) -> Batch<'a> {
+    /// Decides every element: too large, duplicate, valid (to its topic) or dead letter. A
+    /// duplicate is an id already seen from the same `tenant` and source.
+    fn plan<'a>(&self, tenant: &str, decoded: &'a [Decoded]) -> Batch<'a> {
         let mut batch = Batch::default();
         let mut in_batch: HashSet<(&str, &str)> = HashSet::new();
         for (index, element) in decoded.iter().enumerate() {
@@ -174,9 +201,15 @@ impl Pipeline {
                     batch.push(&self.dlq_topic, Planned { index, fate });
                 }
                 Decoded::Event(event) => {
+                    if let Some(reason) = self.too_large(event) {
+                        let label = self.type_label(event);
+                        batch.outcomes.reject(index, reason, &label, "too_large");
+                        continue;
+                    }
                     if let Some(id) = &event.id {
+                        // One batch is one tenant's: `in_batch` needs no tenant.
                         let duplicate = !in_batch.insert((event.source.as_str(), id.as_str()))
-                            || self.dedup.seen(&event.source, id);
+                            || self.dedup.seen(tenant, &event.source, id);
                         if duplicate {
                             batch.outcomes.report.accepted += 1;
                             batch.outcomes.add(self.type_label(event), "duplicate", 0);
@@ -198,17 +231,31 @@ impl Pipeline {
         }
     }
 
+    /// Why `event` is too large to take, if it is: its payload, or an envelope field.
+    fn too_large(&self, event: &IncomingEvent) -> Option<String> {
+        let payload = event.payload.len();
+        if payload > self.max_event_bytes {
+            let limit = self.max_event_bytes;
+            return Some(format!(
+                "event payload of {payload} bytes is over the limit of {limit} bytes"
+            ));
+        }
+        let id = event.id.as_deref().map_or(0, str::len);
+        let limits = &self.fields;
+        [
+            ("id", id, limits.id),
+            ("type", event.event_type.len(), limits.event_type),
+            ("source", event.source.len(), limits.source),
+        ]
+        .into_iter()
+        .find(|(_, len, limit)| len > limit)
+        .map(|(name, len, limit)| {
+            format!("`{name}` of {len} bytes is over the limit of {limit} bytes")
+        })
+    }
+
     fn one_event<'a>(&self, batch: &mut Batch<'a>, index: usize, event: &'a IncomingEvent) {
         let label = self.type_label(event);
-        if event.payload.len() > self.max_event_bytes {
-            let reason = format!(
-                "event payload of {} bytes is over the limit of {} bytes",
-                event.payload.len(),
-                self.max_event_bytes
-            );
-            batch.outcomes.reject(index, reason, &label, "too_large");
-            return;
-        }
         let id = event
             .id
             .clone()
@@ -262,64 +309,46 @@ impl Pipeline {
         }
     }
 
+    /// Appends one topic's records in a task of its own, so that an append under way completes,
+    /// and records the ids of what it wrote in the dedup, even when the request is dropped (the
+    /// request timeout): the client's retry is then deduplicated, not appended again.
     async fn append_topic(
         &self,
         context: &Context<'_>,
         topic: &str,
         plans: &[Planned<'_>],
     ) -> Result<Vec<TooLarge>, LogError> {
-        match self.log.append(topic, self.records(context, plans)).await {
-            Ok(_) => Ok(Vec::new()),
-            Err(error @ LogError::MessageTooLarge { .. }) => {
-                self.isolate(context, topic, plans, error).await
-            }
-            Err(error) => Err(error),
-        }
-    }
-
-    /// After the log refused `plans`' records together as too large: appends them again in
-    /// halves, first half first (order per key holds), down to single records, and returns
-    /// those refused alone. The embedded log refuses such a call with nothing written; a
-    /// remote log (`KafkaLog`, record by record) may have written the records before the
-    /// refused one, which are then written again: at least once, as after any retry.
-    async fn isolate(
-        &self,
-        context: &Context<'_>,
-        topic: &str,
-        plans: &[Planned<'_>],
-        error: LogError,
-    ) -> Result<Vec<TooLarge>, LogError> {
-        let refused = |plan: &Planned<'_>, error| TooLarge {
-            index: plan.index,
+        let job = TopicAppend {
+            log: self.log.clone(),
+            dedup: self.dedup.clone(),
+            tenant: context.meta.principal.tenant.clone(),
             topic: topic.to_owned(),
-            error,
+            items: plans.iter().map(|plan| self.item(context, plan)).collect(),
         };
-        match plans {
-            [plan] => return Ok(vec![refused(plan, error)]),
-            [] => return Err(error),
-            _ => {}
+        match tokio::spawn(job.run()).await {
+            Ok(result) => result,
+            // The task is never aborted: only a panic ends it early.
+            Err(join) => std::panic::resume_unwind(join.into_panic()),
         }
-        let mut too_large = Vec::new();
-        let (first, second) = plans.split_at(plans.len() / 2);
-        let mut parts = vec![second, first];
-        while let Some(part) = parts.pop() {
-            match self.log.append(topic, self.records(context, part)).await {
-                Ok(_) => {}
-                Err(error @ LogError::MessageTooLarge { .. }) if part.len() == 1 => {
-                    too_large.push(refused(&part[0], error));
-                }
-                Err(LogError::MessageTooLarge { .. }) if part.len() > 1 => {
-                    let (first, second) = part.split_at(part.len() / 2);
-                    parts.extend([second, first]);
-                }
-                Err(error) => return Err(error),
-            }
-        }
-        Ok(too_large)
     }
 
-    /// Counts what was appended as accepted, and rejects the events refused as too large;
-    /// records the client ids of the accepted, now that they are durable.
+    fn item(&self, context: &Context<'_>, plan: &Planned<'_>) -> Item {
+        let id = match &plan.fate {
+            Fate::Valid { event, .. } => event
+                .id
+                .as_ref()
+                .map(|id| (event.source.clone(), id.clone())),
+            _ => None,
+        };
+        Item {
+            index: plan.index,
+            record: self.record(context, &plan.fate),
+            id,
+        }
+    }
+
+    /// Counts what was appended as accepted, and rejects the events refused as too large (the
+    /// append tasks recorded the client ids of what they wrote).
     fn settle(&self, batch: &mut Batch<'_>, too_large: Vec<TooLarge>) {
         let mut refused: HashMap<usize, TooLarge> =
             too_large.into_iter().map(|t| (t.index, t)).collect();
@@ -327,9 +356,6 @@ impl Pipeline {
             let refusal = refused.remove(&plan.index);
             match (&plan.fate, refusal) {
                 (Fate::Valid { event, label, .. }, None) => {
-                    if let Some(id) = &event.id {
-                        self.dedup.record(&event.source, id);
-                    }
                     batch.outcomes.report.accepted += 1;
                     batch
                         .outcomes
@@ -348,14 +374,6 @@ impl Pipeline {
                 (_, None) => {}
             }
         }
-    }
-
-    /// The records of `plans`, in order.
-    fn records(&self, context: &Context<'_>, plans: &[Planned<'_>]) -> Vec<Record> {
-        plans
-            .iter()
-            .map(|plan| self.record(context, &plan.fate))
-            .collect()
     }
 
     fn record(&self, context: &Context<'_>, fate: &Fate<'_>) -> Record {
@@ -409,6 +427,91 @@ impl Pipeline {
             headers,
             timestamp_ms: context.received_at,
         }
+    }
+}
+
+/// One element of a batch as its topic's append task holds it.
+struct Item {
+    /// Index in the batch.
+    index: usize,
+    record: Record,
+    /// `(source, id)` to record in the dedup once written: a valid event's client id.
+    id: Option<(String, String)>,
+}
+
+/// One topic's append, owned so that it runs as a task of its own (see
+/// [`Pipeline::append_topic`]).
+struct TopicAppend {
+    log: Arc<dyn Log>,
+    dedup: crate::dedup::Dedup,
+    tenant: Arc<str>,
+    topic: String,
+    items: Vec<Item>,
+}
+
+impl TopicAppend {
+    /// Appends the items, records the ids of those written, and returns those the log refused
+    /// alone as too large.
+    async fn run(self) -> Result<Vec<TooLarge>, LogError> {
+        match self.append(&self.items).await {
+            Ok(()) => Ok(Vec::new()),
+            Err(error @ LogError::MessageTooLarge { .. }) => self.isolate(error).await,
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Appends `items` in one call and records the ids of those durably written in the dedup:
+    /// all on success, those the log says it wrote on failure (partitions written before
+    /// another failed), so the client's retry appends only the rest.
+    async fn append(&self, items: &[Item]) -> Result<(), LogError> {
+        let records = items.iter().map(|item| item.record.clone()).collect();
+        let (written, result) = match self.log.append_partial(&self.topic, records).await {
+            Ok(_) => (items.iter().collect(), Ok(())),
+            Err(AppendError { written, error }) => {
+                let written = written.iter().filter_map(|&i| items.get(i)).collect();
+                (written, Err(error))
+            }
+        };
+        let written: Vec<&Item> = written;
+        for (source, id) in written.iter().filter_map(|item| item.id.as_ref()) {
+            self.dedup.record(&self.tenant, source, id);
+        }
+        result
+    }
+
+    /// After the log refused the items together as too large: appends them again in halves,
+    /// first half first (order per key holds), down to single records, and returns those
+    /// refused alone. The embedded log refuses such a call with nothing written; a remote log
+    /// (`KafkaLog`, record by record) may have written the records before the refused one,
+    /// which are then written again: at least once, as after any retry.
+    async fn isolate(&self, error: LogError) -> Result<Vec<TooLarge>, LogError> {
+        let refused = |item: &Item, error| TooLarge {
+            index: item.index,
+            topic: self.topic.clone(),
+            error,
+        };
+        match self.items.as_slice() {
+            [item] => return Ok(vec![refused(item, error)]),
+            [] => return Err(error),
+            _ => {}
+        }
+        let mut too_large = Vec::new();
+        let (first, second) = self.items.split_at(self.items.len() / 2);
+        let mut parts = vec![second, first];
+        while let Some(part) = parts.pop() {
+            match self.append(part).await {
+                Ok(()) => {}
+                Err(error @ LogError::MessageTooLarge { .. }) if part.len() == 1 => {
+                    too_large.push(refused(&part[0], error));
+                }
+                Err(LogError::MessageTooLarge { .. }) if part.len() > 1 => {
+                    let (first, second) = part.split_at(part.len() / 2);
+                    parts.extend([second, first]);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(too_large)
     }
 }
 

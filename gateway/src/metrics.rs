@@ -1,15 +1,30 @@
 //! The gateway's Prometheus recorder and the `headwater_*` metrics it declares.
+//!
+//! The recorder bounds the label values that come from clients, wherever a series is
+//! recorded: a `tenant` label is one of the configured tenants ([`admit_tenants`]) or `other`;
+//! a `type` label is one of the first [`MAX_TYPE_LABELS`] event types seen, then `other`. The
+//! HTTP `method` label is bounded where it is recorded (`http::metrics_layer`).
 
-use std::sync::OnceLock;
+use std::collections::HashSet;
+use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use metrics::{
+    Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
+};
 pub use metrics_exporter_prometheus::PrometheusHandle;
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusRecorder};
 
 /// Requests served, by method, matched path and status.
 pub const HTTP_REQUESTS_TOTAL: &str = "headwater_http_requests_total";
 /// Request latency in seconds, by method and matched path.
 pub const HTTP_REQUEST_DURATION_SECONDS: &str = "headwater_http_request_duration_seconds";
+/// Connections open on the HTTP port.
+pub const HTTP_CONNECTIONS_OPEN: &str = "headwater_http_connections_open";
+/// Connections closed at accept because a cap was reached, by reason (`total`, `per_ip`).
+pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "headwater_http_connections_refused_total";
+/// Connections closed after `gateway.connections.idle_timeout_ms` without a request.
+pub const HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL: &str = "headwater_http_connections_idle_closed_total";
 /// Constant 1, labelled with the build's version.
 pub const BUILD_INFO: &str = "headwater_build_info";
 /// Process start time, seconds since the Unix epoch.
@@ -30,8 +45,14 @@ pub fn install() -> PrometheusHandle {
             let builder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), LATENCY_BUCKETS)
                 .unwrap_or_else(|_| PrometheusBuilder::new());
-            let handle = match builder.install_recorder() {
-                Ok(handle) => handle,
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            let bounded = Bounded {
+                inner: recorder,
+                labels: &LABELS,
+            };
+            let handle = match metrics::set_global_recorder(bounded) {
+                Ok(()) => handle,
                 // Another recorder is installed (only in odd test set-ups): render an
                 // empty local recorder instead of failing.
                 Err(_) => PrometheusBuilder::new().build_recorder().handle(),
@@ -84,6 +105,15 @@ fn describe() {
         metrics::Unit::Seconds,
         "Ingest request latency"
     );
+    metrics::describe_gauge!(HTTP_CONNECTIONS_OPEN, "Connections open on the HTTP port");
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_REFUSED_TOTAL,
+        "Connections closed at accept over a cap, by reason (total, per_ip)"
+    );
+    metrics::describe_counter!(
+        HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL,
+        "Connections closed after the idle timeout"
+    );
     metrics::gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     let start = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -112,3 +142,194 @@ pub const INGEST_REQUEST_DURATION_SECONDS: &str = "headwater_ingest_request_dura
 pub const SCHEMAS_LOADED: &str = "headwater_schemas_loaded";
 /// Schema reloads by outcome (`ok`, `error`).
 pub const SCHEMAS_RELOADS_TOTAL: &str = "headwater_schemas_reloads_total";
+
+/// Most distinct event types that label series; the series of later types are counted under
+/// `type="other"`.
+pub const MAX_TYPE_LABELS: usize = 100;
+
+/// The label value that stands for every value past a bound.
+const OTHER: &str = "other";
+
+static LABELS: LazyLock<LabelBounds> = LazyLock::new(|| LabelBounds::new(MAX_TYPE_LABELS));
+
+/// Lets `tenants` label series (the configured ones: the gateway calls this when it builds
+/// its app); any other `tenant` label value is recorded as `other`.
+pub fn admit_tenants<T: AsRef<str>>(tenants: impl IntoIterator<Item = T>) {
+    LABELS.admit_tenants(tenants);
+}
+
+/// The label values let through: tenants admitted from configuration, and the first event
+/// types seen up to a cap.
+struct LabelBounds {
+    tenants: RwLock<HashSet<String>>,
+    types: RwLock<HashSet<String>>,
+    max_types: usize,
+}
+
+impl LabelBounds {
+    fn new(max_types: usize) -> Self {
+        Self {
+            tenants: RwLock::default(),
+            types: RwLock::default(),
+            max_types,
+        }
+    }
+
+    fn admit_tenants<T: AsRef<str>>(&self, tenants: impl IntoIterator<Item = T>) {
+        let mut admitted = self.tenants.write().unwrap_or_else(PoisonError::into_inner);
+        admitted.extend(tenants.into_iter().map(|t| t.as_ref().to_owned()));
+    }
+
+    /// `key` with its bounded labels past their bound set to `other`; `None` when it is
+    /// within bounds as it is (the common case, which allocates nothing).
+    fn bound(&self, key: &Key) -> Option<Key> {
+        if key.labels().all(|label| self.admits(label)) {
+            return None;
+        }
+        let labels: Vec<Label> = key
+            .labels()
+            .map(|label| {
+                if self.admits(label) {
+                    label.clone()
+                } else {
+                    Label::new(label.key().to_owned(), OTHER)
+                }
+            })
+            .collect();
+        Some(Key::from_parts(key.name_shared(), labels))
+    }
+
+    /// Whether `label` may keep its value; admitting a new event type while there is room.
+    fn admits(&self, label: &Label) -> bool {
+        let value = label.value();
+        match label.key() {
+            "tenant" => {
+                value == OTHER
+                    || self
+                        .tenants
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(value)
+            }
+            "type" => value == OTHER || value == "all" || self.admit_type(value),
+            _ => true,
+        }
+    }
+
+    fn admit_type(&self, value: &str) -> bool {
+        let known = self.types.read().unwrap_or_else(PoisonError::into_inner);
+        if known.contains(value) {
+            return true;
+        }
+        let room = known.len() < self.max_types;
+        drop(known);
+        if !room {
+            return false;
+        }
+        let mut known = self.types.write().unwrap_or_else(PoisonError::into_inner);
+        if known.len() < self.max_types {
+            known.insert(value.to_owned());
+            return true;
+        }
+        known.contains(value)
+    }
+}
+
+/// The Prometheus recorder behind the label bounds.
+struct Bounded {
+    inner: PrometheusRecorder,
+    labels: &'static LabelBounds,
+}
+
+impl Recorder for Bounded {
+    fn describe_counter(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_counter(key, unit, description);
+    }
+
+    fn describe_gauge(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_gauge(key, unit, description);
+    }
+
+    fn describe_histogram(&self, key: KeyName, unit: Option<Unit>, description: SharedString) {
+        self.inner.describe_histogram(key, unit, description);
+    }
+
+    fn register_counter(&self, key: &Key, metadata: &Metadata<'_>) -> Counter {
+        match self.labels.bound(key) {
+            Some(key) => self.inner.register_counter(&key, metadata),
+            None => self.inner.register_counter(key, metadata),
+        }
+    }
+
+    fn register_gauge(&self, key: &Key, metadata: &Metadata<'_>) -> Gauge {
+        match self.labels.bound(key) {
+            Some(key) => self.inner.register_gauge(&key, metadata),
+            None => self.inner.register_gauge(key, metadata),
+        }
+    }
+
+    fn register_histogram(&self, key: &Key, metadata: &Metadata<'_>) -> Histogram {
+        match self.labels.bound(key) {
+            Some(key) => self.inner.register_histogram(&key, metadata),
+            None => self.inner.register_histogram(key, metadata),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(labels: &[(&'static str, String)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|(k, v)| Label::new(*k, v.clone()))
+            .collect();
+        Key::from_parts(INGEST_EVENTS_TOTAL, labels)
+    }
+
+    fn values(key: &Key) -> Vec<(String, String)> {
+        key.labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn tenants_outside_the_configured_set_are_other() {
+        let bounds = LabelBounds::new(10);
+        bounds.admit_tenants(["acme", "default"]);
+        let acme = key(&[("tenant", "acme".into()), ("outcome", "accepted".into())]);
+        assert!(bounds.bound(&acme).is_none());
+        let stranger = key(&[("tenant", "mallory".into()), ("outcome", "accepted".into())]);
+        let bounded = bounds.bound(&stranger).unwrap();
+        assert_eq!(bounded.name(), INGEST_EVENTS_TOTAL);
+        assert_eq!(
+            values(&bounded),
+            [
+                ("tenant".to_owned(), "other".to_owned()),
+                ("outcome".to_owned(), "accepted".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn event_types_past_the_cap_are_other() {
+        let bounds = LabelBounds::new(3);
+        for n in 0..3 {
+            assert!(bounds.bound(&key(&[("type", format!("t{n}"))])).is_none());
+        }
+        let late = bounds.bound(&key(&[("type", "t3".into())])).unwrap();
+        assert_eq!(values(&late), [("type".to_owned(), "other".to_owned())]);
+        // The admitted ones stay, and `all` and `other` never count.
+        assert!(bounds.bound(&key(&[("type", "t1".into())])).is_none());
+        assert!(bounds.bound(&key(&[("type", "all".into())])).is_none());
+        assert!(bounds.bound(&key(&[("type", "other".into())])).is_none());
+    }
+
+    #[test]
+    fn other_labels_pass_unchanged() {
+        let bounds = LabelBounds::new(0);
+        let key = key(&[("transport", "http".into()), ("reason", "x".into())]);
+        assert!(bounds.bound(&key).is_none());
+    }
+}

@@ -1,9 +1,18 @@
-//! Serving the router with hyper: HTTP/1.1 and HTTP/2 (h2c, so gRPC shares the port), a
-//! header read timeout against slow clients, and graceful shutdown.
+//! Serving the router with hyper: HTTP/1.1 and HTTP/2 (h2c, so gRPC shares the port), caps on
+//! open connections (in total and per client address, enforced at accept), a header read
+//! timeout against slow clients, an idle timeout, HTTP/2 keep-alive and stream limits, and
+//! graceful shutdown.
+//!
+//! hyper closes an HTTP/1 connection that takes too long to send request headers (the wait
+//! for the next request on a kept-alive connection included), but has no idle timeout for
+//! HTTP/2, nor for a connection that never sends a byte. So each connection counts its
+//! requests in flight ([`Activity`]), and one that has none for `idle_timeout_ms` is shut
+//! down gracefully: HTTP/2 with a GOAWAY, HTTP/1 at once, one still silent unserved.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use axum::Router;
@@ -11,14 +20,18 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto::Builder;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
+use crate::config::{ConnectionsConfig, GatewayConfig};
+use crate::metrics::{
+    HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL, HTTP_CONNECTIONS_OPEN, HTTP_CONNECTIONS_REFUSED_TOTAL,
+};
 use crate::tls::ClientCert;
 
 /// How the server treats connections.
@@ -33,40 +46,93 @@ pub struct ServeOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+impl ServeOptions {
+    /// These options with the connection caps and timeouts of `gateway.connections`; the
+    /// addresses of `gateway.trusted_proxies` count only toward the total cap.
+    pub fn with_connections(self, gateway: &GatewayConfig) -> Serving {
+        Serving {
+            options: self,
+            connections: gateway.connections.clone(),
+            exempt: gateway
+                .trusted_proxies
+                .iter()
+                .filter_map(|proxy| proxy.parse::<IpAddr>().ok())
+                .map(|ip| ip.to_canonical())
+                .collect(),
+        }
+    }
+}
+
+/// What [`serve`] runs with: the [`ServeOptions`] and the connection limits. A bare
+/// `ServeOptions` stands for the default `gateway.connections` and no trusted proxies.
+#[derive(Clone)]
+pub struct Serving {
+    options: ServeOptions,
+    connections: ConnectionsConfig,
+    exempt: HashSet<IpAddr>,
+}
+
+impl From<ServeOptions> for Serving {
+    fn from(options: ServeOptions) -> Self {
+        options.with_connections(&GatewayConfig::default())
+    }
+}
+
 /// Serves `router` until `shutdown` resolves, then stops accepting and gives in-flight
-/// requests up to `options.grace` to finish.
+/// requests up to the grace period to finish.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
-    options: ServeOptions,
+    serving: impl Into<Serving>,
 ) -> std::io::Result<()> {
+    let Serving {
+        options,
+        connections: limits,
+        exempt,
+    } = serving.into();
+    let (drain, _) = watch::channel(false);
     let connections = Connections {
-        builder: connection_builder(&options),
+        builder: connection_builder(&options, &limits),
         router,
-        graceful: GracefulShutdown::new(),
+        drain,
+        slots: Arc::new(Slots::new(&limits, exempt)),
         tls: options.tls.map(TlsAcceptor::from),
         handshake_timeout: options.header_read_timeout,
+        idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
     };
     accept_until(&listener, shutdown, &connections).await;
     drop(listener);
-    drain(connections.graceful, options.grace).await;
+    drain_connections(connections.drain, options.grace).await;
     Ok(())
 }
 
-/// HTTP/1.1 with keep-alive and the header read timeout, and HTTP/2 (h2c or ALPN).
-fn connection_builder(options: &ServeOptions) -> Builder<TokioExecutor> {
+/// HTTP/1.1 with keep-alive and the header read timeout, and HTTP/2 (h2c or ALPN) with
+/// keep-alive PINGs and a cap on concurrent streams.
+fn connection_builder(
+    options: &ServeOptions,
+    limits: &ConnectionsConfig,
+) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(options.header_read_timeout)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    let mut http2 = builder.http2();
+    http2
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(limits.http2_max_concurrent_streams);
+    if limits.http2_keep_alive_interval_ms > 0 {
+        http2
+            .keep_alive_interval(Duration::from_millis(limits.http2_keep_alive_interval_ms))
+            .keep_alive_timeout(Duration::from_millis(limits.http2_keep_alive_timeout_ms));
+    }
     builder
 }
 
-/// Accepts connections until `shutdown` resolves; each is served on its own task.
+/// Accepts connections until `shutdown` resolves; each is served on its own task, or closed
+/// at once when it would go over a cap.
 async fn accept_until(
     listener: &TcpListener,
     shutdown: impl Future<Output = ()>,
@@ -76,7 +142,10 @@ async fn accept_until(
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => connections.spawn(stream, peer),
+                Ok((stream, peer)) => match connections.slots.take(peer.ip()) {
+                    Ok(slot) => connections.spawn(stream, peer, slot),
+                    Err(refused) => refuse(stream, peer, refused),
+                },
                 Err(error) => {
                     // Out of file descriptors and the like: back off instead of spinning.
                     tracing::warn!(%error, "accept failed");
@@ -88,10 +157,21 @@ async fn accept_until(
     }
 }
 
-/// Gives the watched connections up to `grace` to finish their requests, then lets go.
-async fn drain(graceful: GracefulShutdown, grace: Duration) {
+/// Closes a connection over a cap with a reset (no TIME_WAIT left on the server), and counts
+/// it.
+fn refuse(stream: TcpStream, peer: SocketAddr, refused: Refused) {
+    let _ = stream.set_zero_linger();
+    drop(stream);
+    metrics::counter!(HTTP_CONNECTIONS_REFUSED_TOTAL, "reason" => refused.label()).increment(1);
+    tracing::debug!(%peer, reason = refused.label(), "connection over the cap closed");
+}
+
+/// Tells every connection to finish (`drain` flips to true) and gives them up to `grace` to
+/// do so: each holds a receiver of `drain` until it ends.
+async fn drain_connections(drain: watch::Sender<bool>, grace: Duration) {
+    drain.send_replace(true);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("in-flight requests drained"),
+        () = drain.closed() => tracing::info!("in-flight requests drained"),
         () = tokio::time::sleep(grace) => {
             tracing::warn!(grace_ms = grace.as_millis() as u64, "requests still running after the grace period; closing");
         }
@@ -102,21 +182,25 @@ async fn drain(graceful: GracefulShutdown, grace: Duration) {
 struct Connections {
     builder: Builder<TokioExecutor>,
     router: Router,
-    graceful: GracefulShutdown,
+    drain: watch::Sender<bool>,
+    slots: Arc<Slots>,
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
+    idle_timeout: Duration,
 }
 
 impl Connections {
     /// Serves one accepted connection on its own task, watched for the drain; with TLS, the
     /// handshake runs in that task, bounded like a header read.
-    fn spawn(&self, stream: TcpStream, peer: SocketAddr) {
+    fn spawn(&self, stream: TcpStream, peer: SocketAddr, slot: Slot) {
         let _ = stream.set_nodelay(true);
         let connection = Connection {
             builder: self.builder.clone(),
             router: self.router.clone(),
-            watcher: self.graceful.watcher(),
+            drain: self.drain.subscribe(),
+            idle_timeout: self.idle_timeout,
             peer,
+            slot,
         };
         let Some(acceptor) = self.tls.clone() else {
             tokio::spawn(connection.run(stream, None));
@@ -132,29 +216,244 @@ impl Connections {
     }
 }
 
-/// One accepted connection, ready to be served.
+/// One accepted connection, ready to be served; it holds its place under the caps until it
+/// ends.
 struct Connection {
     builder: Builder<TokioExecutor>,
     router: Router,
-    watcher: Watcher,
+    drain: watch::Receiver<bool>,
+    idle_timeout: Duration,
     peer: SocketAddr,
+    slot: Slot,
+}
+
+/// Why a connection is being shut down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Close {
+    /// The server is draining.
+    Drain,
+    /// No request in flight for the idle timeout.
+    Idle,
 }
 
 impl Connection {
-    /// Serves HTTP on `io` until the client closes it or the drain ends it.
+    /// Serves HTTP on `io` until the client closes it, or it idles, or the drain ends it.
     async fn run<I>(self, io: I, cert: Option<ClientCert>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let peer = self.peer;
-        let service = TowerToHyperService::new(tagged(&self.router, peer, cert));
-        let connection = self
-            .builder
-            .serve_connection_with_upgrades(TokioIo::new(io), service)
-            .into_owned();
-        if let Err(error) = self.watcher.watch(connection).await {
+        let Self {
+            builder,
+            router,
+            drain,
+            idle_timeout,
+            peer,
+            slot,
+        } = self;
+        let activity = Activity::default();
+        let service = TowerToHyperService::new(tagged(&router, peer, cert, activity.clone()));
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let close = close_when(drain, &activity, idle_timeout);
+        // After an idle shutdown, another idle period without a request: an HTTP/2 client
+        // that never answers the GOAWAY's PING (hyper waits for it) is dropped.
+        let stuck = activity.idle_after(|| tokio::time::sleep(idle_timeout));
+        tokio::pin!(connection, close, stuck);
+        let mut closing = None;
+        let served = loop {
+            tokio::select! {
+                served = connection.as_mut() => break served,
+                reason = &mut close, if closing.is_none() => {
+                    closing = Some(reason);
+                    if reason == Close::Idle {
+                        metrics::counter!(HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL).increment(1);
+                        tracing::debug!(%peer, "idle connection shut down");
+                    }
+                    connection.as_mut().graceful_shutdown();
+                }
+                () = &mut stuck, if closing == Some(Close::Idle) => {
+                    tracing::debug!(%peer, "idle connection still open after its shutdown; dropped");
+                    break Ok(());
+                }
+            }
+        };
+        if let Err(error) = served {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
+        drop(slot);
+    }
+}
+
+/// Resolves when the connection should shut down: the server drains, or no request has been in
+/// flight on it for `idle_timeout`.
+async fn close_when(
+    mut drain: watch::Receiver<bool>,
+    activity: &Activity,
+    idle_timeout: Duration,
+) -> Close {
+    tokio::select! {
+        // An error means the server is gone: shut down as for a drain.
+        _ = drain.wait_for(|draining| *draining) => Close::Drain,
+        () = activity.idle_after(|| tokio::time::sleep(idle_timeout)) => Close::Idle,
+    }
+}
+
+/// Requests in flight on one connection and how many have started: what the idle timeout
+/// watches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Busy {
+    in_flight: usize,
+    started: u64,
+}
+
+/// The [`Busy`] count of one connection, shared by its service and its idle timer.
+#[derive(Clone, Default)]
+struct Activity(Arc<watch::Sender<Busy>>);
+
+impl Activity {
+    /// Counts a request from now until the returned guard drops (when its response head is
+    /// ready, or it is cancelled).
+    fn begin(&self) -> InFlight {
+        self.0.send_modify(|busy| {
+            busy.in_flight += 1;
+            busy.started += 1;
+        });
+        InFlight(self.0.clone())
+    }
+
+    /// Resolves once no request has been in flight, nor started, for as long as a `timer()`
+    /// takes (`tokio::time::sleep` of the idle timeout; tests pass a timer they fire).
+    async fn idle_after<T: Future<Output = ()>>(&self, mut timer: impl FnMut() -> T) {
+        let mut busy = self.0.subscribe();
+        loop {
+            let started = match busy.wait_for(|busy| busy.in_flight == 0).await {
+                Ok(now) => now.started,
+                // The sender lives in `self`: never. Treat it as idle.
+                Err(_) => return,
+            };
+            tokio::select! {
+                () = timer() => return,
+                _ = busy.wait_for(|busy| busy.started != started) => {}
+            }
+        }
+    }
+}
+
+/// One request in flight on a connection; dropping it ends the count.
+struct InFlight(Arc<watch::Sender<Busy>>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .send_modify(|busy| busy.in_flight = busy.in_flight.saturating_sub(1));
+    }
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// `max_connections` are open.
+    Total,
+    /// `max_connections_per_ip` are open from the client's address.
+    PerIp,
+}
+
+impl Refused {
+    /// The `reason` label of `headwater_http_connections_refused_total`.
+    fn label(self) -> &'static str {
+        match self {
+            Self::Total => "total",
+            Self::PerIp => "per_ip",
+        }
+    }
+}
+
+/// Open connections, in total and per client address, against their caps.
+struct Slots {
+    max_total: usize,
+    max_per_client: usize,
+    /// Trusted proxies: many clients behind one address, counted only in the total.
+    exempt: HashSet<IpAddr>,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
+}
+
+impl Slots {
+    fn new(limits: &ConnectionsConfig, exempt: HashSet<IpAddr>) -> Self {
+        let size = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
+        Self {
+            max_total: size(limits.max_connections),
+            max_per_client: size(limits.max_connections_per_ip),
+            exempt,
+            open: Mutex::new(Open::default()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Open> {
+        self.open.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A place for a connection from `peer`, or why there is none.
+    fn take(self: &Arc<Self>, peer: IpAddr) -> Result<Slot, Refused> {
+        let peer = peer.to_canonical();
+        let client = (!self.exempt.contains(&peer)).then(|| client_key(peer));
+        let mut open = self.lock();
+        if open.total >= self.max_total {
+            return Err(Refused::Total);
+        }
+        if let Some(client) = client {
+            let count = open.per_client.entry(client).or_default();
+            if *count >= self.max_per_client {
+                return Err(Refused::PerIp);
+            }
+            *count += 1;
+        }
+        open.total += 1;
+        metrics::gauge!(HTTP_CONNECTIONS_OPEN).increment(1.0);
+        Ok(Slot {
+            slots: self.clone(),
+            client,
+        })
+    }
+
+    /// Gives back the place of a connection from `client` (`None`: an exempt address).
+    fn give_back(&self, client: Option<IpAddr>) {
+        let mut open = self.lock();
+        open.total = open.total.saturating_sub(1);
+        if let Some(client) = client
+            && let Some(count) = open.per_client.get_mut(&client)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.per_client.remove(&client);
+            }
+        }
+        metrics::gauge!(HTTP_CONNECTIONS_OPEN).decrement(1.0);
+    }
+}
+
+/// One open connection's place under the caps, given back when dropped.
+struct Slot {
+    slots: Arc<Slots>,
+    client: Option<IpAddr>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.give_back(self.client);
+    }
+}
+
+/// The address a per-client cap counts: an IPv4 address, or the /64 of an IPv6 one (one
+/// host usually holds a whole /64).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(u128::from(v6) & !(u128::from(u64::MAX)))),
+        v4 => v4,
     }
 }
 
@@ -178,11 +477,13 @@ async fn handshake(
     }
 }
 
-/// The router with the connection's peer address and client certificate on every request.
+/// The router with the connection's peer address and client certificate on every request,
+/// each request counted in `activity` until its response head is ready.
 fn tagged(
     router: &Router,
     peer: SocketAddr,
     cert: Option<ClientCert>,
+    activity: Activity,
 ) -> impl tower::Service<
     hyper::Request<Incoming>,
     Response = axum::response::Response,
@@ -200,4 +501,147 @@ fn tagged(
             }
             request
         })
+        .map_future(move |response| {
+            let in_flight = activity.begin();
+            async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            }
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slots(total: u32, per_ip: u32, exempt: &[&str]) -> Arc<Slots> {
+        let limits = ConnectionsConfig {
+            max_connections: total,
+            max_connections_per_ip: per_ip,
+            ..ConnectionsConfig::default()
+        };
+        let exempt = exempt.iter().map(|ip| ip.parse().unwrap()).collect();
+        Arc::new(Slots::new(&limits, exempt))
+    }
+
+    fn ip(text: &str) -> IpAddr {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn the_per_ip_cap_counts_each_address_and_gives_back_on_drop() {
+        let slots = slots(10, 2, &[]);
+        let first = slots.take(ip("10.0.0.1")).unwrap();
+        let _second = slots.take(ip("10.0.0.1")).unwrap();
+        assert_eq!(slots.take(ip("10.0.0.1")).err(), Some(Refused::PerIp));
+        // The IPv4-mapped form is the same client.
+        assert_eq!(
+            slots.take(ip("::ffff:10.0.0.1")).err(),
+            Some(Refused::PerIp)
+        );
+        let _other = slots.take(ip("10.0.0.2")).unwrap();
+        drop(first);
+        let _again = slots.take(ip("10.0.0.1")).unwrap();
+        assert_eq!(slots.lock().total, 3);
+    }
+
+    #[test]
+    fn the_total_cap_holds_across_addresses_and_proxies() {
+        let slots = slots(3, 3, &["10.9.9.9"]);
+        let held: Vec<Slot> = ["10.0.0.1", "10.0.0.2", "10.9.9.9"]
+            .iter()
+            .map(|a| slots.take(ip(a)).unwrap())
+            .collect();
+        assert_eq!(slots.take(ip("10.0.0.3")).err(), Some(Refused::Total));
+        assert_eq!(slots.take(ip("10.9.9.9")).err(), Some(Refused::Total));
+        drop(held);
+        let open = slots.lock();
+        assert_eq!(open.total, 0);
+        assert!(open.per_client.is_empty());
+    }
+
+    #[test]
+    fn a_trusted_proxy_counts_only_toward_the_total() {
+        let slots = slots(10, 1, &["10.9.9.9"]);
+        let _a = slots.take(ip("10.9.9.9")).unwrap();
+        let _b = slots.take(ip("10.9.9.9")).unwrap();
+        let _c = slots.take(ip("10.0.0.1")).unwrap();
+        assert_eq!(slots.take(ip("10.0.0.1")).err(), Some(Refused::PerIp));
+    }
+
+    #[test]
+    fn an_ipv6_client_is_its_64() {
+        let slots = slots(10, 1, &[]);
+        let _a = slots.take(ip("2001:db8:1:2::1")).unwrap();
+        assert_eq!(
+            slots.take(ip("2001:db8:1:2:ffff::9")).err(),
+            Some(Refused::PerIp)
+        );
+        let _b = slots.take(ip("2001:db8:1:3::1")).unwrap();
+    }
+
+    /// Timers that fire when the test says, and how many were started.
+    #[derive(Default)]
+    struct ManualTimers {
+        fired: watch::Sender<u64>,
+        started: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ManualTimers {
+        /// A timer that fires at the next [`Self::fire`].
+        fn timer(&self) -> impl Future<Output = ()> + use<> {
+            self.started
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let mut fired = self.fired.subscribe();
+            let at = *fired.borrow_and_update();
+            async move {
+                let _ = fired.wait_for(|now| *now > at).await;
+            }
+        }
+
+        fn fire(&self) {
+            self.fired.send_modify(|n| *n += 1);
+        }
+
+        fn started(&self) -> usize {
+            self.started.load(std::sync::atomic::Ordering::SeqCst)
+        }
+    }
+
+    #[test]
+    fn idle_counts_from_the_end_of_the_last_request() {
+        use futures::FutureExt;
+        let activity = Activity::default();
+        let timers = ManualTimers::default();
+        let request = activity.begin();
+        let idle = activity.idle_after(|| timers.timer());
+        futures::pin_mut!(idle);
+        assert!(idle.as_mut().now_or_never().is_none());
+        // No idle timer runs while a request is in flight, however long it takes.
+        assert_eq!(timers.started(), 0);
+        timers.fire();
+        assert!(idle.as_mut().now_or_never().is_none());
+        drop(request);
+        assert!(idle.as_mut().now_or_never().is_none());
+        assert_eq!(timers.started(), 1);
+        timers.fire();
+        assert_eq!(idle.now_or_never(), Some(()));
+    }
+
+    #[test]
+    fn a_new_request_restarts_the_idle_timer() {
+        use futures::FutureExt;
+        let activity = Activity::default();
+        let timers = ManualTimers::default();
+        let idle = activity.idle_after(|| timers.timer());
+        futures::pin_mut!(idle);
+        assert!(idle.as_mut().now_or_never().is_none());
+        assert_eq!(timers.started(), 1);
+        drop(activity.begin());
+        assert!(idle.as_mut().now_or_never().is_none());
+        assert_eq!(timers.started(), 2, "the request restarted the timer");
+        timers.fire();
+        assert_eq!(idle.now_or_never(), Some(()));
+    }
 }

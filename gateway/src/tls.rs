@@ -35,15 +35,5 @@ pub fn server_config(config: &TlsConfig) -> Result<Arc<rustls::ServerConfig>, Tl
 
 /// The subject CN of the client's (already verified) leaf certificate, if it sent one.
 pub fn client_cert(connection: &rustls::ServerConnection) -> Option<ClientCert> {
-    let leaf = connection.peer_certificates()?.first()?;
-    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
-    let subject = parsed.subject();
-    let common_name = subject
-        .iter_common_name()
-        .next()
-        .and_then(|cn| cn.as_str().ok())
-        .map(str::to_owned);
-    Some(ClientCert {
-        subject: common_name.unwrap_or_else(|| subject.to_string()),
-    })
+    headwater_tls::peer_subject(connection).map(|subject| ClientCert { subject })
 }

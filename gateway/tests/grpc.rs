@@ -38,6 +38,7 @@ fn keyed() -> GatewayConfig {
                 sha256: headwater_gateway::auth::hash_key("grpc-key"),
                 disabled: false,
             }],
+            ..AuthConfig::default()
         },
         ..GatewayConfig::default()
     }

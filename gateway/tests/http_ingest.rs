@@ -259,6 +259,7 @@ fn keyed_config() -> GatewayConfig {
                     disabled: true,
                 },
             ],
+            ..AuthConfig::default()
         },
         ..GatewayConfig::default()
     }

@@ -30,6 +30,7 @@ fn tls_config(dir: &Path, require: bool) -> GatewayConfig {
                 sha256: headwater_gateway::auth::hash_key("k"),
                 disabled: false,
             }],
+            ..AuthConfig::default()
         },
         ..GatewayConfig::default()
     }

@@ -4,11 +4,13 @@
 //! its kind's defaults at the YAML level and deserializes the result once.
 
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use headwater_log::Log;
-use serde::de::DeserializeOwned;
+use headwater_log::client_config::{RedactedMap, is_secret_key, redact_quoted};
+use serde::de::{DeserializeOwned, Error as _};
 use serde::{Deserialize, Serialize};
 use yaml_serde::{Mapping, Value};
 
@@ -164,9 +166,14 @@ fn merged<C: KindConfig>(
     deep_merge(&mut base, entry);
     serde_path_to_error::deserialize(Value::Mapping(base)).map_err(|e| {
         let path = e.path().to_string();
+        let mut source = e.into_inner();
+        if path.split(['.', '[']).any(is_secret_key) {
+            // serde quotes the value (``invalid type: integer `8675309` ``): it may be the secret.
+            source = yaml_serde::Error::custom(redact_quoted(&source.to_string()));
+        }
         ConfigError::Parse {
             key: (path != ".").then_some(path),
-            source: e.into_inner(),
+            source,
         }
     })
 }
@@ -239,12 +246,83 @@ pub struct SinksConfig {
     pub kafka: KafkaDefaults,
 }
 
-/// The external Kafka cluster topic sinks use unless they name their own.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+/// The external Kafka cluster topic sinks use unless they name their own. Its `Debug` redacts
+/// the values of secret `options` (`sasl.password`, …).
+#[derive(Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct KafkaDefaults {
     /// `bootstrap.servers`. Default empty: topic sinks write to the internal log.
     pub brokers: String,
     /// Extra librdkafka producer properties (security, SASL…). Default none.
     pub options: BTreeMap<String, String>,
+}
+
+impl fmt::Debug for KafkaDefaults {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KafkaDefaults")
+            .field("brokers", &self.brokers)
+            .field("options", &RedactedMap(&self.options))
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error_chain;
+
+    fn entry(yaml: &str) -> Value {
+        yaml_serde::from_str(yaml).expect("yaml")
+    }
+
+    #[test]
+    fn kafka_defaults_debug_redacts_secret_options() {
+        let mut kafka = KafkaDefaults {
+            brokers: "kafka:9092".to_owned(),
+            ..KafkaDefaults::default()
+        };
+        kafka
+            .options
+            .insert("sasl.password".to_owned(), "hunter2".to_owned());
+        kafka
+            .options
+            .insert("sasl.username".to_owned(), "router".to_owned());
+        let shown = format!(
+            "{:?}",
+            SinksConfig {
+                kafka,
+                ..SinksConfig::default()
+            }
+        );
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(r#""sasl.password": <redacted>"#), "{shown}");
+        assert!(shown.contains(r#""sasl.username": "router""#), "{shown}");
+        assert!(shown.contains(r#"brokers: "kafka:9092""#), "{shown}");
+    }
+
+    #[test]
+    fn errors_at_secret_keys_do_not_quote_the_value() {
+        let defaults = SinksConfig::default();
+        let cases = [
+            "{type: elasticsearch, url: 'http://es:9200', username: u, password: 8675309}",
+            "{type: elasticsearch, url: 'http://es:9200', api_key: 8675309}",
+            "{type: topic, topic: t, options: {sasl.password: 8675309}}",
+            "{type: s3, bucket: b, secret_access_key: 8675309}",
+        ];
+        for yaml in cases {
+            let error = SinkConfig::from_entry(&entry(yaml), &defaults).expect_err(yaml);
+            let shown = error_chain(&error);
+            assert!(!shown.contains("8675309"), "{shown}");
+            assert!(shown.contains("<redacted>"), "{shown}");
+        }
+    }
+
+    #[test]
+    fn errors_at_other_keys_still_quote_the_value() {
+        let yaml = "{type: elasticsearch, url: 'http://es:9200', gzip: 8675309}";
+        let error = SinkConfig::from_entry(&entry(yaml), &SinksConfig::default()).expect_err(yaml);
+        let shown = error_chain(&error);
+        assert!(shown.contains("invalid `gzip`"), "{shown}");
+        assert!(shown.contains("8675309"), "{shown}");
+    }
 }

@@ -7,8 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{batch, event, service, unique};
+use headwater_sinks::elasticsearch::document_id;
 use headwater_sinks::{
-    Batch, ElasticsearchConfig, ElasticsearchSink, Sink, SinkError, error_chain,
+    Batch, ElasticsearchConfig, ElasticsearchSink, OutEvent, Sink, SinkError, error_chain,
 };
 use serde_json::{Value, json};
 
@@ -38,6 +39,26 @@ async fn refresh_and_count(index: &str) -> u64 {
     count["count"].as_u64().unwrap_or_else(|| panic!("{count}"))
 }
 
+/// The batch of `events`/3 holding `events`, for `route`.
+fn batch_of(route: &str, events: Vec<OutEvent>) -> Batch {
+    Batch {
+        route: Arc::from(route),
+        topic: Arc::from("events"),
+        partition: 3,
+        first_offset: events.first().map_or(0, |e| e.offset),
+        last_offset: events.last().map_or(0, |e| e.offset),
+        events,
+    }
+}
+
+/// The same event (id, source, payload) as sent by `tenant`.
+fn as_tenant(offset: i64, tenant: &str) -> OutEvent {
+    let mut e = event(offset, "01HWSAMEID", r#"{"title_id":"t1"}"#);
+    e.envelope.source = "tv-42".to_owned();
+    e.envelope.tenant = tenant.to_owned();
+    e
+}
+
 #[tokio::test]
 async fn documents_are_indexed_once_by_event_id() {
     let prefix = unique("hwtest");
@@ -50,7 +71,9 @@ async fn documents_are_indexed_once_by_event_id() {
 
     let index = format!("{prefix}-playback.start-2023.11.14");
     assert_eq!(refresh_and_count(&index).await, 40);
-    let doc = get(&format!("{index}/_doc/{}", b.events[7].envelope.id)).await;
+    let id = document_id(&b.events[7].envelope).expect("an id");
+    assert_eq!(id, format!("4:acme:8:device-3:{}", b.events[7].envelope.id));
+    let doc = get(&format!("{index}/_doc/{id}")).await;
     assert_eq!(doc["found"], json!(true), "{doc}");
     assert_eq!(doc["_source"]["payload"]["title_id"], json!("t7"));
     assert_eq!(doc["_source"]["source"], json!("device-3"));
@@ -58,6 +81,48 @@ async fn documents_are_indexed_once_by_event_id() {
     // Sent again after a crash: same ids, no duplicates.
     assert!(sink.send(b).await.expect("resend").is_complete());
     assert_eq!(refresh_and_count(&index).await, 40);
+}
+
+#[tokio::test]
+async fn two_tenants_with_the_same_event_id_and_source_both_land() {
+    // One shared index (the default pattern has no `{tenant}`): the `_id` keeps them apart.
+    let index = unique("hwtest-tenants");
+    let sink = ElasticsearchSink::new(&config(&index)).expect("sink");
+    let b = batch_of("search", vec![as_tenant(0, "acme"), as_tenant(1, "globex")]);
+    assert!(sink.send(b.clone()).await.expect("send").is_complete());
+    assert_eq!(refresh_and_count(&index).await, 2);
+    for e in &b.events {
+        let id = document_id(&e.envelope).expect("an id");
+        let doc = get(&format!("{index}/_doc/{id}")).await;
+        assert_eq!(doc["found"], json!(true), "{doc}");
+        assert_eq!(doc["_source"]["tenant"], json!(e.envelope.tenant));
+    }
+
+    // Re-delivered (e.g. after a crash), in any order: each overwrites itself only.
+    let again = batch_of("search", b.events.iter().rev().cloned().collect());
+    assert!(sink.send(again).await.expect("resend").is_complete());
+    assert_eq!(refresh_and_count(&index).await, 2);
+}
+
+#[tokio::test]
+async fn tenant_placeholder_gives_each_tenant_its_index() {
+    let prefix = unique("hwtest-tidx");
+    let sink = ElasticsearchSink::new(&config(&format!("{prefix}-{{tenant}}"))).expect("sink");
+    let b = batch_of(
+        "search",
+        vec![
+            as_tenant(0, "Acme"),
+            as_tenant(1, "globex"),
+            as_tenant(2, "globex"),
+            as_tenant(3, ""),
+        ],
+    );
+    let delivery = sink.send(b).await.expect("send");
+    assert!(delivery.is_complete(), "{delivery:?}");
+    // globex's two copies of one event are one document; no tenant is the `default` tenant.
+    assert_eq!(refresh_and_count(&format!("{prefix}-acme")).await, 1);
+    assert_eq!(refresh_and_count(&format!("{prefix}-globex")).await, 1);
+    assert_eq!(refresh_and_count(&format!("{prefix}-default")).await, 1);
 }
 
 #[tokio::test]

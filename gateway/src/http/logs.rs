@@ -1,5 +1,5 @@
 //! `POST /v1/logs`: OTLP/HTTP logs, a protobuf or JSON `ExportLogsServiceRequest`, answered
-//! in the same encoding; each log record becomes an event (`otlp::decode_request`).
+//! in the same encoding; each log record becomes an event (`otlp::decode`).
 
 use std::time::Instant;
 
@@ -7,9 +7,7 @@ use axum::Json;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 
 use super::AppState;
 use super::intake::{self, BodyKind};
@@ -39,19 +37,16 @@ async fn ingest(
     request: Request,
 ) -> Result<(BodyKind, ExportLogsServiceResponse), IngestError> {
     let (meta, kind, bytes) = intake::admit_and_read(collector, request).await?;
-    let export: ExportLogsServiceRequest = match kind {
-        BodyKind::Protobuf => prost::Message::decode(bytes)
-            .map_err(|e| IngestError::Malformed(format!("OTLP protobuf: {e}")))?,
-        BodyKind::Json => serde_json::from_slice(&bytes)
-            .map_err(|e| IngestError::Malformed(format!("OTLP JSON: {e}")))?,
+    let encoding = match kind {
+        BodyKind::Protobuf => otlp::Encoding::Protobuf,
+        BodyKind::Json => otlp::Encoding::Json,
         BodyKind::Ndjson => {
             return Err(IngestError::UnsupportedType(
                 "application/x-ndjson".to_owned(),
             ));
         }
     };
-    let max = collector.limits.max_events_per_batch as usize;
-    let decoded = otlp::decode_request(export, &collector.otlp_default_type, max)?;
+    let decoded = otlp::decode(collector, bytes, encoding).await?;
     tracing::Span::current().record("batch_size", decoded.len());
     let report = collector.publish(&meta, decoded).await?;
     Ok((kind, otlp::response(&report)))

@@ -1,13 +1,15 @@
 //! The HTTP surface, assembled by [`app`]: the operational endpoints ([`ops`]), the schema
 //! API ([`schemas_api`]), the two ingest routes ([`events`], [`logs`]) sharing their intake
-//! steps ([`intake`]), and the request metrics layer ([`metrics_layer`]). Every error status
-//! is chosen in `crate::error`.
+//! steps ([`intake`]), the optional ops key in front of `/metrics` and the schema API
+//! ([`ops_auth`]), and the request metrics layer ([`metrics_layer`]). Every error status is
+//! chosen in `crate::error`.
 
 mod events;
 mod intake;
 mod logs;
 mod metrics_layer;
 mod ops;
+mod ops_auth;
 mod schemas_api;
 #[cfg(test)]
 mod tests;
@@ -27,7 +29,7 @@ use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::collector::Collector;
-use crate::config::GatewayConfig;
+use crate::config::{AuthConfig, GatewayConfig};
 use crate::error::IngestError;
 use crate::registry::SchemaRegistry;
 
@@ -71,19 +73,37 @@ impl axum::extract::FromRef<AppState> for OpsState {
     }
 }
 
-/// Only `/healthz`, `/readyz` and `/metrics`, for parts that take no events over HTTP.
+/// Only `/healthz`, `/readyz` and `/metrics`, for parts that take no events over HTTP, all
+/// open; [`ops_app_with_auth`] puts `/metrics` behind `gateway.auth.ops_keys`.
 pub fn ops_app(state: OpsState) -> Router {
-    ops::routes()
+    ops_app_with_auth(state, &AuthConfig::default())
+}
+
+/// [`ops_app`] with `/metrics` behind the ops keys of `auth` when it has any.
+pub fn ops_app_with_auth(state: OpsState, auth: &AuthConfig) -> Router {
+    let state = OpsState {
+        readiness: ops::CachedReadiness::wrap(state.readiness),
+        ..state
+    };
+    ops_auth::guard(ops::metrics_route(), auth)
+        .merge(ops::probes())
         .with_state(state)
         .layer(middleware::from_fn(metrics_layer::record_metrics))
         .layer(TraceLayer::new_for_http())
 }
 
 /// Builds the gateway's router: `/healthz`, `/readyz`, `/metrics`, the schema API and the
-/// ingest endpoints (HTTP and gRPC). Layers, outermost first: trace, timeout
+/// ingest endpoints (HTTP and gRPC); `/metrics` and the schema API behind
+/// `gateway.auth.ops_keys` when any is configured. Layers, outermost first: trace, timeout
 /// (`request_timeout_ms`), request metrics, then, on ingest only, load shedding over a
-/// concurrency limit (`max_concurrent_requests`).
+/// concurrency limit (`max_concurrent_requests`). `/readyz` reuses a probe's answer for a
+/// second; the configured tenants are the values the `tenant` metric label may take.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
+    crate::metrics::admit_tenants(state.collector.auth.tenants());
+    let state = AppState {
+        readiness: ops::CachedReadiness::wrap(state.readiness),
+        ..state
+    };
     let max_in_flight =
         usize::try_from(config.limits.max_concurrent_requests).unwrap_or(usize::MAX);
     let ingest = Router::new()
@@ -97,8 +117,9 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
                 .load_shed()
                 .concurrency_limit(max_in_flight),
         );
-    schemas_api::routes()
-        .merge(ops::routes())
+    let ops_reads = schemas_api::routes().merge(ops::metrics_route());
+    ops_auth::guard(ops_reads, &config.auth)
+        .merge(ops::probes())
         .with_state(state)
         .merge(ingest)
         .layer(middleware::from_fn(metrics_layer::record_metrics))

@@ -1,4 +1,5 @@
-//! The HTTP surface through `app()` and `oneshot`: ops endpoints, metrics, both ingest routes.
+//! The HTTP surface through `app()` and `oneshot`: ops endpoints, metrics, the ops keys, both
+//! ingest routes.
 
 use super::*;
 use axum::body::Body;
@@ -17,7 +18,14 @@ impl Readiness for Fixed {
 }
 
 fn test_app(ready: Result<(), String>) -> Router {
-    let config = GatewayConfig::default();
+    app_with(ready, GatewayConfig::default(), None)
+}
+
+fn app_with(
+    ready: Result<(), String>,
+    config: GatewayConfig,
+    schemas: Option<Arc<SchemaRegistry>>,
+) -> Router {
     let collector = Collector::new(crate::collector::CollectorParts {
         config: config.clone(),
         log: Arc::new(headwater_log::MemoryLog::default()),
@@ -30,7 +38,7 @@ fn test_app(ready: Result<(), String>) -> Router {
         metrics: crate::metrics::install(),
         readiness: Arc::new(Fixed(ready)),
         collector: Arc::new(collector),
-        schemas: None,
+        schemas,
     };
     app(state, &config)
 }
@@ -135,4 +143,284 @@ async fn otlp_json_with_no_records_is_answered_in_json() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+const OPS_KEY: &str = "ops-key-1";
+
+/// A gateway with one ops key (and one tenant key, which is no ops key) and the shipped schemas.
+fn ops_guarded_app() -> Router {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/events");
+    let registry = SchemaRegistry::load(&shipped, headwater_schemas::LoadOptions::default())
+        .expect("the shipped schemas load");
+    let mut config = GatewayConfig::default();
+    config.auth.keys.push(crate::config::ApiKey {
+        tenant: "acme".into(),
+        sha256: crate::auth::hash_key("tenant-key"),
+        disabled: false,
+    });
+    config.auth.ops_keys = vec![
+        crate::auth::hash_key("another-ops-key"),
+        crate::auth::hash_key(OPS_KEY).to_uppercase(),
+    ];
+    app_with(Ok(()), config, Some(Arc::new(registry)))
+}
+
+async fn get_with(app: Router, path: &str, header: Option<(&str, &str)>) -> (StatusCode, String) {
+    let mut request = Request::get(path);
+    if let Some((name, value)) = header {
+        request = request.header(name, value);
+    }
+    let response = app
+        .oneshot(request.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+const OPS_READS: &[&str] = &[
+    "/metrics",
+    "/v1/schemas",
+    "/v1/schemas/playback.start/versions/1",
+];
+
+#[tokio::test]
+async fn without_ops_keys_metrics_and_schemas_are_open() {
+    let mut config = GatewayConfig::default();
+    config.auth.keys.push(crate::config::ApiKey {
+        tenant: "acme".into(),
+        sha256: crate::auth::hash_key("tenant-key"),
+        disabled: false,
+    });
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/events");
+    let registry =
+        SchemaRegistry::load(&shipped, headwater_schemas::LoadOptions::default()).unwrap();
+    let app = app_with(Ok(()), config, Some(Arc::new(registry)));
+    for path in OPS_READS {
+        let (status, body) = get_with(app.clone(), path, None).await;
+        assert_eq!(status, StatusCode::OK, "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn ops_reads_without_a_key_are_401() {
+    let app = ops_guarded_app();
+    for path in OPS_READS {
+        let (status, body) = get_with(app.clone(), path, None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{path}: {body}");
+        assert!(body.contains("missing API key"), "{path}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn ops_reads_with_a_wrong_key_are_refused() {
+    let app = ops_guarded_app();
+    for path in OPS_READS {
+        for header in [
+            ("authorization", "Bearer not-the-key"),
+            ("x-api-key", "ops-key-"),
+            // A tenant's ingest key is no ops key.
+            ("x-api-key", "tenant-key"),
+            // The digest itself is not the key.
+            ("authorization", "Bearer 0000"),
+        ] {
+            let (status, body) = get_with(app.clone(), path, Some(header)).await;
+            assert_eq!(
+                status,
+                StatusCode::UNAUTHORIZED,
+                "{path} {header:?}: {body}"
+            );
+            assert!(body.contains("unknown API key"), "{path}: {body}");
+            assert!(!body.contains("headwater_"), "{path}: {body}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn ops_reads_with_an_ops_key_are_served() {
+    let app = ops_guarded_app();
+    let bearer = format!("Bearer {OPS_KEY}");
+    for header in [("authorization", bearer.as_str()), ("x-api-key", OPS_KEY)] {
+        let (status, body) = get_with(app.clone(), "/metrics", Some(header)).await;
+        assert_eq!(status, StatusCode::OK, "{header:?}: {body}");
+        assert!(body.contains("headwater_build_info"), "{body}");
+        let (status, body) = get_with(app.clone(), "/v1/schemas", Some(header)).await;
+        assert_eq!(status, StatusCode::OK, "{header:?}: {body}");
+        assert!(body.contains("playback.start"), "{body}");
+        let path = "/v1/schemas/playback.start/versions/1";
+        let (status, body) = get_with(app.clone(), path, Some(header)).await;
+        assert_eq!(status, StatusCode::OK, "{header:?}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn probes_stay_open_behind_ops_keys() {
+    let app = ops_guarded_app();
+    let (status, body) = get_with(app.clone(), "/healthz", None).await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+    let (status, _) = get_with(app.clone(), "/readyz", None).await;
+    assert_eq!(status, StatusCode::OK);
+    // Ingest still takes the tenant's key, not an ops key.
+    let response = app
+        .oneshot(
+            Request::post("/v1/events")
+                .header("content-type", "application/json")
+                .header("x-api-key", OPS_KEY)
+                .body(Body::from("[]"))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn the_ops_app_guards_metrics_but_not_the_probes() {
+    let state = OpsState {
+        metrics: crate::metrics::install(),
+        readiness: Arc::new(Fixed(Ok(()))),
+    };
+    let auth = crate::config::AuthConfig {
+        ops_keys: vec![crate::auth::hash_key(OPS_KEY)],
+        ..crate::config::AuthConfig::default()
+    };
+    let guarded = ops_app_with_auth(state.clone(), &auth);
+    let (status, _) = get_with(guarded.clone(), "/metrics", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get_with(guarded.clone(), "/metrics", Some(("x-api-key", "nope"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get_with(guarded.clone(), "/metrics", Some(("x-api-key", OPS_KEY))).await;
+    assert_eq!(status, StatusCode::OK);
+    for probe in ["/healthz", "/readyz"] {
+        let (status, _) = get_with(guarded.clone(), probe, None).await;
+        assert_eq!(status, StatusCode::OK, "{probe}");
+    }
+    let (status, _) = get_with(ops_app(state), "/metrics", None).await;
+    assert_eq!(status, StatusCode::OK, "ops_app stays open");
+}
+
+/// A readiness probe that counts its calls and answers `answer` once the test opens `gate`.
+struct Gated {
+    calls: std::sync::atomic::AtomicUsize,
+    gate: tokio::sync::watch::Sender<bool>,
+    answer: Result<(), String>,
+}
+
+impl Gated {
+    fn new(answer: Result<(), String>) -> Arc<Self> {
+        Arc::new(Self {
+            calls: Default::default(),
+            gate: tokio::sync::watch::channel(false).0,
+            answer,
+        })
+    }
+
+    fn calls(&self) -> usize {
+        self.calls.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Readiness for Gated {
+    fn check(&self) -> ReadinessFuture<'_> {
+        self.calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut gate = self.gate.subscribe();
+        Box::pin(async move {
+            let _ = gate.wait_for(|open| *open).await;
+            self.answer.clone()
+        })
+    }
+}
+
+/// `n` concurrent `/readyz` calls on `app` while `probe` holds its first answer back; the
+/// statuses once it answers.
+async fn concurrent_readyz(app: Router, probe: &Gated, n: usize) -> Vec<StatusCode> {
+    let calls = futures::future::join_all((0..n).map(|_| get_text(app.clone(), "/readyz")));
+    // `join!` polls the calls first: every one is waiting when the gate opens.
+    let open = async {
+        probe.gate.send_replace(true);
+    };
+    let (answers, ()) = tokio::join!(calls, open);
+    answers.into_iter().map(|(status, _)| status).collect()
+}
+
+#[tokio::test]
+async fn a_flood_of_readyz_costs_one_probe() {
+    let probe = Gated::new(Ok(()));
+    let state = OpsState {
+        metrics: crate::metrics::install(),
+        readiness: probe.clone(),
+    };
+    let app = ops_app(state);
+    let statuses = concurrent_readyz(app.clone(), &probe, 50).await;
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(probe.calls(), 1, "one probe for 50 concurrent calls");
+    let (status, _) = get_text(app, "/readyz").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        probe.calls(),
+        1,
+        "a call within the second reuses the answer"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_probe_is_shared_by_concurrent_callers_of_the_gateway() {
+    let probe = Gated::new(Err("disk full".into()));
+    let collector = Collector::new(crate::collector::CollectorParts {
+        config: GatewayConfig::default(),
+        log: Arc::new(headwater_log::MemoryLog::default()),
+        validator: Arc::new(crate::validate::AcceptAll {
+            topic: "events".into(),
+        }),
+        dlq_topic: "events.dlq".into(),
+    });
+    let state = AppState {
+        metrics: crate::metrics::install(),
+        readiness: probe.clone(),
+        collector: Arc::new(collector),
+        schemas: None,
+    };
+    let app = app(state, &GatewayConfig::default());
+    let statuses = concurrent_readyz(app.clone(), &probe, 50).await;
+    assert!(
+        statuses
+            .iter()
+            .all(|s| *s == StatusCode::SERVICE_UNAVAILABLE),
+        "{statuses:?}"
+    );
+    assert_eq!(probe.calls(), 1, "one probe for 50 concurrent calls");
+    let (status, body) = get_text(app, "/readyz").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(body.contains("disk full"), "{body}");
+    assert_eq!(
+        probe.calls(),
+        1,
+        "a call within the second reuses the answer"
+    );
+}
+
+#[tokio::test]
+async fn custom_methods_are_counted_as_other() {
+    let app = test_app(Ok(()));
+    for n in 1..=200 {
+        let request = Request::builder()
+            .method(format!("X{n}-CUSTOM").as_str())
+            .uri("/healthz")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+    let (_, text) = get_text(app, "/metrics").await;
+    assert!(!text.contains("-CUSTOM"), "{text}");
+    assert!(
+        text.contains(
+            "headwater_http_requests_total{method=\"other\",path=\"/healthz\",status=\"405\"}"
+        ),
+        "{text}"
+    );
 }

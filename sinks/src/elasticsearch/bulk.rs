@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde::de::IgnoredAny;
 
 use crate::OutEvent;
-use crate::elasticsearch::IndexPattern;
+use crate::elasticsearch::{IndexPattern, document_id};
 
 /// The NDJSON of a whole batch; item `i` is `body[items[i].clone()]`.
 pub struct BulkBody {
@@ -18,8 +18,9 @@ pub struct BulkBody {
 }
 
 impl BulkBody {
-    /// Encodes every event as `{"index":{"_index":..,"_id":..}}\n{envelope}\n`. Events without
-    /// an id get one from Elasticsearch (then a re-send can duplicate them).
+    /// Encodes every event as `{"index":{"_index":..,"_id":..}}\n{envelope}\n`, the `_id` from
+    /// [`document_id`] (tenant, source and event id). Events without an id get one from
+    /// Elasticsearch (then a re-send can duplicate them).
     pub fn encode(
         route: &str,
         pattern: &IndexPattern,
@@ -30,11 +31,14 @@ impl BulkBody {
         for event in events {
             let start = body.len();
             let index = pattern.render(route, &event.envelope);
-            let id = (!event.envelope.id.is_empty()).then_some(event.envelope.id.as_str());
+            let id = document_id(&event.envelope);
             serde_json::to_writer(
                 &mut body,
                 &Action {
-                    index: ActionMeta { index: &index, id },
+                    index: ActionMeta {
+                        index: &index,
+                        id: id.as_deref(),
+                    },
                 },
             )?;
             body.push(b'\n');
@@ -218,7 +222,10 @@ mod tests {
         let text = String::from_utf8(bulk.body.clone()).unwrap();
         let lines: Vec<_> = text.lines().collect();
         assert_eq!(lines.len(), 10);
-        assert_eq!(lines[0], r#"{"index":{"_index":"i-t","_id":"e0"}}"#);
+        assert_eq!(
+            lines[0],
+            r#"{"index":{"_index":"i-t","_id":"7:default:0::e0"}}"#
+        );
         assert_eq!(lines[2], r#"{"index":{"_index":"i-t"}}"#);
         assert!(lines[1].contains(r#""payload":{"a":1}"#));
         let one = bulk.items[0].len();

@@ -99,7 +99,10 @@ impl EsClient {
             return Ok((BulkReply::TooLarge, sent));
         }
         let response = success("_bulk", response).await?;
-        let bytes = response.bytes().await.map_err(EsError::ReadBody)?;
+        let bytes = response
+            .bytes()
+            .await
+            .map_err(|e| EsError::ReadBody(without_userinfo(e)))?;
         Ok((BulkReply::Ok(bytes), sent))
     }
 
@@ -135,10 +138,21 @@ fn with_tls(
 }
 
 async fn send(request: &'static str, builder: RequestBuilder) -> Result<Response, EsError> {
-    builder
-        .send()
-        .await
-        .map_err(|source| EsError::Request { request, source })
+    builder.send().await.map_err(|source| EsError::Request {
+        request,
+        source: without_userinfo(source),
+    })
+}
+
+/// `error` without the userinfo of its URL: reqwest's message ends in `for url (…)`, which
+/// would print a password written as `https://user:password@host`.
+fn without_userinfo(mut error: reqwest::Error) -> reqwest::Error {
+    if let Some(url) = error.url_mut() {
+        // Fails only for URLs that cannot have userinfo, which then have none to strip.
+        let _ = url.set_password(None);
+        let _ = url.set_username("");
+    }
+    error
 }
 
 /// The response if 2xx, else [`EsError::Status`] with the start of its body.
@@ -181,4 +195,43 @@ fn excerpt(mut text: String) -> String {
         text.push('…');
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn request_errors_do_not_print_the_url_password() {
+        // A port nothing listens on: bound, then dropped.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let config = ElasticsearchConfig {
+            url: format!("http://admin:hunter2@127.0.0.1:{port}"),
+            request_timeout_ms: 2_000,
+            ..ElasticsearchConfig::default()
+        };
+        let client = EsClient::new(&config).expect("client");
+        let error = client.health().await.expect_err("nothing listens");
+        let shown = crate::error_chain(&error);
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("127.0.0.1"), "{shown}");
+    }
+
+    #[test]
+    fn userinfo_is_stripped_from_an_error_url() {
+        let url = reqwest::Url::parse("http://admin:hunter2@search:9200/_bulk").expect("url");
+        let error = Client::new()
+            .get("http://[::1")
+            .build()
+            .expect_err("bad url")
+            .with_url(url);
+        assert!(error.to_string().contains("hunter2"), "{error}");
+        let shown = without_userinfo(error).to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(!shown.contains("admin"), "{shown}");
+        assert!(shown.contains("http://search:9200/_bulk"), "{shown}");
+    }
 }

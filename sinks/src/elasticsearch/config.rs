@@ -3,6 +3,10 @@
 //! retry settings: a failed `_bulk` request is classified and the router re-sends with its own
 //! backoff.
 
+use std::borrow::Cow;
+use std::fmt;
+
+use headwater_log::client_config::{REDACTED, RedactedStr};
 use serde::{Deserialize, Serialize};
 use yaml_serde::Value;
 
@@ -19,17 +23,21 @@ pub struct TlsConfig {
     pub insecure_skip_verify: bool,
 }
 
-/// `type: elasticsearch` (or `opensearch`): documents through `_bulk`, `_id` = event id.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `type: elasticsearch` (or `opensearch`): documents through `_bulk`, `_id` from tenant,
+/// source and event id ([`document_id`](crate::elasticsearch::document_id)). Its `Debug`
+/// redacts `password`, `api_key` and a password written in the `url`'s userinfo.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ElasticsearchConfig {
     /// Name for metrics and logs. Default empty (the label is `elasticsearch`).
     pub name: String,
     /// Base URL, e.g. `https://search:9200`. Required (the sink is off without it).
     pub url: String,
-    /// Index name pattern: `{type}`, `{route}`, `{tenant}` and a date from `received_at` in
-    /// UTC written with `yyyy`, `MM`, `dd`, `HH` (e.g. `{yyyy.MM.dd}`). Lowercased and made a
-    /// valid index name. Default `events-{type}-{yyyy.MM.dd}`.
+    /// Index name pattern: `{type}`, `{route}`, `{tenant}` (`default` when an event has none)
+    /// and a date from `received_at` in UTC written with `yyyy`, `MM`, `dd`, `HH` (e.g.
+    /// `{yyyy.MM.dd}`). Lowercased and made a valid index name. Default
+    /// `events-{type}-{yyyy.MM.dd}`: every tenant's documents in one index, apart by `_id`;
+    /// multi-tenant sites should add `{tenant}` (e.g. `events-{tenant}-{type}-{yyyy.MM.dd}`).
     pub index: String,
     /// Basic-auth user. Default empty.
     pub username: String,
@@ -64,6 +72,39 @@ impl Default for ElasticsearchConfig {
     }
 }
 
+impl fmt::Debug for ElasticsearchConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ElasticsearchConfig")
+            .field("name", &self.name)
+            .field("url", &redact_userinfo(&self.url))
+            .field("index", &self.index)
+            .field("username", &self.username)
+            .field("password", &RedactedStr(&self.password))
+            .field("api_key", &RedactedStr(&self.api_key))
+            .field("tls", &self.tls)
+            .field("gzip", &self.gzip)
+            .field("max_bulk_bytes", &self.max_bulk_bytes)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
+/// `url` with the password of its userinfo (`https://user:pass@host`) replaced by
+/// [`REDACTED`]; read as text, so a URL that does not parse is redacted too.
+pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let authority = &url[start..];
+    let authority = &authority[..authority.find(['/', '?', '#']).unwrap_or(authority.len())];
+    let Some(at) = authority.rfind('@') else {
+        return Cow::Borrowed(url);
+    };
+    let Some(colon) = authority[..at].find(':') else {
+        return Cow::Borrowed(url);
+    };
+    let (before, after) = (&url[..start + colon + 1], &url[start + at..]);
+    Cow::Owned(format!("{before}{REDACTED}{after}"))
+}
+
 impl KindConfig for ElasticsearchConfig {
     /// An entry with credentials of its own inherits none.
     const TOGETHER: Together = &[(
@@ -81,7 +122,8 @@ impl KindConfig for ElasticsearchConfig {
         } else if reqwest::Url::parse(&self.url).is_err()
             || !(self.url.starts_with("http://") || self.url.starts_with("https://"))
         {
-            problems.add("url", format!("`{}` is not an http(s) URL", self.url));
+            let url = redact_userinfo(&self.url);
+            problems.add("url", format!("`{url}` is not an http(s) URL"));
         }
         if let Err(e) = IndexPattern::parse(&self.index) {
             problems.add("index", e.to_string());
@@ -98,5 +140,64 @@ impl KindConfig for ElasticsearchConfig {
         if self.request_timeout_ms == 0 {
             problems.add("request_timeout_ms", "must be positive");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_password_the_api_key_and_the_url_password() {
+        let config = ElasticsearchConfig {
+            url: "https://admin:hunter2@search:9200".to_owned(),
+            username: "admin".to_owned(),
+            password: "s3cr3t".to_owned(),
+            api_key: "a2V5OnZhbHVl".to_owned(),
+            ..ElasticsearchConfig::default()
+        };
+        let shown = format!("{config:?}");
+        for secret in ["hunter2", "s3cr3t", "a2V5OnZhbHVl"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        assert!(shown.contains("password: <redacted>"), "{shown}");
+        assert!(shown.contains("api_key: <redacted>"), "{shown}");
+        assert!(
+            shown.contains(r#"url: "https://admin:<redacted>@search:9200""#),
+            "{shown}"
+        );
+        assert!(shown.contains(r#"username: "admin""#), "{shown}");
+        let unset = format!("{:?}", ElasticsearchConfig::default());
+        assert!(unset.contains(r#"password: """#), "{unset}");
+    }
+
+    #[test]
+    fn userinfo_passwords_are_redacted_in_any_url() {
+        assert_eq!(
+            redact_userinfo("http://u:p@h:9200/x@y"),
+            "http://u:<redacted>@h:9200/x@y"
+        );
+        assert_eq!(redact_userinfo("ftp://u:p:q@h"), "ftp://u:<redacted>@h");
+        assert_eq!(redact_userinfo("u:p@h"), "u:<redacted>@h");
+        assert_eq!(redact_userinfo("https://u@h:9200"), "https://u@h:9200");
+        assert_eq!(
+            redact_userinfo("https://h:9200/a:b@c"),
+            "https://h:9200/a:b@c"
+        );
+        assert_eq!(redact_userinfo(""), "");
+    }
+
+    #[test]
+    fn the_url_message_hides_the_password() {
+        let config = ElasticsearchConfig {
+            url: "ftp://admin:hunter2@search:9200".to_owned(),
+            ..ElasticsearchConfig::default()
+        };
+        let shown = crate::config::check(&config).unwrap_err().to_string();
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(
+            shown.contains("ftp://admin:<redacted>@search:9200"),
+            "{shown}"
+        );
     }
 }

@@ -3,6 +3,7 @@
 
 use headwater_schemas::Envelope;
 
+use crate::elasticsearch::tenant_of;
 use crate::time::UtcHour;
 
 /// Longest index name Elasticsearch accepts, in bytes.
@@ -54,9 +55,10 @@ pub enum IndexPatternError {
     EmptyPlaceholder(String),
 }
 
-/// A parsed index pattern: literal text, `{type}`, `{route}`, `{tenant}`, and dates from the
-/// event's `received_at` in UTC written with `yyyy`, `MM`, `dd`, `HH` and `.`, `-`, `_`
-/// between them (e.g. `{yyyy.MM.dd}`, `{yyyy-MM}`).
+/// A parsed index pattern: literal text, `{type}`, `{route}`, `{tenant}` (`hw.tenant`, or
+/// [`NO_TENANT`](crate::elasticsearch::NO_TENANT) when empty), and dates from the event's
+/// `received_at` in UTC written with `yyyy`, `MM`, `dd`, `HH` and `.`, `-`, `_` between them
+/// (e.g. `{yyyy.MM.dd}`, `{yyyy-MM}`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexPattern {
     pieces: Vec<Piece>,
@@ -99,7 +101,9 @@ impl IndexPattern {
         }
     }
 
-    /// The index of one event of `route`: rendered, lowercased, sanitized.
+    /// The index of one event of `route`: rendered, lowercased, sanitized. A name that starts
+    /// with a placeholder's value never starts with `.` (hidden and system indexes): only the
+    /// pattern's own literal text may put it there.
     pub fn render(&self, route: &str, envelope: &Envelope) -> String {
         let mut out = String::with_capacity(64);
         for piece in &self.pieces {
@@ -107,7 +111,7 @@ impl IndexPattern {
                 Piece::Lit(l) => out.push_str(l),
                 Piece::Type => push_clean(&mut out, &envelope.event_type),
                 Piece::Route => push_clean(&mut out, route),
-                Piece::Tenant => push_clean(&mut out, &envelope.tenant),
+                Piece::Tenant => push_clean(&mut out, tenant_of(envelope)),
                 Piece::Date(parts) => {
                     let t = UtcHour::from_epoch_ms(envelope.received_at);
                     for p in parts {
@@ -122,7 +126,8 @@ impl IndexPattern {
                 }
             }
         }
-        finish(out)
+        let literal_start = matches!(self.pieces.first(), Some(Piece::Lit(_)));
+        finish(out, literal_start)
     }
 }
 
@@ -173,8 +178,14 @@ fn push_clean(out: &mut String, value: &str) {
     }
 }
 
-fn finish(mut name: String) -> String {
-    let trimmed = name.trim_start_matches(['-', '_', '+']);
+/// Makes a rendered name valid: no leading `- _ +` (nor `.` unless the pattern's literal start
+/// put it there), not empty, `.` or `..`, at most [`MAX_INDEX_BYTES`].
+fn finish(mut name: String, literal_start: bool) -> String {
+    let trimmed = if literal_start {
+        name.trim_start_matches(['-', '_', '+'])
+    } else {
+        name.trim_start_matches(['-', '_', '+', '.'])
+    };
     if trimmed.len() != name.len() {
         name = trimmed.to_owned();
     }
@@ -225,6 +236,36 @@ mod tests {
         assert_eq!(p.render("r", &env("", "")), "headwater-unnamed");
         let long = "x".repeat(300);
         assert_eq!(p.render("r", &env(&long, "")).len(), 255);
+    }
+
+    #[test]
+    fn tenant_placeholder() {
+        let p = IndexPattern::parse("events-{tenant}-{yyyy.MM}").unwrap();
+        assert_eq!(p.render("r", &env("t", "acme")), "events-acme-2023.11");
+        assert_ne!(
+            p.render("r", &env("t", "acme")),
+            p.render("r", &env("t", "globex"))
+        );
+        // Without `hw.tenant`: the open-mode tenant, never an empty part.
+        assert_eq!(p.render("r", &env("t", "")), "events-default-2023.11");
+        // Lowercased; `\ / * ? " < > | , # :` and spaces become `_`.
+        assert_eq!(
+            p.render("r", &env("t", r#"Big Co\/*?"<>|,#:x"#)),
+            "events-big_co___________x-2023.11"
+        );
+        let p = IndexPattern::parse("{tenant}-logs").unwrap();
+        assert_eq!(p.render("r", &env("t", "Acme")), "acme-logs");
+        assert_eq!(p.render("r", &env("t", "")), "default-logs");
+        // A tenant cannot start the name with `- _ +` nor reach hidden/system `.` indexes.
+        for tenant in ["-x", "_x", "+x", ".x", "._-.x", "_.x"] {
+            assert_eq!(p.render("r", &env("t", tenant)), "x-logs", "{tenant}");
+        }
+        assert_eq!(p.render("r", &env("t", ".")), "logs");
+        let p = IndexPattern::parse("{tenant}").unwrap();
+        assert_eq!(p.render("r", &env("t", "..")), "headwater-unnamed");
+        // The operator's own literal may start with a dot.
+        let p = IndexPattern::parse(".hw-{tenant}").unwrap();
+        assert_eq!(p.render("r", &env("t", ".x")), ".hw-.x");
     }
 
     #[test]

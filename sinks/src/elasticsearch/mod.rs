@@ -1,11 +1,13 @@
-//! The Elasticsearch/OpenSearch sink: `_bulk` `index` actions with `_id` = event id (so a
-//! re-sent batch overwrites instead of duplicating), index names from a per-route pattern,
-//! gzip bodies, per-item results. Each request is sent once and its failure classified; the
-//! router owns retries.
+//! The Elasticsearch/OpenSearch sink: `_bulk` `index` actions with an `_id` made of tenant,
+//! source and event id (so a re-sent batch overwrites itself instead of duplicating, and one
+//! tenant never overwrites another's documents), index names from a per-route pattern, gzip
+//! bodies, per-item results. Each request is sent once and its failure classified; the router
+//! owns retries.
 
 mod bulk;
 mod client;
 mod config;
+mod doc_id;
 mod error;
 mod index;
 
@@ -18,6 +20,7 @@ use tracing::debug;
 
 pub use bulk::{BulkBody, BulkResponseError, ItemOutcome, parse_response};
 pub use config::{ElasticsearchConfig, TlsConfig};
+pub use doc_id::{MAX_ID_BYTES, NO_TENANT, document_id, tenant_of};
 pub use error::EsError;
 pub use index::{IndexPattern, IndexPatternError};
 

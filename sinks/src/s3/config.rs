@@ -1,6 +1,9 @@
 //! `type: s3`: the S3 sink's configuration (one routes.yaml entry, or the `sinks.s3` defaults
 //! of headwater.yaml), its defaults and its validation.
 
+use std::fmt;
+
+use headwater_log::client_config::RedactedStr;
 use serde::{Deserialize, Serialize};
 use yaml_serde::Value;
 
@@ -20,8 +23,8 @@ pub enum Compression {
 }
 
 /// `type: s3`: one NDJSON object per batch in a bucket, or in a local directory when no
-/// bucket is set.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// bucket is set. Its `Debug` redacts `secret_access_key` and `session_token`.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
     /// Name for metrics and logs. Default empty (the label is `s3`).
@@ -95,6 +98,33 @@ impl Default for S3Config {
     }
 }
 
+impl fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Config")
+            .field("name", &self.name)
+            .field("bucket", &self.bucket)
+            .field("local_dir", &self.local_dir)
+            .field("local_fsync", &self.local_fsync)
+            .field("prefix", &self.prefix)
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &RedactedStr(&self.secret_access_key))
+            .field("session_token", &RedactedStr(&self.session_token))
+            .field("path_style", &self.path_style)
+            .field("allow_http", &self.allow_http)
+            .field("compression", &self.compression)
+            .field("compression_level", &self.compression_level)
+            .field("multipart_threshold_bytes", &self.multipart_threshold_bytes)
+            .field("multipart_part_bytes", &self.multipart_part_bytes)
+            .field("multipart_concurrency", &self.multipart_concurrency)
+            .field("max_retries", &self.max_retries)
+            .field("retry_timeout_ms", &self.retry_timeout_ms)
+            .field("request_timeout_ms", &self.request_timeout_ms)
+            .finish()
+    }
+}
+
 impl KindConfig for S3Config {
     /// An entry naming its own `bucket` or `local_dir` chooses where it writes: it inherits
     /// neither.
@@ -134,5 +164,29 @@ impl KindConfig for S3Config {
         if !self.endpoint.is_empty() && !is_url(&self.endpoint) {
             problems.add("endpoint", "must be an http:// or https:// URL");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_the_secret_key_and_the_session_token() {
+        let config = S3Config {
+            access_key_id: "AKIDEXAMPLE".to_owned(),
+            secret_access_key: "s3cr3t".to_owned(),
+            session_token: "t0k3n".to_owned(),
+            ..S3Config::default()
+        };
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("s3cr3t") && !shown.contains("t0k3n"),
+            "{shown}"
+        );
+        assert!(shown.contains("secret_access_key: <redacted>"), "{shown}");
+        assert!(shown.contains(r#"access_key_id: "AKIDEXAMPLE""#), "{shown}");
+        let unset = format!("{:?}", S3Config::default());
+        assert!(unset.contains(r#"session_token: """#), "{unset}");
     }
 }

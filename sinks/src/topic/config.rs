@@ -2,14 +2,17 @@
 //! `sinks.kafka` defaults of headwater.yaml), its defaults and its validation.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
+use headwater_log::client_config::RedactedMap;
 use serde::{Deserialize, Serialize};
 use yaml_serde::Value;
 
 use crate::config::{KindConfig, Problems, SinksConfig, Together};
 
-/// `type: topic`: records into a topic, key preserved, envelope as `hw.*` headers.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `type: topic`: records into a topic, key preserved, envelope as `hw.*` headers. Its
+/// `Debug` redacts the values of secret `options` (`sasl.password`, …).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TopicConfig {
     /// Name for metrics and logs. Default empty (the label is `topic`).
@@ -40,6 +43,19 @@ impl Default for TopicConfig {
     }
 }
 
+impl fmt::Debug for TopicConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TopicConfig")
+            .field("name", &self.name)
+            .field("topic", &self.topic)
+            .field("brokers", &self.brokers)
+            .field("options", &RedactedMap(&self.options))
+            .field("message_timeout_ms", &self.message_timeout_ms)
+            .field("max_append_bytes", &self.max_append_bytes)
+            .finish()
+    }
+}
+
 impl KindConfig for TopicConfig {
     /// An entry naming its own cluster takes neither the default brokers nor their options.
     const TOGETHER: Together = &[(&["brokers"], &["brokers", "options"])];
@@ -65,5 +81,28 @@ impl KindConfig for TopicConfig {
                 problems.add(&format!("options.{key}"), "is set by the sink; remove it");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_redacts_secret_options() {
+        let mut config = TopicConfig {
+            topic: "mirror".to_owned(),
+            ..TopicConfig::default()
+        };
+        config
+            .options
+            .insert("sasl.password".to_owned(), "hunter2".to_owned());
+        config
+            .options
+            .insert("sasl.username".to_owned(), "router".to_owned());
+        let shown = format!("{config:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains(r#""sasl.password": <redacted>"#), "{shown}");
+        assert!(shown.contains(r#""sasl.username": "router""#), "{shown}");
     }
 }

@@ -1,0 +1,261 @@
+//! Unit tests of the body decoders: forms, bad elements, and the bounds on what a body may
+//! make the decoder build.
+
+use headwater_schemas::proto::v1::Batch;
+
+use super::*;
+
+fn events(decoded: &[Decoded]) -> Vec<&IncomingEvent> {
+    decoded
+        .iter()
+        .filter_map(|d| match d {
+            Decoded::Event(e) => Some(e),
+            Decoded::Bad { .. } => None,
+        })
+        .collect()
+}
+
+#[test]
+fn array_and_object_forms_keep_payload_bytes_as_sent() {
+    let body = Bytes::from_static(
+        br#"[{"id":"e1","type":"playback.start","version":1,"source":"tv-1","ts":5,"payload":{"title_id":"t", "position_ms":0}}]"#,
+    );
+    let decoded = decode_json(&body, 10).unwrap();
+    let event = events(&decoded)[0].clone();
+    assert_eq!(event.id.as_deref(), Some("e1"));
+    assert_eq!(event.version, Some(1));
+    assert_eq!(&event.payload[..], br#"{"title_id":"t", "position_ms":0}"#);
+    let body = Bytes::from_static(br#"{"events":[{"type":"a","source":"s","payload":[1,2]}]}"#);
+    let decoded = decode_json(&body, 10).unwrap();
+    assert_eq!(&events(&decoded)[0].payload[..], b"[1,2]");
+}
+
+#[test]
+fn bad_elements_are_reported_one_by_one() {
+    let body = Bytes::from_static(
+        br#"[{"type":"a","source":"s","payload":1}, 42, {"source":"s","payload":1}, {"type":"a","payload":1}, {"type":"a","source":"s"}]"#,
+    );
+    let decoded = decode_json(&body, 10).unwrap();
+    let reasons: Vec<String> = decoded
+        .iter()
+        .filter_map(|d| match d {
+            Decoded::Bad { reason, .. } => Some(reason.clone()),
+            Decoded::Event(_) => None,
+        })
+        .collect();
+    assert_eq!(reasons.len(), 4);
+    assert!(reasons[0].starts_with("not an event object"), "{reasons:?}");
+    assert_eq!(
+        &reasons[1..],
+        ["missing `type`", "missing `source`", "missing `payload`"]
+    );
+}
+
+#[test]
+fn malformed_json_is_a_malformed_body() {
+    for body in [
+        &b"[{\"type\":"[..],
+        b"hello",
+        b"",
+        b"{\"events\": 3}",
+        b"\xff\xfe",
+    ] {
+        let error = decode_json(&Bytes::copy_from_slice(body), 10).unwrap_err();
+        assert!(matches!(error, IngestError::Malformed(_)), "{error}");
+    }
+}
+
+#[test]
+fn ndjson_lines_decode_independently() {
+    let body = Bytes::from_static(b"{\"type\":\"a\",\"source\":\"s\",\"payload\":{}}\n\nnot json\n{\"type\":\"b\",\"source\":\"s\",\"payload\":2}\n");
+    let decoded = decode_ndjson(&body, 10).unwrap();
+    assert_eq!(decoded.len(), 3);
+    assert!(matches!(&decoded[1], Decoded::Bad { raw, .. } if &raw[..] == b"not json"));
+    assert_eq!(events(&decoded).len(), 2);
+}
+
+#[test]
+fn protobuf_batches_decode_and_truncated_ones_are_malformed() {
+    let batch = Batch {
+        events: vec![
+            ProtoEvent {
+                id: "p1".into(),
+                r#type: "device.telemetry".into(),
+                version: 1,
+                source: "tv-9".into(),
+                ts: 5,
+                payload: vec![8, 1],
+                payload_format: "protobuf".into(),
+                ..ProtoEvent::default()
+            },
+            ProtoEvent {
+                r#type: "x".into(),
+                payload_format: "yaml".into(),
+                source: "s".into(),
+                ..ProtoEvent::default()
+            },
+        ],
+    };
+    let bytes = Bytes::from(batch.encode_to_vec());
+    let decoded = decode_protobuf(&bytes, 10).unwrap();
+    let good = events(&decoded);
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0].format, PayloadFormat::Protobuf);
+    assert_eq!(&good[0].payload[..], &[8, 1]);
+    assert!(matches!(&decoded[1], Decoded::Bad { reason, .. } if reason.contains("yaml")));
+    let truncated = bytes.slice(..bytes.len() - 3);
+    assert!(matches!(
+        decode_protobuf(&truncated, 10),
+        Err(IngestError::Malformed(_))
+    ));
+}
+
+#[test]
+fn too_many_events_is_refused_before_decoding_them() {
+    let body = Bytes::from(format!("[{}]", ["1"; 11].join(",")));
+    assert!(matches!(
+        decode_json(&body, 10),
+        Err(IngestError::TooManyEvents {
+            count: 11,
+            limit: 10
+        })
+    ));
+}
+
+#[test]
+fn a_million_tiny_elements_are_counted_not_kept() {
+    let array = format!("[{}0]", "0,".repeat(999_999));
+    let object = format!("{{\"x\":[1],\"events\":{array},\"y\":2}}");
+    for body in [Bytes::from(array), Bytes::from(object)] {
+        assert!(matches!(
+            decode_json(&body, 10_000),
+            Err(IngestError::TooManyEvents {
+                count: 1_000_000,
+                limit: 10_000
+            })
+        ));
+    }
+    let lines = Bytes::from("{}\n".repeat(20_001));
+    assert!(matches!(
+        decode_ndjson(&lines, 20_000),
+        Err(IngestError::TooManyEvents {
+            count: 20_001,
+            limit: 20_000
+        })
+    ));
+    // At the limit, every element is kept.
+    let full = Bytes::from(format!("[{}0]", "0,".repeat(9_999)));
+    assert_eq!(decode_json(&full, 10_000).unwrap().len(), 10_000);
+}
+
+#[test]
+fn the_events_object_needs_exactly_one_events_array() {
+    for body in [
+        &br#"{"events":[],"events":[]}"#[..],
+        br#"{"other":[]}"#,
+        br#"{"events":[]} x"#,
+        br#"[1] [2]"#,
+    ] {
+        let error = decode_json(&Bytes::copy_from_slice(body), 10).unwrap_err();
+        assert!(matches!(error, IngestError::Malformed(_)), "{error}");
+    }
+}
+
+#[test]
+fn ten_million_empty_protobuf_events_are_refused_before_decoding() {
+    let bomb = Bytes::from([0x0a, 0x00].repeat(10_000_000));
+    assert!(matches!(
+        decode_protobuf(&bomb, 10_000),
+        Err(IngestError::TooManyEvents {
+            count: 10_000_000,
+            limit: 10_000
+        })
+    ));
+}
+
+fn proto_event(attributes: usize, value: &str) -> ProtoEvent {
+    ProtoEvent {
+        r#type: "a".into(),
+        source: "s".into(),
+        payload: b"{}".to_vec(),
+        attributes: (0..attributes)
+            .map(|i| (format!("k{i}"), value.to_owned()))
+            .collect(),
+        ..ProtoEvent::default()
+    }
+}
+
+/// A `Batch` of the given encoded events, byte for byte.
+fn batch_of(events: &[Vec<u8>]) -> Bytes {
+    let mut body = Vec::new();
+    for event in events {
+        prost::encoding::encode_key(1, prost::encoding::WireType::LengthDelimited, &mut body);
+        prost::encoding::encode_varint(event.len() as u64, &mut body);
+        body.extend_from_slice(event);
+    }
+    Bytes::from(body)
+}
+
+#[test]
+fn attributes_are_bounded_per_event_and_the_rest_of_the_batch_is_kept() {
+    let over_count = proto_event(MAX_ATTRIBUTES + 1, "v").encode_to_vec();
+    let body = batch_of(&[
+        proto_event(MAX_ATTRIBUTES, "v").encode_to_vec(),
+        over_count.clone(),
+        proto_event(2, &"x".repeat(MAX_ATTRIBUTE_BYTES)).encode_to_vec(),
+    ]);
+    let decoded = decode_protobuf(&body, 10).unwrap();
+    let Decoded::Event(first) = &decoded[0] else {
+        panic!("{:?}", decoded[0])
+    };
+    assert_eq!(first.attributes.len(), MAX_ATTRIBUTES);
+    assert!(
+        matches!(&decoded[1], Decoded::Bad { raw, reason } if reason == "65 attributes are over the limit of 64" && raw[..] == over_count[..]),
+        "{:?}",
+        decoded[1]
+    );
+    assert!(
+        matches!(&decoded[2], Decoded::Bad { reason, .. } if reason == "attributes of 16388 bytes are over the limit of 8192 bytes"),
+        "{:?}",
+        decoded[2]
+    );
+}
+
+#[test]
+fn an_event_that_is_not_an_event_is_one_bad_element() {
+    // The first event's bytes `08 80`: a varint cut short.
+    let body = batch_of(&[vec![0x08, 0x80], proto_event(0, "").encode_to_vec()]);
+    let decoded = decode_protobuf(&body, 10).unwrap();
+    assert!(
+        matches!(&decoded[0], Decoded::Bad { raw, reason } if raw[..] == [0x08, 0x80] && reason.starts_with("not a protobuf Event")),
+        "{:?}",
+        decoded[0]
+    );
+    assert!(matches!(&decoded[1], Decoded::Event(_)));
+}
+
+#[test]
+fn decoding_runs_on_the_blocking_pool_and_a_panic_is_resumed() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let here = std::thread::current().id();
+    let there = runtime
+        .block_on(off_workers(|| Ok(std::thread::current().id())))
+        .unwrap();
+    assert_ne!(here, there, "the runtime's one worker is this thread");
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(off_workers::<()>(|| panic!("decoder bug")))
+    }));
+    assert!(panicked.is_err());
+}
+
+#[test]
+fn parser_reasons_are_clipped() {
+    let body = Bytes::from(format!("[{{\"version\":\"{}\"}}]", "v".repeat(100_000)));
+    let decoded = decode_json(&body, 10).unwrap();
+    let Decoded::Bad { reason, .. } = &decoded[0] else {
+        panic!("{decoded:?}")
+    };
+    assert!(reason.len() <= MAX_REASON_BYTES + 3, "{}", reason.len());
+}
