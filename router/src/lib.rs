@@ -16,5 +16,5 @@ pub use error::RouterError;
 pub use rules::{RouteProblem, Routes, SinkSpec, check_routes, check_routes_with};
 pub use runtime::{
     DLQ_TOPIC, ORIGIN_HEADER, ROUTE_HEADER, Router, RouterHandle, RouterOptions, RouterParts,
-    SINK_HEADER, SinkFactory, load_routes, spawn_routes_watcher,
+    SINK_HEADER, SKIPPED_HEADER, SinkFactory, load_routes, spawn_routes_watcher,
 };

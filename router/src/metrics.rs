@@ -19,9 +19,13 @@ pub const EVENTS_FAILED_TOTAL: &str = "headwater_router_events_failed_total";
 /// Events appended to `router.dlq` (labels `route`, `sink`; sink `none` for records whose
 /// envelope could not be rebuilt).
 pub const EVENTS_DEAD_LETTERED_TOTAL: &str = "headwater_router_events_dead_lettered_total";
-/// Offsets skipped because retention removed them before the route read them
-/// (labels `route`, `topic`).
+/// Offsets a route never routed (labels `route`, `topic`, `reason`: `retention` when retention
+/// removed them before the route read them, `corrupt` when the log could not read them back
+/// and said where the next readable records start; each such range is also in `router.dlq`).
 pub const OFFSETS_SKIPPED_TOTAL: &str = "headwater_router_offsets_skipped_total";
+/// Reads of the log that failed and are retried at the same offset (labels `route`, `topic`):
+/// growing steadily, a route is stuck (e.g. on corrupt data with no known resume point).
+pub const READ_ERRORS_TOTAL: &str = "headwater_router_read_errors_total";
 /// Batches confirmed by a sink (labels `route`, `sink`).
 pub const BATCHES_TOTAL: &str = "headwater_router_batches_total";
 /// Time from handing a batch to a sink to its confirmation, retries included
@@ -50,7 +54,11 @@ pub fn describe() {
     describe_counter!(EVENTS_DEAD_LETTERED_TOTAL, "Events sent to router.dlq");
     describe_counter!(
         OFFSETS_SKIPPED_TOTAL,
-        "Offsets lost to retention before routing"
+        "Offsets never routed: removed by retention, or unreadable (corrupt)"
+    );
+    describe_counter!(
+        READ_ERRORS_TOTAL,
+        "Failed log reads, retried at the same offset"
     );
     describe_counter!(BATCHES_TOTAL, "Batches confirmed by a sink");
     describe_histogram!(
@@ -75,8 +83,12 @@ pub struct TaskMetrics {
     pub filtered: Counter,
     /// Sampled out.
     pub sampled_out: Counter,
-    /// Records skipped by retention.
+    /// Offsets skipped by retention.
     pub skipped: Counter,
+    /// Offsets skipped because the log could not read them back (corrupt).
+    pub unreadable: Counter,
+    /// Failed reads, retried.
+    pub read_errors: Counter,
     /// Dead-lettered because the envelope could not be rebuilt.
     pub undecodable: Counter,
     /// Consumer lag.
@@ -91,7 +103,9 @@ impl TaskMetrics {
             events_in: counter!(EVENTS_IN_TOTAL, "route" => r.clone(), "topic" => t.clone()),
             filtered: counter!(EVENTS_FILTERED_TOTAL, "route" => r.clone()),
             sampled_out: counter!(EVENTS_SAMPLED_OUT_TOTAL, "route" => r.clone()),
-            skipped: counter!(OFFSETS_SKIPPED_TOTAL, "route" => r.clone(), "topic" => t.clone()),
+            skipped: counter!(OFFSETS_SKIPPED_TOTAL, "route" => r.clone(), "topic" => t.clone(), "reason" => "retention"),
+            unreadable: counter!(OFFSETS_SKIPPED_TOTAL, "route" => r.clone(), "topic" => t.clone(), "reason" => "corrupt"),
+            read_errors: counter!(READ_ERRORS_TOTAL, "route" => r.clone(), "topic" => t.clone()),
             undecodable: counter!(EVENTS_DEAD_LETTERED_TOTAL, "route" => r.clone(), "sink" => "none"),
             lag: gauge!(CONSUMER_LAG, "route" => r, "topic" => t, "partition" => partition.to_string()),
         }

@@ -44,6 +44,14 @@ async fn crash_between_pending_and_commit_resends_the_identical_batch() {
     );
     assert_eq!(done.unwrap_or(0), blocked.first_offset, "not committed yet");
     drop(router); // crash: no shutdown, no flush, no commit
+    // Aborting a task takes effect at its next await: until every task of the crashed router
+    // has stopped, the other partition's may still deliver and commit. A real crash stops
+    // them all at once; wait for that before "restarting".
+    drop(sinks);
+    eventually("the crashed router's tasks stopped", async || {
+        Arc::strong_count(&first) == 1
+    })
+    .await;
 
     // Restart with other batch limits: the unfinished batch must still come back unchanged.
     let second = TestSink::ok();

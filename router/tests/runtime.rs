@@ -422,3 +422,31 @@ async fn reload_picks_up_a_topic_that_gained_partitions() {
     );
     router.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_records_fill_batches_as_events_do() {
+    let log = log_with(1).await;
+    let broken: Vec<Record> = (0..250)
+        .map(|i| Record {
+            value: Some(bytes::Bytes::from(format!("no envelope {i}"))),
+            ..Record::default()
+        })
+        .collect();
+    log.append("events", broken).await.unwrap();
+    let sinks = Sinks::with(&[("lake", TestSink::ok())]);
+    // A batch is due only after an hour: only `max_events` (100) can close one.
+    let opts = headwater_router::RouterOptions {
+        batch_max_age: Duration::from_secs(3600),
+        ..options()
+    };
+    let router = start(&log, LAKE, &sinks, opts).await;
+    eventually("two full batches of dead letters committed", async || {
+        committed(log.as_ref(), "router.lake", "events").await == 200
+    })
+    .await;
+    assert_eq!(read_all(&log, DLQ_TOPIC).await.len(), 200);
+    // The last 50 wait in the open batch, which a graceful stop delivers.
+    router.shutdown().await;
+    assert_eq!(committed(log.as_ref(), "router.lake", "events").await, 250);
+    assert_eq!(read_all(&log, DLQ_TOPIC).await.len(), 250);
+}

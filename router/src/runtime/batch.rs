@@ -17,6 +17,9 @@ pub const ROUTE_HEADER: &str = "hw.route";
 pub const SINK_HEADER: &str = "hw.sink";
 /// Header with `topic/partition/offset` of the record a `router.dlq` record came from.
 pub const ORIGIN_HEADER: &str = "hw.origin";
+/// Header of a `router.dlq` record noting offsets the log could not read back (corrupt):
+/// `topic/partition/first-last`, inclusive. Such a record has no key and no value.
+pub const SKIPPED_HEADER: &str = "hw.skipped";
 
 /// Rough fixed cost of an event besides its payload and text fields, for `max_bytes`.
 const EVENT_OVERHEAD: usize = 64;
@@ -42,7 +45,7 @@ pub(super) struct OpenBatch {
     pub last_offset: i64,
     /// Events kept.
     pub events: Vec<OutEvent>,
-    /// Approximate bytes of `events`.
+    /// Approximate bytes of `events` and `dead`.
     pub bytes: usize,
     /// Records to append to the dead-letter topic before committing.
     pub dead: Vec<Record>,
@@ -81,8 +84,9 @@ impl OpenBatch {
             Ok(env) => env,
             Err(e) => {
                 let origin = format!("{topic}/{partition}/{}", rec.offset);
-                self.dead
-                    .push(undecodable(rec, &route.name, &origin, &e.to_string()));
+                let dead = undecodable(rec, &route.name, &origin, &e.to_string());
+                self.bytes += record_bytes(&dead);
+                self.dead.push(dead);
                 return Outcome::Undecodable;
             }
         };
@@ -106,6 +110,40 @@ impl OpenBatch {
                 Outcome::Kept
             }
         }
+    }
+
+    /// Covers the offsets `first..resume`, which the log could not read back (`reason`):
+    /// a dead letter noting the range, no events. Rebuilding the batch from the log meets the
+    /// same damage and adds the same dead letter.
+    pub(super) fn skip_unreadable(
+        &mut self,
+        route: &str,
+        (topic, partition): (&str, i32),
+        (first, resume): (i64, i64),
+        reason: &str,
+    ) {
+        self.last_offset = resume - 1;
+        let range = format!("{topic}/{partition}/{first}-{}", resume - 1);
+        let dead = Record {
+            partition: None,
+            key: None,
+            value: None,
+            headers: vec![
+                header(headwater_schemas::headers::ERROR, reason),
+                header(ROUTE_HEADER, route),
+                header(ORIGIN_HEADER, &format!("{topic}/{partition}/{first}")),
+                header(SKIPPED_HEADER, &range),
+            ],
+            timestamp_ms: -1,
+        };
+        self.bytes += record_bytes(&dead);
+        self.dead.push(dead);
+    }
+
+    /// Events kept and dead letters pending: what the batch's `max_events` bounds (a run of
+    /// undecodable records fills a batch as events do, so it cannot pile up until `max_age`).
+    pub(super) fn items(&self) -> usize {
+        self.events.len() + self.dead.len()
     }
 
     /// Whether any record was added.
@@ -136,6 +174,17 @@ fn header(key: &str, value: &str) -> Header {
         key: key.to_owned(),
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
     }
+}
+
+/// Approximate bytes a dead letter holds, for `max_bytes`.
+fn record_bytes(record: &Record) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|h| h.key.len() + len(&h.value))
+        .sum();
+    len(&record.key) + len(&record.value) + headers + EVENT_OVERHEAD
 }
 
 /// A dead letter for a record whose envelope is broken: its own key, value and headers, plus

@@ -25,11 +25,12 @@ use crate::error::RouterError;
 use crate::metrics::{SinkMetrics, TASKS};
 use crate::rules::{Route, Routes, SinkSpec, check_routes};
 
-pub use batch::{ORIGIN_HEADER, ROUTE_HEADER, SINK_HEADER};
+pub use batch::{ORIGIN_HEADER, ROUTE_HEADER, SINK_HEADER, SKIPPED_HEADER};
 pub use routes_file::spawn_routes_watcher;
 
-/// The router's dead-letter topic: events a sink refused for good, and records whose envelope
-/// could not be rebuilt, with `hw.error`, `hw.route` and `hw.sink` headers.
+/// The router's dead-letter topic: events a sink refused for good, records whose envelope
+/// could not be rebuilt, and notes of offset ranges the log could not read back (corrupt), with
+/// `hw.error`, `hw.route`, `hw.sink`, `hw.origin` and `hw.skipped` headers.
 pub const DLQ_TOPIC: &str = "router.dlq";
 
 /// Builds a sink from its spec in routes.yaml; `Err` says why it cannot (the binary's factory

@@ -166,9 +166,24 @@ impl PartitionTask {
                     }
                     position = self.reposition(position).await;
                 }
+                Err(e) if e.resume_at().is_some_and(|r| r > position) => {
+                    read_backoff = Backoff::new(initial, max);
+                    let resume = e.resume_at().unwrap_or(position);
+                    let batch = open.get_or_insert_with(|| {
+                        OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
+                    });
+                    self.skip_unreadable(batch, (position, resume), &e, true);
+                    position = resume;
+                    let full = batch.items() >= self.limits.max_events
+                        || batch.bytes >= self.limits.max_bytes;
+                    if full && let Some(b) = open.take() {
+                        self.deliver(b).await;
+                    }
+                }
                 Err(e) => {
+                    self.metrics.read_errors.increment(1);
                     let delay = read_backoff.delay(None);
-                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "reading the log failed");
+                    tracing::warn!(error = %e, position, retry_in_ms = delay.as_millis() as u64, "reading the log failed");
                     tokio::time::sleep(delay).await;
                 }
             }
@@ -199,8 +214,8 @@ impl PartitionTask {
                 OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
             });
             self.push(batch, rec);
-            let full = batch.events.len() >= self.limits.max_events
-                || batch.bytes >= self.limits.max_bytes;
+            let full =
+                batch.items() >= self.limits.max_events || batch.bytes >= self.limits.max_bytes;
             if full && let Some(b) = open.take() {
                 self.deliver(b).await;
             }
@@ -215,6 +230,36 @@ impl PartitionTask {
             Outcome::SampledOut => self.metrics.sampled_out.increment(1),
             Outcome::Undecodable => self.metrics.undecodable.increment(1),
         }
+    }
+
+    /// The offsets `first..resume` cannot be read back from the log (`error`, a corrupt
+    /// batch): `batch` covers them with a dead letter noting the range, and, with `count`, the
+    /// loss is logged at error and counted. The caller goes on at `resume`.
+    fn skip_unreadable(
+        &self,
+        batch: &mut OpenBatch,
+        (first, resume): (i64, i64),
+        error: &LogError,
+        count: bool,
+    ) {
+        let reason = format!(
+            "offsets {first}..={} unreadable, skipped: {}",
+            resume - 1,
+            headwater_log::error_chain(error)
+        );
+        if count {
+            tracing::error!(
+                topic = %self.topic,
+                partition = self.partition,
+                first,
+                last = resume - 1,
+                error = %error,
+                "records the log cannot read back were skipped; the range is noted in the dead-letter topic"
+            );
+            self.metrics.unreadable.increment((resume - first) as u64);
+        }
+        let at = (&*self.topic, self.partition);
+        batch.skip_unreadable(&self.route.name, at, (first, resume), &reason);
     }
 
     /// Where to start: the committed offset (or the log start), after re-sending exactly the
@@ -305,6 +350,13 @@ impl PartitionTask {
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "re-reading a batch failed; retrying");
                     tokio::time::sleep(backoff.delay(None)).await;
+                    continue;
+                }
+                // The same damage the batch met when it was built: skipped the same way.
+                Err(e) if e.resume_at().is_some_and(|r| r > position) => {
+                    let resume = e.resume_at().unwrap_or(position).min(end);
+                    self.skip_unreadable(&mut batch, (position, resume), &e, count);
+                    position = resume;
                     continue;
                 }
                 Err(e) => {
