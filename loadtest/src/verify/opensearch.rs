@@ -53,7 +53,7 @@ pub async fn read_ids(
     let mut tally = Tally::new(len);
     let first = client
         .post(format!("{base}/{index}/_search?scroll=1m"))
-        .json(&json!({"size": PAGE, "_source": false, "query": {"match_all": {}}}))
+        .json(&json!({"size": PAGE, "_source": ["id"], "query": {"match_all": {}}}))
         .send()
         .await
         .map_err(err)?;
@@ -72,7 +72,11 @@ pub async fn read_ids(
             break;
         }
         for hit in &hits {
-            if let Some(seq) = hit["_id"].as_str().and_then(|id| parse_id(run, id)) {
+            // The event id, not `_id` (which also holds the tenant and source).
+            if let Some(seq) = hit["_source"]["id"]
+                .as_str()
+                .and_then(|id| parse_id(run, id))
+            {
                 tally.add(seq);
             }
         }

@@ -31,6 +31,7 @@ use errors::{refused, unavailable};
 use headwater_log::LogError;
 use headwater_log::check_topic_name as check_name;
 use headwater_log::error::Result;
+use headwater_log::log::AppendError;
 use headwater_log::{
     Appended, GroupMembership, Log, PartitionOffsets, Record, StoredRecord, partition_for_key,
 };
@@ -298,30 +299,55 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
 #[async_trait]
 impl Log for KafkaLog {
     async fn append(&self, topic: &str, records: Vec<Record>) -> Result<Vec<Appended>> {
+        self.append_partial(topic, records)
+            .await
+            .map_err(|e| e.error)
+    }
+
+    /// Awaits every record's delivery, so that on error it says which records the cluster
+    /// acknowledged (`acks=all`: durable), before or after the one that failed. A failure to
+    /// enqueue reports nothing written.
+    async fn append_partial(
+        &self,
+        topic: &str,
+        records: Vec<Record>,
+    ) -> std::result::Result<Vec<Appended>, AppendError> {
         if records.is_empty() {
             return Ok(Vec::new());
         }
         let n = self.partition_count(topic).await?;
         let futures = self.enqueue(topic, &records, n).await?;
         let mut out = Vec::with_capacity(futures.len());
-        for future in futures {
+        let mut written = Vec::new();
+        let mut failure = None;
+        for (i, future) in futures.into_iter().enumerate() {
             match future.await {
-                Ok(Ok(delivery)) => out.push(Appended {
-                    partition: delivery.partition,
-                    offset: delivery.offset,
-                }),
+                Ok(Ok(delivery)) => {
+                    written.push(i);
+                    out.push(Appended {
+                        partition: delivery.partition,
+                        offset: delivery.offset,
+                    });
+                }
                 Ok(Err((e, message))) => {
                     if e.rdkafka_error_code() == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
                         self.forget(topic);
                     }
                     let size = message.key().map_or(0, <[u8]>::len)
                         + message.payload().map_or(0, <[u8]>::len);
-                    return Err(errors::produce(topic, e, size, self.max_message_bytes));
+                    failure.get_or_insert_with(|| {
+                        errors::produce(topic, e, size, self.max_message_bytes)
+                    });
                 }
-                Err(_) => return Err(errors::gone("appending")),
+                Err(_) => {
+                    failure.get_or_insert_with(|| errors::gone("appending"));
+                }
             }
         }
-        Ok(out)
+        match failure {
+            None => Ok(out),
+            Some(error) => Err(AppendError { written, error }),
+        }
     }
 
     async fn read(

@@ -1,6 +1,7 @@
 //! Server-side TLS from PEM files with rustls, shared by the Kafka listener (`log.kafka_tls`)
 //! and the gateway (`gateway.tls`): the certificate chain and key, and optionally a client CA
-//! whose certificates clients must (or may) present.
+//! whose certificates clients must (or may) present; and the subject of a verified client
+//! certificate, which both listeners map to a principal.
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -90,6 +91,20 @@ pub fn server_config(
     builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))
+}
+
+/// The subject common name of the client's (already verified) leaf certificate, or the whole
+/// subject when it has no common name; `None` when the client sent no certificate.
+pub fn peer_subject(connection: &rustls::ServerConnection) -> Option<String> {
+    let leaf = connection.peer_certificates()?.first()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
+    let subject = parsed.subject();
+    let common_name = subject
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_owned);
+    Some(common_name.unwrap_or_else(|| subject.to_string()))
 }
 
 #[cfg(test)]
