@@ -340,3 +340,31 @@ async fn serve_is_not_ready_when_the_data_dir_cannot_be_written() {
     std::fs::remove_file(data.path()).unwrap();
     std::fs::create_dir(data.path()).unwrap();
 }
+
+#[test]
+fn serve_exits_when_its_http_port_is_taken_instead_of_hanging() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let data = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["serve", "--listen", &addr, "--kafka-listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(data.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("headwater serve kept running with its HTTP port taken");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("binding gateway.listen"), "{stderr}");
+}

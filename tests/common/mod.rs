@@ -1,7 +1,14 @@
 //! Helpers shared by the black-box and service tests: real services' addresses, unique names,
-//! and `headwater` child processes that bind port 0 and report the addresses they got.
+//! and `headwater` child processes that bind port 0 and report the addresses they got; raw
+//! clients and hostile payloads in the submodules.
 
 #![allow(dead_code)]
+
+pub(crate) mod http_raw;
+pub(crate) mod ingest_client;
+pub(crate) mod kafka_wire;
+pub(crate) mod payloads;
+pub(crate) mod record_batch;
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
@@ -31,6 +38,31 @@ pub(crate) fn unique(prefix: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+/// The stored SCRAM credential of `password` for `mechanism` (`SCRAM-SHA-256` or
+/// `SCRAM-SHA-512`), as `headwater scram-credential` prints it for `log.principals`.
+pub(crate) fn scram_credential(mechanism: &str, password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_headwater"))
+        .args(["scram-credential", "--mechanism", mechanism])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn headwater scram-credential");
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    stdin
+        .write_all(password.as_bytes())
+        .expect("write the password");
+    drop(stdin);
+    let out = child
+        .wait_with_output()
+        .expect("headwater scram-credential");
+    assert!(out.status.success(), "headwater scram-credential failed");
+    String::from_utf8(out.stdout)
+        .expect("a UTF-8 credential")
+        .trim()
+        .to_owned()
 }
 
 /// A listener that `headwater` reports at info level once bound (src/serve.rs): the log
@@ -157,6 +189,21 @@ impl Headwater {
             .clone()
     }
 
+    /// Whether the child writes a stderr line containing `needle` within `within` (checked
+    /// every 50 ms).
+    pub(crate) fn wait_for_stderr(&self, needle: &str, within: Duration) -> bool {
+        let deadline = Instant::now() + within;
+        loop {
+            if self.stderr().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn fail(&mut self, why: &str) -> ! {
         // A child that closed its stderr is exiting: give it a moment to say how.
         let deadline = Instant::now() + Duration::from_secs(2);
@@ -236,4 +283,21 @@ fn readable(line: &Value) -> String {
         }
     }
     out
+}
+
+/// The peak resident set size of process `pid` (`VmHWM` in `/proc/PID/status`), in bytes.
+#[allow(dead_code)] // used by the hostile-input tests only
+pub(crate) fn peak_rss_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("reading /proc/{pid}/status: {e}"));
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap_or_else(|| panic!("no VmHWM in /proc/{pid}/status"));
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("unreadable {line}"));
+    kib * 1024
 }

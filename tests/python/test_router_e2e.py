@@ -48,7 +48,14 @@ class Proxy:
     def __init__(self, upstream: str):
         host, port = upstream.split("//", 1)[1].rstrip("/").rsplit(":", 1)
         self.upstream = (host, int(port))
-        self.port = free_port()
+        # The port stays reserved by a bound, never-listening socket (SO_REUSEPORT lets the
+        # listener share it): while stopped, connections are refused, and the kernel cannot
+        # hand the port to another socket (an outgoing connection's source port, another
+        # test's listener), which made `start()` fail with EADDRINUSE on a busy machine.
+        self.reservation = socket.socket()
+        self.reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        self.reservation.bind(("127.0.0.1", 0))
+        self.port = self.reservation.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.lock = threading.Lock()
         self.conns = []
@@ -58,6 +65,7 @@ class Proxy:
     def start(self):
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind(("127.0.0.1", self.port))
         sock.listen(128)
         sock.settimeout(0.2)
@@ -248,7 +256,8 @@ def test_events_reach_s3_opensearch_and_a_topic_as_routed(world):
 
     wait_for(lambda: search_count(world) >= 190, "190 documents in OpenSearch")
     assert search_count(world) == 190, "the filter keeps position_ms >= 100"
-    doc = world["search"].get(index=world["index"], id="e-42")["_source"]
+    # `_id` = tenant (open mode: `default`), source and event id, length-prefixed (sinks/README.md).
+    doc = world["search"].get(index=world["index"], id="7:default:4:tv-2:e-42")["_source"]
     assert doc["payload"] == {"title_id": "t-42", "pos": 420}, doc
 
     kcat = need("HEADWATER_TEST_KCAT")
