@@ -4,6 +4,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use headwater_log::client_config::{is_secret_key, redact_quoted};
 use yaml_serde::{Mapping, Value};
 
 use crate::config::Config;
@@ -130,9 +131,9 @@ pub(crate) fn load_str(
     env: &[(String, String)],
     flags: &[Flag],
 ) -> Result<Config, LoadError> {
-    let invalid = |problems| LoadError::Invalid {
+    let invalid = |problems: Vec<Problem>| LoadError::Invalid {
         source_name: source_name.to_owned(),
-        problems,
+        problems: problems.into_iter().map(without_secrets).collect(),
     };
     let file_problems = file_problems(text);
     if !file_problems.is_empty() {
@@ -177,6 +178,20 @@ pub(crate) fn load_str(
         Ok(config)
     } else {
         Err(invalid(problems))
+    }
+}
+
+/// A problem at a secret key (see [`is_secret_key`]) without the values its message quotes:
+/// serde says ``invalid type: integer `12345`, expected a string``, and `12345` may be the
+/// password.
+fn without_secrets(problem: Problem) -> Problem {
+    let secret = problem.path.split(['.', '[']).any(is_secret_key);
+    if !secret {
+        return problem;
+    }
+    Problem {
+        message: redact_quoted(&problem.message),
+        ..problem
     }
 }
 
@@ -300,7 +315,13 @@ fn apply_overrides(
             });
             continue;
         }
-        let value = yaml_serde::from_str::<Value>(&raw).unwrap_or(Value::String(raw));
+        // A secret is text as given: `12345`, `true` or `#x` are passwords, not YAML (and a
+        // value that fails to parse as a string would be echoed in the error).
+        let value = if segments.iter().any(|s| is_secret_key(s)) {
+            Value::String(raw)
+        } else {
+            yaml_serde::from_str::<Value>(&raw).unwrap_or(Value::String(raw))
+        };
         if let Err(message) = set_path(tree, &segments, value) {
             problems.push(Problem {
                 path,
@@ -489,6 +510,33 @@ mod tests {
             found[0].to_string(),
             "gateway.listen: `nowhere` is not a socket address (host:port) (from --listen)"
         );
+    }
+
+    #[test]
+    fn secrets_from_env_are_text_and_never_echoed_in_problems() {
+        let config = load_str(
+            "",
+            "t",
+            &env(&[
+                ("HEADWATER_SINKS__S3__SECRET_ACCESS_KEY", "12345"),
+                ("HEADWATER_SINKS__ELASTICSEARCH__PASSWORD", "#not-a-comment"),
+                ("HEADWATER_LOG__CLIENT__PROPERTIES__SASL.PASSWORD", "true"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(config.sinks.s3.secret_access_key, "12345");
+        assert_eq!(config.sinks.elasticsearch.password, "#not-a-comment");
+        assert_eq!(config.log.client.properties["sasl.password"], "true");
+        let found = problems(load_str(
+            "sinks:\n  s3:\n    secret_access_key: 98765\n",
+            "t",
+            &[],
+            &[],
+        ));
+        assert_eq!(found[0].path, "sinks.s3.secret_access_key", "{found:?}");
+        assert!(!found[0].to_string().contains("98765"), "{found:?}");
+        assert!(found[0].message.contains("expected a string"), "{found:?}");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! parts (gateway, log tier, router) each crate provides.
 
 mod config;
+mod kafka_security;
 mod load;
 mod routing;
 mod serve;
@@ -52,6 +53,16 @@ enum Command {
     /// Schema tools
     #[command(subcommand)]
     Schemas(SchemasCommand),
+    /// Print the stored SCRAM credential of a password read from stdin, for
+    /// `log.principals[].scram_sha256` / `scram_sha512` (the password itself is never stored)
+    ScramCredential {
+        /// SCRAM-SHA-256 or SCRAM-SHA-512
+        #[arg(long, default_value = "SCRAM-SHA-512")]
+        mechanism: String,
+        /// PBKDF2 iterations (4096 to 16384)
+        #[arg(long, default_value_t = headwater_kafka::scram::DEFAULT_ITERATIONS)]
+        iterations: u32,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -139,6 +150,41 @@ fn main() -> ExitCode {
         Command::Router(ref flags) => run_part(&cli, flags, Part::Router),
         Command::Routes(RoutesCommand::Check { ref file }) => routes_check(&cli, file),
         Command::Schemas(SchemasCommand::Check { ref dir }) => schemas_check(&cli, dir),
+        Command::ScramCredential {
+            ref mechanism,
+            iterations,
+        } => scram_credential(mechanism, iterations),
+    }
+}
+
+/// `headwater scram-credential`: the password from stdin (one line), the credential on stdout.
+fn scram_credential(mechanism: &str, iterations: u32) -> ExitCode {
+    use headwater_kafka::scram::{Mechanism, StoredCredential};
+    let Some(mechanism) = Mechanism::from_name(mechanism) else {
+        eprintln!("headwater: --mechanism must be SCRAM-SHA-256 or SCRAM-SHA-512");
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    };
+    let mut password = String::new();
+    if let Err(error) = std::io::stdin().read_line(&mut password) {
+        eprintln!("headwater: reading the password from stdin: {error}");
+        return ExitCode::FAILURE;
+    }
+    let password = password.trim_end_matches(['\r', '\n']);
+    if password.is_empty() {
+        eprintln!(
+            "headwater: give the password on stdin (printf %s PASSWORD | headwater scram-credential)"
+        );
+        return ExitCode::from(EXIT_BAD_CONFIG);
+    }
+    match StoredCredential::generate(mechanism, password, iterations) {
+        Ok(credential) => {
+            println!("{credential}");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("headwater: {error}");
+            ExitCode::from(EXIT_BAD_CONFIG)
+        }
     }
 }
 
@@ -162,6 +208,7 @@ fn run_part(cli: &Cli, flags: &PartFlags, part: Part) -> ExitCode {
         config.logging.format = format;
     }
     init_tracing(&config);
+    raise_descriptor_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -190,7 +237,8 @@ fn run_part(cli: &Cli, flags: &PartFlags, part: Part) -> ExitCode {
 
 fn config_check(source: &Source) -> ExitCode {
     match load::load(source, &[]) {
-        Ok(config) => match yaml_serde::to_string(&config) {
+        // Secrets (keys, passwords, tokens) never reach the terminal: see `config::redact`.
+        Ok(config) => match config.redacted_yaml() {
             Ok(text) => {
                 let origin = match source {
                     Source::Defaults => "built-in defaults".to_owned(),
@@ -271,6 +319,29 @@ fn schemas_check(cli: &Cli, dir: &std::path::Path) -> ExitCode {
             eprintln!("{}: {} problem(s)", dir.display(), problems.len());
             ExitCode::from(EXIT_BAD_CONFIG)
         }
+    }
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit before anything opens files or sockets
+/// (segment files within `log.max_open_files`, by default half the soft limit; Kafka and HTTP
+/// connections within their caps). See docs/OPERATIONS.md, "File descriptors".
+fn raise_descriptor_limit() {
+    match headwater_log::raise_open_files_limit() {
+        Ok(limit) if limit.soft > limit.soft_before => tracing::info!(
+            from = limit.soft_before,
+            to = limit.soft,
+            hard = limit.hard,
+            "raised the open files limit (RLIMIT_NOFILE) to the hard limit"
+        ),
+        Ok(limit) => tracing::info!(
+            soft = limit.soft,
+            hard = limit.hard,
+            "open files limit (RLIMIT_NOFILE) already at the hard limit"
+        ),
+        Err(error) => tracing::warn!(
+            %error,
+            "cannot raise the open files limit (RLIMIT_NOFILE); going on with the current one"
+        ),
     }
 }
 

@@ -44,10 +44,12 @@ struct KafkaListener {
     task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
-/// Binds `log.kafka_listen` and serves the Kafka protocol until `stop` flips.
+/// Binds `log.kafka_listen` and serves the Kafka protocol until `stop` flips; `schemas` check
+/// what tenants produce (required when the listener authenticates clients).
 async fn start_kafka(
     config: &Config,
     engine: Arc<LogEngine>,
+    schemas: Option<Arc<SchemaRegistry>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<KafkaListener> {
     let listener = TcpListener::bind(&config.log.kafka_listen)
@@ -64,28 +66,20 @@ async fn start_kafka(
         ),
         None => bound,
     };
+    let security = crate::kafka_security::build(config, bound, schemas)?;
     tracing::info!(kafka = %bound, %advertised, "kafka protocol listening");
     let mut options = headwater_kafka::KafkaOptions::advertising(advertised);
+    options.limits = headwater_kafka::Limits::from_config(&config.log);
     if config.log.kafka_tls.enabled() {
         let tls = headwater_kafka::tls::server_config(&config.log.kafka_tls);
         options.tls = Some(tls.context("log.kafka_tls")?);
     }
-    if config.log.kafka_sasl.enabled {
-        let sasl = headwater_gateway::auth::KafkaSasl::new(&config.gateway.auth);
-        options.sasl = Some(Arc::new(TenantKeys(sasl)));
-    }
+    options.sasl = security.sasl;
+    options.client_principals = security.client_principals;
+    options.authorizer = security.authorizer;
+    options.policy = security.policy;
     let task = tokio::spawn(headwater_kafka::serve(engine, listener, options, stop));
     Ok(KafkaListener { task })
-}
-
-/// SASL/PLAIN on the Kafka listener over the gateway's API keys (user = tenant, password =
-/// one of its keys): the glue between the two crates, which do not know each other.
-struct TenantKeys(headwater_gateway::auth::KafkaSasl);
-
-impl headwater_kafka::SaslAuthenticator for TenantKeys {
-    fn authenticate(&self, user: &str, password: &str) -> Option<String> {
-        self.0.authenticate(user, password)
-    }
 }
 
 impl KafkaListener {
@@ -97,14 +91,17 @@ impl KafkaListener {
     }
 }
 
-/// SIGTERM/SIGINT flips the returned channel, so every listener stops together.
-fn shutdown_channel() -> watch::Receiver<bool> {
+/// SIGTERM/SIGINT flips the returned channel, so every listener stops together; the sender
+/// lets a part that ended on its own (a listener that could not bind) stop the others.
+fn shutdown_channel() -> (Arc<watch::Sender<bool>>, watch::Receiver<bool>) {
     let (tx, rx) = watch::channel(false);
+    let tx = Arc::new(tx);
+    let on_signal = tx.clone();
     tokio::spawn(async move {
         shutdown_signal().await;
-        let _ = tx.send(true);
+        let _ = on_signal.send(true);
     });
-    rx
+    (tx, rx)
 }
 
 async fn stopped(mut rx: watch::Receiver<bool>) {
@@ -121,8 +118,15 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let engine = open_log(&config).await?;
     let log: Arc<dyn Log> = engine.clone();
-    let shutdown = shutdown_channel();
-    let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
+    let (stop, shutdown) = shutdown_channel();
+    let schemas = load_schemas(&config).await?;
+    let kafka = start_kafka(
+        &config,
+        engine.clone(),
+        Some(schemas.clone()),
+        shutdown.clone(),
+    )
+    .await?;
     let router = crate::routing::start_router(&config, log.clone()).await?;
     tracing::info!(
         kafka = %config.log.kafka_listen,
@@ -130,8 +134,10 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         routes = %config.router.routes,
         "headwater serving ingest on HTTP/gRPC, the Kafka protocol and the router"
     );
-    let served = run_collectors(&config, log, metrics, shutdown).await;
-    // Ingest has drained; the router flushes open batches and commits, then the log closes.
+    let served = run_collectors(&config, log, metrics, schemas, shutdown).await;
+    // Ingest has drained (or never started: its port did not bind), so the Kafka listener
+    // stops too; the router flushes open batches and commits, then the log closes.
+    let _ = stop.send(true);
     router.shutdown().await;
     let kafka_stopped = kafka.stopped().await;
     let closed = engine.close().await;
@@ -157,9 +163,10 @@ async fn remote_log(config: &Config) -> anyhow::Result<Arc<dyn Log>> {
 pub(crate) async fn gateway(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let log = remote_log(&config).await?;
-    let shutdown = shutdown_channel();
+    let (_, shutdown) = shutdown_channel();
     tracing::info!(brokers = %config.log.client.brokers, "headwater gateway serving ingest on HTTP/gRPC");
-    let served = run_collectors(&config, log.clone(), metrics, shutdown).await;
+    let schemas = load_schemas(&config).await?;
+    let served = run_collectors(&config, log.clone(), metrics, schemas, shutdown).await;
     let flushed = log.flush().await;
     served?;
     flushed.context("flushing the producer on shutdown")?;
@@ -173,7 +180,7 @@ pub(crate) async fn gateway(config: Config) -> anyhow::Result<()> {
 pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let log = remote_log(&config).await?;
-    let shutdown = shutdown_channel();
+    let (_, shutdown) = shutdown_channel();
     let router = crate::routing::start_router(&config, log.clone()).await?;
     tracing::info!(brokers = %config.log.client.brokers, routes = %config.router.routes, "headwater router running");
     let served = serve_ops(&config, metrics, log.clone(), shutdown).await;
@@ -190,11 +197,9 @@ async fn run_collectors(
     config: &Config,
     log: Arc<dyn Log>,
     metrics: headwater_gateway::metrics::PrometheusHandle,
+    schemas: Arc<SchemaRegistry>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let schemas = Arc::new(load_schemas(config).await?);
-    schemas.clone().watch(SCHEMA_POLL);
-    tokio::spawn(reload_on_sighup(schemas.clone()));
     let collector = Collector::new(CollectorParts {
         config: config.gateway.clone(),
         log: log.clone(),
@@ -223,8 +228,14 @@ async fn run_collectors(
 pub(crate) async fn log_node(config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
     let engine = open_log(&config).await?;
-    let shutdown = shutdown_channel();
-    let kafka = start_kafka(&config, engine.clone(), shutdown.clone()).await?;
+    let (_, shutdown) = shutdown_channel();
+    // Tenants' records are checked against the schemas when the listener authenticates.
+    let schemas = if crate::kafka_security::authenticates(&config) {
+        Some(load_schemas(&config).await?)
+    } else {
+        None
+    };
+    let kafka = start_kafka(&config, engine.clone(), schemas, shutdown.clone()).await?;
     tracing::info!(kafka = %config.log.kafka_listen, "log node serving");
     // The Kafka listener stops on the same signal; without it (ops failed) it would not.
     serve_ops(&config, metrics, engine.clone(), shutdown).await?;
@@ -237,17 +248,21 @@ pub(crate) async fn log_node(config: Config) -> anyhow::Result<()> {
 }
 
 /// `/healthz`, `/readyz` (from `log`) and `/metrics` on `gateway.listen`, for the parts that
-/// take no events over HTTP, until `shutdown` flips.
+/// take no events over HTTP, until `shutdown` flips; `/metrics` behind `gateway.auth.ops_keys`
+/// when any is set, as on the gateway.
 async fn serve_ops(
     config: &Config,
     metrics: headwater_gateway::metrics::PrometheusHandle,
     log: Arc<dyn Log>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
-    let ops = headwater_gateway::ops_app(OpsState {
-        metrics,
-        readiness: Arc::new(LogReadiness { log }),
-    });
+    let ops = headwater_gateway::ops_app_with_auth(
+        OpsState {
+            metrics,
+            readiness: Arc::new(LogReadiness { log }),
+        },
+        &config.gateway.auth,
+    );
     let listener = TcpListener::bind(&config.gateway.listen)
         .await
         .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
@@ -257,24 +272,36 @@ async fn serve_ops(
         .context("serving HTTP")
 }
 
-fn serve_options(config: &Config) -> anyhow::Result<ServeOptions> {
+/// How `gateway.listen` serves connections: timeouts, TLS, and the caps and idle timeout of
+/// `gateway.connections`.
+fn serve_options(config: &Config) -> anyhow::Result<headwater_gateway::Serving> {
     let tls = if config.gateway.tls.enabled() {
         Some(headwater_gateway::tls::server_config(&config.gateway.tls).context("gateway.tls")?)
     } else {
         None
     };
-    Ok(ServeOptions {
+    let options = ServeOptions {
         header_read_timeout: Duration::from_millis(config.gateway.header_read_timeout_ms),
         grace: Duration::from_millis(config.gateway.shutdown_grace_ms),
         tls,
-    })
+    };
+    Ok(options.with_connections(&config.gateway))
 }
 
 /// How often the schema directory is checked for changes.
 const SCHEMA_POLL: Duration = Duration::from_secs(2);
 
+/// Loads the schema directory (or explains every problem), and keeps it current: reloaded
+/// when its files change and on SIGHUP.
+async fn load_schemas(config: &Config) -> anyhow::Result<Arc<SchemaRegistry>> {
+    let schemas = Arc::new(read_schemas(config).await?);
+    schemas.clone().watch(SCHEMA_POLL);
+    tokio::spawn(reload_on_sighup(schemas.clone()));
+    Ok(schemas)
+}
+
 /// Loads the schema directory, or explains every problem.
-async fn load_schemas(config: &Config) -> anyhow::Result<SchemaRegistry> {
+async fn read_schemas(config: &Config) -> anyhow::Result<SchemaRegistry> {
     let dir = PathBuf::from(&config.schemas.dir);
     let options = LoadOptions::from(&config.schemas);
     let loaded = {
