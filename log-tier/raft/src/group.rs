@@ -1,0 +1,50 @@
+//! One Raft group's storage and the settings every group runs with.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use headwater_log::ReplicaLog;
+
+use crate::error::ReplicationError;
+use crate::sm::StateMachine;
+use crate::store::LogStore;
+
+/// The log store and state machine of one group, over the same partition.
+pub struct GroupStorage {
+    /// openraft's log storage.
+    pub log: LogStore,
+    /// openraft's state machine.
+    pub state_machine: StateMachine,
+}
+
+impl GroupStorage {
+    /// Opens the storage of the group replicating `log`, its Raft state (vote, snapshot
+    /// metadata) in `state_dir`.
+    pub fn open(log: ReplicaLog, state_dir: &Path) -> Result<Self, ReplicationError> {
+        Ok(Self {
+            log: LogStore::open(log.clone(), state_dir)?,
+            state_machine: StateMachine::open(log, state_dir)?,
+        })
+    }
+}
+
+/// The Raft settings of a data partition's group (docs/design/replication.md, "Timers for 2
+/// shared cores"): heartbeats every 100 ms, elections after 0.8–1.2 s of silence, Pre-Vote so an
+/// isolated node cannot depose a healthy leader on rejoining, no leader restore without an
+/// election, and snapshots only when retention asks (they hold no data).
+pub fn raft_config(cluster_name: &str) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    let config = openraft::Config {
+        cluster_name: cluster_name.to_owned(),
+        heartbeat_interval: 100,
+        election_timeout_min: 800,
+        election_timeout_max: 1200,
+        heartbeat_min_interval: Some(100),
+        install_snapshot_timeout: 2000,
+        enable_pre_vote: Some(true),
+        enable_leader_restore: Some(false),
+        allow_log_reversion: Some(false),
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    };
+    config.validate().map(Arc::new)
+}

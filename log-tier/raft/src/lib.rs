@@ -1,0 +1,22 @@
+//! Raft replication of Headwater's log: each partition of a replicated topic is one openraft
+//! group whose log *is* the partition's Kafka log (one RecordBatch per entry, the term as the
+//! batch's leader epoch, Raft-internal entries as zero-width control batches that take no Kafka
+//! offset). See docs/design/replication.md.
+//!
+//! - [`types`]: the openraft type configuration ([`TypeConfig`]);
+//! - [`store`]: [`LogStore`], openraft's `RaftLogStorage` over a `headwater_log::ReplicaLog`;
+//! - [`sm`]: [`StateMachine`], where a committed data entry moves the high watermark;
+//! - [`group`]: opening the storage of one group and the Raft settings we run with.
+
+pub mod error;
+pub mod group;
+pub mod sm;
+mod state;
+pub mod store;
+pub mod types;
+
+pub use error::ReplicationError;
+pub use group::{GroupStorage, raft_config};
+pub use sm::StateMachine;
+pub use store::LogStore;
+pub use types::{Applied, Batch, BoundarySnapshot, NodeId, Term, TypeConfig};
