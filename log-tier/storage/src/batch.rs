@@ -17,6 +17,91 @@ pub const HEADER_LEN: usize = 61;
 const CRC_OFFSET: usize = 17;
 const CRC_START: usize = 21;
 const MAGIC_OFFSET: usize = 16;
+/// The control bit of the batch attributes.
+const CONTROL_BIT: i16 = 0x20;
+
+/// What a Raft-internal (zero-width control) batch holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalKind {
+    /// A leader's blank entry (kind byte 0).
+    Blank,
+    /// A membership change (kind byte 1); the payload is opaque to the log.
+    Membership,
+}
+
+impl InternalKind {
+    fn byte(self) -> u8 {
+        match self {
+            Self::Blank => 0,
+            Self::Membership => 1,
+        }
+    }
+}
+
+/// Encodes a Raft-internal entry as a zero-width control batch: magic 2, control attribute,
+/// no producer, no record, last offset delta -1 (so its next offset equals its base offset
+/// and Kafka offsets stay dense), `base_offset` the offset the next data record gets,
+/// `partitionLeaderEpoch` the term, both timestamps `timestamp_ms`; the records section is
+/// `[kind u8][payload]`, covered by the CRC-32C like any batch.
+pub fn encode_internal(
+    kind: InternalKind,
+    payload: &[u8],
+    base_offset: i64,
+    term: i32,
+    timestamp_ms: i64,
+) -> Result<BytesMut> {
+    let body = 1 + payload.len();
+    let batch_length = i32::try_from(HEADER_LEN - LOG_OVERHEAD + body)
+        .map_err(|_| LogError::InvalidArgument("internal entry payload too large".to_owned()))?;
+    let mut buf = BytesMut::with_capacity(HEADER_LEN + body);
+    buf.put_i64(base_offset);
+    buf.put_i32(batch_length);
+    buf.put_i32(term);
+    buf.put_i8(2);
+    buf.put_u32(0); // crc, filled below
+    buf.put_i16(CONTROL_BIT);
+    buf.put_i32(-1); // last offset delta: zero width
+    buf.put_i64(timestamp_ms);
+    buf.put_i64(timestamp_ms);
+    buf.put_i64(-1); // producer id
+    buf.put_i16(-1); // producer epoch
+    buf.put_i32(-1); // base sequence
+    buf.put_i32(0); // records count
+    buf.put_u8(kind.byte());
+    buf.put_slice(payload);
+    let crc = crc32c::crc32c(&buf[CRC_START..]);
+    buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
+    Ok(buf)
+}
+
+/// Kind and payload of a Raft-internal batch (one whole batch); `None` when `batch` is not a
+/// well-formed internal batch (a data batch, a bad kind byte, a short buffer). The CRC is not
+/// checked here (see [`crc_ok`]).
+pub fn parse_internal(batch: &Bytes) -> Option<(InternalKind, Bytes)> {
+    let header = BatchHeader::parse(batch)?;
+    if !header.is_internal() || header.total_len() != batch.len() || batch.len() <= HEADER_LEN {
+        return None;
+    }
+    let kind = match batch[HEADER_LEN] {
+        0 => InternalKind::Blank,
+        1 => InternalKind::Membership,
+        _ => return None,
+    };
+    Some((kind, batch.slice(HEADER_LEN + 1..)))
+}
+
+/// Length of the leading run of whole data (non-internal) batches in `buf`: a Kafka read
+/// stops before the first Raft-internal batch.
+pub fn data_prefix_len(buf: &[u8]) -> usize {
+    let mut len = 0;
+    while let Some(h) = BatchHeader::parse(&buf[len..]) {
+        if h.is_internal() || h.check().is_err() || len + h.total_len() > buf.len() {
+            break;
+        }
+        len += h.total_len();
+    }
+    len
+}
 
 /// The fixed header of a RecordBatch v2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,6 +174,14 @@ impl BatchHeader {
         self.last_offset().saturating_add(1)
     }
 
+    /// True for a zero-width control batch holding a Raft-internal entry (blank, membership):
+    /// control bit set, no record, last offset delta -1 (see [`encode_internal`]).
+    pub fn is_internal(&self) -> bool {
+        self.attributes & CONTROL_BIT != 0
+            && self.records_count == 0
+            && self.last_offset_delta == -1
+    }
+
     /// Compression codec id: 0 none, 1 gzip, 2 snappy, 3 lz4, 4 zstd.
     pub fn compression(&self) -> i16 {
         self.attributes & 0x07
@@ -111,7 +204,7 @@ impl BatchHeader {
         if (self.batch_length as i64) < (HEADER_LEN - LOG_OVERHEAD) as i64 {
             return Err(format!("batch length {} too small", self.batch_length));
         }
-        if self.last_offset_delta < 0 || self.records_count < 0 {
+        if self.records_count < 0 || (self.last_offset_delta < 0 && !self.is_internal()) {
             return Err("negative record count".to_owned());
         }
         if self.compression() > 4 {
@@ -133,6 +226,12 @@ pub fn crc_ok(batch: &[u8]) -> bool {
         batch[CRC_OFFSET + 3],
     ]);
     crc32c::crc32c(&batch[CRC_START..]) == stored
+}
+
+/// Overwrites the partition leader epoch of a batch (not covered by the CRC); a replicated
+/// partition stores the Raft term of the entry there.
+pub fn set_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[12..16].copy_from_slice(&epoch.to_be_bytes());
 }
 
 /// Overwrites the base offset of a batch (not covered by the CRC).

@@ -116,7 +116,7 @@ impl LogEngine {
             }
             match Topic::load(
                 &path,
-                |name| config.topic_settings(name),
+                |name, own| topic_settings(&config, name, own),
                 clean,
                 &open_files,
             )? {
@@ -250,10 +250,15 @@ impl LogEngine {
                 Err(LogError::TopicExists(name.to_owned()))
             };
         }
+        let meta = crate::topic::TopicMeta {
+            partitions,
+            replicated: false,
+            config: None,
+        };
         let topic = Topic::create(
             &self.topics_dir,
             name,
-            partitions,
+            &meta,
             self.config.topic_settings(name),
             &self.open_files,
         )?;
@@ -263,6 +268,57 @@ impl LogEngine {
             .unwrap_or_else(|p| p.into_inner())
             .insert(name.to_owned(), Arc::new(topic));
         Ok(())
+    }
+
+    /// Creates (if missing) a topic whose partitions are Raft replicas, written only through
+    /// [`LogEngine::replica`] (marked `"replicated": true` in `topic.json`, so a restart opens
+    /// them in that mode). `settings` override the configured ones for this topic and are kept
+    /// in `topic.json`. Idempotent: Ok if it exists, replicated, with the same partition
+    /// count; `TopicExists` otherwise.
+    pub async fn create_replicated_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        settings: Option<crate::config::TopicConfig>,
+    ) -> Result<()> {
+        let partitions = u32::try_from(partitions)
+            .map_err(|_| LogError::InvalidArgument(format!("{partitions} partitions")))?;
+        let _admin = self.admin.lock().unwrap_or_else(|p| p.into_inner());
+        self.check_open()?;
+        if let Ok(existing) = self.topic(name) {
+            return if existing.replicated && existing.partitions.len() as u32 == partitions {
+                Ok(())
+            } else {
+                Err(LogError::TopicExists(name.to_owned()))
+            };
+        }
+        let resolved = topic_settings(&self.config, name, settings.as_ref());
+        let meta = crate::topic::TopicMeta {
+            partitions,
+            replicated: true,
+            config: settings,
+        };
+        let topic = Topic::create(&self.topics_dir, name, &meta, resolved, &self.open_files)?;
+        info!(topic = name, partitions, "replicated topic created");
+        self.topics
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(name.to_owned(), Arc::new(topic));
+        Ok(())
+    }
+
+    /// The Raft-replica handle of one partition of a replicated topic (`InvalidArgument` if
+    /// the topic is not replicated, `UnknownTopic`/`UnknownPartition` if it does not exist).
+    pub fn replica(&self, topic: &str, partition: i32) -> Result<crate::replica::ReplicaLog> {
+        let t = self.topic(topic)?;
+        if !t.replicated {
+            return Err(LogError::InvalidArgument(format!(
+                "topic {topic} is not replicated"
+            )));
+        }
+        Ok(crate::replica::ReplicaLog::new(
+            t.partition(partition)?.clone(),
+        ))
     }
 
     /// Deletes a topic: closes its partitions (waking waiters), removes its files and offsets.
@@ -596,6 +652,31 @@ impl LogEngine {
         }
         Ok(())
     }
+}
+
+/// The settings of topic `name`: `own` (given at creation and kept in `topic.json`) over the
+/// configured override, over the log-wide defaults.
+pub(crate) fn topic_settings(
+    config: &LogConfig,
+    name: &str,
+    own: Option<&crate::config::TopicConfig>,
+) -> crate::config::TopicSettings {
+    let Some(own) = own else {
+        return config.topic_settings(name);
+    };
+    let base = config.topics.get(name).cloned().unwrap_or_default();
+    let merged = crate::config::TopicConfig {
+        partitions: own.partitions.or(base.partitions),
+        retention_ms: own.retention_ms.or(base.retention_ms),
+        retention_bytes: own.retention_bytes.or(base.retention_bytes),
+        segment_bytes: own.segment_bytes.or(base.segment_bytes),
+        segment_ms: own.segment_ms.or(base.segment_ms),
+        flush: own.flush.clone().or(base.flush),
+        max_message_bytes: own.max_message_bytes.or(base.max_message_bytes),
+    };
+    let mut config = config.clone();
+    config.topics.insert(name.to_owned(), merged);
+    config.topic_settings(name)
 }
 
 #[path = "data_dir.rs"]

@@ -100,16 +100,27 @@ impl Partition {
                 return Err(failed_error(failure));
             }
             let synced = st.synced;
+            // A zero-width internal batch adds bytes but no offset: compare positions too.
             if st.written.offset == synced.offset
+                && st.written.segment == synced.segment
+                && st.written.position == synced.position
                 && st.written.generation == synced.generation
+                && st.write_seq == st.synced_seq
                 && !st.dir_dirty
             {
+                drop(st);
+                self.fire_callbacks(None);
                 return Ok(());
             }
             let mut segments: Vec<_> = st.unsynced.drain(..).collect();
             segments.push(st.active.clone());
-            (st.written, segments, std::mem::take(&mut st.dir_dirty))
+            (
+                (st.written, st.write_seq),
+                segments,
+                std::mem::take(&mut st.dir_dirty),
+            )
         };
+        let (target, target_seq) = target;
         let dir = self.dir.clone();
         let fsyncs = self.fsyncs.clone();
         let synced = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
@@ -136,7 +147,16 @@ impl Partition {
         .unwrap_or_else(|e| Err(std::io::Error::other(e)));
         match synced {
             Ok(()) => {
-                self.state().synced = target;
+                {
+                    let mut st = self.state();
+                    st.synced = target;
+                    st.synced_seq = st.synced_seq.max(target_seq);
+                }
+                if self.replicated {
+                    // Only Raft's commit point moves a replica's high watermark.
+                    self.fire_callbacks(None);
+                    return Ok(());
+                }
                 self.durable.send_modify(|hw| {
                     if hw.generation == target.generation && hw.offset <= target.offset {
                         *hw = LogPoint {
@@ -149,6 +169,9 @@ impl Partition {
             }
             Err(e) => {
                 self.fail(&e);
+                if self.replicated {
+                    self.fire_callbacks(Some(&e));
+                }
                 Err(LogError::io("syncing a segment", e))
             }
         }
@@ -169,7 +192,8 @@ impl Partition {
         let hw = self.high_watermark();
         let mut st = self.state();
         st.failed = Some(e.to_string());
-        if acknowledged {
+        // A replica never rolls back by itself: Raft would not know (`replica.rs`).
+        if acknowledged || self.replicated {
             return;
         }
         if let Err(e) = self.truncate_locked(&mut st, hw.offset) {

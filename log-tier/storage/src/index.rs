@@ -4,40 +4,76 @@
 
 use bytes::{Buf, BufMut};
 
-/// Sparse map from a relative offset to the byte position of the batch holding it.
+/// Sparse map from a relative offset and a relative Raft index (the batch's ordinal in the
+/// segment) to the byte position of the batch. Relative offsets never decrease (zero-width
+/// Raft-internal batches share their offset with the next data batch); relative indexes and
+/// positions strictly increase.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct OffsetIndex {
-    entries: Vec<(u32, u32)>,
+    entries: Vec<(u32, u32, u32)>,
 }
+
+/// Tag mixed into the CRC of an offset index file, so a file of an older layout never decodes.
+const OFFSET_INDEX_TAG: &[u8] = b"headwater offset index v2";
 
 impl OffsetIndex {
     /// Adds an entry; entries must come in increasing order (out-of-order ones are ignored).
-    pub fn push(&mut self, relative_offset: u32, position: u32) {
+    pub fn push(&mut self, relative_offset: u32, relative_index: u32, position: u32) {
         if self
             .entries
             .last()
-            .is_none_or(|&(o, p)| relative_offset > o && position > p)
+            .is_none_or(|&(o, i, p)| relative_offset >= o && relative_index > i && position > p)
         {
-            self.entries.push((relative_offset, position));
+            self.entries
+                .push((relative_offset, relative_index, position));
         }
     }
 
-    /// The last entry at or before `relative_offset`, or `(0, 0)`: where to start scanning.
+    /// The last entry at or before `relative_offset`, or `(0, 0)`: `(relative offset,
+    /// position)` where to start scanning.
     pub fn lookup(&self, relative_offset: u32) -> (u32, u32) {
-        let i = self.entries.partition_point(|&(o, _)| o <= relative_offset);
-        if i == 0 { (0, 0) } else { self.entries[i - 1] }
+        let i = self
+            .entries
+            .partition_point(|&(o, _, _)| o <= relative_offset);
+        if i == 0 {
+            (0, 0)
+        } else {
+            let (o, _, p) = self.entries[i - 1];
+            (o, p)
+        }
+    }
+
+    /// The last entry at or before `relative_index`, or `(0, 0)`: `(relative index,
+    /// position)` where to start counting batches.
+    pub fn lookup_index(&self, relative_index: u32) -> (u32, u32) {
+        let i = self
+            .entries
+            .partition_point(|&(_, x, _)| x <= relative_index);
+        if i == 0 {
+            (0, 0)
+        } else {
+            let (_, x, p) = self.entries[i - 1];
+            (x, p)
+        }
+    }
+
+    /// The last entry, or `(0, 0, 0)`: `(relative offset, relative index, position)`.
+    pub fn last(&self) -> (u32, u32, u32) {
+        self.entries.last().copied().unwrap_or((0, 0, 0))
     }
 
     /// The first entry after `relative_offset`: the nearest batch start known to hold later
-    /// offsets (where a reader may go on past damaged bytes).
+    /// offsets (where a reader may go on past damaged bytes), as `(relative offset, position)`.
     pub fn next_after(&self, relative_offset: u32) -> Option<(u32, u32)> {
-        let i = self.entries.partition_point(|&(o, _)| o <= relative_offset);
-        self.entries.get(i).copied()
+        let i = self
+            .entries
+            .partition_point(|&(o, _, _)| o <= relative_offset);
+        self.entries.get(i).map(|&(o, _, p)| (o, p))
     }
 
     /// Drops entries at or after byte `position`.
     pub fn truncate_to_position(&mut self, position: u64) {
-        self.entries.retain(|&(_, p)| u64::from(p) < position);
+        self.entries.retain(|&(_, _, p)| u64::from(p) < position);
     }
 
     /// Number of entries.
@@ -50,29 +86,40 @@ impl OffsetIndex {
         self.entries.is_empty()
     }
 
-    /// Serialises entries plus a trailer `(next_offset, size)` and a CRC.
+    /// Serialises entries (12 bytes each) plus the trailer and a CRC (seeded with a layout
+    /// tag: an index file of the older 8-byte layout fails to decode and is rebuilt by
+    /// scanning).
     pub fn encode(&self, trailer: IndexTrailer) -> Vec<u8> {
-        let mut buf = Vec::with_capacity(self.entries.len() * 8 + 20);
-        for &(o, p) in &self.entries {
+        let mut buf = Vec::with_capacity(self.entries.len() * 12 + TRAILER_LEN + 4);
+        for &(o, i, p) in &self.entries {
             buf.put_u32(o);
+            buf.put_u32(i);
             buf.put_u32(p);
         }
         buf.put_i64(trailer.next_offset);
         buf.put_u64(trailer.size);
-        let crc = crc32c::crc32c(&buf);
+        buf.put_u64(trailer.base_index);
+        buf.put_u64(trailer.next_index);
+        let crc = crc32c::crc32c_append(crc32c::crc32c(OFFSET_INDEX_TAG), &buf);
         buf.put_u32(crc);
         buf
     }
 
-    /// Parses what [`OffsetIndex::encode`] wrote; `None` if torn, corrupt or not increasing.
+    /// Parses what [`OffsetIndex::encode`] wrote; `None` if torn, corrupt, of another layout
+    /// or not increasing.
     pub fn decode(bytes: &[u8]) -> Option<(Self, IndexTrailer)> {
-        let body = checked_body(bytes, 16, 8)?;
-        let (mut entries_bytes, mut trailer) = body.split_at(body.len() - 16);
+        let seed = crc32c::crc32c(OFFSET_INDEX_TAG);
+        let body = checked_body_seeded(bytes, TRAILER_LEN, 12, seed)?;
+        let (mut entries_bytes, mut trailer) = body.split_at(body.len() - TRAILER_LEN);
         let mut index = OffsetIndex::default();
         while entries_bytes.has_remaining() {
-            let (o, p) = (entries_bytes.get_u32(), entries_bytes.get_u32());
+            let (o, i, p) = (
+                entries_bytes.get_u32(),
+                entries_bytes.get_u32(),
+                entries_bytes.get_u32(),
+            );
             let before = index.entries.len();
-            index.push(o, p);
+            index.push(o, i, p);
             if index.entries.len() == before {
                 return None;
             }
@@ -80,18 +127,27 @@ impl OffsetIndex {
         let t = IndexTrailer {
             next_offset: trailer.get_i64(),
             size: trailer.get_u64(),
+            base_index: trailer.get_u64(),
+            next_index: trailer.get_u64(),
         };
-        Some((index, t))
+        (t.next_index >= t.base_index).then_some((index, t))
     }
 }
 
-/// What a sealed segment's offset index records about the log file it indexes.
+/// Bytes of an encoded [`IndexTrailer`].
+const TRAILER_LEN: usize = 32;
+
+/// What a sealed segment's offset index records about the log file it indexes (layout v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct IndexTrailer {
     /// Offset after the segment's last record.
     pub next_offset: i64,
     /// Size of the `.log` file in bytes.
     pub size: u64,
+    /// Raft index of the segment's first batch (its ordinal in a non-replicated partition).
+    pub base_index: u64,
+    /// Raft index after the segment's last batch.
+    pub next_index: u64,
 }
 
 /// Sparse map from a timestamp to the first relative offset whose batch reached it; timestamps
@@ -158,12 +214,17 @@ impl TimeIndex {
 
 /// Checks length and CRC; returns the bytes before the CRC.
 fn checked_body(bytes: &[u8], trailer: usize, entry: usize) -> Option<&[u8]> {
+    checked_body_seeded(bytes, trailer, entry, 0)
+}
+
+/// [`checked_body`] with the CRC computed from `seed` (`crc32c_append`).
+fn checked_body_seeded(bytes: &[u8], trailer: usize, entry: usize, seed: u32) -> Option<&[u8]> {
     if bytes.len() < trailer + 4 || !(bytes.len() - trailer - 4).is_multiple_of(entry) {
         return None;
     }
     let (body, crc) = bytes.split_at(bytes.len() - 4);
     let stored = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
-    (crc32c::crc32c(body) == stored).then_some(body)
+    (crc32c::crc32c_append(seed, body) == stored).then_some(body)
 }
 
 #[cfg(test)]
@@ -180,15 +241,15 @@ mod tests {
             let mut index = OffsetIndex::default();
             let (mut o, mut p) = (0u32, 0u32);
             let mut model = vec![];
-            for (d_o, dp) in steps {
+            for (n, (d_o, dp)) in steps.into_iter().enumerate() {
                 o += d_o;
                 p += dp;
-                index.push(o, p);
+                index.push(o, n as u32 + 1, p);
                 model.push((o, p));
             }
             let expected = model.iter().rev().find(|&&(eo, _)| eo <= probe).copied().unwrap_or((0, 0));
             prop_assert_eq!(index.lookup(probe), expected);
-            let trailer = IndexTrailer { next_offset: i64::from(o) + 1, size: u64::from(p) + 10 };
+            let trailer = IndexTrailer { next_offset: i64::from(o) + 1, size: u64::from(p) + 10, base_index: 3, next_index: 500 };
             let (back, t) = OffsetIndex::decode(&index.encode(trailer)).unwrap();
             prop_assert_eq!(&back, &index);
             prop_assert_eq!(t, trailer);
@@ -223,9 +284,9 @@ mod tests {
         #[test]
         fn corrupt_index_bytes_are_rejected(flip in 0usize..36, bit in 0u8..8) {
             let mut index = OffsetIndex::default();
-            index.push(1, 100);
-            index.push(7, 900);
-            let mut bytes = index.encode(IndexTrailer { next_offset: 9, size: 1000 });
+            index.push(1, 1, 100);
+            index.push(7, 2, 900);
+            let mut bytes = index.encode(IndexTrailer { next_offset: 9, size: 1000, base_index: 0, next_index: 3 });
             let i = flip % bytes.len();
             bytes[i] ^= 1 << bit;
             prop_assert!(OffsetIndex::decode(&bytes).is_none());
@@ -233,12 +294,43 @@ mod tests {
     }
 
     #[test]
+    fn old_layout_index_files_do_not_decode() {
+        // The 8-byte-entry layout before Raft indexes: (offset, position)… then (next offset,
+        // size) and a plain CRC-32C. Two entries make its length a valid v2 length.
+        let mut old = Vec::new();
+        for (o, p) in [(1u32, 100u32), (7, 900)] {
+            old.put_u32(o);
+            old.put_u32(p);
+        }
+        old.put_i64(9);
+        old.put_u64(1000);
+        let crc = crc32c::crc32c(&old);
+        old.put_u32(crc);
+        assert_eq!((old.len() - 4 - TRAILER_LEN) % 12, 0);
+        assert!(OffsetIndex::decode(&old).is_none());
+    }
+
+    #[test]
+    fn index_lookup_by_relative_index_and_shared_offsets() {
+        let mut index = OffsetIndex::default();
+        index.push(4, 2, 100); // an internal batch at offset 4…
+        index.push(4, 3, 200); // …and the data batch holding offset 4 after it
+        index.push(9, 5, 400);
+        assert_eq!(index.lookup(4), (4, 200));
+        assert_eq!(index.lookup_index(4), (3, 200));
+        assert_eq!(index.lookup_index(1), (0, 0));
+        assert_eq!(index.last(), (9, 5, 400));
+    }
+
+    #[test]
     fn truncated_index_is_rejected() {
         let mut index = OffsetIndex::default();
-        index.push(3, 40);
+        index.push(3, 1, 40);
         let bytes = index.encode(IndexTrailer {
             next_offset: 5,
             size: 80,
+            base_index: 0,
+            next_index: 2,
         });
         assert!(OffsetIndex::decode(&bytes[..bytes.len() - 1]).is_none());
         assert!(OffsetIndex::decode(&[]).is_none());

@@ -36,6 +36,7 @@ mod open_files;
 mod partition;
 mod producer;
 mod recovery;
+mod replica;
 pub mod security;
 mod segment;
 mod topic;
@@ -56,6 +57,10 @@ pub use log::{
 };
 pub use memory::MemoryLog;
 pub use open_files::{DescriptorLimit, raise_open_files_limit};
+pub use replica::{
+    Boundary, Entry, EntryId, EntryKind, EntryPayload, EpochEntry, OnDurable, ReplicaLog,
+    ReplicaLogState, StoredEntry,
+};
 pub use security::{
     AclEntry, CLUSTER_NAME, Operation, PatternType, Permission, ResourceType, validate_acls,
 };

@@ -2,7 +2,7 @@
 //! rolls, reads bounded by the high watermark, long-poll waits, retention and truncation.
 //! Durability (group commit, interval flush) lives in `flush.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
@@ -61,6 +61,18 @@ pub(crate) struct State {
     /// Set when an fsync failed: what failed. Appends and flushes are refused from then on,
     /// until a restart recovers the partition from disk (`flush.rs`).
     pub failed: Option<String>,
+    /// Bumped by every write and cut: an fsync has work when it differs from `synced_seq`.
+    pub write_seq: u64,
+    /// `write_seq` covered by the last successful fsync.
+    pub synced_seq: u64,
+    /// Replica mode: `on_durable` callbacks waiting for the fsync of `write_seq` (in order).
+    pub callbacks: VecDeque<(u64, crate::replica::OnDurable)>,
+    /// Replica mode, `every_append`: a flusher task runs and will pick up new writes.
+    pub flusher_running: bool,
+    /// Replica mode: the leader-epoch cache (`replica.rs`).
+    pub epochs: Vec<crate::replica::EpochEntry>,
+    /// Replica mode: the last purged entry and the Kafka offset after it.
+    pub purged: Option<crate::replica::Boundary>,
 }
 
 /// Result of writing one batch.
@@ -87,7 +99,12 @@ pub(crate) struct Partition {
     /// fsyncs of segment files so far (group-commit statistics and tests).
     pub(crate) fsyncs: Arc<AtomicU64>,
     /// How segments hold their files (the engine's bound on open files).
-    files: SegmentFiles,
+    pub(crate) files: SegmentFiles,
+    /// A Raft replica (`replica.rs`): written only through `ReplicaLog`, its high watermark
+    /// moved by Raft's commit point, not by fsyncs.
+    pub(crate) replicated: bool,
+    /// Held while `on_durable` callbacks are taken and run, so they fire in order.
+    pub(crate) firing: Mutex<()>,
 }
 
 impl Partition {
@@ -98,6 +115,7 @@ impl Partition {
         dir: &Path,
         settings: TopicSettings,
         clean: bool,
+        replicated: bool,
         open_files: &Arc<crate::open_files::OpenFiles>,
     ) -> Result<Arc<Self>> {
         let files = SegmentFiles {
@@ -124,6 +142,12 @@ impl Partition {
             closed: false,
         };
         metrics::gauge!(m::SEGMENTS).increment(segments.len() as f64);
+        let (epochs, purged) = if replicated {
+            crate::replica::recover_meta(dir, &recovered.segments)?
+        } else {
+            (Vec::new(), None)
+        };
+        let log_start = purged.map_or(log_start, |b| b.next_offset.max(log_start));
         let state = State {
             segments,
             active,
@@ -136,6 +160,12 @@ impl Partition {
             flush_scheduled: false,
             truncations: Vec::new(),
             failed: None,
+            write_seq: 0,
+            synced_seq: 0,
+            callbacks: VecDeque::new(),
+            flusher_running: false,
+            epochs,
+            purged,
         };
         Ok(Arc::new(Self {
             id,
@@ -148,6 +178,8 @@ impl Partition {
             fsyncs: Arc::new(AtomicU64::new(0)),
             files,
             topic,
+            replicated,
+            firing: Mutex::new(()),
         }))
     }
 
@@ -191,6 +223,9 @@ impl Partition {
     /// Writes a batch already validated (or encoded by us) without waiting for durability.
     /// In interval mode, the first write after a flush schedules the next flush.
     pub(crate) fn write(self: &Arc<Self>, batch: BytesMut, header: BatchHeader) -> Result<Written> {
+        if self.replicated {
+            return Err(refused_replicated(&self.topic, self.id));
+        }
         let written = self.write_locked(batch, header)?;
         if written.schedule_flush {
             self.spawn_interval_flush();
@@ -207,12 +242,7 @@ impl Partition {
             });
         }
         let mut st = self.state();
-        if st.written.closed {
-            return Err(LogError::Closed);
-        }
-        if let Some(failure) = &st.failed {
-            return Err(crate::flush::failed_error(failure));
-        }
+        self.check_writable(&st)?;
         if let Check::Duplicate {
             base_offset,
             next_offset,
@@ -226,19 +256,48 @@ impl Partition {
                 schedule_flush: false,
             });
         }
+        let (header, schedule_flush) = self.store_locked(&mut st, &mut batch, header)?;
+        Ok(Written {
+            base_offset: header.base_offset,
+            next_offset: header.next_offset(),
+            generation: st.written.generation,
+            schedule_flush,
+        })
+    }
+
+    /// Refuses writes to a closed or failed partition.
+    pub(crate) fn check_writable(&self, st: &State) -> Result<()> {
+        if st.written.closed {
+            return Err(LogError::Closed);
+        }
+        if let Some(failure) = &st.failed {
+            return Err(crate::flush::failed_error(failure));
+        }
+        Ok(())
+    }
+
+    /// Stores one checked batch at the log end under the state lock: rolls the segment if
+    /// needed, patches the base offset, writes, does the bookkeeping. Returns the stored header
+    /// and whether an interval flush must be scheduled.
+    pub(crate) fn store_locked(
+        &self,
+        st: &mut State,
+        batch: &mut BytesMut,
+        header: BatchHeader,
+    ) -> Result<(BatchHeader, bool)> {
         let len = batch.len() as u64;
-        if self.should_roll(&st, len, header.last_offset_delta) {
-            self.roll(&mut st)?;
+        if self.should_roll(st, len, header.last_offset_delta) {
+            self.roll(st)?;
         }
         let base = st.written.offset;
-        batch::set_base_offset(&mut batch, base);
+        batch::set_base_offset(batch, base);
         let header = BatchHeader {
             base_offset: base,
             ..header
         };
         let position = match st
             .active
-            .append(&batch, &header, self.settings.index_interval_bytes)
+            .append(batch, &header, self.settings.index_interval_bytes)
         {
             Ok(p) => p,
             Err(e) => {
@@ -248,27 +307,32 @@ impl Partition {
                 return Err(e);
             }
         };
-        let schedule_flush = self.note_written(&mut st, &header, position, len);
-        Ok(Written {
-            base_offset: base,
-            next_offset: header.next_offset(),
-            generation: st.written.generation,
-            schedule_flush,
-        })
+        let schedule_flush = self.note_written(st, &header, position, len);
+        Ok((header, schedule_flush))
     }
 
     /// Bookkeeping after a batch hit the file: producer state, log end, metrics, and the
     /// flush policy's next step. Returns true when an interval flush must be scheduled.
     fn note_written(&self, st: &mut State, header: &BatchHeader, position: u64, len: u64) -> bool {
-        st.producers.record(header, crate::engine::now_ms());
+        if !header.is_internal() {
+            st.producers.record(header, crate::engine::now_ms());
+        }
         st.written.offset = header.next_offset();
         st.written.position = position;
         st.written.segment = st.active.base_offset;
+        st.write_seq += 1;
         self.metrics.appends.increment(1);
         self.metrics.records.increment(header.records_count as u64);
         self.metrics.append_bytes.increment(len);
         debug!(topic = %self.topic, partition = self.id, base = header.base_offset, records = header.records_count, "appended batch");
         match self.settings.flush.mode {
+            // A replica's high watermark moves only with Raft's commit point.
+            FlushMode::Os if self.replicated => false,
+            FlushMode::Background if self.replicated => {
+                let schedule = !st.flush_scheduled;
+                st.flush_scheduled = true;
+                schedule
+            }
             FlushMode::Os => {
                 let end = st.written;
                 self.durable.send_modify(|d| *d = end);
@@ -291,14 +355,21 @@ impl Partition {
 
     fn should_roll(&self, st: &State, len: u64, last_delta: i32) -> bool {
         let active = &st.active;
-        let size = active.size();
-        if size == 0 {
+        // Never roll a segment without a data record: the next one would get the same base
+        // offset, hence the same file name (zero-width internal batches take no offset).
+        if st.written.offset == active.base_offset {
             return false;
         }
+        let size = active.size();
         let rel_end = st.written.offset - active.base_offset + i64::from(last_delta);
+        let (base_index, next_index) = {
+            let m = active.meta();
+            (m.base_index, m.next_index)
+        };
         size + len > self.settings.segment_bytes
             || active.age() >= Duration::from_millis(self.settings.segment_ms)
             || rel_end >= i64::from(u32::MAX)
+            || next_index - base_index >= u64::from(u32::MAX)
     }
 
     /// Seals the active segment (index files, producer snapshot) and starts a new one.
@@ -306,7 +377,12 @@ impl Partition {
         let next = st.written.offset;
         st.active.write_indexes()?;
         st.producers.write_snapshot(&self.dir, next)?;
-        let segment = Arc::new(Segment::create(&self.dir, next, &self.files)?);
+        let segment = Arc::new(Segment::create(
+            &self.dir,
+            next,
+            st.active.next_index(),
+            &self.files,
+        )?);
         let old = std::mem::replace(&mut st.active, segment.clone());
         if self.settings.flush.mode == FlushMode::Os {
             old.close_file();
@@ -354,14 +430,18 @@ impl Partition {
             (true, segment.next_offset())
         };
         let resume = |pos| segment.resume_point(offset, pos, limit, end, sealed);
-        let position = match segment.find_position(offset, limit) {
-            Ok(Some(position)) => position,
-            Ok(None) => return Ok(Bytes::new()),
+        let position = match segment
+            .find_position(offset, limit)
+            .and_then(|p| p.map(|p| skip_internal(&segment, p, limit)).transpose())
+        {
+            Ok(Some(position)) if position < limit => position,
+            Ok(_) => return Ok(Bytes::new()),
             Err(e @ LogError::Corrupt { .. }) => return Err(e.resuming_at(resume(None))),
             Err(e) => return Err(e),
         };
         let bytes = match segment.read_batches(position, limit, max_bytes.min(MAX_READ_BYTES)) {
-            Ok(bytes) => bytes,
+            // A Kafka read stops before a Raft-internal batch; the next read skips it.
+            Ok(bytes) => bytes.slice(..batch::data_prefix_len(&bytes)),
             Err(e @ LogError::Corrupt { .. }) => {
                 return Err(e.resuming_at(resume(Some(position))));
             }
@@ -423,6 +503,9 @@ impl Partition {
     /// Readers must not be past it: the high watermark is moved back too.
     /// Appenders still waiting for offsets past the cut get an error.
     pub(crate) fn truncate_to(&self, offset: i64) -> Result<()> {
+        if self.replicated {
+            return Err(refused_replicated(&self.topic, self.id));
+        }
         let mut st = self.state();
         if offset >= st.written.offset {
             return Ok(());
@@ -473,21 +556,47 @@ impl Partition {
                 metrics::gauge!(m::SEGMENTS).decrement(1.0);
             }
         }
-        st.unsynced.retain(|s| s.base_offset < keep.base_offset);
         let size = keep.size();
-        let mut cut = (size, keep.next_offset());
-        let mut max_ts = i64::MIN;
+        let mut cut = size;
         keep.scan_headers(0, size, |h, pos| {
             if h.next_offset() > offset {
-                cut = (pos, h.base_offset);
+                cut = pos;
                 return ControlFlow::Break(());
             }
-            max_ts = max_ts.max(h.max_timestamp);
             ControlFlow::Continue(())
         })?;
-        keep.truncate(cut.0, cut.1, max_ts)?;
+        self.cut_at(st, &keep, cut)
+    }
+
+    /// Cuts the log at byte `position` of `keep` (a batch boundary): later segments go, `keep`
+    /// becomes the active segment, the producer state is rebuilt as of the cut.
+    pub(crate) fn cut_at(&self, st: &mut State, keep: &Arc<Segment>, position: u64) -> Result<()> {
+        let later: Vec<i64> = st
+            .segments
+            .range(keep.base_offset + 1..)
+            .map(|(&b, _)| b)
+            .collect();
+        for base in later {
+            if let Some(s) = st.segments.remove(&base) {
+                s.delete_files()?;
+                metrics::gauge!(m::SEGMENTS).decrement(1.0);
+            }
+        }
+        st.unsynced.retain(|s| s.base_offset < keep.base_offset);
+        let mut next_offset = keep.base_offset;
+        let mut next_index = keep.base_index();
+        let mut max_ts = i64::MIN;
+        keep.scan_headers(0, position, |h, _| {
+            next_offset = h.next_offset();
+            next_index += 1;
+            if !h.is_internal() {
+                max_ts = max_ts.max(h.max_timestamp);
+            }
+            ControlFlow::Continue(())
+        })?;
+        keep.truncate(position, next_offset, next_index, max_ts)?;
         // A snapshot taken past the cut would bring back forgotten batches on recovery.
-        if ProducerStates::read_snapshot(&self.dir).is_some_and(|(at, _)| at > cut.1) {
+        if ProducerStates::read_snapshot(&self.dir).is_some_and(|(at, _)| at > next_offset) {
             let _ = std::fs::remove_file(self.dir.join(crate::producer::SNAPSHOT_FILE));
         }
         // The state before the cut, rebuilt as recovery does (snapshot, then the headers after
@@ -496,9 +605,10 @@ impl Partition {
         let segments: Vec<Arc<Segment>> = st.segments.values().cloned().collect();
         st.producers = crate::recovery::rebuild_producers(&self.dir, &segments)?;
         st.active = keep.clone();
-        st.written.offset = cut.1;
+        st.written.offset = next_offset;
         st.written.segment = keep.base_offset;
-        st.written.position = cut.0;
+        st.written.position = position;
+        st.write_seq += 1;
         Ok(())
     }
 
@@ -533,6 +643,27 @@ impl Partition {
     pub(crate) fn release(&self) {
         metrics::gauge!(m::SEGMENTS).decrement(self.segment_count() as f64);
     }
+}
+
+/// The first position at or after `position` (a batch boundary below `limit`) that does not
+/// hold a Raft-internal batch; `limit` when none does.
+fn skip_internal(segment: &Segment, position: u64, limit: u64) -> Result<u64> {
+    let mut at = limit;
+    segment.scan_headers(position, limit, |h, pos| {
+        if h.is_internal() {
+            return ControlFlow::Continue(());
+        }
+        at = pos;
+        ControlFlow::Break(())
+    })?;
+    Ok(at)
+}
+
+/// The error the Kafka append path answers for a replicated partition.
+pub(crate) fn refused_replicated(topic: &str, partition: i32) -> LogError {
+    LogError::InvalidArgument(format!(
+        "partition {partition} of topic {topic} is a Raft replica: it is written through Raft, not appended to directly"
+    ))
 }
 
 /// The segment to read `offset` from: the one holding it, or, when `offset` falls in a hole

@@ -40,9 +40,23 @@ pub(crate) fn recover(
     files: &SegmentFiles,
 ) -> Result<Recovered> {
     fs::create_dir_all(dir).map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
-    let bases = segment_bases(dir)?;
+    let boundary = crate::replica::read_boundary(dir);
+    let mut bases = segment_bases(dir)?;
+    if let Some(b) = &boundary {
+        // Segments before the recorded first one: a purge interrupted after it recorded the
+        // boundary. Finish it.
+        for &base in bases.iter().filter(|&&base| base < b.first_segment) {
+            for ext in ["log", "index", "timeindex"] {
+                let _ = fs::remove_file(dir.join(crate::segment::file_name(base, ext)));
+            }
+        }
+        bases.retain(|&base| base >= b.first_segment);
+    }
     if bases.is_empty() {
-        let segment = Arc::new(Segment::create(dir, 0, files)?);
+        let (base, index) = boundary
+            .as_ref()
+            .map_or((0, 0), |b| (b.first_segment, b.first_index));
+        let segment = Arc::new(Segment::create(dir, base, index, files)?);
         return Ok(Recovered {
             segments: vec![segment],
             producers: ProducerStates::default(),
@@ -51,6 +65,15 @@ pub(crate) fn recover(
     let mut segments: Vec<Arc<Segment>> = Vec::with_capacity(bases.len());
     for (i, &base) in bases.iter().enumerate() {
         let last = i + 1 == bases.len();
+        // Raft index of the first batch: the predecessor's end, or for the first segment the
+        // purge boundary's record (else what its own index trailer says, else 0).
+        let expected_index = match segments.last() {
+            Some(prev) => Some(prev.next_index()),
+            None => boundary
+                .as_ref()
+                .filter(|b| b.first_segment == base)
+                .map(|b| b.first_index),
+        };
         if let Some(prev) = segments.last() {
             let expected = prev.next_offset();
             if base < expected {
@@ -66,11 +89,18 @@ pub(crate) fn recover(
         let sealed = if last && !clean {
             None
         } else {
-            load_sealed(dir, base, files)?
+            load_sealed(dir, base, expected_index, files)?
         };
         let segment = match sealed {
             Some(s) => s,
-            None => match scan_segment(dir, base, index_interval, last, files)? {
+            None => match scan_segment(
+                dir,
+                base,
+                expected_index.unwrap_or(0),
+                index_interval,
+                last,
+                files,
+            )? {
                 Some(s) => s,
                 None => continue,
             },
@@ -159,9 +189,15 @@ fn quarantine(dir: &Path, base: i64, prefix: u64, why: &str) -> Result<()> {
 /// Extension of a segment file set aside by recovery.
 pub(crate) const QUARANTINED: &str = "log.quarantined";
 
-/// Opens a sealed segment from its index files when they match the log file; `None` when they
-/// are missing, torn or stale (the caller then rebuilds them by scanning).
-fn load_sealed(dir: &Path, base: i64, files: &SegmentFiles) -> Result<Option<Segment>> {
+/// Opens a sealed segment from its index files when they match the log file (and its first
+/// Raft index is `expected_index`, when known); `None` when they are missing, torn, stale or
+/// of an older layout (the caller then rebuilds them by scanning).
+fn load_sealed(
+    dir: &Path,
+    base: i64,
+    expected_index: Option<u64>,
+    files: &SegmentFiles,
+) -> Result<Option<Segment>> {
     let path = dir.join(crate::segment::file_name(base, "log"));
     let len = fs::metadata(&path)
         .map_err(|e| LogError::io(format!("inspecting {}", path.display()), e))?
@@ -174,13 +210,18 @@ fn load_sealed(dir: &Path, base: i64, files: &SegmentFiles) -> Result<Option<Seg
     else {
         return Ok(None);
     };
-    if trailer.size != len || trailer.next_offset < base {
+    if trailer.size != len
+        || trailer.next_offset < base
+        || expected_index.is_some_and(|i| i != trailer.base_index)
+    {
         return Ok(None);
     }
-    let (_, last_pos) = offset_index.lookup(u32::MAX);
+    let (_, last_rel_index, last_pos) = offset_index.last();
     let meta = SegmentMeta {
         size: len,
         next_offset: trailer.next_offset,
+        base_index: trailer.base_index,
+        next_index: trailer.next_index,
         max_timestamp,
         offset_index,
         time_index,
@@ -190,15 +231,21 @@ fn load_sealed(dir: &Path, base: i64, files: &SegmentFiles) -> Result<Option<Seg
     let segment = Segment::from_parts(dir, base, files, None, meta);
     // The tail after the last index entry must be whole batches ending at the recorded offset.
     let mut next = if last_pos == 0 { base } else { -1 };
+    let mut next_index = trailer.base_index + u64::from(last_rel_index);
     let end = segment.scan_headers(u64::from(last_pos), len, |h, _| {
         if next >= 0 && h.base_offset != next {
             return ControlFlow::Break(());
         }
         next = h.next_offset();
+        next_index += 1;
         ControlFlow::Continue(())
     });
     match end {
-        Ok(end) if end == len && next == trailer.next_offset => Ok(Some(segment)),
+        Ok(end)
+            if end == len && next == trailer.next_offset && next_index == trailer.next_index =>
+        {
+            Ok(Some(segment))
+        }
         _ => Ok(None),
     }
 }
@@ -210,6 +257,7 @@ fn load_sealed(dir: &Path, base: i64, files: &SegmentFiles) -> Result<Option<Seg
 fn scan_segment(
     dir: &Path,
     base: i64,
+    base_index: u64,
     index_interval: u64,
     last: bool,
     files: &SegmentFiles,
@@ -225,7 +273,7 @@ fn scan_segment(
         .metadata()
         .map_err(|e| LogError::io(ctx("inspecting"), e))?
         .len();
-    let (mut meta, pos) = valid_prefix(&file, len, base, index_interval)
+    let (mut meta, pos) = valid_prefix(&file, len, base, base_index, index_interval)
         .map_err(|e| LogError::io(ctx("reading"), e))?;
     meta.size = pos;
     if pos < len && !last {
@@ -257,14 +305,16 @@ fn scan_segment(
 }
 
 /// Reads `file` in chunks and returns the indexes of, and the end of, its longest prefix of
-/// whole batches with good CRCs and dense offsets starting at `base`.
+/// whole batches with good CRCs and dense offsets starting at `base` (a zero-width
+/// Raft-internal batch's next offset is its base), the first getting Raft index `base_index`.
 fn valid_prefix(
     file: &File,
     len: u64,
     base: i64,
+    base_index: u64,
     index_interval: u64,
 ) -> std::io::Result<(SegmentMeta, u64)> {
-    let mut meta = SegmentMeta::empty(base);
+    let mut meta = SegmentMeta::empty(base, base_index);
     // `pos` is always the end of the last good batch.
     let mut pos = 0u64;
     while pos + HEADER_LEN as u64 <= len {
@@ -317,7 +367,9 @@ pub(crate) fn rebuild_producers(dir: &Path, segments: &[Arc<Segment>]) -> Result
         let size = segment.size();
         let begin = segment.find_position(from, size)?.unwrap_or(size);
         segment.scan_headers(begin, size, |h, _| {
-            producers.record(h, now);
+            if !h.is_internal() {
+                producers.record(h, now);
+            }
             ControlFlow::Continue(())
         })?;
     }

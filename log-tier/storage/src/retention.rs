@@ -32,6 +32,10 @@ impl Partition {
         let mut st = self.state();
         st.producers
             .expire(now_ms, self.settings.producer_expiry_ms);
+        if self.replicated {
+            // A replica's segments go only when Raft purges them (`replica.rs`).
+            return Ok(0);
+        }
         let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
         let mut deleted = 0;
         while let Some((&base, segment)) = st.segments.iter().next() {

@@ -42,7 +42,11 @@ pub(crate) struct SegmentMeta {
     pub size: u64,
     /// Offset after the last record.
     pub next_offset: i64,
-    /// Largest record timestamp, or `i64::MIN` when empty.
+    /// Raft index of the first batch (each batch is one entry; see `replica.rs`).
+    pub base_index: u64,
+    /// Raft index after the last batch.
+    pub next_index: u64,
+    /// Largest record timestamp (data batches only), or `i64::MIN` when empty.
     pub max_timestamp: i64,
     /// Sparse offset index.
     pub offset_index: OffsetIndex,
@@ -55,11 +59,13 @@ pub(crate) struct SegmentMeta {
 }
 
 impl SegmentMeta {
-    /// Meta of an empty segment at `base_offset`.
-    pub(crate) fn empty(base_offset: i64) -> Self {
+    /// Meta of an empty segment at `base_offset` whose first batch gets Raft index `base_index`.
+    pub(crate) fn empty(base_offset: i64, base_index: u64) -> Self {
         Self {
             size: 0,
             next_offset: base_offset,
+            base_index,
+            next_index: base_index,
             max_timestamp: i64::MIN,
             offset_index: OffsetIndex::default(),
             time_index: TimeIndex::default(),
@@ -77,14 +83,20 @@ impl SegmentMeta {
         index_interval: u64,
     ) {
         let rel = (header.base_offset - base) as u32;
-        self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        let rel_index = (self.next_index - self.base_index) as u32;
+        if !header.is_internal() {
+            self.max_timestamp = self.max_timestamp.max(header.max_timestamp);
+        }
         if self.size == 0 || self.bytes_since_index >= index_interval {
             if position > 0 {
-                self.offset_index.push(rel, position as u32);
+                self.offset_index.push(rel, rel_index, position as u32);
             }
-            self.time_index.push(self.max_timestamp, rel);
+            if !header.is_internal() {
+                self.time_index.push(self.max_timestamp, rel);
+            }
             self.bytes_since_index = 0;
         }
+        self.next_index += 1;
         let len = header.total_len() as u64;
         self.bytes_since_index += len;
         self.size = position + len;
@@ -105,8 +117,14 @@ pub(crate) struct Segment {
 }
 
 impl Segment {
-    /// Creates a new empty segment file; fails if it exists.
-    pub(crate) fn create(dir: &Path, base_offset: i64, files: &SegmentFiles) -> Result<Self> {
+    /// Creates a new empty segment file whose first batch gets Raft index `base_index`; fails
+    /// if it exists.
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        base_index: u64,
+        files: &SegmentFiles,
+    ) -> Result<Self> {
         let path = dir.join(file_name(base_offset, "log"));
         let file = OpenOptions::new()
             .read(true)
@@ -119,7 +137,7 @@ impl Segment {
             base_offset,
             files,
             Some(file),
-            SegmentMeta::empty(base_offset),
+            SegmentMeta::empty(base_offset, base_index),
         ))
     }
 
@@ -172,6 +190,41 @@ impl Segment {
     /// Offset after the last record.
     pub(crate) fn next_offset(&self) -> i64 {
         self.meta().next_offset
+    }
+
+    /// Raft index of the first batch.
+    pub(crate) fn base_index(&self) -> u64 {
+        self.meta().base_index
+    }
+
+    /// Raft index after the last batch.
+    pub(crate) fn next_index(&self) -> u64 {
+        self.meta().next_index
+    }
+
+    /// Position of the batch with Raft index `index` (which must be in this segment), scanning
+    /// below `limit`; `None` when past the end.
+    pub(crate) fn find_index_position(&self, index: u64, limit: u64) -> Result<Option<u64>> {
+        let (base, start) = {
+            let m = self.meta();
+            if index < m.base_index || index >= m.next_index {
+                return Ok(None);
+            }
+            let rel = (index - m.base_index).min(u64::from(u32::MAX)) as u32;
+            let (rel_found, pos) = m.offset_index.lookup_index(rel);
+            (m.base_index + u64::from(rel_found), pos)
+        };
+        let mut at = base;
+        let mut found = None;
+        self.scan_headers(u64::from(start), limit, |_, pos| {
+            if at == index {
+                found = Some(pos);
+                return ControlFlow::Break(());
+            }
+            at += 1;
+            ControlFlow::Continue(())
+        })?;
+        Ok(found)
     }
 
     /// When this segment was created or opened.
@@ -385,7 +438,7 @@ impl Segment {
             let Some((h, b)) = batch::split_batches(bytes).next() else {
                 return Ok(None);
             };
-            if h.max_timestamp >= target {
+            if !h.is_internal() && h.max_timestamp >= target {
                 let records = batch::decode_records(&b)?;
                 if let Some(r) = records.iter().find(|r| r.timestamp_ms >= target) {
                     return Ok(Some((r.offset, r.timestamp_ms)));
@@ -402,6 +455,8 @@ impl Segment {
         let trailer = IndexTrailer {
             next_offset: m.next_offset,
             size: m.size,
+            base_index: m.base_index,
+            next_index: m.next_index,
         };
         for (ext, bytes) in [
             ("index", m.offset_index.encode(trailer)),
@@ -421,11 +476,13 @@ impl Segment {
         }
     }
 
-    /// Truncates the log to `position`, which must be a batch boundary with `next_offset` after it.
+    /// Truncates the log to `position`, which must be a batch boundary with `next_offset` and
+    /// Raft index `next_index` after it.
     pub(crate) fn truncate(
         &self,
         position: u64,
         next_offset: i64,
+        next_index: u64,
         max_timestamp: i64,
     ) -> Result<()> {
         let mut m = self.meta();
@@ -434,6 +491,7 @@ impl Segment {
             .map_err(|e| LogError::io(format!("truncating {}", self.path("log").display()), e))?;
         m.size = position;
         m.next_offset = next_offset;
+        m.next_index = next_index;
         m.max_timestamp = max_timestamp;
         m.offset_index.truncate_to_position(position);
         m.time_index.truncate_to_offset(

@@ -1,5 +1,6 @@
-//! A topic on disk: `topics/<name>/topic.json` (partition count) and one directory per
-//! partition, plus Kafka's topic-name rules.
+//! A topic on disk: `topics/<name>/topic.json` (partition count, whether its partitions are
+//! Raft replicas, its own settings) and one directory per partition, plus Kafka's topic-name
+//! rules.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -8,21 +9,31 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::TopicSettings;
+use crate::config::{TopicConfig, TopicSettings};
 use crate::error::{LogError, Result};
 use crate::open_files::OpenFiles;
 use crate::partition::Partition;
 
 const META_FILE: &str = "topic.json";
 
-#[derive(Serialize, Deserialize)]
-struct TopicMeta {
-    partitions: u32,
+/// The content of `topic.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct TopicMeta {
+    /// Partition count.
+    pub partitions: u32,
+    /// The partitions are Raft replicas (`replica.rs`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replicated: bool,
+    /// Settings given when the topic was created, over the configured ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<TopicConfig>,
 }
 
 /// An open topic.
 pub(crate) struct Topic {
     pub name: Arc<str>,
+    /// Its partitions are Raft replicas.
+    pub replicated: bool,
     pub dir: PathBuf,
     pub partitions: Vec<Arc<Partition>>,
     round_robin: AtomicU32,
@@ -49,10 +60,11 @@ impl Topic {
     pub(crate) fn create(
         root: &Path,
         name: &str,
-        partitions: u32,
+        meta: &TopicMeta,
         settings: TopicSettings,
         files: &Arc<OpenFiles>,
     ) -> Result<Self> {
+        let partitions = meta.partitions;
         check_name(name)?;
         if partitions == 0 || partitions > 10_000 {
             return Err(LogError::InvalidArgument(format!(
@@ -62,19 +74,19 @@ impl Topic {
         let dir = root.join(name);
         fs::create_dir_all(&dir)
             .map_err(|e| LogError::io(format!("creating {}", dir.display()), e))?;
-        let meta = serde_json::to_vec(&TopicMeta { partitions })
-            .map_err(|e| LogError::InvalidArgument(e.to_string()))?;
+        let bytes =
+            serde_json::to_vec(meta).map_err(|e| LogError::InvalidArgument(e.to_string()))?;
         let tmp = dir.join(format!("{META_FILE}.tmp"));
         let path = dir.join(META_FILE);
         let write = || -> std::io::Result<()> {
-            fs::write(&tmp, &meta)?;
+            fs::write(&tmp, &bytes)?;
             fs::File::open(&tmp)?.sync_all()?;
             fs::rename(&tmp, &path)?;
             fs::File::open(&dir)?.sync_all()?;
             fs::File::open(root)?.sync_all()
         };
         write().map_err(|e| LogError::io(format!("writing {}", path.display()), e))?;
-        let topic = Self::open(&dir, name, partitions, settings, false, files)?;
+        let topic = Self::open(&dir, name, meta, settings, false, files)?;
         // Make the partition directories' entries durable too.
         fs::File::open(&dir)
             .and_then(|d| d.sync_all())
@@ -86,7 +98,7 @@ impl Topic {
     /// if it has no valid metadata (half-created).
     pub(crate) fn load(
         dir: &Path,
-        settings: impl Fn(&str) -> TopicSettings,
+        settings: impl Fn(&str, Option<&TopicConfig>) -> TopicSettings,
         clean: bool,
         files: &Arc<OpenFiles>,
     ) -> Result<Option<Self>> {
@@ -102,26 +114,37 @@ impl Topic {
         let Ok(meta) = serde_json::from_slice::<TopicMeta>(&bytes) else {
             return Ok(None);
         };
-        Self::open(dir, name, meta.partitions, settings(name), clean, files).map(Some)
+        let settings = settings(name, meta.config.as_ref());
+        Self::open(dir, name, &meta, settings, clean, files).map(Some)
     }
 
     fn open(
         dir: &Path,
         name: &str,
-        partitions: u32,
+        meta: &TopicMeta,
         settings: TopicSettings,
         clean: bool,
         files: &Arc<OpenFiles>,
     ) -> Result<Self> {
         let name: Arc<str> = Arc::from(name);
-        let partitions = (0..partitions as i32)
+        let partitions = (0..meta.partitions as i32)
             .map(|p| {
                 let pdir = dir.join(p.to_string());
-                Partition::open(name.clone(), p, &pdir, settings.clone(), clean, files)
+                let settings = settings.clone();
+                Partition::open(
+                    name.clone(),
+                    p,
+                    &pdir,
+                    settings,
+                    clean,
+                    meta.replicated,
+                    files,
+                )
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Self {
             name,
+            replicated: meta.replicated,
             dir: dir.to_path_buf(),
             partitions,
             round_robin: AtomicU32::new(0),

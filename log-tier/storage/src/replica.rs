@@ -1,0 +1,894 @@
+//! Raft-replica storage of one partition (`ReplicaLog`): each Raft log entry is exactly one
+//! RecordBatch v2 in the partition's segments (no second log). Data entries are client
+//! batches whose base offset and `partitionLeaderEpoch` (= term) are patched on append;
+//! blank and membership entries are zero-width control batches (`batch::encode_internal`)
+//! that take no Kafka offset. The Raft index of a batch is its segment's base index plus its
+//! ordinal in the segment. Beside the segments: the leader-epoch cache
+//! (`leader-epoch-checkpoint`) and the purge boundary (`boundary`). See
+//! `docs/design/replication.md` sections 2.1-2.5.
+
+use std::fs::{self, File};
+use std::ops::{ControlFlow, Range};
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use tracing::warn;
+
+use crate::batch::{self, BatchHeader, HEADER_LEN, InternalKind};
+use crate::config::FlushMode;
+use crate::error::{LogError, Result};
+use crate::metrics as m;
+use crate::partition::{LogPoint, Partition, State};
+use crate::producer::ProducerStates;
+use crate::segment::Segment;
+
+/// File of the leader-epoch cache in a partition directory.
+pub(crate) const EPOCH_FILE: &str = "leader-epoch-checkpoint";
+/// File of the purge boundary in a partition directory.
+pub(crate) const BOUNDARY_FILE: &str = "boundary";
+
+/// Called once when an append is durable under the topic's flush policy (or with the error
+/// of the fsync that failed).
+pub type OnDurable = Box<dyn FnOnce(Result<()>) + Send + 'static>;
+
+/// What a Raft entry holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryPayload {
+    /// A leader's blank entry.
+    Blank,
+    /// A membership change, opaque to the log.
+    Membership(Bytes),
+    /// One whole RecordBatch v2 from a client; its base offset and leader epoch are patched.
+    Data(BytesMut),
+}
+
+/// A Raft entry to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// Raft log index (dense from 0).
+    pub index: u64,
+    /// Raft term (at most `i32::MAX`: it is stored as the batch's leader epoch).
+    pub term: u64,
+    /// What it holds.
+    pub payload: EntryPayload,
+}
+
+/// Kind of a stored entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A blank entry.
+    Blank,
+    /// A membership entry.
+    Membership,
+    /// A data batch.
+    Data,
+}
+
+/// An entry read back from the log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEntry {
+    /// Raft log index.
+    pub index: u64,
+    /// Raft term (the batch's `partitionLeaderEpoch`).
+    pub term: u64,
+    /// What it holds.
+    pub kind: EntryKind,
+    /// Kafka offset of its first record (for an internal entry: of the next data record).
+    pub base_offset: i64,
+    /// Kafka offset after its last record (equal to `base_offset` for an internal entry).
+    pub next_offset: i64,
+    /// The whole stored batch.
+    pub bytes: Bytes,
+}
+
+impl StoredEntry {
+    /// The payload of a membership entry; `None` for other kinds.
+    pub fn membership(&self) -> Option<Bytes> {
+        match batch::parse_internal(&self.bytes) {
+            Some((InternalKind::Membership, payload)) => Some(payload),
+            _ => None,
+        }
+    }
+}
+
+/// A Raft log id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct EntryId {
+    /// Raft log index.
+    pub index: u64,
+    /// Raft term.
+    pub term: u64,
+}
+
+/// What a purge or a snapshot install leaves behind: the last entry gone and the Kafka offset
+/// after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Boundary {
+    /// The last purged entry.
+    pub last: EntryId,
+    /// The Kafka offset after it.
+    pub next_offset: i64,
+}
+
+/// The state of a replica's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaLogState {
+    /// The last purged entry, if any.
+    pub purged: Option<EntryId>,
+    /// The last entry (the purged one when none follows), if any.
+    pub last: Option<EntryId>,
+    /// The Kafka offset the next data record gets.
+    pub next_offset: i64,
+    /// The high watermark: the Kafka offset after the last committed entry.
+    pub committed_offset: i64,
+}
+
+/// One line of the leader-epoch cache: the first entry of a term.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpochEntry {
+    /// The term.
+    pub term: u64,
+    /// Raft index of its first entry.
+    pub first_index: u64,
+    /// Kafka offset at its first entry.
+    pub first_offset: i64,
+}
+
+/// The Raft-replica handle of one partition of a replicated topic
+/// ([`crate::LogEngine::replica`]). Cheap to clone.
+#[derive(Clone)]
+pub struct ReplicaLog {
+    partition: Arc<Partition>,
+}
+
+impl std::fmt::Debug for ReplicaLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReplicaLog")
+            .field("topic", &self.partition.topic)
+            .field("partition", &self.partition.id)
+            .finish()
+    }
+}
+
+impl ReplicaLog {
+    pub(crate) fn new(partition: Arc<Partition>) -> Self {
+        Self { partition }
+    }
+
+    /// Purge point, last entry, next Kafka offset and high watermark.
+    pub fn state(&self) -> ReplicaLogState {
+        let committed_offset = self.partition.high_watermark().offset;
+        let st = self.partition.state();
+        let purged = st.purged.map(|b| b.last);
+        let next = st.active.next_index();
+        let first = first_index(&st);
+        let last = if next > first {
+            Some(EntryId {
+                index: next - 1,
+                term: term_at(&st, next - 1),
+            })
+        } else {
+            purged
+        };
+        ReplicaLogState {
+            purged,
+            last,
+            next_offset: st.written.offset,
+            committed_offset,
+        }
+    }
+
+    /// Writes contiguous entries (the first one's index is the log's next index: 0 on an
+    /// empty log, the purged index + 1 after a purge) without fsync; returns once they are
+    /// readable. `on_durable` runs exactly once, after everything submitted so far (this call
+    /// included) is durable under the topic's flush policy: `every_append` after the next
+    /// fsync (a flusher task shared by concurrent appends: group commit; append never
+    /// waits), `interval` at the next interval fsync, `os`/`background` right after the
+    /// write. Callbacks fire in submission order and must not call back into this log. A
+    /// failed fsync calls them with `Err` and fails the partition (no rollback). When
+    /// `append` itself fails, `on_durable` is dropped uncalled. Data batches update the
+    /// producer state (no duplicate check: the leader dedups before proposing).
+    pub fn append(&self, entries: Vec<Entry>, on_durable: OnDurable) -> Result<()> {
+        let p = &self.partition;
+        let mut st = p.state();
+        p.check_writable(&st)?;
+        let checked = check_entries(p, &st, entries)?;
+        let mut schedule = false;
+        for (entry, header) in checked {
+            let term = entry.term as i32;
+            let new_epoch = st.epochs.last().is_none_or(|e| entry.term > e.term);
+            if new_epoch {
+                let epoch = EpochEntry {
+                    term: entry.term,
+                    first_index: entry.index,
+                    first_offset: st.written.offset,
+                };
+                // Before the batch: a crash may leave an epoch past the log end (trimmed at
+                // recovery), never an entry without its epoch.
+                st.epochs.push(epoch);
+                if let Err(e) = write_epochs(&p.dir, &st.epochs) {
+                    st.epochs.pop();
+                    return Err(e);
+                }
+            }
+            let base = st.written.offset;
+            let now = crate::engine::now_ms();
+            let mut bytes = match entry.payload {
+                EntryPayload::Blank => {
+                    batch::encode_internal(InternalKind::Blank, &[], base, term, now)?
+                }
+                EntryPayload::Membership(payload) => {
+                    batch::encode_internal(InternalKind::Membership, &payload, base, term, now)?
+                }
+                EntryPayload::Data(bytes) => bytes,
+            };
+            batch::set_leader_epoch(&mut bytes, term);
+            let header = match header {
+                Some(h) => h,
+                None => BatchHeader::parse(&bytes)
+                    .ok_or_else(|| LogError::InvalidBatch("short internal batch".to_owned()))?,
+            };
+            let header = BatchHeader {
+                partition_leader_epoch: term,
+                ..header
+            };
+            match p.store_locked(&mut st, &mut bytes, header) {
+                Ok((_, s)) => schedule |= s,
+                Err(e) => {
+                    if new_epoch {
+                        st.epochs.pop();
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        let seq = st.write_seq;
+        st.callbacks.push_back((seq, on_durable));
+        let mode = p.settings.flush.mode;
+        let start_flusher = mode == FlushMode::EveryAppend && !st.flusher_running;
+        if start_flusher {
+            st.flusher_running = true;
+        }
+        drop(st);
+        if schedule {
+            p.spawn_interval_flush();
+        }
+        match mode {
+            FlushMode::Os | FlushMode::Background => p.fire_callbacks(None),
+            FlushMode::EveryAppend if start_flusher => spawn_flusher(p.clone()),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Stored entries with an index in `range`, in order, stopping once `max_bytes` are
+    /// collected (at least one when the range starts inside the log). Error if `range.start`
+    /// is purged.
+    pub fn entries(&self, range: Range<u64>, max_bytes: usize) -> Result<Vec<StoredEntry>> {
+        let (segments, first) = {
+            let st = self.partition.state();
+            let first = first_index(&st);
+            if range.start < first {
+                return Err(LogError::InvalidArgument(format!(
+                    "entry {} is purged (the log starts at {first})",
+                    range.start
+                )));
+            }
+            let segments: Vec<(Arc<Segment>, u64)> = st
+                .segments
+                .values()
+                .filter(|s| s.next_index() > range.start)
+                .map(|s| (s.clone(), s.size()))
+                .collect();
+            (segments, first)
+        };
+        let _ = first;
+        let mut out = Vec::new();
+        let mut collected = 0usize;
+        for (segment, size) in segments {
+            let mut index = range.start.max(segment.base_index());
+            if index >= range.end {
+                break;
+            }
+            let Some(mut pos) = segment.find_index_position(index, size)? else {
+                continue;
+            };
+            while pos < size && index < range.end {
+                let want = max_bytes.saturating_sub(collected).max(1);
+                let bytes = segment.read_batches(pos, size, want)?;
+                for (h, b) in batch::split_batches(bytes) {
+                    if index >= range.end {
+                        break;
+                    }
+                    pos += b.len() as u64;
+                    collected += b.len();
+                    out.push(stored_entry(index, &h, b));
+                    index += 1;
+                    if collected >= max_bytes {
+                        return Ok(out);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Keeps the entries up to and including `last` (`None`: removes everything after the
+    /// purge point). The producer state is rebuilt as of the cut, the epoch cache cut, and the
+    /// high watermark is never left above the cut. Callbacks still pending fire at the next
+    /// fsync (which also makes the cut durable).
+    pub fn truncate_after(&self, last: Option<u64>) -> Result<()> {
+        let p = &self.partition;
+        let mut st = p.state();
+        let first = first_index(&st);
+        let cut = last.map_or(first, |i| i.saturating_add(1));
+        if cut < first {
+            return Err(LogError::InvalidArgument(format!(
+                "cannot truncate after {cut}: entries before {first} are purged"
+            )));
+        }
+        if cut >= st.active.next_index() {
+            return Ok(());
+        }
+        let keep = st
+            .segments
+            .values()
+            .rev()
+            .find(|s| s.base_index() <= cut)
+            .cloned()
+            .ok_or_else(|| LogError::InvalidArgument(format!("no segment holds entry {cut}")))?;
+        let position = keep.find_index_position(cut, keep.size())?.ok_or_else(|| {
+            LogError::corrupt(
+                keep.path("log").display().to_string(),
+                format!("entry {cut} not found"),
+            )
+        })?;
+        p.cut_at(&mut st, &keep, position)?;
+        let before = st.epochs.len();
+        st.epochs.retain(|e| e.first_index < cut);
+        if st.epochs.len() != before {
+            write_epochs(&p.dir, &st.epochs)?;
+        }
+        let written = st.written;
+        drop(st);
+        p.durable.send_modify(|d| {
+            if (d.segment, d.position) > (written.segment, written.position)
+                || d.offset > written.offset
+            {
+                *d = LogPoint {
+                    closed: d.closed,
+                    generation: d.generation,
+                    ..written
+                };
+            }
+        });
+        Ok(())
+    }
+
+    /// Deletes whole sealed segments whose entries are all at or before `boundary.last` and
+    /// durably records the boundary (`<partition>/boundary`, written before anything is
+    /// deleted). When `boundary.last` is at or past the log end (a lagging follower installing
+    /// a snapshot), deletes every segment and starts an empty one at `boundary.next_offset`
+    /// with base index `boundary.last.index + 1`. The log start (Raft and Kafka) moves to the
+    /// boundary. A boundary at or before the current purge point changes nothing.
+    pub fn purge(&self, boundary: Boundary) -> Result<()> {
+        let p = &self.partition;
+        let mut st = p.state();
+        if st
+            .purged
+            .is_some_and(|b| b.last.index >= boundary.last.index)
+        {
+            return Ok(());
+        }
+        let after = boundary.last.index + 1;
+        if after >= st.active.next_index() {
+            purge_all(p, &mut st, boundary)?;
+        } else {
+            let doomed: Vec<Arc<Segment>> = st
+                .segments
+                .values()
+                .filter(|s| !Arc::ptr_eq(s, &st.active) && s.next_index() <= after)
+                .cloned()
+                .collect();
+            let kept = st
+                .segments
+                .values()
+                .find(|s| s.next_index() > after)
+                .cloned()
+                .unwrap_or_else(|| st.active.clone());
+            write_boundary(
+                &p.dir,
+                &BoundaryRecord {
+                    boundary,
+                    first_segment: kept.base_offset,
+                    first_index: kept.base_index(),
+                },
+            )?;
+            for segment in doomed {
+                st.segments.remove(&segment.base_offset);
+                st.unsynced.retain(|s| s.base_offset != segment.base_offset);
+                segment.delete_files()?;
+                metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
+                metrics::gauge!(m::SEGMENTS).decrement(1.0);
+            }
+            st.log_start = kept.base_offset.max(boundary.next_offset);
+            trim_epochs(&mut st.epochs, boundary);
+            write_epochs(&p.dir, &st.epochs)?;
+        }
+        st.purged = Some(boundary);
+        Ok(())
+    }
+
+    /// The Kafka offset after entry `index`.
+    pub fn offset_after(&self, index: u64) -> Result<i64> {
+        let st = self.partition.state();
+        if let Some(b) = st.purged {
+            if index == b.last.index {
+                return Ok(b.next_offset);
+            }
+            if index < b.last.index {
+                return Err(LogError::InvalidArgument(format!(
+                    "entry {index} is purged"
+                )));
+            }
+        }
+        let (_, _, header) = locate(&st, index)?
+            .ok_or_else(|| LogError::InvalidArgument(format!("no entry {index}")))?;
+        Ok(header.next_offset())
+    }
+
+    /// Raft's commit point: the high watermark (what Kafka fetches may read) moves to the
+    /// Kafka offset after entry `index` (clamped to the last entry; never backwards). In
+    /// replica mode only this moves it, not fsyncs.
+    pub fn commit(&self, index: u64) -> Result<()> {
+        let p = &self.partition;
+        let point = {
+            let st = p.state();
+            let next = st.active.next_index();
+            if next == 0 || next <= first_index(&st) {
+                return Ok(());
+            }
+            let index = index.min(next - 1);
+            if st.purged.is_some_and(|b| index <= b.last.index) {
+                return Ok(());
+            }
+            let Some((segment, pos, header)) = locate(&st, index)? else {
+                return Ok(());
+            };
+            LogPoint {
+                offset: header.next_offset(),
+                segment: segment.base_offset,
+                position: pos + header.total_len() as u64,
+                generation: st.written.generation,
+                closed: st.written.closed,
+            }
+        };
+        p.durable.send_modify(|d| {
+            if (point.segment, point.position) > (d.segment, d.position) {
+                *d = LogPoint {
+                    closed: d.closed,
+                    generation: d.generation,
+                    ..point
+                };
+            }
+        });
+        Ok(())
+    }
+
+    /// The leader-epoch cache: the first entry of each term, oldest first.
+    pub fn leader_epochs(&self) -> Vec<EpochEntry> {
+        self.partition.state().epochs.clone()
+    }
+
+    /// fsyncs done on this partition so far (tests).
+    #[cfg(test)]
+    pub(crate) fn fsyncs(&self) -> u64 {
+        self.partition
+            .fsyncs
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The partition (tests).
+    #[cfg(test)]
+    pub(crate) fn partition(&self) -> &Arc<Partition> {
+        &self.partition
+    }
+}
+
+impl Partition {
+    /// Runs the `on_durable` callbacks that are due, in order: with `failure`, every pending
+    /// one (with the error); else those covered by the last fsync (by the last write in `os`
+    /// and `background` mode).
+    pub(crate) fn fire_callbacks(&self, failure: Option<&std::io::Error>) {
+        let _firing = self.firing.lock().unwrap_or_else(|p| p.into_inner());
+        let due: Vec<OnDurable> = {
+            let mut st = self.state();
+            let limit = match (failure, self.settings.flush.mode) {
+                (Some(_), _) => u64::MAX,
+                (None, FlushMode::Os | FlushMode::Background) => st.write_seq,
+                (None, _) => st.synced_seq,
+            };
+            let mut due = Vec::new();
+            while st.callbacks.front().is_some_and(|(seq, _)| *seq <= limit) {
+                if let Some((_, cb)) = st.callbacks.pop_front() {
+                    due.push(cb);
+                }
+            }
+            due
+        };
+        for cb in due {
+            cb(match failure {
+                None => Ok(()),
+                Some(e) => Err(LogError::io(
+                    "syncing a segment",
+                    std::io::Error::new(e.kind(), e.to_string()),
+                )),
+            });
+        }
+    }
+}
+
+/// `every_append`: fsyncs until no callback waits; appends landing meanwhile share the next
+/// fsync. Without a runtime the callbacks wait for the next flush.
+fn spawn_flusher(p: Arc<Partition>) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        p.state().flusher_running = false;
+        return;
+    };
+    runtime.spawn(async move {
+        loop {
+            {
+                let _turn = p.sync_lock.lock().await;
+                // A failure fails the partition and the callbacks (see `flush.rs`).
+                let _ = p.sync_now().await;
+            }
+            let mut st = p.state();
+            if st.callbacks.is_empty() || st.failed.is_some() {
+                st.flusher_running = false;
+                return;
+            }
+        }
+    });
+}
+
+/// Checks entries before any is written: contiguous from the log's next index, terms within
+/// `i32::MAX` and never below the last epoch's, data batches whole, CRC-valid, not control
+/// batches, within `max_message_bytes`. Returns each with its data header.
+fn check_entries(
+    p: &Partition,
+    st: &State,
+    entries: Vec<Entry>,
+) -> Result<Vec<(Entry, Option<BatchHeader>)>> {
+    let next = st.active.next_index();
+    let mut term = st.epochs.last().map_or(0, |e| e.term);
+    let max = p.settings.max_message_bytes as usize;
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, entry) in entries.into_iter().enumerate() {
+        let expected = next + i as u64;
+        if entry.index != expected {
+            return Err(LogError::InvalidArgument(format!(
+                "entry {} appended where entry {expected} is next",
+                entry.index
+            )));
+        }
+        if entry.term > i32::MAX as u64 {
+            return Err(LogError::InvalidArgument(format!(
+                "term {} does not fit a batch's leader epoch",
+                entry.term
+            )));
+        }
+        if entry.term < term {
+            return Err(LogError::InvalidArgument(format!(
+                "entry {} has term {} below the log's term {term}",
+                entry.index, entry.term
+            )));
+        }
+        term = entry.term;
+        let header = match &entry.payload {
+            EntryPayload::Data(bytes) => Some(check_data(bytes, max)?),
+            _ => None,
+        };
+        out.push((entry, header));
+    }
+    Ok(out)
+}
+
+/// Checks a data entry's batch: one whole RecordBatch v2, CRC-valid, not a control batch.
+fn check_data(bytes: &[u8], max: usize) -> Result<BatchHeader> {
+    if bytes.len() > max {
+        return Err(LogError::MessageTooLarge {
+            size: bytes.len(),
+            max,
+        });
+    }
+    let header = BatchHeader::parse(bytes)
+        .ok_or_else(|| LogError::InvalidBatch("truncated record batch".to_owned()))?;
+    header.check().map_err(LogError::InvalidBatch)?;
+    if header.total_len() != bytes.len() {
+        return Err(LogError::InvalidBatch(format!(
+            "batch length field says {} bytes but {} were given",
+            header.total_len(),
+            bytes.len()
+        )));
+    }
+    if header.attributes & 0x30 != 0 {
+        return Err(LogError::InvalidBatch(
+            "transactional and control batches are not supported".to_owned(),
+        ));
+    }
+    if !batch::crc_ok(bytes) {
+        return Err(LogError::InvalidBatch("crc mismatch".to_owned()));
+    }
+    Ok(header)
+}
+
+fn stored_entry(index: u64, h: &BatchHeader, bytes: Bytes) -> StoredEntry {
+    let kind = match batch::parse_internal(&bytes) {
+        Some((InternalKind::Blank, _)) => EntryKind::Blank,
+        Some((InternalKind::Membership, _)) => EntryKind::Membership,
+        None => EntryKind::Data,
+    };
+    StoredEntry {
+        index,
+        term: u64::try_from(h.partition_leader_epoch).unwrap_or(0),
+        kind,
+        base_offset: h.base_offset,
+        next_offset: h.next_offset(),
+        bytes,
+    }
+}
+
+/// The first index readable: after the purge point, else the first segment's base index.
+fn first_index(st: &State) -> u64 {
+    let physical = st.segments.values().next().map_or(0, |s| s.base_index());
+    st.purged
+        .map_or(physical, |b| (b.last.index + 1).max(physical))
+}
+
+/// Term of entry `index`: from the epoch cache, else its batch header, else 0.
+fn term_at(st: &State, index: u64) -> u64 {
+    if let Some(e) = st.epochs.iter().rev().find(|e| e.first_index <= index) {
+        return e.term;
+    }
+    match locate(st, index) {
+        Ok(Some((_, _, h))) => u64::try_from(h.partition_leader_epoch).unwrap_or(0),
+        _ => 0,
+    }
+}
+
+/// The segment, position and header of entry `index`, if stored.
+fn locate(st: &State, index: u64) -> Result<Option<(Arc<Segment>, u64, BatchHeader)>> {
+    let Some(segment) = st.segments.values().rev().find(|s| s.base_index() <= index) else {
+        return Ok(None);
+    };
+    let Some(pos) = segment.find_index_position(index, segment.size())? else {
+        return Ok(None);
+    };
+    let head = segment.read(pos, HEADER_LEN)?;
+    let header = BatchHeader::parse(&head).ok_or_else(|| {
+        LogError::corrupt(
+            format!("{} at byte {pos}", segment.path("log").display()),
+            "short header",
+        )
+    })?;
+    Ok(Some((segment.clone(), pos, header)))
+}
+
+/// Purge at or past the log end: record the boundary, delete every segment, start an empty
+/// one at the boundary.
+fn purge_all(p: &Partition, st: &mut State, boundary: Boundary) -> Result<()> {
+    let first_index = boundary.last.index + 1;
+    write_boundary(
+        &p.dir,
+        &BoundaryRecord {
+            boundary,
+            first_segment: boundary.next_offset,
+            first_index,
+        },
+    )?;
+    let all: Vec<Arc<Segment>> = std::mem::take(&mut st.segments).into_values().collect();
+    st.unsynced.clear();
+    for segment in all {
+        segment.delete_files()?;
+        metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
+        metrics::gauge!(m::SEGMENTS).decrement(1.0);
+    }
+    let _ = fs::remove_file(p.dir.join(crate::producer::SNAPSHOT_FILE));
+    let segment = Arc::new(Segment::create(
+        &p.dir,
+        boundary.next_offset,
+        first_index,
+        &p.files,
+    )?);
+    metrics::gauge!(m::SEGMENTS).increment(1.0);
+    st.segments.insert(boundary.next_offset, segment.clone());
+    st.active = segment;
+    st.producers = ProducerStates::default();
+    st.written.offset = boundary.next_offset;
+    st.written.segment = boundary.next_offset;
+    st.written.position = 0;
+    st.write_seq += 1;
+    st.dir_dirty = true;
+    st.log_start = boundary.next_offset;
+    st.epochs.clear();
+    write_epochs(&p.dir, &st.epochs)?;
+    let written = st.written;
+    p.durable.send_modify(|d| {
+        *d = LogPoint {
+            closed: d.closed,
+            generation: d.generation,
+            ..written
+        };
+    });
+    Ok(())
+}
+
+/// Drops the epochs wholly before the boundary; the one in force at it moves to its first
+/// kept entry (as Kafka's `truncateFromStart`).
+fn trim_epochs(epochs: &mut Vec<EpochEntry>, boundary: Boundary) {
+    let start = boundary.last.index + 1;
+    let in_force = epochs.iter().rposition(|e| e.first_index <= start);
+    if let Some(i) = in_force {
+        epochs.drain(..i);
+        if let Some(e) = epochs.first_mut() {
+            e.first_index = start;
+            e.first_offset = boundary.next_offset;
+        }
+    }
+}
+
+/// The content of the `boundary` file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BoundaryRecord {
+    /// The last purged entry and the offset after it.
+    pub boundary: Boundary,
+    /// Base offset of the first segment kept.
+    pub first_segment: i64,
+    /// Raft index of that segment's first batch.
+    pub first_index: u64,
+}
+
+/// Writes `path` atomically: temp file, fsync, rename, directory fsync.
+fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let tmp = dir.join(format!("{name}.tmp"));
+    let path = dir.join(name);
+    let write = || -> std::io::Result<()> {
+        fs::write(&tmp, bytes)?;
+        File::open(&tmp)?.sync_all()?;
+        fs::rename(&tmp, &path)?;
+        File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| LogError::io(format!("writing {}", path.display()), e))
+}
+
+fn write_boundary(dir: &Path, record: &BoundaryRecord) -> Result<()> {
+    let mut buf = Vec::with_capacity(44);
+    buf.put_u64(record.boundary.last.index);
+    buf.put_u64(record.boundary.last.term);
+    buf.put_i64(record.boundary.next_offset);
+    buf.put_i64(record.first_segment);
+    buf.put_u64(record.first_index);
+    let crc = crc32c::crc32c(&buf);
+    buf.put_u32(crc);
+    write_atomic(dir, BOUNDARY_FILE, &buf)
+}
+
+/// The boundary recorded in `dir`, if present and intact.
+pub(crate) fn read_boundary(dir: &Path) -> Option<BoundaryRecord> {
+    let bytes = fs::read(dir.join(BOUNDARY_FILE)).ok()?;
+    if bytes.len() != 44 {
+        return None;
+    }
+    let (body, crc) = bytes.split_at(40);
+    if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
+        warn!(dir = %dir.display(), "corrupt purge boundary ignored");
+        return None;
+    }
+    let mut b = body;
+    Some(BoundaryRecord {
+        boundary: Boundary {
+            last: EntryId {
+                index: b.get_u64(),
+                term: b.get_u64(),
+            },
+            next_offset: b.get_i64(),
+        },
+        first_segment: b.get_i64(),
+        first_index: b.get_u64(),
+    })
+}
+
+/// Writes the leader-epoch cache (Kafka's checkpoint format: version, count, one
+/// `term first_index first_offset` line per epoch).
+fn write_epochs(dir: &Path, epochs: &[EpochEntry]) -> Result<()> {
+    let mut text = format!("0\n{}\n", epochs.len());
+    for e in epochs {
+        text.push_str(&format!(
+            "{} {} {}\n",
+            e.term, e.first_index, e.first_offset
+        ));
+    }
+    write_atomic(dir, EPOCH_FILE, text.as_bytes())
+}
+
+/// Parses the leader-epoch cache; `None` if missing, malformed or not increasing.
+fn read_epochs(dir: &Path) -> Option<Vec<EpochEntry>> {
+    let text = fs::read_to_string(dir.join(EPOCH_FILE)).ok()?;
+    let mut lines = text.lines();
+    if lines.next()? != "0" {
+        return None;
+    }
+    let count: usize = lines.next()?.parse().ok()?;
+    let mut epochs: Vec<EpochEntry> = Vec::with_capacity(count.min(1024));
+    for line in lines {
+        let mut fields = line.split(' ');
+        let e = EpochEntry {
+            term: fields.next()?.parse().ok()?,
+            first_index: fields.next()?.parse().ok()?,
+            first_offset: fields.next()?.parse().ok()?,
+        };
+        if fields.next().is_some()
+            || epochs
+                .last()
+                .is_some_and(|l| l.term >= e.term || l.first_index >= e.first_index)
+        {
+            return None;
+        }
+        epochs.push(e);
+    }
+    (epochs.len() == count).then_some(epochs)
+}
+
+/// Rebuilds the epoch cache from the batch headers of `segments`.
+fn scan_epochs(segments: &[Arc<Segment>]) -> Result<Vec<EpochEntry>> {
+    let mut epochs: Vec<EpochEntry> = Vec::new();
+    for segment in segments {
+        let mut index = segment.base_index();
+        segment.scan_headers(0, segment.size(), |h, _| {
+            if let Ok(term) = u64::try_from(h.partition_leader_epoch)
+                && epochs.last().is_none_or(|e| term > e.term)
+            {
+                epochs.push(EpochEntry {
+                    term,
+                    first_index: index,
+                    first_offset: h.base_offset,
+                });
+            }
+            index += 1;
+            ControlFlow::Continue(())
+        })?;
+    }
+    Ok(epochs)
+}
+
+/// At open: the epoch cache (loaded, cut at the log end, or rebuilt by scanning when missing
+/// or corrupt) and the purge boundary of a replicated partition.
+pub(crate) fn recover_meta(
+    dir: &Path,
+    segments: &[Arc<Segment>],
+) -> Result<(Vec<EpochEntry>, Option<Boundary>)> {
+    let boundary = read_boundary(dir).map(|r| r.boundary);
+    let next = segments.last().map_or(0, |s| s.next_index());
+    let (mut epochs, mut dirty) = match read_epochs(dir) {
+        Some(epochs) => (epochs, false),
+        None => {
+            let mut epochs = scan_epochs(segments)?;
+            if let Some(b) = boundary {
+                trim_epochs(&mut epochs, b);
+            }
+            (epochs, true)
+        }
+    };
+    let before = epochs.len();
+    epochs.retain(|e| e.first_index < next);
+    dirty |= epochs.len() != before;
+    if dirty {
+        write_epochs(dir, &epochs)?;
+    }
+    Ok((epochs, boundary))
+}
+
+#[cfg(test)]
+#[path = "replica_tests.rs"]
+mod tests;
