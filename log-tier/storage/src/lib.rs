@@ -3,18 +3,24 @@
 //! build on it; this crate knows nothing of either.
 //!
 //! Entry points: [`LogEngine::open`] (the embedded engine, recovery included), the [`Log`]
-//! trait the gateway and router use, and [`MemoryLog`] for tests. On disk, under the data
+//! trait the gateway and router use, [`ReplicaLog`] (a partition as Raft log storage) and
+//! [`MemoryLog`] for tests. On disk, under the data
 //! directory:
 //!
 //! ```text
 //! .lock                               flock: one process per data directory
 //! .clean_shutdown                     present only between a clean close and the next open
 //! consumer-offsets.log                append-only committed group offsets (compacted in the background)
-//! topics/<topic>/topic.json           partition count
-//! topics/<topic>/<p>/<base>.log       Kafka RecordBatch v2, segments named by base offset
-//! topics/<topic>/<p>/<base>.index     sparse offset index of a sealed segment (+ CRC)
+//! topics/<topic>/topic.json           partition count (+ "replicated", "config" for Raft topics)
+//! topics/<topic>/<p>/<base>.log       Kafka RecordBatch v2, segments named by base offset; in a
+//!                                     Raft replica one batch per entry (internal entries are
+//!                                     zero-width control batches)
+//! topics/<topic>/<p>/<base>.index     sparse offset + Raft index of a sealed segment, trailer
+//!                                     with base/next index (layout v2, + CRC)
 //! topics/<topic>/<p>/<base>.timeindex sparse time index of a sealed segment (+ CRC)
 //! topics/<topic>/<p>/producer.snapshot idempotent-producer state at the last roll
+//! topics/<topic>/<p>/leader-epoch-checkpoint Raft replicas: (term, first index, first offset) per term
+//! topics/<topic>/<p>/boundary         Raft replicas: the last purged entry (+ CRC)
 //! topics/<topic>/<p>/<base>.log.quarantined a damaged sealed segment set aside by recovery
 //! ```
 
