@@ -167,12 +167,24 @@ impl Partition {
             epochs,
             purged,
         };
+        // A replica's high watermark starts at its log start: only Raft's commit point (the
+        // entries it applies again after a restart) makes entries readable.
+        let hw = if replicated {
+            LogPoint {
+                offset: state.log_start,
+                segment: state.segments.keys().next().copied().unwrap_or(end.segment),
+                position: 0,
+                ..end
+            }
+        } else {
+            end
+        };
         Ok(Arc::new(Self {
             id,
             dir: dir.to_path_buf(),
             settings,
             state: Mutex::new(state),
-            durable: watch::Sender::new(end),
+            durable: watch::Sender::new(hw),
             sync_lock: tokio::sync::Mutex::new(()),
             metrics: m::PartitionMetrics::new(&topic),
             fsyncs: Arc::new(AtomicU64::new(0)),

@@ -266,7 +266,7 @@ impl ReplicaLog {
     /// collected (at least one when the range starts inside the log). Error if `range.start`
     /// is purged.
     pub fn entries(&self, range: Range<u64>, max_bytes: usize) -> Result<Vec<StoredEntry>> {
-        let (segments, first) = {
+        let segments = {
             let st = self.partition.state();
             let first = first_index(&st);
             if range.start < first {
@@ -281,9 +281,8 @@ impl ReplicaLog {
                 .filter(|s| s.next_index() > range.start)
                 .map(|s| (s.clone(), s.size()))
                 .collect();
-            (segments, first)
+            segments
         };
-        let _ = first;
         let mut out = Vec::new();
         let mut collected = 0usize;
         for (segment, size) in segments {
@@ -679,6 +678,23 @@ fn locate(st: &State, index: u64) -> Result<Option<(Arc<Segment>, u64, BatchHead
 /// one at the boundary.
 fn purge_all(p: &Partition, st: &mut State, boundary: Boundary) -> Result<()> {
     let first_index = boundary.last.index + 1;
+    // Segments at or past the boundary's offset first (then a directory fsync): left behind by
+    // a crash, recovery could not tell them from the new log that starts there.
+    let stale: Vec<i64> = st
+        .segments
+        .range(boundary.next_offset..)
+        .map(|(&b, _)| b)
+        .collect();
+    for base in stale {
+        if let Some(segment) = st.segments.remove(&base) {
+            segment.delete_files()?;
+            metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
+            metrics::gauge!(m::SEGMENTS).decrement(1.0);
+        }
+    }
+    File::open(&p.dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::io(format!("syncing {}", p.dir.display()), e))?;
     write_boundary(
         &p.dir,
         &BoundaryRecord {

@@ -763,4 +763,23 @@ async fn commit_moves_the_high_watermark_and_fsync_alone_does_not() {
     replica.commit(3).unwrap();
     assert!(waiter.await.unwrap().unwrap());
     engine.close().await.unwrap();
+    // After a restart nothing is readable until Raft commits again.
+    let engine = open(dir.path(), FlushMode::EveryAppend, 1 << 20);
+    let replica = engine.replica("r", 0).unwrap();
+    assert_eq!(replica.state().committed_offset, 0);
+    assert!(
+        engine
+            .read_raw("r", 0, 0, 1 << 20)
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    replica.commit(2).unwrap();
+    assert_eq!(replica.state().committed_offset, 5);
+    let records = engine.read_raw("r", 0, 2, 1 << 20).unwrap().records;
+    assert_eq!(
+        batch::split_batches(records).next().unwrap().0.base_offset,
+        2
+    );
+    engine.close().await.unwrap();
 }
