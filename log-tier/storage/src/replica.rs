@@ -542,11 +542,15 @@ fn spawn_flusher(p: Arc<Partition>) {
                 // A failure fails the partition and the callbacks (see `flush.rs`).
                 let _ = p.sync_now().await;
             }
-            let mut st = p.state();
-            if st.callbacks.is_empty() || st.failed.is_some() {
-                st.flusher_running = false;
-                return;
+            {
+                let mut st = p.state();
+                if st.callbacks.is_empty() || st.failed.is_some() {
+                    st.flusher_running = false;
+                    return;
+                }
             }
+            // Writes landed during the fsync: let their appenders go on before the next one.
+            tokio::task::yield_now().await;
         }
     });
 }

@@ -464,6 +464,9 @@ async fn on_durable_fires_after_one_shared_fsync_in_order() {
         fsyncs + 1,
         "group commit: one fsync for three appends"
     );
+    // A zero-width entry adds bytes but no offset: it still needs (and gets) its fsync.
+    append(&replica, vec![membership(4, 1, b"m")]).await;
+    assert_eq!(replica.fsyncs(), fsyncs + 2);
     engine.close().await.unwrap();
 }
 
