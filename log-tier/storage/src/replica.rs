@@ -8,12 +8,10 @@
 //! `docs/design/replication.md` sections 2.1-2.5.
 
 use std::fs::{self, File};
-use std::ops::{ControlFlow, Range};
-use std::path::Path;
+use std::ops::Range;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tracing::warn;
+use bytes::{Bytes, BytesMut};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN, InternalKind};
 use crate::config::FlushMode;
@@ -22,11 +20,10 @@ use crate::metrics as m;
 use crate::partition::{LogPoint, Partition, State};
 use crate::producer::ProducerStates;
 use crate::segment::Segment;
-
-/// File of the leader-epoch cache in a partition directory.
-pub(crate) const EPOCH_FILE: &str = "leader-epoch-checkpoint";
-/// File of the purge boundary in a partition directory.
-pub(crate) const BOUNDARY_FILE: &str = "boundary";
+#[cfg(test)]
+pub(crate) use files::EPOCH_FILE;
+use files::{BoundaryRecord, trim_epochs, write_boundary, write_epochs};
+pub(crate) use files::{read_boundary, recover_meta};
 
 /// Called once when an append is durable under the topic's flush policy (or with the error
 /// of the fsync that failed).
@@ -744,171 +741,13 @@ fn purge_all(p: &Partition, st: &mut State, boundary: Boundary) -> Result<()> {
     Ok(())
 }
 
-/// Drops the epochs wholly before the boundary; the one in force at it moves to its first
-/// kept entry (as Kafka's `truncateFromStart`).
-fn trim_epochs(epochs: &mut Vec<EpochEntry>, boundary: Boundary) {
-    let start = boundary.last.index + 1;
-    let in_force = epochs.iter().rposition(|e| e.first_index <= start);
-    if let Some(i) = in_force {
-        epochs.drain(..i);
-        if let Some(e) = epochs.first_mut() {
-            e.first_index = start;
-            e.first_offset = boundary.next_offset;
-        }
-    }
-}
-
-/// The content of the `boundary` file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct BoundaryRecord {
-    /// The last purged entry and the offset after it.
-    pub boundary: Boundary,
-    /// Base offset of the first segment kept.
-    pub first_segment: i64,
-    /// Raft index of that segment's first batch.
-    pub first_index: u64,
-}
-
-/// Writes `path` atomically: temp file, fsync, rename, directory fsync.
-fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
-    let tmp = dir.join(format!("{name}.tmp"));
-    let path = dir.join(name);
-    let write = || -> std::io::Result<()> {
-        fs::write(&tmp, bytes)?;
-        File::open(&tmp)?.sync_all()?;
-        fs::rename(&tmp, &path)?;
-        File::open(dir)?.sync_all()
-    };
-    write().map_err(|e| LogError::io(format!("writing {}", path.display()), e))
-}
-
-fn write_boundary(dir: &Path, record: &BoundaryRecord) -> Result<()> {
-    let mut buf = Vec::with_capacity(44);
-    buf.put_u64(record.boundary.last.index);
-    buf.put_u64(record.boundary.last.term);
-    buf.put_i64(record.boundary.next_offset);
-    buf.put_i64(record.first_segment);
-    buf.put_u64(record.first_index);
-    let crc = crc32c::crc32c(&buf);
-    buf.put_u32(crc);
-    write_atomic(dir, BOUNDARY_FILE, &buf)
-}
-
-/// The boundary recorded in `dir`, if present and intact.
-pub(crate) fn read_boundary(dir: &Path) -> Option<BoundaryRecord> {
-    let bytes = fs::read(dir.join(BOUNDARY_FILE)).ok()?;
-    if bytes.len() != 44 {
-        return None;
-    }
-    let (body, crc) = bytes.split_at(40);
-    if crc32c::crc32c(body) != u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]) {
-        warn!(dir = %dir.display(), "corrupt purge boundary ignored");
-        return None;
-    }
-    let mut b = body;
-    Some(BoundaryRecord {
-        boundary: Boundary {
-            last: EntryId {
-                index: b.get_u64(),
-                term: b.get_u64(),
-            },
-            next_offset: b.get_i64(),
-        },
-        first_segment: b.get_i64(),
-        first_index: b.get_u64(),
-    })
-}
-
-/// Writes the leader-epoch cache (Kafka's checkpoint format: version, count, one
-/// `term first_index first_offset` line per epoch).
-fn write_epochs(dir: &Path, epochs: &[EpochEntry]) -> Result<()> {
-    let mut text = format!("0\n{}\n", epochs.len());
-    for e in epochs {
-        text.push_str(&format!(
-            "{} {} {}\n",
-            e.term, e.first_index, e.first_offset
-        ));
-    }
-    write_atomic(dir, EPOCH_FILE, text.as_bytes())
-}
-
-/// Parses the leader-epoch cache; `None` if missing, malformed or not increasing.
-fn read_epochs(dir: &Path) -> Option<Vec<EpochEntry>> {
-    let text = fs::read_to_string(dir.join(EPOCH_FILE)).ok()?;
-    let mut lines = text.lines();
-    if lines.next()? != "0" {
-        return None;
-    }
-    let count: usize = lines.next()?.parse().ok()?;
-    let mut epochs: Vec<EpochEntry> = Vec::with_capacity(count.min(1024));
-    for line in lines {
-        let mut fields = line.split(' ');
-        let e = EpochEntry {
-            term: fields.next()?.parse().ok()?,
-            first_index: fields.next()?.parse().ok()?,
-            first_offset: fields.next()?.parse().ok()?,
-        };
-        if fields.next().is_some()
-            || epochs
-                .last()
-                .is_some_and(|l| l.term >= e.term || l.first_index >= e.first_index)
-        {
-            return None;
-        }
-        epochs.push(e);
-    }
-    (epochs.len() == count).then_some(epochs)
-}
-
-/// Rebuilds the epoch cache from the batch headers of `segments`.
-fn scan_epochs(segments: &[Arc<Segment>]) -> Result<Vec<EpochEntry>> {
-    let mut epochs: Vec<EpochEntry> = Vec::new();
-    for segment in segments {
-        let mut index = segment.base_index();
-        segment.scan_headers(0, segment.size(), |h, _| {
-            if let Ok(term) = u64::try_from(h.partition_leader_epoch)
-                && epochs.last().is_none_or(|e| term > e.term)
-            {
-                epochs.push(EpochEntry {
-                    term,
-                    first_index: index,
-                    first_offset: h.base_offset,
-                });
-            }
-            index += 1;
-            ControlFlow::Continue(())
-        })?;
-    }
-    Ok(epochs)
-}
-
-/// At open: the epoch cache (loaded, cut at the log end, or rebuilt by scanning when missing
-/// or corrupt) and the purge boundary of a replicated partition.
-pub(crate) fn recover_meta(
-    dir: &Path,
-    segments: &[Arc<Segment>],
-) -> Result<(Vec<EpochEntry>, Option<Boundary>)> {
-    let boundary = read_boundary(dir).map(|r| r.boundary);
-    let next = segments.last().map_or(0, |s| s.next_index());
-    let (mut epochs, mut dirty) = match read_epochs(dir) {
-        Some(epochs) => (epochs, false),
-        None => {
-            let mut epochs = scan_epochs(segments)?;
-            if let Some(b) = boundary {
-                trim_epochs(&mut epochs, b);
-            }
-            (epochs, true)
-        }
-    };
-    let before = epochs.len();
-    epochs.retain(|e| e.first_index < next);
-    dirty |= epochs.len() != before;
-    if dirty {
-        write_epochs(dir, &epochs)?;
-    }
-    Ok((epochs, boundary))
-}
+#[path = "replica_files.rs"]
+mod files;
 
 #[cfg(test)]
 #[path = "replica_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "replica_model_tests.rs"]
+mod model_tests;
