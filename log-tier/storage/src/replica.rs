@@ -192,53 +192,22 @@ impl ReplicaLog {
         p.check_writable(&st)?;
         let checked = check_entries(p, &st, entries)?;
         let mut schedule = false;
+        let mut written = Ok(());
         for (entry, header) in checked {
-            let term = entry.term as i32;
-            let new_epoch = st.epochs.last().is_none_or(|e| entry.term > e.term);
-            if new_epoch {
-                let epoch = EpochEntry {
-                    term: entry.term,
-                    first_index: entry.index,
-                    first_offset: st.written.offset,
-                };
-                // Before the batch: a crash may leave an epoch past the log end (trimmed at
-                // recovery), never an entry without its epoch.
-                st.epochs.push(epoch);
-                if let Err(e) = write_epochs(&p.dir, &st.epochs) {
-                    st.epochs.pop();
-                    return Err(e);
-                }
-            }
-            let base = st.written.offset;
-            let now = crate::engine::now_ms();
-            let mut bytes = match entry.payload {
-                EntryPayload::Blank => {
-                    batch::encode_internal(InternalKind::Blank, &[], base, term, now)?
-                }
-                EntryPayload::Membership(payload) => {
-                    batch::encode_internal(InternalKind::Membership, &payload, base, term, now)?
-                }
-                EntryPayload::Data(bytes) => bytes,
-            };
-            batch::set_leader_epoch(&mut bytes, term);
-            let header = match header {
-                Some(h) => h,
-                None => BatchHeader::parse(&bytes)
-                    .ok_or_else(|| LogError::InvalidBatch("short internal batch".to_owned()))?,
-            };
-            let header = BatchHeader {
-                partition_leader_epoch: term,
-                ..header
-            };
-            match p.store_locked(&mut st, &mut bytes, header) {
-                Ok((_, s)) => schedule |= s,
+            match write_entry(p, &mut st, entry, header) {
+                Ok(s) => schedule |= s,
                 Err(e) => {
-                    if new_epoch {
-                        st.epochs.pop();
-                    }
-                    return Err(e);
+                    written = Err(e);
+                    break;
                 }
             }
+        }
+        if let Err(e) = written {
+            drop(st);
+            if schedule {
+                p.spawn_interval_flush();
+            }
+            return Err(e);
         }
         let seq = st.write_seq;
         st.callbacks.push_back((seq, on_durable));
@@ -521,6 +490,60 @@ impl Partition {
                     std::io::Error::new(e.kind(), e.to_string()),
                 )),
             });
+        }
+    }
+}
+
+/// Writes one checked entry at the log end under the state lock: the epoch cache first when
+/// it opens a term, then the batch (encoded for an internal entry), base offset and leader
+/// epoch patched. Returns whether an interval flush must be scheduled.
+fn write_entry(
+    p: &Partition,
+    st: &mut State,
+    entry: Entry,
+    header: Option<BatchHeader>,
+) -> Result<bool> {
+    let term = entry.term as i32;
+    let new_epoch = st.epochs.last().is_none_or(|e| entry.term > e.term);
+    if new_epoch {
+        // Before the batch: a crash may leave an epoch past the log end (trimmed at open),
+        // never an entry without its epoch.
+        st.epochs.push(EpochEntry {
+            term: entry.term,
+            first_index: entry.index,
+            first_offset: st.written.offset,
+        });
+        if let Err(e) = write_epochs(&p.dir, &st.epochs) {
+            st.epochs.pop();
+            return Err(e);
+        }
+    }
+    let base = st.written.offset;
+    let now = crate::engine::now_ms();
+    let mut bytes = match entry.payload {
+        EntryPayload::Blank => batch::encode_internal(InternalKind::Blank, &[], base, term, now)?,
+        EntryPayload::Membership(payload) => {
+            batch::encode_internal(InternalKind::Membership, &payload, base, term, now)?
+        }
+        EntryPayload::Data(bytes) => bytes,
+    };
+    batch::set_leader_epoch(&mut bytes, term);
+    let header = match header {
+        Some(h) => h,
+        None => BatchHeader::parse(&bytes)
+            .ok_or_else(|| LogError::InvalidBatch("short internal batch".to_owned()))?,
+    };
+    let header = BatchHeader {
+        partition_leader_epoch: term,
+        ..header
+    };
+    match p.store_locked(st, &mut bytes, header) {
+        Ok((_, schedule)) => Ok(schedule),
+        Err(e) => {
+            if new_epoch {
+                st.epochs.pop();
+            }
+            Err(e)
         }
     }
 }

@@ -786,3 +786,21 @@ async fn commit_moves_the_high_watermark_and_fsync_alone_does_not() {
     );
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_failed_write_leaves_no_entry_and_no_epoch_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let (engine, replica) = open_replica(dir.path(), FlushMode::EveryAppend, 1 << 20).await;
+    append(&replica, vec![data(0, 1, 2)]).await;
+    let pdir = dir.path().join("topics/r/0");
+    crate::fault::set_disk_full(&pdir, true);
+    let err = replica.append(vec![blank(1, 2), data(2, 2, 1)], ignore());
+    crate::fault::set_disk_full(&pdir, false);
+    assert!(matches!(err, Err(LogError::DiskFull { .. })), "{err:?}");
+    assert_eq!(replica.state().last, Some(EntryId { index: 0, term: 1 }));
+    assert_eq!(replica.leader_epochs().len(), 1);
+    append(&replica, vec![blank(1, 2), data(2, 2, 1)]).await;
+    assert_eq!(replica.leader_epochs().len(), 2);
+    assert_eq!(replica.state().next_offset, 3);
+    engine.close().await.unwrap();
+}
