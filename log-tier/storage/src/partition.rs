@@ -414,14 +414,17 @@ impl Partition {
     /// one batch), never past the high watermark. Empty at the high watermark.
     pub(crate) fn read(&self, offset: i64, max_bytes: usize) -> Result<Bytes> {
         let hw = self.high_watermark();
-        let (log_start, segment) = {
+        let (log_start, segment, written) = {
             let st = self.state();
-            (st.log_start, segment_at(&st, offset))
+            (st.log_start, segment_at(&st, offset), st.written.offset)
         };
         if hw.closed {
             return Err(LogError::Closed);
         }
-        if offset < log_start || offset > hw.offset {
+        // A replica's high watermark may trail its log end (entries not committed yet, or
+        // not re-applied since a restart): a reader between them waits, as on Kafka.
+        let end = if self.replicated { written } else { hw.offset };
+        if offset < log_start || offset > end.max(hw.offset) {
             return Err(LogError::OffsetOutOfRange {
                 offset,
                 log_start,

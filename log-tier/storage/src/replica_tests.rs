@@ -777,6 +777,19 @@ async fn commit_moves_the_high_watermark_and_fsync_alone_does_not() {
             .records
             .is_empty()
     );
+    // A reader past the high watermark but within the log waits instead of being told it is
+    // out of range.
+    assert!(
+        engine
+            .read_raw("r", 0, 4, 1 << 20)
+            .unwrap()
+            .records
+            .is_empty()
+    );
+    assert!(matches!(
+        engine.read_raw("r", 0, 7, 1 << 20),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
     replica.commit(2).unwrap();
     assert_eq!(replica.state().committed_offset, 5);
     let records = engine.read_raw("r", 0, 2, 1 << 20).unwrap().records;
