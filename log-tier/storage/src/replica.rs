@@ -310,6 +310,11 @@ impl ReplicaLog {
             )
         })?;
         p.cut_at(&mut st, &keep, position)?;
+        // Durable before the epoch cache forgets the cut terms: a cut lost in a crash would
+        // bring back entries the cache no longer describes.
+        keep.sync()
+            .and_then(|()| File::open(&p.dir)?.sync_all())
+            .map_err(|e| LogError::io(format!("syncing {}", keep.path("log").display()), e))?;
         let before = st.epochs.len();
         st.epochs.retain(|e| e.first_index < cut);
         if st.epochs.len() != before {

@@ -166,9 +166,21 @@ pub(crate) fn recover_meta(
 ) -> Result<(Vec<EpochEntry>, Option<Boundary>)> {
     let boundary = read_boundary(dir).map(|r| r.boundary);
     let next = segments.last().map_or(0, |s| s.next_index());
-    let (mut epochs, mut dirty) = match read_epochs(dir) {
-        Some(epochs) => (epochs, false),
+    let loaded = read_epochs(dir).map(|mut epochs| {
+        let before = epochs.len();
+        epochs.retain(|e| e.first_index < next);
+        (epochs.len() != before, epochs)
+    });
+    // The newest epoch must name the term its first entry's batch carries (else the cache is
+    // stale: rebuilt).
+    let loaded = match loaded {
+        Some((cut, epochs)) if last_epoch_matches(&epochs, segments)? => Some((cut, epochs)),
+        _ => None,
+    };
+    let (epochs, dirty) = match loaded {
+        Some((cut, epochs)) => (epochs, cut),
         None => {
+            warn!(dir = %dir.display(), "leader-epoch cache missing or stale; rebuilt from the log");
             let mut epochs = scan_epochs(segments)?;
             if let Some(b) = boundary {
                 trim_epochs(&mut epochs, b);
@@ -176,11 +188,29 @@ pub(crate) fn recover_meta(
             (epochs, true)
         }
     };
-    let before = epochs.len();
-    epochs.retain(|e| e.first_index < next);
-    dirty |= epochs.len() != before;
     if dirty {
         write_epochs(dir, &epochs)?;
     }
     Ok((epochs, boundary))
+}
+
+/// True when the newest epoch's first entry is stored with that term (or is not stored
+/// here: purged, or the cache is empty).
+fn last_epoch_matches(epochs: &[EpochEntry], segments: &[Arc<Segment>]) -> Result<bool> {
+    let Some(last) = epochs.last() else {
+        return Ok(true);
+    };
+    let Some(segment) = segments
+        .iter()
+        .rev()
+        .find(|s| s.base_index() <= last.first_index)
+    else {
+        return Ok(true);
+    };
+    let Some(pos) = segment.find_index_position(last.first_index, segment.size())? else {
+        return Ok(false);
+    };
+    let head = segment.read(pos, crate::batch::HEADER_LEN)?;
+    Ok(crate::batch::BatchHeader::parse(&head)
+        .is_some_and(|h| i64::from(h.partition_leader_epoch) == last.term as i64))
 }

@@ -817,3 +817,28 @@ async fn a_failed_write_leaves_no_entry_and_no_epoch_behind() {
     assert_eq!(replica.state().next_offset, 3);
     engine.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_stale_or_corrupt_epoch_cache_is_rebuilt_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let pdir = dir.path().join("topics/r/0");
+    let epochs = {
+        let (engine, replica) = open_replica(dir.path(), FlushMode::EveryAppend, 4096).await;
+        for i in 0..40u64 {
+            append(&replica, vec![data(i, 1 + i / 10, 2)]).await;
+        }
+        engine.close().await.unwrap();
+        replica.leader_epochs()
+    };
+    assert_eq!(epochs.len(), 4);
+    for bad in [
+        "0\n1\n9 0 0\n".to_owned(),
+        "0\n2\n1 0 0\n".to_owned(),
+        "garbage".to_owned(),
+    ] {
+        std::fs::write(pdir.join(EPOCH_FILE), bad).unwrap();
+        let engine = open(dir.path(), FlushMode::EveryAppend, 4096);
+        assert_eq!(engine.replica("r", 0).unwrap().leader_epochs(), epochs);
+        engine.close().await.unwrap();
+    }
+}
