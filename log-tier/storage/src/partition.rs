@@ -445,10 +445,13 @@ impl Partition {
             (true, segment.next_offset())
         };
         let resume = |pos| segment.resume_point(offset, pos, limit, end, sealed);
-        let position = match segment
-            .find_position(offset, limit)
-            .and_then(|p| p.map(|p| skip_internal(&segment, p, limit)).transpose())
-        {
+        let replicated = self.replicated;
+        let position = match segment.find_position(offset, limit).and_then(|p| {
+            p.filter(|_| replicated)
+                .map(|p| skip_internal(&segment, p, limit))
+                .transpose()
+                .map(|skipped| skipped.or(p))
+        }) {
             Ok(Some(position)) if position < limit => position,
             Ok(_) => return Ok(Bytes::new()),
             Err(e @ LogError::Corrupt { .. }) => return Err(e.resuming_at(resume(None))),
@@ -456,7 +459,8 @@ impl Partition {
         };
         let bytes = match segment.read_batches(position, limit, max_bytes.min(MAX_READ_BYTES)) {
             // A Kafka read stops before a Raft-internal batch; the next read skips it.
-            Ok(bytes) => bytes.slice(..batch::data_prefix_len(&bytes)),
+            Ok(bytes) if replicated => bytes.slice(..batch::data_prefix_len(&bytes)),
+            Ok(bytes) => bytes,
             Err(e @ LogError::Corrupt { .. }) => {
                 return Err(e.resuming_at(resume(Some(position))));
             }
@@ -663,15 +667,15 @@ impl Partition {
 /// The first position at or after `position` (a batch boundary below `limit`) that does not
 /// hold a Raft-internal batch; `limit` when none does.
 fn skip_internal(segment: &Segment, position: u64, limit: u64) -> Result<u64> {
-    let mut at = limit;
-    segment.scan_headers(position, limit, |h, pos| {
-        if h.is_internal() {
-            return ControlFlow::Continue(());
+    let mut at = position;
+    while at + batch::HEADER_LEN as u64 <= limit {
+        let head = segment.read(at, batch::HEADER_LEN)?;
+        match BatchHeader::parse(&head) {
+            Some(h) if h.is_internal() && h.check().is_ok() => at += h.total_len() as u64,
+            _ => return Ok(at),
         }
-        at = pos;
-        ControlFlow::Break(())
-    })?;
-    Ok(at)
+    }
+    Ok(limit.min(at))
 }
 
 /// The error the Kafka append path answers for a replicated partition.
