@@ -260,7 +260,9 @@ impl ReplicaLog {
                 continue;
             };
             while pos < size && index < range.end {
-                let want = max_bytes.saturating_sub(collected).max(1);
+                let want = max_bytes
+                    .saturating_sub(collected)
+                    .clamp(1, crate::partition::MAX_READ_BYTES);
                 let bytes = segment.read_batches(pos, size, want)?;
                 for (h, b) in batch::split_batches(bytes) {
                     if index >= range.end {
