@@ -246,6 +246,96 @@ pub struct LogConfig {
     /// How `headwater gateway` and `headwater router` reach the log tier (Headwater log nodes
     /// or an Apache Kafka cluster); unused by `serve` and `log-node`.
     pub client: crate::client_config::KafkaClientConfig,
+    /// A replicated log tier: `headwater log-node` joins it as `node_id`. Default none (one
+    /// node, every partition its only replica; `headwater serve` ignores it).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A cluster of log nodes (`log.cluster`): every topic of `log.topics` is replicated on every
+/// node, one Raft group per partition (docs/design/replication.md).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// The cluster's id: a peer of another cluster is refused. Default `headwater`.
+    #[serde(default = "default_cluster_id")]
+    pub id: String,
+    /// This node's id (`headwater log-node --node-id`), one of `nodes`.
+    #[serde(default)]
+    pub node_id: Option<u64>,
+    /// Every log node, this one included.
+    pub nodes: Vec<ClusterNodeConfig>,
+}
+
+fn default_cluster_id() -> String {
+    "headwater".to_owned()
+}
+
+/// One log node of `log.cluster.nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterNodeConfig {
+    /// Its id (1 or more, unique).
+    pub id: u64,
+    /// Its replication address, `host:port` (the node binds it; peers dial it). Without TLS
+    /// or a PSK (later work) it must be a loopback address.
+    pub replication: String,
+    /// The Kafka address clients are given for it in Metadata, `host:port`.
+    pub kafka: String,
+}
+
+impl ClusterConfig {
+    /// Problems with the cluster's description, as `(path, message)`.
+    fn validate(&self) -> Vec<(String, String)> {
+        let mut errors = Vec::new();
+        let mut err = |path: String, message: String| errors.push((path, message));
+        if self.nodes.is_empty() {
+            err(
+                "log.cluster.nodes".to_owned(),
+                "at least one node".to_owned(),
+            );
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let at = format!("log.cluster.nodes[{i}]");
+            if node.id == 0 || !ids.insert(node.id) {
+                err(
+                    format!("{at}.id"),
+                    format!("{} is 0 or not unique", node.id),
+                );
+            }
+            match node.replication.parse::<std::net::SocketAddr>() {
+                Ok(addr) if !addr.ip().is_loopback() => err(
+                    format!("{at}.replication"),
+                    format!(
+                        "{addr} is not a loopback address: peers are not authenticated yet (TLS \
+                         or a PSK on the replication port is still to come), so the replication \
+                         port may only listen on loopback"
+                    ),
+                ),
+                Ok(_) => {}
+                Err(_) => err(
+                    format!("{at}.replication"),
+                    format!("`{}` is not a socket address (ip:port)", node.replication),
+                ),
+            }
+            let port = node.kafka.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
+            if !matches!(port, Some(Ok(_))) {
+                err(
+                    format!("{at}.kafka"),
+                    format!("`{}` is not host:port", node.kafka),
+                );
+            }
+        }
+        if let Some(id) = self.node_id
+            && !ids.contains(&id)
+        {
+            err(
+                "log.cluster.node_id".to_owned(),
+                format!("{id} is not one of log.cluster.nodes"),
+            );
+        }
+        errors
+    }
 }
 
 impl Default for LogConfig {
@@ -281,6 +371,7 @@ impl Default for LogConfig {
             max_groups: 10_000,
             group_max_size: 1000,
             client: crate::client_config::KafkaClientConfig::default(),
+            cluster: None,
         }
     }
 }
@@ -489,6 +580,9 @@ impl LogConfig {
         errors.extend(self.validate_principals());
         errors.extend(self.validate_limits());
         errors.extend(crate::security::validate_acls(&self.acls));
+        if let Some(cluster) = &self.cluster {
+            errors.extend(cluster.validate());
+        }
         if self.default_partitions == 0 {
             errors.push((
                 "log.default_partitions".to_owned(),

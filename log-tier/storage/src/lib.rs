@@ -52,7 +52,7 @@ pub mod testsuite;
 
 pub use client_config::KafkaClientConfig;
 pub use config::{
-    FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, PrincipalConfig,
+    ClusterConfig, ClusterNodeConfig, FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig, LogConfig, PrincipalConfig,
     PrincipalRole, SASL_MECHANISMS, TopicConfig, TopicSettings,
 };
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec, now_ms};

@@ -149,6 +149,7 @@ impl std::fmt::Debug for ReplicaLog {
 }
 
 impl ReplicaLog {
+    /// The handle of `partition` (a partition of a replicated topic).
     pub(crate) fn new(partition: Arc<Partition>) -> Self {
         Self { partition }
     }
