@@ -503,6 +503,29 @@ async fn on_durable_follows_interval_and_os_flushes() {
     os.append(vec![data(0, 1, 2)], cb).unwrap();
     rx.try_recv().unwrap().unwrap();
     assert_eq!(os.fsyncs(), fsyncs);
+    assert_eq!(
+        os.state().committed_offset,
+        0,
+        "writes never move a replica's high watermark"
+    );
+    // Background: right after the write too; its interval fsync moves no high watermark.
+    let background = TopicConfig {
+        flush: Some(FlushPolicy {
+            mode: FlushMode::Background,
+            interval_ms: 3_600_000,
+        }),
+        ..TopicConfig::default()
+    };
+    engine
+        .create_replicated_topic("b", 1, Some(background))
+        .await
+        .unwrap();
+    let background = engine.replica("b", 0).unwrap();
+    let (cb, mut rx) = signal();
+    background.append(vec![data(0, 1, 2)], cb).unwrap();
+    rx.try_recv().unwrap().unwrap();
+    engine.flush().await.unwrap();
+    assert_eq!(background.state().committed_offset, 0);
     // The settings given at creation survive a restart.
     engine.close().await.unwrap();
     let engine = open(dir.path(), FlushMode::Interval, 1 << 20);
