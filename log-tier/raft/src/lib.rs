@@ -10,6 +10,7 @@
 
 pub mod error;
 pub mod group;
+pub mod net;
 pub mod sm;
 mod state;
 pub mod store;
@@ -17,6 +18,7 @@ pub mod types;
 
 pub use error::ReplicationError;
 pub use group::{GroupStorage, raft_config};
+pub use net::{Groups, NetworkFactory, Peers, RaftServer, TransportConfig};
 pub use sm::StateMachine;
 pub use store::LogStore;
 pub use types::{Applied, Batch, BoundarySnapshot, NodeId, Term, TypeConfig};

@@ -1,0 +1,678 @@
+//! The client side of the transport. [`Peers`] is per node: the addresses of the peer nodes and
+//! one connection to each, shared by every group (requests are multiplexed by correlation id: a
+//! writer task, a reader task and a table of waiting requests). A connection that breaks fails
+//! all its waiting requests at once; the next request redials, with backoff after failed dials.
+//! [`NetworkFactory`] (one per group) and [`Network`] (one per group and target) are openraft's
+//! network over it.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use bytes::Bytes;
+use openraft::BasicNode;
+use openraft::error::{
+    NetworkError, RPCError, ReplicationClosed, StreamingError, Timeout, Unreachable,
+};
+use openraft::network::{RPCOption, RPCTypes, RaftNetworkFactory, v2::RaftNetworkV2};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedReadHalf;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tracing::Instrument;
+
+use super::codec::{self, ErrorBody, Hello, SnapshotRequest};
+use super::error::TransportError;
+use super::frame::{Frame, FrameReader, Kind, Outgoing, write_loop};
+use super::metrics::{self, ConnectionGauge, Side};
+use super::{GroupId, PROTOCOL_VERSION, TransportConfig};
+use crate::types::{BoundarySnapshot, NodeId, TypeConfig, typ};
+
+/// This node's identity and its peers' addresses, with one connection per peer shared by every
+/// group. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Peers {
+    shared: Arc<Shared>,
+    links: Arc<Mutex<HashMap<NodeId, Arc<Link>>>>,
+}
+
+struct Shared {
+    cluster_id: String,
+    node_id: NodeId,
+    config: TransportConfig,
+    addrs: RwLock<HashMap<NodeId, SocketAddr>>,
+}
+
+impl Shared {
+    fn addr(&self, node: NodeId) -> Option<SocketAddr> {
+        self.addrs
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&node)
+            .copied()
+    }
+}
+
+impl Peers {
+    /// The peers of node `node_id` of cluster `cluster_id`, none known yet.
+    pub fn new(cluster_id: impl Into<String>, node_id: NodeId, config: TransportConfig) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                cluster_id: cluster_id.into(),
+                node_id,
+                config,
+                addrs: RwLock::new(HashMap::new()),
+            }),
+            links: Arc::default(),
+        }
+    }
+
+    /// Sets the address of peer `node` (a known peer from now on). A connection to an older
+    /// address is closed at its next use.
+    pub fn set_addr(&self, node: NodeId, addr: SocketAddr) {
+        self.shared
+            .addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(node, addr);
+    }
+
+    /// Forgets peer `node`: its connections are refused by the server and no longer dialled.
+    pub fn remove(&self, node: NodeId) {
+        self.shared
+            .addrs
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node);
+        self.links
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&node);
+    }
+
+    /// Whether `node` is a known peer.
+    pub fn contains(&self, node: NodeId) -> bool {
+        self.shared.addr(node).is_some()
+    }
+
+    /// This node's cluster id.
+    pub fn cluster_id(&self) -> &str {
+        &self.shared.cluster_id
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.shared.node_id
+    }
+
+    /// The transport's settings.
+    pub fn config(&self) -> &TransportConfig {
+        &self.shared.config
+    }
+
+    /// openraft's network factory for group `group`.
+    pub fn factory(&self, group: GroupId) -> NetworkFactory {
+        NetworkFactory {
+            peers: self.clone(),
+            group,
+        }
+    }
+
+    /// This node's Hello.
+    pub(crate) fn hello(&self) -> Hello {
+        Hello {
+            cluster_id: self.shared.cluster_id.clone(),
+            node_id: self.shared.node_id,
+            protocol_version: PROTOCOL_VERSION,
+        }
+    }
+
+    /// Requests waiting for an answer from `node` on its open connection (tests).
+    #[cfg(test)]
+    pub(super) async fn waiting(&self, node: NodeId) -> usize {
+        let link = self.link(node);
+        let state = link.state.lock().await;
+        state
+            .conn
+            .as_ref()
+            .and_then(|c| c.pending.lock().as_ref().map(HashMap::len))
+            .unwrap_or(0)
+    }
+
+    fn link(&self, node: NodeId) -> Arc<Link> {
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(links.entry(node).or_insert_with(|| {
+            Arc::new(Link {
+                peer: node,
+                shared: Arc::clone(&self.shared),
+                state: tokio::sync::Mutex::new(LinkState {
+                    conn: None,
+                    backoff: backoff(&self.shared.config),
+                    retry_at: None,
+                }),
+            })
+        }))
+    }
+}
+
+fn backoff(config: &TransportConfig) -> ExponentialBackoff {
+    ExponentialBuilder::default()
+        .with_min_delay(config.redial_min_delay)
+        .with_max_delay(config.redial_max_delay)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// Why a request got no answer.
+enum CallError {
+    /// No answer within the request's time.
+    Timeout(Duration),
+    /// Connection trouble or a refusal.
+    Transport(TransportError),
+}
+
+impl From<TransportError> for CallError {
+    fn from(e: TransportError) -> Self {
+        CallError::Transport(e)
+    }
+}
+
+/// The connection to one peer, dialled when needed.
+struct Link {
+    peer: NodeId,
+    shared: Arc<Shared>,
+    state: tokio::sync::Mutex<LinkState>,
+}
+
+struct LinkState {
+    conn: Option<Arc<Conn>>,
+    backoff: ExponentialBackoff,
+    /// No dial before this, after a failed one.
+    retry_at: Option<Instant>,
+}
+
+impl Link {
+    /// Sends a request and waits for its answer's body, all within `ttl`.
+    async fn request(
+        &self,
+        kind: Kind,
+        group: GroupId,
+        parts: Vec<Bytes>,
+        ttl: Duration,
+    ) -> Result<Bytes, CallError> {
+        let deadline = Instant::now() + ttl;
+        let conn = tokio::time::timeout_at(deadline, self.connection())
+            .await
+            .map_err(|_| CallError::Timeout(ttl))??;
+        let answer = match tokio::time::timeout_at(deadline, conn.call(kind, group, parts)).await {
+            Ok(answer) => answer?,
+            Err(_) => {
+                // Requests time out and nothing at all arrives: a dead (blackholed) link.
+                if conn.silent_for() > self.shared.config.silence_timeout {
+                    tracing::debug!(peer = self.peer, "silent connection closed");
+                    metrics::error_reason("silent_connection");
+                    conn.close();
+                }
+                return Err(CallError::Timeout(ttl));
+            }
+        };
+        match answer.kind {
+            Kind::Response => Ok(answer.body),
+            Kind::Error => {
+                let error: ErrorBody = codec::from_json("error", &answer.body)?;
+                Err(CallError::Transport(TransportError::Remote {
+                    code: error.code,
+                    message: error.message,
+                }))
+            }
+            other => Err(CallError::Transport(TransportError::malformed(
+                "answer",
+                format!("a {} frame", other.as_str()),
+            ))),
+        }
+    }
+
+    /// The open connection, dialled if there is none (unless a recent dial failed).
+    async fn connection(&self) -> Result<Arc<Conn>, TransportError> {
+        let mut state = self.state.lock().await;
+        let addr = self
+            .shared
+            .addr(self.peer)
+            .ok_or(TransportError::NoAddress(self.peer))?;
+        if let Some(conn) = &state.conn {
+            if !conn.is_closed() && conn.addr == addr {
+                return Ok(Arc::clone(conn));
+            }
+            conn.close();
+            state.conn = None;
+        }
+        if state.retry_at.is_some_and(|at| Instant::now() < at) {
+            return Err(TransportError::BackingOff(self.peer));
+        }
+        let config = &self.shared.config;
+        let dialled = tokio::time::timeout(config.connect_timeout, self.dial(addr))
+            .await
+            .unwrap_or_else(|_| {
+                Err(TransportError::Io(std::io::Error::from(
+                    std::io::ErrorKind::TimedOut,
+                )))
+            });
+        match dialled {
+            Ok(conn) => {
+                state.backoff = backoff(config);
+                state.retry_at = None;
+                state.conn = Some(Arc::clone(&conn));
+                Ok(conn)
+            }
+            Err(e) => {
+                metrics::error(&e);
+                let delay = state.backoff.next().unwrap_or(config.redial_max_delay);
+                state.retry_at = Some(Instant::now() + delay);
+                tracing::debug!(peer = self.peer, error = %e, ?delay, "dial failed");
+                Err(e)
+            }
+        }
+    }
+
+    /// Connects, exchanges Hellos and starts the connection's reader and writer.
+    async fn dial(&self, addr: SocketAddr) -> Result<Arc<Conn>, TransportError> {
+        let config = &self.shared.config;
+        let stream = TcpStream::connect(addr).await?;
+        stream.set_nodelay(true)?;
+        // TLS / PSK seam: wrap `stream` here, before the Hello (see the module docs of `net`).
+        let (read, mut write) = stream.into_split();
+        let mut reader = FrameReader::new(BufReader::new(read), config.max_frame_bytes);
+        let ours = Hello {
+            cluster_id: self.shared.cluster_id.clone(),
+            node_id: self.shared.node_id,
+            protocol_version: PROTOCOL_VERSION,
+        };
+        let hello = codec::to_json("hello", &ours)?;
+        Outgoing::new(Kind::Hello, 0, 0, vec![hello], config.max_frame_bytes)?
+            .write_to(&mut write)
+            .await?;
+        write.flush().await?;
+        let answer = reader
+            .next()
+            .await?
+            .ok_or(TransportError::ConnectionClosed)?;
+        match answer.kind {
+            Kind::Response => {
+                let theirs: Hello = codec::from_json("hello", &answer.body)?;
+                if theirs.cluster_id != ours.cluster_id
+                    || theirs.node_id != self.peer
+                    || theirs.protocol_version != PROTOCOL_VERSION
+                {
+                    return Err(TransportError::Hello(format!(
+                        "{addr} answered as node {} of cluster {:?} (protocol {}), expected node {}",
+                        theirs.node_id, theirs.cluster_id, theirs.protocol_version, self.peer
+                    )));
+                }
+            }
+            Kind::Error => {
+                let error: ErrorBody = codec::from_json("error", &answer.body)?;
+                return Err(TransportError::Remote {
+                    code: error.code,
+                    message: error.message,
+                });
+            }
+            other => {
+                return Err(TransportError::Hello(format!(
+                    "hello answered with a {} frame",
+                    other.as_str()
+                )));
+            }
+        }
+        Ok(Conn::start(
+            addr,
+            self.peer,
+            reader,
+            write,
+            config.write_queue,
+        ))
+    }
+}
+
+/// One open connection: the writer's queue and the table of requests waiting for an answer.
+struct Conn {
+    addr: SocketAddr,
+    tx: mpsc::Sender<Outgoing>,
+    pending: Arc<Pending>,
+    next_correlation: AtomicU64,
+    max_frame_bytes: usize,
+    /// When the connection started, and milliseconds after it that the last frame arrived.
+    started: Instant,
+    last_received_ms: Arc<AtomicU64>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Conn {
+    fn start(
+        addr: SocketAddr,
+        peer: NodeId,
+        mut reader: FrameReader<BufReader<OwnedReadHalf>>,
+        write: tokio::net::tcp::OwnedWriteHalf,
+        queue: usize,
+    ) -> Arc<Conn> {
+        let max_frame_bytes = reader.max_frame_bytes();
+        let pending = Arc::new(Pending::default());
+        let started = Instant::now();
+        let last_received_ms = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::channel(queue);
+        let span = tracing::debug_span!("raft_link", peer, %addr);
+        let writer = {
+            let pending = Arc::clone(&pending);
+            tokio::spawn(
+                async move {
+                    if let Err(e) = write_loop(write, rx).await {
+                        metrics::error(&TransportError::Io(e));
+                    }
+                    pending.close();
+                }
+                .instrument(span.clone()),
+            )
+        };
+        let reading = {
+            let pending = Arc::clone(&pending);
+            let last = Arc::clone(&last_received_ms);
+            tokio::spawn(
+                async move {
+                    let _gauge = ConnectionGauge::open(Side::Client);
+                    loop {
+                        match reader.next().await {
+                            Ok(Some(frame)) => {
+                                last.store(elapsed_ms(started), Ordering::Relaxed);
+                                pending.complete(frame);
+                            }
+                            Ok(None) => break,
+                            Err(e) => {
+                                metrics::error(&e);
+                                tracing::debug!(error = %e, "connection failed");
+                                break;
+                            }
+                        }
+                    }
+                    pending.close();
+                }
+                .instrument(span),
+            )
+        };
+        Arc::new(Conn {
+            addr,
+            tx,
+            pending,
+            next_correlation: AtomicU64::new(1),
+            max_frame_bytes,
+            started,
+            last_received_ms,
+            tasks: vec![writer, reading],
+        })
+    }
+
+    /// Sends one request and waits for the frame answering it.
+    async fn call(
+        &self,
+        kind: Kind,
+        group: GroupId,
+        parts: Vec<Bytes>,
+    ) -> Result<Frame, TransportError> {
+        let correlation = self.next_correlation.fetch_add(1, Ordering::Relaxed);
+        let frame = Outgoing::new(kind, correlation, group, parts, self.max_frame_bytes)?;
+        let answer = self
+            .pending
+            .register(correlation)
+            .ok_or(TransportError::ConnectionClosed)?;
+        let _forget = Forget {
+            pending: &self.pending,
+            correlation,
+        };
+        self.tx
+            .send(frame)
+            .await
+            .map_err(|_| TransportError::ConnectionClosed)?;
+        answer.await.map_err(|_| TransportError::ConnectionClosed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.pending.is_closed()
+    }
+
+    /// Fails every waiting request and stops the connection's tasks.
+    fn close(&self) {
+        self.pending.close();
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+
+    /// How long since the last frame arrived (or since the connection opened).
+    fn silent_for(&self) -> Duration {
+        let now = elapsed_ms(self.started);
+        let last = self.last_received_ms.load(Ordering::Relaxed);
+        Duration::from_millis(now.saturating_sub(last))
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn elapsed_ms(since: Instant) -> u64 {
+    u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Requests waiting for their answers, by correlation id; `None` once the connection closed.
+#[derive(Default)]
+struct Pending {
+    table: Mutex<Option<HashMap<u64, oneshot::Sender<Frame>>>>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<HashMap<u64, oneshot::Sender<Frame>>>> {
+        self.table.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// A slot for the answer to `correlation`; `None` when the connection is closed.
+    fn register(&self, correlation: u64) -> Option<oneshot::Receiver<Frame>> {
+        let mut table = self.lock();
+        if self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        let (tx, rx) = oneshot::channel();
+        table
+            .get_or_insert_with(HashMap::new)
+            .insert(correlation, tx);
+        Some(rx)
+    }
+
+    /// Hands an answer to its request (a late answer, after a timeout, is dropped).
+    fn complete(&self, frame: Frame) {
+        let waiting = self
+            .lock()
+            .as_mut()
+            .and_then(|t| t.remove(&frame.correlation));
+        match waiting {
+            Some(tx) => {
+                let _ = tx.send(frame);
+            }
+            None => metrics::error_reason("late_answer"),
+        }
+    }
+
+    fn forget(&self, correlation: u64) {
+        if let Some(table) = self.lock().as_mut() {
+            table.remove(&correlation);
+        }
+    }
+
+    /// Fails every waiting request at once (their receivers see the senders dropped).
+    fn close(&self) {
+        let mut table = self.lock();
+        self.closed.store(true, Ordering::Release);
+        table.take();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Removes a request's slot when it stops waiting (answered, timed out or dropped).
+struct Forget<'a> {
+    pending: &'a Pending,
+    correlation: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.pending.forget(self.correlation);
+    }
+}
+
+/// openraft's network factory for one group of this node.
+pub struct NetworkFactory {
+    peers: Peers,
+    group: GroupId,
+}
+
+impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
+    type Network = Network;
+
+    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> Network {
+        Network {
+            link: self.peers.link(target),
+            group: self.group,
+            local: self.peers.node_id(),
+            target,
+        }
+    }
+}
+
+/// openraft's network from one group of this node to one target node.
+pub struct Network {
+    link: Arc<Link>,
+    group: GroupId,
+    local: NodeId,
+    target: NodeId,
+}
+
+impl Network {
+    /// Sends a request and decodes its answer, mapping failures to openraft's kinds: a timeout
+    /// is `Timeout`, anything else `Unreachable` (openraft backs off). A failure of the remote
+    /// Raft cannot be a `RemoteError` here (`RPCError<C>` has `Infallible` remote errors) and is
+    /// `Unreachable` as well.
+    async fn rpc<T: DeserializeOwned>(
+        &self,
+        kind: Kind,
+        action: RPCTypes,
+        parts: Vec<Bytes>,
+        option: &RPCOption,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        let span = tracing::debug_span!(
+            "raft_rpc",
+            group = self.group,
+            target = self.target,
+            kind = kind.as_str()
+        );
+        let ttl = option.soft_ttl();
+        let answer = self
+            .link
+            .request(kind, self.group, parts, ttl)
+            .instrument(span)
+            .await;
+        let body = match answer {
+            Ok(body) => body,
+            Err(CallError::Timeout(timeout)) => {
+                metrics::error_reason("timeout");
+                return Err(RPCError::Timeout(Timeout {
+                    action,
+                    id: self.local,
+                    target: self.target,
+                    timeout,
+                }));
+            }
+            Err(CallError::Transport(e)) => {
+                if !matches!(e, TransportError::BackingOff(_)) {
+                    metrics::error(&e);
+                }
+                return Err(RPCError::Unreachable(Unreachable::new(&e)));
+            }
+        };
+        codec::from_json(kind.as_str(), &body).map_err(|e| {
+            metrics::error(&e);
+            RPCError::Network(NetworkError::new(&e))
+        })
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for Network {
+    type SnapshotData = BoundarySnapshot;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let parts = codec::encode_append_entries(&rpc)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.rpc(Kind::AppendEntries, RPCTypes::AppendEntries, parts, &option)
+            .await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = codec::to_json("vote", &rpc)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.rpc(Kind::Vote, RPCTypes::Vote, vec![body], &option)
+            .await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        let body = codec::to_json("vote", &rpc)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        self.rpc(Kind::PreVote, RPCTypes::Vote, vec![body], &option)
+            .await
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: typ::Vote,
+        snapshot: typ::Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + Send + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        let request = SnapshotRequest {
+            vote,
+            meta: snapshot.meta,
+            data: snapshot.snapshot,
+        };
+        let body = codec::to_json("snapshot", &request)
+            .map_err(|e| StreamingError::Unreachable(Unreachable::new(&e)))?;
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            answer = self.rpc(Kind::InstallSnapshot, RPCTypes::InstallSnapshot, vec![body], &option) => {
+                answer.map_err(StreamingError::from)
+            }
+        }
+    }
+}
