@@ -19,6 +19,7 @@
 
 pub mod client;
 pub mod codec;
+mod conn;
 pub mod error;
 pub mod frame;
 pub mod metrics;

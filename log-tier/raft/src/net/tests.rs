@@ -235,6 +235,24 @@ async fn a_connection_over_the_cap_is_refused_busy() {
     assert_eq!(second.next().await, None);
 }
 
+#[tokio::test]
+async fn an_idle_connection_is_closed() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let peers = Peers::new(
+        "test-cluster",
+        1,
+        TransportConfig {
+            idle_timeout: Duration::from_millis(200),
+            ..TransportConfig::default()
+        },
+    );
+    peers.set_addr(2, "127.0.0.1:9".parse().unwrap());
+    let server = RaftServer::spawn(listener, peers, Groups::default()).unwrap();
+    let mut raw = Raw::hello(server.local_addr()).await;
+    // Nothing sent: the server closes it (well before `WAIT`, which `next` is bounded by).
+    assert_eq!(raw.next().await, None);
+}
+
 /// A peer that completes the Hello as node 2, then reads `n` vote requests and answers them in
 /// reverse order (each with its correlation as the vote's term), then waits for `close` and
 /// drops the connection without answering anything more.
