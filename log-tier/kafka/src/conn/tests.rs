@@ -281,6 +281,37 @@ async fn a_declared_length_holds_only_the_bytes_that_arrived() {
     assert_eq!(budget.available_permits(), limit + MIB, "all given back");
 }
 
+#[tokio::test]
+async fn frames_larger_together_than_the_budget_are_read_in_turn_without_a_stall() {
+    const MIB: usize = 1024 * 1024;
+    // Three 3 MiB frames sent at once through small pipes, a 5 MiB budget. Taken as bytes
+    // arrived, all three held a share and waited for more until the body timeout (30 s);
+    // past WHOLE_AFTER a frame takes its rest at once, so they finish one after another.
+    let length = 3 * MIB;
+    let budget = Semaphore::new(5 * MIB);
+    let idle = Duration::from_secs(60);
+    let mut frame = (length as i32).to_be_bytes().to_vec();
+    frame.resize(4 + length, 5);
+    let reads = (0..3).map(|_| {
+        let (mut client, mut server) = tokio::io::duplex(64 * 1024);
+        let frame = frame.clone();
+        tokio::spawn(async move { client.write_all(&frame).await });
+        let budget = &budget;
+        async move {
+            match read_frame(&mut server, length, idle, budget).await {
+                Ok(Frame::Request(bytes, Some(permit))) => {
+                    assert_eq!((bytes.len(), permit.num_permits()), (length, length));
+                }
+                _ => panic!("a 3 MiB frame within the budget"),
+            }
+        }
+    });
+    tokio::time::timeout(Duration::from_secs(10), futures::future::join_all(reads))
+        .await
+        .expect("read without waiting for the body timeout");
+    assert_eq!(budget.available_permits(), 5 * MIB, "all given back");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
     /// Any bytes after a served API key and version decode to an answer or a refusal,
