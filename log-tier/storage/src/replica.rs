@@ -154,6 +154,26 @@ impl ReplicaLog {
         Self { partition }
     }
 
+    /// Checks a producer batch (as a producer sent it) before the leader proposes it: the
+    /// offsets the first copy got when it repeats a batch this log holds from the same
+    /// idempotent producer (a retry), `None` for a new batch or one of no idempotent producer,
+    /// and the producer errors a single node answers (fenced epoch, out-of-order sequence).
+    /// The leader serialises its idempotent proposals so a retry sees the first copy here.
+    pub fn duplicate_of(&self, records: &[u8]) -> Result<Option<(i64, i64)>> {
+        let header = BatchHeader::parse(records)
+            .ok_or_else(|| LogError::InvalidBatch("not a record batch".to_owned()))?;
+        if header.producer_id < 0 {
+            return Ok(None);
+        }
+        match self.partition.state().producers.check(&header)? {
+            crate::producer::Check::Duplicate {
+                base_offset,
+                next_offset,
+            } => Ok(Some((base_offset, next_offset))),
+            _ => Ok(None),
+        }
+    }
+
     /// Purge point, last entry, next Kafka offset and high watermark.
     pub fn state(&self) -> ReplicaLogState {
         let committed_offset = self.partition.high_watermark().offset;
