@@ -30,6 +30,9 @@ pub enum ReplicationError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The replication transport or a Raft group could not start.
+    #[error("replication: {0}")]
+    Transport(String),
     /// A stored entry cannot be turned into a Raft entry (or back).
     #[error("entry {index}: {reason}")]
     Entry {

@@ -11,6 +11,7 @@
 pub mod error;
 pub mod group;
 pub mod net;
+pub mod node;
 pub mod sm;
 mod state;
 pub mod store;
@@ -19,6 +20,9 @@ pub mod types;
 pub use error::ReplicationError;
 pub use group::{GroupStorage, raft_config};
 pub use net::{Groups, NetworkFactory, Peers, RaftServer, TransportConfig};
+pub use node::{
+    ClusterSpec, PartitionView, ProposeError, ReplicaNode, ReplicatedPartition, group_id,
+};
 pub use sm::StateMachine;
 pub use store::LogStore;
 pub use types::{Applied, Batch, BoundarySnapshot, NodeId, Term, TypeConfig};

@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use futures::{Stream, StreamExt};
 use headwater_log::batch::BatchHeader;
 use headwater_log::{Boundary, EntryId, ReplicaLog};
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::OptionalSend;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use serde::{Deserialize, Serialize};
 
 use crate::error::ReplicationError;
@@ -38,7 +38,10 @@ impl Shared {
     }
 
     fn current(&self) -> Option<SavedSnapshot> {
-        self.current.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.current
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -65,6 +68,13 @@ impl StateMachine {
             ),
             None => (None, typ::StoredMembership::default(), 0),
         };
+        // After a restart nothing of a replica is readable until a commit point is given:
+        // what the snapshot covers is committed.
+        if let Some(last) = applied
+            && let Err(e) = log.commit(last.index)
+        {
+            tracing::warn!(index = last.index, error = %e, "snapshot point not committed at open");
+        }
         Ok(Self {
             log,
             applied,
@@ -86,10 +96,11 @@ impl StateMachine {
                 Applied::Internal
             }
             typ::EntryPayload::Normal(batch) => {
-                let header = BatchHeader::parse(&batch.0).ok_or_else(|| ReplicationError::Entry {
-                    index,
-                    reason: "not a record batch".to_owned(),
-                })?;
+                let header =
+                    BatchHeader::parse(&batch.0).ok_or_else(|| ReplicationError::Entry {
+                        index,
+                        reason: "not a record batch".to_owned(),
+                    })?;
                 self.log.commit(index)?;
                 let next_offset = self.log.offset_after(index)?;
                 let base_offset = next_offset - (i64::from(header.last_offset_delta) + 1);
@@ -108,7 +119,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotData = BoundarySnapshot;
     type SnapshotBuilder = SnapshotBuilder;
 
-    async fn applied_state(&mut self) -> Result<(Option<typ::LogId>, typ::StoredMembership), io::Error> {
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<typ::LogId>, typ::StoredMembership), io::Error> {
         Ok((self.applied, self.membership.clone()))
     }
 

@@ -77,6 +77,29 @@ impl LogStore {
     }
 }
 
+impl LogStore {
+    /// A pristine log (no entry, nothing purged) given a first entry past index 0 starts there:
+    /// the entries before it are recorded as purged (openraft never does this itself: a log
+    /// starts at 0, where `initialize` writes, or after an installed snapshot; its storage
+    /// suite does).
+    fn start_at(&self, first: Option<u64>) -> Result<(), ReplicationError> {
+        let state = self.log.state();
+        match first {
+            Some(index) if index > 0 && state.last.is_none() && state.purged.is_none() => {
+                self.log.purge(Boundary {
+                    last: EntryId {
+                        index: index - 1,
+                        term: 0,
+                    },
+                    next_offset: state.next_offset,
+                })?;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
 fn hole(index: u64) -> io::Error {
     io::Error::other(format!("log entry {index} is missing"))
 }
@@ -194,7 +217,11 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: IOFlushed<TypeConfig>) -> Result<(), io::Error>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
     where
         I: IntoIterator<Item = typ::Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
@@ -203,13 +230,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             .into_iter()
             .map(to_stored)
             .collect::<Result<Vec<_>, _>>()?;
+        self.start_at(entries.first().map(|e| e.index))?;
         self.log
             .append(
                 entries,
                 Box::new(move |result| {
-                    callback.io_completed(result.map_err(|e| {
-                        io::Error::other(headwater_log::error_chain(&e))
-                    }))
+                    callback.io_completed(
+                        result.map_err(|e| io::Error::other(headwater_log::error_chain(&e))),
+                    )
                 }),
             )
             .map_err(ReplicationError::from)?;
@@ -228,10 +256,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         if state.purged.is_some_and(|p| p.index >= upto.index) {
             return Ok(());
         }
-        let next_offset = self
-            .log
-            .offset_after(upto.index)
-            .map_err(ReplicationError::from)?;
+        // Past the log's end (nothing of it here): the log ends where the purge starts it.
+        let next_offset = match state.last {
+            Some(last) if upto.index <= last.index => self
+                .log
+                .offset_after(upto.index)
+                .map_err(ReplicationError::from)?,
+            _ => state.next_offset,
+        };
         self.log
             .purge(Boundary {
                 last: EntryId {

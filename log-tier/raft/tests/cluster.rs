@@ -3,6 +3,7 @@
 //! with dense Kafka offsets, a leader lost and restarted, and an isolated leader's uncommitted
 //! entries truncated when it rejoins. (The TCP transport and the fault proxy come with the
 //! transport; this exercises the storage under openraft's real protocol.)
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -142,7 +143,8 @@ async fn start(router: &Router, id: NodeId, dir: &Path) -> Replica {
     };
     let engine = LogEngine::open(&dir.join("log"), config).unwrap();
     engine.create_replicated_topic("t", 1, None).await.unwrap();
-    let storage = GroupStorage::open(engine.replica("t", 0).unwrap(), &dir.join("raft/t-0")).unwrap();
+    let storage =
+        GroupStorage::open(engine.replica("t", 0).unwrap(), &dir.join("raft/t-0")).unwrap();
     let raft = Raft::new(
         id,
         raft_config("test").unwrap(),
@@ -190,10 +192,24 @@ async fn leader_of(replicas: &[&Replica]) -> NodeId {
     let m = replicas[0]
         .raft
         .wait(Some(WAIT))
-        .metrics(|m| m.current_leader.is_some_and(|l| replicas.iter().any(|r| r.id == l)), "a leader")
+        .metrics(
+            |m| {
+                m.current_leader
+                    .is_some_and(|l| replicas.iter().any(|r| r.id == l))
+            },
+            "a leader",
+        )
         .await
         .unwrap();
-    m.current_leader.unwrap()
+    let leader = m.current_leader.unwrap();
+    // Writes need the leader's lease: a quorum acknowledged it recently.
+    let node = replicas.iter().find(|r| r.id == leader).unwrap();
+    node.raft
+        .wait(Some(WAIT))
+        .leader_with_quorum_acked(None, "leader lease")
+        .await
+        .unwrap();
+    leader
 }
 
 /// Writes `n` batches of 3 records through the leader; returns the offsets each got.
@@ -237,7 +253,15 @@ fn data(replica: &Replica) -> Vec<(u64, u64, i64, i64, Bytes)> {
     entries(replica)
         .into_iter()
         .filter(|e| matches!(e.kind, headwater_log::EntryKind::Data))
-        .map(|e| (e.index, e.term, e.base_offset, e.next_offset, e.bytes.clone()))
+        .map(|e| {
+            (
+                e.index,
+                e.term,
+                e.base_offset,
+                e.next_offset,
+                e.bytes.clone(),
+            )
+        })
         .collect()
 }
 
@@ -290,7 +314,12 @@ async fn three_replicas_elect_replicate_fail_over_and_rejoin() {
     let expected = data(leader);
     assert_eq!(expected.len(), 20);
     for r in &replicas {
-        assert_eq!(data(r), expected, "node {} holds the leader's batches", r.id);
+        assert_eq!(
+            data(r),
+            expected,
+            "node {} holds the leader's batches",
+            r.id
+        );
     }
     let term = expected[0].1;
     assert!(
@@ -358,7 +387,10 @@ async fn an_isolated_leader_s_uncommitted_entries_are_replaced_when_it_rejoins()
     leader
         .raft
         .wait(Some(WAIT))
-        .metrics(|m| m.last_log_index >= Some(m.local_committed.map_or(0, |c| c.index) + 4), "uncommitted entries written")
+        .metrics(
+            |m| m.last_log_index >= Some(m.local_committed.map_or(0, |c| c.index) + 4),
+            "uncommitted entries written",
+        )
         .await
         .unwrap();
 
@@ -375,7 +407,11 @@ async fn an_isolated_leader_s_uncommitted_entries_are_replaced_when_it_rejoins()
     assert_eq!(expected.len(), 10);
     for r in &replicas {
         let got = data(r);
-        assert_eq!(got, expected, "node {} holds exactly the committed batches", r.id);
+        assert_eq!(
+            got, expected,
+            "node {} holds exactly the committed batches",
+            r.id
+        );
         assert!(!got.iter().any(|d| d.4.windows(4).any(|w| w == b"lost")));
     }
     for r in replicas {

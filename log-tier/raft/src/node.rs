@@ -1,0 +1,330 @@
+//! A log node of a cluster: the replicated partitions it holds (one openraft group each, every
+//! node a voter), the replication server, the peers, and the leader's proposal path.
+//!
+//! Bootstrap: the node with the lowest id initialises each group whose Raft state is pristine
+//! on it, with every configured node as a voter; the others wait to be contacted. (Placement,
+//! node replacement and the metadata group come later: docs/design/replication.md, steps 5–7.)
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use bytes::Bytes;
+use headwater_log::batch::BatchHeader;
+use headwater_log::{LogEngine, LogError, ReplicaLog};
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::watch::WatchReceiver;
+use openraft::{BasicNode, Raft, ServerState};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+
+use crate::error::ReplicationError;
+use crate::group::{GroupStorage, raft_config};
+use crate::net::{GroupId, Groups, Peers, RaftNode, RaftServer, TransportConfig};
+use crate::types::{Applied, Batch, NodeId, Term};
+
+/// Who the cluster is: its id and every node's replication address, this node's included.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    /// The cluster's id: peers of another cluster are refused.
+    pub cluster_id: String,
+    /// This node's id.
+    pub node_id: NodeId,
+    /// Replication address of every node.
+    pub nodes: BTreeMap<NodeId, SocketAddr>,
+}
+
+/// The wire id of a partition's group: the same on every node.
+pub fn group_id(topic: &str, partition: i32) -> GroupId {
+    let mut hash = Sha256::new();
+    hash.update(topic.as_bytes());
+    hash.update([0]);
+    hash.update(partition.to_be_bytes());
+    let digest = hash.finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(id)
+}
+
+/// One replicated partition on this node.
+pub struct ReplicatedPartition {
+    /// The group's wire id.
+    pub group: GroupId,
+    /// The group's Raft node.
+    pub raft: RaftNode,
+    /// The partition's log.
+    pub log: ReplicaLog,
+    /// Serialises idempotent producers' proposals: a retried batch must see the first one in
+    /// the producer state before it is checked.
+    idempotent: tokio::sync::Mutex<()>,
+}
+
+/// What a node knows about a partition's replicas.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionView {
+    /// The leader, if one is known.
+    pub leader: Option<NodeId>,
+    /// The current term (the Kafka leader epoch).
+    pub term: Term,
+    /// Every voter.
+    pub replicas: Vec<NodeId>,
+    /// The voters known to be caught up: on the leader, those whose acknowledged log reaches
+    /// the commit point; elsewhere every voter (only the leader knows).
+    pub in_sync: Vec<NodeId>,
+}
+
+/// Why a proposal was not committed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProposeError {
+    /// This node does not lead the partition (now); the client should go to `leader`.
+    #[error("not the leader of the partition (leader: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows, if any.
+        leader: Option<NodeId>,
+    },
+    /// No such replicated partition on this node.
+    #[error("unknown replicated partition {topic}/{partition}")]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+    },
+    /// The batch was appended but leadership changed before it was committed: it may or may
+    /// not be committed; only an idempotent producer's retry is safe.
+    #[error("leadership changed before the batch was committed; its outcome is unknown")]
+    Unknown,
+    /// The log refused the batch.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// The partition's Raft group stopped (a storage failure on this node).
+    #[error("the partition's replication stopped: {0}")]
+    Stopped(String),
+}
+
+/// A log node of a cluster.
+pub struct ReplicaNode {
+    engine: Arc<LogEngine>,
+    spec: ClusterSpec,
+    peers: Peers,
+    groups: Groups,
+    server: tokio::sync::Mutex<Option<RaftServer>>,
+    partitions: RwLock<HashMap<(String, i32), Arc<ReplicatedPartition>>>,
+    state_dir: PathBuf,
+    config: Arc<openraft::Config>,
+}
+
+impl ReplicaNode {
+    /// Starts serving replication on `listener` for the partitions of `engine` this node will
+    /// open, keeping each group's Raft state under `state_dir`.
+    pub fn start(
+        engine: Arc<LogEngine>,
+        spec: ClusterSpec,
+        listener: TcpListener,
+        transport: TransportConfig,
+        state_dir: &Path,
+    ) -> Result<Arc<Self>, ReplicationError> {
+        let peers = Peers::new(spec.cluster_id.clone(), spec.node_id, transport);
+        for (&id, &addr) in &spec.nodes {
+            if id != spec.node_id {
+                peers.set_addr(id, addr);
+            }
+        }
+        let groups = Groups::default();
+        let server = RaftServer::spawn(listener, peers.clone(), groups.clone())
+            .map_err(|e| ReplicationError::Transport(e.to_string()))?;
+        let config = raft_config(&spec.cluster_id)
+            .map_err(|e| ReplicationError::Transport(format!("raft settings: {e}")))?;
+        Ok(Arc::new(Self {
+            engine,
+            spec,
+            peers,
+            groups,
+            server: tokio::sync::Mutex::new(Some(server)),
+            partitions: RwLock::new(HashMap::new()),
+            state_dir: state_dir.to_path_buf(),
+            config,
+        }))
+    }
+
+    /// This node's id.
+    pub fn node_id(&self) -> NodeId {
+        self.spec.node_id
+    }
+
+    /// The cluster.
+    pub fn spec(&self) -> &ClusterSpec {
+        &self.spec
+    }
+
+    /// Opens (creating if needed) a replicated topic of `partitions` partitions on this node and
+    /// starts their groups; the lowest node id initialises the pristine ones.
+    pub async fn open_topic(&self, topic: &str, partitions: i32) -> Result<(), ReplicationError> {
+        self.engine
+            .create_replicated_topic(topic, partitions, None)
+            .await?;
+        for partition in 0..partitions {
+            if self.partition(topic, partition).is_some() {
+                continue;
+            }
+            let log = self.engine.replica(topic, partition)?;
+            let storage = GroupStorage::open(
+                log.clone(),
+                &self.state_dir.join(format!("{topic}-{partition}")),
+            )?;
+            let group = group_id(topic, partition);
+            let raft = Raft::new(
+                self.spec.node_id,
+                self.config.clone(),
+                self.peers.factory(group),
+                storage.log,
+                storage.state_machine,
+            )
+            .await
+            .map_err(|e| ReplicationError::Transport(format!("starting the group: {e}")))?;
+            self.groups.insert(group, raft.clone());
+            let lowest = self.spec.nodes.keys().next().copied();
+            if lowest == Some(self.spec.node_id) {
+                self.bootstrap(&raft).await?;
+            }
+            self.partitions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(
+                    (topic.to_owned(), partition),
+                    Arc::new(ReplicatedPartition {
+                        group,
+                        raft,
+                        log,
+                        idempotent: tokio::sync::Mutex::new(()),
+                    }),
+                );
+        }
+        Ok(())
+    }
+
+    async fn bootstrap(&self, raft: &RaftNode) -> Result<(), ReplicationError> {
+        let initialized = raft
+            .is_initialized()
+            .await
+            .map_err(|e| ReplicationError::Transport(e.to_string()))?;
+        if initialized {
+            return Ok(());
+        }
+        let members: BTreeMap<NodeId, BasicNode> = self
+            .spec
+            .nodes
+            .iter()
+            .map(|(&id, addr)| (id, BasicNode::new(addr.to_string())))
+            .collect();
+        match raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
+                Ok(())
+            }
+            Err(e) => Err(ReplicationError::Transport(format!("initialising: {e}"))),
+        }
+    }
+
+    /// A replicated partition of this node.
+    pub fn partition(&self, topic: &str, partition: i32) -> Option<Arc<ReplicatedPartition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+    }
+
+    /// What this node knows about a partition's replicas.
+    pub fn view(&self, topic: &str, partition: i32) -> Option<PartitionView> {
+        let part = self.partition(topic, partition)?;
+        let metrics = part.raft.metrics().borrow_watched().clone();
+        let replicas: Vec<NodeId> = metrics.membership_config.voter_ids().collect();
+        let in_sync = match (&metrics.replication, metrics.state) {
+            (Some(replication), ServerState::Leader) => {
+                let committed = metrics.local_committed.map_or(0, |c| c.index);
+                replicas
+                    .iter()
+                    .copied()
+                    .filter(|id| {
+                        *id == self.spec.node_id
+                            || replication
+                                .get(id)
+                                .and_then(|m| m.as_ref())
+                                .is_some_and(|m| m.index >= committed)
+                    })
+                    .collect()
+            }
+            _ => replicas.clone(),
+        };
+        Some(PartitionView {
+            leader: metrics.current_leader,
+            term: metrics.current_term,
+            replicas,
+            in_sync,
+        })
+    }
+
+    /// Proposes one Kafka RecordBatch (as a producer sent it) to a partition this node leads;
+    /// resolves once it is committed on a majority, with the offsets its records got.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: i32,
+        records: Bytes,
+    ) -> Result<Applied, ProposeError> {
+        let part =
+            self.partition(topic, partition)
+                .ok_or_else(|| ProposeError::UnknownPartition {
+                    topic: topic.to_owned(),
+                    partition,
+                })?;
+        let producer = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
+        let _turn = if producer >= 0 {
+            Some(part.idempotent.lock().await)
+        } else {
+            None
+        };
+        if producer >= 0
+            && let Some((base_offset, next_offset)) = part.log.duplicate_of(&records)?
+        {
+            return Ok(Applied::Data {
+                base_offset,
+                next_offset,
+            });
+        }
+        match part.raft.client_write(Batch(records)).await {
+            Ok(response) => Ok(response.data),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(ProposeError::NotLeader {
+                    leader: f.leader_id,
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+                Err(ProposeError::Unknown)
+            }
+            Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
+            Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+        }
+    }
+
+    /// Stops every group and the replication server (the engine is the caller's to close).
+    pub async fn shutdown(&self) {
+        if let Some(server) = self.server.lock().await.take() {
+            server.shutdown().await;
+        }
+        let parts: Vec<Arc<ReplicatedPartition>> = self
+            .partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .drain()
+            .map(|(_, p)| p)
+            .collect();
+        for part in parts {
+            self.groups.remove(part.group);
+            if let Err(e) = part.raft.shutdown().await {
+                tracing::warn!(group = part.group, error = %e, "raft group did not stop cleanly");
+            }
+        }
+    }
+}
