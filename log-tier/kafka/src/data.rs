@@ -67,13 +67,31 @@ pub(crate) fn metadata(
     let may_create =
         (version < 4 || request.allow_auto_topic_creation) && engine.config().auto_create_topics;
     let mut response = MetadataResponse::default();
-    let mut me = MetadataResponseBroker::default();
-    me.node_id = BrokerId(node);
-    me.host = StrBytes::from_string(broker.options.advertised_host.clone());
-    me.port = broker.options.advertised_port;
-    response.brokers = vec![me];
+    match &broker.options.cluster {
+        Some(cluster) => {
+            response.brokers = cluster
+                .brokers()
+                .into_iter()
+                .map(|b| {
+                    let mut out = MetadataResponseBroker::default();
+                    out.node_id = BrokerId(b.node_id);
+                    out.host = StrBytes::from_string(b.host);
+                    out.port = b.port;
+                    out
+                })
+                .collect();
+            response.controller_id = BrokerId(cluster.controller());
+        }
+        None => {
+            let mut me = MetadataResponseBroker::default();
+            me.node_id = BrokerId(node);
+            me.host = StrBytes::from_string(broker.options.advertised_host.clone());
+            me.port = broker.options.advertised_port;
+            response.brokers = vec![me];
+            response.controller_id = BrokerId(node);
+        }
+    }
     response.cluster_id = Some(StrBytes::from_string(broker.options.cluster_id.clone()));
-    response.controller_id = BrokerId(node);
     response.cluster_authorized_operations = i32::MIN;
     let creations = Creations::new(broker);
     response.topics = names
@@ -137,13 +155,27 @@ fn topic_metadata(
         return topic;
     };
     let node = BrokerId(broker.options.node_id);
+    let cluster = broker.options.cluster.as_ref();
     topic.partitions = (0..count as i32)
         .map(|index| {
             let mut p = MetadataResponsePartition::default();
             p.partition_index = index;
-            p.leader_id = node;
-            p.replica_nodes = vec![node];
-            p.isr_nodes = vec![node];
+            match cluster.and_then(|c| c.partition(name, index)) {
+                Some(replicated) => {
+                    p.leader_id = BrokerId(replicated.leader.unwrap_or(-1));
+                    if replicated.leader.is_none() {
+                        p.error_code = ResponseError::LeaderNotAvailable.code();
+                    }
+                    p.leader_epoch = replicated.leader_epoch;
+                    p.replica_nodes = replicated.replicas.into_iter().map(BrokerId).collect();
+                    p.isr_nodes = replicated.in_sync.into_iter().map(BrokerId).collect();
+                }
+                None => {
+                    p.leader_id = node;
+                    p.replica_nodes = vec![node];
+                    p.isr_nodes = vec![node];
+                }
+            }
             p
         })
         .collect();
@@ -373,6 +405,14 @@ async fn append_as(
             })?
         }
     };
+    if let Some(cluster) = &broker.options.cluster
+        && cluster.partition(topic, partition).is_some()
+    {
+        return cluster
+            .append(topic, partition, records)
+            .await
+            .map_err(|e| (e.code(), Some(e.to_string())));
+    }
     let engine = &broker.engine;
     // The engine would create an unknown topic itself; create it here, within the limits.
     if engine.partition_count(topic).is_none() && engine.config().auto_create_topics {
@@ -416,6 +456,11 @@ pub(crate) fn list_offsets(
             };
             if !allowed {
                 answer.error_code = authorize::TOPIC_DENIED;
+                out.partitions.push(answer);
+                continue;
+            }
+            if !fetch::leads(broker, &name, p.partition_index) {
+                answer.error_code = ResponseError::NotLeaderOrFollower.code();
                 out.partitions.push(answer);
                 continue;
             }

@@ -11,6 +11,7 @@
 
 pub mod acl;
 mod authorize;
+pub mod cluster;
 mod codes;
 mod conn;
 mod data;
@@ -37,6 +38,7 @@ use tracing::Instrument;
 use headwater_log::{LogConfig, LogEngine};
 
 pub use acl::Authorizer;
+pub use cluster::{Cluster, ClusterBroker, ClusterError, ReplicaState};
 pub use principal::{Principal, Role};
 pub use request::{DecodeError, Decoded, Head, decode_body, decode_head, decode_request};
 pub use sasl::{CredentialStore, Mechanism, StaticCredentials};
@@ -88,6 +90,9 @@ pub struct KafkaOptions {
     /// Checks what tenants produce to schema-governed topics; `None` checks nothing (the
     /// tenant and receive time are stamped either way).
     pub policy: Option<Arc<dyn ProducePolicy>>,
+    /// The cluster when the log is replicated (`log.cluster`); `None` serves every partition
+    /// locally as its only replica.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl std::fmt::Debug for KafkaOptions {
@@ -108,6 +113,7 @@ impl std::fmt::Debug for KafkaOptions {
                     .map(|s| s.mechanisms.iter().map(|m| m.name()).collect::<Vec<_>>()),
             )
             .field("policy", &self.policy.is_some())
+            .field("cluster", &self.cluster.is_some())
             .finish()
     }
 }
@@ -127,6 +133,7 @@ impl KafkaOptions {
             sasl: None,
             authorizer: Arc::new(Authorizer::open()),
             policy: None,
+            cluster: None,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use kafka_protocol::ResponseError;
 use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
@@ -171,6 +172,25 @@ fn whole_batches_within(records: Bytes, budget: usize) -> Bytes {
     records.slice(..end)
 }
 
+/// Why a partition was not read.
+enum Refused {
+    /// A replicated partition this broker does not lead: only the leader serves reads.
+    NotLeader,
+    /// The log refused.
+    Log(headwater_log::LogError),
+}
+
+/// Whether this broker may serve `topic`/`partition`: it is not replicated, or this broker
+/// leads it.
+pub(crate) fn leads(broker: &Broker, topic: &str, partition: i32) -> bool {
+    broker
+        .options
+        .cluster
+        .as_ref()
+        .and_then(|c| c.partition(topic, partition))
+        .is_none_or(|state| state.leader == Some(broker.options.node_id))
+}
+
 struct FetchAnswer {
     topics: Vec<FetchableTopicResponse>,
     bytes: usize,
@@ -198,11 +218,14 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> FetchAnswer
         data.aborted_transactions = Some(Vec::new());
         let first = answer.bytes == 0;
         let budget = w.max_bytes.min(max_bytes.saturating_sub(answer.bytes));
-        let read = if budget == 0 {
+        let read = if !leads(broker, &w.topic, w.partition) {
+            Err(Refused::NotLeader)
+        } else if budget == 0 {
             broker
                 .engine
                 .partition_offsets(&w.topic, w.partition)
                 .map(|o| (Bytes::new(), o.log_start, o.high_watermark))
+                .map_err(Refused::Log)
         } else {
             broker
                 .engine
@@ -215,6 +238,7 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> FetchAnswer
                     };
                     (records, f.log_start, f.high_watermark)
                 })
+                .map_err(Refused::Log)
         };
         match read {
             Ok((records, log_start, high_watermark)) => {
@@ -228,7 +252,10 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> FetchAnswer
             Err(error) => {
                 answer.marks.push(-1);
                 answer.errors = true;
-                data.error_code = code(&error);
+                data.error_code = match error {
+                    Refused::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+                    Refused::Log(e) => code(&e),
+                };
                 data.high_watermark = -1;
                 data.last_stable_offset = -1;
                 data.log_start_offset = -1;

@@ -1,0 +1,82 @@
+//! The cluster a broker belongs to when its log is replicated: who the brokers are, who leads
+//! each replicated partition, and the leader's write path. `headwater serve` and a single log
+//! node have none ([`KafkaOptions::cluster`](crate::KafkaOptions) is `None`): every partition
+//! is local and led here, as before.
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use headwater_log::LogError;
+use kafka_protocol::ResponseError;
+
+/// A broker of the cluster as clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterBroker {
+    /// Its node id.
+    pub node_id: i32,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: i32,
+}
+
+/// What this broker knows about a replicated partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaState {
+    /// The leader, when one is known (else clients are told LEADER_NOT_AVAILABLE).
+    pub leader: Option<i32>,
+    /// The leader epoch (the Raft term).
+    pub leader_epoch: i32,
+    /// Every replica.
+    pub replicas: Vec<i32>,
+    /// The replicas caught up with the leader.
+    pub in_sync: Vec<i32>,
+}
+
+/// Why a replicated append failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// This broker does not lead the partition: the client refreshes its metadata and retries
+    /// at the leader (NOT_LEADER_OR_FOLLOWER).
+    #[error("not the leader of this partition")]
+    NotLeader,
+    /// The leader changed before the batch was committed; it may or may not be stored
+    /// (REQUEST_TIMED_OUT, as Kafka answers an acks=all write whose outcome it cannot tell).
+    #[error("leadership changed before the batch was committed")]
+    OutcomeUnknown,
+    /// The log refused the batch.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Replication of the partition stopped on this broker.
+    #[error("replication stopped: {0}")]
+    Stopped(String),
+}
+
+impl ClusterError {
+    /// The Kafka error code a client gets.
+    pub fn code(&self) -> i16 {
+        match self {
+            ClusterError::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+            ClusterError::OutcomeUnknown => ResponseError::RequestTimedOut.code(),
+            ClusterError::Log(e) => crate::codes::code(e),
+            ClusterError::Stopped(_) => ResponseError::NotLeaderOrFollower.code(),
+        }
+    }
+}
+
+/// The replicated log a broker serves (implemented by the log node over its Raft groups).
+pub trait Cluster: Send + Sync {
+    /// Every broker of the cluster, this one included.
+    fn brokers(&self) -> Vec<ClusterBroker>;
+    /// The broker answered as controller in Metadata.
+    fn controller(&self) -> i32;
+    /// A replicated partition's replicas, `None` when the partition is not replicated.
+    fn partition(&self, topic: &str, partition: i32) -> Option<ReplicaState>;
+    /// Appends one producer batch to a partition this broker leads; resolves once a majority
+    /// holds it, with the offset of its first record.
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        records: Bytes,
+    ) -> BoxFuture<'a, Result<i64, ClusterError>>;
+}
