@@ -1,6 +1,7 @@
 //! The `headwater` binary: parses the command line, loads the configuration and composes the
 //! parts (gateway, log tier, router) each crate provides.
 
+mod cluster;
 mod config;
 mod kafka_security;
 mod load;
@@ -110,6 +111,9 @@ struct PartFlags {
     /// Routes file (`router.routes`) [default: config/routes.yaml]
     #[arg(long, value_name = "FILE")]
     routes: Option<String>,
+    /// log-node: this node's id in `log.cluster.nodes` (`log.cluster.node_id`)
+    #[arg(long, value_name = "ID")]
+    node_id: Option<String>,
 }
 
 impl PartFlags {
@@ -120,6 +124,7 @@ impl PartFlags {
             ("--kafka-listen", "log.kafka_listen", &self.kafka_listen),
             ("--schemas", "schemas.dir", &self.schemas),
             ("--routes", "router.routes", &self.routes),
+            ("--node-id", "log.cluster.node_id", &self.node_id),
         ];
         pairs
             .into_iter()

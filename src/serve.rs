@@ -50,6 +50,7 @@ async fn start_kafka(
     config: &Config,
     engine: Arc<LogEngine>,
     schemas: Option<Arc<SchemaRegistry>>,
+    cluster: Option<Arc<crate::cluster::KafkaCluster>>,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<KafkaListener> {
     let listener = TcpListener::bind(&config.log.kafka_listen)
@@ -78,6 +79,10 @@ async fn start_kafka(
     options.client_principals = security.client_principals;
     options.authorizer = security.authorizer;
     options.policy = security.policy;
+    if let Some(cluster) = cluster {
+        options.node_id = cluster.broker_id();
+        options.cluster = Some(cluster);
+    }
     let task = tokio::spawn(headwater_kafka::serve(engine, listener, options, stop));
     Ok(KafkaListener { task })
 }
@@ -124,6 +129,7 @@ pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
         &config,
         engine.clone(),
         Some(schemas.clone()),
+        None,
         shutdown.clone(),
     )
     .await?;
@@ -225,9 +231,16 @@ async fn run_collectors(
 
 /// `headwater log-node`: the log tier alone, serving the Kafka protocol, with `/healthz`,
 /// `/readyz` and `/metrics` on the HTTP port.
-pub(crate) async fn log_node(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn log_node(mut config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
+    if config.log.cluster.is_some() && config.log.auto_create_topics {
+        // A topic created on one node alone would not be replicated: in a cluster the topics
+        // are those of `log.topics`, opened on every node.
+        tracing::info!("log.cluster: topics are those of log.topics; auto-creation is off");
+        config.log.auto_create_topics = false;
+    }
     let engine = open_log(&config).await?;
+    let cluster = crate::cluster::start(&config, engine.clone()).await?;
     let (_, shutdown) = shutdown_channel();
     // Tenants' records are checked against the schemas when the listener authenticates.
     let schemas = if crate::kafka_security::authenticates(&config) {
@@ -235,11 +248,21 @@ pub(crate) async fn log_node(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
-    let kafka = start_kafka(&config, engine.clone(), schemas, shutdown.clone()).await?;
+    let kafka = start_kafka(
+        &config,
+        engine.clone(),
+        schemas,
+        cluster.clone(),
+        shutdown.clone(),
+    )
+    .await?;
     tracing::info!(kafka = %config.log.kafka_listen, "log node serving");
     // The Kafka listener stops on the same signal; without it (ops failed) it would not.
     serve_ops(&config, metrics, engine.clone(), shutdown).await?;
     let kafka_stopped = kafka.stopped().await;
+    if let Some(cluster) = &cluster {
+        cluster.shutdown().await;
+    }
     let closed = engine.close().await;
     kafka_stopped?;
     closed.context("flushing the log on shutdown")?;

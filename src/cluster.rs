@@ -1,0 +1,146 @@
+//! `headwater log-node` in a cluster (`log.cluster`): this node's Raft groups (one per
+//! partition of every topic in `log.topics`, every node a replica) behind the replication port,
+//! and what its Kafka listener needs to know of them: the brokers, who leads each partition,
+//! and the leader's write path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use headwater_kafka::{Cluster, ClusterBroker, ClusterError, ReplicaState};
+use headwater_log::LogEngine;
+use headwater_raft::net::TransportConfig;
+use headwater_raft::{Applied, ClusterSpec, ProposeError, ReplicaNode};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+
+/// This node's part of the cluster, as the Kafka listener sees it.
+pub(crate) struct KafkaCluster {
+    node: Arc<ReplicaNode>,
+    brokers: Vec<ClusterBroker>,
+}
+
+impl KafkaCluster {
+    /// Stops the node's groups and its replication server.
+    pub(crate) async fn shutdown(&self) {
+        self.node.shutdown().await;
+    }
+
+    /// This node's id as a Kafka broker id.
+    pub(crate) fn broker_id(&self) -> i32 {
+        kafka_id(self.node.node_id())
+    }
+}
+
+fn kafka_id(id: u64) -> i32 {
+    i32::try_from(id).unwrap_or(i32::MAX)
+}
+
+/// Starts this node's replication when `log.cluster` is set: binds its replication address,
+/// opens every topic of `log.topics` as a replicated topic and starts its groups.
+pub(crate) async fn start(
+    config: &Config,
+    engine: Arc<LogEngine>,
+) -> anyhow::Result<Option<Arc<KafkaCluster>>> {
+    let Some(cluster) = &config.log.cluster else {
+        return Ok(None);
+    };
+    let node_id = cluster.node_id.context(
+        "log.cluster is set: give this node's id with --node-id (or log.cluster.node_id)",
+    )?;
+    let mut nodes = BTreeMap::new();
+    let mut brokers = Vec::new();
+    for node in &cluster.nodes {
+        let addr: SocketAddr = node
+            .replication
+            .parse()
+            .with_context(|| format!("log.cluster node {}: replication address", node.id))?;
+        nodes.insert(node.id, addr);
+        let (host, port) = node
+            .kafka
+            .rsplit_once(':')
+            .with_context(|| format!("log.cluster node {}: kafka is not host:port", node.id))?;
+        brokers.push(ClusterBroker {
+            node_id: kafka_id(node.id),
+            host: host.to_owned(),
+            port: port
+                .parse()
+                .with_context(|| format!("log.cluster node {}: kafka port", node.id))?,
+        });
+    }
+    let own = nodes
+        .get(&node_id)
+        .copied()
+        .with_context(|| format!("node {node_id} is not one of log.cluster.nodes"))?;
+    let listener = TcpListener::bind(own)
+        .await
+        .with_context(|| format!("binding the replication address {own}"))?;
+    let spec = ClusterSpec {
+        cluster_id: cluster.id.clone(),
+        node_id,
+        nodes,
+    };
+    let node = ReplicaNode::start(
+        engine,
+        spec,
+        listener,
+        TransportConfig::default(),
+        &config.data_dir.join("raft"),
+    )
+    .context("starting replication")?;
+    for (topic, settings) in &config.log.topics {
+        let partitions = settings.partitions.unwrap_or(config.log.default_partitions);
+        let partitions = i32::try_from(partitions).context("partitions")?;
+        node.open_topic(topic, partitions)
+            .await
+            .with_context(|| format!("opening replicated topic {topic}"))?;
+    }
+    tracing::info!(node = node_id, replication = %own, topics = config.log.topics.len(), "joined the log cluster");
+    Ok(Some(Arc::new(KafkaCluster { node, brokers })))
+}
+
+impl Cluster for KafkaCluster {
+    fn brokers(&self) -> Vec<ClusterBroker> {
+        self.brokers.clone()
+    }
+
+    fn controller(&self) -> i32 {
+        self.brokers.iter().map(|b| b.node_id).min().unwrap_or(-1)
+    }
+
+    fn partition(&self, topic: &str, partition: i32) -> Option<ReplicaState> {
+        let view = self.node.view(topic, partition)?;
+        Some(ReplicaState {
+            leader: view.leader.map(kafka_id),
+            leader_epoch: i32::try_from(view.term).unwrap_or(i32::MAX),
+            replicas: view.replicas.into_iter().map(kafka_id).collect(),
+            in_sync: view.in_sync.into_iter().map(kafka_id).collect(),
+        })
+    }
+
+    fn append<'a>(
+        &'a self,
+        topic: &'a str,
+        partition: i32,
+        records: Bytes,
+    ) -> BoxFuture<'a, Result<i64, ClusterError>> {
+        Box::pin(async move {
+            match self.node.append(topic, partition, records).await {
+                Ok(Applied::Data { base_offset, .. }) => Ok(base_offset),
+                Ok(Applied::Internal) => Err(ClusterError::Stopped(
+                    "a data batch was applied as an internal entry".to_owned(),
+                )),
+                Err(ProposeError::NotLeader { .. } | ProposeError::UnknownPartition { .. }) => {
+                    Err(ClusterError::NotLeader)
+                }
+                Err(ProposeError::Unknown) => Err(ClusterError::OutcomeUnknown),
+                Err(ProposeError::Log(e)) => Err(ClusterError::Log(e)),
+                Err(ProposeError::Stopped(reason)) => Err(ClusterError::Stopped(reason)),
+            }
+        })
+    }
+}
