@@ -118,7 +118,9 @@ async fn stopped(mut rx: watch::Receiver<bool>) {
 }
 
 /// `headwater serve`: everything in one process.
-pub(crate) async fn serve(config: Config) -> anyhow::Result<()> {
+pub(crate) async fn serve(mut config: Config) -> anyhow::Result<()> {
+    // One process, every partition its only replica: `log.cluster` is for `log-node`.
+    config.log.cluster = None;
     // The recorder first: the log registers its partitions' metric handles when it opens.
     let metrics = headwater_gateway::metrics::install();
     let engine = open_log(&config).await?;

@@ -149,10 +149,12 @@ impl LogEngine {
             )),
             open_files,
         });
+        // In a cluster the declared topics are replicated ones, opened by the cluster.
         let declared: Vec<(String, u32)> = engine
             .config
             .topics
             .iter()
+            .filter(|_| engine.config.cluster.is_none())
             .filter_map(|(name, t)| t.partitions.map(|p| (name.clone(), p)))
             .collect();
         for (name, partitions) in declared {
