@@ -73,6 +73,61 @@ fn config_check_lists_every_error_with_path_and_line() {
 }
 
 #[test]
+fn config_check_explains_a_wrong_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &file,
+        "log:\n  cluster:\n    node_id: 4\n    nodes:\n      - { id: 1, replication: \"10.0.0.1:9101\", kafka: \"10.0.0.1:9092\" }\n      - { id: 1, replication: \"somewhere\", kafka: \"127.0.0.1\" }\n",
+    )
+    .unwrap();
+    let out = headwater(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for expected in [
+        "log.cluster.nodes[0].replication: 10.0.0.1:9101 is not a loopback address",
+        "log.cluster.nodes[1].id: 1 is 0 or not unique",
+        "log.cluster.nodes[1].replication: `somewhere` is not a socket address",
+        "log.cluster.nodes[1].kafka: `127.0.0.1` is not host:port",
+        "log.cluster.node_id: 4 is not one of log.cluster.nodes",
+    ] {
+        assert!(
+            stderr.contains(expected),
+            "missing `{expected}` in:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn a_log_node_of_a_cluster_without_its_id_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.yaml");
+    std::fs::write(
+        &file,
+        "log:\n  cluster:\n    nodes:\n      - { id: 1, replication: \"127.0.0.1:0\", kafka: \"127.0.0.1:9092\" }\n",
+    )
+    .unwrap();
+    let data = dir.path().join("data");
+    let out = headwater(&[
+        "log-node",
+        "--config",
+        file.to_str().unwrap(),
+        "--listen",
+        "127.0.0.1:0",
+        "--kafka-listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("give this node's id with --node-id"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn config_check_of_a_missing_file_says_so() {
     let out = headwater(&["config", "check", "/nonexistent/headwater.yaml"]);
     assert!(!out.status.success());
