@@ -32,6 +32,8 @@ use headwater_log::OffsetSpec;
 use headwater_log::batch::BatchHeader;
 use headwater_log::security::{Operation, ResourceType};
 
+#[cfg(test)]
+mod cluster_tests;
 mod fetch;
 
 pub(crate) use fetch::fetch;
@@ -459,8 +461,10 @@ pub(crate) fn list_offsets(
                 out.partitions.push(answer);
                 continue;
             }
-            if !fetch::leads(broker, &name, p.partition_index) {
-                answer.error_code = ResponseError::NotLeaderOrFollower.code();
+            if let Some(code) =
+                fetch::refusal(broker, &name, p.partition_index, p.current_leader_epoch)
+            {
+                answer.error_code = code;
                 out.partitions.push(answer);
                 continue;
             }
@@ -469,6 +473,17 @@ pub(crate) fn list_offsets(
                 Some(Ok(Some(found))) => {
                     answer.offset = found.offset;
                     answer.timestamp = found.timestamp_ms;
+                    // The log end's epoch is the leader's current one (Kafka answers the
+                    // epoch of the batch found; earlier lookups leave it unknown, -1).
+                    if matches!(spec, Some(OffsetSpec::Latest))
+                        && let Some(state) = broker
+                            .options
+                            .cluster
+                            .as_ref()
+                            .and_then(|c| c.partition(&name, p.partition_index))
+                    {
+                        answer.leader_epoch = state.leader_epoch;
+                    }
                 }
                 Some(Ok(None)) => {}
                 Some(Err(error)) => answer.error_code = code(&error),
@@ -509,6 +524,13 @@ pub(crate) fn create_topics(
                 Err((
                     authorize::TOPIC_DENIED,
                     format!("{principal} may not create topic {name}"),
+                ))
+            } else if broker.options.cluster.is_some() {
+                Err((
+                    ResponseError::PolicyViolation.code(),
+                    "in a cluster the topics are those of log.topics on every node (creating \
+                     replicated topics at run time needs the metadata group, not built yet)"
+                        .to_owned(),
                 ))
             } else if topic.replication_factor > 1 {
                 Err((
@@ -561,6 +583,11 @@ pub(crate) async fn delete_topics(
                 "{principal} may not delete topic {}",
                 name.0.as_str()
             )));
+        } else if broker.options.cluster.is_some() {
+            result.error_code = ResponseError::PolicyViolation.code();
+            result.error_message = Some(StrBytes::from_string(
+                "in a cluster the topics are those of log.topics on every node".to_owned(),
+            ));
         } else if let Err(error) = broker.engine.delete_topic(name.0.as_str()).await {
             result.error_code = code(&error);
             result.error_message = Some(StrBytes::from_string(error.to_string()));

@@ -32,6 +32,13 @@ impl GroupStorage {
 /// shared cores"): heartbeats every 100 ms, elections after 0.8–1.2 s of silence, Pre-Vote so an
 /// isolated node cannot depose a healthy leader on rejoining, no leader restore without an
 /// election, and snapshots only when retention asks (they hold no data).
+///
+/// Follower log reversion is allowed: a follower that comes back with less than it once
+/// acknowledged (a damaged disk whose tail recovery cut, or `os`/`background` flush modes after
+/// a machine crash) is re-replicated by the leader. Without it openraft panics the *leader's*
+/// group on seeing the shorter log, so one damaged follower would stop the partition (found by
+/// the torn-tail fault of tests/replication.rs). A damaged follower still counts in elections
+/// with its shorter log; rejoining under a new identity (design 2.7) is the remaining fix.
 pub fn raft_config(cluster_name: &str) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
     let config = openraft::Config {
         cluster_name: cluster_name.to_owned(),
@@ -42,7 +49,7 @@ pub fn raft_config(cluster_name: &str) -> Result<Arc<openraft::Config>, openraft
         install_snapshot_timeout: 2000,
         enable_pre_vote: Some(true),
         enable_leader_restore: Some(false),
-        allow_log_reversion: Some(false),
+        allow_log_reversion: Some(true),
         snapshot_policy: openraft::SnapshotPolicy::Never,
         ..Default::default()
     };

@@ -121,6 +121,8 @@ struct Wanted {
     offset: i64,
     /// The partition's `partition_max_bytes`.
     max_bytes: usize,
+    /// The leader epoch the client believes current (Fetch v9+), -1 when it does not say.
+    leader_epoch: i32,
 }
 
 /// The partitions of `topics`, each once: a later listing of the same partition replaces the
@@ -135,6 +137,7 @@ fn wanted_partitions(topics: &[&FetchTopic]) -> Vec<Wanted> {
                 partition: p.partition,
                 offset: p.fetch_offset,
                 max_bytes: usize::try_from(p.partition_max_bytes.max(0)).unwrap_or(0),
+                leader_epoch: p.current_leader_epoch,
             };
             match index.entry((topic.topic.0.as_str(), p.partition)) {
                 Entry::Occupied(seen) => wanted[*seen.get()] = one,
@@ -174,21 +177,37 @@ fn whole_batches_within(records: Bytes, budget: usize) -> Bytes {
 
 /// Why a partition was not read.
 enum Refused {
-    /// A replicated partition this broker does not lead: only the leader serves reads.
-    NotLeader,
+    /// A replicated partition this broker does not lead, or led in another epoch than the
+    /// client's (the error code).
+    Replica(i16),
     /// The log refused.
     Log(headwater_log::LogError),
 }
 
-/// Whether this broker may serve `topic`/`partition`: it is not replicated, or this broker
-/// leads it.
-pub(crate) fn leads(broker: &Broker, topic: &str, partition: i32) -> bool {
-    broker
+/// Why this broker may not serve `topic`/`partition` to a client that believes `leader_epoch`
+/// current (-1: no belief), as Kafka's code: a replicated partition is served by its leader
+/// only (NOT_LEADER_OR_FOLLOWER), and a client behind the leader's epoch is fenced
+/// (FENCED_LEADER_EPOCH) while one ahead of it has news this broker lacks
+/// (UNKNOWN_LEADER_EPOCH), KIP-320. `None`: serve it (not replicated, or led here).
+pub(crate) fn refusal(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    leader_epoch: i32,
+) -> Option<i16> {
+    let state = broker
         .options
         .cluster
-        .as_ref()
-        .and_then(|c| c.partition(topic, partition))
-        .is_none_or(|state| state.leader == Some(broker.options.node_id))
+        .as_ref()?
+        .partition(topic, partition)?;
+    if state.leader != Some(broker.options.node_id) {
+        return Some(ResponseError::NotLeaderOrFollower.code());
+    }
+    match leader_epoch {
+        e if e < 0 || e == state.leader_epoch => None,
+        e if e < state.leader_epoch => Some(ResponseError::FencedLeaderEpoch.code()),
+        _ => Some(ResponseError::UnknownLeaderEpoch.code()),
+    }
 }
 
 struct FetchAnswer {
@@ -218,8 +237,8 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> FetchAnswer
         data.aborted_transactions = Some(Vec::new());
         let first = answer.bytes == 0;
         let budget = w.max_bytes.min(max_bytes.saturating_sub(answer.bytes));
-        let read = if !leads(broker, &w.topic, w.partition) {
-            Err(Refused::NotLeader)
+        let read = if let Some(code) = refusal(broker, &w.topic, w.partition, w.leader_epoch) {
+            Err(Refused::Replica(code))
         } else if budget == 0 {
             broker
                 .engine
@@ -253,7 +272,7 @@ fn read_all(broker: &Broker, wanted: &[Wanted], max_bytes: usize) -> FetchAnswer
                 answer.marks.push(-1);
                 answer.errors = true;
                 data.error_code = match error {
-                    Refused::NotLeader => ResponseError::NotLeaderOrFollower.code(),
+                    Refused::Replica(code) => code,
                     Refused::Log(e) => code(&e),
                 };
                 data.high_watermark = -1;
