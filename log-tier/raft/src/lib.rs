@@ -6,12 +6,15 @@
 //! - [`types`]: the openraft type configuration ([`TypeConfig`]);
 //! - [`store`]: [`LogStore`], openraft's `RaftLogStorage` over a `headwater_log::ReplicaLog`;
 //! - [`sm`]: [`StateMachine`], where a committed data entry moves the high watermark;
-//! - [`group`]: opening the storage of one group and the Raft settings we run with.
+//! - [`group`]: opening the storage of one group and the Raft settings we run with;
+//! - [`offsets`]: consumer-group offsets replicated through the internal offsets partition.
 
 pub mod error;
 pub mod group;
+pub mod metrics;
 pub mod net;
 pub mod node;
+pub mod offsets;
 pub mod sm;
 mod state;
 pub mod store;
@@ -21,8 +24,10 @@ pub use error::ReplicationError;
 pub use group::{GroupStorage, raft_config};
 pub use net::{Groups, NetworkFactory, Peers, RaftServer, TransportConfig};
 pub use node::{
-    ClusterSpec, PartitionView, ProposeError, ReplicaNode, ReplicatedPartition, group_id,
+    ClusterSpec, OffsetsView, PartitionView, ProposeError, ReplicaNode, ReplicatedPartition,
+    group_id,
 };
-pub use sm::StateMachine;
+pub use offsets::{OFFSETS_TOPIC, OffsetStoreHook};
+pub use sm::{ApplyHook, StateMachine};
 pub use store::LogStore;
 pub use types::{Applied, Batch, BoundarySnapshot, NodeId, Term, TypeConfig};
