@@ -5,17 +5,18 @@
 //! transport; this exercises the storage under openraft's real protocol.)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
-use headwater_log::batch::{self, ProducerFields};
-use headwater_log::{FlushMode, FlushPolicy, LogConfig, LogEngine, Record, StoredEntry};
+use common::{assert_dense, batch_of, data, log_config, write};
+use headwater_log::LogEngine;
 use headwater_raft::types::typ;
 use headwater_raft::{
-    Applied, Batch, BoundarySnapshot, GroupStorage, NodeId, StateMachine, TypeConfig, raft_config,
+    BoundarySnapshot, GroupStorage, NodeId, StateMachine, TypeConfig, raft_config,
 };
 use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, v2::RaftNetworkV2};
@@ -132,16 +133,14 @@ struct Replica {
     raft: Node,
 }
 
+impl Replica {
+    fn log(&self) -> headwater_log::ReplicaLog {
+        self.engine.replica("t", 0).unwrap()
+    }
+}
+
 async fn start(router: &Router, id: NodeId, dir: &Path) -> Replica {
-    let config = LogConfig {
-        flush: FlushPolicy {
-            mode: FlushMode::EveryAppend,
-            ..FlushPolicy::default()
-        },
-        segment_bytes: 4096,
-        ..LogConfig::default()
-    };
-    let engine = LogEngine::open(&dir.join("log"), config).unwrap();
+    let engine = LogEngine::open(&dir.join("log"), log_config()).unwrap();
     engine.create_replicated_topic("t", 1, None).await.unwrap();
     let storage =
         GroupStorage::open(engine.replica("t", 0).unwrap(), &dir.join("raft/t-0")).unwrap();
@@ -173,21 +172,6 @@ async fn stop(router: &Router, replica: Replica) -> PathBuf {
     replica.dir
 }
 
-fn batch_of(values: &[String]) -> Batch {
-    let records: Vec<Record> = values
-        .iter()
-        .map(|v| Record {
-            partition: Some(0),
-            key: None,
-            value: Some(Bytes::from(v.clone())),
-            headers: Vec::new(),
-            timestamp_ms: 1_700_000_000_000,
-        })
-        .collect();
-    let refs: Vec<&Record> = records.iter().collect();
-    Batch(batch::encode(&refs, ProducerFields::NONE).unwrap().freeze())
-}
-
 async fn leader_of(replicas: &[&Replica]) -> NodeId {
     let m = replicas[0]
         .raft
@@ -212,59 +196,6 @@ async fn leader_of(replicas: &[&Replica]) -> NodeId {
     leader
 }
 
-/// Writes `n` batches of 3 records through the leader; returns the offsets each got.
-async fn write(leader: &Replica, tag: &str, n: usize) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let values: Vec<String> = (0..3).map(|r| format!("{tag}-{i}-{r}")).collect();
-        let response = leader.raft.client_write(batch_of(&values)).await.unwrap();
-        match response.data {
-            Applied::Data {
-                base_offset,
-                next_offset,
-            } => out.push((base_offset, next_offset)),
-            Applied::Internal => panic!("a data entry applied as internal"),
-        }
-    }
-    out
-}
-
-/// Every entry of a replica's log, from its start.
-fn entries(replica: &Replica) -> Vec<StoredEntry> {
-    let log = replica.engine.replica("t", 0).unwrap();
-    let state = log.state();
-    let Some(last) = state.last else {
-        return Vec::new();
-    };
-    let start = state.purged.map_or(0, |p| p.index + 1);
-    let mut out = Vec::new();
-    let mut next = start;
-    while next <= last.index {
-        let got = log.entries(next..last.index + 1, 1 << 20).unwrap();
-        next = got.last().unwrap().index + 1;
-        out.extend(got);
-    }
-    out
-}
-
-/// The data batches of a log as `(term, base, next, bytes after the epoch field)`: what must be
-/// identical on every replica.
-fn data(replica: &Replica) -> Vec<(u64, u64, i64, i64, Bytes)> {
-    entries(replica)
-        .into_iter()
-        .filter(|e| matches!(e.kind, headwater_log::EntryKind::Data))
-        .map(|e| {
-            (
-                e.index,
-                e.term,
-                e.base_offset,
-                e.next_offset,
-                e.bytes.clone(),
-            )
-        })
-        .collect()
-}
-
 async fn caught_up(replicas: &[&Replica], leader: &Replica) {
     let last = leader
         .raft
@@ -280,15 +211,6 @@ async fn caught_up(replicas: &[&Replica], leader: &Replica) {
             .applied_index_at_least(last, "caught up")
             .await
             .unwrap();
-    }
-}
-
-fn assert_dense(offsets: &[(i64, i64)], from: i64) {
-    let mut next = from;
-    for &(base, end) in offsets {
-        assert_eq!(base, next, "offsets are dense: {offsets:?}");
-        assert_eq!(end, base + 3);
-        next = end;
     }
 }
 
@@ -308,14 +230,14 @@ async fn three_replicas_elect_replicate_fail_over_and_rejoin() {
     let all: Vec<&Replica> = replicas.iter().collect();
     let leader_id = leader_of(&all).await;
     let leader = replicas.iter().find(|r| r.id == leader_id).unwrap();
-    let first = write(leader, "a", 20).await;
+    let first = write(&leader.raft, "a", 20).await;
     assert_dense(&first, 0);
     caught_up(&all, leader).await;
-    let expected = data(leader);
+    let expected = data(&leader.log());
     assert_eq!(expected.len(), 20);
     for r in &replicas {
         assert_eq!(
-            data(r),
+            data(&r.log()),
             expected,
             "node {} holds the leader's batches",
             r.id
@@ -339,7 +261,7 @@ async fn three_replicas_elect_replicate_fail_over_and_rejoin() {
     let new_leader_id = leader_of(&rest).await;
     assert_ne!(new_leader_id, leader_id);
     let new_leader = replicas.iter().find(|r| r.id == new_leader_id).unwrap();
-    let second = write(new_leader, "b", 10).await;
+    let second = write(&new_leader.raft, "b", 10).await;
     assert_dense(&second, 60);
 
     // The old leader restarts from its disk and catches up.
@@ -348,10 +270,10 @@ async fn three_replicas_elect_replicate_fail_over_and_rejoin() {
     let all: Vec<&Replica> = replicas.iter().collect();
     let new_leader = replicas.iter().find(|r| r.id == new_leader_id).unwrap();
     caught_up(&all, new_leader).await;
-    let expected = data(new_leader);
+    let expected = data(&new_leader.log());
     assert_eq!(expected.len(), 30);
     for r in &replicas {
-        assert_eq!(data(r), expected, "node {} after the restart", r.id);
+        assert_eq!(data(&r.log()), expected, "node {} after the restart", r.id);
     }
     for r in replicas {
         stop(&router, r).await;
@@ -372,7 +294,7 @@ async fn an_isolated_leader_s_uncommitted_entries_are_replaced_when_it_rejoins()
     let all: Vec<&Replica> = replicas.iter().collect();
     let leader_id = leader_of(&all).await;
     let leader = replicas.iter().find(|r| r.id == leader_id).unwrap();
-    assert_dense(&write(leader, "a", 5).await, 0);
+    assert_dense(&write(&leader.raft, "a", 5).await, 0);
     caught_up(&all, leader).await;
 
     // Cut the leader off; it accepts writes it can never commit.
@@ -398,15 +320,15 @@ async fn an_isolated_leader_s_uncommitted_entries_are_replaced_when_it_rejoins()
     let rest: Vec<&Replica> = replicas.iter().filter(|r| r.id != leader_id).collect();
     let new_leader_id = leader_of(&rest).await;
     let new_leader = replicas.iter().find(|r| r.id == new_leader_id).unwrap();
-    assert_dense(&write(new_leader, "b", 5).await, 15);
+    assert_dense(&write(&new_leader.raft, "b", 5).await, 15);
 
     // Healed: the old leader's four batches are truncated and replaced by the majority's.
     router.cut.lock().unwrap().clear();
     caught_up(&all, new_leader).await;
-    let expected = data(new_leader);
+    let expected = data(&new_leader.log());
     assert_eq!(expected.len(), 10);
     for r in &replicas {
-        let got = data(r);
+        let got = data(&r.log());
         assert_eq!(
             got, expected,
             "node {} holds exactly the committed batches",

@@ -7,6 +7,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,12 +16,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use headwater_log::batch::{self, ProducerFields};
-use headwater_log::{FlushMode, FlushPolicy, LogConfig, LogEngine, Record, StoredEntry};
+use common::assert_dense;
+use headwater_log::LogEngine;
 use headwater_raft::net::frame::FrameReader;
 use headwater_raft::net::{DEFAULT_MAX_FRAME_BYTES, GroupId, Kind, RaftNode};
 use headwater_raft::{
-    Applied, Batch, GroupStorage, Groups, NodeId, Peers, RaftServer, TransportConfig, raft_config,
+    GroupStorage, Groups, NodeId, Peers, RaftServer, TransportConfig, raft_config,
 };
 use headwater_testing::{Fault, FaultProxy};
 use openraft::{BasicNode, Raft};
@@ -39,15 +41,7 @@ struct Node {
 }
 
 async fn start(id: NodeId, dir: &Path) -> Node {
-    let config = LogConfig {
-        flush: FlushPolicy {
-            mode: FlushMode::EveryAppend,
-            ..FlushPolicy::default()
-        },
-        segment_bytes: 4096,
-        ..LogConfig::default()
-    };
-    let engine = LogEngine::open(&dir.join("log"), config).unwrap();
+    let engine = LogEngine::open(&dir.join("log"), common::log_config()).unwrap();
     engine.create_replicated_topic("t", 2, None).await.unwrap();
     let peers = Peers::new("transport-test", id, TransportConfig::default());
     let groups = Groups::default();
@@ -113,21 +107,6 @@ fn set_links_of(proxies: &BTreeMap<(NodeId, NodeId), FaultProxy>, node: NodeId, 
     }
 }
 
-fn batch_of(values: &[String]) -> Batch {
-    let records: Vec<Record> = values
-        .iter()
-        .map(|v| Record {
-            partition: Some(0),
-            key: None,
-            value: Some(Bytes::from(v.clone())),
-            headers: Vec::new(),
-            timestamp_ms: 1_700_000_000_000,
-        })
-        .collect();
-    let refs: Vec<&Record> = records.iter().collect();
-    Batch(batch::encode(&refs, ProducerFields::NONE).unwrap().freeze())
-}
-
 /// The leader of `group` among `nodes`, once it holds its lease (a quorum acknowledged it).
 async fn leader_of(nodes: &[&Node], group: GroupId) -> NodeId {
     let m = nodes[0].rafts[&group]
@@ -153,68 +132,16 @@ async fn leader_of(nodes: &[&Node], group: GroupId) -> NodeId {
 
 /// Writes `n` batches of 3 records to `group` through `leader`; returns the offsets each got.
 async fn write(leader: &Node, group: GroupId, tag: &str, n: usize) -> Vec<(i64, i64)> {
-    let mut out = Vec::new();
-    for i in 0..n {
-        let values: Vec<String> = (0..3).map(|r| format!("{tag}-{group}-{i}-{r}")).collect();
-        let response = leader.rafts[&group]
-            .client_write(batch_of(&values))
-            .await
-            .unwrap();
-        match response.data {
-            Applied::Data {
-                base_offset,
-                next_offset,
-            } => out.push((base_offset, next_offset)),
-            Applied::Internal => panic!("a data entry applied as internal"),
-        }
-    }
-    out
+    common::write(&leader.rafts[&group], &format!("{tag}-{group}"), n).await
 }
 
-fn assert_dense(offsets: &[(i64, i64)], from: i64) {
-    let mut next = from;
-    for &(base, end) in offsets {
-        assert_eq!(base, next, "offsets are dense: {offsets:?}");
-        assert_eq!(end, base + 3);
-        next = end;
-    }
-}
-
-/// Every entry of a node's partition `group`, from its start.
-fn entries(node: &Node, group: GroupId) -> Vec<StoredEntry> {
+/// The data batches of a node's partition `group`: identical everywhere.
+fn data(node: &Node, group: GroupId) -> Vec<(u64, u64, i64, i64, Bytes)> {
     let log = node
         .engine
         .replica("t", i32::try_from(group).unwrap())
         .unwrap();
-    let state = log.state();
-    let Some(last) = state.last else {
-        return Vec::new();
-    };
-    let mut next = state.purged.map_or(0, |p| p.index + 1);
-    let mut out = Vec::new();
-    while next <= last.index {
-        let got = log.entries(next..last.index + 1, 1 << 20).unwrap();
-        next = got.last().unwrap().index + 1;
-        out.extend(got);
-    }
-    out
-}
-
-/// The data batches of a partition as `(index, term, base, next, bytes)`: identical everywhere.
-fn data(node: &Node, group: GroupId) -> Vec<(u64, u64, i64, i64, Bytes)> {
-    entries(node, group)
-        .into_iter()
-        .filter(|e| matches!(e.kind, headwater_log::EntryKind::Data))
-        .map(|e| {
-            (
-                e.index,
-                e.term,
-                e.base_offset,
-                e.next_offset,
-                e.bytes.clone(),
-            )
-        })
-        .collect()
+    common::data(&log)
 }
 
 async fn caught_up(nodes: &[&Node], leader: &Node, group: GroupId) {

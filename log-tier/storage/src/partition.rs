@@ -564,17 +564,6 @@ impl Partition {
             .ok_or_else(|| {
                 LogError::InvalidArgument(format!("offset {offset} is before the log start"))
             })?;
-        let later: Vec<i64> = st
-            .segments
-            .range(keep.base_offset + 1..)
-            .map(|(&b, _)| b)
-            .collect();
-        for base in later {
-            if let Some(s) = st.segments.remove(&base) {
-                s.delete_files()?;
-                metrics::gauge!(m::SEGMENTS).decrement(1.0);
-            }
-        }
         let size = keep.size();
         let mut cut = size;
         keep.scan_headers(0, size, |h, pos| {
