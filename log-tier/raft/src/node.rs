@@ -4,6 +4,11 @@
 //! Bootstrap: the node with the lowest id initialises each group whose Raft state is pristine
 //! on it, with every configured node as a voter; the others wait to be contacted. (Placement,
 //! node replacement and the metadata group come later: docs/design/replication.md, steps 5–7.)
+//!
+//! Beside the data topics, a node holds the internal offsets partition
+//! ([`crate::offsets::OFFSETS_TOPIC`]) in an engine of its own, out of reach of the data path
+//! ([`ReplicaNode::partition`], [`ReplicaNode::append`] never see it): its leader coordinates
+//! consumer groups, and its committed entries are applied to every node's offsets store.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -22,6 +27,8 @@ use tokio::net::TcpListener;
 use crate::error::ReplicationError;
 use crate::group::{GroupStorage, raft_config};
 use crate::net::{GroupId, Groups, Peers, RaftNode, RaftServer, TransportConfig};
+use crate::offsets::{OFFSETS_TOPIC, OffsetStoreHook};
+use crate::sm::ApplyHook;
 use crate::types::{Applied, Batch, NodeId, Term};
 
 /// Who the cluster is: its id and every node's replication address, this node's included.
@@ -74,6 +81,17 @@ pub struct PartitionView {
     pub in_sync: Vec<NodeId>,
 }
 
+/// Who coordinates consumer groups, as this node knows it: the leader of the offsets
+/// partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetsView {
+    /// The leader of the offsets partition, if one is known.
+    pub leader: Option<NodeId>,
+    /// This node leads it and has applied every offset committed before its term: its
+    /// offsets store is complete (a new leader catches up first, as Kafka's coordinator loads).
+    pub loaded: bool,
+}
+
 /// Why a proposal was not committed.
 #[derive(Debug, thiserror::Error)]
 pub enum ProposeError {
@@ -111,6 +129,8 @@ pub struct ReplicaNode {
     groups: Groups,
     server: tokio::sync::Mutex<Option<RaftServer>>,
     partitions: RwLock<HashMap<(String, i32), Arc<ReplicatedPartition>>>,
+    /// The offsets partition and the engine that holds its log, once opened.
+    offsets: RwLock<Option<(Arc<ReplicatedPartition>, Arc<LogEngine>)>>,
     state_dir: PathBuf,
     config: Arc<openraft::Config>,
 }
@@ -143,6 +163,7 @@ impl ReplicaNode {
             groups,
             server: tokio::sync::Mutex::new(Some(server)),
             partitions: RwLock::new(HashMap::new()),
+            offsets: RwLock::new(None),
             state_dir: state_dir.to_path_buf(),
             config,
         }))
@@ -161,6 +182,11 @@ impl ReplicaNode {
     /// Opens (creating if needed) a replicated topic of `partitions` partitions on this node and
     /// starts their groups; the lowest node id initialises the pristine ones.
     pub async fn open_topic(&self, topic: &str, partitions: i32) -> Result<(), ReplicationError> {
+        if topic == OFFSETS_TOPIC {
+            return Err(ReplicationError::Log(LogError::InvalidTopic(format!(
+                "{topic} is the cluster's internal offsets topic"
+            ))));
+        }
         self.engine
             .create_replicated_topic(topic, partitions, None)
             .await?;
@@ -168,40 +194,78 @@ impl ReplicaNode {
             if self.partition(topic, partition).is_some() {
                 continue;
             }
-            let log = self.engine.replica(topic, partition)?;
-            let storage = GroupStorage::open(
-                log.clone(),
-                &self.state_dir.join(format!("{topic}-{partition}")),
-            )?;
-            let group = group_id(topic, partition);
-            let raft = Raft::new(
-                self.spec.node_id,
-                self.config.clone(),
-                self.peers.factory(group),
-                storage.log,
-                storage.state_machine,
-            )
-            .await
-            .map_err(|e| ReplicationError::Transport(format!("starting the group: {e}")))?;
-            self.groups.insert(group, raft.clone());
-            let lowest = self.spec.nodes.keys().next().copied();
-            if lowest == Some(self.spec.node_id) {
-                self.bootstrap(&raft).await?;
-            }
+            let part = self
+                .open_group(&self.engine, topic, partition, None)
+                .await?;
             self.partitions
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
-                .insert(
-                    (topic.to_owned(), partition),
-                    Arc::new(ReplicatedPartition {
-                        group,
-                        raft,
-                        log,
-                        idempotent: tokio::sync::Mutex::new(()),
-                    }),
-                );
+                .insert((topic.to_owned(), partition), part);
         }
         Ok(())
+    }
+
+    /// Opens the internal offsets partition: its log in an engine of its own under `dir`
+    /// (created if missing; same flush policy as this node's engine), its committed entries
+    /// applied to this node's offsets store. Idempotent.
+    pub async fn open_offsets(&self, dir: &Path) -> Result<(), ReplicationError> {
+        if self.offsets_partition().is_some() {
+            return Ok(());
+        }
+        let config = headwater_log::LogConfig {
+            flush: self.engine.config().flush.clone(),
+            auto_create_topics: false,
+            ..Default::default()
+        };
+        let internal = LogEngine::open_async(dir.to_path_buf(), config).await?;
+        internal
+            .create_replicated_topic(OFFSETS_TOPIC, 1, None)
+            .await?;
+        let hook: Arc<dyn ApplyHook> = Arc::new(OffsetStoreHook::new(self.engine.clone()));
+        let part = self
+            .open_group(&internal, OFFSETS_TOPIC, 0, Some(hook))
+            .await?;
+        *self.offsets.write().unwrap_or_else(PoisonError::into_inner) = Some((part, internal));
+        Ok(())
+    }
+
+    /// Starts the group of one partition of `engine` (a replicated topic there).
+    async fn open_group(
+        &self,
+        engine: &LogEngine,
+        topic: &str,
+        partition: i32,
+        hook: Option<Arc<dyn ApplyHook>>,
+    ) -> Result<Arc<ReplicatedPartition>, ReplicationError> {
+        let log = engine.replica(topic, partition)?;
+        let mut storage = GroupStorage::open(
+            log.clone(),
+            &self.state_dir.join(format!("{topic}-{partition}")),
+        )?;
+        if let Some(hook) = hook {
+            storage.state_machine.set_apply_hook(hook);
+        }
+        let group = group_id(topic, partition);
+        let raft = Raft::new(
+            self.spec.node_id,
+            self.config.clone(),
+            self.peers.factory(group),
+            storage.log,
+            storage.state_machine,
+        )
+        .await
+        .map_err(|e| ReplicationError::Transport(format!("starting the group: {e}")))?;
+        self.groups.insert(group, raft.clone());
+        let lowest = self.spec.nodes.keys().next().copied();
+        if lowest == Some(self.spec.node_id) {
+            self.bootstrap(&raft).await?;
+        }
+        Ok(Arc::new(ReplicatedPartition {
+            group,
+            raft,
+            log,
+            idempotent: tokio::sync::Mutex::new(()),
+        }))
     }
 
     async fn bootstrap(&self, raft: &RaftNode) -> Result<(), ReplicationError> {
@@ -279,33 +343,55 @@ impl ReplicaNode {
                     topic: topic.to_owned(),
                     partition,
                 })?;
-        let producer = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
-        let _turn = if producer >= 0 {
-            Some(part.idempotent.lock().await)
-        } else {
-            None
+        propose(&part, records).await
+    }
+
+    fn offsets_partition(&self) -> Option<Arc<ReplicatedPartition>> {
+        self.offsets
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(part, _)| part.clone())
+    }
+
+    /// Who coordinates consumer groups, as this node knows it (no leader before
+    /// [`ReplicaNode::open_offsets`]).
+    pub fn offsets_view(&self) -> OffsetsView {
+        let Some(part) = self.offsets_partition() else {
+            return OffsetsView {
+                leader: None,
+                loaded: false,
+            };
         };
-        if producer >= 0
-            && let Some((base_offset, next_offset)) = part.log.duplicate_of(&records)?
-        {
-            return Ok(Applied::Data {
-                base_offset,
-                next_offset,
-            });
+        let metrics = part.raft.metrics().borrow_watched().clone();
+        let leads = metrics.state == ServerState::Leader
+            && metrics.current_leader == Some(self.spec.node_id);
+        let loaded = leads
+            && metrics
+                .last_applied
+                .is_some_and(|applied| applied.leader_id.term == metrics.current_term);
+        OffsetsView {
+            leader: metrics.current_leader,
+            loaded,
         }
-        match part.raft.client_write(Batch(records)).await {
-            Ok(response) => Ok(response.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ProposeError::NotLeader {
-                    leader: f.leader_id,
-                })
-            }
-            Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
-                Err(ProposeError::Unknown)
-            }
-            Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
-            Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
-        }
+    }
+
+    /// Commits offsets of `group` (`(topic, partition, offset)` each) through the offsets
+    /// partition, which this node must lead; resolves once they are committed on a majority
+    /// and applied to this node's offsets store.
+    pub async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: &[(&str, i32, i64)],
+    ) -> Result<(), ProposeError> {
+        let part = self
+            .offsets_partition()
+            .ok_or_else(|| ProposeError::UnknownPartition {
+                topic: OFFSETS_TOPIC.to_owned(),
+                partition: 0,
+            })?;
+        let batch = crate::offsets::encode(group, offsets)?;
+        propose(&part, batch).await.map(|_| ())
     }
 
     /// Stops every group and the replication server (the engine is the caller's to close).
@@ -320,11 +406,53 @@ impl ReplicaNode {
             .drain()
             .map(|(_, p)| p)
             .collect();
-        for part in parts {
+        let offsets = self
+            .offsets
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let internal = offsets.as_ref().map(|(_, engine)| engine.clone());
+        for part in parts.into_iter().chain(offsets.map(|(part, _)| part)) {
             self.groups.remove(part.group);
             if let Err(e) = part.raft.shutdown().await {
                 tracing::warn!(group = part.group, error = %e, "raft group did not stop cleanly");
             }
         }
+        if let Some(internal) = internal
+            && let Err(e) = internal.close().await
+        {
+            tracing::warn!(error = %e, "the offsets partition's log did not close cleanly");
+        }
+    }
+}
+
+/// Proposes one RecordBatch to `part`, which this node must lead.
+async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, ProposeError> {
+    let producer = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
+    let _turn = if producer >= 0 {
+        Some(part.idempotent.lock().await)
+    } else {
+        None
+    };
+    if producer >= 0
+        && let Some((base_offset, next_offset)) = part.log.duplicate_of(&records)?
+    {
+        return Ok(Applied::Data {
+            base_offset,
+            next_offset,
+        });
+    }
+    match part.raft.client_write(Batch(records)).await {
+        Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(ProposeError::NotLeader {
+                leader: f.leader_id,
+            })
+        }
+        Err(RaftError::APIError(ClientWriteError::LogEntryDiscarded(_))) => {
+            Err(ProposeError::Unknown)
+        }
+        Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
+        Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
     }
 }

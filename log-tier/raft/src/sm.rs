@@ -2,10 +2,16 @@
 //! partition's high watermark (what Kafka consumers may read) past its records and answers the
 //! producer with the offsets they got; the records themselves are already in the log.
 //! Snapshots carry no data: only where the log was purged (see [`BoundarySnapshot`]).
+//!
+//! A partition whose entries mean something to the node (the consumer-offsets partition,
+//! [`crate::offsets`]) has an [`ApplyHook`], run on each committed data entry after the high
+//! watermark moved past it and before the proposer is answered.
 
 use std::io;
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
 use headwater_log::batch::BatchHeader;
 use headwater_log::{Boundary, EntryId, ReplicaLog};
@@ -45,9 +51,23 @@ impl Shared {
     }
 }
 
+/// What a node does with each committed data entry of a partition, beyond moving its high
+/// watermark: entries are given in log order, each once per start of the node (a restart
+/// applies the log again from the last snapshot, so applying must be repeatable). An error
+/// stops the partition's group on this node.
+pub trait ApplyHook: Send + Sync + 'static {
+    /// Applies the committed entry `index`, a RecordBatch as stored.
+    fn apply<'a>(
+        &'a self,
+        index: u64,
+        batch: &'a Bytes,
+    ) -> BoxFuture<'a, Result<(), ReplicationError>>;
+}
+
 /// The state machine of one replicated partition.
 pub struct StateMachine {
     log: ReplicaLog,
+    hook: Option<Arc<dyn ApplyHook>>,
     applied: Option<typ::LogId>,
     membership: typ::StoredMembership,
     /// The Kafka offset after the last applied data entry.
@@ -77,6 +97,7 @@ impl StateMachine {
         }
         Ok(Self {
             log,
+            hook: None,
             applied,
             membership,
             next_offset,
@@ -87,7 +108,12 @@ impl StateMachine {
         })
     }
 
-    fn apply_one(&mut self, entry: &typ::Entry) -> Result<Applied, ReplicationError> {
+    /// Runs `hook` on every committed data entry from now on.
+    pub fn set_apply_hook(&mut self, hook: Arc<dyn ApplyHook>) {
+        self.hook = Some(hook);
+    }
+
+    async fn apply_one(&mut self, entry: &typ::Entry) -> Result<Applied, ReplicationError> {
         let index = entry.log_id.index;
         let applied = match &entry.payload {
             typ::EntryPayload::Blank => Applied::Internal,
@@ -105,6 +131,9 @@ impl StateMachine {
                 let next_offset = self.log.offset_after(index)?;
                 let base_offset = next_offset - (i64::from(header.last_offset_delta) + 1);
                 self.next_offset = next_offset;
+                if let Some(hook) = &self.hook {
+                    hook.apply(index, &batch.0).await?;
+                }
                 Applied::Data {
                     base_offset,
                     next_offset,
@@ -131,7 +160,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     {
         while let Some(item) = entries.next().await {
             let (entry, responder) = item?;
-            let applied = self.apply_one(&entry)?;
+            let applied = self.apply_one(&entry).await?;
             self.applied = Some(entry.log_id);
             if let Some(responder) = responder {
                 responder.send(applied);
