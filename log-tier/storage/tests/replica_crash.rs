@@ -7,13 +7,14 @@
 //! matches the log; Kafka reads of the committed log return exactly the data batches.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::Bytes;
 use headwater_log::batch::{self, ProducerFields};
@@ -180,37 +181,14 @@ fn replica_crash_child() {
 #[test]
 fn replica_crash_recovery_keeps_every_acknowledged_entry() {
     let dir = tempfile::tempdir().unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut rng = rand::rng();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    let mut total_acked = 0;
-    for round in 0..KILLS {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "replica_crash_child",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(DIR_ENV, dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(60..400)));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "child exited early in round {round}"
-        );
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        total_acked = rt.block_on(verify(dir.path()));
-    }
+    let total_acked = common::kill_loop("replica_crash_child", DIR_ENV, dir.path(), KILLS, || {
+        rt.block_on(verify(dir.path()))
+    });
     assert!(
         total_acked > 50,
         "children acknowledged only {total_acked} entries"
