@@ -1,7 +1,8 @@
 //! `headwater log-node` in a cluster (`log.cluster`): this node's Raft groups (one per
 //! partition of every topic in `log.topics`, every node a replica) behind the replication port,
 //! and what its Kafka listener needs to know of them: the brokers, who leads each partition,
-//! and the leader's write path.
+//! the leader's write path, and who coordinates consumer groups (the leader of the internal
+//! offsets partition, through which offsets are committed).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use bytes::Bytes;
 use futures::future::BoxFuture;
+use headwater_kafka::cluster::GroupCoordinator;
 use headwater_kafka::{Cluster, ClusterBroker, ClusterError, ReplicaState};
 use headwater_log::LogEngine;
 use headwater_raft::net::TransportConfig;
@@ -99,6 +101,10 @@ pub(crate) async fn start(
             .await
             .with_context(|| format!("opening replicated topic {topic}"))?;
     }
+    // Consumer-group offsets: the internal offsets partition, its log apart from the topics.
+    node.open_offsets(&config.data_dir.join("raft").join("offsets-log"))
+        .await
+        .context("opening the consumer offsets partition")?;
     tracing::info!(node = node_id, replication = %own, topics = config.log.topics.len(), "joined the log cluster");
     Ok(Some(Arc::new(KafkaCluster { node, brokers })))
 }
@@ -141,6 +147,36 @@ impl Cluster for KafkaCluster {
                 Err(ProposeError::Log(e)) => Err(ClusterError::Log(e)),
                 Err(ProposeError::Stopped(reason)) => Err(ClusterError::Stopped(reason)),
             }
+        })
+    }
+
+    fn group_coordinator(&self) -> GroupCoordinator {
+        let view = self.node.offsets_view();
+        match view.leader {
+            None => GroupCoordinator::Unknown,
+            Some(id) if id != self.node.node_id() => GroupCoordinator::Elsewhere(kafka_id(id)),
+            Some(_) if view.loaded => GroupCoordinator::Here,
+            Some(_) => GroupCoordinator::Loading,
+        }
+    }
+
+    fn commit_offsets<'a>(
+        &'a self,
+        group: &'a str,
+        offsets: &'a [(&'a str, i32, i64)],
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        Box::pin(async move {
+            self.node
+                .commit_offsets(group, offsets)
+                .await
+                .map_err(|e| match e {
+                    ProposeError::NotLeader { .. } | ProposeError::UnknownPartition { .. } => {
+                        ClusterError::NotLeader
+                    }
+                    ProposeError::Unknown => ClusterError::OutcomeUnknown,
+                    ProposeError::Log(e) => ClusterError::Log(e),
+                    ProposeError::Stopped(reason) => ClusterError::Stopped(reason),
+                })
         })
     }
 }

@@ -2,6 +2,10 @@
 //! each replicated partition, and the leader's write path. `headwater serve` and a single log
 //! node have none ([`KafkaOptions::cluster`](crate::KafkaOptions) is `None`): every partition
 //! is local and led here, as before.
+//!
+//! Consumer groups follow Kafka's model: their offsets live in a replicated internal
+//! partition, and the group coordinator is that partition's leader
+//! ([`Cluster::group_coordinator`], [`Cluster::commit_offsets`]).
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -63,6 +67,25 @@ impl ClusterError {
     }
 }
 
+/// Who coordinates consumer groups, as this broker knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupCoordinator {
+    /// Offsets are not replicated: this broker coordinates every group and keeps their
+    /// offsets in its own engine (as without a cluster).
+    Local,
+    /// This broker leads the offsets partition: it coordinates every group, committing
+    /// offsets through [`Cluster::commit_offsets`].
+    Here,
+    /// This broker leads the offsets partition but has not applied every offset committed
+    /// before (COORDINATOR_LOAD_IN_PROGRESS until it has).
+    Loading,
+    /// Another broker coordinates (NOT_COORDINATOR here).
+    Elsewhere(i32),
+    /// No broker coordinates now: the offsets partition has no leader
+    /// (COORDINATOR_NOT_AVAILABLE).
+    Unknown,
+}
+
 /// The replicated log a broker serves (implemented by the log node over its Raft groups).
 pub trait Cluster: Send + Sync {
     /// Every broker of the cluster, this one included.
@@ -79,4 +102,23 @@ pub trait Cluster: Send + Sync {
         partition: i32,
         records: Bytes,
     ) -> BoxFuture<'a, Result<i64, ClusterError>>;
+    /// Who coordinates consumer groups. By default [`GroupCoordinator::Local`].
+    fn group_coordinator(&self) -> GroupCoordinator {
+        GroupCoordinator::Local
+    }
+    /// Commits offsets of `group` (`(topic, partition, offset)` each) through the replicated
+    /// offsets partition, which this broker must lead ([`GroupCoordinator::Here`]); resolves
+    /// once a majority holds them and this broker's offsets store has them.
+    fn commit_offsets<'a>(
+        &'a self,
+        group: &'a str,
+        offsets: &'a [(&'a str, i32, i64)],
+    ) -> BoxFuture<'a, Result<(), ClusterError>> {
+        let _ = (group, offsets);
+        Box::pin(async {
+            Err(ClusterError::Stopped(
+                "offsets are not replicated".to_owned(),
+            ))
+        })
+    }
 }

@@ -229,7 +229,8 @@ impl Broker {
             .saturating_mul(FETCH_RESPONSES_IN_FLIGHT)
             .min(tokio::sync::Semaphore::MAX_PERMITS);
         Self {
-            groups: groups::Coordinator::new(engine.clone(), &options.limits),
+            groups: groups::Coordinator::new(engine.clone(), &options.limits)
+                .with_cluster(options.cluster.clone()),
             engine,
             options,
             producers: producers::Producers::default(),

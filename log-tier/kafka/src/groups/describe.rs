@@ -37,8 +37,18 @@ impl Coordinator {
     /// offsets (looked up for the first [`OFFSET_LOOKUPS`] such groups of a request), else
     /// `Dead`.
     pub(crate) fn describe_groups(&self, request: DescribeGroupsRequest) -> DescribeGroupsResponse {
-        let groups = self.lock();
         let mut response = DescribeGroupsResponse::default();
+        if let Some(refusal) = self.refusal() {
+            for id in request.groups {
+                let mut described = DescribedGroup::default();
+                described.group_id = id;
+                described.error_code = refusal.code();
+                described.authorized_operations = i32::MIN;
+                response.groups.push(described);
+            }
+            return response;
+        }
+        let groups = self.lock();
         let mut lookups = 0;
         let mut has_offsets = |id: &str| {
             lookups += 1;

@@ -10,6 +10,10 @@ impl Coordinator {
     /// Heartbeat: keeps the member alive and tells it when to rejoin.
     pub(crate) fn heartbeat(&self, request: HeartbeatRequest) -> HeartbeatResponse {
         let mut response = HeartbeatResponse::default();
+        if let Some(refusal) = self.refusal() {
+            response.error_code = refusal.code();
+            return response;
+        }
         let mut groups = self.lock();
         let error = match groups.get_mut(request.group_id.0.as_str()) {
             None => ResponseError::UnknownMemberId.code(),

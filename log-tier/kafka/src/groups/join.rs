@@ -40,6 +40,9 @@ impl Coordinator {
     ) -> JoinGroupResponse {
         let group_id = request.group_id.0.to_string();
         let mut member_id = request.member_id.to_string();
+        if let Some(refusal) = self.refusal() {
+            return error_join(&member_id, refusal);
+        }
         if group_id.is_empty() {
             return error_join(&member_id, ResponseError::InvalidGroupId);
         }

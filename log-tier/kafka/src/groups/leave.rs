@@ -12,6 +12,10 @@ impl Coordinator {
     /// LeaveGroup: the members go, and the rest rebalance.
     pub(crate) fn leave(&self, request: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
         let mut response = LeaveGroupResponse::default();
+        if let Some(refusal) = self.refusal() {
+            response.error_code = refusal.code();
+            return response;
+        }
         let ids: Vec<(String, Option<StrBytes>)> = if version >= 3 {
             request
                 .members

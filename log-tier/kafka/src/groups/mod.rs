@@ -7,6 +7,14 @@
 //! Pending member ids expire after their session timeout, and a group with neither members nor
 //! pending ids is forgotten after [`EMPTY_GROUP_RETENTION`] (its committed offsets stay in the
 //! engine's offset store).
+//!
+//! In a cluster whose offsets are replicated ([`GroupCoordinator`]), this broker coordinates
+//! only while it leads the offsets partition: elsewhere every group request is answered
+//! NOT_COORDINATOR (COORDINATOR_LOAD_IN_PROGRESS while the new leader catches up,
+//! COORDINATOR_NOT_AVAILABLE with no leader), and the groups it held are dropped once it no
+//! longer coordinates (their members rejoin at the new coordinator, as after a restart).
+//! Committed offsets go through the offsets partition and are read from the local store, which
+//! every node applies them to.
 
 mod budget;
 mod describe;
@@ -31,6 +39,7 @@ use kafka_protocol::protocol::StrBytes;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use crate::cluster::{Cluster, GroupCoordinator};
 use crate::{Broker, Limits};
 use budget::{Budget, Charge};
 use headwater_log::LogEngine;
@@ -283,6 +292,8 @@ impl From<&Limits> for GroupLimits {
 /// All groups of this broker.
 pub(crate) struct Coordinator {
     engine: Arc<LogEngine>,
+    /// The cluster, when the log is replicated (who coordinates; where offsets go).
+    cluster: Option<Arc<dyn Cluster>>,
     groups: Mutex<HashMap<String, Group>>,
     limits: GroupLimits,
     budget: Arc<Budget>,
@@ -293,9 +304,53 @@ impl Coordinator {
         let limits = limits.into();
         Self {
             engine,
+            cluster: None,
             groups: Mutex::new(HashMap::new()),
             limits,
             budget: Budget::new(limits.max_bytes),
+        }
+    }
+
+    /// The coordinator of a broker in `cluster` (`None`: no cluster, every group is here).
+    pub(crate) fn with_cluster(mut self, cluster: Option<Arc<dyn Cluster>>) -> Self {
+        self.cluster = cluster;
+        self
+    }
+
+    /// Who coordinates groups now.
+    fn coordination(&self) -> GroupCoordinator {
+        self.cluster
+            .as_ref()
+            .map_or(GroupCoordinator::Local, |c| c.group_coordinator())
+    }
+
+    /// Why this broker may not serve a group request now: it is not the coordinator (or not
+    /// yet ready to be). `None`: serve it.
+    fn refusal(&self) -> Option<ResponseError> {
+        match self.coordination() {
+            GroupCoordinator::Local | GroupCoordinator::Here => None,
+            GroupCoordinator::Loading => Some(ResponseError::CoordinatorLoadInProgress),
+            GroupCoordinator::Elsewhere(_) => Some(ResponseError::NotCoordinator),
+            GroupCoordinator::Unknown => Some(ResponseError::CoordinatorNotAvailable),
+        }
+    }
+
+    /// Forgets every group (this broker no longer coordinates); members waiting on a join or
+    /// a sync are told NOT_COORDINATOR and find the new coordinator.
+    fn unload(&self) {
+        let dropped: Vec<(String, Group)> = self.lock().drain().collect();
+        for (id, group) in dropped {
+            tracing::info!(group = %id, "group unloaded: this broker no longer coordinates");
+            for (member_id, member) in group.members {
+                if let Some((tx, _)) = member.join {
+                    let _ = tx.send(join::error_join(&member_id, ResponseError::NotCoordinator));
+                }
+                if let Some(tx) = member.sync {
+                    let mut response = SyncGroupResponse::default();
+                    response.error_code = ResponseError::NotCoordinator.code();
+                    let _ = tx.send(response);
+                }
+            }
         }
     }
 
@@ -306,6 +361,13 @@ impl Coordinator {
     /// Drops members whose session expired, pending member ids never used in time and groups
     /// left empty past [`EMPTY_GROUP_RETENTION`]; finishes rebalances whose time ran out.
     fn reap(&self) {
+        if matches!(
+            self.coordination(),
+            GroupCoordinator::Elsewhere(_) | GroupCoordinator::Unknown
+        ) {
+            self.unload();
+            return;
+        }
         let now = Instant::now();
         let mut groups = self.lock();
         for group in groups.values_mut() {
@@ -383,5 +445,7 @@ fn ulid_like() -> String {
     format!("{:x}-{:x}", nanos, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
+#[cfg(test)]
+mod cluster_tests;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,6 @@
-//! OffsetCommit and OffsetFetch: durable committed offsets through the engine.
+//! OffsetCommit and OffsetFetch: durable committed offsets through the engine, or, in a
+//! cluster that replicates them, through the offsets partition (read back from the local
+//! store, which every node applies them to).
 
 use std::collections::BTreeMap;
 
@@ -14,16 +16,32 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 
+use crate::cluster::{ClusterError, GroupCoordinator};
 use crate::codes::code;
 
 use super::{Coordinator, State};
+
+/// The code of a replicated commit that failed, for each of its partitions: the coordinator
+/// moved (NOT_COORDINATOR; a commit is safe to repeat, so an unknown outcome is the same), or
+/// replication stopped here (COORDINATOR_NOT_AVAILABLE).
+fn commit_code(error: &ClusterError) -> i16 {
+    match error {
+        ClusterError::NotLeader | ClusterError::OutcomeUnknown => {
+            ResponseError::NotCoordinator.code()
+        }
+        ClusterError::Stopped(_) => ResponseError::CoordinatorNotAvailable.code(),
+        ClusterError::Log(e) => code(e),
+    }
+}
 
 impl Coordinator {
     /// OffsetCommit: durable through the engine; members of a managed group must be current.
     pub(crate) async fn offset_commit(&self, request: OffsetCommitRequest) -> OffsetCommitResponse {
         let group_id = request.group_id.0.to_string();
         let generation = request.generation_id_or_member_epoch;
-        let gate = if generation < 0 {
+        let gate = if let Some(refusal) = self.refusal() {
+            Some(refusal)
+        } else if generation < 0 {
             None
         } else {
             let groups = self.lock();
@@ -54,6 +72,9 @@ impl Coordinator {
             .collect();
         let codes: Vec<i16> = match gate {
             Some(error) => vec![error.code(); entries.len()],
+            None if self.coordination() == GroupCoordinator::Here => {
+                self.commit_replicated(&group_id, &entries).await
+            }
             None => self
                 .engine
                 .commit_offsets(&group_id, &entries)
@@ -78,6 +99,42 @@ impl Coordinator {
         response
     }
 
+    /// Commits `entries` through the cluster's offsets partition, those of partitions this
+    /// broker knows (the others are UNKNOWN_TOPIC_OR_PARTITION), in one proposal; one code per
+    /// entry.
+    async fn commit_replicated(&self, group: &str, entries: &[(&str, i32, i64)]) -> Vec<i16> {
+        let known = |topic: &str, partition: i32| {
+            self.engine
+                .partition_count(topic)
+                .is_some_and(|count| partition >= 0 && (partition as u32) < count)
+        };
+        let valid: Vec<(&str, i32, i64)> = entries
+            .iter()
+            .copied()
+            .filter(|&(topic, partition, _)| known(topic, partition))
+            .collect();
+        let outcome = match (&self.cluster, valid.is_empty()) {
+            (Some(cluster), false) => match cluster.commit_offsets(group, &valid).await {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::debug!(group, error = %e, "replicated offset commit failed");
+                    commit_code(&e)
+                }
+            },
+            _ => 0,
+        };
+        entries
+            .iter()
+            .map(|&(topic, partition, _)| {
+                if known(topic, partition) {
+                    outcome
+                } else {
+                    ResponseError::UnknownTopicOrPartition.code()
+                }
+            })
+            .collect()
+    }
+
     /// OffsetFetch (v1–v7): the committed offsets, -1 where none.
     pub(crate) fn offset_fetch(
         &self,
@@ -85,6 +142,9 @@ impl Coordinator {
         _version: i16,
     ) -> OffsetFetchResponse {
         let group = request.group_id.0.to_string();
+        if let Some(refusal) = self.refusal() {
+            return refused_fetch(request, refusal);
+        }
         let wanted: Vec<(String, Vec<i32>)> = match request.topics {
             Some(topics) => topics
                 .into_iter()
@@ -117,6 +177,28 @@ impl Coordinator {
         }
         response
     }
+}
+
+/// OffsetFetch answered by a broker that does not coordinate now: the error for the request
+/// (v2+) and for each partition asked for (v1 knows only those).
+fn refused_fetch(request: OffsetFetchRequest, refusal: ResponseError) -> OffsetFetchResponse {
+    let mut response = OffsetFetchResponse::default();
+    response.error_code = refusal.code();
+    for topic in request.topics.unwrap_or_default() {
+        let mut out = OffsetFetchResponseTopic::default();
+        out.name = topic.name;
+        for partition in topic.partition_indexes {
+            let mut p = OffsetFetchResponsePartition::default();
+            p.partition_index = partition;
+            p.committed_offset = -1;
+            p.committed_leader_epoch = -1;
+            p.metadata = Some(StrBytes::from_static_str(""));
+            p.error_code = refusal.code();
+            out.partitions.push(p);
+        }
+        response.topics.push(out);
+    }
+    response
 }
 
 #[cfg(test)]

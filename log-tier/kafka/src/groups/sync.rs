@@ -18,6 +18,9 @@ impl Coordinator {
             response.error_code = e.code();
             response
         };
+        if let Some(refusal) = self.refusal() {
+            return error(refusal);
+        }
         let rx = {
             let mut groups = self.lock();
             let Some(group) = groups.get_mut(request.group_id.0.as_str()) else {

@@ -31,7 +31,7 @@ fn limits(max_groups: usize, max_size: usize) -> GroupLimits {
     }
 }
 
-fn join_request(group: &str, member: &str, metadata: usize) -> JoinGroupRequest {
+pub(super) fn join_request(group: &str, member: &str, metadata: usize) -> JoinGroupRequest {
     JoinGroupRequest::default()
         .with_group_id(GroupId(StrBytes::from_string(group.to_owned())))
         .with_member_id(StrBytes::from_string(member.to_owned()))
