@@ -3,7 +3,8 @@
 //! group coordinator (the leader of the internal offsets partition) is killed with SIGKILL;
 //! the surviving nodes agree on a new coordinator, which answers OffsetFetch with the committed
 //! offset while the others answer NOT_COORDINATOR; and a new consumer of the same group,
-//! bootstrapped from the survivors only, resumes exactly at the committed offset.
+//! bootstrapped from the survivors only, resumes exactly at the committed offset. The offsets
+//! partition itself is offered to no client (not in Metadata, Produce to it refused).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::kafka_wire::{Dec, Enc, Wire};
+use common::kafka_wire::{Dec, Enc, UNKNOWN_TOPIC_OR_PARTITION, Wire};
 use common::{Headwater, Listener};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -188,6 +189,20 @@ fn offset_fetch(addr: SocketAddr) -> (i16, i64) {
     (dec.i16(), offset)
 }
 
+/// The topics a Metadata request for all topics lists.
+fn first_metadata(cluster: &Cluster) -> Vec<String> {
+    let reader: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.bootstrap())
+        .create()
+        .unwrap();
+    let metadata = reader.fetch_metadata(None, WAIT).unwrap();
+    metadata
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
 fn consumer(bootstrap: &str) -> BaseConsumer {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
@@ -275,6 +290,28 @@ fn a_group_resumes_at_its_committed_offset_after_the_coordinator_is_killed() {
         (0, READ_FIRST),
         "the coordinator answers the committed offset"
     );
+
+    // The offsets partition is not offered to clients.
+    let listed = first_metadata(&cluster);
+    assert_eq!(
+        listed,
+        [TOPIC.to_owned()],
+        "Metadata lists only the data topics"
+    );
+    let batch = headwater_log::batch::encode(
+        &[&headwater_log::Record {
+            value: Some(bytes::Bytes::from_static(b"{}")),
+            ..Default::default()
+        }],
+        headwater_log::batch::ProducerFields::NONE,
+    )
+    .unwrap();
+    for addr in cluster.kafka.values() {
+        let (error, _) = Wire::connect(*addr)
+            .produce("__consumer_offsets", 0, &batch)
+            .unwrap();
+        assert_eq!(error, UNKNOWN_TOPIC_OR_PARTITION);
+    }
 
     cluster.kill(coordinator);
     let successor = cluster.agreed_coordinator();
