@@ -256,6 +256,7 @@ impl ReplicaNode {
         .await
         .map_err(|e| ReplicationError::Transport(format!("starting the group: {e}")))?;
         self.groups.insert(group, raft.clone());
+        crate::metrics::spawn_partition_metrics(topic.to_owned(), partition, raft.clone());
         let lowest = self.spec.nodes.keys().next().copied();
         if lowest == Some(self.spec.node_id) {
             self.bootstrap(&raft).await?;
