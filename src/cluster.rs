@@ -128,6 +128,17 @@ impl Cluster for KafkaCluster {
         })
     }
 
+    fn leader_epochs(&self, topic: &str, partition: i32) -> Option<(Vec<(i32, i64)>, i64)> {
+        let part = self.node.partition(topic, partition)?;
+        let epochs = part
+            .log
+            .leader_epochs()
+            .into_iter()
+            .map(|e| (i32::try_from(e.term).unwrap_or(i32::MAX), e.first_offset))
+            .collect();
+        Some((epochs, part.log.state().next_offset))
+    }
+
     fn append<'a>(
         &'a self,
         topic: &'a str,

@@ -102,6 +102,13 @@ pub trait Cluster: Send + Sync {
         partition: i32,
         records: Bytes,
     ) -> BoxFuture<'a, Result<i64, ClusterError>>;
+    /// A replicated partition's leader epochs as `(epoch, first offset)` in increasing order,
+    /// and its log end offset: what OffsetsForLeaderEpoch answers from (KIP-101/279).
+    /// `None` when the partition is not replicated here.
+    fn leader_epochs(&self, topic: &str, partition: i32) -> Option<(Vec<(i32, i64)>, i64)> {
+        let _ = (topic, partition);
+        None
+    }
     /// Who coordinates consumer groups. By default [`GroupCoordinator::Local`].
     fn group_coordinator(&self) -> GroupCoordinator {
         GroupCoordinator::Local

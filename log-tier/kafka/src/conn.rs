@@ -433,6 +433,9 @@ async fn dispatch(
         RequestKind::ListOffsets(r) => {
             ResponseKind::ListOffsets(data::list_offsets(broker, principal, r))
         }
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ResponseKind::OffsetForLeaderEpoch(data::offset_for_leader_epoch(broker, principal, r))
+        }
         RequestKind::CreateTopics(r) => {
             ResponseKind::CreateTopics(data::create_topics(broker, principal, r))
         }

@@ -34,8 +34,10 @@ use headwater_log::security::{Operation, ResourceType};
 
 #[cfg(test)]
 mod cluster_tests;
+mod epochs;
 mod fetch;
 
+pub(crate) use epochs::offset_for_leader_epoch;
 pub(crate) use fetch::fetch;
 
 /// Metadata: this broker, and the requested topics (created on first use when allowed). A

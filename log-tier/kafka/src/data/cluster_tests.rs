@@ -55,6 +55,10 @@ impl Cluster for StandIn {
         })
     }
 
+    fn leader_epochs(&self, topic: &str, partition: i32) -> Option<(Vec<(i32, i64)>, i64)> {
+        (topic == "r" && partition == 0).then(|| (vec![(2, 0), (5, 10)], 25))
+    }
+
     fn append<'a>(
         &'a self,
         topic: &'a str,
@@ -256,4 +260,47 @@ async fn topics_are_not_created_at_run_time_in_a_cluster() {
         ResponseError::PolicyViolation.code()
     );
     assert!(broker.engine.partition_count("new").is_none());
+}
+
+#[tokio::test]
+async fn offset_for_leader_epoch_answers_where_an_epoch_ended_at_the_leader_only() {
+    use kafka_protocol::messages::OffsetForLeaderEpochRequest;
+    use kafka_protocol::messages::offset_for_leader_epoch_request::{
+        OffsetForLeaderPartition, OffsetForLeaderTopic,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, _) = broker(dir.path());
+    broker
+        .engine
+        .create_replicated_topic("r", 2, None)
+        .await
+        .unwrap();
+    let ask = |partition: i32, current: i32, epoch: i32| {
+        let mut request = OffsetForLeaderEpochRequest::default();
+        let mut topic = OffsetForLeaderTopic::default();
+        topic.topic = name("r");
+        let mut p = OffsetForLeaderPartition::default();
+        p.partition = partition;
+        p.current_leader_epoch = current;
+        p.leader_epoch = epoch;
+        topic.partitions.push(p);
+        request.topics.push(topic);
+        let answer = super::offset_for_leader_epoch(&broker, &Principal::anonymous(), request);
+        let a = &answer.topics[0].partitions[0];
+        (a.error_code, a.leader_epoch, a.end_offset)
+    };
+    assert_eq!(
+        ask(0, 5, 5),
+        (0, 5, 25),
+        "the current epoch ends at the log end"
+    );
+    assert_eq!(ask(0, 5, 2), (0, 2, 10), "epoch 2 ends where 5 began");
+    assert_eq!(
+        ask(0, 5, 4),
+        (0, 2, 10),
+        "an epoch that never led: the one before it"
+    );
+    assert_eq!(ask(0, 5, 1), (0, -1, -1), "before the first epoch");
+    assert_eq!(ask(0, 4, 2).0, ResponseError::FencedLeaderEpoch.code());
+    assert_eq!(ask(1, -1, 2).0, ResponseError::NotLeaderOrFollower.code());
 }
