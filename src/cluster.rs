@@ -32,6 +32,11 @@ impl KafkaCluster {
         self.node.shutdown().await;
     }
 
+    /// `Ok` once this node has joined every group and caught up (`/readyz`).
+    pub(crate) fn readiness(&self) -> Result<(), String> {
+        self.node.readiness()
+    }
+
     /// This node's id as a Kafka broker id.
     pub(crate) fn broker_id(&self) -> i32 {
         kafka_id(self.node.node_id())

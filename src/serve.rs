@@ -17,14 +17,25 @@ use tokio::sync::watch;
 
 use crate::config::Config;
 
-/// Ready when the log tier would take an append now.
+/// Ready when the log tier would take an append now and, on a log node of a cluster, the node
+/// has joined every group and caught up with its leaders.
 struct LogReadiness {
     log: Arc<dyn Log>,
+    cluster: Option<Arc<crate::cluster::KafkaCluster>>,
 }
 
 impl Readiness for LogReadiness {
     fn check(&self) -> ReadinessFuture<'_> {
-        Box::pin(async move { self.log.check_writable().await.map_err(|e| error_chain(&e)) })
+        Box::pin(async move {
+            self.log
+                .check_writable()
+                .await
+                .map_err(|e| error_chain(&e))?;
+            match &self.cluster {
+                Some(cluster) => cluster.readiness(),
+                None => Ok(()),
+            }
+        })
     }
 }
 
@@ -191,7 +202,7 @@ pub(crate) async fn router(config: Config) -> anyhow::Result<()> {
     let (_, shutdown) = shutdown_channel();
     let router = crate::routing::start_router(&config, log.clone()).await?;
     tracing::info!(brokers = %config.log.client.brokers, routes = %config.router.routes, "headwater router running");
-    let served = serve_ops(&config, metrics, log.clone(), shutdown).await;
+    let served = serve_ops(&config, metrics, log.clone(), None, shutdown).await;
     router.shutdown().await;
     let flushed = log.flush().await;
     served?;
@@ -216,7 +227,7 @@ async fn run_collectors(
     });
     let state = AppState {
         metrics,
-        readiness: Arc::new(LogReadiness { log }),
+        readiness: Arc::new(LogReadiness { log, cluster: None }),
         collector: Arc::new(collector),
         schemas: Some(schemas),
     };
@@ -260,7 +271,7 @@ pub(crate) async fn log_node(mut config: Config) -> anyhow::Result<()> {
     .await?;
     tracing::info!(kafka = %config.log.kafka_listen, "log node serving");
     // The Kafka listener stops on the same signal; without it (ops failed) it would not.
-    serve_ops(&config, metrics, engine.clone(), shutdown).await?;
+    serve_ops(&config, metrics, engine.clone(), cluster.clone(), shutdown).await?;
     let kafka_stopped = kafka.stopped().await;
     if let Some(cluster) = &cluster {
         cluster.shutdown().await;
@@ -272,19 +283,20 @@ pub(crate) async fn log_node(mut config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `/healthz`, `/readyz` (from `log`) and `/metrics` on `gateway.listen`, for the parts that
-/// take no events over HTTP, until `shutdown` flips; `/metrics` behind `gateway.auth.ops_keys`
-/// when any is set, as on the gateway.
+/// `/healthz`, `/readyz` (from `log`, and `cluster` on a log node of one) and `/metrics` on
+/// `gateway.listen`, for the parts that take no events over HTTP, until `shutdown` flips;
+/// `/metrics` behind `gateway.auth.ops_keys` when any is set, as on the gateway.
 async fn serve_ops(
     config: &Config,
     metrics: headwater_gateway::metrics::PrometheusHandle,
     log: Arc<dyn Log>,
+    cluster: Option<Arc<crate::cluster::KafkaCluster>>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let ops = headwater_gateway::ops_app_with_auth(
         OpsState {
             metrics,
-            readiness: Arc::new(LogReadiness { log }),
+            readiness: Arc::new(LogReadiness { log, cluster }),
         },
         &config.gateway.auth,
     );

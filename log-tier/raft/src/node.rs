@@ -121,6 +121,10 @@ pub enum ProposeError {
     Stopped(String),
 }
 
+/// Entries a node may be behind the leader's commit point and still be ready (`/readyz`): a
+/// follower under load is always a little behind.
+pub const READY_LAG: u64 = 1000;
+
 /// A log node of a cluster.
 pub struct ReplicaNode {
     engine: Arc<LogEngine>,
@@ -298,6 +302,42 @@ impl ReplicaNode {
             .unwrap_or_else(PoisonError::into_inner)
             .get(&(topic.to_owned(), partition))
             .cloned()
+    }
+
+    /// `Ok` when this node has joined every group it holds and caught up: each has a known
+    /// leader, and this node has applied what the leader reported committed, within
+    /// [`READY_LAG`] entries. Otherwise the first partitions that are not, and why.
+    pub fn readiness(&self) -> Result<(), String> {
+        let parts: Vec<(String, i32, Arc<ReplicatedPartition>)> = self
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .map(|((t, p), part)| (t.clone(), *p, part.clone()))
+            .collect();
+        let mut waiting = Vec::new();
+        for (topic, partition, part) in &parts {
+            let m = part.raft.metrics().borrow_watched().clone();
+            let applied = m.last_applied.map_or(0, |l| l.index);
+            let committed = m.cluster_committed.map_or(0, |c| c.index);
+            if m.current_leader.is_none() {
+                waiting.push(format!("{topic}/{partition}: no leader"));
+            } else if committed > applied + READY_LAG {
+                waiting.push(format!(
+                    "{topic}/{partition}: {} entries behind the leader",
+                    committed - applied
+                ));
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        let total = waiting.len();
+        waiting.truncate(3);
+        Err(format!(
+            "{total} partition(s) not caught up: {}",
+            waiting.join("; ")
+        ))
     }
 
     /// What this node knows about a partition's replicas.
