@@ -83,6 +83,14 @@ pub(crate) async fn start(
         .get(&node_id)
         .copied()
         .with_context(|| format!("node {node_id} is not one of log.cluster.nodes"))?;
+    // `log.cluster.listen` when set (peers may reach this node through a proxy); its own
+    // entry of `nodes` otherwise.
+    let own = match &cluster.listen {
+        Some(listen) => listen
+            .parse::<SocketAddr>()
+            .context("log.cluster.listen: replication address")?,
+        None => own,
+    };
     let listener = TcpListener::bind(own)
         .await
         .with_context(|| format!("binding the replication address {own}"))?;

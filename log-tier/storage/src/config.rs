@@ -264,6 +264,12 @@ pub struct ClusterConfig {
     pub node_id: Option<u64>,
     /// Every log node, this one included.
     pub nodes: Vec<ClusterNodeConfig>,
+    /// The address this node binds for replication, `ip:port`. Default: its own
+    /// `nodes[].replication`. Set it when peers reach this node through something in between
+    /// (the replication tests put a TCP fault proxy on every link, so each node's config gives
+    /// the proxies' addresses as its peers' `replication`). Loopback only, like `replication`.
+    #[serde(default)]
+    pub listen: Option<String>,
 }
 
 fn default_cluster_id() -> String {
@@ -324,6 +330,23 @@ impl ClusterConfig {
                     format!("{at}.kafka"),
                     format!("`{}` is not host:port", node.kafka),
                 );
+            }
+        }
+        if let Some(listen) = &self.listen {
+            match listen.parse::<std::net::SocketAddr>() {
+                Ok(addr) if !addr.ip().is_loopback() => err(
+                    "log.cluster.listen".to_owned(),
+                    format!(
+                        "{addr} is not a loopback address: peers are not authenticated yet (TLS \
+                         or a PSK on the replication port is still to come), so the replication \
+                         port may only listen on loopback"
+                    ),
+                ),
+                Ok(_) => {}
+                Err(_) => err(
+                    "log.cluster.listen".to_owned(),
+                    format!("`{listen}` is not a socket address (ip:port)"),
+                ),
             }
         }
         if let Some(id) = self.node_id
