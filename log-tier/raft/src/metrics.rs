@@ -9,8 +9,8 @@
 //!   is behind the leader's log (absent elsewhere);
 //! - `headwater_raft_elections_total{topic,partition}`: terms this node has seen begin.
 
-use openraft::type_config::async_runtime::watch::WatchReceiver;
 use openraft::ServerState;
+use openraft::type_config::async_runtime::watch::WatchReceiver;
 
 use crate::net::RaftNode;
 
