@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use common::kafka_wire::{Dec, Enc, Wire};
 use common::{Headwater, Listener};
 use headwater_testing::{Fault, FaultProxy};
+use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{
@@ -644,11 +645,27 @@ struct Ledger {
     sent: Mutex<Vec<Instant>>,
     acks: Mutex<Vec<Ack>>,
     failed: Mutex<Vec<String>>,
+    /// The producer's librdkafka warnings and idempotence lines.
+    client_log: Mutex<Vec<String>>,
 }
 
 struct LedgerContext(Arc<Ledger>);
 
-impl ClientContext for LedgerContext {}
+impl ClientContext for LedgerContext {
+    /// Keeps librdkafka's warnings and its idempotence (EOS) lines, for failure reports.
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        if (level as i32) <= (RDKafkaLogLevel::Warning as i32)
+            || fac.contains("EOS")
+            || fac.contains("IDEMP")
+        {
+            self.0
+                .client_log
+                .lock()
+                .unwrap()
+                .push(format!("{level:?} {fac}: {log_message}"));
+        }
+    }
+}
 
 impl ProducerContext for LedgerContext {
     type DeliveryOpaque = ();
@@ -799,7 +816,8 @@ fn check_running(ledger: &Ledger, seen: &Seen, after: &str) {
             let acked: Vec<_> = acks.iter().filter(|a| a.value == *value).collect();
             panic!(
                 "after {after}: {value} read at {first:?} and at {p}/{offset}: a duplicate \
-                 (acknowledged: {acked:?})"
+                 (acknowledged: {acked:?}); the producer's librdkafka log:\n{}",
+                ledger.client_log.lock().unwrap().join("\n")
             );
         }
     }
@@ -866,15 +884,15 @@ fn a_follower_with_a_truncated_tail_rejoins() {
     fault_suite(&[FaultKind::TruncatedTail], 6);
 }
 
-/// Runs at least `faults` faults drawn from `kinds` (seeded by `HEADWATER_FAULT_SEED`, a fixed
+/// Runs at least `faults` faults drawn from `kinds` (seeded by `REPLICATION_FAULT_SEED`, a fixed
 /// seed by default) against three proxied nodes under a producer and a reader, checking the
 /// ledger after each and everything at the end.
 fn fault_suite(kinds: &[FaultKind], fault_count: usize) {
-    let seed = std::env::var("HEADWATER_FAULT_SEED")
+    let seed = std::env::var("REPLICATION_FAULT_SEED")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(20_261_204u64);
-    eprintln!("fault suite seed {seed} (HEADWATER_FAULT_SEED to replay)");
+    eprintln!("fault suite seed {seed} (REPLICATION_FAULT_SEED to replay)");
     let mut rng = Rng::new(seed);
     let started = Instant::now();
     let mut cluster = FaultCluster::new();
@@ -1058,7 +1076,11 @@ fn fault_suite(kinds: &[FaultKind], fault_count: usize) {
             "{p}/{offset}: {value} was never sent"
         );
         if let Some(first) = values.insert(value, (p, offset)) {
-            panic!("{value} at {first:?} and at {p}/{offset}: a duplicate");
+            panic!(
+                "{value} at {first:?} and at {p}/{offset}: a duplicate; the producer's \
+                 librdkafka log:\n{}",
+                ledger.client_log.lock().unwrap().join("\n")
+            );
         }
     }
     let acks = ledger.acks.lock().unwrap().clone();
