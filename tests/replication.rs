@@ -885,11 +885,10 @@ fn acknowledged_records_survive_kills_during_elections() {
     fault_suite(&[FaultKind::KillDuringElection], 30);
 }
 
-/// A follower whose newest segments lost their last (acknowledged) bytes rejoins.
+/// A follower whose newest segments lost their last (acknowledged) bytes rejoins: the leader
+/// re-replicates what it lost (until `allow_log_reversion` was set, openraft panicked the
+/// leader's group on seeing the shorter log, and the partition stopped).
 #[test]
-#[ignore = "a follower that lost acknowledged entries (a truncated tail) makes the leader's \
-            openraft core panic: `follower log reversion is not allowed without \
-            allow_log_reversion enabled` (progress/entry/update.rs:104), the group stops there"]
 fn a_follower_with_a_truncated_tail_rejoins() {
     fault_suite(&[FaultKind::TruncatedTail], 6);
 }
