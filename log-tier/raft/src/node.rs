@@ -121,6 +121,10 @@ pub enum ProposeError {
     Stopped(String),
 }
 
+/// How long a retried batch waits for its first copy to be committed before the producer is
+/// told to retry again.
+const RETRY_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Entries a node may be behind the leader's commit point and still be ready (`/readyz`): a
 /// follower under load is always a little behind.
 pub const READY_LAG: u64 = 1000;
@@ -478,6 +482,15 @@ async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, 
     if producer >= 0
         && let Some((base_offset, next_offset)) = part.log.duplicate_of(&records)?
     {
+        // The first copy may be in this log but not committed yet (written under an earlier
+        // leader): its offsets are an acknowledgement only once it is.
+        if !part
+            .log
+            .wait_committed(next_offset, RETRY_COMMIT_WAIT)
+            .await?
+        {
+            return Err(ProposeError::Unknown);
+        }
         return Ok(Applied::Data {
             base_offset,
             next_offset,

@@ -174,6 +174,22 @@ impl ReplicaLog {
         }
     }
 
+    /// Waits until the high watermark (the commit point) reaches `next_offset`, up to
+    /// `max_wait`; true if it did. A leader answers a retried batch with its first copy's
+    /// offsets only once that copy is committed.
+    pub async fn wait_committed(
+        &self,
+        next_offset: i64,
+        max_wait: std::time::Duration,
+    ) -> Result<bool> {
+        if next_offset <= 0 {
+            return Ok(true);
+        }
+        self.partition
+            .wait_for_data(next_offset - 1, max_wait)
+            .await
+    }
+
     /// Purge point, last entry, next Kafka offset and high watermark.
     pub fn state(&self) -> ReplicaLogState {
         let committed_offset = self.partition.high_watermark().offset;
