@@ -196,6 +196,94 @@ fn read_back(bootstrap: &str, acked: usize) -> Vec<(i32, i64, String)> {
     out
 }
 
+/// The Java client (Kafka 4.x `ConsoleProducer`, idempotent acks=all by default) writes 2,000
+/// unique lines while the leader of partition 0 is killed: it exits cleanly without a send
+/// error, and every line is stored once, at dense offsets. Needs the Kafka jars of
+/// `scripts/install-deps` (`HEADWATER_TEST_KAFKA_LIBS`, from `target/services/env.sh`).
+#[test]
+fn the_java_client_follows_a_leader_move() {
+    use std::io::Write;
+    use std::process::Stdio;
+    let libs = std::env::var("HEADWATER_TEST_KAFKA_LIBS").unwrap_or_else(|_| {
+        panic!(
+            "HEADWATER_TEST_KAFKA_LIBS is not set: run scripts/install-deps and \
+             scripts/services start, then . target/services/env.sh"
+        )
+    });
+    let mut cluster = Cluster::new();
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    let leader = leader_of(&cluster, 0);
+    let mut producer = Command::new("java")
+        .args([
+            "-cp",
+            &format!("{libs}/*"),
+            "org.apache.kafka.tools.ConsoleProducer",
+        ])
+        .args(["--bootstrap-server", &cluster.bootstrap(), "--topic", TOPIC])
+        .args(["--producer-property", "acks=all"])
+        .args(["--producer-property", "enable.idempotence=true"])
+        .args(["--producer-property", "linger.ms=5"])
+        .args(["--producer-property", "delivery.timeout.ms=60000"])
+        .args(["--producer-property", "metadata.max.age.ms=1000"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = producer.stdin.take().unwrap();
+    let lines =
+        |from: usize, to: usize| -> String { (from..to).map(|i| format!("java-{i}\n")).collect() };
+    stdin.write_all(lines(0, 1000).as_bytes()).unwrap();
+    stdin.flush().unwrap();
+    // Kill the leader once the first lines are stored (read back), mid-stream.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read_back(&cluster.bootstrap(), 200).len() < 200 {
+        assert!(
+            Instant::now() < deadline,
+            "the Java producer stored nothing within 60 s"
+        );
+    }
+    cluster.kill(leader);
+    stdin.write_all(lines(1000, 2000).as_bytes()).unwrap();
+    drop(stdin);
+    let exit = {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            if let Some(status) = producer.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                producer.kill().unwrap();
+                panic!("the Java producer did not finish within 120 s");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(producer.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        exit.success(),
+        "ConsoleProducer exited with {exit}: {stderr}"
+    );
+    assert!(
+        !stderr.contains("Error when sending"),
+        "a send failed:\n{stderr}"
+    );
+    let read = read_back(&cluster.bootstrap(), 2000);
+    let values: HashSet<&str> = read.iter().map(|r| r.2.as_str()).collect();
+    assert_eq!(read.len(), 2000, "every line once (read {})", read.len());
+    assert_eq!(values.len(), 2000, "no line twice");
+    for p in 0..2 {
+        let offsets: Vec<i64> = read.iter().filter(|r| r.0 == p).map(|r| r.1).collect();
+        let mut sorted = offsets.clone();
+        sorted.sort_unstable();
+        let expected: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(sorted, expected, "partition {p}: dense offsets from 0");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_a_killed_leader_exactly_once_at_dense_offsets() {
     let mut cluster = Cluster::new();
