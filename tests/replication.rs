@@ -284,6 +284,56 @@ fn the_java_client_follows_a_leader_move() {
     }
 }
 
+/// Every node's `/readyz` answers 200 (within a bounded wait), and the nodes' `/metrics` name
+/// exactly one leader of each partition (`headwater_raft_leader`).
+async fn assert_ready_with_one_leader(cluster: &mut Cluster) {
+    let http = reqwest::Client::new();
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let mut leaders = [0u32; 2];
+    for id in ids {
+        let ops = cluster.nodes.get_mut(&id).unwrap().addr(Listener::Ops);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let status = http
+                .get(format!("http://{ops}/readyz"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16());
+            if matches!(status, Ok(200)) {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {id} not ready within 60 s ({status:?}):\n{}",
+                cluster.stderr()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let metrics = http
+            .get(format!("http://{ops}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for (p, count) in leaders.iter_mut().enumerate() {
+            let leads = metrics.lines().any(|line| {
+                line.starts_with("headwater_raft_leader{")
+                    && line.contains(&format!("partition=\"{p}\""))
+                    && line.contains(&format!("topic=\"{TOPIC}\""))
+                    && line.ends_with(" 1")
+            });
+            *count += u32::from(leads);
+        }
+    }
+    assert_eq!(
+        leaders,
+        [1, 1],
+        "one leader per partition in the nodes' metrics"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_a_killed_leader_exactly_once_at_dense_offsets() {
     let mut cluster = Cluster::new();
@@ -291,6 +341,7 @@ async fn acknowledged_records_survive_a_killed_leader_exactly_once_at_dense_offs
         cluster.start(id);
     }
     let first_leader = leader_of(&cluster, 0);
+    assert_ready_with_one_leader(&mut cluster).await;
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", cluster.bootstrap())
         .set("acks", "all")

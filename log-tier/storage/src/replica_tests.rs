@@ -865,3 +865,28 @@ async fn a_stale_or_corrupt_epoch_cache_is_rebuilt_from_the_log() {
         engine.close().await.unwrap();
     }
 }
+
+#[tokio::test]
+async fn wait_committed_resolves_only_once_the_commit_point_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_engine, replica) = open_replica(dir.path(), FlushMode::EveryAppend, 1 << 20).await;
+    append(&replica, vec![blank(0, 1), data(1, 1, 3), data(2, 1, 2)]).await;
+    let short = std::time::Duration::from_millis(50);
+    assert!(
+        !replica.wait_committed(3, short).await.unwrap(),
+        "written and fsynced, not committed"
+    );
+    replica.commit(1).unwrap();
+    assert!(replica.wait_committed(3, short).await.unwrap());
+    assert!(!replica.wait_committed(5, short).await.unwrap());
+    let waiting = {
+        let replica = replica.clone();
+        tokio::spawn(async move {
+            replica
+                .wait_committed(5, std::time::Duration::from_secs(30))
+                .await
+        })
+    };
+    replica.commit(2).unwrap();
+    assert!(waiting.await.unwrap().unwrap(), "woken by the commit");
+}
