@@ -169,6 +169,7 @@ install_schemas() {
     printf '%s\n' "$key" >"$K8S_MARKERS/schemas"
 }
 
+# install_tools [--no-cluster]: everything, or only what the static checks need.
 install_tools() {
     mkdir -p "$K8S_BIN" "$K8S_MARKERS" "$K8S_BUILD"
     command -v go >/dev/null 2>&1 || { ilog "go not found"; return 1; }
@@ -178,8 +179,10 @@ install_tools() {
     install_helm
     install_helm_unittest
     install_kubeconform
-    install_etcd
-    install_kube
-    install_kwok
+    if [ "${1:-}" != "--no-cluster" ]; then
+        install_etcd
+        install_kube
+        install_kwok
+    fi
     ilog "tools ready in $((SECONDS - t0))s ($K8S_BIN)"
 }
