@@ -145,6 +145,7 @@ evict() { # POD: the eviction API's answer
 }
 poll 60 pdb_allows 1
 result $? "cluster: the log nodes' PDB allows one disruption when all are ready"
+evicted_uid="$(jp "$ns" "pod/$LOGSTS-1" '{.metadata.uid}')"
 first="$(evict "$LOGSTS-1")"; first_rc=$?
 second="$(evict "$LOGSTS-2")"; second_rc=$?
 printf 'first eviction (%s): %s\nsecond eviction (%s): %s\n' "$first_rc" "$first" "$second_rc" "$second" >>"$LOG"
@@ -152,27 +153,41 @@ printf 'first eviction (%s): %s\nsecond eviction (%s): %s\n' "$first_rc" "$first
 result $? "cluster: the first eviction of a log node is granted"
 [ "$second_rc" -ne 0 ] && grep -q "TooManyRequests\|429\|disruption budget" <<<"$second"
 result $? "cluster: a second eviction is refused by the PDB (429)"
-poll 120 all_pods_ready "$ns" 7
-result $? "cluster: the evicted log node comes back and every pod is Ready"
+replaced_and_ready() { # the evicted pod is gone, its successor (same name) Ready, all pods Ready
+    local uid ready
+    uid="$(jp "$ns" "pod/$LOGSTS-1" '{.metadata.uid}')"
+    ready="$(jp "$ns" "pod/$LOGSTS-1" '{.status.conditions[?(@.type=="Ready")].status}')"
+    [ -n "$uid" ] && [ "$uid" != "$evicted_uid" ] && [ "$ready" = True ] && all_pods_ready "$ns" 7
+}
+poll 120 replaced_and_ready
+result $? "cluster: the evicted log node is recreated under its name and every pod is Ready"
 
 gen() { jp "$ns" "$1" '{.metadata.generation}'; }
 uids() { k -n "$ns" get pods -l app.kubernetes.io/component=log -o jsonpath='{.items[*].metadata.uid}'; }
 template_of() { k -n "$ns" get "$1" -o jsonpath='{.spec.template}' | sha256sum; }
 sts_gen0="$(gen "sts/$LOGSTS")" gw_gen0="$(gen "deploy/$GW")" rt_gen0="$(gen "deploy/$RT")" uids0="$(uids)"
 gw_tpl0="$(template_of "deploy/$GW")"
-routes='routes:
-  - name: lake
-    source:
-      topics: [events, events.dlq]
-    sinks:
-      - type: s3'
+cat >"$WORK/new-routes.yaml" <<'YAML'
+config:
+  routes: |
+    routes:
+      - name: lake
+        source:
+          topics: [events, events.dlq]
+        sinks:
+          - type: s3
+YAML
 t=$SECONDS
-run helm upgrade "$REL" "$CHART" -n "$ns" --reuse-values --set-string "config.routes=$routes" --wait --timeout 180s
+run helm upgrade "$REL" "$CHART" -n "$ns" --reuse-values -f "$WORK/new-routes.yaml" --wait --timeout 180s
 result $? "cluster: helm upgrade with a changed routes.yaml ($((SECONDS - t)) s)"
 [ "$(gen "deploy/$RT")" -gt "$rt_gen0" ] && run k -n "$ns" rollout status "deploy/$RT" --timeout 90s
 result $? "cluster: the routers rolled to the new routes"
-[ "$(gen "sts/$LOGSTS")" = "$sts_gen0" ] && [ "$(gen "deploy/$GW")" = "$gw_gen0" ] && [ "$(uids)" = "$uids0" ]
-result $? "cluster: the log nodes and the gateways did not roll (same generation, same log pods)"
+echo "log sts generation $sts_gen0 -> $(gen "sts/$LOGSTS"); log pods $uids0 -> $(uids)" >>"$LOG"
+[ "$(gen "sts/$LOGSTS")" = "$sts_gen0" ] && [ "$(uids)" = "$uids0" ]
+result $? "cluster: the log nodes did not roll (same generation, same pods)"
+echo "gateway generation $gw_gen0 -> $(gen "deploy/$GW"); template $gw_tpl0 -> $(template_of "deploy/$GW")" >>"$LOG"
+[ "$(template_of "deploy/$GW")" = "$gw_tpl0" ]
+result $? "cluster: the gateways did not roll (same pod template)"
 
 sts_gen1="$(gen "sts/$LOGSTS")" rt_tpl1="$(template_of "deploy/$RT")" uids1="$(uids)"
 t=$SECONDS
@@ -182,9 +197,12 @@ result $? "cluster: helm upgrade with more routers and a higher HPA minimum ($((
 routers_at() { [ "$(jp "$ns" "deploy/$RT" '{.status.readyReplicas}')" = "$1" ]; }
 poll 60 routers_at 3 && poll 90 gateways_at 3
 result $? "cluster: three routers and three gateways ready"
-[ "$(gen "sts/$LOGSTS")" = "$sts_gen1" ] && [ "$(uids)" = "$uids1" ] \
-    && [ "$(template_of "deploy/$RT")" = "$rt_tpl1" ] && [ "$(template_of "deploy/$GW")" = "$gw_tpl0" ]
-result $? "cluster: the replica change restarted nothing (log nodes untouched, pod templates unchanged)"
+echo "log sts generation $sts_gen1 -> $(gen "sts/$LOGSTS"); log pods $uids1 -> $(uids)" >>"$LOG"
+[ "$(gen "sts/$LOGSTS")" = "$sts_gen1" ] && [ "$(uids)" = "$uids1" ]
+result $? "cluster: the replica change left the log nodes alone (same generation, same pods)"
+echo "router template $rt_tpl1 -> $(template_of "deploy/$RT"); gateway template $gw_tpl0 -> $(template_of "deploy/$GW")" >>"$LOG"
+[ "$(template_of "deploy/$RT")" = "$rt_tpl1" ] && [ "$(template_of "deploy/$GW")" = "$gw_tpl0" ]
+result $? "cluster: the replica change kept the gateways' and routers' pod templates (no rollout)"
 
 sts_gone() { ! k -n "$ns" get "sts/$LOGSTS" >/dev/null 2>&1 && ! k -n "$ns" get "svc/$LOGSTS-headless" >/dev/null 2>&1; }
 t=$SECONDS

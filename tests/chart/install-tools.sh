@@ -125,9 +125,19 @@ install_kube() {
     mark kube-apiserver "$key"; mark kube-controller-manager "$key"; mark kube-scheduler "$key"
 }
 
+# stages DIR: the Stage documents of DIR (not its kustomization.yaml), one YAML stream.
+stages() {
+    local f
+    for f in "$1"/*.yaml; do
+        [ "$(basename "$f")" = kustomization.yaml ] && continue
+        echo "---"
+        cat "$f"
+    done
+}
+
 install_kwok() {
     local key="kwok $KWOK_VERSION $GO_KEY"
-    cached kwok "$key" && [ -f "$K8S_STAGES/pod-general.yaml" ] && return 0
+    cached kwok "$key" && [ -f "$K8S_STAGES/pod-general.yaml" ] && [ -f "$K8S_MARKERS/kwok-stages" ] && return 0
     ilog "building kwok $KWOK_VERSION (~2 min cold)"
     local dir
     go_install kwok "sigs.k8s.io/kwok/cmd/kwok@$KWOK_VERSION" "-s -w"
@@ -135,10 +145,11 @@ install_kwok() {
     dir="$(go mod download -json "sigs.k8s.io/kwok@$KWOK_VERSION" \
         | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')"
     rm -rf "$K8S_STAGES"; mkdir -p "$K8S_STAGES"
-    cat "$dir"/kustomize/stage/node/fast/*.yaml >"$K8S_STAGES/node-fast.yaml"
-    cat "$dir"/kustomize/stage/node/heartbeat/*.yaml >"$K8S_STAGES/node-heartbeat.yaml"
-    cat "$dir"/kustomize/stage/pod/general/*.yaml >"$K8S_STAGES/pod-general.yaml"
+    stages "$dir/kustomize/stage/node/fast" >"$K8S_STAGES/node-fast.yaml"
+    stages "$dir/kustomize/stage/node/heartbeat" >"$K8S_STAGES/node-heartbeat.yaml"
+    stages "$dir/kustomize/stage/pod/general" >"$K8S_STAGES/pod-general.yaml"
     mark kwok "$key"
+    mark kwok-stages "$key"
 }
 
 install_venv() {
