@@ -118,6 +118,22 @@ for s in "${SCENARIOS[@]}"; do
     result $? "$s: every pod of the release scheduled and Ready"
 done
 
+# ------------------------------------------------------------------ ServiceMonitor
+# cluster-tls-sasl asks for ServiceMonitors: none while the API server lacks the CRD, one per
+# component once it serves monitoring.coreos.com/v1.
+ns=hw-cluster-tls-sasl
+monitors() { k -n "$ns" get servicemonitors.monitoring.coreos.com -o name 2>/dev/null | grep -c .; }
+k -n "$ns" get servicemonitors.monitoring.coreos.com >>"$LOG" 2>&1
+[ $? -ne 0 ] && [ -z "$(k -n "$ns" get all -o name | grep -i servicemonitor)" ]
+result $? "ServiceMonitor: none without the CRD (and the install succeeded)"
+run k apply -f "$HERE/fixtures/servicemonitor-crd.yaml"
+established() { [ "$(k get crd servicemonitors.monitoring.coreos.com -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ]; }
+poll 30 established
+run helm upgrade "$REL" "$CHART" -n "$ns" --reuse-values --wait --timeout 120s
+three_monitors() { [ "$(monitors)" -eq 3 ]; }
+poll 30 three_monitors
+result $? "ServiceMonitor: one per component once the API server serves monitoring.coreos.com/v1"
+
 # ------------------------------------------------------------------ mode cluster, in depth
 ns=hw-cluster
 LOGSTS="$REL-headwater-log" GW="$REL-headwater-gateway" RT="$REL-headwater-router"
