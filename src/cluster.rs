@@ -5,7 +5,6 @@
 //! offsets partition, through which offsets are committed).
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,9 +12,9 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use headwater_kafka::cluster::GroupCoordinator;
 use headwater_kafka::{Cluster, ClusterBroker, ClusterError, ReplicaState};
-use headwater_log::LogEngine;
+use headwater_log::{ClusterTlsConfig, LogEngine};
 use headwater_raft::net::TransportConfig;
-use headwater_raft::{Applied, ClusterSpec, ProposeError, ReplicaNode};
+use headwater_raft::{Applied, ClusterSpec, PeerTls, ProposeError, ReplicaNode};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -62,11 +61,7 @@ pub(crate) async fn start(
     let mut nodes = BTreeMap::new();
     let mut brokers = Vec::new();
     for node in &cluster.nodes {
-        let addr: SocketAddr = node
-            .replication
-            .parse()
-            .with_context(|| format!("log.cluster node {}: replication address", node.id))?;
-        nodes.insert(node.id, addr);
+        nodes.insert(node.id, node.replication.clone());
         let (host, port) = node
             .kafka
             .rsplit_once(':')
@@ -79,21 +74,22 @@ pub(crate) async fn start(
                 .with_context(|| format!("log.cluster node {}: kafka port", node.id))?,
         });
     }
-    let own = nodes
-        .get(&node_id)
-        .copied()
-        .with_context(|| format!("node {node_id} is not one of log.cluster.nodes"))?;
-    // `log.cluster.listen` when set (peers may reach this node through a proxy); its own
+    // `log.cluster.listen` when set (peers may reach this node by another address); its own
     // entry of `nodes` otherwise.
     let own = match &cluster.listen {
-        Some(listen) => listen
-            .parse::<SocketAddr>()
-            .context("log.cluster.listen: replication address")?,
-        None => own,
+        Some(listen) => listen.clone(),
+        None => nodes
+            .get(&node_id)
+            .cloned()
+            .with_context(|| format!("node {node_id} is not one of log.cluster.nodes"))?,
     };
-    let listener = TcpListener::bind(own)
+    let listener = TcpListener::bind(own.as_str())
         .await
         .with_context(|| format!("binding the replication address {own}"))?;
+    let mut transport = TransportConfig::default();
+    if let Some(tls) = &cluster.tls {
+        transport.tls = Some(peer_tls(tls).context("log.cluster.tls")?);
+    }
     let spec = ClusterSpec {
         cluster_id: cluster.id.clone(),
         node_id,
@@ -103,7 +99,7 @@ pub(crate) async fn start(
         engine,
         spec,
         listener,
-        TransportConfig::default(),
+        transport,
         &config.data_dir.join("raft"),
     )
     .context("starting replication")?;
@@ -120,6 +116,20 @@ pub(crate) async fn start(
         .context("opening the consumer offsets partition")?;
     tracing::info!(node = node_id, replication = %own, topics = config.log.topics.len(), "joined the log cluster");
     Ok(Some(Arc::new(KafkaCluster { node, brokers })))
+}
+
+/// Mutual TLS between log nodes from `log.cluster.tls`.
+fn peer_tls(tls: &ClusterTlsConfig) -> Result<PeerTls, headwater_tls::TlsError> {
+    let server = headwater_tls::server_config(
+        Some(&tls.cert_file),
+        Some(&tls.key_file),
+        headwater_tls::ClientAuth::Required(&tls.ca_file),
+    )?;
+    let client = headwater_tls::client_config(&tls.ca_file, &tls.cert_file, &tls.key_file)?;
+    Ok(PeerTls {
+        server: Arc::new(server),
+        client: Arc::new(client),
+    })
 }
 
 impl Cluster for KafkaCluster {

@@ -78,15 +78,19 @@ fn config_check_explains_a_wrong_cluster() {
     let file = dir.path().join("cluster.yaml");
     std::fs::write(
         &file,
-        "log:\n  cluster:\n    node_id: 4\n    nodes:\n      - { id: 1, replication: \"10.0.0.1:9101\", kafka: \"10.0.0.1:9092\" }\n      - { id: 1, replication: \"somewhere\", kafka: \"127.0.0.1\" }\n",
+        "log:\n  cluster:\n    node_id: 4\n    nodes:\n      - { id: 1, replication: \"10.0.0.1:9101\", kafka: \"10.0.0.1:9092\" }\n      - { id: 1, replication: \"somewhere\", kafka: \"127.0.0.1\" }\n      - { id: 3000000000, replication: \"log-2.example:9101\", kafka: \"127.0.0.1:9092\" }\n    listen: \"0.0.0.0:9101\"\n",
     )
     .unwrap();
     let out = headwater(&["config", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     for expected in [
-        "log.cluster.nodes[0].replication: 10.0.0.1:9101 is not a loopback address",
+        "log.cluster.nodes[0].replication: 10.0.0.1:9101 is not a loopback address: without \
+         log.cluster.tls peers are not authenticated",
         "log.cluster.nodes[1].id: 1 is 0 or not unique",
+        "log.cluster.nodes[2].id: 3000000000 is above 2147483647",
+        "log.cluster.nodes[2].replication: `log-2.example:9101` is not a socket address (ip:port)",
+        "log.cluster.listen: 0.0.0.0:9101 is not a loopback address",
         "log.cluster.nodes[1].replication: `somewhere` is not a socket address",
         "log.cluster.nodes[1].kafka: `127.0.0.1` is not host:port",
         "log.cluster.node_id: 4 is not one of log.cluster.nodes",
@@ -96,6 +100,31 @@ fn config_check_explains_a_wrong_cluster() {
             "missing `{expected}` in:\n{stderr}"
         );
     }
+}
+
+/// With mutual TLS between log nodes, replication addresses may be host names and the node
+/// may listen on every interface (a Kubernetes StatefulSet's pods).
+#[test]
+fn config_check_takes_a_cluster_over_tls_by_host_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cluster.yaml");
+    let nodes: String = (0..3)
+        .map(|i| {
+            format!(
+                "      - {{ id: {}, replication: \"log-{i}.log.ns.svc:9101\", kafka: \"log-{i}.log.ns.svc:9092\" }}\n",
+                i + 1
+            )
+        })
+        .collect();
+    std::fs::write(
+        &file,
+        format!(
+            "log:\n  cluster:\n    listen: \"0.0.0.0:9101\"\n    tls: {{ cert_file: /tls/tls.crt, key_file: /tls/tls.key, ca_file: /tls/ca.crt }}\n    nodes:\n{nodes}"
+        ),
+    )
+    .unwrap();
+    let out = headwater(&["config", "check", file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
 }
 
 #[test]

@@ -22,7 +22,7 @@ pub mod types;
 
 pub use error::ReplicationError;
 pub use group::{GroupStorage, raft_config};
-pub use net::{Groups, NetworkFactory, Peers, RaftServer, TransportConfig};
+pub use net::{Groups, NetworkFactory, PeerTls, Peers, RaftServer, TransportConfig};
 pub use node::{
     ClusterSpec, OffsetsView, PartitionView, ProposeError, ReplicaNode, ReplicatedPartition,
     group_id,

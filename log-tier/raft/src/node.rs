@@ -11,7 +11,6 @@
 //! consumer groups, and its committed entries are applied to every node's offsets store.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -38,8 +37,8 @@ pub struct ClusterSpec {
     pub cluster_id: String,
     /// This node's id.
     pub node_id: NodeId,
-    /// Replication address of every node.
-    pub nodes: BTreeMap<NodeId, SocketAddr>,
+    /// Replication address of every node, `host:port` (resolved at every dial).
+    pub nodes: BTreeMap<NodeId, String>,
 }
 
 /// The wire id of a partition's group: the same on every node.
@@ -125,6 +124,10 @@ pub enum ProposeError {
 /// told to retry again.
 const RETRY_COMMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// How long an idempotent producer's batch waits for a new leader's first entry to be applied
+/// before the producer is told to retry ([`propose`]).
+const LEADER_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Entries a node may be behind the leader's commit point and still be ready (`/readyz`): a
 /// follower under load is always a little behind.
 pub const READY_LAG: u64 = 1000;
@@ -154,7 +157,7 @@ impl ReplicaNode {
         state_dir: &Path,
     ) -> Result<Arc<Self>, ReplicationError> {
         let peers = Peers::new(spec.cluster_id.clone(), spec.node_id, transport);
-        for (&id, &addr) in &spec.nodes {
+        for (&id, addr) in &spec.nodes {
             if id != spec.node_id {
                 peers.set_addr(id, addr);
             }
@@ -246,10 +249,19 @@ impl ReplicaNode {
         hook: Option<Arc<dyn ApplyHook>>,
     ) -> Result<Arc<ReplicatedPartition>, ReplicationError> {
         let log = engine.replica(topic, partition)?;
-        let mut storage = GroupStorage::open(
-            log.clone(),
-            &self.state_dir.join(format!("{topic}-{partition}")),
-        )?;
+        let state_dir = self.state_dir.join(format!("{topic}-{partition}"));
+        // Pristine state (no entry, no vote): a new group, or this node lost its disk (see
+        // `Groups`); the marker keeps a restart in the middle of catching up rejoining.
+        let marker = crate::state::DurableValue::new(&state_dir, "rejoining")?;
+        let pristine = log.state().last.is_none()
+            && crate::state::DurableValue::new(&state_dir, "vote")?
+                .load::<serde_json::Value>()?
+                .is_none();
+        if pristine {
+            marker.store(&true)?;
+        }
+        let rejoining = pristine || marker.load::<bool>()? == Some(true);
+        let mut storage = GroupStorage::open(log.clone(), &state_dir)?;
         if let Some(hook) = hook {
             storage.state_machine.set_apply_hook(hook);
         }
@@ -257,17 +269,40 @@ impl ReplicaNode {
         let raft = Raft::new(
             self.spec.node_id,
             self.config.clone(),
-            self.peers.factory(group),
+            self.peers.factory(group).guarded_by(self.groups.clone()),
             storage.log,
             storage.state_machine,
         )
         .await
         .map_err(|e| ReplicationError::Transport(format!("starting the group: {e}")))?;
+        if rejoining {
+            self.groups.set_rejoining(group, Some(marker));
+        }
         self.groups.insert(group, raft.clone());
         crate::metrics::spawn_partition_metrics(topic.to_owned(), partition, raft.clone());
         let lowest = self.spec.nodes.keys().next().copied();
         if lowest == Some(self.spec.node_id) {
             self.bootstrap(&raft).await?;
+        }
+        if self.groups.is_rejoining(group) {
+            // A leader that has applied an entry of its term holds every committed entry (the
+            // bootstrapping node of a new group gets there without being sent any).
+            let (groups, raft) = (self.groups.clone(), raft.clone());
+            tokio::spawn(async move {
+                let settled = raft
+                    .wait(None)
+                    .metrics(
+                        |m| {
+                            !groups.is_rejoining(group)
+                                || (m.state == ServerState::Leader && applied_in_term(m))
+                        },
+                        "a rejoining group leads in its term",
+                    )
+                    .await;
+                if settled.is_ok() {
+                    groups.rejoined(group);
+                }
+            });
         }
         Ok(Arc::new(ReplicatedPartition {
             group,
@@ -342,6 +377,12 @@ impl ReplicaNode {
             "{total} partition(s) not caught up: {}",
             waiting.join("; ")
         ))
+    }
+
+    /// Votes and pre-votes a partition's group refused while this node was rejoining it (it
+    /// lost its log, see [`crate::net::Groups`]); `None` when it is not rejoining.
+    pub fn rejoining(&self, topic: &str, partition: i32) -> Option<u64> {
+        self.groups.votes_refused(group_id(topic, partition))
     }
 
     /// What this node knows about a partition's replicas.
@@ -472,6 +513,15 @@ impl ReplicaNode {
 }
 
 /// Proposes one RecordBatch to `part`, which this node must lead.
+///
+/// An idempotent producer's batch is checked against the producer state only once this leader
+/// has applied an entry of its own term. Before that, an entry an earlier leader wrote and this
+/// log lacks may still be committed by a later leader that holds it (Raft keeps any entry the
+/// winner of an election has); a sequence gap reported then would be false, and a producer told
+/// OUT_OF_ORDER_SEQUENCE_NUMBER bumps its epoch and sends that batch again: a duplicate (seen
+/// under kills during elections). Once an entry of this term is committed, an entry this log
+/// lacks can never be committed, so the producer state is the truth. Every answer drawn from it
+/// is given only while this node still leads in that term.
 async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, ProposeError> {
     let producer = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
     let _turn = if producer >= 0 {
@@ -479,22 +529,29 @@ async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, 
     } else {
         None
     };
-    if producer >= 0
-        && let Some((base_offset, next_offset)) = part.log.duplicate_of(&records)?
-    {
-        // The first copy may be in this log but not committed yet (written under an earlier
-        // leader): its offsets are an acknowledgement only once it is.
-        if !part
-            .log
-            .wait_committed(next_offset, RETRY_COMMIT_WAIT)
-            .await?
-        {
-            return Err(ProposeError::Unknown);
+    if producer >= 0 {
+        let term = settled_term(part).await?;
+        let checked = part.log.duplicate_of(&records);
+        if let Some(not_leader) = lost_leadership(part, term) {
+            return Err(not_leader);
         }
-        return Ok(Applied::Data {
-            base_offset,
-            next_offset,
-        });
+        if let Some((base_offset, next_offset)) = checked? {
+            // The first copy may be in this log but not committed yet (written under an
+            // earlier leader): its offsets are an acknowledgement only once it is, and only
+            // if this node led throughout (a leader never truncates its own log; a follower's
+            // commit point may pass offsets whose entries were replaced).
+            let committed = part
+                .log
+                .wait_committed(next_offset, RETRY_COMMIT_WAIT)
+                .await?;
+            if !committed || lost_leadership(part, term).is_some() {
+                return Err(ProposeError::Unknown);
+            }
+            return Ok(Applied::Data {
+                base_offset,
+                next_offset,
+            });
+        }
     }
     match part.raft.client_write(Batch(records)).await {
         Ok(response) => Ok(response.data),
@@ -508,5 +565,46 @@ async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, 
         }
         Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
         Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
+    }
+}
+
+/// Waits (up to [`LEADER_SETTLE_WAIT`]) until this node leads `part` and has applied an entry
+/// of its current term; returns that term.
+async fn settled_term(part: &ReplicatedPartition) -> Result<Term, ProposeError> {
+    let settled = part
+        .raft
+        .wait(Some(LEADER_SETTLE_WAIT))
+        .metrics(
+            |m| m.state != ServerState::Leader || applied_in_term(m),
+            "the leader's first entry applied",
+        )
+        .await;
+    let m = match settled {
+        Ok(m) => m,
+        Err(_) => part.raft.metrics().borrow_watched().clone(),
+    };
+    if m.state == ServerState::Leader && applied_in_term(&m) {
+        Ok(m.current_term)
+    } else {
+        Err(ProposeError::NotLeader {
+            leader: m.current_leader,
+        })
+    }
+}
+
+fn applied_in_term(m: &openraft::RaftMetrics<crate::types::TypeConfig>) -> bool {
+    m.last_applied
+        .is_some_and(|applied| applied.leader_id.term == m.current_term)
+}
+
+/// `Some(NotLeader)` unless this node still leads `part` in `term`.
+fn lost_leadership(part: &ReplicatedPartition, term: Term) -> Option<ProposeError> {
+    let m = part.raft.metrics().borrow_watched().clone();
+    if m.state == ServerState::Leader && m.current_term == term {
+        None
+    } else {
+        Some(ProposeError::NotLeader {
+            leader: m.current_leader,
+        })
     }
 }

@@ -36,7 +36,7 @@ async fn start(dir: &Path, engine_dir: &Path) -> (Arc<ReplicaNode>, Arc<LogEngin
     let spec = ClusterSpec {
         cluster_id: "offsets-test".to_owned(),
         node_id: 1,
-        nodes: BTreeMap::from([(1, listener.local_addr().unwrap())]),
+        nodes: BTreeMap::from([(1, listener.local_addr().unwrap().to_string())]),
     };
     let node = ReplicaNode::start(
         engine.clone(),

@@ -265,11 +265,32 @@ pub struct ClusterConfig {
     /// Every log node, this one included.
     pub nodes: Vec<ClusterNodeConfig>,
     /// The address this node binds for replication, `ip:port`. Default: its own
-    /// `nodes[].replication`. Set it when peers reach this node through something in between
-    /// (the replication tests put a TCP fault proxy on every link, so each node's config gives
-    /// the proxies' addresses as its peers' `replication`). Loopback only, like `replication`.
+    /// `nodes[].replication`. Set it when peers reach this node by another address (a
+    /// Kubernetes pod binds `0.0.0.0:9093` while peers dial its DNS name; the replication tests
+    /// put a TCP fault proxy on every link). Loopback only without `tls`.
     #[serde(default)]
     pub listen: Option<String>,
+    /// Mutual TLS between log nodes. Without it peers are known by their hello alone, so every
+    /// replication address must be on loopback. Default none.
+    #[serde(default)]
+    pub tls: Option<ClusterTlsConfig>,
+}
+
+/// Mutual TLS on the replication port (`log.cluster.tls`): every node presents its certificate
+/// and accepts only peers whose certificate chains to `ca_file`; a dialling node also checks
+/// the peer's certificate against the host it dialled (its `nodes[].replication` host: a DNS
+/// name or an IP address in the certificate's subject alternative names). Any holder of a
+/// certificate of that CA can join as a node, as with Kafka's inter-broker mTLS: give the CA to
+/// log nodes only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterTlsConfig {
+    /// PEM certificate chain this node presents, as server and as client.
+    pub cert_file: String,
+    /// PEM private key of the certificate.
+    pub key_file: String,
+    /// PEM CA bundle peers' certificates must chain to.
+    pub ca_file: String,
 }
 
 fn default_cluster_id() -> String {
@@ -282,14 +303,45 @@ fn default_cluster_id() -> String {
 pub struct ClusterNodeConfig {
     /// Its id (1 or more, unique).
     pub id: u64,
-    /// Its replication address, `host:port` (the node binds it; peers dial it). Without TLS
-    /// or a PSK (later work) it must be a loopback address.
+    /// Its replication address, `host:port` (the node binds it unless `listen` is set; peers
+    /// dial it, resolving the host at every dial). Without `log.cluster.tls` it must be a
+    /// loopback `ip:port`.
     pub replication: String,
     /// The Kafka address clients are given for it in Metadata, `host:port`.
     pub kafka: String,
 }
 
 impl ClusterConfig {
+    /// What is wrong with a replication address (`None`: nothing): `ip:port` on loopback
+    /// without TLS; with TLS any `ip:port`, or `host:port` where a host name may be dialled.
+    fn check_address(&self, addr: &str, may_be_a_name: bool) -> Option<String> {
+        let shape = if may_be_a_name && self.tls.is_some() {
+            "host:port"
+        } else {
+            "a socket address (ip:port)"
+        };
+        match addr.parse::<std::net::SocketAddr>() {
+            Ok(ip) if !ip.ip().is_loopback() && self.tls.is_none() => Some(format!(
+                "{ip} is not a loopback address: without log.cluster.tls peers are not \
+                 authenticated, so the replication port may only be on loopback (set \
+                 log.cluster.tls: cert_file, key_file and ca_file, for mutual TLS)"
+            )),
+            Ok(_) => None,
+            Err(_) if may_be_a_name && self.tls.is_some() => {
+                let host_and_port = addr.rsplit_once(':').filter(|(host, port)| {
+                    !host.is_empty()
+                        && !host.contains(char::is_whitespace)
+                        && port.parse::<u16>().is_ok()
+                });
+                match host_and_port {
+                    Some(_) => None,
+                    None => Some(format!("`{addr}` is not {shape}")),
+                }
+            }
+            Err(_) => Some(format!("`{addr}` is not {shape}")),
+        }
+    }
+
     /// Problems with the cluster's description, as `(path, message)`.
     fn validate(&self) -> Vec<(String, String)> {
         let mut errors = Vec::new();
@@ -309,20 +361,18 @@ impl ClusterConfig {
                     format!("{} is 0 or not unique", node.id),
                 );
             }
-            match node.replication.parse::<std::net::SocketAddr>() {
-                Ok(addr) if !addr.ip().is_loopback() => err(
-                    format!("{at}.replication"),
+            if node.id > i32::MAX as u64 {
+                err(
+                    format!("{at}.id"),
                     format!(
-                        "{addr} is not a loopback address: peers are not authenticated yet (TLS \
-                         or a PSK on the replication port is still to come), so the replication \
-                         port may only listen on loopback"
+                        "{} is above {} (it is the node's Kafka broker id, an int32)",
+                        node.id,
+                        i32::MAX
                     ),
-                ),
-                Ok(_) => {}
-                Err(_) => err(
-                    format!("{at}.replication"),
-                    format!("`{}` is not a socket address (ip:port)", node.replication),
-                ),
+                );
+            }
+            if let Some(message) = self.check_address(&node.replication, true) {
+                err(format!("{at}.replication"), message);
             }
             let port = node.kafka.rsplit_once(':').map(|(_, p)| p.parse::<u16>());
             if !matches!(port, Some(Ok(_))) {
@@ -332,22 +382,10 @@ impl ClusterConfig {
                 );
             }
         }
-        if let Some(listen) = &self.listen {
-            match listen.parse::<std::net::SocketAddr>() {
-                Ok(addr) if !addr.ip().is_loopback() => err(
-                    "log.cluster.listen".to_owned(),
-                    format!(
-                        "{addr} is not a loopback address: peers are not authenticated yet (TLS \
-                         or a PSK on the replication port is still to come), so the replication \
-                         port may only listen on loopback"
-                    ),
-                ),
-                Ok(_) => {}
-                Err(_) => err(
-                    "log.cluster.listen".to_owned(),
-                    format!("`{listen}` is not a socket address (ip:port)"),
-                ),
-            }
+        if let Some(listen) = &self.listen
+            && let Some(message) = self.check_address(listen, false)
+        {
+            err("log.cluster.listen".to_owned(), message);
         }
         if let Some(id) = self.node_id
             && !ids.contains(&id)

@@ -52,8 +52,9 @@ pub mod testsuite;
 
 pub use client_config::KafkaClientConfig;
 pub use config::{
-    ClusterConfig, ClusterNodeConfig, FlushMode, FlushPolicy, KafkaSaslConfig, KafkaTlsConfig,
-    LogConfig, PrincipalConfig, PrincipalRole, SASL_MECHANISMS, TopicConfig, TopicSettings,
+    ClusterConfig, ClusterNodeConfig, ClusterTlsConfig, FlushMode, FlushPolicy, KafkaSaslConfig,
+    KafkaTlsConfig, LogConfig, PrincipalConfig, PrincipalRole, SASL_MECHANISMS, TopicConfig,
+    TopicSettings,
 };
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec, now_ms};
 pub use error::{LogError, error_chain};

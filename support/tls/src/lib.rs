@@ -1,7 +1,8 @@
-//! Server-side TLS from PEM files with rustls, shared by the Kafka listener (`log.kafka_tls`)
-//! and the gateway (`gateway.tls`): the certificate chain and key, and optionally a client CA
-//! whose certificates clients must (or may) present; and the subject of a verified client
-//! certificate, which both listeners map to a principal.
+//! TLS from PEM files with rustls, shared by the Kafka listener (`log.kafka_tls`), the gateway
+//! (`gateway.tls`) and the replication port (`log.cluster.tls`): a server's certificate chain
+//! and key, and optionally a client CA whose certificates clients must (or may) present; the
+//! subject of a verified client certificate, which the listeners map to a principal; and the
+//! client side of mutual TLS (a CA to verify servers by, a certificate to present).
 
 use rustls::RootCertStore;
 use rustls::pki_types::pem::PemObject;
@@ -66,11 +67,7 @@ pub fn server_config(
         ));
     };
     let chain = certificates(cert_file, "the certificate chain")?;
-    let key = PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Pem {
-        what: "the private key",
-        path: key_file.to_owned(),
-        reason: e.to_string(),
-    })?;
+    let key = private_key(key_file)?;
     let builder = rustls::ServerConfig::builder();
     let builder = match client {
         ClientAuth::None => builder.with_no_client_auth(),
@@ -91,6 +88,35 @@ pub fn server_config(
     builder
         .with_single_cert(chain, key)
         .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))
+}
+
+/// Builds a rustls client configuration for mutual TLS: servers are verified against the CA
+/// bundle `ca_file` (and the name dialled), and the client presents `cert_file` / `key_file`.
+pub fn client_config(
+    ca_file: &str,
+    cert_file: &str,
+    key_file: &str,
+) -> Result<rustls::ClientConfig, TlsError> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(ca_file, "the CA bundle")? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Config(format!("CA {ca_file}: {e}")))?;
+    }
+    let chain = certificates(cert_file, "the certificate chain")?;
+    let key = private_key(key_file)?;
+    rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Config(format!("certificate and key: {e}")))
+}
+
+fn private_key(key_file: &str) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(key_file).map_err(|e| TlsError::Pem {
+        what: "the private key",
+        path: key_file.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 /// The subject common name of the client's (already verified) leaf certificate, or the whole

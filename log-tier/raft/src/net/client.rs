@@ -6,7 +6,6 @@
 //! network over it.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -31,7 +30,8 @@ use super::conn::Conn;
 use super::error::TransportError;
 use super::frame::{FrameReader, Kind, Outgoing};
 use super::metrics;
-use super::{GroupId, PROTOCOL_VERSION, TransportConfig};
+use super::server::Groups;
+use super::{GroupId, PROTOCOL_VERSION, TransportConfig, host_of};
 use crate::types::{BoundarySnapshot, NodeId, TypeConfig, typ};
 
 /// This node's identity and its peers' addresses, with one connection per peer shared by every
@@ -46,16 +46,16 @@ struct Shared {
     cluster_id: String,
     node_id: NodeId,
     config: TransportConfig,
-    addrs: RwLock<HashMap<NodeId, SocketAddr>>,
+    addrs: RwLock<HashMap<NodeId, String>>,
 }
 
 impl Shared {
-    fn addr(&self, node: NodeId) -> Option<SocketAddr> {
+    fn addr(&self, node: NodeId) -> Option<String> {
         self.addrs
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(&node)
-            .copied()
+            .cloned()
     }
 }
 
@@ -73,14 +73,14 @@ impl Peers {
         }
     }
 
-    /// Sets the address of peer `node` (a known peer from now on). A connection to an older
-    /// address is closed at its next use.
-    pub fn set_addr(&self, node: NodeId, addr: SocketAddr) {
+    /// Sets the address of peer `node`, `host:port` (resolved at every dial), and makes it a
+    /// known peer. A connection to an older address is closed at its next use.
+    pub fn set_addr(&self, node: NodeId, addr: impl ToString) {
         self.shared
             .addrs
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(node, addr);
+            .insert(node, addr.to_string());
     }
 
     /// Forgets peer `node`: its connections are refused by the server and no longer dialled.
@@ -121,6 +121,7 @@ impl Peers {
         NetworkFactory {
             peers: self.clone(),
             group,
+            groups: None,
         }
     }
 
@@ -257,7 +258,7 @@ impl Link {
             return Err(TransportError::BackingOff(self.peer));
         }
         let config = &self.shared.config;
-        let dialled = tokio::time::timeout(config.connect_timeout, self.dial(addr))
+        let dialled = tokio::time::timeout(config.connect_timeout, self.dial(&addr))
             .await
             .unwrap_or_else(|_| {
                 Err(TransportError::Io(std::io::Error::from(
@@ -282,12 +283,23 @@ impl Link {
     }
 
     /// Connects, exchanges Hellos and starts the connection's reader and writer.
-    async fn dial(&self, addr: SocketAddr) -> Result<Arc<Conn>, TransportError> {
+    async fn dial(&self, addr: &str) -> Result<Arc<Conn>, TransportError> {
         let config = &self.shared.config;
         let stream = TcpStream::connect(addr).await?;
         stream.set_nodelay(true)?;
-        // TLS / PSK seam: wrap `stream` here, before the Hello (see the module docs of `net`).
-        let (read, mut write) = stream.into_split();
+        let (read, mut write) = match &config.tls {
+            None => super::split(stream),
+            Some(tls) => {
+                let name = rustls::pki_types::ServerName::try_from(host_of(addr).to_owned())
+                    .map_err(|e| TransportError::Tls(format!("{addr}: {e}")))?;
+                let connector = tokio_rustls::TlsConnector::from(Arc::clone(&tls.client));
+                let stream = connector
+                    .connect(name, stream)
+                    .await
+                    .map_err(|e| TransportError::Tls(format!("{addr}: {e}")))?;
+                super::split(stream)
+            }
+        };
         let mut reader = FrameReader::new(BufReader::new(read), config.max_frame_bytes);
         let ours = Hello {
             cluster_id: self.shared.cluster_id.clone(),
@@ -331,7 +343,7 @@ impl Link {
             }
         }
         Ok(Conn::start(
-            addr,
+            addr.to_owned(),
             self.peer,
             reader,
             write,
@@ -344,6 +356,16 @@ impl Link {
 pub struct NetworkFactory {
     peers: Peers,
     group: GroupId,
+    groups: Option<Groups>,
+}
+
+impl NetworkFactory {
+    /// Consults `groups` before each (pre-)vote request: a rejoining group whose log is past
+    /// the bootstrap entry does not stand for election (see [`Groups`]).
+    pub fn guarded_by(mut self, groups: Groups) -> Self {
+        self.groups = Some(groups);
+        self
+    }
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
@@ -355,6 +377,7 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
             group: self.group,
             local: self.peers.node_id(),
             target,
+            groups: self.groups.clone(),
         }
     }
 }
@@ -365,9 +388,25 @@ pub struct Network {
     group: GroupId,
     local: NodeId,
     target: NodeId,
+    groups: Option<Groups>,
 }
 
 impl Network {
+    /// Refuses to send a (pre-)vote request of a rejoining group whose log is past the
+    /// bootstrap entry: it may lack committed entries, and a lagging voter could elect it.
+    fn check_candidacy(&self, rpc: &VoteRequest<TypeConfig>) -> Result<(), RPCError<TypeConfig>> {
+        let rejoining = self
+            .groups
+            .as_ref()
+            .is_some_and(|groups| groups.is_rejoining(self.group));
+        if rejoining && rpc.last_log_id.as_ref().is_some_and(|l| l.index > 0) {
+            let e = TransportError::Rejoining;
+            metrics::error(&e);
+            return Err(RPCError::Unreachable(Unreachable::new(&e)));
+        }
+        Ok(())
+    }
+
     /// Sends a request and decodes its answer, mapping failures to openraft's kinds: a timeout
     /// is `Timeout`, anything else `Unreachable` (openraft backs off). A failure of the remote
     /// Raft cannot be a `RemoteError` here (`RPCError<C>` has `Infallible` remote errors) and is
@@ -435,6 +474,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.check_candidacy(&rpc)?;
         let body = codec::to_json("vote", &rpc)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         self.rpc(Kind::Vote, RPCTypes::Vote, vec![body], &option)
@@ -446,6 +486,7 @@ impl RaftNetworkV2<TypeConfig> for Network {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        self.check_candidacy(&rpc)?;
         let body = codec::to_json("vote", &rpc)
             .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
         self.rpc(Kind::PreVote, RPCTypes::Vote, vec![body], &option)

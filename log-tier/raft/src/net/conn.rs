@@ -3,28 +3,26 @@
 //! requests, all failed at once when the connection breaks.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::BufReader;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::Instrument;
 
-use super::GroupId;
 use super::error::TransportError;
 use super::frame::{Frame, FrameReader, Kind, Outgoing, write_loop};
 use super::metrics::{self, ConnectionGauge, Side};
+use super::{GroupId, ReadHalf, WriteHalf};
 use crate::types::NodeId;
 
 /// One open connection: the writer's queue and the table of requests waiting for an answer.
 pub(super) struct Conn {
-    pub(super) addr: SocketAddr,
+    pub(super) addr: String,
     tx: mpsc::Sender<Outgoing>,
     pub(super) pending: Arc<Pending>,
     next_correlation: AtomicU64,
@@ -37,10 +35,10 @@ pub(super) struct Conn {
 
 impl Conn {
     pub(super) fn start(
-        addr: SocketAddr,
+        addr: String,
         peer: NodeId,
-        mut reader: FrameReader<BufReader<OwnedReadHalf>>,
-        write: OwnedWriteHalf,
+        mut reader: FrameReader<BufReader<ReadHalf>>,
+        write: WriteHalf,
         queue: usize,
     ) -> Arc<Conn> {
         let max_frame_bytes = reader.max_frame_bytes();

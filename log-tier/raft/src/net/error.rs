@@ -59,6 +59,13 @@ pub enum TransportError {
     /// The connection closed before the answer came.
     #[error("connection closed")]
     ConnectionClosed,
+    /// The TLS handshake with the peer failed (a certificate not of the cluster's CA, a name
+    /// that does not match, a peer speaking plain TCP).
+    #[error("TLS with the peer: {0}")]
+    Tls(String),
+    /// This node lost its log and is catching up: it does not stand for election yet.
+    #[error("this node is rejoining (it lost its log): no candidacy until it has caught up")]
+    Rejoining,
     /// The peer answered with an Error frame.
     #[error("peer refused ({code:?}): {message}")]
     Remote {
@@ -83,6 +90,8 @@ impl TransportError {
             TransportError::NoAddress(_) => "no_address",
             TransportError::BackingOff(_) => "backing_off",
             TransportError::ConnectionClosed => "connection_closed",
+            TransportError::Tls(_) => "tls",
+            TransportError::Rejoining => "rejoining",
             TransportError::Remote { code, .. } => code.as_str(),
         }
     }
@@ -98,7 +107,10 @@ impl TransportError {
             TransportError::Remote { code, .. } => {
                 matches!(
                     code,
-                    ErrorCode::UnknownGroup | ErrorCode::Busy | ErrorCode::Raft
+                    ErrorCode::UnknownGroup
+                        | ErrorCode::Busy
+                        | ErrorCode::Raft
+                        | ErrorCode::Rejoining
                 )
             }
             _ => false,
@@ -135,6 +147,8 @@ pub enum ErrorCode {
     Busy,
     /// The local Raft of the group failed (stopped, storage error).
     Raft,
+    /// The node lost its log and is catching up; it does not vote yet. The connection stays.
+    Rejoining,
 }
 
 impl ErrorCode {
@@ -149,6 +163,7 @@ impl ErrorCode {
             ErrorCode::Unexpected => "unexpected",
             ErrorCode::Busy => "busy",
             ErrorCode::Raft => "raft",
+            ErrorCode::Rejoining => "rejoining",
         }
     }
 }

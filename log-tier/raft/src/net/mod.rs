@@ -11,11 +11,13 @@
 //!   [`NetworkFactory`] / [`Network`], openraft's network for one group;
 //! - [`metrics`]: the transport's counters and gauges.
 //!
-//! Peers are authenticated by nothing but their Hello (cluster id, node id in the known peer set,
-//! protocol version). TLS or a PSK challenge (design 4) is later work: the seam is
-//! [`client`]'s dial (after `TcpStream::connect`) and [`server`]'s accept (before the Hello is
-//! read), where the stream would be wrapped; both sides only need `AsyncRead + AsyncWrite`
-//! halves after that point.
+//! Peers: with [`PeerTls`] (`log.cluster.tls`) every connection is mutual TLS, both ends
+//! presenting a certificate that chains to the cluster's CA, and the dialling side checking the
+//! name it dialled against the server's certificate; only then is the Hello (cluster id, node id
+//! in the known peer set, protocol version) exchanged. Any holder of a certificate of the
+//! cluster's CA is a cluster member, as with Kafka's inter-broker mTLS. Without TLS, peers are
+//! known by their Hello alone, which is why the configuration keeps such a cluster on loopback.
+//! Peer addresses are `host:port`, resolved at every dial (a restarted pod has a new address).
 
 pub mod client;
 pub mod codec;
@@ -27,7 +29,10 @@ pub mod server;
 #[cfg(test)]
 mod tests;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use client::{Network, NetworkFactory, Peers};
 pub use error::{ErrorCode, TransportError};
@@ -40,6 +45,42 @@ pub type GroupId = u64;
 
 /// The version of this protocol, sent in Hello; a peer speaking another is refused.
 pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The reading half of a connection, TCP or TLS over it.
+pub(crate) type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a connection, TCP or TLS over it.
+pub(crate) type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Splits a stream into boxed halves.
+pub(crate) fn split<S: AsyncRead + AsyncWrite + Send + 'static>(
+    stream: S,
+) -> (ReadHalf, WriteHalf) {
+    let (read, write) = tokio::io::split(stream);
+    (Box::new(read), Box::new(write))
+}
+
+/// Mutual TLS between peers: the server side (asks for and verifies a client certificate) and
+/// the client side (verifies the server, presents its own certificate), both trusting the
+/// cluster's CA.
+#[derive(Clone)]
+pub struct PeerTls {
+    /// For accepted connections.
+    pub server: Arc<rustls::ServerConfig>,
+    /// For dialled connections.
+    pub client: Arc<rustls::ClientConfig>,
+}
+
+impl std::fmt::Debug for PeerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PeerTls { .. }")
+    }
+}
+
+/// The host of a `host:port` peer address (brackets of an IPv6 literal removed).
+pub(crate) fn host_of(addr: &str) -> &str {
+    let host = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    host.trim_start_matches('[').trim_end_matches(']')
+}
 
 /// Settings of the transport, for the server and the client side of one node.
 #[derive(Debug, Clone)]
@@ -71,6 +112,8 @@ pub struct TransportConfig {
     pub redial_max_delay: Duration,
     /// Frames queued for one connection's writer before senders wait. Default 128.
     pub write_queue: usize,
+    /// Mutual TLS between peers; `None`: plain TCP. Default `None`.
+    pub tls: Option<PeerTls>,
 }
 
 impl Default for TransportConfig {
@@ -86,6 +129,7 @@ impl Default for TransportConfig {
             redial_min_delay: Duration::from_millis(50),
             redial_max_delay: Duration::from_secs(2),
             write_queue: 128,
+            tls: None,
         }
     }
 }

@@ -9,6 +9,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
+use openraft::type_config::async_runtime::watch::WatchReceiver;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -29,9 +30,49 @@ pub type RaftNode = openraft::Raft<TypeConfig, StateMachine>;
 
 /// The Raft groups open on this node, by group id: the node inserts a group's handle when it
 /// opens it and removes it when it closes it. Cheap to clone (shared).
+///
+/// A group may be *rejoining* ([`Groups::set_rejoining`]): its state was pristine when this
+/// node opened it, which on a running cluster means this node lost its disk. Such a node has
+/// forgotten entries it acknowledged as part of a majority, so until it holds what a leader
+/// says is committed it must neither vote (with a lagging node it would elect a leader missing
+/// committed entries) nor stand for election: votes and pre-votes from candidates past the
+/// bootstrap entry are refused ([`ErrorCode::Rejoining`]), and its own (pre-)vote requests are
+/// not sent once its log is past that entry ([`super::client::Network`]). In a new cluster
+/// every follower is pristine and votes for the bootstrapping node, whose log holds only the
+/// initial membership (index 0).
 #[derive(Clone, Default)]
 pub struct Groups {
     inner: Arc<RwLock<HashMap<GroupId, RaftNode>>>,
+    rejoining: Arc<RwLock<HashMap<GroupId, Arc<Rejoin>>>>,
+}
+
+/// What a rejoining group has learnt from leaders: the highest commit index one announced;
+/// and the durable marker that keeps it rejoining across a restart in the middle of catching up
+/// (its log is no longer pristine then).
+#[derive(Debug, Default)]
+struct Rejoin {
+    leader_commit: std::sync::Mutex<Option<u64>>,
+    marker: Option<crate::state::DurableValue>,
+    votes_refused: std::sync::atomic::AtomicU64,
+}
+
+impl Rejoin {
+    fn saw_commit(&self, index: u64) {
+        let mut commit = self
+            .leader_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *commit = Some(commit.map_or(index, |c| c.max(index)));
+    }
+
+    /// Whether a log ending at `last_index` holds every entry a leader said is committed.
+    fn caught_up(&self, last_index: Option<u64>) -> bool {
+        let commit = *self
+            .leader_commit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        matches!((commit, last_index), (Some(c), Some(last)) if last >= c)
+    }
 }
 
 impl Groups {
@@ -43,8 +84,64 @@ impl Groups {
             .insert(group, raft)
     }
 
+    /// Marks `group` as rejoining (see [`Groups`]) until it has caught up; `marker` is then
+    /// set to false.
+    pub(crate) fn set_rejoining(&self, group: GroupId, marker: Option<crate::state::DurableValue>) {
+        let rejoin = Rejoin {
+            leader_commit: std::sync::Mutex::new(None),
+            marker,
+            votes_refused: std::sync::atomic::AtomicU64::new(0),
+        };
+        self.rejoining
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(group, Arc::new(rejoin));
+    }
+
+    /// Whether `group` is rejoining.
+    pub fn is_rejoining(&self, group: GroupId) -> bool {
+        self.rejoin(group).is_some()
+    }
+
+    /// Votes and pre-votes `group` refused while rejoining (`None` once it is not rejoining).
+    pub fn votes_refused(&self, group: GroupId) -> Option<u64> {
+        self.rejoin(group)
+            .map(|r| r.votes_refused.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn rejoin(&self, group: GroupId) -> Option<Arc<Rejoin>> {
+        self.rejoining
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&group)
+            .cloned()
+    }
+
+    pub(crate) fn rejoined(&self, group: GroupId) {
+        let was = self
+            .rejoining
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&group);
+        if let Some(rejoin) = was {
+            if let Some(marker) = &rejoin.marker
+                && let Err(e) = marker.store(&false)
+            {
+                tracing::warn!(group, error = %e, "the rejoining marker could not be cleared");
+            }
+            tracing::info!(
+                group,
+                "caught up with the leader's commit point; voting again"
+            );
+        }
+    }
+
     /// Unregisters `group`; requests for it are refused from now on.
     pub fn remove(&self, group: GroupId) -> Option<RaftNode> {
+        self.rejoining
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&group);
         self.inner
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -134,7 +231,10 @@ async fn accept_loop(listener: TcpListener, shared: Arc<Shared>, stopped: watch:
         let _ = stream.set_nodelay(true);
         let Ok(permit) = Arc::clone(&shared.connections).try_acquire_owned() else {
             metrics::error_reason("busy");
-            tokio::spawn(refuse_busy(stream, shared.config.max_frame_bytes));
+            // A TLS peer could not read a plain Error frame: it sees the connection close.
+            if shared.config.tls.is_none() {
+                tokio::spawn(refuse_busy(stream, shared.config.max_frame_bytes));
+            }
             continue;
         };
         let span = tracing::debug_span!("raft_connection", %remote);
@@ -188,8 +288,24 @@ async fn serve_connection(
 ) {
     let _gauge = ConnectionGauge::open(Side::Server);
     let config = &shared.config;
-    // TLS / PSK seam: wrap `stream` here, before the Hello (see the module docs of `net`).
-    let (read, write) = stream.into_split();
+    let (read, write) = match &config.tls {
+        None => super::split(stream),
+        Some(tls) => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::clone(&tls.server));
+            match tokio::time::timeout(config.handshake_timeout, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => super::split(stream),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "peer refused: TLS handshake failed");
+                    metrics::error_reason("tls");
+                    return;
+                }
+                Err(_) => {
+                    metrics::error_reason("handshake_timeout");
+                    return;
+                }
+            }
+        }
+    };
     let mut reader = FrameReader::new(BufReader::new(read), config.max_frame_bytes);
     let (tx, rx) = mpsc::channel(config.max_in_flight_per_connection + 2);
     let writer = tokio::spawn(write_loop(write, rx));
@@ -388,8 +504,13 @@ async fn handle_request(frame: Frame, groups: Groups, reply: Reply, _permit: Own
             .error(correlation, group, ErrorCode::UnknownGroup, message)
             .await;
     };
-    match dispatch(frame, raft).await {
+    match dispatch(frame, &groups, raft).await {
         Ok(body) => reply.response(correlation, group, body).await,
+        Err(Failure::Rejoining(message)) => {
+            reply
+                .error(correlation, group, ErrorCode::Rejoining, message)
+                .await;
+        }
         Err(Failure::Decode(e)) => {
             reply
                 .error(correlation, group, ErrorCode::Malformed, e)
@@ -406,21 +527,44 @@ async fn handle_request(frame: Frame, groups: Groups, reply: Reply, _permit: Own
 enum Failure {
     Decode(TransportError),
     Raft(String),
+    Rejoining(String),
 }
 
-async fn dispatch(frame: Frame, raft: RaftNode) -> Result<Bytes, Failure> {
+async fn dispatch(frame: Frame, groups: &Groups, raft: RaftNode) -> Result<Bytes, Failure> {
     let raft_failed = |e: &dyn std::error::Error| Failure::Raft(e.to_string());
+    let rejoin = groups.rejoin(frame.group);
     match frame.kind {
         Kind::AppendEntries => {
             let rpc = codec::decode_append_entries(frame.body).map_err(Failure::Decode)?;
+            if let (Some(rejoin), Some(commit)) = (&rejoin, &rpc.leader_commit) {
+                rejoin.saw_commit(commit.index);
+            }
             let response = raft
                 .append_entries(rpc)
                 .await
                 .map_err(|e| raft_failed(&e))?;
+            if let Some(rejoin) = rejoin
+                && rejoin.caught_up(raft.metrics().borrow_watched().last_log_index)
+            {
+                groups.rejoined(frame.group);
+            }
             codec::to_json("append entries response", &response).map_err(Failure::Decode)
         }
         Kind::Vote | Kind::PreVote => {
-            let rpc = codec::from_json("vote", &frame.body).map_err(Failure::Decode)?;
+            let rpc: openraft::raft::VoteRequest<TypeConfig> =
+                codec::from_json("vote", &frame.body).map_err(Failure::Decode)?;
+            if let Some(rejoin) = &rejoin
+                && rpc.last_log_id.is_some_and(|l| l.index > 0)
+            {
+                rejoin
+                    .votes_refused
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(Failure::Rejoining(
+                    "this node lost its log and is catching up: it votes once it holds what \
+                     the leader has committed"
+                        .to_owned(),
+                ));
+            }
             let response = if frame.kind == Kind::Vote {
                 raft.vote(rpc).await
             } else {

@@ -24,7 +24,7 @@ fn peers(node: u64) -> Peers {
     for other in 1..=3 {
         if other != node {
             // Placeholder addresses: the server only needs to know the ids.
-            peers.set_addr(other, "127.0.0.1:9".parse().unwrap());
+            peers.set_addr(other, "127.0.0.1:9");
         }
     }
     peers
@@ -224,7 +224,7 @@ async fn a_connection_over_the_cap_is_refused_busy() {
             ..TransportConfig::default()
         },
     );
-    peers.set_addr(2, "127.0.0.1:9".parse().unwrap());
+    peers.set_addr(2, "127.0.0.1:9");
     let server = RaftServer::spawn(listener, peers, Groups::default()).unwrap();
     let _first = Raw::hello(server.local_addr()).await;
     let mut second = Raw::connect(server.local_addr()).await;
@@ -246,7 +246,7 @@ async fn an_idle_connection_is_closed() {
             ..TransportConfig::default()
         },
     );
-    peers.set_addr(2, "127.0.0.1:9".parse().unwrap());
+    peers.set_addr(2, "127.0.0.1:9");
     let server = RaftServer::spawn(listener, peers, Groups::default()).unwrap();
     let mut raw = Raw::hello(server.local_addr()).await;
     // Nothing sent: the server closes it (well before `WAIT`, which `next` is bounded by).

@@ -2,6 +2,8 @@
 //! writes through a leader, and reading a replica's log back.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)] // each test uses a part
 
+pub(crate) mod nodes;
+
 use bytes::Bytes;
 use headwater_log::batch::{self, ProducerFields};
 use headwater_log::{
