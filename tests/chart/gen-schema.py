@@ -6,20 +6,59 @@ Every key of values.yaml becomes a property, typed from its default; every objec
 defines is closed (`additionalProperties: false`), so a typo such as `logNode.replica` is an
 error. Maps whose keys the user picks (labels, annotations, headwater.yaml settings, topics,
 schema files) are typed by their values instead. Kubernetes objects passed through as they are
-(affinity, tolerations, security contexts, env, volumes) are typed as objects here: the API
-server and the strict kubeconform schemas check their insides in the rendered manifests.
+(affinity, tolerations, security contexts, env, volumes, NetworkPolicy peers) take the strict
+schemas of their API types for the newest Kubernetes pinned (kubernetes-validate's, copied
+into `$defs` without their descriptions), so typos inside them are errors too.
 With --check, exit 1 when the committed schema differs from the generated one.
 """
 import fnmatch
 import json
 import os
+import re
 import sys
 
+import kubernetes_validate
 import yaml
 
+K8S_DEFS_VERSION = "1.37.0"
+K8S_DEFS = os.path.join(os.path.dirname(kubernetes_validate.__file__), "kubernetes-json-schema",
+                        f"v{K8S_DEFS_VERSION}-local-strict", "_definitions.json")
+USED_DEFS = set()
+
+
+def k8s(name):
+    """A reference to the strict schema of a Kubernetes API type."""
+    USED_DEFS.add(name)
+    return {"$ref": f"#/$defs/{name}"}
+
+
+def k8s_list(name):
+    return {"type": "array", "items": k8s(name)}
+
+
+def strip(node):
+    if isinstance(node, dict):
+        return {k: strip(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [strip(v) for v in node]
+    return node
+
+
+def k8s_defs():
+    """The definitions USED_DEFS name, and every definition they reference."""
+    with open(K8S_DEFS) as f:
+        defs = json.load(f)["$defs"]
+    out, todo = {}, sorted(USED_DEFS)
+    while todo:
+        name = todo.pop()
+        if name in out:
+            continue
+        out[name] = strip(defs[name])
+        todo += re.findall(r'#/\$defs/([^"]+)"', json.dumps(defs[name]))
+    return dict(sorted(out.items()))
+
 STR_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
-K8S_OBJECT = {"type": "object", "description": "a Kubernetes object, checked in the rendered manifest"}
-K8S_LIST = {"type": "array", "items": {"type": "object"}}
+CORE = "io.k8s.api.core.v1."
 QUANTITY = {"type": ["string", "number"]}
 BUDGET = {"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^[0-9]{1,3}%$"}, {"type": "null"}]}
 SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
@@ -56,16 +95,16 @@ RULES = {
     "*.resources": {"type": "object", "additionalProperties": False, "properties": {
         "requests": {"type": "object", "additionalProperties": QUANTITY},
         "limits": {"type": "object", "additionalProperties": QUANTITY},
-        "claims": K8S_LIST}},
-    "*.affinity": K8S_OBJECT,
-    "*.podSecurityContext": K8S_OBJECT,
-    "*.securityContext": K8S_OBJECT,
-    "*.tolerations": K8S_LIST,
-    "*.topologySpreadConstraints": K8S_LIST,
-    "*.extraEnv": K8S_LIST,
-    "*.extraEnvFrom": K8S_LIST,
-    "*.extraVolumes": K8S_LIST,
-    "*.extraVolumeMounts": K8S_LIST,
+        "claims": k8s_list(CORE + "ResourceClaim")}},
+    "*.affinity": k8s(CORE + "Affinity"),
+    "*.podSecurityContext": k8s(CORE + "PodSecurityContext"),
+    "*.securityContext": k8s(CORE + "SecurityContext"),
+    "*.tolerations": k8s_list(CORE + "Toleration"),
+    "*.topologySpreadConstraints": k8s_list(CORE + "TopologySpreadConstraint"),
+    "*.extraEnv": k8s_list(CORE + "EnvVar"),
+    "*.extraEnvFrom": k8s_list(CORE + "EnvFromSource"),
+    "*.extraVolumes": k8s_list(CORE + "Volume"),
+    "*.extraVolumeMounts": k8s_list(CORE + "VolumeMount"),
     "*.logFormat": {"type": "string", "enum": ["human", "json"]},
     "*.service.type": {"type": "string", "enum": ["ClusterIP", "NodePort", "LoadBalancer"]},
     "*.service.port": {"type": "integer", "minimum": 1, "maximum": 65535},
@@ -97,7 +136,7 @@ RULES = {
     "*.maxReplicas": {"type": "integer", "minimum": 1},
     "*.targetCPUUtilizationPercentage": {"type": "integer", "minimum": 1, "maximum": 100},
     "*.terminationGracePeriodSeconds": {"type": "integer", "minimum": 0},
-    "networkPolicy.kafkaAllowFrom": K8S_LIST,
+    "networkPolicy.kafkaAllowFrom": k8s_list("io.k8s.api.networking.v1.NetworkPolicyPeer"),
     "serviceMonitor.labels": STR_MAP,
     "serviceMonitor.interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
     "serviceMonitor.bearerTokenSecret": {"type": "object", "additionalProperties": False,
@@ -133,8 +172,9 @@ def main():
     chart = sys.argv[1]
     with open(os.path.join(chart, "values.yaml")) as f:
         values = yaml.safe_load(f)
-    schema = {"$schema": "http://json-schema.org/draft-07/schema#", "title": "Headwater chart values"}
+    schema = {"$schema": "https://json-schema.org/draft/2020-12/schema", "title": "Headwater chart values"}
     schema.update(infer("", values))
+    schema["$defs"] = k8s_defs()
     text = json.dumps(schema, indent=2) + "\n"
     target = os.path.join(chart, "values.schema.json")
     if "--check" in sys.argv:
