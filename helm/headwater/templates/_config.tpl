@@ -86,6 +86,9 @@ log:
   cluster:
     id: {{ $v.logNode.clusterId | quote }}
     # node_id comes from HEADWATER_LOG__CLUSTER__NODE_ID (the pod's ordinal, from 1).
+    # Peers dial the pod's DNS name; the pod binds every address (its name may not resolve
+    # before the pod is up).
+    listen: "0.0.0.0:{{ $v.logNode.replication.port }}"
     nodes:
       {{- range $i := until (int $v.logNode.replicas) }}
       {{- $host := include "headwater.logPodHost" (list $root (add1 $i)) }}
