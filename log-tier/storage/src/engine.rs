@@ -16,7 +16,7 @@ use crate::config::LogConfig;
 use crate::error::{LogError, Result};
 use crate::log::PartitionOffsets;
 use crate::offsets::OffsetStore;
-use crate::partition::Partition;
+use crate::partition::{Partition, PendingAppend};
 use crate::topic::Topic;
 use data_dir::{CLEAN_SHUTDOWN, free_bytes, lock_dir, write_clean_marker};
 
@@ -372,15 +372,36 @@ impl LogEngine {
     }
 
     /// Appends raw RecordBatch v2 bytes (one or more whole batches, uncompressed or compressed,
-    /// as a Kafka producer sends them) to a partition. Each batch is checked against the
-    /// topic's `max_message_bytes` as received, and a compressed one may inflate to at most
-    /// [`LogEngine::max_inflated_bytes`] (checked while decompressing, on a blocking thread).
-    /// Base offsets are rewritten (the CRC does not cover them); idempotent producers' batches
-    /// are checked by producer id, epoch and sequence, and a retried batch returns its original
-    /// base offset without a second write. Resolves once durable under the topic's flush policy
-    /// with the base offset of the first batch.
+    /// as a Kafka producer sends them) to a partition: [`LogEngine::write_batch`], then waits
+    /// until durable under the topic's flush policy. Resolves with the base offset of the
+    /// first batch.
     #[instrument(level = "debug", skip_all, fields(topic = %topic, partition = partition, bytes = batch.len()))]
     pub async fn append_batch(&self, topic: &str, partition: i32, batch: Bytes) -> Result<i64> {
+        self.write_batch(topic, partition, batch)
+            .await?
+            .durable()
+            .await
+    }
+
+    /// Writes raw RecordBatch v2 bytes to a partition without waiting for durability: when
+    /// this resolves the batches are in the log, after every batch written before, and
+    /// [`PendingAppend::durable`] waits for the fsync the flush policy asks for. A caller that
+    /// must keep its appends in order (a Kafka connection with several Produces in flight)
+    /// awaits this for one request before writing the next, and may wait for durability of
+    /// many at once.
+    ///
+    /// Each batch is checked against the topic's `max_message_bytes` as received, and a
+    /// compressed one may inflate to at most [`LogEngine::max_inflated_bytes`] (checked while
+    /// decompressing, on a blocking thread). Base offsets are rewritten (the CRC does not
+    /// cover them); idempotent producers' batches are checked by producer id, epoch and
+    /// sequence, and a retried batch answers its original base offset without a second write.
+    #[instrument(level = "debug", skip_all, fields(topic = %topic, partition = partition, bytes = batch.len()))]
+    pub async fn write_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: Bytes,
+    ) -> Result<PendingAppend> {
         let p = self.topic_or_create(topic)?.partition(partition)?.clone();
         let batch = batch
             .try_into_mut()
@@ -392,7 +413,7 @@ impl LogEngine {
         } else {
             crate::partition::validate_batches(batch, &p.settings)?
         };
-        p.append(batches).await
+        p.write_all(batches)
     }
 
     /// Most bytes a compressed batch of `topic` may decompress to:
@@ -493,6 +514,13 @@ impl LogEngine {
             log_start,
             high_watermark,
         })
+    }
+
+    /// The offset the next record written to a partition gets: past every batch written,
+    /// durable or not (the high watermark of [`LogEngine::partition_offsets`] may trail it
+    /// until the next fsync).
+    pub fn log_end_offset(&self, topic: &str, partition: i32) -> Result<i64> {
+        Ok(self.partition(topic, partition)?.state().written.offset)
     }
 
     /// Kafka ListOffsets: earliest, latest, or the first offset at/after a timestamp (`None`

@@ -64,6 +64,7 @@ pub use log::{
 };
 pub use memory::MemoryLog;
 pub use open_files::{DescriptorLimit, raise_open_files_limit};
+pub use partition::PendingAppend;
 pub use replica::{
     Boundary, Entry, EntryId, EntryKind, EntryPayload, EpochEntry, OnDurable, ReplicaLog,
     ReplicaLogState, StoredEntry,

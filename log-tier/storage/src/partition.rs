@@ -84,6 +84,43 @@ pub(crate) struct Written {
     pub schedule_flush: bool,
 }
 
+/// Batches written to a partition, in the log and in order, maybe not yet durable under its
+/// flush policy ([`crate::LogEngine::write_batch`]). Dropping it does not undo the write:
+/// the batches become durable (and readable) with the next fsync all the same.
+#[must_use = "the append is acknowledged only once `durable` resolves"]
+pub struct PendingAppend {
+    partition: Arc<Partition>,
+    /// Never empty (`Partition::write_all`).
+    written: Vec<Written>,
+}
+
+impl PendingAppend {
+    /// Base offset of the first batch (the original one for a retried idempotent batch).
+    pub fn base_offset(&self) -> i64 {
+        self.written[0].base_offset
+    }
+
+    /// Resolves once every batch is durable under the topic's flush policy, with the base
+    /// offset of the first; an error when an fsync failed and the write was rolled back, or
+    /// the partition closed first.
+    pub async fn durable(self) -> Result<i64> {
+        for w in &self.written {
+            self.partition.wait_durable(w).await?;
+        }
+        Ok(self.base_offset())
+    }
+}
+
+impl std::fmt::Debug for PendingAppend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingAppend")
+            .field("topic", &self.partition.topic)
+            .field("partition", &self.partition.id)
+            .field("written", &self.written)
+            .finish()
+    }
+}
+
 /// One partition of a topic.
 pub(crate) struct Partition {
     pub topic: Arc<str>,
@@ -212,13 +249,13 @@ impl Partition {
         (log_start, self.high_watermark().offset)
     }
 
-    /// Appends batches checked by [`validate_batches`] (a Produce request's records for one
-    /// partition), rewriting base offsets; resolves once all are durable. Returns the base
-    /// offset of the first batch (the original one for a retried idempotent batch).
-    pub(crate) async fn append(
+    /// Writes batches checked by [`validate_batches`] (a Produce request's records for one
+    /// partition), rewriting base offsets, without waiting for durability: the batches are in
+    /// the log, in order, when this returns; [`PendingAppend::durable`] then waits for them.
+    pub(crate) fn write_all(
         self: &Arc<Self>,
         batches: Vec<(BytesMut, BatchHeader)>,
-    ) -> Result<i64> {
+    ) -> Result<PendingAppend> {
         if batches.is_empty() {
             return Err(LogError::InvalidBatch("no record batch".to_owned()));
         }
@@ -226,10 +263,10 @@ impl Partition {
         for (batch, header) in batches {
             written.push(self.write(batch, header)?);
         }
-        for w in &written {
-            self.wait_durable(w).await?;
-        }
-        Ok(written[0].base_offset)
+        Ok(PendingAppend {
+            partition: self.clone(),
+            written,
+        })
     }
 
     /// Writes a batch already validated (or encoded by us) without waiting for durability.
