@@ -1,12 +1,18 @@
 //! One client connection: length-prefixed frames in, responses out in request order.
 //!
+//! Produce requests are pipelined once the connection is authenticated (SASL done, or off):
+//! each is written to the log in request order before the next frame is read, and its
+//! response waits for durability in [`in_flight`]'s queue while the connection reads on, up to
+//! [`MAX_PRODUCES_IN_FLIGHT`]. Any other request first waits for every response ahead of it.
+//!
 //! Unknown API keys, unsupported versions (other than ApiVersions, which answers
 //! UNSUPPORTED_VERSION as the protocol asks), undecodable frames and oversized frames close
-//! the connection; nothing a client sends can panic the broker or affect other connections.
-//! When the listener requires SASL, [`SaslState`] gates every request until the client has
-//! authenticated; a refused request or a failed exchange closes the connection. Every request
-//! then runs as the connection's [`Principal`] (from SASL, else a mapped client certificate,
-//! else anonymous), checked against the ACLs before it acts.
+//! the connection (after the responses of the Produces ahead of them); nothing a client sends
+//! can panic the broker or affect other connections. When the listener requires SASL,
+//! [`SaslState`] gates every request until the client has authenticated; a refused request or
+//! a failed exchange closes the connection. Every request then runs as the connection's
+//! [`Principal`] (from SASL, else a mapped client certificate, else anonymous), checked against
+//! the ACLs before it acts.
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,18 +26,21 @@ use kafka_protocol::messages::{
     ApiKey, ApiVersionsResponse, RequestKind, ResponseHeader, ResponseKind,
 };
 use kafka_protocol::protocol::Encodable;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, SemaphorePermit, watch};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::principal::Principal;
 use super::request::{DecodeError, decode_body, decode_head};
 use super::sasl::{After, SaslState};
 use super::{Broker, authorize, data, groups, versions};
+use frame::{Frame, read_frame};
 use headwater_log::security::Operation;
+use in_flight::{Queue, WrittenReply};
 
-/// Time a client may take to send the rest of a frame once its length arrived.
-const FRAME_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+mod frame;
+mod in_flight;
+
 /// Time a response may take to reach a client that stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time from connect to a completed SASL exchange when SASL is required.
@@ -51,12 +60,29 @@ enum Reply {
     Send(BytesMut),
     /// A response, then the connection closes for `reason`.
     SendAndClose(BytesMut, String),
+    /// A Produce written to the log, answered once durable.
+    Written(WrittenReply),
+}
+
+/// What the connection waited for.
+enum Event<'a, R> {
+    /// The read half back, with what reading gave.
+    Read(R, io::Result<Frame<'a>>),
+    /// The oldest queued Produce is answered.
+    Answered(in_flight::Answered<'a>),
+    /// Shutdown began.
+    Shutdown,
+    /// SASL was not completed in time.
+    AuthenticationTimedOut,
 }
 
 /// Serves requests on `stream` (TCP or TLS) until the client closes, errs, or shutdown begins.
+///
+/// The read half is owned by the one frame read in progress (`reading`), kept across
+/// iterations: a half-read frame is never dropped while responses are written.
 pub(crate) async fn serve_connection<S>(
     broker: Arc<Broker>,
-    mut stream: S,
+    stream: S,
     peer: SocketAddr,
     certified: Principal,
     mut shutdown: watch::Receiver<bool>,
@@ -64,214 +90,145 @@ pub(crate) async fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let broker = &*broker;
+    let (reader, mut writer) = tokio::io::split(stream);
+    let mut reader = Some(reader);
+    let mut reading = None;
+    let mut queue = Queue::new();
     let mut sasl = SaslState::new(broker.options.sasl.is_some());
     let deadline = Instant::now() + AUTHENTICATION_TIMEOUT;
     let limits = &broker.options.limits;
     loop {
-        let limit = if sasl.is_open() {
-            limits.max_request_bytes
-        } else {
-            UNAUTHENTICATED_MAX_BYTES.min(limits.max_request_bytes)
-        };
-        let frame = tokio::select! {
-            frame = read_frame(&mut stream, limit, limits.idle_timeout, &broker.request_bytes) => frame?,
-            _ = shutdown.changed() => return Ok(()),
+        if reading.is_none()
+            && !queue.is_full()
+            && let Some(half) = reader.take()
+        {
+            let limit = if sasl.is_open() {
+                limits.max_request_bytes
+            } else {
+                UNAUTHENTICATED_MAX_BYTES.min(limits.max_request_bytes)
+            };
+            let idle = limits.idle_timeout;
+            reading = Some(Box::pin(read_next(half, limit, idle, broker)));
+        }
+        let event = tokio::select! {
+            biased;
+            _ = shutdown.changed() => Event::Shutdown,
+            Some(answered) = queue.next(), if !queue.is_empty() => Event::Answered(answered),
+            (half, frame) = next_read(&mut reading) => Event::Read(half, frame),
             () = tokio::time::sleep_until(deadline), if !sasl.is_open() => {
+                Event::AuthenticationTimedOut
+            }
+        };
+        let (frame, budget) = match event {
+            Event::Answered(answered) => {
+                answered.write(&mut writer).await?;
+                continue;
+            }
+            Event::Shutdown => return queue.drain(&mut writer).await,
+            Event::AuthenticationTimedOut => {
                 return Err(sasl_failure("SASL authentication timed out"));
             }
-        };
-        let (frame, _budget) = match frame {
-            Frame::Request(bytes, budget) => (bytes, budget),
-            Frame::End => return Ok(()),
-            Frame::Idle => {
-                ::metrics::counter!(crate::metrics::KAFKA_IDLE_CLOSED_TOTAL).increment(1);
-                tracing::debug!(%peer, idle = ?limits.idle_timeout, "kafka connection idle: closed");
-                return Ok(());
+            Event::Read(half, frame) => {
+                reading = None;
+                reader = Some(half);
+                match frame {
+                    Ok(Frame::Request(bytes, budget)) => (bytes, budget),
+                    Ok(Frame::End) => return queue.drain(&mut writer).await,
+                    Ok(Frame::Idle) => {
+                        ::metrics::counter!(crate::metrics::KAFKA_IDLE_CLOSED_TOTAL).increment(1);
+                        tracing::debug!(%peer, idle = ?limits.idle_timeout, "kafka connection idle: closed");
+                        return queue.drain(&mut writer).await;
+                    }
+                    Err(error) => return queue.close(&mut writer, error).await,
+                }
             }
         };
+        // A Produce joins the queue; anything else is handled once the queue is answered.
+        let pipelined = sasl.is_open() && is_produce(&frame);
+        if !pipelined {
+            queue.drain(&mut writer).await?;
+        }
         // What the response holds of the listener's fetch budget, until it is written.
         let mut held = None;
         let reply = if sasl.expects_raw_token() {
-            raw_token(&broker, &mut sasl, &frame, peer)?
+            raw_token(broker, &mut sasl, &frame, peer)
         } else {
             let request = Request {
                 frame,
                 peer,
                 certified: &certified,
             };
-            handle_frame(&broker, &mut sasl, request, &mut held).await?
+            handle_frame(broker, &mut sasl, request, &mut held).await
         };
-        let (response, close) = match reply {
-            Reply::Nothing => continue,
-            Reply::Send(response) => (response, None),
-            Reply::SendAndClose(response, reason) => (response, Some(reason)),
+        let reply = match reply {
+            Ok(reply) => reply,
+            Err(error) => return queue.close(&mut writer, error).await,
         };
-        tokio::time::timeout(WRITE_TIMEOUT, async {
-            stream.write_all(&response).await?;
-            stream.flush().await?;
-            if close.is_some() {
-                stream.shutdown().await?;
+        match reply {
+            Reply::Nothing => {}
+            Reply::Send(response) => write_response(&mut writer, &response, false).await?,
+            Reply::SendAndClose(response, reason) => {
+                write_response(&mut writer, &response, true).await?;
+                return Err(sasl_failure(reason));
             }
-            io::Result::Ok(())
-        })
-        .await
-        .map_err(|_| invalid("timed out writing a response"))??;
-        if let Some(reason) = close {
-            return Err(sasl_failure(reason));
+            Reply::Written(written) => {
+                // The frame's share of the request budget is held until the answer is written.
+                queue.push(written.answer(broker), budget);
+                if !pipelined {
+                    queue.drain(&mut writer).await?;
+                }
+            }
         }
     }
+}
+
+/// Whether `frame` (a request, header first) is a Produce: its API key, read before decoding.
+fn is_produce(frame: &[u8]) -> bool {
+    frame.get(..2) == Some(&(ApiKey::Produce as i16).to_be_bytes()[..])
+}
+
+/// Reads the next frame from `half`, giving it back with the frame.
+async fn read_next<R: AsyncRead>(
+    mut half: ReadHalf<R>,
+    limit: usize,
+    idle: Duration,
+    broker: &Broker,
+) -> (ReadHalf<R>, io::Result<Frame<'_>>) {
+    let frame = read_frame(&mut half, limit, idle, &broker.request_bytes).await;
+    (half, frame)
+}
+
+/// The frame read in progress, once it completes (never, when none is).
+async fn next_read<F: Future + Unpin>(reading: &mut Option<F>) -> F::Output {
+    match reading {
+        Some(read) => read.await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one response (then closes the stream when `close`), within [`WRITE_TIMEOUT`].
+async fn write_response<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    response: &[u8],
+    close: bool,
+) -> io::Result<()> {
+    tokio::time::timeout(WRITE_TIMEOUT, async {
+        writer.write_all(response).await?;
+        writer.flush().await?;
+        if close {
+            writer.shutdown().await?;
+        }
+        io::Result::Ok(())
+    })
+    .await
+    .map_err(|_| invalid("timed out writing a response"))?
 }
 
 /// Counts a SASL failure and makes the error that closes the connection.
 fn sasl_failure(reason: impl Into<String>) -> io::Error {
     ::metrics::counter!(crate::metrics::KAFKA_AUTH_FAILURES_TOTAL, "stage" => "sasl").increment(1);
     io::Error::new(io::ErrorKind::PermissionDenied, reason.into())
-}
-
-/// What waiting for the next frame gave.
-enum Frame<'a> {
-    /// A whole frame, and its share of the listener's request-bytes budget (held until the
-    /// request has been answered).
-    Request(Bytes, Option<SemaphorePermit<'a>>),
-    /// The client closed the connection between frames.
-    End,
-    /// No frame began within the idle timeout.
-    Idle,
-}
-
-/// Reads one length-prefixed frame of at most `limit` bytes. The next frame must begin within
-/// `idle` and its body must then arrive within [`FRAME_BODY_TIMEOUT`]. The body of a frame
-/// over [`SMALL_FRAME_BYTES`] takes its first bytes from `budget` as they arrive, so a declared
-/// length holds nothing another connection could use until its bytes are sent, then the rest
-/// at once, so it holds all it needs to finish ([`read_body`]).
-async fn read_frame<'a, S: AsyncRead + Unpin>(
-    stream: &mut S,
-    limit: usize,
-    idle: Duration,
-    budget: &'a Semaphore,
-) -> io::Result<Frame<'a>> {
-    let length = match tokio::time::timeout(idle, stream.read_i32()).await {
-        Err(_) => return Ok(Frame::Idle),
-        Ok(Ok(length)) => length,
-        Ok(Err(error)) if error.kind() == io::ErrorKind::UnexpectedEof => return Ok(Frame::End),
-        Ok(Err(error)) => return Err(error),
-    };
-    let length = usize::try_from(length).map_err(|_| invalid("negative frame length"))?;
-    if length > limit {
-        return Err(invalid(format!(
-            "frame of {length} bytes is over the limit of {limit}"
-        )));
-    }
-    // Small frames pass without the budget, so they never queue behind large ones.
-    let budget = (length > SMALL_FRAME_BYTES).then_some(budget);
-    // Declared before `body` so it is dropped after it: on an error or timeout the memory is
-    // freed before its budget wakes the connections waiting for it.
-    let mut permit = None;
-    let mut body = Vec::new();
-    tokio::time::timeout(
-        FRAME_BODY_TIMEOUT,
-        read_body(stream, length, &mut body, budget, &mut permit),
-    )
-    .await
-    .map_err(|_| invalid("timed out reading a request frame"))??;
-    Ok(Frame::Request(Bytes::from(body), permit))
-}
-
-/// Frames up to this size are read without the request budget (at most this much per
-/// connection, `Limits::max_connections` × 16 KiB in all), so small requests (ApiVersions,
-/// Metadata, heartbeats, most fetches) never queue behind large produces.
-const SMALL_FRAME_BYTES: usize = 16 * 1024;
-
-/// First buffer of a frame body; it doubles as bytes arrive, up to [`WHOLE_AFTER`].
-const FIRST_CHUNK: usize = 8 * 1024;
-/// Once this much of a frame arrived, the frame takes the rest of its declared length from
-/// the budget in one piece, then reserves it in one allocation (one copy of at most this
-/// much; the buffer is then as large as the budget it holds and never grows again).
-///
-/// Up to here a frame takes the budget as its bytes arrive, so a declared length holds
-/// nothing another connection could use until its bytes are sent. Past here it holds all it
-/// needs to finish, so frames read in whole: partial frames that each hold a share of the
-/// budget and wait for more can stall each other only while they hold more than the budget
-/// less one frame (over 150 connections each 1 MiB into a frame, at the defaults), and the
-/// semaphore is fair, so a frame waiting for its rest stops the others from taking more.
-const WHOLE_AFTER: usize = 1024 * 1024;
-/// Most bytes one read of a budgeted frame takes from the budget ahead of their arrival. A
-/// read starts at [`SMALL_FRAME_BYTES`] and doubles while reads fill what they took, so a
-/// connection waiting for bytes holds at most what it already sent plus 16 KiB.
-const BUDGET_CHUNK: usize = 1024 * 1024;
-
-/// Reads exactly `length` bytes into `body` (empty), which grows with what arrived (doubling
-/// from [`FIRST_CHUNK`] to [`WHOLE_AFTER`]), so a declared length commits no memory the
-/// client has not sent. With a `budget`, each read of the first [`WHOLE_AFTER`] bytes first
-/// takes what it may read from it (waiting, unread, while other connections hold it; see
-/// [`BUDGET_CHUNK`]) and gives back what did not arrive; then the rest of the frame is taken
-/// at once before its buffer is reserved. `held` collects the bytes taken, released when the
-/// request has been answered; it always covers the buffer's capacity once past
-/// [`WHOLE_AFTER`].
-async fn read_body<'a, S: AsyncRead + Unpin>(
-    stream: &mut S,
-    length: usize,
-    body: &mut Vec<u8>,
-    budget: Option<&'a Semaphore>,
-    held: &mut Option<SemaphorePermit<'a>>,
-) -> io::Result<()> {
-    fn keep<'a>(held: &mut Option<SemaphorePermit<'a>>, permit: SemaphorePermit<'a>) {
-        match held {
-            Some(all) => all.merge(permit),
-            None => *held = Some(permit),
-        }
-    }
-    fn permits(bytes: usize) -> io::Result<u32> {
-        u32::try_from(bytes).map_err(|_| invalid("frame over u32 bytes"))
-    }
-    body.reserve_exact(length.min(FIRST_CHUNK));
-    let mut grant = SMALL_FRAME_BYTES;
-    // Whether the whole frame is budgeted and reserved.
-    let mut whole = false;
-    while body.len() < length {
-        let left = length - body.len();
-        if body.len() == body.capacity() {
-            if body.len() >= WHOLE_AFTER {
-                if let Some(budget) = budget {
-                    // At most `max_request_bytes`, which the budget's size covers
-                    // (`Broker::new`); the semaphore is never closed.
-                    let rest = budget.acquire_many(permits(left)?).await;
-                    keep(held, rest.map_err(|_| invalid("request budget closed"))?);
-                }
-                whole = true;
-                body.reserve_exact(left);
-            } else {
-                body.reserve_exact(body.len().max(FIRST_CHUNK).min(left));
-            }
-        }
-        let mut room = (body.capacity() - body.len()).min(left);
-        let mut taken = None;
-        if let Some(budget) = budget.filter(|_| !whole) {
-            room = room.min(grant);
-            // `room` is at most BUDGET_CHUNK, far below the budget's size (`Broker::new`), so
-            // this resolves once other frames are done; the semaphore is never closed.
-            let permit = budget.acquire_many(permits(room)?).await;
-            taken = Some(permit.map_err(|_| invalid("request budget closed"))?);
-        }
-        let read = (&mut *stream).take(room as u64).read_buf(body).await?;
-        if read == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                format!("connection closed {left} bytes before the end of a frame"),
-            ));
-        }
-        grant = if read == room {
-            (grant * 2).min(BUDGET_CHUNK)
-        } else {
-            SMALL_FRAME_BYTES
-        };
-        if let Some(mut permit) = taken {
-            // Give back what did not arrive; keep what did.
-            drop(permit.split(room - read));
-            keep(held, permit);
-        }
-    }
-    Ok(())
 }
 
 /// The token after a v0 SaslHandshake, sent raw: success answers an empty server token,
@@ -353,6 +310,16 @@ async fn handle_frame(
             let (response, after) = sasl_authenticate(broker, sasl, &r.auth_bytes, peer)?;
             (Some(ResponseKind::SaslAuthenticate(response)), after)
         }
+        // Written in order now, answered once durable (`in_flight`).
+        RequestKind::Produce(r) => {
+            let principal = sasl.principal().unwrap_or(certified);
+            let produce = data::produce(broker, principal, r).await;
+            return Ok(Reply::Written(WrittenReply {
+                produce,
+                correlation_id,
+                version,
+            }));
+        }
         other => {
             let client_id = header.client_id.as_ref().map_or("", |c| c.as_str());
             let principal = sasl.principal().unwrap_or(certified);
@@ -419,11 +386,6 @@ async fn dispatch(
         }
         RequestKind::Metadata(r) => {
             ResponseKind::Metadata(data::metadata(broker, principal, r, version))
-        }
-        RequestKind::Produce(r) => {
-            return data::produce(broker, principal, r)
-                .await
-                .map(ResponseKind::Produce);
         }
         RequestKind::Fetch(r) => {
             let (response, budget) = data::fetch(broker, principal, r).await;

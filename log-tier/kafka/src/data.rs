@@ -28,9 +28,9 @@ use super::codes::{NONE, code};
 use super::principal::Principal;
 use super::{Broker, authorize};
 use headwater_log::LogError;
-use headwater_log::OffsetSpec;
 use headwater_log::batch::BatchHeader;
 use headwater_log::security::{Operation, ResourceType};
+use headwater_log::{OffsetSpec, PendingAppend};
 
 #[cfg(test)]
 mod cluster_tests;
@@ -280,16 +280,18 @@ impl<'a> Creations<'a> {
     }
 }
 
-/// Produce: each partition's batches appended (idempotence checked by the engine); `None`
-/// for acks=0, which gets no response. Topics `principal` may not write are refused
-/// (TOPIC_AUTHORIZATION_FAILED), so are producer ids another principal owns
-/// (INVALID_PRODUCER_ID_MAPPING); a tenant's batches are stamped and checked first
-/// ([`crate::stamp`]), a refused one answered INVALID_RECORD with the reason.
+/// Produce, its ordered phase: each partition's batches written (idempotence checked by the
+/// engine), not yet durable; [`WrittenProduce::durable`] waits for durability and answers.
+/// Topics `principal` may not write are refused (TOPIC_AUTHORIZATION_FAILED), so are producer
+/// ids another principal owns (INVALID_PRODUCER_ID_MAPPING); a tenant's batches are stamped
+/// and checked first ([`crate::stamp`]), a refused one answered INVALID_RECORD with the
+/// reason. A partition replicated through Raft is appended whole here (written and committed
+/// by a majority): its Produce is not pipelined.
 pub(crate) async fn produce(
     broker: &Broker,
     principal: &Principal,
     request: ProduceRequest,
-) -> Option<ProduceResponse> {
+) -> WrittenProduce {
     let transactional = request.transactional_id.is_some();
     let creations = &Creations::new(broker);
     let appends = request.topic_data.iter().flat_map(|topic| {
@@ -314,10 +316,61 @@ pub(crate) async fn produce(
             }
         })
     });
+    // Polled in order: partitions whose batches need no decompression are written in the
+    // order the request lists them.
     let results = join_all(appends).await;
-    if request.acks == 0 {
-        return None;
+    WrittenProduce {
+        acks: request.acks,
+        results,
     }
+}
+
+/// What a partition's append gave or refused: an error code and message.
+type PartitionResult<T> = Result<T, (i16, Option<String>)>;
+
+/// A partition's batches once written.
+enum Stored {
+    /// In the local log, waiting for durability.
+    Pending(PendingAppend),
+    /// Committed already (a replicated partition): the base offset.
+    Committed(i64),
+}
+
+/// A Produce request whose batches are written, in request order, and may still wait for
+/// durability ([`produce`]).
+pub(crate) struct WrittenProduce {
+    acks: i16,
+    results: Vec<(String, i32, PartitionResult<Stored>)>,
+}
+
+impl WrittenProduce {
+    /// Waits until every written batch is durable, then answers; `None` for acks=0, which
+    /// gets no response (after its batches are durable all the same, so a connection's
+    /// appends in flight stay bounded).
+    pub(crate) async fn durable(self, broker: &Broker) -> Option<ProduceResponse> {
+        let durable = self
+            .results
+            .into_iter()
+            .map(|(name, index, result)| async move {
+                let result = match result {
+                    Ok(Stored::Pending(pending)) => {
+                        pending.durable().await.map_err(|e| (code(&e), None))
+                    }
+                    Ok(Stored::Committed(base_offset)) => Ok(base_offset),
+                    Err(refused) => Err(refused),
+                };
+                (name, index, result)
+            });
+        let results = join_all(durable).await;
+        (self.acks != 0).then(|| produce_response(broker, results))
+    }
+}
+
+/// The Produce response of each partition's outcome, topics in the order they first appear.
+fn produce_response(
+    broker: &Broker,
+    results: Vec<(String, i32, PartitionResult<i64>)>,
+) -> ProduceResponse {
     let mut response = ProduceResponse::default();
     // Where each topic's partitions go in `response.responses`.
     let mut topics: HashMap<String, usize> = HashMap::new();
@@ -351,18 +404,19 @@ pub(crate) async fn produce(
             }
         }
     }
-    Some(response)
+    response
 }
 
-/// Appends one partition's records as `principal`: its producer id must be its own, and a
-/// tenant's batch is stamped and checked before it is stored.
+/// Writes one partition's records as `principal`: its producer id must be its own, and a
+/// tenant's batch is stamped and checked before it is stored. A replicated partition's batch
+/// is committed before this resolves; a local one is written, durable later.
 async fn append_as(
     creations: &Creations<'_>,
     principal: &Principal,
     topic: &str,
     partition: i32,
     records: Bytes,
-) -> Result<i64, (i16, Option<String>)> {
+) -> PartitionResult<Stored> {
     let broker = creations.broker;
     let producer_id = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
     if !broker.producers.check(producer_id, principal) {
@@ -415,6 +469,7 @@ async fn append_as(
         return cluster
             .append(topic, partition, records)
             .await
+            .map(Stored::Committed)
             .map_err(|e| (e.code(), Some(e.to_string())));
     }
     let engine = &broker.engine;
@@ -428,8 +483,9 @@ async fn append_as(
         }
     }
     engine
-        .append_batch(topic, partition, records)
+        .write_batch(topic, partition, records)
         .await
+        .map(Stored::Pending)
         .map_err(|e| (code(&e), None))
 }
 

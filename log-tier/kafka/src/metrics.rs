@@ -29,6 +29,11 @@ pub const KAFKA_IDLE_CLOSED_TOTAL: &str = "headwater_log_kafka_idle_connections_
 /// `session_timeout`).
 pub const KAFKA_LIMIT_REFUSALS_TOTAL: &str = "headwater_log_kafka_limit_refusals_total";
 
+/// Produce requests written to the log and not yet answered, over all connections: each waits
+/// for durability while its connection reads on (at most `MAX_PRODUCES_IN_FLIGHT` per
+/// connection).
+pub const KAFKA_INFLIGHT_PRODUCES: &str = "headwater_log_kafka_inflight_produces";
+
 /// Registers descriptions with the installed recorder; call once at start-up.
 pub fn describe() {
     describe_counter!(
@@ -51,6 +56,10 @@ pub fn describe() {
     describe_counter!(
         KAFKA_IDLE_CLOSED_TOTAL,
         "Kafka connections closed for sending no request within the idle timeout"
+    );
+    describe_gauge!(
+        KAFKA_INFLIGHT_PRODUCES,
+        "Kafka Produce requests written to the log and waiting for durability before their answer"
     );
     describe_counter!(
         KAFKA_LIMIT_REFUSALS_TOTAL,

@@ -2,6 +2,10 @@
 
 use proptest::prelude::*;
 
+use tokio::io::AsyncReadExt;
+use tokio::sync::Semaphore;
+
+use super::frame::{SMALL_FRAME_BYTES, read_body};
 use super::*;
 use crate::{KafkaOptions, StaticCredentials};
 use headwater_log::LogConfig;
@@ -35,11 +39,21 @@ fn api_versions_frame(correlation_id: i32) -> Vec<u8> {
 
 /// A request frame (length prefix, header, body) of `api_key` in `version`.
 fn frame_of(api_key: ApiKey, version: i16, body: &impl Encodable) -> Vec<u8> {
+    request_frame(api_key, version, 1, body)
+}
+
+/// A request frame of `api_key` in `version` with `correlation_id`.
+fn request_frame(
+    api_key: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &impl Encodable,
+) -> Vec<u8> {
     use kafka_protocol::messages::RequestHeader;
     let mut header = RequestHeader::default();
     header.request_api_key = api_key as i16;
     header.request_api_version = version;
-    header.correlation_id = 1;
+    header.correlation_id = correlation_id;
     let mut out = BytesMut::new();
     header
         .encode(&mut out, api_key.request_header_version(version))
@@ -311,6 +325,8 @@ async fn frames_larger_together_than_the_budget_are_read_in_turn_without_a_stall
         .expect("read without waiting for the body timeout");
     assert_eq!(budget.available_permits(), 5 * MIB, "all given back");
 }
+
+mod pipelined;
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]

@@ -155,6 +155,8 @@ async fn produce_goes_through_the_leader_path_and_elsewhere_is_not_leader() {
     request.topic_data.push(topic);
     let response = super::produce(&broker, &Principal::anonymous(), request)
         .await
+        .durable(&broker)
+        .await
         .unwrap();
     let answers = &response.responses[0].partition_responses;
     assert_eq!((answers[0].error_code, answers[0].base_offset), (0, 42));
