@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{Headwater, Listener};
+use common::{Headwater, Listener, metric};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -67,13 +67,8 @@ impl Part {
 
     /// The value of `headwater_router_tasks{route="copy"}` in /metrics.
     async fn tasks(&self, http: &reqwest::Client) -> Option<u32> {
-        let url = format!("http://{}/metrics", self.ops);
-        let text = http.get(&url).send().await.ok()?.text().await.ok()?;
-        text.lines()
-            .find(|l| l.starts_with("headwater_router_tasks{") && l.contains("route=\"copy\""))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map(|v| v as u32)
+        let tasks = common::metric(http, &self.ops, "headwater_router_tasks{route=\"copy\"}").await;
+        tasks.map(|v| v as u32)
     }
 }
 
@@ -97,16 +92,7 @@ fn command(name: &str, args: &[&str], brokers: Option<&str>, dir: &Path) -> Comm
 async fn post(http: &reqwest::Client, gateway: &str, tag: &str, n: usize) -> Vec<String> {
     let ids: Vec<String> = (0..n).map(|i| format!("{tag}-{i}")).collect();
     for chunk in ids.chunks(50) {
-        let events: Vec<serde_json::Value> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, id)| {
-                serde_json::json!({
-                    "id": id, "type": "playback.start", "source": format!("dev-{}", i % 17),
-                    "payload": {"title_id": "t1", "position_ms": i},
-                })
-            })
-            .collect();
+        let events = common::playback_events(chunk);
         let r = http
             .post(format!("http://{gateway}/v1/events"))
             .json(&events)
@@ -302,22 +288,6 @@ fn client_config(
     let file = dir.join(format!("{name}.yaml"));
     std::fs::write(&file, yaml).unwrap();
     file
-}
-
-/// The value of the series `line_start` (name and labels) in the Prometheus text at `ops`.
-async fn metric(http: &reqwest::Client, ops: &str, line_start: &str) -> Option<f64> {
-    let text = http
-        .get(format!("http://{ops}/metrics"))
-        .send()
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

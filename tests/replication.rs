@@ -8,7 +8,7 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::kafka_wire::{Dec, Enc, Wire};
+use common::log_cluster::{Cluster, free_port, log_node};
 use common::{Headwater, Listener};
 use headwater_testing::{Fault, FaultProxy};
 use rdkafka::config::RDKafkaLogLevel;
@@ -26,123 +27,7 @@ use rdkafka::producer::{
 };
 use rdkafka::{ClientConfig, ClientContext, Message, Offset, TopicPartitionList};
 
-const BIN: &str = env!("CARGO_BIN_EXE_headwater");
 const TOPIC: &str = "orders";
-
-/// A loopback port nobody listens on right now (the nodes' addresses must be known to all
-/// three before any starts).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Cluster {
-    config: PathBuf,
-    kafka: BTreeMap<u64, String>,
-    root: tempfile::TempDir,
-    nodes: BTreeMap<u64, Headwater>,
-}
-
-impl Cluster {
-    fn new() -> Self {
-        Self::build(false)
-    }
-
-    /// Log nodes that know each other by host name (`localhost`) over mutual TLS
-    /// (`log.cluster.tls`, a private CA's certificate for `localhost` on every node).
-    fn over_tls() -> Self {
-        Self::build(true)
-    }
-
-    fn build(tls: bool) -> Self {
-        let root = tempfile::tempdir().unwrap();
-        let tls_yaml = if tls {
-            let dir = root.path().join("pki");
-            std::fs::create_dir_all(&dir).unwrap();
-            let pki = headwater_testing::pki::Pki::generate(&dir, "unused").unwrap();
-            let file = |name: &str| pki.file(name).display().to_string();
-            format!(
-                "    tls: {{ cert_file: \"{}\", key_file: \"{}\", ca_file: \"{}\" }}\n",
-                file("server.pem"),
-                file("server.key"),
-                file("ca.pem")
-            )
-        } else {
-            String::new()
-        };
-        let host = if tls { "localhost" } else { "127.0.0.1" };
-        let mut kafka = BTreeMap::new();
-        let mut nodes_yaml = String::new();
-        for id in 1..=3u64 {
-            let k = format!("127.0.0.1:{}", free_port());
-            let r = format!("{host}:{}", free_port());
-            nodes_yaml.push_str(&format!(
-                "      - {{ id: {id}, replication: \"{r}\", kafka: \"{k}\" }}\n"
-            ));
-            kafka.insert(id, k);
-        }
-        let config = root.path().join("headwater.yaml");
-        std::fs::write(
-            &config,
-            format!(
-                "log:\n  flush: {{ mode: every_append }}\n  topics:\n    {TOPIC}: {{ partitions: 2 }}\n  cluster:\n    id: replication-test\n{tls_yaml}    nodes:\n{nodes_yaml}"
-            ),
-        )
-        .unwrap();
-        Self {
-            config,
-            kafka,
-            root,
-            nodes: BTreeMap::new(),
-        }
-    }
-
-    fn data(&self, id: u64) -> PathBuf {
-        self.root.path().join(format!("node-{id}"))
-    }
-
-    fn start(&mut self, id: u64) {
-        let mut command = Command::new(BIN);
-        command
-            .arg("log-node")
-            .arg("--config")
-            .arg(&self.config)
-            .args(["--node-id", &id.to_string()])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--kafka-listen",
-                &self.kafka[&id],
-            ])
-            .arg("--data-dir")
-            .arg(self.data(id))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("HEADWATER_CONFIG");
-        let mut node = Headwater::spawn(&format!("log-node-{id}"), command);
-        node.addr(Listener::Kafka);
-        self.nodes.insert(id, node);
-    }
-
-    fn kill(&mut self, id: u64) {
-        let mut node = self.nodes.remove(&id).unwrap();
-        node.child.kill().unwrap();
-        node.child.wait().unwrap();
-    }
-
-    fn bootstrap(&self) -> String {
-        self.kafka.values().cloned().collect::<Vec<_>>().join(",")
-    }
-
-    fn stderr(&self) -> String {
-        self.nodes
-            .iter()
-            .map(|(id, n)| format!("--- node {id}\n{}", n.stderr()))
-            .collect()
-    }
-}
 
 fn consumer(bootstrap: &str) -> BaseConsumer {
     ClientConfig::new()
@@ -237,7 +122,7 @@ fn the_java_client_follows_a_leader_move() {
         )
     });
     // The log nodes replicate over mutual TLS, by host name.
-    let mut cluster = Cluster::over_tls();
+    let mut cluster = Cluster::over_tls(&[(TOPIC, 2)]);
     for id in 1..=3 {
         cluster.start(id);
     }
@@ -374,7 +259,7 @@ async fn assert_ready_with_one_leader(cluster: &mut Cluster) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_a_killed_leader_exactly_once_at_dense_offsets() {
-    let mut cluster = Cluster::new();
+    let mut cluster = Cluster::new(&[(TOPIC, 2)]);
     for id in 1..=3 {
         cluster.start(id);
     }
@@ -581,24 +466,8 @@ impl FaultCluster {
     }
 
     fn start(&mut self, id: u64) {
-        let mut command = Command::new(BIN);
-        command
-            .arg("log-node")
-            .arg("--config")
-            .arg(&self.configs[&id])
-            .args(["--node-id", &id.to_string()])
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--kafka-listen",
-                &self.kafka[&id].to_string(),
-            ])
-            .arg("--data-dir")
-            .arg(self.data(id))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .env_remove("HEADWATER_CONFIG");
-        let mut node = Headwater::spawn(&format!("log-node-{id}"), command);
-        node.addr(Listener::Kafka);
+        let kafka = self.kafka[&id].to_string();
+        let node = log_node(&self.configs[&id], id, &kafka, &self.data(id));
         self.nodes.insert(id, node);
     }
 

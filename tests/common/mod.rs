@@ -7,6 +7,7 @@
 pub(crate) mod http_raw;
 pub(crate) mod ingest_client;
 pub(crate) mod kafka_wire;
+pub(crate) mod log_cluster;
 pub(crate) mod payloads;
 pub(crate) mod record_batch;
 
@@ -38,6 +39,37 @@ pub(crate) fn unique(prefix: &str) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{prefix}-{}-{nanos:x}", std::process::id())
+}
+
+/// Valid `playback.start` events with the ids `ids` (sources `dev-0` … `dev-16`), as
+/// `POST /v1/events` takes them.
+pub(crate) fn playback_events(ids: &[String]) -> Vec<Value> {
+    ids.iter()
+        .enumerate()
+        .map(|(i, id)| {
+            serde_json::json!({
+                "id": id, "type": "playback.start", "source": format!("dev-{}", i % 17),
+                "payload": {"title_id": "t1", "position_ms": i},
+            })
+        })
+        .collect()
+}
+
+/// The value of the series `line_start` (name and labels) in the Prometheus text that
+/// `GET http://{ops}/metrics` answers; `None` when unreachable or absent.
+pub(crate) async fn metric(http: &reqwest::Client, ops: &str, line_start: &str) -> Option<f64> {
+    let text = http
+        .get(format!("http://{ops}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// The stored SCRAM credential of `password` for `mechanism` (`SCRAM-SHA-256` or

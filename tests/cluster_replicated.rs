@@ -1,0 +1,592 @@
+//! The gateway and the router as separate processes over a replicated log tier: three
+//! `headwater log-node` processes (`log.cluster`, RF=3, `flush.mode: every_append`, every topic
+//! the gateway and the router use declared in `log.topics`), one `headwater gateway` with all
+//! three Kafka addresses as `log.client.brokers`, and two `headwater router` replicas copying
+//! `events` to `events.copy`. Two posters send batches of events with distinct ids, retrying an
+//! answer other than 200-all-accepted with the same ids, while the leader of `events` partition
+//! 0 is killed (SIGKILL) and later restarted on its disk. Then every acknowledged event is in
+//! `events` exactly once (the gateway's idempotent producer and its dedup by event id) and
+//! nothing else is, and every one is in `events.copy` at least once, read by event id through
+//! rdkafka from the running nodes. The gap from the kill to the first accepted POST is printed
+//! (a test observation, not an assertion).
+//!
+//! Downstream duplicates are counted and located, not asserted away: the router is
+//! at-least-once, and the killed node also leads `__consumer_offsets` (the lowest id
+//! initialises every group), so the group coordinator moves. Membership lives in the
+//! coordinator's memory: the new one hands all four partitions to the first replica that
+//! rejoins while the other still runs its tasks until its next heartbeat finds it unknown. Both
+//! send the same records, and the stale replica's commit can move `router.copy`'s offset back,
+//! so the final owner sends that range again (hundreds of extra copies in some runs).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
+
+mod common;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::log_cluster::Cluster;
+use common::{Headwater, Listener};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+
+const SOURCE: &str = "events";
+const COPY: &str = "events.copy";
+const PARTITIONS: i32 = 4;
+/// Every topic the gateway and the router write: the cluster has only those of `log.topics`
+/// (auto-creation and CreateTopics do not replicate). The gateway writes `events` (the
+/// schemas' topic of `playback.start`) and dead-letters to `events.dlq`; the route writes
+/// `events.copy` and the router dead-letters to `router.dlq`. The routers' offsets, batch
+/// bounds and membership are consumer groups (`router.copy`, `router.copy.pending`,
+/// `router.copy.members`), kept in the replicated offsets partition, not topics.
+const TOPICS: &[(&str, u32)] = &[
+    (SOURCE, PARTITIONS as u32),
+    ("events.dlq", 1),
+    (COPY, PARTITIONS as u32),
+    ("router.dlq", 1),
+];
+/// Events per POST.
+const BATCH: usize = 50;
+/// Concurrent posters.
+const POSTERS: usize = 2;
+/// A bound on every wait (elections take about a second; processes on two shared cores more).
+const WAIT: Duration = Duration::from_secs(120);
+
+/// What the posters saw: ids acknowledged, and every answer.
+#[derive(Default)]
+struct Ledger {
+    /// Ids of events in POSTs answered 200 with every event accepted.
+    accepted: Vec<String>,
+    /// Every attempt: when sent, when answered, and the status (0: no answer).
+    answers: Vec<(Instant, Instant, u16)>,
+}
+
+/// A `headwater <args> --listen 127.0.0.1:0 --data-dir <dir>/<name>` process reaching the log
+/// through `brokers`, topics never created on first use.
+fn part(name: &str, args: &[&str], brokers: &str, dir: &std::path::Path) -> Headwater {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_headwater"));
+    command
+        .args(args)
+        .args(["--listen", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.join(name))
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("HEADWATER_CONFIG")
+        .env("HEADWATER_LOG__CLIENT__BROKERS", brokers)
+        .env("HEADWATER_LOG__CLIENT__AUTO_CREATE_TOPICS", "false");
+    Headwater::spawn(name, command)
+}
+
+/// Waits until `GET http://{addr}{path}` answers 200 (bounded), failing with `process`'s log.
+async fn wait_ok(http: &reqwest::Client, process: &mut Headwater, addr: &str, path: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(status) = process.child.try_wait().unwrap() {
+            panic!("exited with {status}:\n{}", process.stderr());
+        }
+        let status = http
+            .get(format!("http://{addr}{path}"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16());
+        if matches!(status, Ok(200)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} of {addr} not 200 within {WAIT:?} ({status:?}):\n{}",
+            process.stderr()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// `headwater_router_tasks{route="copy"}` of the router at `ops`.
+async fn tasks(http: &reqwest::Client, ops: &str) -> Option<u32> {
+    let tasks = common::metric(http, ops, "headwater_router_tasks{route=\"copy\"}").await;
+    tasks.map(|v| v as u32)
+}
+
+fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .set("topic.metadata.refresh.interval.ms", "500")
+        .create()
+        .unwrap()
+}
+
+/// The leader of `events` partition `partition` once every partition has one (bounded).
+fn leader_of(bootstrap: &str, partition: i32) -> u64 {
+    let client = reader(bootstrap, "cluster-replicated-meta");
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(md) = client.fetch_metadata(Some(SOURCE), Duration::from_secs(5))
+            && let Some(topic) = md.topics().iter().find(|t| t.name() == SOURCE)
+            && topic.partitions().len() == PARTITIONS as usize
+            && topic.partitions().iter().all(|p| p.leader() > 0)
+        {
+            let p = &topic.partitions()[partition as usize];
+            return u64::try_from(p.leader()).unwrap();
+        }
+        assert!(Instant::now() < deadline, "no leaders within {WAIT:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The node whose `/metrics` say it leads `__consumer_offsets` (every group's coordinator),
+/// if one does now.
+async fn coordinator(http: &reqwest::Client, cluster: &mut Cluster) -> Option<u64> {
+    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+    for id in ids {
+        let ops = cluster.nodes.get_mut(&id)?.addr(Listener::Ops);
+        let Ok(text) = http.get(format!("http://{ops}/metrics")).send().await else {
+            continue;
+        };
+        let text = text.text().await.unwrap_or_default();
+        if text.lines().any(|l| {
+            l.starts_with("headwater_raft_leader{")
+                && l.contains("topic=\"__consumer_offsets\"")
+                && l.ends_with(" 1")
+        }) {
+            return Some(id);
+        }
+    }
+    None
+}
+
+/// The high watermark of every partition of `topic` (bounded retries while leaders move).
+fn ends(client: &BaseConsumer, topic: &str) -> Vec<i64> {
+    (0..PARTITIONS)
+        .map(|p| {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                match client.fetch_watermarks(topic, p, Duration::from_secs(5)) {
+                    Ok((_, high)) => break high,
+                    Err(e) => assert!(Instant::now() < deadline, "{topic}/{p} watermarks: {e}"),
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        })
+        .collect()
+}
+
+/// Every `hw.id` in `topic` (all partitions, from the start up to the high watermarks `until`)
+/// with where it is stored (partition, offset); bounded.
+fn read_ids(bootstrap: &str, topic: &str, until: &[i64]) -> HashMap<String, Vec<(i32, i64)>> {
+    let consumer = reader(bootstrap, "cluster-replicated-reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut next = vec![0i64; PARTITIONS as usize];
+    let mut seen: HashMap<String, Vec<(i32, i64)>> = HashMap::new();
+    let deadline = Instant::now() + WAIT;
+    while next.iter().zip(until).any(|(n, end)| n < end) {
+        assert!(
+            Instant::now() < deadline,
+            "{topic} read to {next:?} of {until:?} within {WAIT:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                next[m.partition() as usize] = m.offset() + 1;
+                let id = m
+                    .headers()
+                    .expect("envelope headers")
+                    .iter()
+                    .find(|h| h.key == "hw.id")
+                    .and_then(|h| h.value)
+                    .expect("hw.id header");
+                seen.entry(String::from_utf8(id.to_vec()).unwrap())
+                    .or_default()
+                    .push((m.partition(), m.offset()));
+            }
+            Some(Err(e)) => eprintln!("reading {topic}: {e}"),
+            None => {}
+        }
+    }
+    seen
+}
+
+/// Waits until the routers have committed every offset of `events` up to `until` in their
+/// group `router.copy` (every batch delivered downstream); bounded.
+fn wait_routed(bootstrap: &str, until: &[i64]) {
+    let group = reader(bootstrap, "router.copy");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        tpl.add_partition(SOURCE, p);
+    }
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let committed: Vec<i64> = match group.committed_offsets(tpl.clone(), Duration::from_secs(5))
+        {
+            Ok(list) => (0..PARTITIONS)
+                .map(
+                    |p| match list.find_partition(SOURCE, p).map(|e| e.offset()) {
+                        Some(Offset::Offset(o)) => o,
+                        _ => -1,
+                    },
+                )
+                .collect(),
+            Err(_) => vec![-1; PARTITIONS as usize],
+        };
+        if committed.iter().zip(until).all(|(c, end)| c >= end) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router.copy committed {committed:?} of {until:?} within {WAIT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `offsets` as runs of consecutive offsets `(first, last)`.
+fn runs(mut offsets: Vec<i64>) -> Vec<(i64, i64)> {
+    offsets.sort_unstable();
+    let mut out: Vec<(i64, i64)> = Vec::new();
+    for o in offsets {
+        match out.last_mut() {
+            Some((_, last)) if *last + 1 == o => *last = o,
+            _ => out.push((o, o)),
+        }
+    }
+    out
+}
+
+/// Posts batches `{tag}-{n}-{i}` until `stop`, each retried with the same ids until it is
+/// answered 200 with every event accepted (bounded: a batch not accepted within `WAIT` fails).
+async fn poster(
+    http: reqwest::Client,
+    gateway: String,
+    tag: String,
+    ledger: Arc<Mutex<Ledger>>,
+    batches: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut n = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let ids: Vec<String> = (0..BATCH).map(|i| format!("{tag}-{n}-{i}")).collect();
+        let events = common::playback_events(&ids);
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let sent = Instant::now();
+            let answer = http
+                .post(format!("http://{gateway}/v1/events"))
+                .json(&events)
+                .send()
+                .await;
+            let (status, body) = match answer {
+                Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
+                Err(e) => (0, e.to_string()),
+            };
+            let answered = Instant::now();
+            let done = status == 200 && body.contains(&format!("\"accepted\":{BATCH}"));
+            {
+                let mut ledger = ledger.lock().unwrap();
+                ledger.answers.push((sent, answered, status));
+                if done {
+                    ledger.accepted.extend(ids.iter().cloned());
+                }
+            }
+            if done {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "batch {tag}-{n} not accepted within {WAIT:?}: {status} {body}"
+            );
+            // The gateway's 503 says Retry-After: 1; a shorter pause keeps the gap measurable.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        batches.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+    }
+}
+
+/// Waits until `batches` reaches `want` (bounded), failing with the processes' logs.
+async fn wait_batches(batches: &AtomicUsize, want: usize, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + WAIT;
+    while batches.load(Ordering::Relaxed) < want {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {want} batches accepted within {WAIT:?}:\n{}",
+            batches.load(Ordering::Relaxed),
+            logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_and_routers_over_a_replicated_log_lose_nothing_across_a_killed_leader() {
+    let http = reqwest::Client::builder()
+        // Longer than the gateway's own request timeout (30 s): a POST is answered, not
+        // abandoned by the test while its append goes on.
+        .timeout(Duration::from_secs(45))
+        .build()
+        .unwrap();
+    let mut cluster = Cluster::new(TOPICS);
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    let bootstrap = cluster.bootstrap();
+    let first_leader = tokio::task::block_in_place(|| leader_of(&bootstrap, 0));
+    let dir = cluster.root.path().to_owned();
+
+    let mut gateway = part("gateway", &["gateway"], &bootstrap, &dir);
+    let ingest = gateway.addr(Listener::Ingest).to_string();
+    wait_ok(&http, &mut gateway, &ingest, "/readyz").await;
+
+    let routes = dir.join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "routes:\n  - name: copy\n    source: {{topics: [{SOURCE}]}}\n    batch: {{max_age_ms: 500}}\n    sinks:\n      - {{type: topic, topic: {COPY}}}\n"
+        ),
+    )
+    .unwrap();
+    let router_args = ["router", "--routes", routes.to_str().unwrap()];
+    let mut routers = Vec::new();
+    for name in ["router-a", "router-b"] {
+        let mut router = part(name, &router_args, &bootstrap, &dir);
+        let ops = router.addr(Listener::Ops).to_string();
+        wait_ok(&http, &mut router, &ops, "/healthz").await;
+        routers.push((router, ops));
+    }
+    // Both replicas hold two partitions each before traffic starts.
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut got = Vec::new();
+        for (_, ops) in &routers {
+            got.push(tasks(&http, ops).await.unwrap_or(0));
+        }
+        if got == [2, 2] {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router tasks {got:?}, not [2, 2]"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let batches = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let posters: Vec<_> = (0..POSTERS)
+        .map(|i| {
+            tokio::spawn(poster(
+                http.clone(),
+                ingest.clone(),
+                format!("p{i}"),
+                Arc::clone(&ledger),
+                Arc::clone(&batches),
+                Arc::clone(&stop),
+            ))
+        })
+        .collect();
+    // How many `copy` tasks each router runs, sampled until the posters stop: more than
+    // PARTITIONS at once means two replicas read the same partition.
+    let ownership = {
+        let (http, stop) = (http.clone(), Arc::clone(&stop));
+        let ops: Vec<String> = routers.iter().map(|(_, ops)| ops.clone()).collect();
+        tokio::spawn(async move {
+            let mut overlaps: Vec<Vec<u32>> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let mut got = Vec::new();
+                for ops in &ops {
+                    got.push(tasks(&http, ops).await.unwrap_or(0));
+                }
+                if got.iter().sum::<u32>() > PARTITIONS as u32 && overlaps.last() != Some(&got) {
+                    overlaps.push(got);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            overlaps
+        })
+    };
+    let logs = |cluster: &Cluster, gateway: &Headwater| {
+        format!("--- gateway\n{}\n{}", gateway.stderr(), cluster.stderr())
+    };
+
+    // Traffic flows; then the leader of `events` partition 0 dies mid-run.
+    wait_batches(&batches, 20, || logs(&cluster, &gateway)).await;
+    let at_kill = batches.load(Ordering::Relaxed);
+    let coordinating = coordinator(&http, &mut cluster).await;
+    let killed_at = Instant::now();
+    cluster.kill(first_leader);
+    eprintln!(
+        "killed node {first_leader} (leader of {SOURCE}/0) after {at_kill} batches; \
+         the group coordinator (leader of __consumer_offsets) was node {coordinating:?}"
+    );
+    wait_batches(&batches, at_kill + 20, || logs(&cluster, &gateway)).await;
+    let new_leader = tokio::task::block_in_place(|| leader_of(&cluster.bootstrap(), 0));
+    // It comes back on its disk and catches up while traffic goes on.
+    cluster.start(first_leader);
+    let at_restart = batches.load(Ordering::Relaxed);
+    eprintln!(
+        "node {new_leader} leads {SOURCE}/0; node {first_leader} restarted after {at_restart} batches"
+    );
+    wait_batches(&batches, at_restart + 20, || logs(&cluster, &gateway)).await;
+    stop.store(true, Ordering::Relaxed);
+    for poster in posters {
+        poster.await.unwrap();
+    }
+    let overlaps = ownership.await.unwrap();
+    eprintln!(
+        "router tasks (router-a, router-b) while both read a partition: {}",
+        if overlaps.is_empty() {
+            "never seen".to_owned()
+        } else {
+            format!("{overlaps:?}")
+        }
+    );
+
+    let ledger = Arc::try_unwrap(ledger).ok().unwrap().into_inner().unwrap();
+    let mut statuses: BTreeMap<u16, usize> = BTreeMap::new();
+    for (_, _, status) in &ledger.answers {
+        *statuses.entry(*status).or_default() += 1;
+    }
+    // The produce gap as clients see it: from the kill to the first accepted POST sent after
+    // it, and the longest stretch after the kill without any accepted POST.
+    let gap = ledger
+        .answers
+        .iter()
+        .filter(|(sent, _, status)| *sent >= killed_at && *status == 200)
+        .map(|(_, answered, _)| *answered - killed_at)
+        .min();
+    let mut accepted_at: Vec<Instant> = ledger
+        .answers
+        .iter()
+        .filter(|(_, answered, status)| *answered >= killed_at && *status == 200)
+        .map(|(_, answered, _)| *answered)
+        .collect();
+    accepted_at.sort_unstable();
+    let stall = std::iter::once(killed_at)
+        .chain(accepted_at.iter().copied())
+        .zip(accepted_at.iter().copied())
+        .map(|(before, after)| after - before)
+        .max();
+    eprintln!(
+        "{} events accepted; POST answers by status {statuses:?} (0: no answer); \
+         kill → first accepted POST sent after it: {gap:?}; longest stretch after the kill \
+         without an accepted POST: {stall:?}",
+        ledger.accepted.len(),
+    );
+    let want: HashSet<String> = ledger.accepted.iter().cloned().collect();
+    assert_eq!(want.len(), ledger.accepted.len(), "ids are distinct");
+
+    // Read through the Kafka protocol from the nodes running now (the restarted one included).
+    let bootstrap = cluster.bootstrap();
+    let (source, copy, source_ends, copy_ends) = tokio::task::block_in_place(|| {
+        let meta = reader(&bootstrap, "cluster-replicated-meta");
+        let source_ends = ends(&meta, SOURCE);
+        let source = read_ids(&bootstrap, SOURCE, &source_ends);
+        // Every batch of the routers delivered and committed, then what is downstream.
+        wait_routed(&bootstrap, &source_ends);
+        let copy_ends = ends(&meta, COPY);
+        let copy = read_ids(&bootstrap, COPY, &copy_ends);
+        (source, copy, source_ends, copy_ends)
+    });
+    let dlq_ends = tokio::task::block_in_place(|| {
+        let meta = reader(&bootstrap, "cluster-replicated-meta");
+        ["events.dlq", "router.dlq"].map(|topic| {
+            meta.fetch_watermarks(topic, 0, Duration::from_secs(10))
+                .unwrap()
+                .1
+        })
+    });
+    let copies: usize = copy.values().map(Vec::len).sum();
+    let doubled: BTreeMap<&String, &Vec<(i32, i64)>> =
+        copy.iter().filter(|(_, at)| at.len() > 1).collect();
+    eprintln!(
+        "{SOURCE}: {} records (ends {source_ends:?}), {} distinct ids; {COPY}: {copies} records \
+         (ends {copy_ends:?}), {} distinct ids, {} ids more than once ({} extra copies); \
+         events.dlq, router.dlq ends {dlq_ends:?}",
+        source.values().map(Vec::len).sum::<usize>(),
+        source.len(),
+        copy.len(),
+        doubled.len(),
+        copies - copy.len(),
+    );
+    // Where the extra copies are: runs of offsets per partition holding a second copy, and
+    // the runs their first copies are in.
+    for p in 0..PARTITIONS {
+        let (mut firsts, mut seconds): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+        for at in doubled.values() {
+            let mut at: Vec<i64> = at
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, o)| *o)
+                .collect();
+            at.sort_unstable();
+            if let Some((first, rest)) = at.split_first() {
+                firsts.push(*first);
+                seconds.extend(rest);
+            }
+        }
+        if !seconds.is_empty() {
+            eprintln!(
+                "{COPY}/{p}: {} extra copies at offsets {:?}, first copies at {:?}",
+                seconds.len(),
+                runs(seconds),
+                runs(firsts)
+            );
+        }
+    }
+    if !doubled.is_empty() {
+        // How the partitions moved between the replicas, from their logs.
+        for (name, (router, _)) in ["router-a", "router-b"].iter().zip(&routers) {
+            let log = router.stderr();
+            let moves: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    [
+                        "route started",
+                        "re-sending",
+                        "not released",
+                        "not delivered",
+                    ]
+                    .iter()
+                    .any(|m| l.contains(m))
+                })
+                .map(|l| l.split_once(": ").map_or(l, |(_, m)| m))
+                .collect();
+            eprintln!("{name}: {}", moves.join(" | "));
+        }
+    }
+    // `events`: every acknowledged event exactly once, and nothing else.
+    let twice: Vec<_> = source.iter().filter(|(_, at)| at.len() != 1).collect();
+    assert!(twice.is_empty(), "appended more than once: {twice:?}");
+    let stored: HashSet<String> = source.into_keys().collect();
+    let missing: Vec<_> = want.difference(&stored).take(10).collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but not in {SOURCE}: {missing:?}"
+    );
+    let extra: Vec<_> = stored.difference(&want).take(10).collect();
+    assert!(
+        extra.is_empty(),
+        "in {SOURCE} but never acknowledged: {extra:?}"
+    );
+    // `events.copy`: every acknowledged event at least once.
+    let routed: HashSet<String> = copy.keys().cloned().collect();
+    let missing: Vec<_> = want.difference(&routed).take(10).collect();
+    assert!(missing.is_empty(), "not routed to {COPY}: {missing:?}");
+    assert_eq!(routed, want, "exactly the acknowledged events downstream");
+    assert_eq!(dlq_ends, [0, 0], "nothing dead-lettered");
+    for (mut router, _) in routers {
+        assert!(
+            router.child.try_wait().unwrap().is_none(),
+            "a router exited:\n{}",
+            router.stderr()
+        );
+    }
+}
