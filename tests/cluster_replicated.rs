@@ -3,16 +3,18 @@
 //! the gateway and the router use declared in `log.topics`), one `headwater gateway` with all
 //! three Kafka addresses as `log.client.brokers`, and two `headwater router` replicas copying
 //! `events` to `events.copy`. Two posters send batches of events with distinct ids, retrying an
-//! answer other than 200-all-accepted with the same ids, while the leader of `events` partition
-//! 0 is killed (SIGKILL) and later restarted on its disk. Then every acknowledged event is in
-//! `events` exactly once (the gateway's idempotent producer and its dedup by event id) and
-//! nothing else is, and every one is in `events.copy` at least once, read by event id through
-//! rdkafka from the running nodes. The gap from the kill to the first accepted POST is printed
-//! (a test observation, not an assertion).
+//! answer other than 200-all-accepted with the same ids, while the leader of an `events`
+//! partition is killed (SIGKILL) and later restarted on its disk. Then every acknowledged event
+//! is in `events` exactly once (the gateway's idempotent producer and its dedup by event id)
+//! and nothing else is, and every one is in `events.copy` at least once, read by event id
+//! through rdkafka from the running nodes. The gap from the kill to the first accepted POST is
+//! printed (a test observation, not an assertion).
 //!
-//! Downstream duplicates are counted and located, not asserted away: the router is
-//! at-least-once, and the killed node also leads `__consumer_offsets` (the lowest id
-//! initialises every group), so the group coordinator moves. Membership lives in the
+//! Two victims. A leader that does not coordinate the groups: no partition changes hands and
+//! nothing reaches `events.copy` twice (asserted). The leader of `events/0` as the cluster
+//! starts, node 1, which also leads `__consumer_offsets` (the lowest id initialises every
+//! group), so the group coordinator moves: there downstream duplicates are counted and
+//! located, not asserted away (the router is at-least-once). Membership lives in the
 //! coordinator's memory: the new one hands all four partitions to the first replica that
 //! rejoins while the other still runs its tasks until its next heartbeat finds it unknown. Both
 //! send the same records, and the stale replica's commit can move `router.copy`'s offset back,
@@ -120,43 +122,83 @@ fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
         .unwrap()
 }
 
-/// The leader of `events` partition `partition` once every partition has one (bounded).
-fn leader_of(bootstrap: &str, partition: i32) -> u64 {
+/// The leader of every `events` partition once each has one among `running` (bounded).
+fn leaders(bootstrap: &str, running: &[u64]) -> Vec<u64> {
     let client = reader(bootstrap, "cluster-replicated-meta");
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(md) = client.fetch_metadata(Some(SOURCE), Duration::from_secs(5))
             && let Some(topic) = md.topics().iter().find(|t| t.name() == SOURCE)
             && topic.partitions().len() == PARTITIONS as usize
-            && topic.partitions().iter().all(|p| p.leader() > 0)
         {
-            let p = &topic.partitions()[partition as usize];
-            return u64::try_from(p.leader()).unwrap();
+            let leaders: Vec<u64> = topic
+                .partitions()
+                .iter()
+                .map(|p| u64::try_from(p.leader()).unwrap_or(0))
+                .collect();
+            if leaders.iter().all(|l| running.contains(l)) {
+                return leaders;
+            }
         }
-        assert!(Instant::now() < deadline, "no leaders within {WAIT:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no leaders among {running:?} within {WAIT:?}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
 
 /// The node whose `/metrics` say it leads `__consumer_offsets` (every group's coordinator),
-/// if one does now.
-async fn coordinator(http: &reqwest::Client, cluster: &mut Cluster) -> Option<u64> {
-    let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
-    for id in ids {
-        let ops = cluster.nodes.get_mut(&id)?.addr(Listener::Ops);
-        let Ok(text) = http.get(format!("http://{ops}/metrics")).send().await else {
-            continue;
-        };
-        let text = text.text().await.unwrap_or_default();
-        if text.lines().any(|l| {
-            l.starts_with("headwater_raft_leader{")
-                && l.contains("topic=\"__consumer_offsets\"")
-                && l.ends_with(" 1")
-        }) {
-            return Some(id);
+/// once one of the running nodes does (bounded).
+async fn coordinator(http: &reqwest::Client, cluster: &mut Cluster) -> u64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ids: Vec<u64> = cluster.nodes.keys().copied().collect();
+        for id in ids {
+            let ops = cluster.nodes.get_mut(&id).unwrap().addr(Listener::Ops);
+            let Ok(answer) = http.get(format!("http://{ops}/metrics")).send().await else {
+                continue;
+            };
+            let text = answer.text().await.unwrap_or_default();
+            if text.lines().any(|l| {
+                l.starts_with("headwater_raft_leader{")
+                    && l.contains("topic=\"__consumer_offsets\"")
+                    && l.ends_with(" 1")
+            }) {
+                return id;
+            }
         }
+        assert!(Instant::now() < deadline, "no coordinator within {WAIT:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    None
+}
+
+/// Moves leaders until some `events` partition is led by a node that is not the group
+/// coordinator (node 1 leads every group it initialised): kills the coordinator, lets the
+/// others elect, restarts it and waits until it is ready, at most five times. Returns that
+/// partition and its leader.
+async fn leader_apart_from_coordinator(
+    http: &reqwest::Client,
+    cluster: &mut Cluster,
+) -> (i32, u64) {
+    for _ in 0..5 {
+        let coordinating = coordinator(http, cluster).await;
+        let running: Vec<u64> = cluster.nodes.keys().copied().collect();
+        let bootstrap = cluster.bootstrap();
+        let led = tokio::task::block_in_place(|| leaders(&bootstrap, &running));
+        if let Some(p) = led.iter().position(|l| *l != coordinating) {
+            return (p as i32, led[p]);
+        }
+        cluster.kill(coordinating);
+        let others: Vec<u64> = cluster.nodes.keys().copied().collect();
+        tokio::task::block_in_place(|| leaders(&bootstrap, &others));
+        coordinator(http, cluster).await;
+        cluster.start(coordinating);
+        let node = cluster.nodes.get_mut(&coordinating).unwrap();
+        let ops = node.addr(Listener::Ops).to_string();
+        wait_ok(http, node, &ops, "/readyz").await;
+    }
+    panic!("every events partition still led by the coordinator after five moves");
 }
 
 /// The high watermark of every partition of `topic` (bounded retries while leaders move).
@@ -324,8 +366,33 @@ async fn wait_batches(batches: &AtomicUsize, want: usize, logs: impl Fn() -> Str
     }
 }
 
+/// Which node the test kills mid-run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Victim {
+    /// The leader of `events/0` as the cluster starts: node 1, which leads every group it
+    /// initialised, `__consumer_offsets` included, so the group coordinator moves too.
+    Coordinator,
+    /// The leader of an `events` partition that is not the group coordinator (leaders are
+    /// moved apart before the gateway and the routers start): the groups stay where they are.
+    LeaderOnly,
+}
+
+/// One scenario at a time: each runs seven processes, and two at once on two shared cores
+/// would mostly measure each other.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_and_routers_over_a_replicated_log_lose_nothing_across_a_killed_leader() {
+    run(Victim::Coordinator).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_leader_that_does_not_coordinate_the_groups_duplicates_nothing() {
+    run(Victim::LeaderOnly).await;
+}
+
+async fn run(victim: Victim) {
+    let _alone = ONE_AT_A_TIME.lock().await;
     let http = reqwest::Client::builder()
         // Longer than the gateway's own request timeout (30 s): a POST is answered, not
         // abandoned by the test while its append goes on.
@@ -337,7 +404,13 @@ async fn gateway_and_routers_over_a_replicated_log_lose_nothing_across_a_killed_
         cluster.start(id);
     }
     let bootstrap = cluster.bootstrap();
-    let first_leader = tokio::task::block_in_place(|| leader_of(&bootstrap, 0));
+    let (partition, first_leader) = match victim {
+        Victim::Coordinator => {
+            let leaders = tokio::task::block_in_place(|| leaders(&bootstrap, &[1, 2, 3]));
+            (0, leaders[0])
+        }
+        Victim::LeaderOnly => leader_apart_from_coordinator(&http, &mut cluster).await,
+    };
     let dir = cluster.root.path().to_owned();
 
     let mut gateway = part("gateway", &["gateway"], &bootstrap, &dir);
@@ -416,23 +489,30 @@ async fn gateway_and_routers_over_a_replicated_log_lose_nothing_across_a_killed_
         format!("--- gateway\n{}\n{}", gateway.stderr(), cluster.stderr())
     };
 
-    // Traffic flows; then the leader of `events` partition 0 dies mid-run.
+    // Traffic flows; then the leader of an `events` partition dies mid-run.
     wait_batches(&batches, 20, || logs(&cluster, &gateway)).await;
     let at_kill = batches.load(Ordering::Relaxed);
     let coordinating = coordinator(&http, &mut cluster).await;
+    assert_eq!(
+        coordinating == first_leader,
+        victim == Victim::Coordinator,
+        "{victim:?}: node {first_leader} leads {SOURCE}/{partition}, node {coordinating} the groups"
+    );
     let killed_at = Instant::now();
     cluster.kill(first_leader);
     eprintln!(
-        "killed node {first_leader} (leader of {SOURCE}/0) after {at_kill} batches; \
-         the group coordinator (leader of __consumer_offsets) was node {coordinating:?}"
+        "{victim:?}: killed node {first_leader} (leader of {SOURCE}/{partition}) after {at_kill} \
+         batches; the group coordinator (leader of __consumer_offsets) was node {coordinating}"
     );
     wait_batches(&batches, at_kill + 20, || logs(&cluster, &gateway)).await;
-    let new_leader = tokio::task::block_in_place(|| leader_of(&cluster.bootstrap(), 0));
+    let running: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let now = tokio::task::block_in_place(|| leaders(&cluster.bootstrap(), &running));
     // It comes back on its disk and catches up while traffic goes on.
     cluster.start(first_leader);
     let at_restart = batches.load(Ordering::Relaxed);
     eprintln!(
-        "node {new_leader} leads {SOURCE}/0; node {first_leader} restarted after {at_restart} batches"
+        "node {} leads {SOURCE}/{partition}; node {first_leader} restarted after {at_restart} batches",
+        now[partition as usize]
     );
     wait_batches(&batches, at_restart + 20, || logs(&cluster, &gateway)).await;
     stop.store(true, Ordering::Relaxed);
@@ -582,6 +662,14 @@ async fn gateway_and_routers_over_a_replicated_log_lose_nothing_across_a_killed_
     assert!(missing.is_empty(), "not routed to {COPY}: {missing:?}");
     assert_eq!(routed, want, "exactly the acknowledged events downstream");
     assert_eq!(dlq_ends, [0, 0], "nothing dead-lettered");
+    // With the groups' coordinator untouched no partition changes hands: nothing is sent twice.
+    if victim == Victim::LeaderOnly {
+        assert!(
+            doubled.is_empty(),
+            "{} events sent downstream more than once",
+            doubled.len()
+        );
+    }
     for (mut router, _) in routers {
         assert!(
             router.child.try_wait().unwrap().is_none(),

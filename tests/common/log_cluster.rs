@@ -10,14 +10,28 @@ use std::process::Command;
 
 use super::{Headwater, Listener};
 
-/// A loopback port nobody listens on right now (the nodes' addresses must be known to all
-/// three before any starts).
+/// A loopback port nobody listens on right now, below the kernel's ephemeral range (the nodes'
+/// addresses must be known to all three before any starts). A port of that range could be taken
+/// while its node is down, by a process binding port 0 or by an outgoing connection, and the
+/// node's restart would then fail on it; below the range only another explicit bind can.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind a loopback port")
-        .local_addr()
-        .expect("its address")
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32_768);
+    let (first, span) = (10_000u16, u64::from(low.saturating_sub(10_000).max(1)));
+    for _ in 0..1_000 {
+        // A random draw (std's hasher keys are random), so concurrent tests rarely meet.
+        let draw = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let port = first + (draw % span) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below {low} in 1,000 draws");
 }
 
 /// Spawns `headwater log-node --config <config> --node-id <id>` serving Kafka on `kafka`, its
