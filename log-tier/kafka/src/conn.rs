@@ -27,7 +27,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::Encodable;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadHalf};
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::{OwnedSemaphorePermit, SemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::principal::Principal;
@@ -90,93 +90,121 @@ pub(crate) async fn serve_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let broker = &*broker;
-    let (reader, mut writer) = tokio::io::split(stream);
+    let (reader, writer) = tokio::io::split(stream);
     let mut reader = Some(reader);
     let mut reading = None;
-    let mut queue = Queue::new();
-    let mut sasl = SaslState::new(broker.options.sasl.is_some());
+    let mut session = Session {
+        broker: &broker,
+        peer,
+        certified: &certified,
+        sasl: SaslState::new(broker.options.sasl.is_some()),
+        queue: Queue::new(),
+        writer,
+    };
     let deadline = Instant::now() + AUTHENTICATION_TIMEOUT;
     let limits = &broker.options.limits;
     loop {
         if reading.is_none()
-            && !queue.is_full()
+            && !session.queue.is_full()
             && let Some(half) = reader.take()
         {
-            let limit = if sasl.is_open() {
+            let limit = if session.sasl.is_open() {
                 limits.max_request_bytes
             } else {
                 UNAUTHENTICATED_MAX_BYTES.min(limits.max_request_bytes)
             };
             let idle = limits.idle_timeout;
-            reading = Some(Box::pin(read_next(half, limit, idle, broker)));
+            reading = Some(Box::pin(read_next(half, limit, idle, &broker)));
         }
+        let (queue, writer) = (&mut session.queue, &mut session.writer);
         let event = tokio::select! {
             biased;
             _ = shutdown.changed() => Event::Shutdown,
             Some(answered) = queue.next(), if !queue.is_empty() => Event::Answered(answered),
             (half, frame) = next_read(&mut reading) => Event::Read(half, frame),
-            () = tokio::time::sleep_until(deadline), if !sasl.is_open() => {
+            () = tokio::time::sleep_until(deadline), if !session.sasl.is_open() => {
                 Event::AuthenticationTimedOut
             }
         };
-        let (frame, budget) = match event {
+        let frame = match event {
             Event::Answered(answered) => {
-                answered.write(&mut writer).await?;
+                answered.write(writer).await?;
                 continue;
             }
-            Event::Shutdown => return queue.drain(&mut writer).await,
+            Event::Shutdown => return queue.drain(writer).await,
             Event::AuthenticationTimedOut => {
                 return Err(sasl_failure("SASL authentication timed out"));
             }
             Event::Read(half, frame) => {
                 reading = None;
                 reader = Some(half);
-                match frame {
-                    Ok(Frame::Request(bytes, budget)) => (bytes, budget),
-                    Ok(Frame::End) => return queue.drain(&mut writer).await,
-                    Ok(Frame::Idle) => {
-                        ::metrics::counter!(crate::metrics::KAFKA_IDLE_CLOSED_TOTAL).increment(1);
-                        tracing::debug!(%peer, idle = ?limits.idle_timeout, "kafka connection idle: closed");
-                        return queue.drain(&mut writer).await;
-                    }
-                    Err(error) => return queue.close(&mut writer, error).await,
-                }
+                frame
             }
         };
-        // A Produce joins the queue; anything else is handled once the queue is answered.
-        let pipelined = sasl.is_open() && is_produce(&frame);
+        match frame {
+            Ok(Frame::Request(bytes, budget)) => session.serve(bytes, budget).await?,
+            Ok(Frame::End) => return queue.drain(writer).await,
+            Ok(Frame::Idle) => {
+                ::metrics::counter!(crate::metrics::KAFKA_IDLE_CLOSED_TOTAL).increment(1);
+                tracing::debug!(%peer, idle = ?limits.idle_timeout, "kafka connection idle: closed");
+                return queue.drain(writer).await;
+            }
+            Err(error) => return queue.close(writer, error).await,
+        }
+    }
+}
+
+/// A connection's state between frames.
+struct Session<'a, W> {
+    broker: &'a Broker,
+    peer: SocketAddr,
+    /// The principal of the connection's client certificate (else anonymous).
+    certified: &'a Principal,
+    sasl: SaslState,
+    /// The Produces written and not yet answered.
+    queue: Queue<'a>,
+    writer: W,
+}
+
+impl<'a, W: AsyncWrite + Unpin> Session<'a, W> {
+    /// Handles one request frame: a Produce (once authenticated) is written and joins the
+    /// queue; anything else waits until the queue is answered, then is answered. `budget` is
+    /// the frame's share of the request budget, held until the answer is written. An error
+    /// closes the connection (after the answers queued ahead).
+    async fn serve(&mut self, frame: Bytes, budget: Option<SemaphorePermit<'a>>) -> io::Result<()> {
+        let pipelined = self.sasl.is_open() && is_produce(&frame);
         if !pipelined {
-            queue.drain(&mut writer).await?;
+            self.queue.drain(&mut self.writer).await?;
         }
         // What the response holds of the listener's fetch budget, until it is written.
         let mut held = None;
-        let reply = if sasl.expects_raw_token() {
-            raw_token(broker, &mut sasl, &frame, peer)
+        let reply = if self.sasl.expects_raw_token() {
+            raw_token(self.broker, &mut self.sasl, &frame, self.peer)
         } else {
             let request = Request {
                 frame,
-                peer,
-                certified: &certified,
+                peer: self.peer,
+                certified: self.certified,
             };
-            handle_frame(broker, &mut sasl, request, &mut held).await
+            handle_frame(self.broker, &mut self.sasl, request, &mut held).await
         };
         let reply = match reply {
             Ok(reply) => reply,
-            Err(error) => return queue.close(&mut writer, error).await,
+            Err(error) => return self.queue.close(&mut self.writer, error).await,
         };
         match reply {
-            Reply::Nothing => {}
-            Reply::Send(response) => write_response(&mut writer, &response, false).await?,
+            Reply::Nothing => Ok(()),
+            Reply::Send(response) => write_response(&mut self.writer, &response, false).await,
             Reply::SendAndClose(response, reason) => {
-                write_response(&mut writer, &response, true).await?;
-                return Err(sasl_failure(reason));
+                write_response(&mut self.writer, &response, true).await?;
+                Err(sasl_failure(reason))
             }
             Reply::Written(written) => {
-                // The frame's share of the request budget is held until the answer is written.
-                queue.push(written.answer(broker), budget);
-                if !pipelined {
-                    queue.drain(&mut writer).await?;
+                self.queue.push(written.answer(self.broker), budget);
+                if pipelined {
+                    Ok(())
+                } else {
+                    self.queue.drain(&mut self.writer).await
                 }
             }
         }
