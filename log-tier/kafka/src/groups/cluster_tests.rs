@@ -298,3 +298,61 @@ async fn groups_are_dropped_once_the_coordinator_moves_away() {
     );
     assert_eq!(heartbeat.error_code, ResponseError::UnknownMemberId.code());
 }
+
+/// After a takeover (this broker saw another coordinate first), a group's first rebalance
+/// waits one session timeout for the previous coordinator's members, and takes in every member
+/// that joins meanwhile; a first election (nobody coordinated before) waits for nobody.
+#[tokio::test(start_paused = true)]
+async fn after_a_takeover_the_first_rebalance_waits_for_the_old_members() {
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, stand_in) = broker(dir.path());
+    *stand_in.coordinator.lock().unwrap() = GroupCoordinator::Elsewhere(2);
+    broker.groups.reap();
+    *stand_in.coordinator.lock().unwrap() = GroupCoordinator::Here;
+    broker.groups.reap();
+    let session = std::time::Duration::from_secs(10);
+    let first = broker
+        .groups
+        .join(join_request("g", "", 10), 3, "first", "127.0.0.1");
+    let second = broker
+        .groups
+        .join(join_request("g", "", 10), 3, "second", "127.0.0.1");
+    tokio::pin!(first, second);
+    assert!(futures::poll!(&mut first).is_pending());
+    tokio::time::advance(session / 2).await;
+    assert!(futures::poll!(&mut second).is_pending());
+    tokio::time::advance(session / 2 - std::time::Duration::from_millis(10)).await;
+    broker.groups.reap();
+    assert!(
+        futures::poll!(&mut first).is_pending(),
+        "completed before the hold"
+    );
+    tokio::time::advance(std::time::Duration::from_millis(20)).await;
+    broker.groups.reap();
+    let (first, second) = (first.await, second.await);
+    assert_eq!((first.error_code, second.error_code), (0, 0));
+    assert_eq!(first.generation_id, 1);
+    assert_eq!(second.generation_id, 1);
+    let leader = if first.members.is_empty() {
+        &second
+    } else {
+        &first
+    };
+    assert_eq!(
+        leader.members.len(),
+        2,
+        "both members in the first generation"
+    );
+
+    // A broker whose first coordination is a first election holds nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let (fresh, _stand_in) = self::broker(dir.path());
+    let joined = fresh
+        .groups
+        .join(join_request("h", "", 10), 3, "client", "127.0.0.1");
+    tokio::pin!(joined);
+    match futures::poll!(&mut joined) {
+        std::task::Poll::Ready(joined) => assert_eq!(joined.generation_id, 1),
+        std::task::Poll::Pending => panic!("a first election held the rebalance"),
+    }
+}

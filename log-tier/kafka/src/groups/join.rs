@@ -54,12 +54,20 @@ impl Coordinator {
                 ResponseError::InvalidSessionTimeout,
             );
         }
+        let took_over = self.took_over();
         let rx = {
             let mut groups = self.lock();
+            let new = !groups.contains_key(&group_id);
             let group = match self.group_for_join(&mut groups, &group_id) {
                 Ok(group) => group,
                 Err((limit, error)) => return refused(&member_id, limit, error),
             };
+            if new && let Some(at) = took_over {
+                // Every group here was created after the takeover (the reaper unloads them
+                // when coordination moves away): wait for the old coordinator's members.
+                let hold = at + session_timeout.min(super::TAKEOVER_HOLD_MAX);
+                group.hold_until = Some(hold).filter(|h| *h > Instant::now());
+            }
             if member_id.is_empty() {
                 if group.size() >= self.limits.max_size {
                     return refused(

@@ -15,6 +15,15 @@
 //! longer coordinates (their members rejoin at the new coordinator, as after a restart).
 //! Committed offsets go through the offsets partition and are read from the local store, which
 //! every node applies them to.
+//!
+//! Members are not replicated: a broker that takes over coordination knows none of the members
+//! of the previous coordinator, who keep consuming their partitions until a heartbeat tells
+//! them they are unknown. So after a takeover, a group's first rebalance here waits for them
+//! ([`Takeover`]): it completes no sooner than the joining member's session timeout (at most
+//! [`TAKEOVER_HOLD_MAX`]) after the takeover, by when every live member of the old coordinator
+//! has heard of the move, given up its partitions and rejoined. Without the wait, the first
+//! member to rejoin got every partition while the others still read theirs, and the same
+//! records were routed twice (tests/cluster_replicated.rs).
 
 mod budget;
 mod describe;
@@ -51,6 +60,10 @@ const MAX_REBALANCE: Duration = Duration::from_secs(300);
 const MAX_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 /// How often expired members are looked for.
 const REAP_EVERY: Duration = Duration::from_millis(250);
+/// Longest a group's first rebalance after a takeover waits for the previous coordinator's
+/// members (less when the joining member's session timeout is shorter: a live member heartbeats
+/// well within it). Kafka clients heartbeat every 3 s by default.
+const TAKEOVER_HOLD_MAX: Duration = Duration::from_secs(10);
 /// How long a group with neither members nor pending member ids is kept before it is
 /// forgotten (or sooner, when a new group needs its place under `Limits::max_groups`).
 pub(crate) const EMPTY_GROUP_RETENTION: Duration = Duration::from_secs(60);
@@ -138,6 +151,8 @@ struct Group {
     rebalance_deadline: Option<Instant>,
     /// Since when the group has had neither members nor pending ids (seen by `reap`).
     empty_since: Option<Instant>,
+    /// No rebalance completes before this (a group created after a takeover; see [`Takeover`]).
+    hold_until: Option<Instant>,
     /// The group's own bytes (its id and fixed overhead).
     _charge: Charge,
 }
@@ -154,6 +169,7 @@ impl Group {
             pending: HashMap::new(),
             rebalance_deadline: None,
             empty_since: None,
+            hold_until: None,
             _charge: charge,
         }
     }
@@ -201,9 +217,11 @@ impl Group {
     fn maybe_complete_join(&mut self) {
         if self.state != State::PreparingRebalance
             || self.members.values().any(|m| m.join.is_none())
+            || self.hold_until.is_some_and(|h| Instant::now() < h)
         {
             return;
         }
+        self.hold_until = None;
         if self.members.is_empty() {
             self.prepare_rebalance();
             return;
@@ -289,6 +307,18 @@ impl From<&Limits> for GroupLimits {
     }
 }
 
+/// What this broker saw of who coordinates, to tell a takeover from a first election.
+#[derive(Debug, Default)]
+struct Takeover {
+    /// Some broker (this one or another) has coordinated since this one started.
+    known: bool,
+    /// This broker coordinates now (as last seen).
+    here: bool,
+    /// When this broker took over from a coordinator it knew of (`None` after a first
+    /// election, or while it does not coordinate).
+    since: Option<Instant>,
+}
+
 /// All groups of this broker.
 pub(crate) struct Coordinator {
     engine: Arc<LogEngine>,
@@ -297,6 +327,7 @@ pub(crate) struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     limits: GroupLimits,
     budget: Arc<Budget>,
+    takeover: Mutex<Takeover>,
 }
 
 impl Coordinator {
@@ -308,6 +339,7 @@ impl Coordinator {
             groups: Mutex::new(HashMap::new()),
             limits,
             budget: Budget::new(limits.max_bytes),
+            takeover: Mutex::new(Takeover::default()),
         }
     }
 
@@ -322,6 +354,43 @@ impl Coordinator {
         self.cluster
             .as_ref()
             .map_or(GroupCoordinator::Local, |c| c.group_coordinator())
+    }
+
+    /// Notes who coordinates now; `Some(at)` when this broker coordinates after taking over
+    /// from a coordinator it knew of at `at` (see [`Takeover`]). Called by every join and by
+    /// the reaper, which unloads the groups when coordination moves away.
+    fn took_over(&self) -> Option<Instant> {
+        let coordination = self.coordination();
+        let mut t = self.takeover.lock().unwrap_or_else(|p| p.into_inner());
+        match coordination {
+            GroupCoordinator::Local => None,
+            GroupCoordinator::Here | GroupCoordinator::Loading => {
+                if !t.here {
+                    t.here = true;
+                    t.since = t.known.then(Instant::now);
+                    if t.since.is_some() {
+                        tracing::info!(
+                            "group coordination taken over: first rebalances wait for the previous coordinator's members"
+                        );
+                    }
+                }
+                t.known = true;
+                t.since
+            }
+            GroupCoordinator::Elsewhere(_) => {
+                *t = Takeover {
+                    known: true,
+                    here: false,
+                    since: None,
+                };
+                None
+            }
+            GroupCoordinator::Unknown => {
+                t.here = false;
+                t.since = None;
+                None
+            }
+        }
     }
 
     /// Why this broker may not serve a group request now: it is not the coordinator (or not
@@ -361,6 +430,7 @@ impl Coordinator {
     /// Drops members whose session expired, pending member ids never used in time and groups
     /// left empty past [`EMPTY_GROUP_RETENTION`]; finishes rebalances whose time ran out.
     fn reap(&self) {
+        self.took_over();
         if matches!(
             self.coordination(),
             GroupCoordinator::Elsewhere(_) | GroupCoordinator::Unknown
@@ -413,6 +483,9 @@ fn reap_members(group: &mut Group, now: Instant) {
         Vec::new()
     };
     if expired.is_empty() && missing.is_empty() {
+        if group.hold_until.is_some_and(|h| now >= h) {
+            group.maybe_complete_join();
+        }
         return;
     }
     for id in expired.iter().chain(&missing) {
