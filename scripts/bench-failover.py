@@ -52,6 +52,8 @@ def main():
         "message.timeout.ms": int(args.limit * 1000),
         "retry.backoff.ms": 50,
         "retry.backoff.max.ms": 200,
+        # librdkafka's own account of the failover on stderr (e.g. "metadata,topic,eos").
+        **({"debug": os.environ["BENCH_FAILOVER_DEBUG"]} if os.environ.get("BENCH_FAILOVER_DEBUG") else {}),
     })
     state = {"sent": 0, "acked": 0, "failed": 0, "kill": None, "first_after": None}
 

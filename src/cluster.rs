@@ -144,7 +144,9 @@ impl Cluster for KafkaCluster {
     fn partition(&self, topic: &str, partition: i32) -> Option<ReplicaState> {
         let view = self.node.view(topic, partition)?;
         Some(ReplicaState {
-            leader: view.leader.map(kafka_id),
+            // A leader gone silent is not named: clients told LEADER_NOT_AVAILABLE look again
+            // soon, and find the next leader as soon as it is elected.
+            leader: view.leader.filter(|_| view.leader_heard).map(kafka_id),
             leader_epoch: i32::try_from(view.term).unwrap_or(i32::MAX),
             replicas: view.replicas.into_iter().map(kafka_id).collect(),
             in_sync: view.in_sync.into_iter().map(kafka_id).collect(),

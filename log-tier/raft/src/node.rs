@@ -73,12 +73,23 @@ pub struct PartitionView {
     pub leader: Option<NodeId>,
     /// The current term (the Kafka leader epoch).
     pub term: Term,
+    /// Whether the leader is heard from: this node leads, or received an AppendEntries (data or
+    /// heartbeat) within [`LEADER_SILENCE`]. A leader that went silent is still `leader` to
+    /// Raft until an election ends, but clients should not be sent to it.
+    pub leader_heard: bool,
     /// Every voter.
     pub replicas: Vec<NodeId>,
     /// The voters known to be caught up: on the leader, those whose acknowledged log reaches
     /// the commit point; elsewhere every voter (only the leader knows).
     pub in_sync: Vec<NodeId>,
 }
+
+/// How long a follower may go without an AppendEntries before it stops naming its leader to
+/// Kafka clients ([`PartitionView::leader_heard`]): heartbeats come every 100 ms, so a leader
+/// silent this long is most likely gone, and a client told LEADER_NOT_AVAILABLE asks again
+/// within its retry backoff instead of retrying a dead broker until its next metadata refresh
+/// (about a second in librdkafka).
+pub const LEADER_SILENCE: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Who coordinates consumer groups, as this node knows it: the leader of the offsets
 /// partition.
@@ -407,9 +418,17 @@ impl ReplicaNode {
             }
             _ => replicas.clone(),
         };
+        let leader_heard = match metrics.current_leader {
+            Some(leader) if leader != self.spec.node_id => self
+                .groups
+                .leader_heard(part.group)
+                .is_some_and(|at| at.elapsed() <= LEADER_SILENCE),
+            _ => true,
+        };
         Some(PartitionView {
             leader: metrics.current_leader,
             term: metrics.current_term,
+            leader_heard,
             replicas,
             in_sync,
         })

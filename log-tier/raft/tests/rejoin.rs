@@ -9,17 +9,13 @@ mod common;
 
 use std::time::Duration;
 
-use common::nodes::{WAIT, addresses, append, dir_of, holds, start, stop};
+use common::nodes::{WAIT, addresses, append, dir_of, holds, start, start_three, stop};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wiped_node_does_not_vote_a_lagging_node_into_losing_committed_entries() {
     let root = tempfile::tempdir().unwrap();
     let addrs = addresses("127.0.0.1");
-    let (n1, n2, n3) = tokio::join!(
-        start(root.path(), 1, &addrs),
-        start(root.path(), 2, &addrs),
-        start(root.path(), 3, &addrs)
-    );
+    let [n1, n2, n3] = start_three(root.path(), &addrs).await;
     let mut expected = append(&[&n1, &n2, &n3], "all", 5).await;
 
     // Node 3 goes down and lags; nodes 1 and 2 alone commit more.

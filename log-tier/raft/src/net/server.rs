@@ -44,6 +44,8 @@ pub type RaftNode = openraft::Raft<TypeConfig, StateMachine>;
 pub struct Groups {
     inner: Arc<RwLock<HashMap<GroupId, RaftNode>>>,
     rejoining: Arc<RwLock<HashMap<GroupId, Arc<Rejoin>>>>,
+    /// When each group last received an AppendEntries (a leader's replication or heartbeat).
+    heard: Arc<RwLock<HashMap<GroupId, std::time::Instant>>>,
 }
 
 /// What a rejoining group has learnt from leaders: the highest commit index one announced;
@@ -136,8 +138,28 @@ impl Groups {
         }
     }
 
+    /// When `group` last received an AppendEntries from a leader (`None`: not since it opened).
+    pub fn leader_heard(&self, group: GroupId) -> Option<std::time::Instant> {
+        self.heard
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&group)
+            .copied()
+    }
+
+    fn heard_from_leader(&self, group: GroupId) {
+        self.heard
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(group, std::time::Instant::now());
+    }
+
     /// Unregisters `group`; requests for it are refused from now on.
     pub fn remove(&self, group: GroupId) -> Option<RaftNode> {
+        self.heard
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&group);
         self.rejoining
             .write()
             .unwrap_or_else(PoisonError::into_inner)
@@ -536,6 +558,7 @@ async fn dispatch(frame: Frame, groups: &Groups, raft: RaftNode) -> Result<Bytes
     match frame.kind {
         Kind::AppendEntries => {
             let rpc = codec::decode_append_entries(frame.body).map_err(Failure::Decode)?;
+            groups.heard_from_leader(frame.group);
             if let (Some(rejoin), Some(commit)) = (&rejoin, &rpc.leader_commit) {
                 rejoin.saw_commit(commit.index);
             }

@@ -46,6 +46,16 @@ pub(crate) async fn start(root: &Path, id: NodeId, addrs: &BTreeMap<NodeId, Stri
     start_with(root, id, addrs, TransportConfig::default()).await
 }
 
+/// Starts nodes 1, 2 and 3 of the cluster `addrs` at once, with plain TCP between them.
+pub(crate) async fn start_three(root: &Path, addrs: &BTreeMap<NodeId, String>) -> [Node; 3] {
+    let (n1, n2, n3) = tokio::join!(
+        start(root, 1, addrs),
+        start(root, 2, addrs),
+        start(root, 3, addrs)
+    );
+    [n1, n2, n3]
+}
+
 /// Starts node `id` of the cluster `addrs` (its data under `root/node-{id}`), binding its own
 /// address on loopback, with `transport`; opens topic `t` (one partition).
 pub(crate) async fn start_with(
