@@ -29,8 +29,9 @@ impl GroupStorage {
 }
 
 /// The Raft settings of a data partition's group (docs/design/replication.md, "Timers for 2
-/// shared cores"): heartbeats every 100 ms, elections after 0.8–1.0 s of silence (openraft
-/// waits the leader lease, `election_timeout_max`, then the election timeout: 500 + 300..500 ms), Pre-Vote so an
+/// shared cores"): heartbeats every 100 ms, elections after 2.0–2.4 s of silence (openraft
+/// waits the leader lease, `election_timeout_max`, then the election timeout: 1200 + 800..1200
+/// ms; 300/500 gave 1.0 s failovers but leaderless minutes under CPU load), Pre-Vote so an
 /// isolated node cannot depose a healthy leader on rejoining, no leader restore without an
 /// election, and snapshots only when retention asks (they hold no data).
 ///
@@ -44,8 +45,8 @@ pub fn raft_config(cluster_name: &str) -> Result<Arc<openraft::Config>, openraft
     let config = openraft::Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: 100,
-        election_timeout_min: 300,
-        election_timeout_max: 500,
+        election_timeout_min: 800,
+        election_timeout_max: 1200,
         heartbeat_min_interval: Some(100),
         install_snapshot_timeout: 2000,
         enable_pre_vote: Some(true),
