@@ -1,12 +1,17 @@
 //! Duplicate suppression: a client-given event id seen from the same tenant and source within
 //! the window is not appended twice; another tenant's event with the same source and id is its
-//! own event. Memory is bounded: the oldest ids are forgotten first.
+//! own event. An id is claimed before its append starts, so a retry that arrives while that
+//! append is still under way (the first request timed out) waits for its outcome instead of
+//! appending the event again. Memory is bounded: the oldest ids are forgotten first.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
 
 use crate::config::DedupConfig;
 
@@ -31,93 +36,212 @@ impl Hasher for Prehashed {
     }
 }
 
+/// What the dedup knows of one id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Entry {
+    /// An append of it is under way; `waited` when a retry waits for its outcome.
+    InFlight { waited: bool },
+    /// Appended at this time.
+    Appended(Instant),
+}
+
 #[derive(Default)]
-struct Shard {
-    seen: HashMap<u64, Instant, BuildHasherDefault<Prehashed>>,
+struct Ids {
+    seen: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
+    /// Appended ids, oldest first (in-flight ones are bounded by the requests in flight).
     order: VecDeque<(u64, Instant)>,
 }
 
-/// Remembers `(tenant, source, id)` triples for a window, in at most `max_entries` entries.
-/// Clones share the ids (an append task records into the pipeline's dedup).
-#[derive(Clone)]
-pub struct Dedup {
+#[derive(Default)]
+struct Shard {
+    ids: Mutex<Ids>,
+    /// Woken when an id some retry waits for is settled.
+    settled: Notify,
+}
+
+struct Inner {
     window: Duration,
     per_shard: usize,
-    shards: Arc<[Mutex<Shard>]>,
+    shards: [Shard; SHARDS],
     /// Random keys per process, so clients cannot aim ids at one bucket.
     hasher: RandomState,
+}
+
+/// Remembers `(tenant, source, id)` triples for a window, in at most `max_entries` entries.
+/// Clones share the ids (an append task settles its claims in the pipeline's dedup).
+#[derive(Clone)]
+pub struct Dedup {
+    inner: Arc<Inner>,
+}
+
+/// What [`Dedup::claim`] found for an id.
+#[derive(Debug)]
+pub enum Claim {
+    /// Not seen: the caller appends the event, and says so with [`Pending::appended`]; a
+    /// `Pending` dropped before that gives the id up (a failed append), and a retry may take it.
+    New(Pending),
+    /// Appended within the window: a duplicate.
+    Seen,
+    /// Another request's append of it is under way: wait with [`Dedup::settled`], then claim
+    /// again.
+    InFlight(InFlight),
+    /// Dedup is off (`window_ms == 0`): nothing is remembered.
+    Off,
+}
+
+/// An id claimed for an append (see [`Claim::New`]).
+#[derive(Debug)]
+#[must_use = "dropping a claim gives the id up at once"]
+pub struct Pending {
+    dedup: Dedup,
+    key: u64,
+    appended: AtomicBool,
+}
+
+/// An id whose append by another request is under way (see [`Claim::InFlight`]).
+#[derive(Debug, Clone, Copy)]
+pub struct InFlight {
+    key: u64,
+}
+
+impl std::fmt::Debug for Dedup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dedup")
+            .field("window", &self.inner.window)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Dedup {
     /// A window per configuration; `window_ms == 0` remembers nothing.
     pub fn new(config: &DedupConfig) -> Self {
         Self {
-            window: Duration::from_millis(config.window_ms),
-            per_shard: config.max_entries.div_ceil(SHARDS).max(1),
-            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            hasher: RandomState::new(),
+            inner: Arc::new(Inner {
+                window: Duration::from_millis(config.window_ms),
+                per_shard: config.max_entries.div_ceil(SHARDS).max(1),
+                shards: std::array::from_fn(|_| Shard::default()),
+                hasher: RandomState::new(),
+            }),
         }
     }
 
     /// `str`'s `Hash` ends each string with `0xff`, a byte UTF-8 never holds, so no choice of
     /// tenant, source and id spells another triple.
     fn key(&self, tenant: &str, source: &str, id: &str) -> u64 {
-        let mut hasher = self.hasher.build_hasher();
+        let mut hasher = self.inner.hasher.build_hasher();
         tenant.hash(&mut hasher);
         source.hash(&mut hasher);
         id.hash(&mut hasher);
         hasher.finish()
     }
 
-    fn shard(&self, key: u64) -> &Mutex<Shard> {
+    fn shard(&self, key: u64) -> &Shard {
         // Bits the shard's map uses neither for the bucket (low) nor for the tag (top 7).
-        &self.shards[((key >> 32) as usize) % SHARDS]
+        &self.inner.shards[((key >> 32) as usize) % SHARDS]
     }
 
-    /// Whether `(tenant, source, id)` was recorded within the window.
+    /// The shard's ids; a panic while one was held leaves them usable (each change is one
+    /// map or queue operation).
+    fn ids(&self, key: u64) -> MutexGuard<'_, Ids> {
+        self.shard(key)
+            .ids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Claims `(tenant, source, id)` for an append, unless it was appended within the window
+    /// or another append of it is under way.
+    pub fn claim(&self, tenant: &str, source: &str, id: &str) -> Claim {
+        if self.inner.window.is_zero() {
+            return Claim::Off;
+        }
+        let key = self.key(tenant, source, id);
+        let mut ids = self.ids(key);
+        match ids.seen.get(&key) {
+            Some(Entry::InFlight { .. }) => return Claim::InFlight(InFlight { key }),
+            Some(Entry::Appended(at)) if at.elapsed() < self.inner.window => return Claim::Seen,
+            _ => {}
+        }
+        ids.seen.insert(key, Entry::InFlight { waited: false });
+        Claim::New(Pending {
+            dedup: self.clone(),
+            key,
+            appended: AtomicBool::new(false),
+        })
+    }
+
+    /// Resolves once the append `in_flight` names has settled: appended (a new claim finds it
+    /// [`Claim::Seen`]) or given up (a new claim may take it).
+    pub async fn settled(&self, in_flight: InFlight) {
+        let key = in_flight.key;
+        let shard = self.shard(key);
+        loop {
+            let notified = shard.settled.notified();
+            let mut notified = std::pin::pin!(notified);
+            // Registered before the check, so a settlement right after it is not missed.
+            notified.as_mut().enable();
+            match self.ids(key).seen.get_mut(&key) {
+                Some(Entry::InFlight { waited }) => *waited = true,
+                _ => return,
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether `(tenant, source, id)` was appended within the window.
     pub fn seen(&self, tenant: &str, source: &str, id: &str) -> bool {
-        if self.window.is_zero() {
+        if self.inner.window.is_zero() {
             return false;
         }
         let key = self.key(tenant, source, id);
-        let Ok(shard) = self.shard(key).lock() else {
-            return false;
-        };
-        shard
-            .seen
-            .get(&key)
-            .is_some_and(|at| at.elapsed() < self.window)
+        matches!(
+            self.ids(key).seen.get(&key),
+            Some(Entry::Appended(at)) if at.elapsed() < self.inner.window
+        )
     }
 
-    /// Records `(tenant, source, id)` as appended now.
-    pub fn record(&self, tenant: &str, source: &str, id: &str) {
-        if self.window.is_zero() {
-            return;
-        }
-        let key = self.key(tenant, source, id);
-        let Ok(mut shard) = self.shard(key).lock() else {
-            return;
+    /// Settles a claim: the id as appended now, or given up.
+    fn settle(&self, key: u64, appended: bool) {
+        let woken = {
+            let mut ids = self.ids(key);
+            let Some(Entry::InFlight { waited }) = ids.seen.get(&key).copied() else {
+                return;
+            };
+            if appended {
+                let now = Instant::now();
+                self.forget_old(&mut ids, now);
+                ids.seen.insert(key, Entry::Appended(now));
+                ids.order.push_back((key, now));
+            } else {
+                ids.seen.remove(&key);
+            }
+            waited
         };
-        let now = Instant::now();
-        // Forget what is out of the window or over the size bound, oldest first.
-        while let Some(&(old, at)) = shard.order.front() {
-            if now.duration_since(at) < self.window && shard.order.len() < self.per_shard {
+        if woken {
+            self.shard(key).settled.notify_waiters();
+        }
+    }
+
+    /// Forgets appended ids out of the window or over the size bound, oldest first.
+    fn forget_old(&self, ids: &mut Ids, now: Instant) {
+        while let Some(&(old, at)) = ids.order.front() {
+            if now.duration_since(at) < self.inner.window && ids.order.len() < self.inner.per_shard
+            {
                 break;
             }
-            shard.order.pop_front();
-            if shard.seen.get(&old) == Some(&at) {
-                shard.seen.remove(&old);
+            ids.order.pop_front();
+            if ids.seen.get(&old) == Some(&Entry::Appended(at)) {
+                ids.seen.remove(&old);
             }
         }
-        shard.seen.insert(key, now);
-        shard.order.push_back((key, now));
     }
 
-    /// Ids currently remembered.
+    /// Ids currently remembered, in flight included.
     pub fn len(&self) -> usize {
-        self.shards
+        self.inner
+            .shards
             .iter()
-            .map(|s| s.lock().map(|s| s.seen.len()).unwrap_or(0))
+            .map(|s| s.ids.lock().map(|ids| ids.seen.len()).unwrap_or(0))
             .sum()
     }
 
@@ -127,32 +251,103 @@ impl Dedup {
     }
 }
 
+impl Pending {
+    /// Records the id as durably appended now: a retry of it is a duplicate from here on.
+    pub fn appended(&self) {
+        if !self.appended.swap(true, Ordering::Relaxed) {
+            self.dedup.settle(self.key, true);
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// A claim not appended is given up, so a retry may append the event.
+    fn drop(&mut self) {
+        if !*self.appended.get_mut() {
+            self.dedup.settle(self.key, false);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
     use super::*;
+
+    fn appended(dedup: &Dedup, tenant: &str, source: &str, id: &str) {
+        match dedup.claim(tenant, source, id) {
+            Claim::New(pending) => pending.appended(),
+            other => panic!("{tenant}/{source}/{id} not new: {other:?}"),
+        }
+    }
+
+    /// Polls `future` once, without a runtime (the dedup's waits need none).
+    fn poll_once<F: Future>(future: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+        future.poll(&mut Context::from_waker(Waker::noop()))
+    }
 
     #[test]
     fn an_id_is_seen_per_source() {
         let dedup = Dedup::new(&DedupConfig::default());
         assert!(!dedup.seen("acme", "tv-1", "e1"));
-        dedup.record("acme", "tv-1", "e1");
+        appended(&dedup, "acme", "tv-1", "e1");
         assert!(dedup.seen("acme", "tv-1", "e1"));
+        assert!(matches!(dedup.claim("acme", "tv-1", "e1"), Claim::Seen));
         assert!(!dedup.seen("acme", "tv-2", "e1"));
     }
 
     #[test]
     fn an_id_is_seen_per_tenant() {
         let dedup = Dedup::new(&DedupConfig::default());
-        dedup.record("acme", "tv-1", "e1");
+        appended(&dedup, "acme", "tv-1", "e1");
         // Another tenant's event with the same source and id is not a duplicate.
         assert!(!dedup.seen("globex", "tv-1", "e1"));
-        dedup.record("globex", "tv-1", "e1");
+        appended(&dedup, "globex", "tv-1", "e1");
         assert!(dedup.seen("globex", "tv-1", "e1"));
         assert!(dedup.seen("acme", "tv-1", "e1"));
         // The boundaries between the parts cannot be moved.
         assert!(!dedup.seen("acmetv-1", "", "e1"));
         assert!(!dedup.seen("acme", "tv-1e1", ""));
         assert!(!dedup.seen("", "acmetv-1", "e1"));
+    }
+
+    /// Claims `t/s/e1` for a first append, and claims it again as its retry: in flight.
+    fn claimed_twice(dedup: &Dedup) -> (Pending, InFlight) {
+        let Claim::New(first) = dedup.claim("t", "s", "e1") else {
+            panic!("a new id")
+        };
+        let Claim::InFlight(in_flight) = dedup.claim("t", "s", "e1") else {
+            panic!("the first append is under way")
+        };
+        (first, in_flight)
+    }
+
+    #[test]
+    fn an_id_in_flight_is_neither_new_nor_seen_until_its_append_settles() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        let (first, in_flight) = claimed_twice(&dedup);
+        assert!(!dedup.seen("t", "s", "e1"));
+        let mut waiting = std::pin::pin!(dedup.settled(in_flight));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        first.appended();
+        assert!(poll_once(waiting.as_mut()).is_ready());
+        assert!(matches!(dedup.claim("t", "s", "e1"), Claim::Seen));
+        drop(first); // already appended: dropping it gives nothing up
+        assert!(dedup.seen("t", "s", "e1"));
+    }
+
+    #[test]
+    fn a_claim_dropped_unappended_lets_the_retry_take_the_id() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        let (first, in_flight) = claimed_twice(&dedup);
+        let mut waiting = std::pin::pin!(dedup.settled(in_flight));
+        assert!(poll_once(waiting.as_mut()).is_pending());
+        drop(first); // the append failed
+        assert!(poll_once(waiting.as_mut()).is_ready());
+        assert!(matches!(dedup.claim("t", "s", "e1"), Claim::New(_)));
+        assert!(dedup.is_empty(), "the retry's claim was dropped too");
     }
 
     #[test]
@@ -162,7 +357,7 @@ mod tests {
             max_entries: 1_000,
         });
         for i in 0..100_000 {
-            dedup.record("t", "s", &i.to_string());
+            appended(&dedup, "t", "s", &i.to_string());
         }
         assert!(dedup.len() <= 1_000 + SHARDS, "{}", dedup.len());
         assert!(dedup.seen("t", "s", "99999"));
@@ -175,7 +370,7 @@ mod tests {
             window_ms: 0,
             max_entries: 10,
         });
-        dedup.record("t", "s", "1");
+        assert!(matches!(dedup.claim("t", "s", "1"), Claim::Off));
         assert!(!dedup.seen("t", "s", "1"));
         assert!(dedup.is_empty());
     }

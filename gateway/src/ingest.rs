@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::auth::Principal;
 use crate::decode::{Decoded, IncomingEvent};
+use crate::dedup::{Claim, InFlight, Pending};
 use crate::error::IngestError;
 use crate::metrics as m;
 use crate::validate::Validate;
@@ -117,6 +118,8 @@ struct Planned<'a> {
     /// Index in the batch.
     index: usize,
     fate: Fate<'a>,
+    /// A valid event's client id, claimed in the dedup until its append settles.
+    pending: Option<Pending>,
 }
 
 enum Fate<'a> {
@@ -157,7 +160,9 @@ impl Pipeline {
     /// dead-lettered event is durable. An event whose record the log refuses alone as too
     /// large for its topic is rejected with the reason, the rest accepted. Any other log
     /// failure fails the whole batch: nothing is acknowledged ([`IngestError::from_log`]
-    /// decides 503 or 500), and a retry is deduplicated by event id.
+    /// decides 503 or 500), and a retry is deduplicated by event id. A retry that finds an
+    /// event's append by an earlier attempt still under way waits for it, then plans again:
+    /// the event is a duplicate if that append wrote it, and is appended now if it failed.
     pub async fn publish(
         &self,
         meta: &RequestMeta,
@@ -168,8 +173,13 @@ impl Pipeline {
             meta,
             received_at: now_ms(),
         };
-        let mut batch = self.plan(&meta.principal.tenant, &decoded);
-        let too_large = match self.append_all(&context, &batch.by_topic).await {
+        let mut batch = loop {
+            match self.plan(&meta.principal.tenant, &decoded) {
+                Ok(batch) => break batch,
+                Err(in_flight) => self.dedup.settled(in_flight).await,
+            }
+        };
+        let too_large = match self.append_all(&context, &mut batch.by_topic).await {
             Ok(too_large) => too_large,
             Err(error) => {
                 metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => "all", "outcome" => error.label())
@@ -186,9 +196,11 @@ impl Pipeline {
         Ok(report)
     }
 
-    /// Decides every element: too large, duplicate, valid (to its topic) or dead letter. A
-    /// duplicate is an id already seen from the same `tenant` and source.
-    fn plan<'a>(&self, tenant: &str, decoded: &'a [Decoded]) -> Batch<'a> {
+    /// Decides every element: too large, duplicate, valid (to its topic) or dead letter, and
+    /// claims the client ids of the others in the dedup. A duplicate is an id already appended
+    /// from the same `tenant` and source. `Err` names an id whose append by another request
+    /// is under way; the claims made so far are given up with the batch.
+    fn plan<'a>(&self, tenant: &str, decoded: &'a [Decoded]) -> Result<Batch<'a>, InFlight> {
         let mut batch = Batch::default();
         let mut in_batch: HashSet<(&str, &str)> = HashSet::new();
         for (index, element) in decoded.iter().enumerate() {
@@ -198,7 +210,7 @@ impl Pipeline {
                         .outcomes
                         .reject(index, reason.clone(), "other", "malformed");
                     let fate = Fate::Malformed { raw, reason };
-                    batch.push(&self.dlq_topic, Planned { index, fate });
+                    batch.push(&self.dlq_topic, Planned::new(index, fate));
                 }
                 Decoded::Event(event) => {
                     if let Some(reason) = self.too_large(event) {
@@ -206,21 +218,30 @@ impl Pipeline {
                         batch.outcomes.reject(index, reason, &label, "too_large");
                         continue;
                     }
+                    let mut pending = None;
                     if let Some(id) = &event.id {
                         // One batch is one tenant's: `in_batch` needs no tenant.
-                        let duplicate = !in_batch.insert((event.source.as_str(), id.as_str()))
-                            || self.dedup.seen(tenant, &event.source, id);
-                        if duplicate {
-                            batch.outcomes.report.accepted += 1;
-                            batch.outcomes.add(self.type_label(event), "duplicate", 0);
-                            continue;
+                        let claim = if in_batch.insert((event.source.as_str(), id.as_str())) {
+                            self.dedup.claim(tenant, &event.source, id)
+                        } else {
+                            Claim::Seen
+                        };
+                        match claim {
+                            Claim::New(claimed) => pending = Some(claimed),
+                            Claim::Off => {}
+                            Claim::Seen => {
+                                batch.outcomes.report.accepted += 1;
+                                batch.outcomes.add(self.type_label(event), "duplicate", 0);
+                                continue;
+                            }
+                            Claim::InFlight(in_flight) => return Err(in_flight),
                         }
                     }
-                    self.one_event(&mut batch, index, event);
+                    self.one_event(&mut batch, index, event, pending);
                 }
             }
         }
-        batch
+        Ok(batch)
     }
 
     fn type_label(&self, event: &IncomingEvent) -> String {
@@ -254,7 +275,15 @@ impl Pipeline {
         })
     }
 
-    fn one_event<'a>(&self, batch: &mut Batch<'a>, index: usize, event: &'a IncomingEvent) {
+    /// Validates `event` and plans it for its topic, or for the dead-letter topic (its claim,
+    /// if any, given up: only valid events are deduplicated).
+    fn one_event<'a>(
+        &self,
+        batch: &mut Batch<'a>,
+        index: usize,
+        event: &'a IncomingEvent,
+        pending: Option<Pending>,
+    ) {
         let label = self.type_label(event);
         let id = event
             .id
@@ -268,7 +297,12 @@ impl Pipeline {
                     version: verdict.version,
                     label,
                 };
-                batch.push(&verdict.topic, Planned { index, fate });
+                let plan = Planned {
+                    index,
+                    fate,
+                    pending,
+                };
+                batch.push(&verdict.topic, plan);
             }
             Err(invalid) => {
                 let reason = invalid.to_string();
@@ -276,7 +310,7 @@ impl Pipeline {
                     .outcomes
                     .reject(index, reason.clone(), &label, "invalid");
                 let fate = Fate::Invalid { event, id, reason };
-                batch.push(&self.dlq_topic, Planned { index, fate });
+                batch.push(&self.dlq_topic, Planned::new(index, fate));
             }
         }
     }
@@ -287,10 +321,10 @@ impl Pipeline {
     async fn append_all(
         &self,
         context: &Context<'_>,
-        by_topic: &HashMap<String, Vec<Planned<'_>>>,
+        by_topic: &mut HashMap<String, Vec<Planned<'_>>>,
     ) -> Result<Vec<TooLarge>, IngestError> {
         let appends = by_topic
-            .iter()
+            .iter_mut()
             .map(|(topic, plans)| self.append_topic(context, topic, plans));
         let mut too_large = Vec::new();
         let mut failure: Option<LogError> = None;
@@ -310,20 +344,22 @@ impl Pipeline {
     }
 
     /// Appends one topic's records in a task of its own, so that an append under way completes,
-    /// and records the ids of what it wrote in the dedup, even when the request is dropped (the
-    /// request timeout): the client's retry is then deduplicated, not appended again.
+    /// and settles the claims of its ids in the dedup, even when the request is dropped (the
+    /// request timeout): the client's retry waits for it, and is then deduplicated, not
+    /// appended again.
     async fn append_topic(
         &self,
         context: &Context<'_>,
         topic: &str,
-        plans: &[Planned<'_>],
+        plans: &mut [Planned<'_>],
     ) -> Result<Vec<TooLarge>, LogError> {
         let job = TopicAppend {
             log: self.log.clone(),
-            dedup: self.dedup.clone(),
-            tenant: context.meta.principal.tenant.clone(),
             topic: topic.to_owned(),
-            items: plans.iter().map(|plan| self.item(context, plan)).collect(),
+            items: plans
+                .iter_mut()
+                .map(|plan| self.item(context, plan))
+                .collect(),
         };
         match tokio::spawn(job.run()).await {
             Ok(result) => result,
@@ -332,23 +368,16 @@ impl Pipeline {
         }
     }
 
-    fn item(&self, context: &Context<'_>, plan: &Planned<'_>) -> Item {
-        let id = match &plan.fate {
-            Fate::Valid { event, .. } => event
-                .id
-                .as_ref()
-                .map(|id| (event.source.clone(), id.clone())),
-            _ => None,
-        };
+    fn item(&self, context: &Context<'_>, plan: &mut Planned<'_>) -> Item {
         Item {
             index: plan.index,
             record: self.record(context, &plan.fate),
-            id,
+            pending: plan.pending.take(),
         }
     }
 
     /// Counts what was appended as accepted, and rejects the events refused as too large (the
-    /// append tasks recorded the client ids of what they wrote).
+    /// append tasks settled the claims of the client ids).
     fn settle(&self, batch: &mut Batch<'_>, too_large: Vec<TooLarge>) {
         let mut refused: HashMap<usize, TooLarge> =
             too_large.into_iter().map(|t| (t.index, t)).collect();
@@ -435,23 +464,22 @@ struct Item {
     /// Index in the batch.
     index: usize,
     record: Record,
-    /// `(source, id)` to record in the dedup once written: a valid event's client id.
-    id: Option<(String, String)>,
+    /// A valid event's client id, claimed: recorded as appended once written, given up when
+    /// the task ends without writing it.
+    pending: Option<Pending>,
 }
 
 /// One topic's append, owned so that it runs as a task of its own (see
 /// [`Pipeline::append_topic`]).
 struct TopicAppend {
     log: Arc<dyn Log>,
-    dedup: crate::dedup::Dedup,
-    tenant: Arc<str>,
     topic: String,
     items: Vec<Item>,
 }
 
 impl TopicAppend {
-    /// Appends the items, records the ids of those written, and returns those the log refused
-    /// alone as too large.
+    /// Appends the items, records the ids of those written (the others' claims are given up
+    /// when the task ends), and returns those the log refused alone as too large.
     async fn run(self) -> Result<Vec<TooLarge>, LogError> {
         match self.append(&self.items).await {
             Ok(()) => Ok(Vec::new()),
@@ -460,7 +488,7 @@ impl TopicAppend {
         }
     }
 
-    /// Appends `items` in one call and records the ids of those durably written in the dedup:
+    /// Appends `items` in one call and records the ids of those durably written as appended:
     /// all on success, those the log says it wrote on failure (partitions written before
     /// another failed), so the client's retry appends only the rest.
     async fn append(&self, items: &[Item]) -> Result<(), LogError> {
@@ -473,8 +501,8 @@ impl TopicAppend {
             }
         };
         let written: Vec<&Item> = written;
-        for (source, id) in written.iter().filter_map(|item| item.id.as_ref()) {
-            self.dedup.record(&self.tenant, source, id);
+        for pending in written.iter().filter_map(|item| item.pending.as_ref()) {
+            pending.appended();
         }
         result
     }
@@ -512,6 +540,17 @@ impl TopicAppend {
             }
         }
         Ok(too_large)
+    }
+}
+
+impl<'a> Planned<'a> {
+    /// An element with no claim in the dedup.
+    fn new(index: usize, fate: Fate<'a>) -> Self {
+        Self {
+            index,
+            fate,
+            pending: None,
+        }
     }
 }
 
