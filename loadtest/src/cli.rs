@@ -47,6 +47,11 @@ pub struct Args {
     /// Seconds each step (closed loop) or the schedule (open loop) lasts.
     #[arg(long, default_value_t = 10.0)]
     pub duration_secs: f64,
+    /// Closed loop: end each step after this many requests (batches) as well, a fixed request
+    /// mix (with `--seed` and `--run-id`) for counting the server's instructions per event;
+    /// `--duration-secs` still caps the step.
+    #[arg(long)]
+    pub requests: Option<u64>,
     /// Simulated devices; each batch comes from one device, and devices take turns in a
     /// fixed random order so each posts about every `devices × batch / rate` seconds.
     #[arg(long, default_value_t = 10_000)]

@@ -56,12 +56,17 @@ fn phases_of(args: &Args) -> anyhow::Result<Vec<Phase>> {
         "--duration-secs must be within (0, 86400]"
     );
     anyhow::ensure!(!args.concurrency.is_empty(), "--concurrency needs a value");
+    anyhow::ensure!(
+        args.requests.is_none() || args.mode == Mode::Closed,
+        "--requests is for the closed loop"
+    );
     let phase = |concurrency: usize, name: String| Phase {
         mode: args.mode,
         concurrency,
         rate: args.rate,
         arrivals: args.arrivals,
         duration: Duration::from_secs_f64(args.duration_secs),
+        requests: args.requests,
         retries: args.retries,
         progress: !args.no_progress,
         name,

@@ -60,6 +60,8 @@ pub struct Phase {
     pub arrivals: Arrivals,
     /// Length.
     pub duration: Duration,
+    /// Closed loop: requests after which the phase ends, if before `duration`.
+    pub requests: Option<u64>,
     /// Attempts after the first.
     pub retries: u32,
     /// Show a progress bar.
@@ -159,17 +161,25 @@ impl<S: Sender> Run<S> {
         rec: &Arc<Mutex<Recorder>>,
     ) {
         let deadline = start + phase.duration;
+        // Batch numbers run on across phases: this phase's end, when it has a request count.
+        let first = self.next_batch.load(Ordering::Relaxed);
+        let end = phase.requests.map_or(u64::MAX, |n| first.saturating_add(n));
         let mut tasks = JoinSet::new();
         for _ in 0..phase.concurrency.max(1) {
             let (run, rec, retries) = (self.clone(), rec.clone(), phase.retries);
             tasks.spawn(async move {
                 while Instant::now() < deadline {
                     let batch = run.next_batch.fetch_add(1, Ordering::Relaxed);
+                    if batch >= end {
+                        break;
+                    }
                     run.one_batch(batch, Instant::now(), retries, &rec).await;
                 }
             });
         }
         while tasks.join_next().await.is_some() {}
+        // Numbers taken past the end were not sent: the next phase starts right after it.
+        self.next_batch.fetch_min(end, Ordering::Relaxed);
     }
 
     /// Builds, sends (with retries) and records batch `batch`, intended at `intended`.
@@ -306,10 +316,33 @@ mod tests {
             rate,
             arrivals: Arrivals::Uniform,
             duration: Duration::from_millis(600),
+            requests: None,
             retries: 0,
             progress: false,
             name: "t".into(),
         }
+    }
+
+    #[tokio::test]
+    async fn a_closed_loop_with_a_request_count_sends_exactly_that_many() {
+        let run = Run::new(
+            Fleet::new(spec(0.0)).unwrap(),
+            Slow(Duration::from_millis(1)),
+        );
+        let counted = Phase {
+            requests: Some(7),
+            duration: Duration::from_secs(600),
+            ..phase(Mode::Closed, 3, 0.0)
+        };
+        assert_eq!(run.phase(&counted).await.requests_ok, 7);
+        assert_eq!(run.phase(&counted).await.requests_ok, 7);
+        let mut batches: Vec<u64> = run.ledger().iter().map(|r| r.batch).collect();
+        batches.sort_unstable();
+        assert_eq!(
+            batches,
+            (0..14).collect::<Vec<u64>>(),
+            "the second step goes on from the first's last batch"
+        );
     }
 
     #[tokio::test]
