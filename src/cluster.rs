@@ -1,8 +1,10 @@
 //! `headwater log-node` in a cluster (`log.cluster`): this node's Raft groups (one per
-//! partition of every topic in `log.topics`, every node a replica) behind the replication port,
-//! and what its Kafka listener needs to know of them: the brokers, who leads each partition,
-//! the leader's write path, and who coordinates consumer groups (the leader of the internal
-//! offsets partition, through which offsets are committed).
+//! partition of every topic in `log.topics`, every node a replica; and of the topics created at
+//! run time that the cluster's metadata places here) behind the replication port, and what its
+//! Kafka listener needs to know of them: the brokers, who leads each partition, the leader's
+//! write path, who coordinates consumer groups (the leader of the internal offsets partition,
+//! through which offsets are committed), and CreateTopics/DeleteTopics/auto-creation through
+//! the internal metadata partition.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,10 +13,12 @@ use anyhow::Context;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use headwater_kafka::cluster::GroupCoordinator;
-use headwater_kafka::{Cluster, ClusterBroker, ClusterError, ReplicaState};
+use headwater_kafka::{
+    Cluster, ClusterBroker, ClusterError, RefusalKind, ReplicaState, TopicRefusal,
+};
 use headwater_log::{ClusterTlsConfig, LogEngine};
 use headwater_raft::net::TransportConfig;
-use headwater_raft::{Applied, ClusterSpec, PeerTls, ProposeError, ReplicaNode};
+use headwater_raft::{AdminError, Applied, ClusterSpec, PeerTls, ProposeError, ReplicaNode};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
@@ -23,6 +27,8 @@ use crate::config::Config;
 pub(crate) struct KafkaCluster {
     node: Arc<ReplicaNode>,
     brokers: Vec<ClusterBroker>,
+    /// `log.auto_create_topics`: Metadata creates missing topics through the metadata.
+    auto_create: bool,
 }
 
 impl KafkaCluster {
@@ -51,6 +57,7 @@ fn kafka_id(id: u64) -> i32 {
 pub(crate) async fn start(
     config: &Config,
     engine: Arc<LogEngine>,
+    auto_create: bool,
 ) -> anyhow::Result<Option<Arc<KafkaCluster>>> {
     let Some(cluster) = &config.log.cluster else {
         return Ok(None);
@@ -114,8 +121,16 @@ pub(crate) async fn start(
     node.open_offsets(&config.data_dir.join("raft").join("offsets-log"))
         .await
         .context("opening the consumer offsets partition")?;
+    // Topics created at run time: the internal metadata partition.
+    node.open_metadata(&config.data_dir.join("raft").join("metadata-log"))
+        .await
+        .context("opening the cluster's metadata partition")?;
     tracing::info!(node = node_id, replication = %own, topics = config.log.topics.len(), "joined the log cluster");
-    Ok(Some(Arc::new(KafkaCluster { node, brokers })))
+    Ok(Some(Arc::new(KafkaCluster {
+        node,
+        brokers,
+        auto_create,
+    })))
 }
 
 /// Mutual TLS between log nodes from `log.cluster.tls`.
@@ -186,6 +201,39 @@ impl Cluster for KafkaCluster {
         })
     }
 
+    fn auto_create_topics(&self) -> bool {
+        self.auto_create
+    }
+
+    fn topics(&self) -> Vec<(String, i32)> {
+        self.node
+            .runtime_topics()
+            .into_iter()
+            .map(|(name, placement)| {
+                let partitions = placement.partitions();
+                (name, partitions)
+            })
+            .collect()
+    }
+
+    fn create_topic<'a>(
+        &'a self,
+        name: &'a str,
+        partitions: u32,
+        replication: Option<u16>,
+    ) -> BoxFuture<'a, Result<(), TopicRefusal>> {
+        Box::pin(async move {
+            self.node
+                .create_topic(name, partitions, replication)
+                .await
+                .map_err(refusal)
+        })
+    }
+
+    fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), TopicRefusal>> {
+        Box::pin(async move { self.node.delete_topic(name).await.map_err(refusal) })
+    }
+
     fn group_coordinator(&self) -> GroupCoordinator {
         let view = self.node.offsets_view();
         match view.leader {
@@ -215,4 +263,18 @@ impl Cluster for KafkaCluster {
                 })
         })
     }
+}
+
+/// The Kafka answer to a refused topic creation or deletion.
+fn refusal(error: AdminError) -> TopicRefusal {
+    let kind = match &error {
+        AdminError::TopicExists(_) => RefusalKind::Exists,
+        AdminError::UnknownTopic(_) => RefusalKind::Unknown,
+        AdminError::InvalidTopic(_) => RefusalKind::InvalidName,
+        AdminError::InvalidPartitions(_) => RefusalKind::InvalidPartitions,
+        AdminError::InvalidReplicationFactor(_) => RefusalKind::InvalidReplicationFactor,
+        AdminError::Policy(_) => RefusalKind::Policy,
+        AdminError::Unavailable(_) => RefusalKind::TimedOut,
+    };
+    TopicRefusal::new(kind, error.to_string())
 }

@@ -246,14 +246,14 @@ async fn run_collectors(
 /// `/readyz` and `/metrics` on the HTTP port.
 pub(crate) async fn log_node(mut config: Config) -> anyhow::Result<()> {
     let metrics = headwater_gateway::metrics::install();
-    if config.log.cluster.is_some() && config.log.auto_create_topics {
-        // A topic created on one node alone would not be replicated: in a cluster the topics
-        // are those of `log.topics`, opened on every node.
-        tracing::info!("log.cluster: topics are those of log.topics; auto-creation is off");
+    // In a cluster a missing topic is created through the cluster's metadata (replicated,
+    // placed over the nodes), never by this node's engine alone.
+    let auto_create = config.log.auto_create_topics;
+    if config.log.cluster.is_some() {
         config.log.auto_create_topics = false;
     }
     let engine = open_log(&config).await?;
-    let cluster = crate::cluster::start(&config, engine.clone()).await?;
+    let cluster = crate::cluster::start(&config, engine.clone(), auto_create).await?;
     let (_, shutdown) = shutdown_channel();
     // Tenants' records are checked against the schemas when the listener authenticates.
     let schemas = if crate::kafka_security::authenticates(&config) {

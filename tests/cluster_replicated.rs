@@ -40,8 +40,8 @@ use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 const SOURCE: &str = "events";
 const COPY: &str = "events.copy";
 const PARTITIONS: i32 = 4;
-/// Every topic the gateway and the router write: the cluster has only those of `log.topics`
-/// (auto-creation and CreateTopics do not replicate). The gateway writes `events` (the
+/// Every topic the gateway and the router write, configured in `log.topics` so that each
+/// exists with its partition count before the first write. The gateway writes `events` (the
 /// schemas' topic of `playback.start`) and dead-letters to `events.dlq`; the route writes
 /// `events.copy` and the router dead-letters to `router.dlq`. The routers' offsets, batch
 /// bounds and membership are consumer groups (`router.copy`, `router.copy.pending`,

@@ -1,7 +1,9 @@
 """kafka-python and confluent-kafka against three `headwater log-node` processes forming one
 cluster (`log.cluster`): each client writes through a leader kill (SIGKILL) and the killed
 node's restart; every acknowledged record is read back once, at the offset it was
-acknowledged with, and offsets stay dense.
+acknowledged with, and offsets stay dense. Topics created at run time (CreateTopics and
+auto-creation, through the cluster's metadata partition) are replicated on every node, and
+DeleteTopics removes them everywhere.
 
 Needs the headwater binary built by `cargo test` (target/debug/headwater), or HEADWATER_TEST_BIN.
 """
@@ -19,7 +21,8 @@ import pytest
 from confluent_kafka import Consumer as CKConsumer
 from confluent_kafka import Producer as CKProducer
 from confluent_kafka import TopicPartition as CKTopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
 from kafka import KafkaProducer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -226,3 +229,94 @@ def test_kafka_python_producer_follows_a_leader_move(cluster):
     send("rejoined", 50)
     producer.close()
     check(acked, read_all(cluster.bootstrap(), len(acked)))
+
+
+def described(port: int, topic: str):
+    """`topic` as the broker on `port` describes it, once each partition has a leader; None
+    while it does not know the topic or a leader is missing."""
+    admin = AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"})
+    try:
+        md = admin.list_topics(topic, timeout=5).topics.get(topic)
+    except KafkaException:
+        return None
+    if md is None or md.error is not None or not md.partitions:
+        return None
+    if any(p.leader < 0 for p in md.partitions.values()):
+        return None
+    return md
+
+
+def until(what, check, cluster, timeout=60):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        found = check()
+        if found:
+            return found
+        time.sleep(0.2)
+    pytest.fail(f"never: {what}\n{cluster.logs()}", pytrace=False)
+
+
+def create_error(admin, topic: NewTopic):
+    with pytest.raises(KafkaException) as refused:
+        admin.create_topics([topic])[topic.topic].result(30)
+    return refused.value.args[0].code()
+
+
+def test_topics_are_created_at_run_time_and_deleted_through_the_cluster(cluster):
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap()})
+    name = f"created-{uuid.uuid4().hex[:8]}"
+    admin.create_topics([NewTopic(name, num_partitions=3, replication_factor=3)])[name].result(30)
+    assert create_error(admin, NewTopic(name, 1, 3)) == KafkaError.TOPIC_ALREADY_EXISTS
+    assert create_error(admin, NewTopic(f"wide-{name}", 1, 4)) == KafkaError.INVALID_REPLICATION_FACTOR
+    assert create_error(admin, NewTopic(TOPIC, 1, 3)) == KafkaError.TOPIC_ALREADY_EXISTS
+
+    # Every broker describes it alike: three partitions, three replicas each, a leader each.
+    for i, port in cluster.kafka.items():
+        md = until(f"node {i} describes {name}", lambda: described(port, name), cluster)
+        assert sorted(md.partitions) == [0, 1, 2]
+        for p in md.partitions.values():
+            assert sorted(p.replicas) == [1, 2, 3], (i, p)
+
+    acked = {}
+    producer = CKProducer({
+        "bootstrap.servers": cluster.bootstrap(),
+        "acks": "all",
+        "enable.idempotence": True,
+        "message.timeout.ms": 60000,
+    })
+    for i in range(90):
+        producer.produce(
+            name, value=f"v-{i}".encode(), partition=i % 3,
+            on_delivery=lambda err, msg: err is None and acked.__setitem__(msg.value().decode(), (msg.partition(), msg.offset())),
+        )
+    assert producer.flush(60) == 0
+    assert len(acked) == 90
+    consumer = CKConsumer({"bootstrap.servers": cluster.bootstrap(), "group.id": f"r-{name}", "enable.auto.commit": False})
+    consumer.assign([CKTopicPartition(name, p, 0) for p in range(3)])
+    read = {}
+    deadline = time.time() + 60
+    while len(read) < 90 and time.time() < deadline:
+        m = consumer.poll(0.5)
+        if m is not None and m.error() is None:
+            read[m.value().decode()] = (m.partition(), m.offset())
+    consumer.close()
+    assert read == acked
+
+    # A producer's first use of a topic creates it (log.auto_create_topics, on by default).
+    auto = f"auto-{uuid.uuid4().hex[:8]}"
+    delivered = []
+    producer.produce(auto, value=b"first", on_delivery=lambda err, msg: delivered.append(err))
+    assert producer.flush(60) == 0 and delivered == [None], delivered
+    md = until(f"{auto} is described", lambda: described(cluster.kafka[2], auto), cluster)
+    assert all(sorted(p.replicas) == [1, 2, 3] for p in md.partitions.values())
+
+    admin.delete_topics([name])[name].result(30)
+    for i, port in cluster.kafka.items():
+        until(
+            f"node {i} forgets {name}",
+            lambda: name not in AdminClient({"bootstrap.servers": f"127.0.0.1:{port}"}).list_topics(timeout=5).topics,
+            cluster,
+        )
+    with pytest.raises(KafkaException) as refused:
+        admin.delete_topics([TOPIC])[TOPIC].result(30)
+    assert refused.value.args[0].code() == KafkaError.POLICY_VIOLATION

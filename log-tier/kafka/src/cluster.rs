@@ -67,6 +67,54 @@ impl ClusterError {
     }
 }
 
+/// Why a topic was not created or deleted in the cluster: the Kafka error code and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct TopicRefusal {
+    /// The error code the client gets.
+    pub code: i16,
+    /// Why, for the client's error message.
+    pub message: String,
+}
+
+/// The kinds of [`TopicRefusal`], for implementations outside this crate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefusalKind {
+    /// TOPIC_ALREADY_EXISTS.
+    Exists,
+    /// UNKNOWN_TOPIC_OR_PARTITION.
+    Unknown,
+    /// INVALID_TOPIC_EXCEPTION.
+    InvalidName,
+    /// INVALID_PARTITIONS.
+    InvalidPartitions,
+    /// INVALID_REPLICATION_FACTOR.
+    InvalidReplicationFactor,
+    /// POLICY_VIOLATION.
+    Policy,
+    /// REQUEST_TIMED_OUT: nothing answered in time; a retry tells the outcome.
+    TimedOut,
+}
+
+impl TopicRefusal {
+    /// A refusal of `kind`, explained by `message`.
+    pub fn new(kind: RefusalKind, message: impl Into<String>) -> Self {
+        let code = match kind {
+            RefusalKind::Exists => ResponseError::TopicAlreadyExists,
+            RefusalKind::Unknown => ResponseError::UnknownTopicOrPartition,
+            RefusalKind::InvalidName => ResponseError::InvalidTopicException,
+            RefusalKind::InvalidPartitions => ResponseError::InvalidPartitions,
+            RefusalKind::InvalidReplicationFactor => ResponseError::InvalidReplicationFactor,
+            RefusalKind::Policy => ResponseError::PolicyViolation,
+            RefusalKind::TimedOut => ResponseError::RequestTimedOut,
+        };
+        Self {
+            code: code.code(),
+            message: message.into(),
+        }
+    }
+}
+
 /// Who coordinates consumer groups, as this broker knows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GroupCoordinator {
@@ -109,6 +157,33 @@ pub trait Cluster: Send + Sync {
         let _ = (topic, partition);
         None
     }
+    /// Topics created at run time through the cluster's metadata, with their partition
+    /// counts, whether this broker holds them or not (configured topics are its engine's).
+    fn topics(&self) -> Vec<(String, i32)> {
+        Vec::new()
+    }
+    /// Whether a Metadata request may create a missing topic through the cluster
+    /// ([`Cluster::create_topic`]). By default not.
+    fn auto_create_topics(&self) -> bool {
+        false
+    }
+    /// Creates a replicated topic (CreateTopics, auto-creation) with `replication` replicas
+    /// per partition (`None`: the cluster's default); resolves once the cluster's metadata
+    /// holds it. By default refused: the topics are the configured ones.
+    fn create_topic<'a>(
+        &'a self,
+        name: &'a str,
+        partitions: u32,
+        replication: Option<u16>,
+    ) -> BoxFuture<'a, Result<(), TopicRefusal>> {
+        let _ = (name, partitions, replication);
+        Box::pin(async { Err(configured_only()) })
+    }
+    /// Deletes a topic created at run time. By default refused.
+    fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), TopicRefusal>> {
+        let _ = name;
+        Box::pin(async { Err(configured_only()) })
+    }
     /// Who coordinates consumer groups. By default [`GroupCoordinator::Local`].
     fn group_coordinator(&self) -> GroupCoordinator {
         GroupCoordinator::Local
@@ -128,4 +203,12 @@ pub trait Cluster: Send + Sync {
             ))
         })
     }
+}
+
+/// The refusal of a cluster whose topics are only the configured ones.
+fn configured_only() -> TopicRefusal {
+    TopicRefusal::new(
+        RefusalKind::Policy,
+        "in this cluster the topics are those of log.topics on every node",
+    )
 }

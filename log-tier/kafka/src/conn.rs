@@ -427,7 +427,7 @@ async fn dispatch(
             ResponseKind::OffsetForLeaderEpoch(data::offset_for_leader_epoch(broker, principal, r))
         }
         RequestKind::CreateTopics(r) => {
-            ResponseKind::CreateTopics(data::create_topics(broker, principal, r))
+            ResponseKind::CreateTopics(data::create_topics(broker, principal, r).await)
         }
         RequestKind::DeleteTopics(r) => {
             ResponseKind::DeleteTopics(data::delete_topics(broker, principal, r).await)

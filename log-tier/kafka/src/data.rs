@@ -53,23 +53,20 @@ pub(crate) fn metadata(
     let engine = &broker.engine;
     let node = broker.options.node_id;
     let names: Vec<(String, bool)> = match request.topics {
-        None => engine
-            .topic_names()
-            .into_iter()
-            .map(|n| (n, false))
-            .collect(),
-        Some(topics) if topics.is_empty() && version == 0 => engine
-            .topic_names()
-            .into_iter()
-            .map(|n| (n, false))
-            .collect(),
+        None => all_topics(broker).into_iter().map(|n| (n, false)).collect(),
+        Some(topics) if topics.is_empty() && version == 0 => {
+            all_topics(broker).into_iter().map(|n| (n, false)).collect()
+        }
         Some(topics) => topics
             .into_iter()
             .filter_map(|t| t.name.map(|n| (n.0.to_string(), true)))
             .collect(),
     };
-    let may_create =
-        (version < 4 || request.allow_auto_topic_creation) && engine.config().auto_create_topics;
+    let auto_create = match &broker.options.cluster {
+        Some(cluster) => cluster.auto_create_topics(),
+        None => engine.config().auto_create_topics,
+    };
+    let may_create = (version < 4 || request.allow_auto_topic_creation) && auto_create;
     let mut response = MetadataResponse::default();
     match &broker.options.cluster {
         Some(cluster) => {
@@ -118,6 +115,36 @@ pub(crate) fn metadata(
     response
 }
 
+/// Every topic: the engine's, and in a cluster those created at run time that this broker
+/// does not hold.
+fn all_topics(broker: &Broker) -> Vec<String> {
+    let mut names = broker.engine.topic_names();
+    if let Some(cluster) = &broker.options.cluster {
+        let known: std::collections::HashSet<String> = names.iter().cloned().collect();
+        names.extend(
+            cluster
+                .topics()
+                .into_iter()
+                .map(|(name, _)| name)
+                .filter(|name| !known.contains(name)),
+        );
+    }
+    names
+}
+
+/// A topic's partition count: in a cluster, as its metadata says for topics created at run
+/// time; else the engine's.
+fn partition_count(broker: &Broker, name: &str) -> Option<u32> {
+    let runtime = broker.options.cluster.as_ref().and_then(|cluster| {
+        cluster
+            .topics()
+            .into_iter()
+            .find(|(topic, _)| topic == name)
+            .and_then(|(_, count)| u32::try_from(count).ok())
+    });
+    runtime.or_else(|| broker.engine.partition_count(name))
+}
+
 /// Whether `principal` may have `name` created on first use: it may create topics, or write
 /// this one.
 fn may_create_topic(broker: &Broker, principal: &Principal, name: &str) -> bool {
@@ -142,9 +169,26 @@ fn topic_metadata(
     let mut topic = MetadataResponseTopic::default();
     topic.name = Some(TopicName(StrBytes::from_string(name.to_owned())));
     topic.topic_authorized_operations = i32::MIN;
-    let mut count = engine.partition_count(name);
+    let mut count = partition_count(broker, name);
     if let Some(creations) = create.filter(|_| count.is_none()) {
         let partitions = engine.config().topic_settings(name).partitions;
+        if let Some(cluster) = &broker.options.cluster {
+            // Created through the cluster's metadata, as Kafka does: the client is told
+            // LEADER_NOT_AVAILABLE and asks again once the partitions have leaders.
+            topic.error_code = match creations.check(name, partitions) {
+                Ok(()) => {
+                    let (cluster, name) = (cluster.clone(), name.to_owned());
+                    tokio::spawn(async move {
+                        if let Err(refusal) = cluster.create_topic(&name, partitions, None).await {
+                            tracing::debug!(topic = name, %refusal, "auto-creation refused");
+                        }
+                    });
+                    ResponseError::LeaderNotAvailable.code()
+                }
+                Err(refusal) => refusal.code(),
+            };
+            return topic;
+        }
         match creations.create(name, partitions) {
             Ok(()) => count = engine.partition_count(name),
             Err(Refusal::Log(LogError::TopicExists(_))) => count = engine.partition_count(name),
@@ -557,7 +601,7 @@ pub(crate) fn list_offsets(
 /// principal that may create the topic (or any topic); at most
 /// `Limits::max_partitions_per_topic` partitions (INVALID_PARTITIONS) and `Limits::max_topics`
 /// topics (POLICY_VIOLATION).
-pub(crate) fn create_topics(
+pub(crate) async fn create_topics(
     broker: &Broker,
     principal: &Principal,
     request: CreateTopicsRequest,
@@ -577,19 +621,44 @@ pub(crate) fn create_topics(
         };
         result.num_partitions = partitions as i32;
         result.replication_factor = 1;
+        let cluster = broker.options.cluster.as_ref();
         let outcome =
             if !any_topic && !authorize::topic(broker, principal, &name, Operation::Create) {
                 Err((
                     authorize::TOPIC_DENIED,
                     format!("{principal} may not create topic {name}"),
                 ))
-            } else if broker.options.cluster.is_some() {
-                Err((
-                    ResponseError::PolicyViolation.code(),
-                    "in a cluster the topics are those of log.topics on every node (creating \
-                     replicated topics at run time needs the metadata group, not built yet)"
-                        .to_owned(),
-                ))
+            } else if let Some(cluster) = cluster {
+                let replication = u16::try_from(topic.replication_factor).ok();
+                result.replication_factor = topic.replication_factor;
+                if topic.num_partitions == 0 || topic.replication_factor == 0 {
+                    Err((
+                        if topic.num_partitions == 0 {
+                            ResponseError::InvalidPartitions.code()
+                        } else {
+                            ResponseError::InvalidReplicationFactor.code()
+                        },
+                        "at least one partition and one replica".to_owned(),
+                    ))
+                } else if partition_count(broker, &name).is_some() {
+                    Err((
+                        ResponseError::TopicAlreadyExists.code(),
+                        format!("topic {name} exists"),
+                    ))
+                } else {
+                    let checked = headwater_log::check_topic_name(&name)
+                        .map_err(Refusal::Log)
+                        .and_then(|()| creations.check(&name, partitions))
+                        .map_err(|r| (r.code(), r.message()));
+                    match checked {
+                        Err(refusal) => Err(refusal),
+                        Ok(()) if request.validate_only => Ok(()),
+                        Ok(()) => cluster
+                            .create_topic(&name, partitions, replication)
+                            .await
+                            .map_err(|r| (r.code, r.message)),
+                    }
+                }
             } else if topic.replication_factor > 1 {
                 Err((
                     ResponseError::InvalidReplicationFactor.code(),
@@ -641,11 +710,14 @@ pub(crate) async fn delete_topics(
                 "{principal} may not delete topic {}",
                 name.0.as_str()
             )));
-        } else if broker.options.cluster.is_some() {
-            result.error_code = ResponseError::PolicyViolation.code();
-            result.error_message = Some(StrBytes::from_string(
-                "in a cluster the topics are those of log.topics on every node".to_owned(),
-            ));
+        } else if let Some(cluster) = &broker.options.cluster {
+            match cluster.delete_topic(name.0.as_str()).await {
+                Ok(()) => result.error_code = NONE,
+                Err(refusal) => {
+                    result.error_code = refusal.code;
+                    result.error_message = Some(StrBytes::from_string(refusal.message));
+                }
+            }
         } else if let Err(error) = broker.engine.delete_topic(name.0.as_str()).await {
             result.error_code = code(&error);
             result.error_message = Some(StrBytes::from_string(error.to_string()));

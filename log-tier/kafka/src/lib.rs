@@ -38,7 +38,7 @@ use tracing::Instrument;
 use headwater_log::{LogConfig, LogEngine};
 
 pub use acl::Authorizer;
-pub use cluster::{Cluster, ClusterBroker, ClusterError, ReplicaState};
+pub use cluster::{Cluster, ClusterBroker, ClusterError, RefusalKind, ReplicaState, TopicRefusal};
 pub use principal::{Principal, Role};
 pub use request::{DecodeError, Decoded, Head, decode_body, decode_head, decode_request};
 pub use sasl::{CredentialStore, Mechanism, StaticCredentials};

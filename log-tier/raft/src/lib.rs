@@ -7,10 +7,13 @@
 //! - [`store`]: [`LogStore`], openraft's `RaftLogStorage` over a `headwater_log::ReplicaLog`;
 //! - [`sm`]: [`StateMachine`], where a committed data entry moves the high watermark;
 //! - [`group`]: opening the storage of one group and the Raft settings we run with;
-//! - [`offsets`]: consumer-group offsets replicated through the internal offsets partition.
+//! - [`offsets`]: consumer-group offsets replicated through the internal offsets partition;
+//! - [`metadata`]: topics created at run time, their placement and leaders, replicated
+//!   through the internal metadata partition.
 
 pub mod error;
 pub mod group;
+pub mod metadata;
 pub mod metrics;
 pub mod net;
 pub mod node;
@@ -22,10 +25,11 @@ pub mod types;
 
 pub use error::ReplicationError;
 pub use group::{GroupStorage, raft_config};
+pub use metadata::{AdminError, METADATA_TOPIC, TopicPlacement};
 pub use net::{Groups, NetworkFactory, PeerTls, Peers, RaftServer, TransportConfig};
 pub use node::{
-    ClusterSpec, OffsetsView, PartitionView, ProposeError, ReplicaNode, ReplicatedPartition,
-    group_id,
+    ClusterSpec, DEFAULT_REPLICATION, OffsetsView, PartitionView, ProposeError, ReplicaNode,
+    ReplicatedPartition, group_id, group_id_of,
 };
 pub use offsets::{OFFSETS_TOPIC, OffsetStoreHook};
 pub use sm::{ApplyHook, StateMachine};

@@ -1,18 +1,27 @@
 //! A log node of a cluster: the replicated partitions it holds (one openraft group each, every
 //! node a voter), the replication server, the peers, and the leader's proposal path.
 //!
-//! Bootstrap: the node with the lowest id initialises each group whose Raft state is pristine
-//! on it, with every configured node as a voter; the others wait to be contacted. (Placement,
-//! node replacement and the metadata group come later: docs/design/replication.md, steps 5–7.)
+//! Configured topics (`log.topics`) are on every node: the node with the lowest id initialises
+//! each group whose Raft state is pristine on it, with every node as a voter; the others wait
+//! to be contacted.
+//!
+//! Topics created at run time go through the internal metadata partition
+//! ([`crate::metadata`], [`ReplicaNode::open_metadata`]): a creation or deletion asked of any
+//! node is forwarded to the metadata leader over the replication transport, which checks it,
+//! places the partitions ([`crate::metadata::place`]) and commits it; every node applies it and
+//! opens (every voter of a new group initialises it with the same membership) or drops the
+//! partitions it holds. Leaders of such partitions publish themselves through the metadata, so
+//! that a node without a replica names the leader to clients.
 //!
 //! Beside the data topics, a node holds the internal offsets partition
 //! ([`crate::offsets::OFFSETS_TOPIC`]) in an engine of its own, out of reach of the data path
 //! ([`ReplicaNode::partition`], [`ReplicaNode::append`] never see it): its leader coordinates
 //! consumer groups, and its committed entries are applied to every node's offsets store.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, PoisonError, RwLock, Weak};
+use std::time::Duration;
 
 use bytes::Bytes;
 use headwater_log::batch::BatchHeader;
@@ -25,6 +34,10 @@ use tokio::net::TcpListener;
 
 use crate::error::ReplicationError;
 use crate::group::{GroupStorage, raft_config};
+use crate::metadata::{
+    AdminError, Answer, Command, Leadership, METADATA_TOPIC, MetadataHook, Request, Table,
+    TopicPlacement,
+};
 use crate::net::{GroupId, Groups, Peers, RaftNode, RaftServer, TransportConfig};
 use crate::offsets::{OFFSETS_TOPIC, OffsetStoreHook};
 use crate::sm::ApplyHook;
@@ -41,12 +54,22 @@ pub struct ClusterSpec {
     pub nodes: BTreeMap<NodeId, String>,
 }
 
-/// The wire id of a partition's group: the same on every node.
+/// The wire id of a partition's group of a configured topic: the same on every node.
 pub fn group_id(topic: &str, partition: i32) -> GroupId {
+    group_id_of(topic, partition, 0)
+}
+
+/// The wire id of a partition's group of incarnation `incarnation` of a topic (0 for
+/// configured topics, the creating metadata index for topics created at run time,
+/// [`crate::metadata`]): the same on every node, another for each incarnation.
+pub fn group_id_of(topic: &str, partition: i32, incarnation: u64) -> GroupId {
     let mut hash = Sha256::new();
     hash.update(topic.as_bytes());
     hash.update([0]);
     hash.update(partition.to_be_bytes());
+    if incarnation != 0 {
+        hash.update(incarnation.to_be_bytes());
+    }
     let digest = hash.finalize();
     let mut id = [0u8; 8];
     id.copy_from_slice(&digest[..8]);
@@ -143,6 +166,33 @@ const LEADER_SETTLE_WAIT: std::time::Duration = std::time::Duration::from_secs(5
 /// follower under load is always a little behind.
 pub const READY_LAG: u64 = 1000;
 
+/// How long a metadata request waits for a leader to take and commit it.
+const METADATA_WAIT: Duration = Duration::from_secs(10);
+
+/// A node that acknowledged the metadata leader within this long counts as live when a new
+/// topic is placed.
+const LIVE_WITHIN: Duration = Duration::from_secs(3);
+
+/// The replicas a topic created at run time gets when the request names none (at most the
+/// node count).
+pub const DEFAULT_REPLICATION: usize = 3;
+
+/// A topic created at run time as this node holds it, kept in `runtime-topics` under the
+/// state directory so that a restart reopens its groups before the metadata is replayed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct LocalTopic {
+    incarnation: u64,
+    partitions: i32,
+    /// The partitions this node is a replica of.
+    held: Vec<i32>,
+}
+
+/// The topics created at run time this node holds.
+struct RuntimeTopics {
+    file: crate::state::DurableValue,
+    topics: BTreeMap<String, LocalTopic>,
+}
+
 /// A log node of a cluster.
 pub struct ReplicaNode {
     engine: Arc<LogEngine>,
@@ -153,6 +203,18 @@ pub struct ReplicaNode {
     partitions: RwLock<HashMap<(String, i32), Arc<ReplicatedPartition>>>,
     /// The offsets partition and the engine that holds its log, once opened.
     offsets: RwLock<Option<(Arc<ReplicatedPartition>, Arc<LogEngine>)>>,
+    /// The metadata partition and the engine that holds its log, once opened.
+    metadata: RwLock<Option<(Arc<ReplicatedPartition>, Arc<LogEngine>)>>,
+    /// The metadata as applied here.
+    table: tokio::sync::watch::Sender<Table>,
+    /// Topics created at run time held here; locked while they are opened or dropped.
+    runtime: tokio::sync::Mutex<RuntimeTopics>,
+    /// Serialises topic creations and deletions on the metadata leader (check, then propose).
+    admin: tokio::sync::Mutex<()>,
+    /// The configured topics (`log.topics`) opened here.
+    configured: RwLock<BTreeSet<String>>,
+    /// The metadata term in which this node first placed a topic as leader, and when.
+    leading_since: std::sync::Mutex<Option<(Term, std::time::Instant)>>,
     state_dir: PathBuf,
     config: Arc<openraft::Config>,
 }
@@ -178,6 +240,8 @@ impl ReplicaNode {
             .map_err(|e| ReplicationError::Transport(e.to_string()))?;
         let config = raft_config(&spec.cluster_id)
             .map_err(|e| ReplicationError::Transport(format!("raft settings: {e}")))?;
+        let file = crate::state::DurableValue::new(state_dir, "runtime-topics")?;
+        let topics = file.load()?.unwrap_or_default();
         Ok(Arc::new(Self {
             engine,
             spec,
@@ -186,6 +250,12 @@ impl ReplicaNode {
             server: tokio::sync::Mutex::new(Some(server)),
             partitions: RwLock::new(HashMap::new()),
             offsets: RwLock::new(None),
+            metadata: RwLock::new(None),
+            table: tokio::sync::watch::Sender::new(Table::default()),
+            runtime: tokio::sync::Mutex::new(RuntimeTopics { file, topics }),
+            admin: tokio::sync::Mutex::new(()),
+            configured: RwLock::new(BTreeSet::new()),
+            leading_since: std::sync::Mutex::new(None),
             state_dir: state_dir.to_path_buf(),
             config,
         }))
@@ -204,20 +274,24 @@ impl ReplicaNode {
     /// Opens (creating if needed) a replicated topic of `partitions` partitions on this node and
     /// starts their groups; the lowest node id initialises the pristine ones.
     pub async fn open_topic(&self, topic: &str, partitions: i32) -> Result<(), ReplicationError> {
-        if topic == OFFSETS_TOPIC {
+        if topic == OFFSETS_TOPIC || topic == METADATA_TOPIC {
             return Err(ReplicationError::Log(LogError::InvalidTopic(format!(
-                "{topic} is the cluster's internal offsets topic"
+                "{topic} is an internal topic of the cluster"
             ))));
         }
         self.engine
             .create_replicated_topic(topic, partitions, None)
             .await?;
+        self.configured
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(topic.to_owned());
         for partition in 0..partitions {
             if self.partition(topic, partition).is_some() {
                 continue;
             }
             let part = self
-                .open_group(&self.engine, topic, partition, None)
+                .open_group(&self.engine, topic, partition, Placement::Configured, None)
                 .await?;
             self.partitions
                 .write()
@@ -227,6 +301,23 @@ impl ReplicaNode {
         Ok(())
     }
 
+    /// The engine of an internal topic of one partition under `dir` (created if missing; same
+    /// flush policy as this node's engine).
+    async fn open_internal(
+        &self,
+        dir: &Path,
+        topic: &str,
+    ) -> Result<Arc<LogEngine>, ReplicationError> {
+        let config = headwater_log::LogConfig {
+            flush: self.engine.config().flush.clone(),
+            auto_create_topics: false,
+            ..Default::default()
+        };
+        let internal = LogEngine::open_async(dir.to_path_buf(), config).await?;
+        internal.create_replicated_topic(topic, 1, None).await?;
+        Ok(internal)
+    }
+
     /// Opens the internal offsets partition: its log in an engine of its own under `dir`
     /// (created if missing; same flush policy as this node's engine), its committed entries
     /// applied to this node's offsets store. Idempotent.
@@ -234,21 +325,467 @@ impl ReplicaNode {
         if self.offsets_partition().is_some() {
             return Ok(());
         }
-        let config = headwater_log::LogConfig {
-            flush: self.engine.config().flush.clone(),
-            auto_create_topics: false,
-            ..Default::default()
-        };
-        let internal = LogEngine::open_async(dir.to_path_buf(), config).await?;
-        internal
-            .create_replicated_topic(OFFSETS_TOPIC, 1, None)
-            .await?;
+        let internal = self.open_internal(dir, OFFSETS_TOPIC).await?;
         let hook: Arc<dyn ApplyHook> = Arc::new(OffsetStoreHook::new(self.engine.clone()));
         let part = self
-            .open_group(&internal, OFFSETS_TOPIC, 0, Some(hook))
+            .open_group(
+                &internal,
+                OFFSETS_TOPIC,
+                0,
+                Placement::Configured,
+                Some(hook),
+            )
             .await?;
         *self.offsets.write().unwrap_or_else(PoisonError::into_inner) = Some((part, internal));
         Ok(())
+    }
+
+    /// Opens the internal metadata partition ([`crate::metadata`]): its log in an engine of its
+    /// own under `dir`, its committed entries applied to this node's metadata table; reopens the
+    /// topics created at run time this node holds, and from then on opens and drops them as the
+    /// metadata says. Idempotent.
+    pub async fn open_metadata(self: &Arc<Self>, dir: &Path) -> Result<(), ReplicationError> {
+        if self.metadata_partition().is_some() {
+            return Ok(());
+        }
+        let internal = self.open_internal(dir, METADATA_TOPIC).await?;
+        // Reopen what this node held before the metadata is replayed: clients are served as
+        // soon as the groups elect, and a deletion applied later drops them again.
+        let held: Vec<(String, LocalTopic)> = {
+            let runtime = self.runtime.lock().await;
+            runtime.topics.clone().into_iter().collect()
+        };
+        for (name, local) in held {
+            for &partition in &local.held {
+                self.open_runtime_partition(&name, partition, local.incarnation, None)
+                    .await?;
+            }
+        }
+        let hook: Arc<dyn ApplyHook> = Arc::new(MetadataHook::new(self.table.clone()));
+        let part = self
+            .open_group(
+                &internal,
+                METADATA_TOPIC,
+                0,
+                Placement::Configured,
+                Some(hook),
+            )
+            .await?;
+        let weak = Arc::downgrade(self);
+        self.groups.accept_forwarded(
+            part.group,
+            Arc::new(move |body: Bytes| {
+                let weak = weak.clone();
+                Box::pin(async move {
+                    let answer = match (weak.upgrade(), serde_json::from_slice::<Request>(&body)) {
+                        (Some(node), Ok(request)) => node.execute(request).await,
+                        (None, _) => Answer::Refused(AdminError::Unavailable(
+                            "the node is stopping".to_owned(),
+                        )),
+                        (_, Err(e)) => Answer::Refused(AdminError::Unavailable(format!(
+                            "malformed metadata request: {e}"
+                        ))),
+                    };
+                    Bytes::from(serde_json::to_vec(&answer).unwrap_or_default())
+                })
+            }),
+        );
+        *self
+            .metadata
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = Some((part, internal));
+        let weak = Arc::downgrade(self);
+        let mut changes = self.table.subscribe();
+        tokio::spawn(async move {
+            loop {
+                let Some(node) = weak.upgrade() else { return };
+                let table = changes.borrow_and_update().clone();
+                let failed = node.reconcile(&table).await.err();
+                drop(node);
+                if let Some(e) = failed {
+                    // Tried again at the next change of the metadata, or in a second.
+                    tracing::error!(error = %e, "applying the cluster's metadata failed");
+                    match tokio::time::timeout(Duration::from_secs(1), changes.changed()).await {
+                        Ok(Err(_)) => return,
+                        Ok(Ok(())) | Err(_) => continue,
+                    }
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(())
+    }
+
+    fn metadata_partition(&self) -> Option<Arc<ReplicatedPartition>> {
+        self.metadata
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+            .map(|(part, _)| part.clone())
+    }
+
+    /// Brings the topics created at run time this node holds in line with `table`: drops
+    /// copies the metadata made stale (deleted, or replaced by a new incarnation), creates and
+    /// opens the partitions placed here.
+    async fn reconcile(self: &Arc<Self>, table: &Table) -> Result<(), ReplicationError> {
+        let me = self.spec.node_id;
+        let stale: Vec<(String, LocalTopic)> = {
+            let runtime = self.runtime.lock().await;
+            runtime
+                .topics
+                .iter()
+                .filter(|(name, local)| table.is_stale(name, local.incarnation))
+                .map(|(name, local)| (name.clone(), local.clone()))
+                .collect()
+        };
+        for (name, local) in stale {
+            self.drop_runtime_topic(&name, &local).await?;
+        }
+        for (name, placement) in &table.topics {
+            if !placement.holds(me) {
+                continue;
+            }
+            let held: Vec<i32> = (0..placement.partitions())
+                .filter(|&p| placement.replicas[p as usize].contains(&me))
+                .collect();
+            let known = {
+                let runtime = self.runtime.lock().await;
+                runtime.topics.get(name).cloned()
+            };
+            if known.is_none() {
+                // Recorded before anything is created, so that a deletion finds it.
+                let local = LocalTopic {
+                    incarnation: placement.incarnation,
+                    partitions: placement.partitions(),
+                    held: held.clone(),
+                };
+                let mut runtime = self.runtime.lock().await;
+                runtime.topics.insert(name.clone(), local);
+                runtime.file.store(&runtime.topics)?;
+            }
+            self.engine
+                .create_replicated_topic(name, placement.partitions(), None)
+                .await?;
+            for &partition in &held {
+                if self.partition(name, partition).is_none() {
+                    let voters = placement.replicas[partition as usize].clone();
+                    self.open_runtime_partition(
+                        name,
+                        partition,
+                        placement.incarnation,
+                        Some(voters),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Opens one partition of a topic created at run time and publishes its leadership when
+    /// this node leads it. `voters` (the placement) when it is new: every voter may start
+    /// the group.
+    async fn open_runtime_partition(
+        self: &Arc<Self>,
+        topic: &str,
+        partition: i32,
+        incarnation: u64,
+        voters: Option<Vec<NodeId>>,
+    ) -> Result<(), ReplicationError> {
+        let placement = Placement::Runtime {
+            incarnation,
+            voters,
+        };
+        let part = self
+            .open_group(&self.engine, topic, partition, placement, None)
+            .await?;
+        let raft = part.raft.clone();
+        self.partitions
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((topic.to_owned(), partition), part);
+        let (weak, topic) = (Arc::downgrade(self), topic.to_owned());
+        tokio::spawn(publish_leadership(
+            weak,
+            raft,
+            topic,
+            partition,
+            incarnation,
+        ));
+        Ok(())
+    }
+
+    /// Stops the groups of a topic created at run time and deletes this node's copy.
+    async fn drop_runtime_topic(
+        &self,
+        name: &str,
+        local: &LocalTopic,
+    ) -> Result<(), ReplicationError> {
+        for partition in 0..local.partitions {
+            let part = self
+                .partitions
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&(name.to_owned(), partition));
+            if let Some(part) = part {
+                self.groups.remove(part.group);
+                if let Err(e) = part.raft.shutdown().await {
+                    tracing::warn!(topic = name, partition, error = %e, "raft group did not stop cleanly");
+                }
+            }
+        }
+        for partition in 0..local.partitions {
+            let dir = self.state_dir.join(format!("{name}-{partition}"));
+            match std::fs::remove_dir_all(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(source) => {
+                    return Err(ReplicationError::Io {
+                        context: "removing",
+                        path: dir,
+                        source,
+                    });
+                }
+            }
+        }
+        // The Raft state goes first: a crash before the log is deleted leaves a topic the
+        // record still names, dropped again at the next start.
+        match self.engine.delete_topic(name).await {
+            Ok(()) | Err(LogError::UnknownTopic(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let mut runtime = self.runtime.lock().await;
+        runtime.topics.remove(name);
+        runtime.file.store(&runtime.topics)?;
+        tracing::info!(
+            topic = name,
+            incarnation = local.incarnation,
+            "topic dropped from this node"
+        );
+        Ok(())
+    }
+
+    /// The topics created at run time, as this node has applied the metadata.
+    pub fn runtime_topics(&self) -> BTreeMap<String, TopicPlacement> {
+        self.table.borrow().topics.clone()
+    }
+
+    /// Creates a topic replicated on `replication` nodes (`None`: [`DEFAULT_REPLICATION`], at
+    /// most the node count), through the metadata leader.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication: Option<u16>,
+    ) -> Result<(), AdminError> {
+        self.submit(Request::CreateTopic {
+            name: name.to_owned(),
+            partitions,
+            replication,
+        })
+        .await
+    }
+
+    /// Deletes a topic created at run time, through the metadata leader.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
+        self.submit(Request::DeleteTopic {
+            name: name.to_owned(),
+        })
+        .await
+    }
+
+    /// Has the metadata leader carry out `request`: here when this node leads, else forwarded.
+    async fn submit(&self, request: Request) -> Result<(), AdminError> {
+        let part = self.metadata_partition().ok_or_else(|| {
+            AdminError::Unavailable("the metadata partition is not open".to_owned())
+        })?;
+        let body = Bytes::from(serde_json::to_vec(&request).unwrap_or_default());
+        let deadline = tokio::time::Instant::now() + METADATA_WAIT;
+        let mut last = "no leader".to_owned();
+        while tokio::time::Instant::now() < deadline {
+            let leader = part.raft.metrics().borrow_watched().current_leader;
+            let answer = match leader {
+                None => None,
+                Some(leader) if leader == self.spec.node_id => {
+                    Some(self.execute(request.clone()).await)
+                }
+                Some(leader) => {
+                    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                    match self
+                        .peers
+                        .forward(leader, part.group, body.clone(), left)
+                        .await
+                    {
+                        Ok(answer) => match serde_json::from_slice::<Answer>(&answer) {
+                            Ok(answer) => Some(answer),
+                            Err(e) => {
+                                last = format!("node {leader} answered: {e}");
+                                None
+                            }
+                        },
+                        Err(e) => {
+                            last = format!("node {leader}: {e}");
+                            None
+                        }
+                    }
+                }
+            };
+            match answer {
+                Some(Answer::Done) => return Ok(()),
+                Some(Answer::Refused(AdminError::Unavailable(why))) => last = why,
+                Some(Answer::Refused(refusal)) => return Err(refusal),
+                Some(Answer::NotLeader { .. }) | None => {}
+            }
+            // Wait for a (new) leader, or a little, before asking again.
+            let known = leader;
+            let _ = part
+                .raft
+                .wait(Some(Duration::from_millis(200)))
+                .metrics(
+                    |m| m.current_leader.is_some() && m.current_leader != known,
+                    "a metadata leader",
+                )
+                .await;
+        }
+        Err(AdminError::Unavailable(last))
+    }
+
+    /// Carries out a metadata request as the metadata leader.
+    async fn execute(&self, request: Request) -> Answer {
+        let Some(part) = self.metadata_partition() else {
+            return Answer::Refused(AdminError::Unavailable(
+                "the metadata partition is not open".to_owned(),
+            ));
+        };
+        let command = match request {
+            Request::Leader(leadership) => Command::Leader(leadership),
+            Request::CreateTopic {
+                name,
+                partitions,
+                replication,
+            } => {
+                let _turn = self.admin.lock().await;
+                match self.placed(&part, &name, partitions, replication).await {
+                    Ok(command) => return self.commit_metadata(&part, command).await,
+                    Err(answer) => return answer,
+                }
+            }
+            Request::DeleteTopic { name } => {
+                let _turn = self.admin.lock().await;
+                if let Err(answer) = settled_term(&part).await {
+                    return not_leader(answer);
+                }
+                if !self.table.borrow().topics.contains_key(&name) {
+                    let configured = self
+                        .configured
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .contains(&name);
+                    return Answer::Refused(if configured {
+                        AdminError::Policy(format!(
+                            "topic {name} is configured in log.topics on every node; remove it there"
+                        ))
+                    } else {
+                        AdminError::UnknownTopic(format!("no topic {name}"))
+                    });
+                }
+                return self
+                    .commit_metadata(&part, Command::DeleteTopic { name })
+                    .await;
+            }
+        };
+        self.commit_metadata(&part, command).await
+    }
+
+    /// Checks a creation against the metadata as this leader has applied it and places it.
+    async fn placed(
+        &self,
+        part: &ReplicatedPartition,
+        name: &str,
+        partitions: u32,
+        replication: Option<u16>,
+    ) -> Result<Command, Answer> {
+        settled_term(part).await.map_err(not_leader)?;
+        let refuse = |e: AdminError| Answer::Refused(e);
+        headwater_log::check_topic_name(name)
+            .map_err(|e| refuse(AdminError::InvalidTopic(e.to_string())))?;
+        if name.starts_with("__") {
+            return Err(refuse(AdminError::InvalidTopic(format!(
+                "{name}: names starting with __ are the cluster's own"
+            ))));
+        }
+        let configured = self
+            .configured
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(name);
+        if configured || self.table.borrow().topics.contains_key(name) {
+            return Err(refuse(AdminError::TopicExists(name.to_owned())));
+        }
+        if partitions == 0 {
+            return Err(refuse(AdminError::InvalidPartitions(
+                "at least one partition".to_owned(),
+            )));
+        }
+        let nodes = self.spec.nodes.len();
+        let replication = match replication {
+            None => DEFAULT_REPLICATION.min(nodes),
+            Some(0) => {
+                return Err(refuse(AdminError::InvalidReplicationFactor(
+                    "at least one replica".to_owned(),
+                )));
+            }
+            Some(r) if usize::from(r) > nodes => {
+                return Err(refuse(AdminError::InvalidReplicationFactor(format!(
+                    "{r} replicas, but the cluster has {nodes} nodes"
+                ))));
+            }
+            Some(r) => usize::from(r),
+        };
+        let m = part.raft.metrics().borrow_watched().clone();
+        // A node this leader never heard from counts as live while the leader is new (its
+        // first heartbeats may not have been answered yet).
+        let new_leader = {
+            let mut since = self
+                .leading_since
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if since.is_none_or(|(term, _)| term != m.current_term) {
+                *since = Some((m.current_term, std::time::Instant::now()));
+            }
+            since.is_some_and(|(_, at)| at.elapsed() <= LIVE_WITHIN)
+        };
+        let (mut live, mut down) = (Vec::new(), Vec::new());
+        for &node in self.spec.nodes.keys() {
+            let acked = match m.heartbeat.as_ref().and_then(|h| h.get(&node)) {
+                Some(Some(at)) => openraft::Instant::elapsed(&**at) <= LIVE_WITHIN,
+                Some(None) | None => new_leader,
+            };
+            if node == self.spec.node_id || acked {
+                live.push(node);
+            } else {
+                down.push(node);
+            }
+        }
+        Ok(Command::CreateTopic {
+            name: name.to_owned(),
+            replicas: crate::metadata::place(&live, &down, partitions, replication),
+        })
+    }
+
+    /// Proposes one command to the metadata partition, which this node leads.
+    async fn commit_metadata(&self, part: &ReplicatedPartition, command: Command) -> Answer {
+        let batch = match crate::metadata::encode(&[command]) {
+            Ok(batch) => batch,
+            Err(e) => return Answer::Refused(AdminError::Unavailable(e.to_string())),
+        };
+        match propose(part, batch).await {
+            Ok(_) => Answer::Done,
+            Err(ProposeError::NotLeader { leader }) => Answer::NotLeader { leader },
+            Err(e) => Answer::Refused(AdminError::Unavailable(e.to_string())),
+        }
     }
 
     /// Starts the group of one partition of `engine` (a replicated topic there).
@@ -257,6 +794,7 @@ impl ReplicaNode {
         engine: &LogEngine,
         topic: &str,
         partition: i32,
+        placement: Placement,
         hook: Option<Arc<dyn ApplyHook>>,
     ) -> Result<Arc<ReplicatedPartition>, ReplicationError> {
         let log = engine.replica(topic, partition)?;
@@ -276,7 +814,11 @@ impl ReplicaNode {
         if let Some(hook) = hook {
             storage.state_machine.set_apply_hook(hook);
         }
-        let group = group_id(topic, partition);
+        let incarnation = match &placement {
+            Placement::Configured => 0,
+            Placement::Runtime { incarnation, .. } => *incarnation,
+        };
+        let group = group_id_of(topic, partition, incarnation);
         let raft = Raft::new(
             self.spec.node_id,
             self.config.clone(),
@@ -291,9 +833,21 @@ impl ReplicaNode {
         }
         self.groups.insert(group, raft.clone());
         crate::metrics::spawn_partition_metrics(topic.to_owned(), partition, raft.clone());
-        let lowest = self.spec.nodes.keys().next().copied();
-        if lowest == Some(self.spec.node_id) {
-            self.bootstrap(&raft).await?;
+        match placement {
+            Placement::Configured => {
+                let lowest = self.spec.nodes.keys().next().copied();
+                if lowest == Some(self.spec.node_id) {
+                    let every: Vec<NodeId> = self.spec.nodes.keys().copied().collect();
+                    self.bootstrap(&raft, &every).await?;
+                }
+            }
+            // Every voter of a new group starts it with the same membership (safe in Raft:
+            // one of them wins the election), so a voter down at creation does not stop it.
+            Placement::Runtime {
+                voters: Some(voters),
+                ..
+            } if voters.contains(&self.spec.node_id) => self.bootstrap(&raft, &voters).await?,
+            Placement::Runtime { .. } => {}
         }
         if self.groups.is_rejoining(group) {
             // A leader that has applied an entry of its term holds every committed entry (the
@@ -323,7 +877,7 @@ impl ReplicaNode {
         }))
     }
 
-    async fn bootstrap(&self, raft: &RaftNode) -> Result<(), ReplicationError> {
+    async fn bootstrap(&self, raft: &RaftNode, voters: &[NodeId]) -> Result<(), ReplicationError> {
         let initialized = raft
             .is_initialized()
             .await
@@ -331,11 +885,12 @@ impl ReplicaNode {
         if initialized {
             return Ok(());
         }
-        let members: BTreeMap<NodeId, BasicNode> = self
-            .spec
-            .nodes
+        let members: BTreeMap<NodeId, BasicNode> = voters
             .iter()
-            .map(|(&id, addr)| (id, BasicNode::new(addr.to_string())))
+            .filter_map(|id| {
+                let addr = self.spec.nodes.get(id)?;
+                Some((*id, BasicNode::new(addr.to_string())))
+            })
             .collect();
         match raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => {
@@ -396,9 +951,28 @@ impl ReplicaNode {
         self.groups.votes_refused(group_id(topic, partition))
     }
 
+    /// What the metadata says of a partition of a topic created at run time that this node
+    /// does not hold: its replicas and last published leader.
+    fn placed_view(&self, topic: &str, partition: i32) -> Option<PartitionView> {
+        let table = self.table.borrow();
+        let placement = table.topics.get(topic)?;
+        let index = usize::try_from(partition).ok()?;
+        let replicas = placement.replicas.get(index)?.clone();
+        let leader = placement.leaders.get(index).copied().flatten();
+        Some(PartitionView {
+            leader: leader.map(|(_, node)| node),
+            term: leader.map_or(0, |(term, _)| term),
+            leader_heard: true,
+            in_sync: replicas.clone(),
+            replicas,
+        })
+    }
+
     /// What this node knows about a partition's replicas.
     pub fn view(&self, topic: &str, partition: i32) -> Option<PartitionView> {
-        let part = self.partition(topic, partition)?;
+        let Some(part) = self.partition(topic, partition) else {
+            return self.placed_view(topic, partition);
+        };
         let metrics = part.raft.metrics().borrow_watched().clone();
         let replicas: Vec<NodeId> = metrics.membership_config.voter_ids().collect();
         let in_sync = match (&metrics.replication, metrics.state) {
@@ -442,12 +1016,17 @@ impl ReplicaNode {
         partition: i32,
         records: Bytes,
     ) -> Result<Applied, ProposeError> {
-        let part =
-            self.partition(topic, partition)
-                .ok_or_else(|| ProposeError::UnknownPartition {
+        let Some(part) = self.partition(topic, partition) else {
+            return Err(match self.placed_view(topic, partition) {
+                Some(view) => ProposeError::NotLeader {
+                    leader: view.leader,
+                },
+                None => ProposeError::UnknownPartition {
                     topic: topic.to_owned(),
                     partition,
-                })?;
+                },
+            });
+        };
         propose(&part, records).await
     }
 
@@ -516,17 +1095,91 @@ impl ReplicaNode {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .take();
-        let internal = offsets.as_ref().map(|(_, engine)| engine.clone());
-        for part in parts.into_iter().chain(offsets.map(|(part, _)| part)) {
+        let metadata = self
+            .metadata
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        let internal: Vec<Arc<LogEngine>> = offsets
+            .iter()
+            .chain(&metadata)
+            .map(|(_, engine)| engine.clone())
+            .collect();
+        let internal_parts = offsets.into_iter().chain(metadata).map(|(part, _)| part);
+        for part in parts.into_iter().chain(internal_parts) {
             self.groups.remove(part.group);
             if let Err(e) = part.raft.shutdown().await {
                 tracing::warn!(group = part.group, error = %e, "raft group did not stop cleanly");
             }
         }
-        if let Some(internal) = internal
-            && let Err(e) = internal.close().await
+        for engine in internal {
+            if let Err(e) = engine.close().await {
+                tracing::warn!(error = %e, "an internal partition's log did not close cleanly");
+            }
+        }
+    }
+}
+
+/// Where a group's voters come from.
+enum Placement {
+    /// A configured topic or an internal one: every node; the lowest id starts a new group.
+    Configured,
+    /// A topic created at run time ([`crate::metadata`]).
+    Runtime {
+        /// The topic's incarnation.
+        incarnation: u64,
+        /// The partition's replicas when the group is opened from the metadata (each may start
+        /// it); `None` when reopened at start-up (it exists already).
+        voters: Option<Vec<NodeId>>,
+    },
+}
+
+/// The answer to a metadata request this node cannot carry out because it does not lead.
+fn not_leader(error: ProposeError) -> Answer {
+    match error {
+        ProposeError::NotLeader { leader } => Answer::NotLeader { leader },
+        other => Answer::Refused(AdminError::Unavailable(other.to_string())),
+    }
+}
+
+/// Publishes, through the metadata, each term in which this node leads a partition of a topic
+/// created at run time (nodes that do not hold the partition name that leader to clients).
+/// Ends with the group or the node.
+async fn publish_leadership(
+    node: Weak<ReplicaNode>,
+    raft: RaftNode,
+    topic: String,
+    partition: i32,
+    incarnation: u64,
+) {
+    let mut metrics = raft.metrics();
+    let mut published: Option<Term> = None;
+    loop {
+        let m = metrics.borrow_watched().clone();
+        if m.state == ServerState::Leader
+            && applied_in_term(&m)
+            && published != Some(m.current_term)
         {
-            tracing::warn!(error = %e, "the offsets partition's log did not close cleanly");
+            let Some(node) = node.upgrade() else { return };
+            let request = Request::Leader(Leadership {
+                topic: topic.clone(),
+                partition,
+                incarnation,
+                term: m.current_term,
+                node: node.spec.node_id,
+            });
+            match node.submit(request).await {
+                Ok(()) => published = Some(m.current_term),
+                Err(e) => {
+                    tracing::debug!(topic, partition, error = %e, "leadership not published yet");
+                    // Try again at the next change, or after a while.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), metrics.changed()).await;
+                    continue;
+                }
+            }
+        }
+        if metrics.changed().await.is_err() {
+            return;
         }
     }
 }

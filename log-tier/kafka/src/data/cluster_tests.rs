@@ -247,7 +247,7 @@ async fn list_offsets_checks_leader_and_epoch_and_answers_the_epoch_of_the_end()
 }
 
 #[tokio::test]
-async fn topics_are_not_created_at_run_time_in_a_cluster() {
+async fn a_cluster_that_takes_no_new_topics_refuses_creation() {
     let dir = tempfile::tempdir().unwrap();
     let (broker, _) = broker(dir.path());
     let mut request = CreateTopicsRequest::default();
@@ -256,7 +256,7 @@ async fn topics_are_not_created_at_run_time_in_a_cluster() {
     topic.num_partitions = 1;
     topic.replication_factor = -1;
     request.topics.push(topic);
-    let response = super::create_topics(&broker, &Principal::anonymous(), request);
+    let response = super::create_topics(&broker, &Principal::anonymous(), request).await;
     assert_eq!(
         response.topics[0].error_code,
         ResponseError::PolicyViolation.code()

@@ -125,6 +125,27 @@ impl Peers {
         }
     }
 
+    /// Forwards a request for `group` to peer `node` ([`Kind::Propose`]), where the group's
+    /// [`super::ForwardHandler`] answers it; waits at most `ttl` for the answer's body. A
+    /// timeout is [`TransportError::Timeout`].
+    pub async fn forward(
+        &self,
+        node: NodeId,
+        group: GroupId,
+        body: Bytes,
+        ttl: Duration,
+    ) -> Result<Bytes, TransportError> {
+        let answer = self
+            .link(node)
+            .request(Kind::Propose, group, vec![body], ttl)
+            .await;
+        match answer {
+            Ok(body) => Ok(body),
+            Err(CallError::Timeout(after)) => Err(TransportError::Timeout(after)),
+            Err(CallError::Transport(e)) => Err(e),
+        }
+    }
+
     /// This node's Hello.
     pub(crate) fn hello(&self) -> Hello {
         Hello {

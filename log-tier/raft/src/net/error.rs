@@ -66,6 +66,9 @@ pub enum TransportError {
     /// This node lost its log and is catching up: it does not stand for election yet.
     #[error("this node is rejoining (it lost its log): no candidacy until it has caught up")]
     Rejoining,
+    /// No answer within the request's time.
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
     /// The peer answered with an Error frame.
     #[error("peer refused ({code:?}): {message}")]
     Remote {
@@ -92,6 +95,7 @@ impl TransportError {
             TransportError::ConnectionClosed => "connection_closed",
             TransportError::Tls(_) => "tls",
             TransportError::Rejoining => "rejoining",
+            TransportError::Timeout(_) => "timeout",
             TransportError::Remote { code, .. } => code.as_str(),
         }
     }
@@ -103,6 +107,7 @@ impl TransportError {
             TransportError::Io(_)
             | TransportError::Truncated
             | TransportError::BackingOff(_)
+            | TransportError::Timeout(_)
             | TransportError::ConnectionClosed => true,
             TransportError::Remote { code, .. } => {
                 matches!(

@@ -42,11 +42,15 @@ pub enum Kind {
     Response = 6,
     /// A refusal of the request with the same correlation id (JSON [`super::codec::ErrorBody`]).
     Error = 7,
+    /// A proposal forwarded to the leader of a group that takes forwarded proposals (the
+    /// metadata group): the body is the RecordBatch; the answer is a JSON
+    /// [`super::codec::ProposeAnswer`].
+    Propose = 8,
 }
 
 impl Kind {
     /// Every kind, for tests and metric registration.
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Hello,
         Kind::AppendEntries,
         Kind::Vote,
@@ -54,6 +58,7 @@ impl Kind {
         Kind::InstallSnapshot,
         Kind::Response,
         Kind::Error,
+        Kind::Propose,
     ];
 
     /// The kind of a kind byte, if it is one.
@@ -71,6 +76,7 @@ impl Kind {
             Kind::InstallSnapshot => "install_snapshot",
             Kind::Response => "response",
             Kind::Error => "error",
+            Kind::Propose => "propose",
         }
     }
 }

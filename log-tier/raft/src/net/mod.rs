@@ -37,7 +37,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub use client::{Network, NetworkFactory, Peers};
 pub use error::{ErrorCode, TransportError};
 pub use frame::{DEFAULT_MAX_FRAME_BYTES, Frame, Kind};
-pub use server::{Groups, RaftNode, RaftServer};
+pub use server::{ForwardHandler, Groups, RaftNode, RaftServer};
 
 /// The id of a Raft group on the wire (one replicated partition); the node maps it to its
 /// partition. Every node must agree on the mapping.

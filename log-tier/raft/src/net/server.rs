@@ -28,6 +28,11 @@ use crate::types::{TypeConfig, typ};
 /// A local Raft node of one group.
 pub type RaftNode = openraft::Raft<TypeConfig, StateMachine>;
 
+/// Answers a request a peer forwarded to a group ([`Groups::accept_forwarded`]): the request's
+/// body in, the answer's body out.
+pub type ForwardHandler =
+    Arc<dyn Fn(Bytes) -> futures::future::BoxFuture<'static, Bytes> + Send + Sync>;
+
 /// The Raft groups open on this node, by group id: the node inserts a group's handle when it
 /// opens it and removes it when it closes it. Cheap to clone (shared).
 ///
@@ -46,6 +51,8 @@ pub struct Groups {
     rejoining: Arc<RwLock<HashMap<GroupId, Arc<Rejoin>>>>,
     /// When each group last received an AppendEntries (a leader's replication or heartbeat).
     heard: Arc<RwLock<HashMap<GroupId, std::time::Instant>>>,
+    /// The groups that take requests forwarded by peers (the metadata group), and who answers.
+    forwarded: Arc<RwLock<HashMap<GroupId, ForwardHandler>>>,
 }
 
 /// What a rejoining group has learnt from leaders: the highest commit index one announced;
@@ -78,6 +85,23 @@ impl Rejoin {
 }
 
 impl Groups {
+    /// Lets peers forward requests for `group` ([`super::frame::Kind::Propose`]): `handler`
+    /// answers each.
+    pub fn accept_forwarded(&self, group: GroupId, handler: ForwardHandler) {
+        self.forwarded
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(group, handler);
+    }
+
+    fn forward_handler(&self, group: GroupId) -> Option<ForwardHandler> {
+        self.forwarded
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&group)
+            .cloned()
+    }
+
     /// Registers the Raft of `group`; returns the one it replaces.
     pub fn insert(&self, group: GroupId, raft: RaftNode) -> Option<RaftNode> {
         self.inner
@@ -513,7 +537,7 @@ async fn handle_request(frame: Frame, groups: Groups, reply: Reply, _permit: Own
     let (correlation, group) = (frame.correlation, frame.group);
     if !matches!(
         frame.kind,
-        Kind::AppendEntries | Kind::Vote | Kind::PreVote | Kind::InstallSnapshot
+        Kind::AppendEntries | Kind::Vote | Kind::PreVote | Kind::InstallSnapshot | Kind::Propose
     ) {
         let message = format!("{} is not a request", frame.kind.as_str());
         return reply
@@ -596,6 +620,13 @@ async fn dispatch(frame: Frame, groups: &Groups, raft: RaftNode) -> Result<Bytes
             let response = response.map_err(|e| raft_failed(&e))?;
             codec::to_json("vote response", &response).map_err(Failure::Decode)
         }
+        Kind::Propose => match groups.forward_handler(frame.group) {
+            Some(handler) => Ok(handler(frame.body).await),
+            None => Err(Failure::Raft(format!(
+                "group {} takes no forwarded requests",
+                frame.group
+            ))),
+        },
         _ => {
             let rpc: SnapshotRequest =
                 codec::from_json("snapshot", &frame.body).map_err(Failure::Decode)?;
