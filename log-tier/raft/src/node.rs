@@ -573,7 +573,9 @@ impl ReplicaNode {
     }
 
     /// Creates a topic replicated on `replication` nodes (`None`: [`DEFAULT_REPLICATION`], at
-    /// most the node count), through the metadata leader.
+    /// most the node count), through the metadata leader. Returns once every partition has a
+    /// leader this node knows (as Kafka's controller names leaders in the creation itself), or
+    /// after [`METADATA_WAIT`] with the creation done and leaders still being elected.
     pub async fn create_topic(
         &self,
         name: &str,
@@ -585,7 +587,30 @@ impl ReplicaNode {
             partitions,
             replication,
         })
-        .await
+        .await?;
+        let mut changes = self.table.subscribe();
+        let led = tokio::time::timeout(METADATA_WAIT, async {
+            loop {
+                let partitions = changes
+                    .borrow_and_update()
+                    .topics
+                    .get(name)
+                    .map(TopicPlacement::partitions);
+                let all_led = partitions.is_some_and(|n| {
+                    (0..n).all(|p| self.view(name, p).is_some_and(|v| v.leader.is_some()))
+                });
+                if all_led {
+                    return;
+                }
+                // Local groups learn their leader without a metadata change: look again soon.
+                let _ = tokio::time::timeout(Duration::from_millis(50), changes.changed()).await;
+            }
+        })
+        .await;
+        if led.is_err() {
+            tracing::info!(topic = name, "created; some partitions have no leader yet");
+        }
+        Ok(())
     }
 
     /// Deletes a topic created at run time, through the metadata leader.
