@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use headwater_log::log::AppendError;
-use headwater_log::{Header, Log, LogError, Record, now_ms};
-use headwater_schemas::Envelope;
+use headwater_log::{Log, LogError, now_ms};
 use serde::Serialize;
+
+use self::records::{Arena, BatchHeaders, RecordParts};
 
 use crate::auth::Principal;
 use crate::decode::{Decoded, IncomingEvent};
@@ -18,6 +19,8 @@ use crate::dedup::{Claim, InFlight, Pending};
 use crate::error::IngestError;
 use crate::metrics as m;
 use crate::validate::Validate;
+
+mod records;
 
 /// Record header names of the envelope: the shared `hw.*` names of the schema crate plus the
 /// gateway's own enrichment.
@@ -106,12 +109,6 @@ impl From<&crate::config::Limits> for FieldLimits {
     }
 }
 
-/// Who sent a batch and when it arrived: what every record of it carries.
-struct Context<'a> {
-    meta: &'a RequestMeta,
-    received_at: i64,
-}
-
 /// One element of a batch as the pipeline decided it: enough to build its record, and to
 /// build it again when a topic's records are appended in parts.
 struct Planned<'a> {
@@ -169,17 +166,14 @@ impl Pipeline {
         decoded: Vec<Decoded>,
     ) -> Result<Report, IngestError> {
         let started = Instant::now();
-        let context = Context {
-            meta,
-            received_at: now_ms(),
-        };
+        let enrichment = BatchHeaders::new(meta, now_ms());
         let mut batch = loop {
             match self.plan(&meta.principal.tenant, &decoded) {
                 Ok(batch) => break batch,
                 Err(in_flight) => self.dedup.settled(in_flight).await,
             }
         };
-        let too_large = match self.append_all(&context, &mut batch.by_topic).await {
+        let too_large = match self.append_all(&enrichment, &mut batch.by_topic).await {
             Ok(too_large) => too_large,
             Err(error) => {
                 metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => "all", "outcome" => error.label())
@@ -320,12 +314,12 @@ impl Pipeline {
     /// retryable one (a retry could not pass it).
     async fn append_all(
         &self,
-        context: &Context<'_>,
+        enrichment: &BatchHeaders,
         by_topic: &mut HashMap<String, Vec<Planned<'_>>>,
     ) -> Result<Vec<TooLarge>, IngestError> {
         let appends = by_topic
             .iter_mut()
-            .map(|(topic, plans)| self.append_topic(context, topic, plans));
+            .map(|(topic, plans)| self.append_topic(enrichment, topic, plans));
         let mut too_large = Vec::new();
         let mut failure: Option<LogError> = None;
         for result in futures::future::join_all(appends).await {
@@ -349,16 +343,18 @@ impl Pipeline {
     /// appended again.
     async fn append_topic(
         &self,
-        context: &Context<'_>,
+        enrichment: &BatchHeaders,
         topic: &str,
         plans: &mut [Planned<'_>],
     ) -> Result<Vec<TooLarge>, LogError> {
+        // Room for each event's id, type, version, source and time.
+        let mut arena = Arena::with_capacity(plans.len() * 96);
         let job = TopicAppend {
             log: self.log.clone(),
             topic: topic.to_owned(),
             items: plans
                 .iter_mut()
-                .map(|plan| self.item(context, plan))
+                .map(|plan| self.item(&mut arena, enrichment, plan))
                 .collect(),
         };
         match tokio::spawn(job.run()).await {
@@ -368,10 +364,20 @@ impl Pipeline {
         }
     }
 
-    fn item(&self, context: &Context<'_>, plan: &mut Planned<'_>) -> Item {
+    fn item(&self, arena: &mut Arena, enrichment: &BatchHeaders, plan: &mut Planned<'_>) -> Item {
+        let max = self.max_event_bytes;
+        let record = match &plan.fate {
+            Fate::Valid {
+                event, id, version, ..
+            } => RecordParts::valid(arena, enrichment, event, id, *version),
+            Fate::Invalid { event, id, reason } => {
+                RecordParts::invalid(arena, enrichment, event, id, reason, max)
+            }
+            Fate::Malformed { raw, reason } => RecordParts::malformed(enrichment, raw, reason, max),
+        };
         Item {
             index: plan.index,
-            record: self.record(context, &plan.fate),
+            record,
             pending: plan.pending.take(),
         }
     }
@@ -404,66 +410,13 @@ impl Pipeline {
             }
         }
     }
-
-    fn record(&self, context: &Context<'_>, fate: &Fate<'_>) -> Record {
-        let Context { meta, received_at } = *context;
-        match fate {
-            Fate::Valid {
-                event, id, version, ..
-            } => Record {
-                partition: None,
-                key: Some(Bytes::copy_from_slice(event.source.as_bytes())),
-                value: Some(event.payload.clone()),
-                headers: envelope_headers(meta, received_at, id, event, Some(*version)),
-                timestamp_ms: received_at,
-            },
-            Fate::Invalid { event, id, reason } => {
-                let headers = envelope_headers(meta, received_at, id, event, event.version);
-                let key = Bytes::copy_from_slice(event.source.as_bytes());
-                self.dead_letter(context, Some(key), headers, &event.payload, reason)
-            }
-            Fate::Malformed { raw, reason } => {
-                let headers = vec![
-                    header(headers::RECEIVED_AT, received_at.to_string()),
-                    header(headers::TENANT, meta.principal.tenant.to_string()),
-                ];
-                self.dead_letter(context, None, headers, raw, reason)
-            }
-        }
-    }
-
-    fn dead_letter(
-        &self,
-        context: &Context<'_>,
-        key: Option<Bytes>,
-        mut headers: Vec<Header>,
-        value: &Bytes,
-        reason: &str,
-    ) -> Record {
-        headers.push(header(headers::ERROR, reason.to_owned()));
-        // Keep the dead letter within what the log takes: an oversized element is cut, and
-        // says so, rather than failing the whole batch.
-        let value = if value.len() > self.max_event_bytes {
-            headers.push(header(headers::TRUNCATED, value.len().to_string()));
-            value.slice(..self.max_event_bytes)
-        } else {
-            value.clone()
-        };
-        Record {
-            partition: None,
-            key,
-            value: Some(value),
-            headers,
-            timestamp_ms: context.received_at,
-        }
-    }
 }
 
 /// One element of a batch as its topic's append task holds it.
 struct Item {
     /// Index in the batch.
     index: usize,
-    record: Record,
+    record: RecordParts,
     /// A valid event's client id, claimed: recorded as appended once written, given up when
     /// the task ends without writing it.
     pending: Option<Pending>,
@@ -492,7 +445,7 @@ impl TopicAppend {
     /// all on success, those the log says it wrote on failure (partitions written before
     /// another failed), so the client's retry appends only the rest.
     async fn append(&self, items: &[Item]) -> Result<(), LogError> {
-        let records = items.iter().map(|item| item.record.clone()).collect();
+        let records = items.iter().map(|item| item.record.record()).collect();
         let (written, result) = match self.log.append_partial(&self.topic, records).await {
             Ok(_) => (items.iter().collect(), Ok(())),
             Err(AppendError { written, error }) => {
@@ -612,52 +565,4 @@ impl Tally {
         self.events += 1;
         self.bytes += bytes as u64;
     }
-}
-
-fn header(key: &str, value: String) -> Header {
-    Header {
-        key: key.to_owned(),
-        value: Some(Bytes::from(value)),
-    }
-}
-
-/// The envelope of an event as record headers: the schema crate's `hw.*` set (so the router
-/// and sinks rebuild it with `Envelope::from_headers`), then the gateway's enrichment. An event
-/// without client time gets `ts` = `received_at`; one not yet validated gets version 0.
-fn envelope_headers(
-    meta: &RequestMeta,
-    received_at: i64,
-    id: &str,
-    event: &IncomingEvent,
-    version: Option<u32>,
-) -> Vec<Header> {
-    let envelope = Envelope {
-        id: id.to_owned(),
-        event_type: event.event_type.clone(),
-        version: version.unwrap_or(0),
-        source: event.source.clone(),
-        ts: event.ts.unwrap_or(received_at),
-        received_at,
-        tenant: meta.principal.tenant.to_string(),
-        payload: Bytes::new(),
-        payload_format: event.format,
-    };
-    let mut out: Vec<Header> = envelope
-        .to_headers()
-        .into_iter()
-        .map(Header::from)
-        .collect();
-    if let Some(ip) = meta.client_ip {
-        out.push(header(headers::CLIENT_IP, ip.to_string()));
-    }
-    if let Some(agent) = &meta.user_agent {
-        out.push(header(headers::USER_AGENT, agent.clone()));
-    }
-    for (key, value) in &event.attributes {
-        out.push(header(
-            &format!("{}{key}", headers::ATTRIBUTE_PREFIX),
-            value.clone(),
-        ));
-    }
-    out
 }
