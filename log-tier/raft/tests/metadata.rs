@@ -129,6 +129,32 @@ async fn topics_created_at_run_time_are_placed_replicated_refused_and_deleted() 
         AdminError::UnknownTopic(_)
     ));
 
+    // A peer's malformed request is refused with the reason; nothing changes.
+    let peer = headwater_raft::Peers::new(
+        common::nodes::CLUSTER_ID,
+        3,
+        headwater_raft::TransportConfig::default(),
+    );
+    for (&id, addr) in &addrs {
+        peer.set_addr(id, addr);
+    }
+    let group = headwater_raft::group_id(headwater_raft::METADATA_TOPIC, 0);
+    let before = n1.node.runtime_topics();
+    for id in [1, 2] {
+        let answer = peer
+            .forward(
+                id,
+                group,
+                bytes::Bytes::from_static(b"{\"create_topic\": 7}"),
+                WAIT,
+            )
+            .await
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer).into_owned();
+        assert!(answer.contains("malformed metadata request"), "{answer}");
+    }
+    assert_eq!(n1.node.runtime_topics(), before);
+
     // Replicated: a batch committed through the leader reaches every node's log.
     assert_eq!(append(&nodes, "orders", 1, "first").await, 0);
     for node in nodes {

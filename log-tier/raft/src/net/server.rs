@@ -544,6 +544,21 @@ async fn handle_request(frame: Frame, groups: Groups, reply: Reply, _permit: Own
             .error(correlation, group, ErrorCode::Unexpected, message)
             .await;
     }
+    if frame.kind == Kind::Propose {
+        // Answered by the group's handler (the metadata group's checks, places and commits).
+        return match groups.forward_handler(group) {
+            Some(handler) => {
+                let answer = handler(frame.body).await;
+                reply.response(correlation, group, answer).await
+            }
+            None => {
+                let message = format!("group {group} takes no forwarded requests here");
+                reply
+                    .error(correlation, group, ErrorCode::UnknownGroup, message)
+                    .await
+            }
+        };
+    }
     let Some(raft) = groups.get(group) else {
         let message = format!("group {group} is not open here");
         return reply
@@ -620,13 +635,6 @@ async fn dispatch(frame: Frame, groups: &Groups, raft: RaftNode) -> Result<Bytes
             let response = response.map_err(|e| raft_failed(&e))?;
             codec::to_json("vote response", &response).map_err(Failure::Decode)
         }
-        Kind::Propose => match groups.forward_handler(frame.group) {
-            Some(handler) => Ok(handler(frame.body).await),
-            None => Err(Failure::Raft(format!(
-                "group {} takes no forwarded requests",
-                frame.group
-            ))),
-        },
         _ => {
             let rpc: SnapshotRequest =
                 codec::from_json("snapshot", &frame.body).map_err(Failure::Decode)?;

@@ -214,6 +214,44 @@ async fn hostile_frames_get_an_error_and_the_server_keeps_serving() {
 }
 
 #[tokio::test]
+async fn forwarded_requests_reach_only_a_group_that_takes_them() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let groups = Groups::default();
+    let handler: ForwardHandler = std::sync::Arc::new(|body: Bytes| {
+        Box::pin(async move {
+            let mut answer = b"seen:".to_vec();
+            answer.extend_from_slice(&body);
+            Bytes::from(answer)
+        })
+    });
+    groups.accept_forwarded(5, handler);
+    let server = RaftServer::spawn(listener, peers(1), groups).unwrap();
+    let client = Peers::new("test-cluster", 2, TransportConfig::default());
+    client.set_addr(1, addr);
+    let answer = client
+        .forward(1, 5, Bytes::from_static(b"{not json"), WAIT)
+        .await
+        .unwrap();
+    assert_eq!(&answer[..], b"seen:{not json");
+    let refused = client
+        .forward(1, 6, Bytes::from_static(b"{}"), WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            TransportError::Remote {
+                code: ErrorCode::UnknownGroup,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+    drop(server);
+}
+
+#[tokio::test]
 async fn a_connection_over_the_cap_is_refused_busy() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let peers = Peers::new(
