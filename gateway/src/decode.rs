@@ -132,11 +132,55 @@ impl<'de> Visitor<'de> for CountedArray {
     }
 }
 
-/// Reads `{"events": [...]}` (other keys ignored) through [`CountedArray`].
-struct EventsObject(CountedArray);
+/// The one pass over a JSON array when every element is a well-formed event: each is decoded
+/// as it is read, nothing is copied and no element is read twice. An element that is not an
+/// event, or more than `max` of them, fails the pass, and the body goes to the per-element
+/// path ([`CountedArray`], then [`decode_one`]), which says which and why.
+#[derive(Clone, Copy)]
+struct EventArray<'b> {
+    max: usize,
+    body: &'b Bytes,
+}
 
-impl<'de> Visitor<'de> for EventsObject {
-    type Value = Elements<'de>;
+impl<'de> DeserializeSeed<'de> for EventArray<'_> {
+    type Value = Vec<Decoded>;
+
+    fn deserialize<D: serde::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_seq(self)
+    }
+}
+
+impl<'de> Visitor<'de> for EventArray<'_> {
+    type Value = Vec<Decoded>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of events")
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        // About 200 bytes an event: room for all of them, within the limit.
+        let mut events = Vec::with_capacity((self.body.len() / 128).clamp(1, self.max.max(1)));
+        while let Some(event) = seq.next_element::<JsonEvent<'de>>()? {
+            if events.len() == self.max {
+                return Err(serde::de::Error::custom("over the limit"));
+            }
+            match complete(self.body, event) {
+                Ok(event) => events.push(Decoded::Event(event)),
+                Err(reason) => return Err(serde::de::Error::custom(reason)),
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// Reads `{"events": [...]}` (other keys ignored) through the array's seed.
+struct EventsObject<S>(S);
+
+impl<'de, S: DeserializeSeed<'de> + Copy> Visitor<'de> for EventsObject<S> {
+    type Value = S::Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("an object with an `events` array")
@@ -158,35 +202,48 @@ impl<'de> Visitor<'de> for EventsObject {
 }
 
 /// Decodes a JSON array of events or an object `{"events": [...]}`; more than `max_events`
-/// elements are refused having kept only `max_events` of them.
+/// elements are refused having kept only `max_events` of them. A body of well-formed events
+/// is decoded in one pass ([`EventArray`]); any other goes element by element.
 pub fn decode_json(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, IngestError> {
     let text = std::str::from_utf8(body)
         .map_err(|e| IngestError::Malformed(format!("body is not UTF-8: {e}")))?;
-    let seed = CountedArray { max: max_events };
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let elements = match text.trim_start().as_bytes().first() {
-        Some(b'[') => seed
-            .deserialize(&mut deserializer)
-            .and_then(|elements| deserializer.end().map(|()| elements))
-            .map_err(|e| IngestError::Malformed(format!("JSON: {e}")))?,
-        Some(b'{') => deserializer
-            .deserialize_map(EventsObject(seed))
-            .and_then(|elements| deserializer.end().map(|()| elements))
-            .map_err(|e| {
-                IngestError::Malformed(format!("JSON: expected {{\"events\": [...]}}: {e}"))
-            })?,
-        _ => {
-            return Err(IngestError::Malformed(
-                "JSON: expected an array of events or {\"events\": [...]}".to_owned(),
-            ));
-        }
+    let one_pass = EventArray {
+        max: max_events,
+        body,
     };
+    if let Ok(events) = read_array(text, one_pass) {
+        return Ok(events);
+    }
+    let elements = read_array(text, CountedArray { max: max_events })?;
     check_count(elements.count, max_events)?;
     Ok(elements
         .kept
         .into_iter()
         .map(|raw| decode_one(body, raw.get()))
         .collect())
+}
+
+/// Reads a JSON array, or an object `{"events": [...]}`, through `seed`.
+fn read_array<'de, S: DeserializeSeed<'de> + Copy>(
+    text: &'de str,
+    seed: S,
+) -> Result<S::Value, IngestError> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    match text.trim_start().as_bytes().first() {
+        Some(b'[') => seed
+            .deserialize(&mut deserializer)
+            .and_then(|elements| deserializer.end().map(|()| elements))
+            .map_err(|e| IngestError::Malformed(format!("JSON: {e}"))),
+        Some(b'{') => deserializer
+            .deserialize_map(EventsObject(seed))
+            .and_then(|elements| deserializer.end().map(|()| elements))
+            .map_err(|e| {
+                IngestError::Malformed(format!("JSON: expected {{\"events\": [...]}}: {e}"))
+            }),
+        _ => Err(IngestError::Malformed(
+            "JSON: expected an array of events or {\"events\": [...]}".to_owned(),
+        )),
+    }
 }
 
 /// Decodes newline-delimited JSON, one event a line; blank lines are skipped, a malformed
@@ -211,16 +268,24 @@ fn decode_one(body: &Bytes, text: &str) -> Decoded {
             };
         }
     };
+    match complete(body, event) {
+        Ok(event) => Decoded::Event(event),
+        Err(reason) => bad(raw, reason),
+    }
+}
+
+/// The incoming event of a JSON event object read from `body`, or why it is not one.
+fn complete(body: &Bytes, event: JsonEvent<'_>) -> Result<IncomingEvent, &'static str> {
     let Some(event_type) = event.event_type.filter(|t| !t.is_empty()) else {
-        return bad(raw, "missing `type`");
+        return Err("missing `type`");
     };
     let Some(source) = event.source.filter(|s| !s.is_empty()) else {
-        return bad(raw, "missing `source`");
+        return Err("missing `source`");
     };
     let Some(payload) = event.payload else {
-        return bad(raw, "missing `payload`");
+        return Err("missing `payload`");
     };
-    Decoded::Event(IncomingEvent {
+    Ok(IncomingEvent {
         id: event.id.filter(|id| !id.is_empty()),
         event_type,
         version: event.version.filter(|v| *v != 0),

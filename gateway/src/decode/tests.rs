@@ -31,6 +31,28 @@ fn array_and_object_forms_keep_payload_bytes_as_sent() {
 }
 
 #[test]
+fn the_one_pass_and_the_per_element_paths_decode_events_alike() {
+    let good = concat!(
+        r#"{"id":"e1","type":"a","version":2,"source":"s1","ts":-3,"payload":{"k":"v\u00e9"}},"#,
+        r#"{"id":"","type":"b","version":0,"source":"s2","payload":"x","extra":[1,{"y":null}]},"#,
+        r#"{"type":"c","source":"s3","payload":[1, 2.5e3, true]}"#
+    );
+    let one_pass = decode_json(&Bytes::from(format!("[{good}]")), 10).unwrap();
+    // A bad element sends the whole body down the per-element path.
+    let per_element = decode_json(&Bytes::from(format!("[{good}, 42]")), 10).unwrap();
+    assert_eq!(one_pass.len(), 3);
+    assert_eq!(events(&one_pass), events(&per_element));
+    assert!(matches!(per_element[3], Decoded::Bad { .. }));
+    let object = decode_json(&Bytes::from(format!(r#"{{"events":[{good}]}}"#)), 10).unwrap();
+    assert_eq!(events(&object), events(&one_pass));
+    // The limit holds on both paths.
+    assert!(matches!(
+        decode_json(&Bytes::from(format!("[{good}]")), 2),
+        Err(IngestError::TooManyEvents { count: 3, limit: 2 })
+    ));
+}
+
+#[test]
 fn bad_elements_are_reported_one_by_one() {
     let body = Bytes::from_static(
         br#"[{"type":"a","source":"s","payload":1}, 42, {"source":"s","payload":1}, {"type":"a","payload":1}, {"type":"a","source":"s"}]"#,
