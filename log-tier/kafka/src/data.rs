@@ -177,12 +177,16 @@ fn topic_metadata(
             // LEADER_NOT_AVAILABLE and asks again once the partitions have leaders.
             topic.error_code = match creations.check(name, partitions) {
                 Ok(()) => {
-                    let (cluster, name) = (cluster.clone(), name.to_owned());
-                    tokio::spawn(async move {
-                        if let Err(refusal) = cluster.create_topic(&name, partitions, None).await {
-                            tracing::debug!(topic = name, %refusal, "auto-creation refused");
-                        }
-                    });
+                    if let Ok(permit) = broker.pending_creations.clone().try_acquire_owned() {
+                        let (cluster, name) = (cluster.clone(), name.to_owned());
+                        tokio::spawn(async move {
+                            let created = cluster.create_topic(&name, partitions, None).await;
+                            if let Err(refusal) = created {
+                                tracing::debug!(topic = name, %refusal, "auto-creation refused");
+                            }
+                            drop(permit);
+                        });
+                    }
                     ResponseError::LeaderNotAvailable.code()
                 }
                 Err(refusal) => refusal.code(),
@@ -289,7 +293,8 @@ impl<'a> Creations<'a> {
                 Refusal::Partitions { asked, max },
             )
         } else if engine.partition_count(name).is_some()
-            || !self.full.load(Ordering::Relaxed) && engine.topic_names().len() < limits.max_topics
+            || !self.full.load(Ordering::Relaxed)
+                && all_topics(self.broker).len() < limits.max_topics
         {
             return Ok(());
         } else {

@@ -214,7 +214,14 @@ pub(crate) struct Broker {
     /// Held while a topic is counted and created, so concurrent creations stay within
     /// `Limits::max_topics`.
     pub(crate) topic_admin: Mutex<()>,
+    /// Topic auto-creations sent to the cluster's metadata and not answered yet (at most
+    /// [`MAX_PENDING_CREATIONS`]; a Metadata request may name thousands of new topics).
+    pub(crate) pending_creations: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most topic auto-creations a broker of a cluster has waiting on the metadata leader; past
+/// that a missing topic is answered LEADER_NOT_AVAILABLE without asking (the client asks again).
+pub(crate) const MAX_PENDING_CREATIONS: usize = 64;
 
 impl Broker {
     pub(crate) fn new(engine: Arc<LogEngine>, options: KafkaOptions) -> Self {
@@ -237,6 +244,7 @@ impl Broker {
             request_bytes: tokio::sync::Semaphore::new(queued),
             fetch_bytes: Arc::new(tokio::sync::Semaphore::new(fetching)),
             topic_admin: Mutex::new(()),
+            pending_creations: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_CREATIONS)),
         }
     }
 }

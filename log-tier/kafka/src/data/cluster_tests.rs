@@ -2,7 +2,8 @@
 //! (the replication itself is tested in headwater-raft and tests/replication.rs): Metadata
 //! names every broker and each replicated partition's leader, epoch, replicas and ISR; Produce
 //! goes to the cluster's leader path; Fetch and ListOffsets are served only by the leader and
-//! check the client's leader epoch (KIP-320); topics are not created or deleted at run time.
+//! check the client's leader epoch (KIP-320); topics are created and deleted through the
+//! cluster (auto-creations waiting on it bounded), never by the local engine.
 
 use std::sync::{Arc, Mutex};
 
@@ -305,4 +306,92 @@ async fn offset_for_leader_epoch_answers_where_an_epoch_ended_at_the_leader_only
     assert_eq!(ask(0, 5, 1), (0, -1, -1), "before the first epoch");
     assert_eq!(ask(0, 4, 2).0, ResponseError::FencedLeaderEpoch.code());
     assert_eq!(ask(1, -1, 2).0, ResponseError::NotLeaderOrFollower.code());
+}
+
+/// A cluster that auto-creates topics, whose metadata leader never answers: each creation it
+/// is asked for is counted and pends.
+struct NeverCreates {
+    asked: std::sync::atomic::AtomicUsize,
+}
+
+impl Cluster for NeverCreates {
+    fn brokers(&self) -> Vec<ClusterBroker> {
+        Vec::new()
+    }
+
+    fn controller(&self) -> i32 {
+        1
+    }
+
+    fn partition(&self, _: &str, _: i32) -> Option<ReplicaState> {
+        None
+    }
+
+    fn append<'a>(
+        &'a self,
+        _: &'a str,
+        _: i32,
+        _: Bytes,
+    ) -> BoxFuture<'a, Result<i64, ClusterError>> {
+        Box::pin(async { Err(ClusterError::NotLeader) })
+    }
+
+    fn auto_create_topics(&self) -> bool {
+        true
+    }
+
+    fn create_topic<'a>(
+        &'a self,
+        _: &'a str,
+        _: u32,
+        _: Option<u16>,
+    ) -> BoxFuture<'a, Result<(), crate::cluster::TopicRefusal>> {
+        self.asked.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(futures::future::pending())
+    }
+}
+
+#[tokio::test]
+async fn auto_creations_waiting_on_the_cluster_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), LogConfig::default()).unwrap();
+    let cluster = Arc::new(NeverCreates {
+        asked: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let mut options = KafkaOptions::advertising("127.0.0.1:9091".parse().unwrap());
+    options.cluster = Some(cluster.clone());
+    let broker = Broker::new(engine, options);
+    let mut request = MetadataRequest::default();
+    request.allow_auto_topic_creation = true;
+    request.topics = Some(
+        (0..200)
+            .map(|i| {
+                let mut topic = MetadataRequestTopic::default();
+                topic.name = Some(name(&format!("new-{i}")));
+                topic
+            })
+            .collect(),
+    );
+    let response = super::metadata(&broker, &Principal::anonymous(), request, 9);
+    assert_eq!(response.topics.len(), 200);
+    assert!(
+        response
+            .topics
+            .iter()
+            .all(|t| t.error_code == ResponseError::LeaderNotAvailable.code())
+    );
+    // Each of the first 64 took a permit before the answer; the rest asked nothing.
+    assert_eq!(broker.pending_creations.available_permits(), 0);
+    let asked = || cluster.asked.load(std::sync::atomic::Ordering::SeqCst);
+    for _ in 0..10_000 {
+        if asked() == crate::MAX_PENDING_CREATIONS {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(asked(), crate::MAX_PENDING_CREATIONS);
+    assert!(
+        broker.engine.topic_names().is_empty(),
+        "nothing created locally"
+    );
 }
