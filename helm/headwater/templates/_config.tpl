@@ -25,7 +25,7 @@ HEADWATER_* variables from Secrets (headwater.secretEnv).
 {{- end }}
 brokers: {{ include "headwater.brokers" $root | quote }}
 {{- if eq $root.Values.mode "cluster" }}
-# Topics come from logNode.topics: auto-creation does not replicate.
+# The components use the topics of logNode.topics (on every log node); they create none.
 auto_create_topics: false
 {{- end }}
 properties:
