@@ -101,6 +101,7 @@ pub(crate) async fn start(
         cluster_id: cluster.id.clone(),
         node_id,
         nodes,
+        election_timeout_ms: cluster.election_timeout_ms,
     };
     let node = ReplicaNode::start(
         engine,

@@ -78,13 +78,15 @@ fn config_check_explains_a_wrong_cluster() {
     let file = dir.path().join("cluster.yaml");
     std::fs::write(
         &file,
-        "log:\n  cluster:\n    node_id: 4\n    nodes:\n      - { id: 1, replication: \"10.0.0.1:9101\", kafka: \"10.0.0.1:9092\" }\n      - { id: 1, replication: \"somewhere\", kafka: \"127.0.0.1\" }\n      - { id: 3000000000, replication: \"log-2.example:9101\", kafka: \"127.0.0.1:9092\" }\n    listen: \"0.0.0.0:9101\"\n",
+        "log:\n  cluster:\n    node_id: 4\n    nodes:\n      - { id: 1, replication: \"10.0.0.1:9101\", kafka: \"10.0.0.1:9092\" }\n      - { id: 1, replication: \"somewhere\", kafka: \"127.0.0.1\" }\n      - { id: 3000000000, replication: \"log-2.example:9101\", kafka: \"127.0.0.1:9092\" }\n    listen: \"0.0.0.0:9101\"\n    election_timeout_ms: [500, 400]\n",
     )
     .unwrap();
     let out = headwater(&["config", "check", file.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     let stderr = text(&out.stderr);
     for expected in [
+        "log.cluster.election_timeout_ms: [500, 400]: min at least 300 (three heartbeats) and \
+         below max",
         "log.cluster.nodes[0].replication: 10.0.0.1:9101 is not a loopback address: without \
          log.cluster.tls peers are not authenticated",
         "log.cluster.nodes[1].id: 1 is 0 or not unique",

@@ -42,11 +42,23 @@ impl GroupStorage {
 /// the torn-tail fault of tests/replication.rs). A damaged follower still counts in elections
 /// with its shorter log; rejoining under a new identity (design 2.7) is the remaining fix.
 pub fn raft_config(cluster_name: &str) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
+    raft_config_with(cluster_name, DEFAULT_ELECTION_TIMEOUT_MS)
+}
+
+/// The election timeout of [`raft_config`], in milliseconds (`log.cluster.election_timeout_ms`).
+pub const DEFAULT_ELECTION_TIMEOUT_MS: [u64; 2] = [800, 1200];
+
+/// [`raft_config`] with elections after `[min, max]` milliseconds of silence (after the leader
+/// lease, which is `max`).
+pub fn raft_config_with(
+    cluster_name: &str,
+    [min, max]: [u64; 2],
+) -> Result<Arc<openraft::Config>, openraft::ConfigError> {
     let config = openraft::Config {
         cluster_name: cluster_name.to_owned(),
         heartbeat_interval: 100,
-        election_timeout_min: 800,
-        election_timeout_max: 1200,
+        election_timeout_min: min,
+        election_timeout_max: max,
         heartbeat_min_interval: Some(100),
         install_snapshot_timeout: 2000,
         enable_pre_vote: Some(true),

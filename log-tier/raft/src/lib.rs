@@ -24,7 +24,7 @@ pub mod store;
 pub mod types;
 
 pub use error::ReplicationError;
-pub use group::{GroupStorage, raft_config};
+pub use group::{DEFAULT_ELECTION_TIMEOUT_MS, GroupStorage, raft_config, raft_config_with};
 pub use metadata::{AdminError, METADATA_TOPIC, TopicPlacement};
 pub use net::{Groups, NetworkFactory, PeerTls, Peers, RaftServer, TransportConfig};
 pub use node::{

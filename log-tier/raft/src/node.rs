@@ -33,7 +33,7 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
 use crate::error::ReplicationError;
-use crate::group::{GroupStorage, raft_config};
+use crate::group::GroupStorage;
 use crate::metadata::{
     AdminError, Answer, Command, Leadership, METADATA_TOPIC, MetadataHook, Request, Table,
     TopicPlacement,
@@ -52,6 +52,8 @@ pub struct ClusterSpec {
     pub node_id: NodeId,
     /// Replication address of every node, `host:port` (resolved at every dial).
     pub nodes: BTreeMap<NodeId, String>,
+    /// Elections after `[min, max]` ms of a silent leader (after its lease, `max`).
+    pub election_timeout_ms: [u64; 2],
 }
 
 /// The wire id of a partition's group of a configured topic: the same on every node.
@@ -238,7 +240,7 @@ impl ReplicaNode {
         let groups = Groups::default();
         let server = RaftServer::spawn(listener, peers.clone(), groups.clone())
             .map_err(|e| ReplicationError::Transport(e.to_string()))?;
-        let config = raft_config(&spec.cluster_id)
+        let config = crate::group::raft_config_with(&spec.cluster_id, spec.election_timeout_ms)
             .map_err(|e| ReplicationError::Transport(format!("raft settings: {e}")))?;
         let file = crate::state::DurableValue::new(state_dir, "runtime-topics")?;
         let topics = file.load()?.unwrap_or_default();

@@ -37,6 +37,7 @@ async fn start(dir: &Path, engine_dir: &Path) -> (Arc<ReplicaNode>, Arc<LogEngin
         cluster_id: "offsets-test".to_owned(),
         node_id: 1,
         nodes: BTreeMap::from([(1, listener.local_addr().unwrap().to_string())]),
+        election_timeout_ms: headwater_raft::DEFAULT_ELECTION_TIMEOUT_MS,
     };
     let node = ReplicaNode::start(
         engine.clone(),

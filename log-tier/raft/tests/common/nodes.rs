@@ -74,6 +74,7 @@ pub(crate) async fn start_with(
         cluster_id: CLUSTER_ID.to_owned(),
         node_id: id,
         nodes: addrs.clone(),
+        election_timeout_ms: headwater_raft::DEFAULT_ELECTION_TIMEOUT_MS,
     };
     let node =
         ReplicaNode::start(engine.clone(), spec, listener, transport, &dir.join("raft")).unwrap();
