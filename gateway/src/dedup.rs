@@ -5,7 +5,7 @@
 //! appending the event again. Memory is bounded: the oldest ids are forgotten first.
 
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -74,13 +74,18 @@ pub struct Dedup {
     inner: Arc<Inner>,
 }
 
+/// The ids of one batch (their keys), so that an id repeated within the batch is a duplicate,
+/// with dedup off too.
+#[derive(Default)]
+pub struct BatchIds(HashSet<u64, BuildHasherDefault<Prehashed>>);
+
 /// What [`Dedup::claim`] found for an id.
 #[derive(Debug)]
 pub enum Claim {
     /// Not seen: the caller appends the event, and says so with [`Pending::appended`]; a
     /// `Pending` dropped before that gives the id up (a failed append), and a retry may take it.
     New(Pending),
-    /// Appended within the window: a duplicate.
+    /// Appended within the window, or earlier in the same batch: a duplicate.
     Seen,
     /// Another request's append of it is under way: wait with [`Dedup::settled`], then claim
     /// again.
@@ -149,13 +154,16 @@ impl Dedup {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Claims `(tenant, source, id)` for an append, unless it was appended within the window
-    /// or another append of it is under way.
-    pub fn claim(&self, tenant: &str, source: &str, id: &str) -> Claim {
+    /// Claims `(tenant, source, id)` for an append, unless it came earlier in `batch`, was
+    /// appended within the window, or another append of it is under way.
+    pub fn claim(&self, batch: &mut BatchIds, tenant: &str, source: &str, id: &str) -> Claim {
+        let key = self.key(tenant, source, id);
+        if !batch.0.insert(key) {
+            return Claim::Seen;
+        }
         if self.inner.window.is_zero() {
             return Claim::Off;
         }
-        let key = self.key(tenant, source, id);
         let mut ids = self.ids(key);
         match ids.seen.get(&key) {
             Some(Entry::InFlight { .. }) => return Claim::InFlight(InFlight { key }),
@@ -277,7 +285,7 @@ mod tests {
     use super::*;
 
     fn appended(dedup: &Dedup, tenant: &str, source: &str, id: &str) {
-        match dedup.claim(tenant, source, id) {
+        match dedup.claim(&mut BatchIds::default(), tenant, source, id) {
             Claim::New(pending) => pending.appended(),
             other => panic!("{tenant}/{source}/{id} not new: {other:?}"),
         }
@@ -294,7 +302,10 @@ mod tests {
         assert!(!dedup.seen("acme", "tv-1", "e1"));
         appended(&dedup, "acme", "tv-1", "e1");
         assert!(dedup.seen("acme", "tv-1", "e1"));
-        assert!(matches!(dedup.claim("acme", "tv-1", "e1"), Claim::Seen));
+        assert!(matches!(
+            dedup.claim(&mut BatchIds::default(), "acme", "tv-1", "e1"),
+            Claim::Seen
+        ));
         assert!(!dedup.seen("acme", "tv-2", "e1"));
     }
 
@@ -315,10 +326,11 @@ mod tests {
 
     /// Claims `t/s/e1` for a first append, and claims it again as its retry: in flight.
     fn claimed_twice(dedup: &Dedup) -> (Pending, InFlight) {
-        let Claim::New(first) = dedup.claim("t", "s", "e1") else {
+        let Claim::New(first) = dedup.claim(&mut BatchIds::default(), "t", "s", "e1") else {
             panic!("a new id")
         };
-        let Claim::InFlight(in_flight) = dedup.claim("t", "s", "e1") else {
+        let Claim::InFlight(in_flight) = dedup.claim(&mut BatchIds::default(), "t", "s", "e1")
+        else {
             panic!("the first append is under way")
         };
         (first, in_flight)
@@ -333,7 +345,10 @@ mod tests {
         assert!(poll_once(waiting.as_mut()).is_pending());
         first.appended();
         assert!(poll_once(waiting.as_mut()).is_ready());
-        assert!(matches!(dedup.claim("t", "s", "e1"), Claim::Seen));
+        assert!(matches!(
+            dedup.claim(&mut BatchIds::default(), "t", "s", "e1"),
+            Claim::Seen
+        ));
         drop(first); // already appended: dropping it gives nothing up
         assert!(dedup.seen("t", "s", "e1"));
     }
@@ -346,7 +361,10 @@ mod tests {
         assert!(poll_once(waiting.as_mut()).is_pending());
         drop(first); // the append failed
         assert!(poll_once(waiting.as_mut()).is_ready());
-        assert!(matches!(dedup.claim("t", "s", "e1"), Claim::New(_)));
+        assert!(matches!(
+            dedup.claim(&mut BatchIds::default(), "t", "s", "e1"),
+            Claim::New(_)
+        ));
         assert!(dedup.is_empty(), "the retry's claim was dropped too");
     }
 
@@ -365,12 +383,39 @@ mod tests {
     }
 
     #[test]
+    fn an_id_repeated_in_a_batch_is_a_duplicate_with_dedup_on_or_off() {
+        for window_ms in [0, 600_000] {
+            let dedup = Dedup::new(&DedupConfig {
+                window_ms,
+                max_entries: 10,
+            });
+            let mut batch = BatchIds::default();
+            let first = dedup.claim(&mut batch, "t", "s", "1");
+            assert!(
+                !matches!(first, Claim::Seen | Claim::InFlight(_)),
+                "{first:?}"
+            );
+            assert!(matches!(
+                dedup.claim(&mut batch, "t", "s", "1"),
+                Claim::Seen
+            ));
+            assert!(!matches!(
+                dedup.claim(&mut batch, "t", "s2", "1"),
+                Claim::Seen | Claim::InFlight(_)
+            ));
+        }
+    }
+
+    #[test]
     fn a_zero_window_remembers_nothing() {
         let dedup = Dedup::new(&DedupConfig {
             window_ms: 0,
             max_entries: 10,
         });
-        assert!(matches!(dedup.claim("t", "s", "1"), Claim::Off));
+        assert!(matches!(
+            dedup.claim(&mut BatchIds::default(), "t", "s", "1"),
+            Claim::Off
+        ));
         assert!(!dedup.seen("t", "s", "1"));
         assert!(dedup.is_empty());
     }

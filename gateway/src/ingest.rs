@@ -1,7 +1,8 @@
 //! The ingest pipeline shared by every transport: per-event validation with partial
 //! acceptance, enrichment, dead-lettering, deduplication and the durable append.
 
-use std::collections::{HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -11,15 +12,17 @@ use headwater_log::log::AppendError;
 use headwater_log::{Log, LogError, now_ms};
 use serde::Serialize;
 
+use self::outcomes::Outcomes;
 use self::records::{Arena, BatchHeaders, RecordParts};
 
 use crate::auth::Principal;
 use crate::decode::{Decoded, IncomingEvent};
-use crate::dedup::{Claim, InFlight, Pending};
+use crate::dedup::{BatchIds, Claim, InFlight, Pending};
 use crate::error::IngestError;
 use crate::metrics as m;
 use crate::validate::Validate;
 
+mod outcomes;
 mod records;
 
 /// Record header names of the envelope: the shared `hw.*` names of the schema crate plus the
@@ -109,6 +112,10 @@ impl From<&crate::config::Limits> for FieldLimits {
     }
 }
 
+/// Event types a batch remembers as registered or not (a batch of many types asks the
+/// validator again for the rest, rather than searching a long list).
+const KNOWN_TYPES_KEPT: usize = 16;
+
 /// One element of a batch as the pipeline decided it: enough to build its record, and to
 /// build it again when a topic's records are appended in parts.
 struct Planned<'a> {
@@ -123,14 +130,14 @@ enum Fate<'a> {
     /// Valid: goes to the topic its schema names.
     Valid {
         event: &'a IncomingEvent,
-        id: String,
+        id: Cow<'a, str>,
         version: u32,
-        label: String,
+        label: &'a str,
     },
     /// Invalid: rejected, and dead-lettered with its envelope and the reason.
     Invalid {
         event: &'a IncomingEvent,
-        id: String,
+        id: Cow<'a, str>,
         reason: String,
     },
     /// Not an event: rejected, and dead-lettered as received.
@@ -141,7 +148,11 @@ enum Fate<'a> {
 #[derive(Default)]
 struct Batch<'a> {
     by_topic: HashMap<String, Vec<Planned<'a>>>,
-    outcomes: Outcomes,
+    outcomes: Outcomes<'a>,
+    /// The client ids seen so far: a repeat within the batch is a duplicate.
+    ids: BatchIds,
+    /// Whether each event type seen so far is registered (see [`Batch::label`]).
+    known_types: Vec<(&'a str, bool)>,
 }
 
 /// A record the log refused on its own as too large for its topic.
@@ -196,7 +207,6 @@ impl Pipeline {
     /// is under way; the claims made so far are given up with the batch.
     fn plan<'a>(&self, tenant: &str, decoded: &'a [Decoded]) -> Result<Batch<'a>, InFlight> {
         let mut batch = Batch::default();
-        let mut in_batch: HashSet<(&str, &str)> = HashSet::new();
         for (index, element) in decoded.iter().enumerate() {
             match element {
                 Decoded::Bad { raw, reason } => {
@@ -208,24 +218,18 @@ impl Pipeline {
                 }
                 Decoded::Event(event) => {
                     if let Some(reason) = self.too_large(event) {
-                        let label = self.type_label(event);
-                        batch.outcomes.reject(index, reason, &label, "too_large");
+                        let label = batch.label(&*self.validator, event);
+                        batch.outcomes.reject(index, reason, label, "too_large");
                         continue;
                     }
                     let mut pending = None;
                     if let Some(id) = &event.id {
-                        // One batch is one tenant's: `in_batch` needs no tenant.
-                        let claim = if in_batch.insert((event.source.as_str(), id.as_str())) {
-                            self.dedup.claim(tenant, &event.source, id)
-                        } else {
-                            Claim::Seen
-                        };
-                        match claim {
+                        match self.dedup.claim(&mut batch.ids, tenant, &event.source, id) {
                             Claim::New(claimed) => pending = Some(claimed),
                             Claim::Off => {}
                             Claim::Seen => {
-                                batch.outcomes.report.accepted += 1;
-                                batch.outcomes.add(self.type_label(event), "duplicate", 0);
+                                let label = batch.label(&*self.validator, event);
+                                batch.outcomes.accept(label, "duplicate", 0);
                                 continue;
                             }
                             Claim::InFlight(in_flight) => return Err(in_flight),
@@ -236,14 +240,6 @@ impl Pipeline {
             }
         }
         Ok(batch)
-    }
-
-    fn type_label(&self, event: &IncomingEvent) -> String {
-        if self.validator.knows_type(&event.event_type) {
-            event.event_type.clone()
-        } else {
-            "other".to_owned()
-        }
     }
 
     /// Why `event` is too large to take, if it is: its payload, or an envelope field.
@@ -278,11 +274,11 @@ impl Pipeline {
         event: &'a IncomingEvent,
         pending: Option<Pending>,
     ) {
-        let label = self.type_label(event);
-        let id = event
-            .id
-            .clone()
-            .unwrap_or_else(|| ulid::Ulid::new().to_string());
+        let label = batch.label(&*self.validator, event);
+        let id = match &event.id {
+            Some(id) => Cow::Borrowed(id.as_str()),
+            None => Cow::Owned(ulid::Ulid::new().to_string()),
+        };
         match self.validator.validate(event) {
             Ok(verdict) => {
                 let fate = Fate::Valid {
@@ -302,7 +298,7 @@ impl Pipeline {
                 let reason = invalid.to_string();
                 batch
                     .outcomes
-                    .reject(index, reason.clone(), &label, "invalid");
+                    .reject(index, reason.clone(), label, "invalid");
                 let fate = Fate::Invalid { event, id, reason };
                 batch.push(&self.dlq_topic, Planned::new(index, fate));
             }
@@ -388,13 +384,16 @@ impl Pipeline {
         let mut refused: HashMap<usize, TooLarge> =
             too_large.into_iter().map(|t| (t.index, t)).collect();
         for plan in batch.by_topic.values().flatten() {
-            let refusal = refused.remove(&plan.index);
+            let refusal = if refused.is_empty() {
+                None
+            } else {
+                refused.remove(&plan.index)
+            };
             match (&plan.fate, refusal) {
                 (Fate::Valid { event, label, .. }, None) => {
-                    batch.outcomes.report.accepted += 1;
                     batch
                         .outcomes
-                        .add(label.clone(), "accepted", event.payload.len());
+                        .accept(label, "accepted", event.payload.len());
                 }
                 (Fate::Valid { label, .. }, Some(TooLarge { topic, error, .. })) => {
                     let reason = format!("topic `{topic}` refused the event: {error}");
@@ -508,6 +507,24 @@ impl<'a> Planned<'a> {
 }
 
 impl<'a> Batch<'a> {
+    /// The metric label of `event`'s type: the type when it is registered, else `"other"`
+    /// (labels stay a bounded set). Asked of the validator once per type and batch for the
+    /// first [`KNOWN_TYPES_KEPT`] types, every time for the others.
+    fn label(&mut self, validator: &dyn Validate, event: &'a IncomingEvent) -> &'a str {
+        let event_type = event.event_type.as_str();
+        let known = match self.known_types.iter().find(|(t, _)| *t == event_type) {
+            Some((_, known)) => *known,
+            None => {
+                let known = validator.knows_type(event_type);
+                if self.known_types.len() < KNOWN_TYPES_KEPT {
+                    self.known_types.push((event_type, known));
+                }
+                known
+            }
+        };
+        if known { event_type } else { "other" }
+    }
+
     fn push(&mut self, topic: &str, plan: Planned<'a>) {
         match self.by_topic.get_mut(topic) {
             Some(plans) => plans.push(plan),
@@ -515,54 +532,5 @@ impl<'a> Batch<'a> {
                 self.by_topic.insert(topic.to_owned(), vec![plan]);
             }
         }
-    }
-}
-
-/// The answer being built, and the events and payload bytes of the batch by type label and
-/// outcome.
-#[derive(Default)]
-struct Outcomes {
-    report: Report,
-    by_type: HashMap<(String, &'static str), Tally>,
-}
-
-impl Outcomes {
-    fn reject(&mut self, index: usize, reason: String, label: &str, outcome: &'static str) {
-        self.report.rejected += 1;
-        self.report.errors.push(RejectedEvent { index, reason });
-        self.add(label.to_owned(), outcome, 0);
-    }
-
-    fn add(&mut self, label: String, outcome: &'static str, bytes: usize) {
-        self.by_type.entry((label, outcome)).or_default().add(bytes);
-    }
-
-    /// Emits the batch's counters; `took` is decoded batch to durable append, in seconds.
-    fn count(&self, tenant: &str, took: f64) {
-        let tenant = tenant.to_owned();
-        for ((event_type, outcome), tally) in &self.by_type {
-            if *outcome == "accepted" {
-                metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
-                    .increment(tally.bytes);
-                metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant.clone(), "type" => event_type.clone())
-                    .record(took);
-            }
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone(), "outcome" => *outcome)
-                .increment(tally.events);
-        }
-    }
-}
-
-/// Events of one type and outcome in a batch, and their payload bytes.
-#[derive(Default)]
-struct Tally {
-    events: u64,
-    bytes: u64,
-}
-
-impl Tally {
-    fn add(&mut self, bytes: usize) {
-        self.events += 1;
-        self.bytes += bytes as u64;
     }
 }

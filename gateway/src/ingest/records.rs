@@ -53,8 +53,23 @@ impl Arena {
         self.0.split().freeze()
     }
 
+    /// `n` in decimal (as `to_string` writes it, without its formatting machinery).
     fn number(&mut self, n: i64) -> Bytes {
-        self.display(n)
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        let mut rest = n.unsigned_abs();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (rest % 10) as u8;
+            rest /= 10;
+            if rest == 0 {
+                break;
+            }
+        }
+        if n < 0 {
+            self.0.extend_from_slice(b"-");
+        }
+        self.text(&digits[at..])
     }
 
     fn display(&mut self, value: impl std::fmt::Display) -> Bytes {
@@ -312,6 +327,14 @@ mod tests {
         assert_eq!(record.key.as_deref(), Some(&b"tv-1"[..]));
         assert_eq!(record.value, Some(event.payload.clone()));
         assert_eq!(record.timestamp_ms, 1_700_000_000_123);
+    }
+
+    #[test]
+    fn numbers_are_written_as_to_string_writes_them() {
+        let mut arena = Arena::with_capacity(4);
+        for n in [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN] {
+            assert_eq!(arena.number(n), n.to_string().as_bytes(), "{n}");
+        }
     }
 
     #[test]
