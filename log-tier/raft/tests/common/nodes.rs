@@ -74,12 +74,24 @@ pub(crate) async fn start_with(
         cluster_id: CLUSTER_ID.to_owned(),
         node_id: id,
         nodes: addrs.clone(),
-        election_timeout_ms: headwater_raft::DEFAULT_ELECTION_TIMEOUT_MS,
+        election_timeout_ms: election_timeout_ms(),
     };
     let node =
         ReplicaNode::start(engine.clone(), spec, listener, transport, &dir.join("raft")).unwrap();
     node.open_topic("t", 1).await.unwrap();
     Node { id, engine, node }
+}
+
+/// The election timers of the test clusters: `HEADWATER_TEST_ELECTION_MS=min,max` for
+/// experiments (tests/election_liveness.rs), the default otherwise.
+pub(crate) fn election_timeout_ms() -> [u64; 2] {
+    std::env::var("HEADWATER_TEST_ELECTION_MS")
+        .ok()
+        .and_then(|v| {
+            let (min, max) = v.split_once(',')?;
+            Some([min.trim().parse().ok()?, max.trim().parse().ok()?])
+        })
+        .unwrap_or(headwater_raft::DEFAULT_ELECTION_TIMEOUT_MS)
 }
 
 pub(crate) async fn stop(node: Node) {
