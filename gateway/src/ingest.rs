@@ -147,7 +147,9 @@ enum Fate<'a> {
 /// A batch planned: its elements by destination topic, and the outcomes known so far.
 #[derive(Default)]
 struct Batch<'a> {
-    by_topic: HashMap<String, Vec<Planned<'a>>>,
+    /// Destination topics, each with its elements in batch order (a batch names few topics:
+    /// a list is searched faster than a map is hashed).
+    by_topic: Vec<(String, Vec<Planned<'a>>)>,
     outcomes: Outcomes<'a>,
     /// The client ids seen so far: a repeat within the batch is a duplicate.
     ids: BatchIds,
@@ -311,7 +313,7 @@ impl Pipeline {
     async fn append_all(
         &self,
         enrichment: &BatchHeaders,
-        by_topic: &mut HashMap<String, Vec<Planned<'_>>>,
+        by_topic: &mut [(String, Vec<Planned<'_>>)],
     ) -> Result<Vec<TooLarge>, IngestError> {
         let appends = by_topic
             .iter_mut()
@@ -383,7 +385,7 @@ impl Pipeline {
     fn settle(&self, batch: &mut Batch<'_>, too_large: Vec<TooLarge>) {
         let mut refused: HashMap<usize, TooLarge> =
             too_large.into_iter().map(|t| (t.index, t)).collect();
-        for plan in batch.by_topic.values().flatten() {
+        for plan in batch.by_topic.iter().flat_map(|(_, plans)| plans) {
             let refusal = if refused.is_empty() {
                 None
             } else {
@@ -512,25 +514,25 @@ impl<'a> Batch<'a> {
     /// first [`KNOWN_TYPES_KEPT`] types, every time for the others.
     fn label(&mut self, validator: &dyn Validate, event: &'a IncomingEvent) -> &'a str {
         let event_type = event.event_type.as_str();
-        let known = match self.known_types.iter().find(|(t, _)| *t == event_type) {
-            Some((_, known)) => *known,
+        // The label of a type already seen is the first event's string, so that the batch's
+        // tallies tell labels apart by address.
+        let (event_type, known) = match self.known_types.iter().find(|(t, _)| *t == event_type) {
+            Some(&(first, known)) => (first, known),
             None => {
                 let known = validator.knows_type(event_type);
                 if self.known_types.len() < KNOWN_TYPES_KEPT {
                     self.known_types.push((event_type, known));
                 }
-                known
+                (event_type, known)
             }
         };
         if known { event_type } else { "other" }
     }
 
     fn push(&mut self, topic: &str, plan: Planned<'a>) {
-        match self.by_topic.get_mut(topic) {
-            Some(plans) => plans.push(plan),
-            None => {
-                self.by_topic.insert(topic.to_owned(), vec![plan]);
-            }
+        match self.by_topic.iter_mut().find(|(t, _)| t == topic) {
+            Some((_, plans)) => plans.push(plan),
+            None => self.by_topic.push((topic.to_owned(), vec![plan])),
         }
     }
 }
