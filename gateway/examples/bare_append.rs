@@ -1,12 +1,13 @@
 //! The bare log append the gateway's cost is compared with: `BATCHES` calls of
 //! `Log::append` on the embedded log, each 100 records of a 200-byte value keyed by one of 50
 //! sources and no headers (50 batches built before, cloned for each call as `log_bench`
-//! does), 16 appenders at once, fsync every 100 ms (the default interval
+//! does), `APPENDERS` at once (default 16), fsync every 100 ms (the default interval
 //! policy). scripts/bench-instructions runs it under callgrind at two sizes and divides the
 //! difference in instructions by the difference in records: the cost per record of the append
 //! alone, start-up left out.
 //!
-//! `cargo run --release -p headwater-gateway --example bare_append [-- BATCHES]` (default 1000)
+//! `cargo run --release -p headwater-gateway --example bare_append [-- BATCHES [APPENDERS]]`
+//! (default 1000 batches)
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a bench fails by panicking
 
 use std::sync::Arc;
@@ -16,7 +17,6 @@ use bytes::Bytes;
 use headwater_log::{FlushMode, FlushPolicy, Log, LogConfig, LogEngine, Record};
 
 const BATCH: usize = 100;
-const APPENDERS: usize = 16;
 
 fn batch(n: u64) -> Vec<Record> {
     (0..BATCH as u64)
@@ -40,6 +40,10 @@ fn main() {
         .nth(1)
         .map(|s| s.parse().expect("BATCHES is a number"))
         .unwrap_or(1000);
+    let appenders: usize = std::env::args()
+        .nth(2)
+        .map(|s| s.parse().expect("APPENDERS is a number"))
+        .unwrap_or(16);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -57,7 +61,7 @@ fn main() {
         let engine = LogEngine::open(dir.path(), config).expect("open");
         let next = Arc::new(AtomicU64::new(0));
         let templates: Arc<Vec<Vec<Record>>> = Arc::new((0..50).map(batch).collect());
-        let appenders: Vec<_> = (0..APPENDERS)
+        let tasks: Vec<_> = (0..appenders)
             .map(|_| {
                 let (engine, next) = (engine.clone(), next.clone());
                 let templates = templates.clone();
@@ -73,7 +77,7 @@ fn main() {
                 })
             })
             .collect();
-        for appender in appenders {
+        for appender in tasks {
             appender.await.expect("appender");
         }
         engine.close().await.expect("close");
