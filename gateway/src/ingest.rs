@@ -347,13 +347,15 @@ impl Pipeline {
     ) -> Result<Vec<TooLarge>, LogError> {
         // Room for each event's id, type, version, source and time.
         let mut arena = Arena::with_capacity(plans.len() * 96);
+        let items = plans
+            .iter_mut()
+            .map(|plan| self.item(&mut arena, enrichment, plan))
+            .collect();
         let job = TopicAppend {
             log: self.log.clone(),
             topic: topic.to_owned(),
-            items: plans
-                .iter_mut()
-                .map(|plan| self.item(&mut arena, enrichment, plan))
-                .collect(),
+            items,
+            arena: arena.freeze(),
         };
         match tokio::spawn(job.run()).await {
             Ok(result) => result,
@@ -429,6 +431,8 @@ struct TopicAppend {
     log: Arc<dyn Log>,
     topic: String,
     items: Vec<Item>,
+    /// The header values the items' records are sliced from.
+    arena: Bytes,
 }
 
 impl TopicAppend {
@@ -446,7 +450,10 @@ impl TopicAppend {
     /// all on success, those the log says it wrote on failure (partitions written before
     /// another failed), so the client's retry appends only the rest.
     async fn append(&self, items: &[Item]) -> Result<(), LogError> {
-        let records = items.iter().map(|item| item.record.record()).collect();
+        let records = items
+            .iter()
+            .map(|item| item.record.record(&self.arena))
+            .collect();
         let (written, result) = match self.log.append_partial(&self.topic, records).await {
             Ok(_) => (items.iter().collect(), Ok(())),
             Err(AppendError { written, error }) => {

@@ -2,11 +2,9 @@
 //! its order, then the gateway's enrichment), and dead letters with their reason. A record is
 //! kept as [`RecordParts`] until it is appended, so that it can be built again (an append
 //! refused as too large is retried in parts) without copying a byte: header names are static,
-//! and header values are slices of buffers shared by the whole batch.
+//! and header values are spans of one buffer per append ([`Arena`]) or shared by the batch.
 
-use std::fmt::Write as _;
-
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use headwater_log::{Header, Record};
 
 use super::RequestMeta;
@@ -24,37 +22,41 @@ pub(super) struct BatchHeaders {
 
 impl BatchHeaders {
     pub(super) fn new(meta: &RequestMeta, received_at_ms: i64) -> Self {
-        let mut arena = Arena::with_capacity(128);
+        let text = |text: &str| Bytes::copy_from_slice(text.as_bytes());
         Self {
             received_at_ms,
-            received_at: arena.number(received_at_ms),
-            tenant: arena.text(meta.principal.tenant.as_bytes()),
-            client_ip: meta.client_ip.map(|ip| arena.display(ip)),
-            user_agent: meta
-                .user_agent
-                .as_deref()
-                .map(|ua| arena.text(ua.as_bytes())),
+            received_at: Bytes::from(received_at_ms.to_string()),
+            tenant: text(&meta.principal.tenant),
+            client_ip: meta.client_ip.map(|ip| Bytes::from(ip.to_string())),
+            user_agent: meta.user_agent.as_deref().map(text),
         }
     }
 }
 
-/// The text of header values, appended to one buffer and handed out as slices of it: a value
-/// costs no allocation of its own.
-pub(super) struct Arena(BytesMut);
+/// The text of an append's header values, written one after the other into one buffer: a
+/// value is a span of it ([`Value::Span`]) and costs no allocation of its own. Frozen once
+/// every record of the append is planned; each record's headers are then slices of it.
+pub(super) struct Arena(Vec<u8>);
 
 impl Arena {
     /// Room for `bytes` of values before the buffer grows.
     pub(super) fn with_capacity(bytes: usize) -> Self {
-        Self(BytesMut::with_capacity(bytes))
+        Self(Vec::with_capacity(bytes))
     }
 
-    fn text(&mut self, text: &[u8]) -> Bytes {
+    /// The values written, to resolve the spans of [`RecordParts::record`] in.
+    pub(super) fn freeze(self) -> Bytes {
+        Bytes::from(self.0)
+    }
+
+    fn text(&mut self, text: &[u8]) -> Value {
+        let start = self.0.len();
         self.0.extend_from_slice(text);
-        self.0.split().freeze()
+        Value::Span(start, self.0.len())
     }
 
     /// `n` in decimal (as `to_string` writes it, without its formatting machinery).
-    fn number(&mut self, n: i64) -> Bytes {
+    fn number(&mut self, n: i64) -> Value {
         let mut digits = [0u8; 20];
         let mut at = digits.len();
         let mut rest = n.unsigned_abs();
@@ -66,17 +68,34 @@ impl Arena {
                 break;
             }
         }
+        let start = self.0.len();
         if n < 0 {
-            self.0.extend_from_slice(b"-");
+            self.0.push(b'-');
         }
-        self.text(&digits[at..])
+        self.0.extend_from_slice(&digits[at..]);
+        Value::Span(start, self.0.len())
     }
+}
 
-    fn display(&mut self, value: impl std::fmt::Display) -> Bytes {
-        // Writing to a `BytesMut` cannot fail.
-        let _ = write!(self.0, "{value}");
-        self.0.split().freeze()
+/// A header value: a span of the append's [`Arena`], or bytes of its own (shared by the
+/// batch, or a dead letter's).
+#[derive(Clone)]
+enum Value {
+    Span(usize, usize),
+    Bytes(Bytes),
+}
+
+impl Value {
+    fn resolve(&self, arena: &Bytes) -> Bytes {
+        match self {
+            Self::Span(start, end) => arena.slice(*start..*end),
+            Self::Bytes(bytes) => bytes.clone(),
+        }
     }
+}
+
+fn shared(bytes: &Bytes) -> Value {
+    Value::Bytes(bytes.clone())
 }
 
 /// A header name: one of the gateway's, or an attribute's (`hw.attr.` + its key).
@@ -87,18 +106,18 @@ enum Name {
 
 /// A record before it is appended (see the module documentation).
 pub(super) struct RecordParts {
-    key: Option<Bytes>,
+    key: Option<Value>,
     value: Bytes,
-    headers: Vec<(Name, Bytes)>,
+    headers: Vec<(Name, Value)>,
     timestamp_ms: i64,
 }
 
 impl RecordParts {
-    /// The record to append.
-    pub(super) fn record(&self) -> Record {
+    /// The record to append; `arena` is the append's [`Arena`], frozen.
+    pub(super) fn record(&self, arena: &Bytes) -> Record {
         Record {
             partition: None,
-            key: self.key.clone(),
+            key: self.key.as_ref().map(|key| key.resolve(arena)),
             value: Some(self.value.clone()),
             headers: self
                 .headers
@@ -108,7 +127,7 @@ impl RecordParts {
                         Name::Static(name) => (*name).to_owned(),
                         Name::Attribute(name) => name.clone(),
                     },
-                    value: Some(value.clone()),
+                    value: Some(value.resolve(arena)),
                 })
                 .collect(),
             timestamp_ms: self.timestamp_ms,
@@ -164,9 +183,9 @@ impl RecordParts {
         let headers = vec![
             (
                 Name::Static(headers::RECEIVED_AT),
-                batch.received_at.clone(),
+                shared(&batch.received_at),
             ),
-            (Name::Static(headers::TENANT), batch.tenant.clone()),
+            (Name::Static(headers::TENANT), shared(&batch.tenant)),
         ];
         Self::dead_letter(batch, None, headers, raw, reason, max_value_bytes)
     }
@@ -175,18 +194,16 @@ impl RecordParts {
     /// (saying so in `hw.truncated`), so that the log takes it rather than failing the batch.
     fn dead_letter(
         batch: &BatchHeaders,
-        key: Option<Bytes>,
-        mut headers: Vec<(Name, Bytes)>,
+        key: Option<Value>,
+        mut headers: Vec<(Name, Value)>,
         value: &Bytes,
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        headers.push((
-            Name::Static(headers::ERROR),
-            Bytes::copy_from_slice(reason.as_bytes()),
-        ));
+        let reason = Bytes::copy_from_slice(reason.as_bytes());
+        headers.push((Name::Static(headers::ERROR), Value::Bytes(reason)));
         let value = if value.len() > max_value_bytes {
-            let size = Bytes::from(value.len().to_string());
+            let size = Value::Bytes(Bytes::from(value.len().to_string()));
             headers.push((Name::Static(headers::TRUNCATED), size));
             value.slice(..max_value_bytes)
         } else {
@@ -211,11 +228,11 @@ fn envelope(
     event: &IncomingEvent,
     id: &str,
     version: u32,
-) -> (Bytes, Vec<(Name, Bytes)>) {
+) -> (Value, Vec<(Name, Value)>) {
     let source = arena.text(event.source.as_bytes());
     let ts = match event.ts {
         Some(ts) => arena.number(ts),
-        None => batch.received_at.clone(),
+        None => shared(&batch.received_at),
     };
     let mut out = Vec::with_capacity(10 + event.attributes.len());
     out.extend([
@@ -229,19 +246,19 @@ fn envelope(
         (Name::Static(headers::TS), ts),
         (
             Name::Static(headers::RECEIVED_AT),
-            batch.received_at.clone(),
+            shared(&batch.received_at),
         ),
-        (Name::Static(headers::TENANT), batch.tenant.clone()),
+        (Name::Static(headers::TENANT), shared(&batch.tenant)),
         (
             Name::Static(headers::FORMAT),
-            Bytes::from_static(event.format.as_str().as_bytes()),
+            Value::Bytes(Bytes::from_static(event.format.as_str().as_bytes())),
         ),
     ]);
     if let Some(ip) = &batch.client_ip {
-        out.push((Name::Static(headers::CLIENT_IP), ip.clone()));
+        out.push((Name::Static(headers::CLIENT_IP), shared(ip)));
     }
     if let Some(agent) = &batch.user_agent {
-        out.push((Name::Static(headers::USER_AGENT), agent.clone()));
+        out.push((Name::Static(headers::USER_AGENT), shared(agent)));
     }
     for (key, value) in &event.attributes {
         out.push((
@@ -301,7 +318,8 @@ mod tests {
         let batch = BatchHeaders::new(&meta(), 1_700_000_000_123);
         let mut arena = Arena::with_capacity(8);
         let event = event(Some(-5));
-        let record = RecordParts::valid(&mut arena, &batch, &event, "e1", 3).record();
+        let parts = RecordParts::valid(&mut arena, &batch, &event, "e1", 3);
+        let record = parts.record(&arena.freeze());
         let envelope = Envelope {
             id: "e1".to_owned(),
             event_type: "playback.start".to_owned(),
@@ -331,9 +349,12 @@ mod tests {
 
     #[test]
     fn numbers_are_written_as_to_string_writes_them() {
+        let numbers = [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN];
         let mut arena = Arena::with_capacity(4);
-        for n in [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN] {
-            assert_eq!(arena.number(n), n.to_string().as_bytes(), "{n}");
+        let written: Vec<Value> = numbers.iter().map(|n| arena.number(*n)).collect();
+        let arena = arena.freeze();
+        for (n, value) in numbers.iter().zip(&written) {
+            assert_eq!(value.resolve(&arena), n.to_string().as_bytes(), "{n}");
         }
     }
 
@@ -341,7 +362,8 @@ mod tests {
     fn an_event_without_client_time_gets_received_at() {
         let batch = BatchHeaders::new(&meta(), 42);
         let mut arena = Arena::with_capacity(0);
-        let record = RecordParts::valid(&mut arena, &batch, &event(None), "e1", 1).record();
+        let parts = RecordParts::valid(&mut arena, &batch, &event(None), "e1", 1);
+        let record = parts.record(&arena.freeze());
         let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
         assert_eq!(ts, Some(("hw.ts".to_owned(), "42".to_owned())));
     }
@@ -350,15 +372,16 @@ mod tests {
     fn dead_letters_say_why_and_are_cut_to_the_limit() {
         let batch = BatchHeaders::new(&meta(), 7);
         let mut arena = Arena::with_capacity(0);
-        let invalid =
-            RecordParts::invalid(&mut arena, &batch, &event(None), "e1", "bad", 3).record();
+        let invalid = RecordParts::invalid(&mut arena, &batch, &event(None), "e1", "bad", 3);
+        let invalid = invalid.record(&arena.freeze());
         let headers = pairs(&invalid);
         assert!(headers.contains(&("hw.version".to_owned(), "0".to_owned())));
         assert!(headers.contains(&("hw.error".to_owned(), "bad".to_owned())));
         assert!(headers.contains(&("hw.truncated".to_owned(), "7".to_owned())));
         assert_eq!(invalid.value.as_deref(), Some(&br#"{"n"#[..]));
         let raw = Bytes::from_static(b"[1,2]");
-        let malformed = RecordParts::malformed(&batch, &raw, "not an event", 100).record();
+        let malformed =
+            RecordParts::malformed(&batch, &raw, "not an event", 100).record(&Bytes::new());
         assert_eq!(
             pairs(&malformed),
             [
