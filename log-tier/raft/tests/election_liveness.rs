@@ -49,12 +49,7 @@ fn agreed(nodes: &[&Node]) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "an experiment on election timers; see the module's documentation"]
 async fn survivors_elect_a_leader_of_every_group_after_each_stop() {
-    if std::env::var("RUST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    common::nodes::trace_if_asked();
     let rounds = env("HEADWATER_TEST_ROUNDS", 10);
     let stall = Duration::from_secs(env("HEADWATER_TEST_STALL_S", 30));
     let hogging = Arc::new(AtomicBool::new(true));

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use bytes::Bytes;
-use openraft::type_config::async_runtime::watch::WatchReceiver;
 use tokio::io::BufReader;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -17,6 +16,8 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::client::Peers;
+use openraft::raft::AppendEntriesResponse;
+
 use super::codec::{self, ErrorBody, Hello, SnapshotRequest};
 use super::error::{ErrorCode, TransportError};
 use super::frame::{Frame, FrameReader, Kind, Outgoing, write_loop};
@@ -601,12 +602,27 @@ async fn dispatch(frame: Frame, groups: &Groups, raft: RaftNode) -> Result<Bytes
             if let (Some(rejoin), Some(commit)) = (&rejoin, &rpc.leader_commit) {
                 rejoin.saw_commit(commit.index);
             }
+            // What the log holds once this request succeeds: its last entry (or, for a
+            // heartbeat, the entry it follows). Not the metrics' last log index, which is
+            // published later: under steady writes each request's commit index passed the
+            // published index, and a rejoining follower never counted as caught up (then,
+            // with the leader gone, refused every vote: found by tests/silent_leader.rs).
+            let holds = rpc
+                .entries
+                .last()
+                .map(|entry| entry.log_id.index)
+                .or(rpc.prev_log_id.map(|id| id.index));
             let response = raft
                 .append_entries(rpc)
                 .await
                 .map_err(|e| raft_failed(&e))?;
+            let held = match &response {
+                AppendEntriesResponse::Success => holds,
+                AppendEntriesResponse::PartialSuccess(matched) => matched.map(|id| id.index),
+                _ => None,
+            };
             if let Some(rejoin) = rejoin
-                && rejoin.caught_up(raft.metrics().borrow_watched().last_log_index)
+                && rejoin.caught_up(held)
             {
                 groups.rejoined(frame.group);
             }

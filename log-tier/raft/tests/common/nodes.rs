@@ -64,6 +64,7 @@ pub(crate) async fn start_with(
     addrs: &BTreeMap<NodeId, String>,
     transport: TransportConfig,
 ) -> Node {
+    trace_if_asked();
     let dir = dir_of(root, id);
     let engine = LogEngine::open(&dir.join("log"), super::log_config()).unwrap();
     let port = addrs[&id].rsplit_once(':').unwrap().1;
@@ -80,6 +81,16 @@ pub(crate) async fn start_with(
         ReplicaNode::start(engine.clone(), spec, listener, transport, &dir.join("raft")).unwrap();
     node.open_topic("t", 1).await.unwrap();
     Node { id, engine, node }
+}
+
+/// Logs to the test's output when `RUST_LOG` is set (for diagnosing a failure).
+pub(crate) fn trace_if_asked() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
 }
 
 /// The election timers of the test clusters: `HEADWATER_TEST_ELECTION_MS=min,max` for
