@@ -425,6 +425,23 @@ pub fn check_count(count: usize, max_events: usize) -> Result<(), IngestError> {
     Ok(())
 }
 
+/// Bodies up to this size are decoded on the request's own task.
+pub const INLINE_DECODE_BYTES: usize = 64 * 1024;
+
+/// Runs `decode` of a body of `len` bytes: a large body (over [`INLINE_DECODE_BYTES`]) is CPU
+/// work for milliseconds, so it goes off the async workers ([`off_workers`]) and other requests
+/// (and this one's timeout) keep running; a small one decodes faster than a hop to the pool.
+pub async fn decode_sized<T: Send + 'static>(
+    len: usize,
+    decode: impl FnOnce() -> Result<T, IngestError> + Send + 'static,
+) -> Result<T, IngestError> {
+    if len > INLINE_DECODE_BYTES {
+        off_workers(decode).await
+    } else {
+        decode()
+    }
+}
+
 /// Runs `decode` on tokio's blocking pool and waits for it: decoding a large body is CPU work
 /// that must not hold an async worker, so other requests (and this one's timeout) keep running.
 /// A panic in `decode` is resumed here, as if it had run inline.

@@ -27,7 +27,7 @@ use tonic::{Request, Response, Status};
 use tonic_prost::ProstEncoder;
 
 use crate::collector::Collector;
-use crate::decode::{decode_protobuf, off_workers};
+use crate::decode::{decode_protobuf, decode_sized};
 use crate::error::IngestError;
 use crate::ingest::{Report, RequestMeta};
 use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
@@ -77,7 +77,7 @@ impl Handler for Publish {
         message: Bytes,
     ) -> Result<PublishResponse, IngestError> {
         let max = collector.limits.max_events_per_batch as usize;
-        let decoded = off_workers(move || decode_protobuf(&message, max)).await?;
+        let decoded = decode_sized(message.len(), move || decode_protobuf(&message, max)).await?;
         let report = collector.publish(&meta, decoded).await?;
         Ok(publish_response(&report))
     }

@@ -273,6 +273,21 @@ fn decoding_runs_on_the_blocking_pool_and_a_panic_is_resumed() {
 }
 
 #[test]
+fn small_bodies_decode_on_the_task_and_large_ones_on_the_blocking_pool() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let here = std::thread::current().id();
+    let thread = |len| {
+        runtime
+            .block_on(decode_sized(len, || Ok(std::thread::current().id())))
+            .unwrap()
+    };
+    assert_eq!(thread(INLINE_DECODE_BYTES), here);
+    assert_ne!(thread(INLINE_DECODE_BYTES + 1), here);
+}
+
+#[test]
 fn parser_reasons_are_clipped() {
     let body = Bytes::from(format!("[{{\"version\":\"{}\"}}]", "v".repeat(100_000)));
     let decoded = decode_json(&body, 10).unwrap();

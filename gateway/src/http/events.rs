@@ -15,9 +15,6 @@ use crate::error::IngestError;
 use crate::ingest::Report;
 use crate::metrics::INGEST_BYTES_TOTAL;
 
-/// Bodies up to this size are decoded on the request's own task.
-const INLINE_DECODE_BYTES: usize = 64 * 1024;
-
 /// The handler: the report, or the error that refused the whole request.
 #[tracing::instrument(skip_all, fields(tenant, batch_size))]
 pub(super) async fn post_events(State(state): State<AppState>, request: Request) -> Response {
@@ -35,19 +32,13 @@ async fn ingest(collector: &Collector, request: Request) -> Result<Report, Inges
     metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => meta.principal.tenant.to_string())
         .increment(bytes.len() as u64);
     let max_events = collector.limits.max_events_per_batch as usize;
-    let large = bytes.len() > INLINE_DECODE_BYTES;
+    let len = bytes.len();
     let decode = move || match kind {
         BodyKind::Json => decode::decode_json(&bytes, max_events),
         BodyKind::Ndjson => decode::decode_ndjson(&bytes, max_events),
         BodyKind::Protobuf => decode::decode_protobuf(&bytes, max_events),
     };
-    // A large body is CPU work for milliseconds: off the async workers, so other requests and
-    // this one's timeout keep running. A small one decodes faster than a hop to the pool.
-    let decoded = if large {
-        decode::off_workers(decode).await?
-    } else {
-        decode()?
-    };
+    let decoded = decode::decode_sized(len, decode).await?;
     tracing::Span::current().record("batch_size", decoded.len());
     collector.publish(&meta, decoded).await
 }
