@@ -256,11 +256,16 @@ fn an_event_that_is_not_an_event_is_one_bad_element() {
     assert!(matches!(&decoded[1], Decoded::Event(_)));
 }
 
+/// A runtime whose one worker is the calling thread.
+fn one_worker() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn decoding_runs_on_the_blocking_pool_and_a_panic_is_resumed() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let runtime = one_worker();
     let here = std::thread::current().id();
     let there = runtime
         .block_on(off_workers(|| Ok(std::thread::current().id())))
@@ -274,9 +279,7 @@ fn decoding_runs_on_the_blocking_pool_and_a_panic_is_resumed() {
 
 #[test]
 fn small_bodies_decode_on_the_task_and_large_ones_on_the_blocking_pool() {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .build()
-        .unwrap();
+    let runtime = one_worker();
     let here = std::thread::current().id();
     let thread = |len| {
         runtime
