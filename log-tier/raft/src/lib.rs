@@ -13,6 +13,7 @@
 
 pub mod error;
 pub mod group;
+pub mod identity;
 pub mod metadata;
 pub mod metrics;
 pub mod net;

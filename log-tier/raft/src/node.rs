@@ -34,6 +34,7 @@ use tokio::net::TcpListener;
 
 use crate::error::ReplicationError;
 use crate::group::GroupStorage;
+use crate::identity::{Identity, Verdict};
 use crate::metadata::{
     AdminError, Answer, Command, Leadership, METADATA_TOPIC, MetadataHook, Request, Table,
     TopicPlacement,
@@ -199,6 +200,8 @@ struct RuntimeTopics {
 pub struct ReplicaNode {
     engine: Arc<LogEngine>,
     spec: ClusterSpec,
+    /// Whether this node is new, known, or replaces one that lost its disk.
+    identity: Arc<Identity>,
     peers: Peers,
     groups: Groups,
     server: tokio::sync::Mutex<Option<RaftServer>>,
@@ -231,13 +234,51 @@ impl ReplicaNode {
         transport: TransportConfig,
         state_dir: &Path,
     ) -> Result<Arc<Self>, ReplicationError> {
-        let peers = Peers::new(spec.cluster_id.clone(), spec.node_id, transport);
+        let others = spec.nodes.keys().filter(|&&id| id != spec.node_id).count();
+        let identity = Arc::new(Identity::open(state_dir, others)?);
+        let peers = Peers::with_identity(
+            spec.cluster_id.clone(),
+            spec.node_id,
+            transport,
+            identity.clone(),
+        );
         for (&id, addr) in &spec.nodes {
             if id != spec.node_id {
                 peers.set_addr(id, addr);
             }
         }
         let groups = Groups::default();
+        if identity.verdict() == Verdict::Deciding {
+            // A new data directory: once every peer has answered without knowing this node,
+            // its groups are new ones and vote at once (crate::identity).
+            let (groups, mut verdict) = (groups.clone(), identity.subscribe());
+            let (greeter, others) = (peers.clone(), spec.nodes.keys().copied());
+            let others: Vec<NodeId> = others.filter(|&id| id != spec.node_id).collect();
+            tokio::spawn(async move {
+                // Followers send peers nothing, so meet each of them: until decided, dial every
+                // 200 ms the peers not connected (a dial failing backs off).
+                let mut tick = tokio::time::interval(Duration::from_millis(200));
+                let decided = loop {
+                    let now = *verdict.borrow_and_update();
+                    if now != Verdict::Deciding {
+                        break now;
+                    }
+                    tokio::select! {
+                        changed = verdict.changed() => if changed.is_err() { return },
+                        _ = tick.tick() => {
+                            for &peer in &others {
+                                let _ = greeter.greet(peer).await;
+                            }
+                        }
+                    }
+                };
+                if decided == Verdict::New {
+                    for group in groups.rejoining_groups() {
+                        groups.rejoined(group);
+                    }
+                }
+            });
+        }
         let server = RaftServer::spawn(listener, peers.clone(), groups.clone())
             .map_err(|e| ReplicationError::Transport(e.to_string()))?;
         let config = crate::group::raft_config_with(&spec.cluster_id, spec.election_timeout_ms)
@@ -247,6 +288,7 @@ impl ReplicaNode {
         Ok(Arc::new(Self {
             engine,
             spec,
+            identity,
             peers,
             groups,
             server: tokio::sync::Mutex::new(Some(server)),
@@ -827,13 +869,19 @@ impl ReplicaNode {
         let log = engine.replica(topic, partition)?;
         let state_dir = self.state_dir.join(format!("{topic}-{partition}"));
         // Pristine state (no entry, no vote): a new group, or this node lost its disk (see
-        // `Groups`); the marker keeps a restart in the middle of catching up rejoining.
+        // `Groups`). On a data directory in use before this start it is a new group; on a new
+        // one it rejoins until the node knows it is new (crate::identity). The marker keeps a
+        // restart in the middle of catching up rejoining.
         let marker = crate::state::DurableValue::new(&state_dir, "rejoining")?;
         let pristine = log.state().last.is_none()
             && crate::state::DurableValue::new(&state_dir, "vote")?
                 .load::<serde_json::Value>()?
                 .is_none();
-        if pristine {
+        let unproven = matches!(
+            self.identity.verdict(),
+            Verdict::Deciding | Verdict::Replacement
+        );
+        if pristine && unproven {
             marker.store(&true)?;
         }
         let rejoining = pristine || marker.load::<bool>()? == Some(true);
@@ -857,6 +905,10 @@ impl ReplicaNode {
         .map_err(|e| ReplicationError::Transport(format!("starting the group: {e}")))?;
         if rejoining {
             self.groups.set_rejoining(group, Some(marker));
+            if unproven && self.identity.verdict() == Verdict::New {
+                // Decided new while this group opened (the decision's task ran before).
+                self.groups.rejoined(group);
+            }
         }
         self.groups.insert(group, raft.clone());
         crate::metrics::spawn_partition_metrics(topic.to_owned(), partition, raft.clone());

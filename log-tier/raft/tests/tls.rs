@@ -72,6 +72,8 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Option<Kind> {
             cluster_id: CLUSTER_ID.to_owned(),
             node_id: 2,
             protocol_version: PROTOCOL_VERSION,
+            identity: 0,
+            known_as: None,
         },
     )
     .unwrap();

@@ -32,6 +32,7 @@ use super::frame::{FrameReader, Kind, Outgoing};
 use super::metrics;
 use super::server::Groups;
 use super::{GroupId, PROTOCOL_VERSION, TransportConfig, host_of};
+use crate::identity::Identity;
 use crate::types::{BoundarySnapshot, NodeId, TypeConfig, typ};
 
 /// This node's identity and its peers' addresses, with one connection per peer shared by every
@@ -47,9 +48,21 @@ struct Shared {
     node_id: NodeId,
     config: TransportConfig,
     addrs: RwLock<HashMap<NodeId, String>>,
+    /// This node's identity, told to peers in every Hello (none: 0, unknown).
+    identity: Option<Arc<Identity>>,
 }
 
 impl Shared {
+    fn hello(&self, peer: NodeId) -> Hello {
+        Hello {
+            cluster_id: self.cluster_id.clone(),
+            node_id: self.node_id,
+            protocol_version: PROTOCOL_VERSION,
+            identity: self.identity.as_ref().map_or(0, |i| i.own()),
+            known_as: self.identity.as_ref().and_then(|i| i.known_as(peer)),
+        }
+    }
+
     fn addr(&self, node: NodeId) -> Option<String> {
         self.addrs
             .read()
@@ -62,15 +75,46 @@ impl Shared {
 impl Peers {
     /// The peers of node `node_id` of cluster `cluster_id`, none known yet.
     pub fn new(cluster_id: impl Into<String>, node_id: NodeId, config: TransportConfig) -> Self {
+        Self::build(cluster_id.into(), node_id, config, None)
+    }
+
+    /// Likewise, telling peers `identity` and learning from theirs ([`crate::identity`]).
+    pub fn with_identity(
+        cluster_id: impl Into<String>,
+        node_id: NodeId,
+        config: TransportConfig,
+        identity: Arc<Identity>,
+    ) -> Self {
+        Self::build(cluster_id.into(), node_id, config, Some(identity))
+    }
+
+    fn build(
+        cluster_id: String,
+        node_id: NodeId,
+        config: TransportConfig,
+        identity: Option<Arc<Identity>>,
+    ) -> Self {
         Self {
             shared: Arc::new(Shared {
-                cluster_id: cluster_id.into(),
+                cluster_id,
                 node_id,
                 config,
                 addrs: RwLock::new(HashMap::new()),
+                identity,
             }),
             links: Arc::default(),
         }
+    }
+
+    /// Opens a connection to `node` if none is open (exchanging Hellos): how a node on a new
+    /// data directory meets peers it has nothing to send to yet.
+    pub async fn greet(&self, node: NodeId) -> Result<(), TransportError> {
+        self.link(node).connection().await.map(|_| ())
+    }
+
+    /// This node's identity, if it tells one.
+    pub(crate) fn identity(&self) -> Option<&Arc<Identity>> {
+        self.shared.identity.as_ref()
     }
 
     /// Sets the address of peer `node`, `host:port` (resolved at every dial), and makes it a
@@ -146,13 +190,9 @@ impl Peers {
         }
     }
 
-    /// This node's Hello.
-    pub(crate) fn hello(&self) -> Hello {
-        Hello {
-            cluster_id: self.shared.cluster_id.clone(),
-            node_id: self.shared.node_id,
-            protocol_version: PROTOCOL_VERSION,
-        }
+    /// This node's Hello to `peer`: who it is, and what it knows `peer` as.
+    pub(crate) fn hello(&self, peer: NodeId) -> Hello {
+        self.shared.hello(peer)
     }
 
     /// Requests waiting for an answer from `node` on its open connection (tests).
@@ -322,11 +362,7 @@ impl Link {
             }
         };
         let mut reader = FrameReader::new(BufReader::new(read), config.max_frame_bytes);
-        let ours = Hello {
-            cluster_id: self.shared.cluster_id.clone(),
-            node_id: self.shared.node_id,
-            protocol_version: PROTOCOL_VERSION,
-        };
+        let ours = self.shared.hello(self.peer);
         let hello = codec::to_json("hello", &ours)?;
         Outgoing::new(Kind::Hello, 0, 0, vec![hello], config.max_frame_bytes)?
             .write_to(&mut write)
@@ -347,6 +383,9 @@ impl Link {
                         "{addr} answered as node {} of cluster {:?} (protocol {}), expected node {}",
                         theirs.node_id, theirs.cluster_id, theirs.protocol_version, self.peer
                     )));
+                }
+                if let Some(identity) = &self.shared.identity {
+                    identity.met(self.peer, theirs.identity, theirs.known_as);
                 }
             }
             Kind::Error => {

@@ -21,6 +21,12 @@ pub struct Hello {
     pub node_id: NodeId,
     /// The sender's [`super::PROTOCOL_VERSION`].
     pub protocol_version: u16,
+    /// The sender's data-directory identity ([`crate::identity`]); 0 when it does not tell.
+    #[serde(default)]
+    pub identity: u64,
+    /// The identity under which the sender last knew the receiver, if it ever did.
+    #[serde(default)]
+    pub known_as: Option<u64>,
 }
 
 /// The body of an Error frame.
@@ -351,10 +357,12 @@ mod tests {
             node_id: u64,
             cluster_id in "[a-z0-9-]{0,20}",
             protocol_version: u16,
+            identity: u64,
+            known_as: Option<u64>,
             members in membership(),
             next_offset: i64,
         ) {
-            let hello = Hello { cluster_id, node_id, protocol_version };
+            let hello = Hello { cluster_id, node_id, protocol_version, identity, known_as };
             prop_assert_eq!(from_json::<Hello>("hello", &to_json("hello", &hello).unwrap()).unwrap(), hello);
             let request = VoteRequest::<TypeConfig>::new(vote, last);
             let back: VoteRequest<TypeConfig> = from_json("vote", &to_json("vote", &request).unwrap()).unwrap();

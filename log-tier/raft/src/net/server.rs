@@ -125,6 +125,16 @@ impl Groups {
             .insert(group, Arc::new(rejoin));
     }
 
+    /// The groups rejoining now.
+    pub(crate) fn rejoining_groups(&self) -> Vec<GroupId> {
+        self.rejoining
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect()
+    }
+
     /// Whether `group` is rejoining.
     pub fn is_rejoining(&self, group: GroupId) -> bool {
         self.rejoin(group).is_some()
@@ -430,7 +440,11 @@ async fn handshake<R: tokio::io::AsyncRead + Unpin>(
     match check_hello(&frame, &shared.peers) {
         Ok(hello) => {
             tracing::debug!(peer = hello.node_id, "peer connected");
-            let ours = shared.peers.hello();
+            // Answered with what this node knew the peer as before this Hello.
+            let ours = shared.peers.hello(hello.node_id);
+            if let Some(identity) = shared.peers.identity() {
+                identity.met(hello.node_id, hello.identity, hello.known_as);
+            }
             match codec::to_json("hello", &ours) {
                 Ok(body) => {
                     reply.response(frame.correlation, 0, body).await;

@@ -44,6 +44,8 @@ fn hello(cluster_id: &str, node_id: u64, protocol_version: u16) -> Bytes {
             cluster_id: cluster_id.into(),
             node_id,
             protocol_version,
+            identity: 0,
+            known_as: None,
         },
     )
     .unwrap();
@@ -308,6 +310,8 @@ async fn fake_peer(n: usize) -> (std::net::SocketAddr, tokio::sync::oneshot::Sen
             cluster_id: "test-cluster".into(),
             node_id: 2,
             protocol_version: PROTOCOL_VERSION,
+            identity: 0,
+            known_as: None,
         };
         let answer = Frame {
             kind: Kind::Response,
