@@ -13,7 +13,7 @@ use crate::config::{GatewayConfig, Limits};
 use crate::decode::Decoded;
 use crate::dedup::Dedup;
 use crate::error::IngestError;
-use crate::ingest::{FieldLimits, Pipeline, Report, RequestMeta};
+use crate::ingest::{BatchMetrics, FieldLimits, Pipeline, Report, RequestMeta};
 use crate::ratelimit::RateLimits;
 use crate::tls::ClientCert;
 use crate::validate::Validate;
@@ -62,6 +62,7 @@ impl Collector {
                     .unwrap_or(usize::MAX),
                 fields: FieldLimits::from(&config.limits),
                 dlq_topic: parts.dlq_topic,
+                metrics: BatchMetrics::default(),
             },
             limits: config.limits,
             otlp_default_type: config.otlp_default_type,

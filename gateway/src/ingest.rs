@@ -12,6 +12,7 @@ use headwater_log::log::AppendError;
 use headwater_log::{Log, LogError, now_ms};
 use serde::Serialize;
 
+pub use self::outcomes::BatchMetrics;
 use self::outcomes::Outcomes;
 use self::records::{Arena, BatchHeaders, RecordParts};
 
@@ -87,6 +88,8 @@ pub struct Pipeline {
     pub fields: FieldLimits,
     /// Dead-letter topic.
     pub dlq_topic: String,
+    /// Handles of the per-batch metrics.
+    pub metrics: BatchMetrics,
 }
 
 /// Longest envelope fields an event may have, in bytes (`gateway.limits.max_*_bytes`): they
@@ -197,7 +200,9 @@ impl Pipeline {
         self.settle(&mut batch, too_large);
         let took = started.elapsed().as_secs_f64();
         metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS).record(took);
-        batch.outcomes.count(&meta.principal.tenant, took);
+        batch
+            .outcomes
+            .count(&self.metrics, &meta.principal.tenant, took);
         let mut report = batch.outcomes.report;
         report.errors.sort_by_key(|e| e.index);
         Ok(report)

@@ -13,7 +13,7 @@ use headwater_gateway::auth::Principal;
 use headwater_gateway::config::{DedupConfig, Limits};
 use headwater_gateway::decode::{Decoded, IncomingEvent, PayloadFormat};
 use headwater_gateway::dedup::Dedup;
-use headwater_gateway::ingest::{FieldLimits, Pipeline, RequestMeta};
+use headwater_gateway::ingest::{BatchMetrics, FieldLimits, Pipeline, RequestMeta};
 use headwater_gateway::{AcceptAll, IngestError};
 use headwater_log::{Log, LogError, MemoryLog};
 use headwater_testing::{ForwardingLog, LogOp};
@@ -28,6 +28,7 @@ fn pipeline(log: Arc<ForwardingLog>) -> Pipeline {
         max_event_bytes: 1 << 20,
         fields: FieldLimits::from(&Limits::default()),
         dlq_topic: "events.dlq".to_owned(),
+        metrics: BatchMetrics::default(),
     }
 }
 

@@ -3,9 +3,95 @@
 //! outcome for the metrics, emitted once per batch.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use metrics::{Counter, Histogram};
 
 use super::{RejectedEvent, Report};
 use crate::metrics as m;
+
+/// Type labels whose metric handles [`BatchMetrics`] keeps, over all tenants; past it the
+/// handles are looked up in the recorder each time, as without the cache.
+const HANDLES_KEPT: usize = 4096;
+
+/// The handles of the per-batch metrics by tenant and type label, looked up in the recorder
+/// once: a batch then costs a map lookup per type instead of building and hashing labelled
+/// keys for three metrics. Tenants and type labels are bounded sets (keys of the
+/// configuration; registered types or `"other"`), and the number kept is capped besides.
+#[derive(Default)]
+pub struct BatchMetrics {
+    by_tenant: Mutex<TenantHandles>,
+}
+
+#[derive(Default)]
+struct TenantHandles {
+    tenants: HashMap<Arc<str>, HashMap<Box<str>, TypeHandles>>,
+    kept: usize,
+}
+
+/// One tenant's and type's handles; `events` by outcome, as first used.
+struct TypeHandles {
+    bytes: Counter,
+    latency: Histogram,
+    events: Vec<(&'static str, Counter)>,
+}
+
+impl TypeHandles {
+    fn new(tenant: &str, event_type: &str) -> Self {
+        let (tenant, event_type) = (tenant.to_owned(), event_type.to_owned());
+        Self {
+            bytes: metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone()),
+            latency: metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant, "type" => event_type),
+            events: Vec::new(),
+        }
+    }
+
+    fn events(&mut self, tenant: &str, event_type: &str, outcome: &'static str) -> &Counter {
+        let at = match self.events.iter().position(|(o, _)| *o == outcome) {
+            Some(at) => at,
+            None => {
+                let counter = events_counter(tenant, event_type, outcome);
+                self.events.push((outcome, counter));
+                self.events.len() - 1
+            }
+        };
+        &self.events[at].1
+    }
+}
+
+fn events_counter(tenant: &str, event_type: &str, outcome: &'static str) -> Counter {
+    let (tenant, event_type) = (tenant.to_owned(), event_type.to_owned());
+    metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => tenant, "type" => event_type, "outcome" => outcome)
+}
+
+impl BatchMetrics {
+    /// Runs `emit` with the handles of `tenant` and `event_type`, kept or (past the cap) new.
+    fn with<R>(
+        &self,
+        tenant: &Arc<str>,
+        event_type: &str,
+        emit: impl FnOnce(&mut TypeHandles) -> R,
+    ) -> R {
+        let mut kept = self
+            .by_tenant
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let TenantHandles { tenants, kept } = &mut *kept;
+        if let Some(handles) = tenants
+            .get_mut(&**tenant)
+            .and_then(|types| types.get_mut(event_type))
+        {
+            return emit(handles);
+        }
+        let mut handles = TypeHandles::new(tenant, event_type);
+        if *kept >= HANDLES_KEPT {
+            return emit(&mut handles);
+        }
+        *kept += 1;
+        let types = tenants.entry(tenant.clone()).or_default();
+        emit(types.entry(event_type.into()).or_insert(handles))
+    }
+}
 
 /// Tallies a batch keeps in a list before it keeps the rest in a map.
 const LISTED: usize = 32;
@@ -69,19 +155,19 @@ impl<'a> Outcomes<'a> {
         all
     }
 
-    /// Emits the batch's counters; `took` is decoded batch to durable append, in seconds.
-    pub(super) fn count(&self, tenant: &str, took: f64) {
-        let tenant = tenant.to_owned();
+    /// Emits the batch's counters through `handles`; `took` is decoded batch to durable
+    /// append, in seconds.
+    pub(super) fn count(&self, handles: &BatchMetrics, tenant: &Arc<str>, took: f64) {
         for ((event_type, outcome), tally) in self.tallies() {
-            let event_type = event_type.to_owned();
-            if outcome == "accepted" {
-                metrics::counter!(m::INGEST_EVENT_BYTES_TOTAL, "tenant" => tenant.clone(), "type" => event_type.clone())
-                    .increment(tally.bytes);
-                metrics::histogram!(m::INGEST_EVENT_LATENCY_SECONDS, "tenant" => tenant.clone(), "type" => event_type.clone())
-                    .record(took);
-            }
-            metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => tenant.clone(), "type" => event_type, "outcome" => outcome)
-                .increment(tally.events);
+            handles.with(tenant, event_type, |type_handles| {
+                if outcome == "accepted" {
+                    type_handles.bytes.increment(tally.bytes);
+                    type_handles.latency.record(took);
+                }
+                type_handles
+                    .events(tenant, event_type, outcome)
+                    .increment(tally.events);
+            });
         }
     }
 }
@@ -103,6 +189,22 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_handles_are_kept_once_per_tenant_and_type_up_to_the_cap() {
+        let handles = BatchMetrics::default();
+        let tenant: Arc<str> = Arc::from("acme");
+        for _ in 0..2 {
+            handles.with(&tenant, "playback.start", |_| ());
+        }
+        let kept = |h: &BatchMetrics| h.by_tenant.lock().unwrap().kept;
+        assert_eq!(kept(&handles), 1);
+        for i in 0..HANDLES_KEPT + 10 {
+            let used = handles.with(&tenant, &format!("t{i}"), |_| i);
+            assert_eq!(used, i, "past the cap the handles are still used");
+        }
+        assert_eq!(kept(&handles), HANDLES_KEPT);
+    }
 
     #[test]
     fn tallies_add_up_by_label_text_whatever_its_address() {
