@@ -4,6 +4,7 @@
 //! append is still under way (the first request timed out) waits for its outcome instead of
 //! appending the event again. Memory is bounded: the oldest ids are forgotten first.
 
+use std::collections::hash_map::Entry;
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
@@ -38,7 +39,7 @@ impl Hasher for Prehashed {
 
 /// What the dedup knows of one id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Entry {
+enum State {
     /// An append of it is under way; `waited` when a retry waits for its outcome.
     InFlight { waited: bool },
     /// Appended at this time.
@@ -47,7 +48,7 @@ enum Entry {
 
 #[derive(Default)]
 struct Ids {
-    seen: HashMap<u64, Entry, BuildHasherDefault<Prehashed>>,
+    seen: HashMap<u64, State, BuildHasherDefault<Prehashed>>,
     /// Appended ids, oldest first (in-flight ones are bounded by the requests in flight).
     order: VecDeque<(u64, Instant)>,
 }
@@ -164,13 +165,20 @@ impl Dedup {
         if self.inner.window.is_zero() {
             return Claim::Off;
         }
-        let mut ids = self.ids(key);
-        match ids.seen.get(&key) {
-            Some(Entry::InFlight { .. }) => return Claim::InFlight(InFlight { key }),
-            Some(Entry::Appended(at)) if at.elapsed() < self.inner.window => return Claim::Seen,
-            _ => {}
+        let in_flight = State::InFlight { waited: false };
+        // One probe of the map: it is large, and a probe is a cache miss.
+        match self.ids(key).seen.entry(key) {
+            Entry::Occupied(mut known) => match *known.get() {
+                State::InFlight { .. } => return Claim::InFlight(InFlight { key }),
+                State::Appended(at) if at.elapsed() < self.inner.window => return Claim::Seen,
+                State::Appended(_) => {
+                    known.insert(in_flight);
+                }
+            },
+            Entry::Vacant(new) => {
+                new.insert(in_flight);
+            }
         }
-        ids.seen.insert(key, Entry::InFlight { waited: false });
         Claim::New(Pending {
             dedup: self.clone(),
             key,
@@ -189,7 +197,7 @@ impl Dedup {
             // Registered before the check, so a settlement right after it is not missed.
             notified.as_mut().enable();
             match self.ids(key).seen.get_mut(&key) {
-                Some(Entry::InFlight { waited }) => *waited = true,
+                Some(State::InFlight { waited }) => *waited = true,
                 _ => return,
             }
             notified.await;
@@ -204,22 +212,26 @@ impl Dedup {
         let key = self.key(tenant, source, id);
         matches!(
             self.ids(key).seen.get(&key),
-            Some(Entry::Appended(at)) if at.elapsed() < self.inner.window
+            Some(State::Appended(at)) if at.elapsed() < self.inner.window
         )
     }
 
     /// Settles a claim: the id as appended now, or given up.
     fn settle(&self, key: u64, appended: bool) {
         let woken = {
-            let mut ids = self.ids(key);
-            let Some(Entry::InFlight { waited }) = ids.seen.get(&key).copied() else {
+            let mut guard = self.ids(key);
+            let ids = &mut *guard;
+            let Some(state) = ids.seen.get_mut(&key) else {
+                return;
+            };
+            let State::InFlight { waited } = *state else {
                 return;
             };
             if appended {
                 let now = Instant::now();
-                self.forget_old(&mut ids, now);
-                ids.seen.insert(key, Entry::Appended(now));
+                *state = State::Appended(now);
                 ids.order.push_back((key, now));
+                self.forget_old(ids, now);
             } else {
                 ids.seen.remove(&key);
             }
@@ -230,15 +242,16 @@ impl Dedup {
         }
     }
 
-    /// Forgets appended ids out of the window or over the size bound, oldest first.
+    /// Forgets appended ids out of the window or over the size bound, oldest first (never
+    /// the one just appended: it is last, and in the window).
     fn forget_old(&self, ids: &mut Ids, now: Instant) {
         while let Some(&(old, at)) = ids.order.front() {
-            if now.duration_since(at) < self.inner.window && ids.order.len() < self.inner.per_shard
+            if now.duration_since(at) < self.inner.window && ids.order.len() <= self.inner.per_shard
             {
                 break;
             }
             ids.order.pop_front();
-            if ids.seen.get(&old) == Some(&Entry::Appended(at)) {
+            if ids.seen.get(&old) == Some(&State::Appended(at)) {
                 ids.seen.remove(&old);
             }
         }
