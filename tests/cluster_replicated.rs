@@ -124,9 +124,12 @@ fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
         .unwrap()
 }
 
-/// The leader of every `events` partition once each has one among `running` (bounded).
-fn leaders(bootstrap: &str, running: &[u64]) -> Vec<u64> {
-    let client = reader(bootstrap, "cluster-replicated-meta");
+/// The leader of every `events` partition once each has one among the running nodes
+/// (bounded; the nodes' logs are printed if not).
+fn leaders(cluster: &Cluster) -> Vec<u64> {
+    let running: Vec<u64> = cluster.nodes.keys().copied().collect();
+    let (bootstrap, running) = (cluster.bootstrap(), &running);
+    let client = reader(&bootstrap, "cluster-replicated-meta");
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(md) = client.fetch_metadata(Some(SOURCE), Duration::from_secs(5))
@@ -144,7 +147,8 @@ fn leaders(bootstrap: &str, running: &[u64]) -> Vec<u64> {
         }
         assert!(
             Instant::now() < deadline,
-            "no leaders among {running:?} within {WAIT:?}"
+            "no leaders among {running:?} within {WAIT:?}\n{}",
+            cluster.stderr()
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -185,15 +189,12 @@ async fn leader_apart_from_coordinator(
 ) -> (i32, u64) {
     for _ in 0..5 {
         let coordinating = coordinator(http, cluster).await;
-        let running: Vec<u64> = cluster.nodes.keys().copied().collect();
-        let bootstrap = cluster.bootstrap();
-        let led = tokio::task::block_in_place(|| leaders(&bootstrap, &running));
+        let led = tokio::task::block_in_place(|| leaders(cluster));
         if let Some(p) = led.iter().position(|l| *l != coordinating) {
             return (p as i32, led[p]);
         }
         cluster.kill(coordinating);
-        let others: Vec<u64> = cluster.nodes.keys().copied().collect();
-        tokio::task::block_in_place(|| leaders(&bootstrap, &others));
+        tokio::task::block_in_place(|| leaders(cluster));
         coordinator(http, cluster).await;
         cluster.start(coordinating);
         let node = cluster.nodes.get_mut(&coordinating).unwrap();
@@ -415,7 +416,7 @@ async fn run(victim: Victim) {
     let bootstrap = cluster.bootstrap();
     let (partition, first_leader) = match victim {
         Victim::Coordinator => {
-            let leaders = tokio::task::block_in_place(|| leaders(&bootstrap, &[1, 2, 3]));
+            let leaders = tokio::task::block_in_place(|| leaders(&cluster));
             (0, leaders[0])
         }
         Victim::LeaderOnly => leader_apart_from_coordinator(&http, &mut cluster).await,
@@ -514,8 +515,7 @@ async fn run(victim: Victim) {
          batches; the group coordinator (leader of __consumer_offsets) was node {coordinating}"
     );
     wait_batches(&batches, at_kill + 20, || logs(&cluster, &gateway)).await;
-    let running: Vec<u64> = cluster.nodes.keys().copied().collect();
-    let now = tokio::task::block_in_place(|| leaders(&cluster.bootstrap(), &running));
+    let now = tokio::task::block_in_place(|| leaders(&cluster));
     // It comes back on its disk and catches up while traffic goes on.
     cluster.start(first_leader);
     let at_restart = batches.load(Ordering::Relaxed);

@@ -884,7 +884,7 @@ impl ReplicaNode {
         if pristine && unproven {
             marker.store(&true)?;
         }
-        let rejoining = pristine || marker.load::<bool>()? == Some(true);
+        let rejoining = (pristine && unproven) || marker.load::<bool>()? == Some(true);
         let mut storage = GroupStorage::open(log.clone(), &state_dir)?;
         if let Some(hook) = hook {
             storage.state_machine.set_apply_hook(hook);
