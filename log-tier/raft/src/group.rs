@@ -29,9 +29,9 @@ impl GroupStorage {
 }
 
 /// The Raft settings of a data partition's group (docs/design/replication.md, "Timers for 2
-/// shared cores"): heartbeats every 100 ms, elections after 2.0–2.4 s of silence (openraft
-/// waits the leader lease, `election_timeout_max`, then the election timeout: 1200 + 800..1200
-/// ms; 300/500 gave 1.0 s failovers but leaderless minutes under CPU load), Pre-Vote so an
+/// shared cores"): heartbeats every 100 ms, elections after 0.8–1.0 s of silence (openraft
+/// waits the leader lease, `election_timeout_max`, then the election timeout: 500 + 300..500
+/// ms; `log.cluster.election_timeout_ms` changes them), Pre-Vote so an
 /// isolated node cannot depose a healthy leader on rejoining, no leader restore without an
 /// election, and snapshots only when retention asks (they hold no data).
 ///
@@ -46,7 +46,7 @@ pub fn raft_config(cluster_name: &str) -> Result<Arc<openraft::Config>, openraft
 }
 
 /// The election timeout of [`raft_config`], in milliseconds (`log.cluster.election_timeout_ms`).
-pub const DEFAULT_ELECTION_TIMEOUT_MS: [u64; 2] = [800, 1200];
+pub const DEFAULT_ELECTION_TIMEOUT_MS: [u64; 2] = [300, 500];
 
 /// [`raft_config`] with elections after `[min, max]` milliseconds of silence (after the leader
 /// lease, which is `max`).

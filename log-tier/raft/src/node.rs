@@ -115,7 +115,7 @@ pub struct PartitionView {
 /// silent this long is most likely gone, and a client told LEADER_NOT_AVAILABLE asks again
 /// within its retry backoff instead of retrying a dead broker until its next metadata refresh
 /// (about a second in librdkafka).
-pub const LEADER_SILENCE: std::time::Duration = std::time::Duration::from_millis(500);
+pub const LEADER_SILENCE: std::time::Duration = std::time::Duration::from_millis(300);
 
 /// Who coordinates consumer groups, as this node knows it: the leader of the offsets
 /// partition.

@@ -45,7 +45,8 @@ async fn a_follower_stops_naming_a_silent_leader_until_the_next_is_elected() {
     let at = nodes.iter().position(|n| n.id == first).unwrap();
     stop(nodes.remove(at)).await;
     // Silent now: still Raft's leader (no follower stands before the leader lease and an
-    // election timeout, 2.0 s at least, have passed; LEADER_SILENCE is 0.5 s) but not heard.
+    // election timeout, 0.8 s at least by default, have passed; LEADER_SILENCE is 0.3 s) but
+    // not heard.
     for node in &nodes {
         until(node, "the stopped leader is held but not heard", |v| {
             v.leader == Some(first) && !v.leader_heard

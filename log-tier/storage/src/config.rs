@@ -276,7 +276,7 @@ pub struct ClusterConfig {
     pub tls: Option<ClusterTlsConfig>,
     /// How long, in milliseconds, a follower waits without hearing its leader before it stands
     /// for election: a random time between the two (`[min, max]`), after the leader's lease (which
-    /// is `max`). Default `[800, 1200]`: elections 2.0–2.4 s after a leader falls silent.
+    /// is `max`). Default `[300, 500]`: elections 0.8–1.0 s after a leader falls silent.
     /// Shorter fails over faster but risks needless elections on a loaded machine; `min` must be
     /// at least 300 (three heartbeats of 100 ms) and below `max`.
     #[serde(default = "default_election_timeout_ms")]
@@ -284,7 +284,7 @@ pub struct ClusterConfig {
 }
 
 fn default_election_timeout_ms() -> [u64; 2] {
-    [800, 1200]
+    [300, 500]
 }
 
 /// Mutual TLS on the replication port (`log.cluster.tls`): every node presents its certificate
