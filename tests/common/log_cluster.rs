@@ -4,35 +4,12 @@
 //! tests/cluster_replicated.rs.
 
 use std::collections::BTreeMap;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::{Headwater, Listener};
 
-/// A loopback port nobody listens on right now, below the kernel's ephemeral range (the nodes'
-/// addresses must be known to all three before any starts). A port of that range could be taken
-/// while its node is down, by a process binding port 0 or by an outgoing connection, and the
-/// node's restart would then fail on it; below the range only another explicit bind can.
-pub(crate) fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32_768);
-    let (first, span) = (10_000u16, u64::from(low.saturating_sub(10_000).max(1)));
-    for _ in 0..1_000 {
-        // A random draw (std's hasher keys are random), so concurrent tests rarely meet.
-        let draw = std::collections::hash_map::RandomState::new()
-            .build_hasher()
-            .finish();
-        let port = first + (draw % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free loopback port below {low} in 1,000 draws");
-}
+pub(crate) use headwater_testing::ports::free_port;
 
 /// Spawns `headwater log-node --config <config> --node-id <id>` serving Kafka on `kafka`, its
 /// data in `data`, and waits until it reports its Kafka listener.

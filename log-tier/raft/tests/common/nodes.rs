@@ -30,13 +30,16 @@ pub(crate) fn dir_of(root: &Path, id: NodeId) -> PathBuf {
     root.join(format!("node-{id}"))
 }
 
-/// Reserves a loopback port per node id (the node binds it again, also after each restart):
-/// `host:port` with `host` as given (a name or an IP address).
+/// A loopback port per node id, below the ephemeral range (the node binds it at start and
+/// after each restart; an ephemeral one could meanwhile become another connection's source
+/// port): `host:port` with `host` as given (a name or an IP address).
 pub(crate) fn addresses(host: &str) -> BTreeMap<NodeId, String> {
     (1..=3u64)
         .map(|id| {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            (id, format!("{host}:{}", l.local_addr().unwrap().port()))
+            (
+                id,
+                format!("{host}:{}", headwater_testing::ports::free_port()),
+            )
         })
         .collect()
 }
