@@ -206,6 +206,10 @@ impl Cluster for KafkaCluster {
         self.auto_create
     }
 
+    fn is_deleted(&self, topic: &str) -> bool {
+        self.node.is_deleted(topic)
+    }
+
     fn topics(&self) -> Vec<(String, i32)> {
         self.node
             .runtime_topics()

@@ -162,6 +162,12 @@ pub trait Cluster: Send + Sync {
     fn topics(&self) -> Vec<(String, i32)> {
         Vec::new()
     }
+    /// Whether `topic` was created at run time and since deleted through the cluster: this
+    /// broker's copy, if it still has one, is on its way out and is not offered to clients.
+    fn is_deleted(&self, topic: &str) -> bool {
+        let _ = topic;
+        false
+    }
     /// Whether a Metadata request may create a missing topic through the cluster
     /// ([`Cluster::create_topic`]). By default not.
     fn auto_create_topics(&self) -> bool {

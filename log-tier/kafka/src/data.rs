@@ -120,6 +120,7 @@ pub(crate) fn metadata(
 fn all_topics(broker: &Broker) -> Vec<String> {
     let mut names = broker.engine.topic_names();
     if let Some(cluster) = &broker.options.cluster {
+        names.retain(|name| !cluster.is_deleted(name));
         let known: std::collections::HashSet<String> = names.iter().cloned().collect();
         names.extend(
             cluster
@@ -142,7 +143,16 @@ fn partition_count(broker: &Broker, name: &str) -> Option<u32> {
             .find(|(topic, _)| topic == name)
             .and_then(|(_, count)| u32::try_from(count).ok())
     });
-    runtime.or_else(|| broker.engine.partition_count(name))
+    let deleted = broker
+        .options
+        .cluster
+        .as_ref()
+        .is_some_and(|cluster| cluster.is_deleted(name));
+    runtime.or_else(|| {
+        (!deleted)
+            .then(|| broker.engine.partition_count(name))
+            .flatten()
+    })
 }
 
 /// Whether `principal` may have `name` created on first use: it may create topics, or write

@@ -657,12 +657,27 @@ impl ReplicaNode {
         Ok(())
     }
 
-    /// Deletes a topic created at run time, through the metadata leader.
+    /// Deletes a topic created at run time, through the metadata leader; returns once this
+    /// node has applied the deletion (at most [`METADATA_WAIT`] after it was committed).
     pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
         self.submit(Request::DeleteTopic {
             name: name.to_owned(),
         })
-        .await
+        .await?;
+        let mut changes = self.table.subscribe();
+        let _ = tokio::time::timeout(
+            METADATA_WAIT,
+            changes.wait_for(|table| !table.topics.contains_key(name)),
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Whether `topic` was created at run time and deleted since (not created again), as this
+    /// node has applied the metadata: a copy still here is being dropped.
+    pub fn is_deleted(&self, topic: &str) -> bool {
+        let table = self.table.borrow();
+        table.deleted.contains_key(topic) && !table.topics.contains_key(topic)
     }
 
     /// Has the metadata leader carry out `request`: here when this node leads, else forwarded.
