@@ -198,6 +198,17 @@ fn stored(message: &rdkafka::message::BorrowedMessage<'_>) -> StoredRecord {
     }
 }
 
+/// Whether fresh metadata (which also refreshes the client's cache) lists `partition` of
+/// `topic`. Blocking.
+fn partition_listed(meta: &BaseConsumer, topic: &str, partition: i32, timeout: Duration) -> bool {
+    meta.fetch_metadata(Some(topic), timeout.max(Duration::from_millis(100)))
+        .is_ok_and(|md| {
+            md.topics()
+                .iter()
+                .any(|t| t.name() == topic && t.partitions().iter().any(|p| p.id() == partition))
+        })
+}
+
 /// Log start and high watermark of a partition, retrying (within `timeout`) while a
 /// partition has no leader yet, as right after it was created. Blocking.
 pub(super) fn watermarks(
@@ -221,10 +232,16 @@ pub(super) fn watermarks(
             Err(e) => e,
         };
         let code = e.rdkafka_error_code();
-        let transient = matches!(
-            code,
-            Some(C::NotLeaderForPartition | C::LeaderNotAvailable | C::UnknownTopicOrPartition)
-        );
+        // librdkafka says "unknown partition" (a local error) when its cached metadata shows
+        // the partition without a leader, as a broker does for a moment during an election
+        // or right after a creation: transient if fresh metadata shows the partition.
+        let transient = match code {
+            Some(C::NotLeaderForPartition | C::LeaderNotAvailable | C::UnknownTopicOrPartition) => {
+                true
+            }
+            Some(C::UnknownPartition) => partition_listed(meta, topic, partition, left),
+            _ => false,
+        };
         if transient && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(50));
             continue;

@@ -122,6 +122,12 @@ pub enum Request {
     },
     /// Publish a partition's leader ([`Command::Leader`]).
     Leader(Leadership),
+    /// Asked of any node, not only the leader: answer [`Answer::Applied`] once this node has
+    /// applied the metadata up to `index`, or after a short wait with what it has applied.
+    AwaitApplied {
+        /// The [`Table::applied`] index to reach.
+        index: u64,
+    },
 }
 
 /// The metadata leader's answer to a [`Request`].
@@ -137,6 +143,11 @@ pub enum Answer {
     },
     /// Refused.
     Refused(AdminError),
+    /// The answer to [`Request::AwaitApplied`]: the index the node has applied.
+    Applied {
+        /// Its [`Table::applied`].
+        index: u64,
+    },
 }
 
 /// Why a topic was not created or deleted.

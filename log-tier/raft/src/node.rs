@@ -172,6 +172,10 @@ pub const READY_LAG: u64 = 1000;
 /// How long a metadata request waits for a leader to take and commit it.
 const METADATA_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a creation or deletion waits for another node to apply it before answering: a
+/// node that is down, or this far behind, is passed over.
+const SETTLE_WAIT: Duration = Duration::from_secs(2);
+
 /// A node that acknowledged the metadata leader within this long counts as live when a new
 /// topic is placed.
 const LIVE_WITHIN: Duration = Duration::from_secs(3);
@@ -654,11 +658,13 @@ impl ReplicaNode {
         if led.is_err() {
             tracing::info!(topic = name, "created; some partitions have no leader yet");
         }
+        self.settle_on_peers().await;
         Ok(())
     }
 
     /// Deletes a topic created at run time, through the metadata leader; returns once this
-    /// node has applied the deletion (at most [`METADATA_WAIT`] after it was committed).
+    /// node has applied the deletion (at most [`METADATA_WAIT`] after it was committed) and
+    /// every other node has too ([`Self::settle_on_peers`]).
     pub async fn delete_topic(&self, name: &str) -> Result<(), AdminError> {
         self.submit(Request::DeleteTopic {
             name: name.to_owned(),
@@ -670,7 +676,66 @@ impl ReplicaNode {
             changes.wait_for(|table| !table.topics.contains_key(name)),
         )
         .await;
+        self.settle_on_peers().await;
         Ok(())
+    }
+
+    /// Waits until every other node has applied the metadata this node has, so that a client
+    /// that asks any broker next sees the change it was just told is done (Kafka's brokers
+    /// learn metadata in their own time; ours answer once they all know). A node that does not
+    /// answer within [`SETTLE_WAIT`] (down, cut off, far behind) is passed over: it is not
+    /// serving, or will be soon corrected by the metadata it applies next.
+    async fn settle_on_peers(&self) {
+        let Some(part) = self.metadata_partition() else {
+            return;
+        };
+        let index = self.table.borrow().applied;
+        let body = match serde_json::to_vec(&Request::AwaitApplied { index }) {
+            Ok(body) => Bytes::from(body),
+            Err(_) => return,
+        };
+        let asks = self
+            .spec
+            .nodes
+            .keys()
+            .filter(|&&node| node != self.spec.node_id)
+            .map(|&node| {
+                let body = body.clone();
+                let group = part.group;
+                async move {
+                    let answer = self.peers.forward(node, group, body, SETTLE_WAIT).await;
+                    let applied = match answer {
+                        Ok(answer) => match serde_json::from_slice::<Answer>(&answer) {
+                            Ok(Answer::Applied { index }) => Some(index),
+                            _ => None,
+                        },
+                        Err(_) => None,
+                    };
+                    if applied.is_none_or(|applied| applied < index) {
+                        tracing::info!(
+                            node,
+                            index,
+                            ?applied,
+                            "a node has not applied the metadata change yet; answering anyway"
+                        );
+                    }
+                }
+            });
+        futures::future::join_all(asks).await;
+    }
+
+    /// Answers [`Request::AwaitApplied`]: once this node has applied the metadata up to
+    /// `index`, or after [`SETTLE_WAIT`], with what it has applied.
+    async fn await_applied(&self, index: u64) -> Answer {
+        let mut changes = self.table.subscribe();
+        let _ = tokio::time::timeout(
+            SETTLE_WAIT,
+            changes.wait_for(|table| table.applied >= index),
+        )
+        .await;
+        Answer::Applied {
+            index: self.table.borrow().applied,
+        }
     }
 
     /// Whether `topic` was created at run time and deleted since (not created again), as this
@@ -720,7 +785,7 @@ impl ReplicaNode {
                 Some(Answer::Done) => return Ok(()),
                 Some(Answer::Refused(AdminError::Unavailable(why))) => last = why,
                 Some(Answer::Refused(refusal)) => return Err(refusal),
-                Some(Answer::NotLeader { .. }) | None => {}
+                Some(Answer::NotLeader { .. } | Answer::Applied { .. }) | None => {}
             }
             // Wait for a (new) leader, or a little, before asking again.
             let known = leader;
@@ -736,7 +801,8 @@ impl ReplicaNode {
         Err(AdminError::Unavailable(last))
     }
 
-    /// Carries out a metadata request as the metadata leader.
+    /// Carries out a metadata request as the metadata leader (or, [`Request::AwaitApplied`],
+    /// as any node).
     async fn execute(&self, request: Request) -> Answer {
         let Some(part) = self.metadata_partition() else {
             return Answer::Refused(AdminError::Unavailable(
@@ -745,6 +811,8 @@ impl ReplicaNode {
         };
         let command = match request {
             Request::Leader(leadership) => Command::Leader(leadership),
+            // Any node answers this one.
+            Request::AwaitApplied { index } => return self.await_applied(index).await,
             Request::CreateTopic {
                 name,
                 partitions,

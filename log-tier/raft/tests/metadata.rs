@@ -85,6 +85,10 @@ async fn topics_created_at_run_time_are_placed_replicated_refused_and_deleted() 
 
     n2.node.create_topic("orders", 3, None).await.unwrap();
     for node in nodes {
+        // CreateTopics answers once every node has applied the creation.
+        assert!(node.node.runtime_topics().contains_key("orders"));
+    }
+    for node in nodes {
         eventually("every node opens orders", || opened(node, "orders")).await;
     }
     let placement = n1.node.runtime_topics()["orders"].clone();
@@ -178,6 +182,10 @@ async fn topics_created_at_run_time_are_placed_replicated_refused_and_deleted() 
     let dir3 = dir_of(root.path(), 3);
     stop(n3).await;
     n1.node.delete_topic("orders").await.unwrap();
+    for node in [&n1, &n2] {
+        // DeleteTopics answers once every node that is up has applied the deletion.
+        assert!(!node.node.runtime_topics().contains_key("orders"));
+    }
     for node in [&n1, &n2] {
         eventually("orders is dropped", || {
             node.engine.partition_count("orders").is_none()
