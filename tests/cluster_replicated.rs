@@ -21,6 +21,11 @@
 //! other still ran its tasks, and the stale replica's commit could move `router.copy`'s offset
 //! back: hundreds of extra copies in most runs. Where extra copies are, they are located and
 //! printed before the assertion fails.
+//!
+//! A third scenario runs the project's load tester instead of the posters and routes into S3
+//! (moto) instead of a topic; `headwater-loadtest` verifies by event id, in the log and in the
+//! lake objects, that every acknowledged event is in each exactly once
+//! (`load_tester_traffic_reaches_the_log_and_s3_exactly_once_across_a_killed_leader`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails by panicking
 
 mod common;
@@ -110,8 +115,70 @@ async fn wait_ok(http: &reqwest::Client, process: &mut Headwater, addr: &str, pa
 
 /// `headwater_router_tasks{route="copy"}` of the router at `ops`.
 async fn tasks(http: &reqwest::Client, ops: &str) -> Option<u32> {
-    let tasks = common::metric(http, ops, "headwater_router_tasks{route=\"copy\"}").await;
+    route_tasks(http, ops, "copy").await
+}
+
+/// `headwater_router_tasks{route="<route>"}` of the router at `ops`.
+async fn route_tasks(http: &reqwest::Client, ops: &str, route: &str) -> Option<u32> {
+    let series = format!("headwater_router_tasks{{route=\"{route}\"}}");
+    let tasks = common::metric(http, ops, &series).await;
     tasks.map(|v| v as u32)
+}
+
+/// Starts `headwater gateway` and two `headwater router` replicas over the cluster at
+/// `bootstrap`, the routers running one route `route` from `events` into `sink` (a sink's
+/// YAML flow mapping); returns once the gateway is ready and each router runs two of its
+/// tasks: the gateway, its ingest address, and each router with its ops address.
+async fn gateway_and_routers(
+    http: &reqwest::Client,
+    bootstrap: &str,
+    dir: &std::path::Path,
+    route: &str,
+    sink: &str,
+) -> (Headwater, String, Vec<(Headwater, String)>) {
+    let mut gateway = part("gateway", &["gateway"], bootstrap, dir);
+    let ingest = gateway.addr(Listener::Ingest).to_string();
+    wait_ok(http, &mut gateway, &ingest, "/readyz").await;
+
+    let routes = dir.join("routes.yaml");
+    std::fs::write(
+        &routes,
+        format!(
+            "routes:\n  - name: {route}\n    source: {{topics: [{SOURCE}]}}\n    batch: {{max_age_ms: 500}}\n    sinks:\n      - {sink}\n"
+        ),
+    )
+    .unwrap();
+    let router_args = ["router", "--routes", routes.to_str().unwrap()];
+    let mut routers = Vec::new();
+    for name in ["router-a", "router-b"] {
+        let mut router = part(name, &router_args, bootstrap, dir);
+        let ops = router.addr(Listener::Ops).to_string();
+        wait_ok(http, &mut router, &ops, "/healthz").await;
+        routers.push((router, ops));
+    }
+    // Both replicas hold two partitions each before traffic starts.
+    let ops: Vec<String> = routers.iter().map(|(_, ops)| ops.clone()).collect();
+    wait_two_tasks_each(http, &ops, route).await;
+    (gateway, ingest, routers)
+}
+
+/// Waits until the routers at `ops` run two tasks of `route` each (bounded).
+async fn wait_two_tasks_each(http: &reqwest::Client, ops: &[String], route: &str) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let mut got = Vec::new();
+        for ops in ops {
+            got.push(route_tasks(http, ops, route).await.unwrap_or(0));
+        }
+        if got == [2, 2] {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "router tasks of {route} {got:?}, not [2, 2]"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 fn reader(bootstrap: &str, group: &str) -> BaseConsumer {
@@ -423,42 +490,14 @@ async fn run(victim: Victim) {
     };
     let dir = cluster.root.path().to_owned();
 
-    let mut gateway = part("gateway", &["gateway"], &bootstrap, &dir);
-    let ingest = gateway.addr(Listener::Ingest).to_string();
-    wait_ok(&http, &mut gateway, &ingest, "/readyz").await;
-
-    let routes = dir.join("routes.yaml");
-    std::fs::write(
-        &routes,
-        format!(
-            "routes:\n  - name: copy\n    source: {{topics: [{SOURCE}]}}\n    batch: {{max_age_ms: 500}}\n    sinks:\n      - {{type: topic, topic: {COPY}}}\n"
-        ),
+    let (gateway, ingest, routers) = gateway_and_routers(
+        &http,
+        &bootstrap,
+        &dir,
+        "copy",
+        &format!("{{type: topic, topic: {COPY}}}"),
     )
-    .unwrap();
-    let router_args = ["router", "--routes", routes.to_str().unwrap()];
-    let mut routers = Vec::new();
-    for name in ["router-a", "router-b"] {
-        let mut router = part(name, &router_args, &bootstrap, &dir);
-        let ops = router.addr(Listener::Ops).to_string();
-        wait_ok(&http, &mut router, &ops, "/healthz").await;
-        routers.push((router, ops));
-    }
-    // Both replicas hold two partitions each before traffic starts.
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let mut got = Vec::new();
-        for (_, ops) in &routers {
-            got.push(tasks(&http, ops).await.unwrap_or(0));
-        }
-        if got == [2, 2] {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "router tasks {got:?}, not [2, 2]"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    .await;
 
     let ledger = Arc::new(Mutex::new(Ledger::default()));
     let batches = Arc::new(AtomicUsize::new(0));
@@ -694,6 +733,203 @@ async fn run(victim: Victim) {
         doubled.is_empty(),
         "{victim:?}: {} events sent downstream more than once",
         doubled.len()
+    );
+    for (mut router, _) in routers {
+        assert!(
+            router.child.try_wait().unwrap().is_none(),
+            "a router exited:\n{}",
+            router.stderr()
+        );
+    }
+}
+
+/// Events the gateway at `ops` accepted so far (`headwater_ingest_events_total`, every tenant
+/// and type, outcome `accepted`); 0 while unreachable.
+async fn accepted_events(http: &reqwest::Client, ops: &str) -> u64 {
+    let Ok(answer) = http.get(format!("http://{ops}/metrics")).send().await else {
+        return 0;
+    };
+    let text = answer.text().await.unwrap_or_default();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("headwater_ingest_events_total{") && l.contains("outcome=\"accepted\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// Waits until the gateway at `ops` has accepted `want` events, failing (with the load
+/// tester's output) if the load tester exits first or the bound passes.
+async fn wait_accepted(
+    http: &reqwest::Client,
+    ops: &str,
+    want: u64,
+    loadtest: &mut std::process::Child,
+    out: &std::path::Path,
+) {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let got = accepted_events(http, ops).await;
+        if got >= want {
+            return;
+        }
+        if let Some(status) = loadtest.try_wait().unwrap() {
+            panic!(
+                "headwater-loadtest exited ({status}) with {got} of {want} events accepted:\n{}",
+                loadtest_output(out)
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{got} of {want} events accepted within {WAIT:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What the load tester printed (its stdout and stderr files under `out`).
+fn loadtest_output(out: &std::path::Path) -> String {
+    ["stdout", "stderr"]
+        .map(|f| std::fs::read_to_string(out.join(f)).unwrap_or_default())
+        .join("\n")
+}
+
+/// The end-to-end run of issue 15 with the project's load tester: `headwater-loadtest` drives
+/// the gateway in open loop (playback events, batches of 100, retrying a 503 with the same
+/// ids) while the leader of `events/0` is killed (SIGKILL) and later restarted on its disk;
+/// two router replicas copy `events` into S3 (moto) as NDJSON objects. Afterwards the load
+/// tester's own verification reads every event of the run back by id, from the log through the
+/// Kafka protocol and from the lake objects in S3: it exits 0 only when every acknowledged
+/// event is in both exactly once, nothing it was refused is anywhere, and nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn load_tester_traffic_reaches_the_log_and_s3_exactly_once_across_a_killed_leader() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let s3 = common::service("HEADWATER_TEST_S3");
+    let loadtest =
+        std::path::Path::new(env!("CARGO_BIN_EXE_headwater")).with_file_name("headwater-loadtest");
+    assert!(
+        loadtest.exists(),
+        "{} is missing: `cargo build -p headwater-loadtest` (cargo test --workspace builds it)",
+        loadtest.display()
+    );
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(45))
+        .build()
+        .unwrap();
+    let bucket = common::unique("cluster-lake").to_lowercase();
+    let created = http.put(format!("{s3}/{bucket}")).send().await.unwrap();
+    assert!(
+        created.status().is_success(),
+        "bucket: {}",
+        created.status()
+    );
+
+    let mut cluster = Cluster::new(TOPICS);
+    for id in 1..=3 {
+        cluster.start(id);
+    }
+    let bootstrap = cluster.bootstrap();
+    let victim = tokio::task::block_in_place(|| leaders(&cluster))[0];
+    let dir = cluster.root.path().to_owned();
+
+    let sink = format!(
+        "{{type: s3, bucket: {bucket}, endpoint: \"{s3}\", allow_http: true, access_key_id: test, secret_access_key: test, prefix: lake}}"
+    );
+    let (gateway, ingest, routers) =
+        gateway_and_routers(&http, &bootstrap, &dir, "lake", &sink).await;
+    // The gateway serves its probes and metrics on the ingest port.
+    let gateway_ops = ingest.clone();
+
+    let out = dir.join("loadtest");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut load = Command::new(&loadtest)
+        .args([
+            "--target",
+            &ingest,
+            "--transport",
+            "http1",
+            "--mode",
+            "open",
+        ])
+        .args([
+            "--rate",
+            "2000",
+            "--concurrency",
+            "64",
+            "--connections",
+            "4",
+        ])
+        .args([
+            "--duration-secs",
+            "20",
+            "--devices",
+            "200",
+            "--batch-size",
+            "100",
+        ])
+        .args([
+            "--mix",
+            "playback.start=1",
+            "--retries",
+            "60",
+            "--timeout-ms",
+            "40000",
+        ])
+        .args(["--no-plots", "--no-progress", "--label", "cluster kill"])
+        .arg("--out")
+        .arg(&out)
+        .args(["--verify-kafka", &bootstrap, "--verify-topics", SOURCE])
+        .args([
+            "--verify-dlq-topic",
+            "events.dlq",
+            "--verify-s3-bucket",
+            &bucket,
+        ])
+        .args(["--s3-endpoint", &s3, "--verify-lake-prefix", "lake"])
+        .args(["--verify-wait-secs", "60"])
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env("AWS_REGION", "us-east-1")
+        .stdout(std::fs::File::create(out.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(out.join("stderr")).unwrap())
+        .spawn()
+        .unwrap();
+
+    // Traffic flows; the leader of events/0 dies; the gateway accepts again; it comes back.
+    wait_accepted(&http, &gateway_ops, 6_000, &mut load, &out).await;
+    let at_kill = accepted_events(&http, &gateway_ops).await;
+    cluster.kill(victim);
+    eprintln!("killed node {victim} (leader of {SOURCE}/0) after {at_kill} events accepted");
+    wait_accepted(&http, &gateway_ops, at_kill + 6_000, &mut load, &out).await;
+    cluster.start(victim);
+    eprintln!(
+        "node {victim} restarted after {} events accepted",
+        accepted_events(&http, &gateway_ops).await
+    );
+
+    // The run ends, then the load tester verifies (bounded: 20 s of load, at most a minute
+    // waiting for the lake, the read-back).
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = load.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = load.kill();
+            panic!(
+                "headwater-loadtest still running after 300 s:\n{}",
+                loadtest_output(&out)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let output = loadtest_output(&out);
+    eprintln!("{output}");
+    assert!(
+        status.success(),
+        "headwater-loadtest: {status} (1: loss, duplicates or unexpected events; its output is above)\n--- gateway\n{}\n{}",
+        gateway.stderr(),
+        cluster.stderr()
     );
     for (mut router, _) in routers {
         assert!(
