@@ -33,6 +33,16 @@ pub enum ReplicationError {
     /// The replication transport or a Raft group could not start.
     #[error("replication: {0}")]
     Transport(String),
+    /// Retention could not cut a partition's log through its Raft group.
+    #[error("retention of {topic}/{partition}: {reason}")]
+    Retention {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// What stopped it.
+        reason: String,
+    },
     /// A stored entry cannot be turned into a Raft entry (or back).
     #[error("entry {index}: {reason}")]
     Entry {

@@ -33,7 +33,8 @@ impl GroupStorage {
 /// waits the leader lease, `election_timeout_max`, then the election timeout: 500 + 300..500
 /// ms; `log.cluster.election_timeout_ms` changes them), Pre-Vote so an
 /// isolated node cannot depose a healthy leader on rejoining, no leader restore without an
-/// election, and snapshots only when retention asks (they hold no data).
+/// election, and snapshots only when retention asks (they hold no data), never a purge of its
+/// own.
 ///
 /// Follower log reversion is allowed: a follower that comes back with less than it once
 /// acknowledged (a damaged disk whose tail recovery cut, or `os`/`background` flush modes after
@@ -65,6 +66,10 @@ pub fn raft_config_with(
         enable_leader_restore: Some(false),
         allow_log_reversion: Some(true),
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        // A snapshot holds no data, so openraft must never purge on its own after building
+        // one (by default it keeps only the last 1,000 entries): only retention purges, up to
+        // the point it names (`node::purge_expired`).
+        max_in_snapshot_log_to_keep: u64::MAX,
         ..Default::default()
     };
     config.validate().map(Arc::new)

@@ -30,7 +30,7 @@ pub use metadata::{AdminError, METADATA_TOPIC, TopicPlacement};
 pub use net::{Groups, NetworkFactory, PeerTls, Peers, RaftServer, TransportConfig};
 pub use node::{
     ClusterSpec, DEFAULT_REPLICATION, OffsetsView, PartitionView, ProposeError, ReplicaNode,
-    ReplicatedPartition, group_id, group_id_of,
+    ReplicatedPartition, group_id, group_id_of, purge_expired,
 };
 pub use offsets::{OFFSETS_TOPIC, OffsetStoreHook};
 pub use sm::{ApplyHook, StateMachine};

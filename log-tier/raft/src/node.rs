@@ -289,7 +289,7 @@ impl ReplicaNode {
             .map_err(|e| ReplicationError::Transport(format!("raft settings: {e}")))?;
         let file = crate::state::DurableValue::new(state_dir, "runtime-topics")?;
         let topics = file.load()?.unwrap_or_default();
-        Ok(Arc::new(Self {
+        let node = Arc::new(Self {
             engine,
             spec,
             identity,
@@ -306,7 +306,9 @@ impl ReplicaNode {
             leading_since: std::sync::Mutex::new(None),
             state_dir: state_dir.to_path_buf(),
             config,
-        }))
+        });
+        tokio::spawn(retention_loop(Arc::downgrade(&node)));
+        Ok(node)
     }
 
     /// This node's id.
@@ -1344,6 +1346,85 @@ async fn publish_leadership(
             return;
         }
     }
+}
+
+/// How long retention waits for a group to build the snapshot it asked for.
+const SNAPSHOT_WAIT: Duration = Duration::from_secs(10);
+
+/// Applies the retention of every replicated data partition this node holds, every
+/// `retention_check_interval_ms` of its engine, until the node stops ([`purge_expired`]). The
+/// internal partitions (offsets, metadata) are never cut: they hold state, not data.
+async fn retention_loop(node: std::sync::Weak<ReplicaNode>) {
+    let interval = match node.upgrade() {
+        Some(node) => {
+            Duration::from_millis(node.engine.config().retention_check_interval_ms.max(1))
+        }
+        None => return,
+    };
+    loop {
+        tokio::time::sleep(interval).await;
+        let Some(live) = node.upgrade() else { return };
+        if live.server.lock().await.is_none() {
+            return;
+        }
+        let parts: Vec<Arc<ReplicatedPartition>> = live
+            .partitions
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .cloned()
+            .collect();
+        drop(live);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        for part in parts {
+            if let Err(e) = purge_expired(&part, now_ms).await {
+                tracing::warn!(error = %e, "retention did not cut the log");
+            }
+        }
+    }
+}
+
+/// Cuts `part`'s log where its retention lets go ([`ReplicaLog::retention_point`]) through
+/// its Raft group: a snapshot (it holds no data, only where the log is cut) covering that
+/// point, then a purge up to it, which deletes the segments. Each node cuts its own log on
+/// its own segments' times and sizes; a follower that then needs an entry the leader no
+/// longer has gets the snapshot and starts after the cut, as a Kafka follower starts at its
+/// leader's log start. Returns the index purged up to, if any.
+pub async fn purge_expired(
+    part: &ReplicatedPartition,
+    now_ms: i64,
+) -> Result<Option<u64>, ReplicationError> {
+    let Some(upto) = part.log.retention_point(now_ms) else {
+        return Ok(None);
+    };
+    let failed = |reason: String| ReplicationError::Retention {
+        topic: part.log.topic().to_owned(),
+        partition: part.log.partition_id(),
+        reason,
+    };
+    let covered = move |m: &openraft::RaftMetrics<crate::types::TypeConfig>| {
+        m.snapshot.is_some_and(|s| s.index >= upto)
+    };
+    if !covered(&part.raft.metrics().borrow_watched()) {
+        part.raft
+            .trigger()
+            .snapshot()
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        part.raft
+            .wait(Some(SNAPSHOT_WAIT))
+            .metrics(covered, "a snapshot covering the retention point")
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+    }
+    part.raft
+        .trigger()
+        .purge_log(upto)
+        .await
+        .map_err(|e| failed(e.to_string()))?;
+    Ok(Some(upto))
 }
 
 /// Proposes one RecordBatch to `part`, which this node must lead.

@@ -154,6 +154,16 @@ impl ReplicaLog {
         Self { partition }
     }
 
+    /// The partition's topic.
+    pub fn topic(&self) -> &str {
+        &self.partition.topic
+    }
+
+    /// The partition's number.
+    pub fn partition_id(&self) -> i32 {
+        self.partition.id
+    }
+
     /// Checks a producer batch (as a producer sent it) before the leader proposes it: the
     /// offsets the first copy got when it repeats a batch this log holds from the same
     /// idempotent producer (a retry), `None` for a new batch or one of no idempotent producer,
@@ -427,6 +437,20 @@ impl ReplicaLog {
         }
         st.purged = Some(boundary);
         Ok(())
+    }
+
+    /// The last Raft index retention lets go at `now_ms` (the partition's `retention_ms` and
+    /// `retention_bytes`): the end of the run of oldest sealed, committed segments past
+    /// retention, or `None` when none is. Purging up to it through Raft deletes those segments
+    /// (`purge`); retention never deletes a replica's segments itself.
+    pub fn retention_point(&self, now_ms: i64) -> Option<u64> {
+        let p = &self.partition;
+        let hw = p.high_watermark();
+        let st = p.state();
+        let doomed = p.past_retention(&st, hw.offset, now_ms);
+        let last = doomed.last()?.next_index().checked_sub(1)?;
+        let purged = st.purged.map(|b| b.last.index);
+        purged.is_none_or(|purged| last > purged).then_some(last)
     }
 
     /// The Kafka offset after entry `index`.

@@ -11,7 +11,8 @@ use tracing::{debug, warn};
 use super::{LogEngine, now_ms};
 use crate::error::Result;
 use crate::metrics as m;
-use crate::partition::Partition;
+use crate::partition::{Partition, State};
+use crate::segment::Segment;
 
 impl LogEngine {
     /// Runs retention on every partition now; returns the number of segments deleted.
@@ -33,28 +34,13 @@ impl Partition {
         st.producers
             .expire(now_ms, self.settings.producer_expiry_ms);
         if self.replicated {
-            // A replica's segments go only when Raft purges them (`replica.rs`).
+            // A replica's segments go only when Raft purges them (`replica.rs`), up to the
+            // point `ReplicaLog::retention_point` names.
             return Ok(0);
         }
-        let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
-        let mut deleted = 0;
-        while let Some((&base, segment)) = st.segments.iter().next() {
-            if Arc::ptr_eq(segment, &st.active) || segment.next_offset() > hw.offset {
-                break;
-            }
-            let (size, max_ts) = {
-                let meta = segment.meta();
-                (meta.size, meta.max_timestamp)
-            };
-            let expired = max_ts < now_ms.saturating_sub(self.settings.retention_ms as i64);
-            let too_big = self
-                .settings
-                .retention_bytes
-                .is_some_and(|r| total - size >= r);
-            if !expired && !too_big {
-                break;
-            }
-            let segment = segment.clone();
+        let doomed = self.past_retention(&st, hw.offset, now_ms);
+        for segment in &doomed {
+            let base = segment.base_offset;
             st.segments.remove(&base);
             st.unsynced.retain(|s| s.base_offset != base);
             st.log_start = st
@@ -63,14 +49,46 @@ impl Partition {
                 .next()
                 .copied()
                 .unwrap_or(st.written.offset);
-            total -= size;
-            deleted += 1;
             segment.delete_files()?;
             metrics::counter!(m::SEGMENTS_DELETED_TOTAL).increment(1);
             metrics::gauge!(m::SEGMENTS).decrement(1.0);
             debug!(topic = %self.topic, partition = self.id, base, "retention deleted segment");
         }
-        Ok(deleted)
+        Ok(doomed.len())
+    }
+
+    /// The oldest segments past retention, oldest first: sealed, wholly below `hw_offset`,
+    /// and each either holding nothing newer than `retention_ms` or not needed to keep
+    /// `retention_bytes`; the first segment that stays ends the run.
+    pub(crate) fn past_retention(
+        &self,
+        st: &State,
+        hw_offset: i64,
+        now_ms: i64,
+    ) -> Vec<Arc<Segment>> {
+        let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
+        let mut doomed = Vec::new();
+        for segment in st.segments.values() {
+            if Arc::ptr_eq(segment, &st.active) || segment.next_offset() > hw_offset {
+                break;
+            }
+            let (size, max_ts) = {
+                let meta = segment.meta();
+                (meta.size, meta.max_timestamp)
+            };
+            let age = i64::try_from(self.settings.retention_ms).unwrap_or(i64::MAX);
+            let expired = max_ts < now_ms.saturating_sub(age);
+            let too_big = self
+                .settings
+                .retention_bytes
+                .is_some_and(|r| total - size >= r);
+            if !expired && !too_big {
+                break;
+            }
+            total -= size;
+            doomed.push(segment.clone());
+        }
+        doomed
     }
 }
 

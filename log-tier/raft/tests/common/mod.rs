@@ -21,6 +21,9 @@ pub(crate) fn log_config() -> LogConfig {
             ..FlushPolicy::default()
         },
         segment_bytes: 4096,
+        // The test records are stamped in 2023: no retention by age, which would cut the
+        // logs under a long test (tests/retention.rs sets its own).
+        retention_ms: i64::MAX as u64,
         ..LogConfig::default()
     }
 }

@@ -67,9 +67,20 @@ pub(crate) async fn start_with(
     addrs: &BTreeMap<NodeId, String>,
     transport: TransportConfig,
 ) -> Node {
+    start_configured(root, id, addrs, transport, super::log_config()).await
+}
+
+/// [`start_with`] with the log settings `config`.
+pub(crate) async fn start_configured(
+    root: &Path,
+    id: NodeId,
+    addrs: &BTreeMap<NodeId, String>,
+    transport: TransportConfig,
+    config: headwater_log::LogConfig,
+) -> Node {
     trace_if_asked();
     let dir = dir_of(root, id);
-    let engine = LogEngine::open(&dir.join("log"), super::log_config()).unwrap();
+    let engine = LogEngine::open(&dir.join("log"), config).unwrap();
     let port = addrs[&id].rsplit_once(':').unwrap().1;
     let listener = TcpListener::bind(format!("127.0.0.1:{port}"))
         .await
