@@ -1,8 +1,8 @@
 //! The bare log append the gateway's cost is compared with: `BATCHES` calls of
 //! `Log::append` on the embedded log, each 100 records of a 200-byte value keyed by one of 50
 //! sources and no headers (50 batches built before, cloned for each call as `log_bench`
-//! does), `APPENDERS` at once (default 16), fsync every 100 ms (the default interval
-//! policy). scripts/bench-instructions runs it under callgrind at two sizes and divides the
+//! does), `APPENDERS` at once (default 16), fsync every 100 ms (the `interval` policy, the
+//! default until `every_append` replaced it: kept so the figures stay comparable). scripts/bench-instructions runs it under callgrind at two sizes and divides the
 //! difference in instructions by the difference in records: the cost per record of the append
 //! alone, start-up left out.
 //!

@@ -24,7 +24,7 @@ pub enum FlushMode {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FlushPolicy {
-    /// Flush mode. Default `interval`.
+    /// Flush mode. Default `every_append` (group commit).
     pub mode: FlushMode,
     /// Interval between fsyncs for `interval` and `background` modes, in milliseconds.
     /// Default 100.
@@ -34,7 +34,7 @@ pub struct FlushPolicy {
 impl Default for FlushPolicy {
     fn default() -> Self {
         Self {
-            mode: FlushMode::Interval,
+            mode: FlushMode::EveryAppend,
             interval_ms: 100,
         }
     }
@@ -198,7 +198,8 @@ pub struct LogConfig {
     pub retention_ms: u64,
     /// Retention by size per partition in bytes; none by default.
     pub retention_bytes: Option<u64>,
-    /// Default flush policy. Default: fsync every 100 ms.
+    /// Default flush policy. Default: an fsync before each acknowledgement, shared by the
+    /// appends waiting at once (`every_append`).
     pub flush: FlushPolicy,
     /// Largest record batch accepted, in bytes. Default 1 MiB.
     pub max_message_bytes: u32,
