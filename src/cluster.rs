@@ -210,6 +210,10 @@ impl Cluster for KafkaCluster {
         self.node.is_deleted(topic)
     }
 
+    fn topic_partitions(&self, topic: &str) -> Option<i32> {
+        self.node.runtime_partitions(topic)
+    }
+
     fn topics(&self) -> Vec<(String, i32)> {
         self.node
             .runtime_topics()

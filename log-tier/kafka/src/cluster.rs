@@ -162,6 +162,13 @@ pub trait Cluster: Send + Sync {
     fn topics(&self) -> Vec<(String, i32)> {
         Vec::new()
     }
+    /// The partition count of `topic` if it was created at run time through the cluster's
+    /// metadata: one lookup, where [`Cluster::topics`] lists them all.
+    fn topic_partitions(&self, topic: &str) -> Option<i32> {
+        self.topics()
+            .into_iter()
+            .find_map(|(name, count)| (name == topic).then_some(count))
+    }
     /// Whether `topic` was created at run time and since deleted through the cluster: this
     /// broker's copy, if it still has one, is on its way out and is not offered to clients.
     fn is_deleted(&self, topic: &str) -> bool {

@@ -136,13 +136,12 @@ fn all_topics(broker: &Broker) -> Vec<String> {
 /// A topic's partition count: in a cluster, as its metadata says for topics created at run
 /// time; else the engine's.
 fn partition_count(broker: &Broker, name: &str) -> Option<u32> {
-    let runtime = broker.options.cluster.as_ref().and_then(|cluster| {
-        cluster
-            .topics()
-            .into_iter()
-            .find(|(topic, _)| topic == name)
-            .and_then(|(_, count)| u32::try_from(count).ok())
-    });
+    let runtime = broker
+        .options
+        .cluster
+        .as_ref()
+        .and_then(|cluster| cluster.topic_partitions(name))
+        .and_then(|count| u32::try_from(count).ok());
     let deleted = broker
         .options
         .cluster

@@ -622,6 +622,16 @@ impl ReplicaNode {
         self.table.borrow().topics.clone()
     }
 
+    /// The partition count of `topic` if it was created at run time (as this node has applied
+    /// the metadata), without copying the table.
+    pub fn runtime_partitions(&self, topic: &str) -> Option<i32> {
+        self.table
+            .borrow()
+            .topics
+            .get(topic)
+            .map(TopicPlacement::partitions)
+    }
+
     /// Creates a topic replicated on `replication` nodes (`None`: [`DEFAULT_REPLICATION`], at
     /// most the node count), through the metadata leader. Returns once every partition has a
     /// leader this node knows (as Kafka's controller names leaders in the creation itself), or
