@@ -162,6 +162,17 @@ async fn gateway_and_routers(
     (gateway, ingest, routers)
 }
 
+/// Fails if a router exited during the run.
+fn routers_still_run(routers: Vec<(Headwater, String)>) {
+    for (mut router, _) in routers {
+        assert!(
+            router.child.try_wait().unwrap().is_none(),
+            "a router exited:\n{}",
+            router.stderr()
+        );
+    }
+}
+
 /// Waits until the routers at `ops` run two tasks of `route` each (bounded).
 async fn wait_two_tasks_each(http: &reqwest::Client, ops: &[String], route: &str) {
     let deadline = Instant::now() + WAIT;
@@ -734,13 +745,7 @@ async fn run(victim: Victim) {
         "{victim:?}: {} events sent downstream more than once",
         doubled.len()
     );
-    for (mut router, _) in routers {
-        assert!(
-            router.child.try_wait().unwrap().is_none(),
-            "a router exited:\n{}",
-            router.stderr()
-        );
-    }
+    routers_still_run(routers);
 }
 
 /// Events the gateway at `ops` accepted so far (`headwater_ingest_events_total`, every tenant
@@ -931,11 +936,5 @@ async fn load_tester_traffic_reaches_the_log_and_s3_exactly_once_across_a_killed
         gateway.stderr(),
         cluster.stderr()
     );
-    for (mut router, _) in routers {
-        assert!(
-            router.child.try_wait().unwrap().is_none(),
-            "a router exited:\n{}",
-            router.stderr()
-        );
-    }
+    routers_still_run(routers);
 }

@@ -146,3 +146,45 @@ async fn retention_cuts_each_log_and_a_returning_node_starts_after_the_cut() {
         stop(node).await;
     }
 }
+
+/// A snapshot alone cuts nothing: openraft by default purges all but the last 1,000 entries
+/// once it has built one, which here would delete records no retention let go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_without_retention_deletes_nothing() {
+    let root = tempfile::tempdir().unwrap();
+    let addrs = addresses("127.0.0.1");
+    let tcp = TransportConfig::default;
+    let keep_all = || LogConfig {
+        retention_check_interval_ms: 3_600_000,
+        ..common::log_config()
+    };
+    let (n1, n2, n3) = tokio::join!(
+        start_configured(root.path(), 1, &addrs, tcp(), keep_all()),
+        start_configured(root.path(), 2, &addrs, tcp(), keep_all()),
+        start_configured(root.path(), 3, &addrs, tcp(), keep_all()),
+    );
+    let nodes = [&n1, &n2, &n3];
+    let values = append(&nodes, "s", 1_100).await;
+    let leader = common::nodes::leader(&nodes).await;
+    let node = nodes.iter().find(|n| n.id == leader).unwrap();
+    let part = node.node.partition("t", 0).unwrap();
+    part.raft.trigger().snapshot().await.unwrap();
+    part.raft
+        .wait(Some(WAIT))
+        .metrics(
+            |m| m.snapshot.is_some_and(|s| s.index >= 1_000),
+            "a snapshot",
+        )
+        .await
+        .unwrap();
+    // Give a purge the chance it would take: another entry, committed and applied.
+    let mut all = values.clone();
+    all.extend(append(&nodes, "after", 1).await);
+    assert_eq!(part.log.state().purged, None, "nothing purged");
+    assert_eq!(log_start(node), 0);
+    let held: Vec<String> = records(node).into_values().collect();
+    assert_eq!(held, all);
+    for node in [n1, n2, n3] {
+        stop(node).await;
+    }
+}

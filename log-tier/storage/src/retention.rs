@@ -67,6 +67,7 @@ impl Partition {
         now_ms: i64,
     ) -> Vec<Arc<Segment>> {
         let mut total: u64 = st.segments.values().map(|s| s.size()).sum();
+        let age = i64::try_from(self.settings.retention_ms).unwrap_or(i64::MAX);
         let mut doomed = Vec::new();
         for segment in st.segments.values() {
             if Arc::ptr_eq(segment, &st.active) || segment.next_offset() > hw_offset {
@@ -76,7 +77,6 @@ impl Partition {
                 let meta = segment.meta();
                 (meta.size, meta.max_timestamp)
             };
-            let age = i64::try_from(self.settings.retention_ms).unwrap_or(i64::MAX);
             let expired = max_ts < now_ms.saturating_sub(age);
             let too_big = self
                 .settings
