@@ -177,6 +177,7 @@ mod tests {
             payload: Bytes::from_static(b"{}"),
             format: PayloadFormat::Json,
             attributes: Vec::new(),
+            parsed: None,
         })
     }
 

@@ -1,6 +1,7 @@
 //! OTLP logs as events: each log record becomes one JSON event. The type is the record's
 //! `event_name` or `event.name` attribute (else the configured default), the source the
-//! resource's `service.instance.id`, `host.name` or `service.name`.
+//! resource's `service.instance.id`, `host.name` or `service.name`, the id the record's
+//! `log.record.uid` attribute if it has one (so a retried export is not appended twice).
 //!
 //! Bounded before and while decoding: the encoded request is sized first ([`bounds`]: records
 //! counted, the decoded form estimated) and refused over `max_events_per_batch` or
@@ -17,18 +18,19 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use serde::Serialize;
-use serde_json::value::{RawValue, to_raw_value};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::collector::Collector;
 use crate::config::Limits;
-use crate::decode::{Decoded, IncomingEvent, PayloadFormat, check_count, off_workers};
+use crate::decode::{Decoded, IncomingEvent, PayloadFormat, check_count, decode_sized};
 use crate::error::IngestError;
 use crate::ingest::Report;
 
 /// Attribute naming an OTLP log record's event type.
 pub const EVENT_NAME: &str = "event.name";
+/// Attribute holding a log record's unique id (OpenTelemetry semantic conventions: records
+/// with the same id are duplicates); it becomes the event's id, deduplicated like any other.
+pub const RECORD_UID: &str = "log.record.uid";
 /// Source used when the resource names none.
 pub const UNKNOWN_SOURCE: &str = "unknown";
 /// How many times `max_decompressed_bytes` the decoded form of a request may take (estimated
@@ -46,8 +48,9 @@ pub enum Encoding {
     Json,
 }
 
-/// Decodes an export request body into events on the blocking pool ([`off_workers`]), within
-/// the collector's limits ([`decode_body`]).
+/// Decodes an export request body into events within the collector's limits
+/// ([`decode_body`]): a large body on the blocking pool, a small one on the request's task
+/// ([`decode_sized`]).
 pub async fn decode(
     collector: &Collector,
     body: Bytes,
@@ -55,7 +58,10 @@ pub async fn decode(
 ) -> Result<Vec<Decoded>, IngestError> {
     let limits = collector.limits.clone();
     let default_type = collector.otlp_default_type.clone();
-    off_workers(move || decode_body(&body, encoding, &default_type, &limits)).await
+    decode_sized(body.len(), move || {
+        decode_body(&body, encoding, &default_type, &limits)
+    })
+    .await
 }
 
 /// Sizes, decodes and converts one export request body: 413 when it holds more than
@@ -73,21 +79,25 @@ pub fn decode_body(
         Encoding::Json => "JSON",
     };
     let malformed = |e: String| IngestError::Malformed(format!("OTLP {name}: {e}"));
-    let size = match encoding {
-        Encoding::Protobuf => bounds::protobuf(body),
-        Encoding::Json => bounds::json(body),
-    }
-    .map_err(malformed)?;
-    let records = usize::try_from(size.records).unwrap_or(usize::MAX);
-    check_count(records, limits.max_events_per_batch as usize)?;
     let decoded_limit = limits
         .max_decompressed_bytes
         .saturating_mul(DECODED_SIZE_FACTOR);
-    if size.decoded_bytes > decoded_limit {
-        return Err(IngestError::ExpandsTooLarge {
-            how: "once decoded",
-            limit: decoded_limit,
-        });
+    // A body too small to decode past the limit, whatever it holds, is not walked first; its
+    // records are counted once decoded (`decode_request`).
+    if bounds::worst_case(body.len()) > decoded_limit {
+        let size = match encoding {
+            Encoding::Protobuf => bounds::protobuf(body),
+            Encoding::Json => bounds::json(body),
+        }
+        .map_err(malformed)?;
+        let records = usize::try_from(size.records).unwrap_or(usize::MAX);
+        check_count(records, limits.max_events_per_batch as usize)?;
+        if size.decoded_bytes > decoded_limit {
+            return Err(IngestError::ExpandsTooLarge {
+                how: "once decoded",
+                limit: decoded_limit,
+            });
+        }
     }
     let request = match encoding {
         Encoding::Protobuf => {
@@ -118,22 +128,6 @@ impl Budget {
     }
 }
 
-/// A log record as its event's payload; fields in the order `json!` wrote them (sorted), the
-/// resource and scope written once per request and copied in as they are.
-#[derive(Serialize)]
-struct Payload<'a> {
-    attributes: Value,
-    body: Value,
-    observed_time_unix_nano: u64,
-    resource: &'a RawValue,
-    scope: &'a RawValue,
-    severity_number: i32,
-    severity_text: &'a str,
-    span_id: String,
-    time_unix_nano: u64,
-    trace_id: String,
-}
-
 /// Turns an export request into events: more than `max_events_per_batch` log records are
 /// refused, and so are events that would total more than `max_decompressed_bytes`.
 pub fn decode_request(
@@ -162,20 +156,20 @@ pub fn decode_request(
             .iter()
             .find_map(|name| string_attribute(&resource, name))
             .unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
-        let resource_json = raw_json(&attributes_json(&resource))?;
+        let resource = attributes_value(resource);
+        let resource_len = json_len(&resource)?;
         for scope_logs in resource_logs.scope_logs {
             let scope = scope_logs
                 .scope
                 .map(|s| json!({"name": s.name, "version": s.version}))
                 .unwrap_or(Value::Null);
-            let scope_json = raw_json(&scope)?;
             // Every record of the scope carries a copy of these: charged before any is built.
-            let copies = resource_json.get().len() + scope_json.get().len();
+            let copies = resource_len + json_len(&scope)?;
             let records = scope_logs.log_records.len() as u64;
             budget.charge(((copies + source.len()) as u64).saturating_mul(records))?;
             for record in scope_logs.log_records {
                 let event =
-                    record_event(record, default_type, &source, &resource_json, &scope_json)?;
+                    record_event(record, default_type, &source, (&resource, &scope), copies)?;
                 let own = event.payload.len().saturating_sub(copies) + event.event_type.len();
                 budget.charge(own as u64)?;
                 out.push(Decoded::Event(event));
@@ -185,52 +179,64 @@ pub fn decode_request(
     Ok(out)
 }
 
-/// One log record as an event of `source`, its payload carrying `resource` and `scope`.
+/// One log record as an event of `source`, its payload carrying `resource` and `scope` (JSON of
+/// `copies` bytes together): built
+/// as a JSON value (the record's strings moved into it, not copied), written once, and kept
+/// for validation so the payload is not parsed back.
 fn record_event(
-    record: LogRecord,
+    mut record: LogRecord,
     default_type: &str,
     source: &str,
-    resource: &RawValue,
-    scope: &RawValue,
+    (resource, scope): (&Value, &Value),
+    copies: usize,
 ) -> Result<IncomingEvent, IngestError> {
-    let event_type = Some(record.event_name.clone())
+    let event_type = Some(std::mem::take(&mut record.event_name))
         .filter(|n| !n.is_empty())
         .or_else(|| string_attribute(&record.attributes, EVENT_NAME))
         .unwrap_or_else(|| default_type.to_owned());
+    let id = string_attribute(&record.attributes, RECORD_UID);
     let time = if record.time_unix_nano != 0 {
         record.time_unix_nano
     } else {
         record.observed_time_unix_nano
     };
-    let payload = Payload {
-        attributes: attributes_json(&record.attributes),
-        body: record.body.as_ref().map_or(Value::Null, any_json),
-        observed_time_unix_nano: record.observed_time_unix_nano,
-        resource,
-        scope,
-        severity_number: record.severity_number,
-        severity_text: &record.severity_text,
-        span_id: hex::encode(&record.span_id),
-        time_unix_nano: record.time_unix_nano,
-        trace_id: hex::encode(&record.trace_id),
-    };
-    let payload = serde_json::to_vec(&payload)
+    let fields = [
+        ("attributes", attributes_value(record.attributes)),
+        ("body", record.body.map_or(Value::Null, any_value)),
+        (
+            "observed_time_unix_nano",
+            record.observed_time_unix_nano.into(),
+        ),
+        ("resource", resource.clone()),
+        ("scope", scope.clone()),
+        ("severity_number", record.severity_number.into()),
+        ("severity_text", Value::String(record.severity_text)),
+        ("span_id", Value::String(hex::encode(&record.span_id))),
+        ("time_unix_nano", record.time_unix_nano.into()),
+        ("trace_id", Value::String(hex::encode(&record.trace_id))),
+    ];
+    let payload = Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    let mut bytes = Vec::with_capacity(copies + 256);
+    serde_json::to_writer(&mut bytes, &payload)
         .map_err(|e| IngestError::Malformed(format!("OTLP record: {e}")))?;
     Ok(IncomingEvent {
-        id: None,
+        id,
         event_type,
         version: None,
         source: source.to_owned(),
         ts: (time != 0).then_some((time / 1_000_000) as i64),
-        payload: Bytes::from(payload),
+        payload: Bytes::from(bytes),
         format: PayloadFormat::Json,
         attributes: Vec::new(),
+        parsed: Some(Box::new(payload)),
     })
 }
 
-/// `value` written once, to be copied into payloads as it is.
-fn raw_json(value: &Value) -> Result<Box<RawValue>, IngestError> {
-    to_raw_value(value).map_err(|e| IngestError::Malformed(format!("OTLP attributes: {e}")))
+/// How long `value` is as JSON text.
+fn json_len(value: &Value) -> Result<usize, IngestError> {
+    serde_json::to_vec(value)
+        .map(|v| v.len())
+        .map_err(|e| IngestError::Malformed(format!("OTLP attributes: {e}")))
 }
 
 /// The OTLP answer to a batch: partial success names the rejected records and why.
@@ -266,28 +272,27 @@ fn string_attribute(attributes: &[KeyValue], name: &str) -> Option<String> {
         })
 }
 
-fn attributes_json(attributes: &[KeyValue]) -> Value {
-    let map: Map<String, Value> = attributes
-        .iter()
-        .map(|kv| {
-            (
-                kv.key.clone(),
-                kv.value.as_ref().map_or(Value::Null, any_json),
-            )
-        })
-        .collect();
-    Value::Object(map)
+/// Attributes as a JSON object (of a key given twice, the last value).
+fn attributes_value(attributes: Vec<KeyValue>) -> Value {
+    Value::Object(
+        attributes
+            .into_iter()
+            .map(|kv| (kv.key, kv.value.map_or(Value::Null, any_value)))
+            .collect(),
+    )
 }
 
-fn any_json(value: &AnyValue) -> Value {
-    match &value.value {
+/// An attribute value as JSON: bytes as hex, a key-value list as an object, a double that is
+/// not finite as null.
+fn any_value(value: AnyValue) -> Value {
+    match value.value {
         None => Value::Null,
-        Some(Any::StringValue(s)) => Value::String(s.clone()),
-        Some(Any::BoolValue(b)) => Value::Bool(*b),
-        Some(Any::IntValue(i)) => json!(i),
-        Some(Any::DoubleValue(d)) => json!(d),
-        Some(Any::ArrayValue(a)) => Value::Array(a.values.iter().map(any_json).collect()),
-        Some(Any::KvlistValue(kv)) => attributes_json(&kv.values),
+        Some(Any::StringValue(s)) => Value::String(s),
+        Some(Any::BoolValue(b)) => Value::Bool(b),
+        Some(Any::IntValue(i)) => Value::from(i),
+        Some(Any::DoubleValue(d)) => Value::from(d),
+        Some(Any::ArrayValue(a)) => Value::Array(a.values.into_iter().map(any_value).collect()),
+        Some(Any::KvlistValue(kv)) => attributes_value(kv.values),
         Some(Any::BytesValue(b)) => Value::String(hex::encode(b)),
         // An index into a profiles string table; log records do not carry one.
         Some(_) => Value::Null,
@@ -423,10 +428,85 @@ mod tests {
         let Decoded::Event(event) = &decoded[0] else {
             panic!("{decoded:?}")
         };
+        // What validation checks is what the payload holds.
+        let parsed: Value = serde_json::from_slice(&event.payload).unwrap();
+        assert_eq!(event.parsed.as_deref(), Some(&parsed));
         assert_eq!(
             std::str::from_utf8(&event.payload).unwrap(),
             r#"{"attributes":{"code":"E42"},"body":null,"observed_time_unix_nano":0,"resource":{"host.name":"tv-9","service.name":"player"},"scope":{"name":"app","version":""},"severity_number":9,"severity_text":"","span_id":"","time_unix_nano":7,"trace_id":"0102"}"#
         );
+    }
+
+    #[test]
+    fn attribute_values_of_every_kind_are_written_as_a_map_would() {
+        let any = |value| AnyValue { value: Some(value) };
+        let record = LogRecord {
+            body: Some(any(Any::KvlistValue(
+                opentelemetry_proto::tonic::common::v1::KeyValueList {
+                    values: vec![kv("z", "last"), kv("a", "first")],
+                },
+            ))),
+            attributes: vec![
+                kv("dup", "one"),
+                KeyValue {
+                    key: "n".into(),
+                    value: Some(any(Any::ArrayValue(
+                        opentelemetry_proto::tonic::common::v1::ArrayValue {
+                            values: vec![
+                                any(Any::IntValue(-3)),
+                                any(Any::DoubleValue(1.5)),
+                                any(Any::DoubleValue(f64::NAN)),
+                                any(Any::BoolValue(true)),
+                                any(Any::BytesValue(vec![0xab, 0x01])),
+                                AnyValue { value: None },
+                            ],
+                        },
+                    ))),
+                    ..KeyValue::default()
+                },
+                kv("dup", "two"),
+                KeyValue {
+                    key: "none".into(),
+                    value: None,
+                    ..KeyValue::default()
+                },
+            ],
+            ..LogRecord::default()
+        };
+        let decoded = decode_request(request(vec![record]), "otel.log", &limits(10)).unwrap();
+        let Decoded::Event(event) = &decoded[0] else {
+            panic!("{decoded:?}")
+        };
+        let text = std::str::from_utf8(&event.payload).unwrap();
+        assert!(
+            text.starts_with(
+                r#"{"attributes":{"dup":"two","n":[-3,1.5,null,true,"ab01",null],"none":null},"body":{"a":"first","z":"last"},"#
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_record_uid_becomes_the_event_id() {
+        let records = vec![
+            LogRecord {
+                attributes: vec![kv(RECORD_UID, "01J9Z3")],
+                ..LogRecord::default()
+            },
+            LogRecord {
+                attributes: vec![kv(RECORD_UID, "")],
+                ..LogRecord::default()
+            },
+        ];
+        let decoded = decode_request(request(records), "otel.log", &limits(10)).unwrap();
+        let ids: Vec<_> = decoded
+            .iter()
+            .map(|d| match d {
+                Decoded::Event(e) => e.id.clone(),
+                Decoded::Bad { .. } => panic!("{d:?}"),
+            })
+            .collect();
+        assert_eq!(ids, [Some("01J9Z3".to_owned()), None]);
     }
 
     #[test]

@@ -146,6 +146,33 @@ async fn otlp_grpc_and_http_logs_arrive_as_events() {
         partial.error_message
     );
 
+    // A record the otel.log schema refuses (severity_number above 24) is rejected alone, and
+    // a retried export (same log.record.uid) is not appended twice.
+    let mut export = otlp_request(None);
+    let records = &mut export.resource_logs[0].scope_logs[0].log_records;
+    records.push(LogRecord {
+        severity_number: 99,
+        ..records[0].clone()
+    });
+    records[0].attributes.push(KeyValue {
+        key: "log.record.uid".into(),
+        value: Some(AnyValue {
+            value: Some(Any::StringValue("uid-1".into())),
+        }),
+        ..KeyValue::default()
+    });
+    for _ in 0..2 {
+        let answer = client.export(export.clone()).await.unwrap().into_inner();
+        let partial = answer.partial_success.expect("partial success");
+        assert_eq!(partial.rejected_log_records, 1, "{partial:?}");
+        assert!(
+            partial.error_message.starts_with("record 1: ")
+                && partial.error_message.contains("severity_number"),
+            "{}",
+            partial.error_message
+        );
+    }
+
     let response = reqwest::Client::new()
         .post(gw.url("/v1/logs"))
         .header("content-type", "application/x-protobuf")
@@ -157,7 +184,7 @@ async fn otlp_grpc_and_http_logs_arrive_as_events() {
     assert_eq!(response.headers()["content-type"], "application/x-protobuf");
 
     let records = gw.records("events").await;
-    assert_eq!(records.len(), 2);
+    assert_eq!(records.len(), 3);
     for record in &records {
         assert_eq!(header(record, "hw.type").as_deref(), Some("otel.log"));
         assert_eq!(record.key.as_deref(), Some(&b"tv-77"[..]));

@@ -3,6 +3,10 @@
 use std::io::Write as _;
 
 use headwater_schemas::proto::v1::{Batch, Event};
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message as _;
 
 use crate::cli::{BodyFormat, Compression};
@@ -34,6 +38,64 @@ pub fn proto_batch(events: &[GenEvent]) -> Batch {
             })
             .collect(),
     }
+}
+
+/// `events` as an OTLP logs export: one resource per run of events from the same source
+/// (`service.instance.id`), each event a log record without an event name (the receiver's
+/// default type) whose body is the payload's JSON text and whose `log.record.uid` is its id.
+pub fn otlp_request(events: &[GenEvent]) -> ExportLogsServiceRequest {
+    let text = |s: &str| {
+        Some(AnyValue {
+            value: Some(any_value::Value::StringValue(s.to_owned())),
+        })
+    };
+    let attribute = |key: &str, value: &str| KeyValue {
+        key: key.to_owned(),
+        value: text(value),
+        ..KeyValue::default()
+    };
+    let mut resource_logs: Vec<ResourceLogs> = Vec::new();
+    for (i, ev) in events.iter().enumerate() {
+        if i == 0 || events[i - 1].source != ev.source {
+            resource_logs.push(ResourceLogs {
+                resource: Some(Resource {
+                    attributes: vec![
+                        attribute("service.name", "headwater-loadtest"),
+                        attribute("service.instance.id", &ev.source),
+                    ],
+                    ..Resource::default()
+                }),
+                scope_logs: vec![ScopeLogs {
+                    scope: Some(InstrumentationScope {
+                        name: "headwater-loadtest".to_owned(),
+                        ..InstrumentationScope::default()
+                    }),
+                    ..ScopeLogs::default()
+                }],
+                ..ResourceLogs::default()
+            });
+        }
+        let nanos = u64::try_from(ev.ts).unwrap_or(0).saturating_mul(1_000_000);
+        let records = resource_logs
+            .last_mut()
+            .and_then(|r| r.scope_logs.last_mut())
+            .map(|s| &mut s.log_records);
+        if let Some(records) = records {
+            records.push(LogRecord {
+                time_unix_nano: nanos,
+                observed_time_unix_nano: nanos,
+                severity_number: 9,
+                severity_text: "INFO".to_owned(),
+                body: text(&ev.payload),
+                attributes: vec![
+                    attribute("log.record.uid", &ev.id),
+                    attribute("loadtest.type", ev.event_type),
+                ],
+                ..LogRecord::default()
+            });
+        }
+    }
+    ExportLogsServiceRequest { resource_logs }
 }
 
 /// The uncompressed HTTP body of `events` in `format`.
@@ -108,6 +170,29 @@ mod tests {
         );
         let pb = Batch::decode(encode(&evs, BodyFormat::Protobuf).as_slice()).unwrap();
         assert_eq!(pb.events[4].id, "r-4");
+    }
+
+    #[test]
+    fn otlp_groups_records_by_source_and_carries_ids() {
+        let evs = events();
+        let request = otlp_request(&evs);
+        let records: Vec<&LogRecord> = request
+            .resource_logs
+            .iter()
+            .flat_map(|r| &r.scope_logs)
+            .flat_map(|s| &s.log_records)
+            .collect();
+        assert_eq!(records.len(), evs.len());
+        let uid = &records[2].attributes[0];
+        assert_eq!(uid.key, "log.record.uid");
+        assert_eq!(
+            uid.value.as_ref().and_then(|v| v.value.clone()),
+            Some(any_value::Value::StringValue("r-2".into()))
+        );
+        for resource in &request.resource_logs {
+            let source = &resource.resource.as_ref().unwrap().attributes[1];
+            assert_eq!(source.key, "service.instance.id");
+        }
     }
 
     #[test]

@@ -172,6 +172,10 @@ pub enum Transport {
     Http2,
     /// gRPC `headwater.v1.Ingest/Publish`.
     Grpc,
+    /// OTLP/HTTP logs (`POST /v1/logs`, protobuf, HTTP/1.1 keep-alive): each event a log
+    /// record with its id in `log.record.uid`, its payload as the body, one resource per
+    /// source. Any OTLP receiver can take it (an OpenTelemetry Collector too).
+    OtlpHttp,
 }
 
 /// Open or closed loop.

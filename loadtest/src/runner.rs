@@ -38,7 +38,7 @@ impl Sender for Clients {
     }
     fn size(payload: &Payload) -> u64 {
         match payload {
-            Payload::Http(b) => b.len() as u64,
+            Payload::Http(b, _) => b.len() as u64,
             Payload::Grpc(b) => prost::Message::encoded_len(b) as u64,
         }
     }

@@ -5,6 +5,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use headwater_schemas::proto::v1::Batch;
 use headwater_schemas::proto::v1::ingest_client::IngestClient;
+use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
+use prost::Message as _;
 use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 
@@ -45,8 +47,8 @@ pub enum Attempt {
 /// A prepared request body, reused by retries.
 #[derive(Debug, Clone)]
 pub enum Payload {
-    /// HTTP body bytes (already compressed).
-    Http(Bytes),
+    /// HTTP body bytes (already compressed), and how many events they hold.
+    Http(Bytes, u32),
     /// gRPC message.
     Grpc(Batch),
 }
@@ -142,7 +144,11 @@ impl Clients {
                     .map_err(|e| LoadtestError::Transport(e.to_string()))?,
             );
         }
-        let url = format!("http://{}/v1/events", options.target);
+        let path = match options.transport {
+            Transport::OtlpHttp => "/v1/logs",
+            _ => "/v1/events",
+        };
+        let url = format!("http://{}{path}", options.target);
         Ok(Clients::Http {
             clients,
             url,
@@ -155,9 +161,13 @@ impl Clients {
         match self {
             Clients::Grpc { .. } => Payload::Grpc(body::proto_batch(events)),
             Clients::Http { options, .. } => {
-                let raw = body::encode(events, options.body);
+                let raw = if options.transport == Transport::OtlpHttp {
+                    prost::Message::encode_to_vec(&body::otlp_request(events))
+                } else {
+                    body::encode(events, options.body)
+                };
                 let compressed = body::compress(raw, options.compression).unwrap_or_default();
-                Payload::Http(Bytes::from(compressed))
+                Payload::Http(Bytes::from(compressed), events.len() as u32)
             }
         }
     }
@@ -171,8 +181,11 @@ impl Clients {
                     url,
                     options,
                 },
-                Payload::Http(bytes),
-            ) => send_http(&clients[slot % clients.len()], url, options, bytes.clone()).await,
+                Payload::Http(bytes, events),
+            ) => {
+                let client = &clients[slot % clients.len()];
+                send_http(client, url, options, bytes.clone(), *events).await
+            }
             (Clients::Grpc { clients, options }, Payload::Grpc(batch)) => {
                 let mut client = clients[slot % clients.len()].clone();
                 send_grpc(&mut client, options, batch.clone()).await
@@ -201,10 +214,17 @@ async fn send_http(
     url: &str,
     options: &ClientOptions,
     bytes: Bytes,
+    events: u32,
 ) -> Attempt {
+    let otlp = options.transport == Transport::OtlpHttp;
+    let content_type = if otlp {
+        "application/x-protobuf"
+    } else {
+        body::content_type(options.body)
+    };
     let mut req = client
         .post(url)
-        .header("content-type", body::content_type(options.body))
+        .header("content-type", content_type)
         .body(bytes);
     match options.compression {
         Compression::None => {}
@@ -221,6 +241,10 @@ async fn send_http(
     let status = resp.status().as_u16();
     let after = retry_after(resp.headers());
     match status {
+        200 if otlp => match resp.bytes().await {
+            Ok(body) => otlp_outcome(events, &body),
+            Err(e) => transport_error(&e),
+        },
         200 => match resp.json::<HttpReport>().await {
             Ok(report) => Attempt::Ok {
                 accepted: report.accepted,
@@ -241,6 +265,44 @@ async fn send_http(
             code: status.to_string(),
             unknown: true,
         },
+    }
+}
+
+/// The OTLP answer to `records` log records: a partial success counts the rejected, and
+/// names them (`record N: reason`, as Headwater writes them, up to five) in its message.
+fn otlp_outcome(records: u32, body: &[u8]) -> Attempt {
+    let Ok(answer) = ExportLogsServiceResponse::decode(body) else {
+        return Attempt::Refused {
+            code: "otlp answer".into(),
+        };
+    };
+    let Some(partial) = answer.partial_success else {
+        return Attempt::Ok {
+            accepted: records,
+            rejected: Vec::new(),
+        };
+    };
+    let rejected: Vec<u32> = partial
+        .error_message
+        .split("; ")
+        .filter_map(|part| {
+            part.strip_prefix("record ")?
+                .split(':')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .collect();
+    let count = u32::try_from(partial.rejected_log_records).unwrap_or(u32::MAX);
+    if rejected.len() as u32 != count {
+        // Which records were refused is not known: the run cannot be verified by id.
+        return Attempt::Refused {
+            code: "otlp partial".into(),
+        };
+    }
+    Attempt::Ok {
+        accepted: records - count.min(records),
+        rejected,
     }
 }
 
@@ -313,5 +375,49 @@ fn grpc_outcome(status: &tonic::Status) -> Attempt {
             code,
             unknown: true,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess;
+
+    use super::*;
+
+    fn answer(partial: Option<(i64, &str)>) -> Vec<u8> {
+        ExportLogsServiceResponse {
+            partial_success: partial.map(|(n, message)| ExportLogsPartialSuccess {
+                rejected_log_records: n,
+                error_message: message.to_owned(),
+            }),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn otlp_answers_count_and_name_the_rejected() {
+        assert_eq!(
+            otlp_outcome(5, &answer(None)),
+            Attempt::Ok {
+                accepted: 5,
+                rejected: vec![]
+            }
+        );
+        assert_eq!(
+            otlp_outcome(5, &answer(Some((2, "record 1: bad; record 4: worse: why")))),
+            Attempt::Ok {
+                accepted: 3,
+                rejected: vec![1, 4]
+            }
+        );
+        // Rejected but not named: the run cannot say which.
+        assert!(matches!(
+            otlp_outcome(5, &answer(Some((1, "")))),
+            Attempt::Refused { .. }
+        ));
+        assert!(matches!(
+            otlp_outcome(5, b"\xff\xff"),
+            Attempt::Refused { .. }
+        ));
     }
 }

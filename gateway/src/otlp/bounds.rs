@@ -31,6 +31,42 @@ pub(super) struct Size {
     pub(super) decoded_bytes: u64,
 }
 
+/// The most a body can take once decoded, per encoded byte: the encoded bytes themselves plus
+/// the largest struct for every 2 bytes (an empty element, the least an element can take).
+/// A body for which this stays within the limit needs no walk ([`worst_case`]).
+const MAX_EXPANSION: u64 = 1 + MAX_STRUCT.div_ceil(2);
+
+/// The largest struct of the OTLP logs messages.
+const MAX_STRUCT: u64 = {
+    let sizes = [
+        size_of::<ExportLogsServiceRequest>(),
+        size_of::<ResourceLogs>(),
+        size_of::<Resource>(),
+        size_of::<EntityRef>(),
+        size_of::<ScopeLogs>(),
+        size_of::<InstrumentationScope>(),
+        size_of::<LogRecord>(),
+        size_of::<KeyValue>(),
+        size_of::<AnyValue>(),
+        size_of::<ArrayValue>(),
+        size_of::<KeyValueList>(),
+    ];
+    let mut max = 0;
+    let mut i = 0;
+    while i < sizes.len() {
+        if sizes[i] > max {
+            max = sizes[i];
+        }
+        i += 1;
+    }
+    max as u64
+};
+
+/// The most a body of `len` encoded bytes can decode to, whatever it holds.
+pub(super) fn worst_case(len: usize) -> u64 {
+    (len as u64).saturating_mul(MAX_EXPANSION)
+}
+
 /// The messages of an OTLP logs request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Message {
@@ -362,6 +398,37 @@ mod tests {
         let keys = format!(r#"{{"idKeys":[{}""]}}"#, r#""","#.repeat(999));
         let size = json(keys.as_bytes()).unwrap();
         assert!(size.decoded_bytes >= 1_000 * size_of::<String>() as u64);
+    }
+
+    #[test]
+    fn no_body_decodes_past_its_worst_case() {
+        let empty_records = format!(
+            r#"{{"resourceLogs":[{{"scopeLogs":[{{"logRecords":[{}{{}}]}}]}}]}}"#,
+            "{},".repeat(9_999)
+        );
+        let mut attributes = Vec::new();
+        for _ in 0..10_000 {
+            // LogRecord { attributes: [KeyValue {}] } in a ScopeLogs.
+            prost::encoding::bytes::encode(6, &Vec::new(), &mut attributes);
+        }
+        let mut scope = Vec::new();
+        prost::encoding::bytes::encode(2, &attributes, &mut scope);
+        let mut resource = Vec::new();
+        prost::encoding::bytes::encode(2, &scope, &mut resource);
+        let mut request = Vec::new();
+        prost::encoding::bytes::encode(1, &resource, &mut request);
+        for body in [
+            [0x0a, 0x00].repeat(10_000),
+            [0x0a, 0x02, 0x12, 0x00].repeat(10_000),
+            request,
+        ] {
+            let size = protobuf(&body).unwrap();
+            assert!(size.decoded_bytes <= worst_case(body.len()), "{size:?}");
+        }
+        for body in [empty_records.as_bytes(), br#"{"resourceLogs":[{},{},{}]}"#] {
+            let size = json(body).unwrap();
+            assert!(size.decoded_bytes <= worst_case(body.len()), "{size:?}");
+        }
     }
 
     #[test]
