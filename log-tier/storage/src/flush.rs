@@ -11,6 +11,7 @@
 
 use std::fs::File;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tracing::error;
@@ -26,16 +27,33 @@ impl Partition {
         match self.settings.flush.mode {
             FlushMode::Os | FlushMode::Background => Ok(()),
             FlushMode::EveryAppend => {
-                if let Some(done) = self.check_durable(w, &self.high_watermark()) {
-                    return done;
+                // Subscribed before the first check, so no fsync's end slips in between.
+                let mut ends = self.sync_ends.subscribe();
+                loop {
+                    if let Some(done) = self.check_durable(w, &self.high_watermark()) {
+                        return done;
+                    }
+                    if self.syncing.swap(true, Ordering::AcqRel) {
+                        // Another appender's fsync is under way: when it ends, every waiter
+                        // wakes at once, and one not covered by it runs the next. (Queueing
+                        // on `sync_lock` instead hands the turn on one waiter at a time, each
+                        // behind the runtime's whole run queue: under a burst of appends the
+                        // last waited for hundreds of fsyncs in a row.)
+                        ends.changed().await.map_err(|_| LogError::Closed)?;
+                        continue;
+                    }
+                    let turn = SyncTurn(self);
+                    let synced = {
+                        let _lock = self.sync_lock.lock().await;
+                        self.sync_now().await
+                    };
+                    drop(turn);
+                    synced?;
+                    // The fsync covered everything written before it: this write too.
+                    return self
+                        .check_durable(w, &self.high_watermark())
+                        .unwrap_or_else(|| Err(sync_lost()));
                 }
-                let _turn = self.sync_lock.lock().await;
-                if let Some(done) = self.check_durable(w, &self.high_watermark()) {
-                    return done;
-                }
-                self.sync_now().await?;
-                self.check_durable(w, &self.high_watermark())
-                    .unwrap_or_else(|| Err(sync_lost()))
             }
             FlushMode::Interval => {
                 let mut rx = self.durable.subscribe();
@@ -219,4 +237,16 @@ fn sync_lost() -> LogError {
         "syncing a segment",
         std::io::Error::other("fsync failed; the append was rolled back"),
     )
+}
+
+/// An appender's turn to fsync (`every_append`). Ending it, also by the appender's future being
+/// dropped mid-fsync, frees the turn and wakes the appenders waiting on `sync_ends`: they find
+/// their writes durable, or one of them takes the next turn.
+struct SyncTurn<'a>(&'a Partition);
+
+impl Drop for SyncTurn<'_> {
+    fn drop(&mut self) {
+        self.0.syncing.store(false, Ordering::Release);
+        self.0.sync_ends.send_modify(|n| *n = n.wrapping_add(1));
+    }
 }

@@ -53,6 +53,43 @@ async fn concurrent_appenders_share_fsyncs() {
     engine.close().await.unwrap();
 }
 
+/// An appender whose turn to fsync ends with its future dropped mid-fsync (its request
+/// cancelled) hands the turn on: the appenders waiting for that fsync are woken and one of them
+/// runs the next, instead of waiting for an fsync nobody runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_fsync_turn_is_handed_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
+    assert_eq!(engine.config().flush.mode, FlushMode::EveryAppend);
+    engine.create_topic_now("t", 1).unwrap();
+    let batch = |i| {
+        crate::batch::encode(&[&record(i, 1)], crate::batch::ProducerFields::NONE)
+            .unwrap()
+            .freeze()
+    };
+    let first = engine.write_batch("t", 0, batch(0)).await.unwrap();
+    let second = engine.write_batch("t", 0, batch(1)).await.unwrap();
+    let partition = engine.partition("t", 0).unwrap();
+    // An interval flush or explicit flush holding the lock keeps the fsync from running.
+    let flushing = partition.sync_lock.lock().await;
+    let mut first = Box::pin(first.durable());
+    // One poll: the first takes the turn and waits for the lock.
+    assert!(
+        tokio::time::timeout(Duration::ZERO, first.as_mut())
+            .await
+            .is_err()
+    );
+    assert!(partition.syncing.load(std::sync::atomic::Ordering::Acquire));
+    drop(first);
+    drop(flushing);
+    let second = tokio::time::timeout(Duration::from_secs(30), second.durable()).await;
+    assert_eq!(
+        second.expect("the fsync turn was not handed on").unwrap(),
+        1
+    );
+    engine.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn recovery_scans_batches_larger_than_and_straddling_its_chunks() {
     let dir = tempfile::tempdir().unwrap();

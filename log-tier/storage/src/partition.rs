@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -130,8 +130,13 @@ pub(crate) struct Partition {
     pub(crate) state: Mutex<State>,
     /// The high watermark: everything below it is durable under the flush policy and readable.
     pub(crate) durable: watch::Sender<LogPoint>,
-    /// Serialises fsyncs; appenders queued here share the next one (group commit).
+    /// Serialises fsyncs (an appender's, the interval flush's, an explicit flush).
     pub(crate) sync_lock: tokio::sync::Mutex<()>,
+    /// An appender's fsync is under way (`every_append`): the others wait for its end on
+    /// `sync_ends`, and one of those it did not cover runs the next (group commit).
+    pub(crate) syncing: AtomicBool,
+    /// Counts the ends of appenders' fsyncs (`every_append`), also failed or cancelled ones.
+    pub(crate) sync_ends: watch::Sender<u64>,
     metrics: m::PartitionMetrics,
     /// fsyncs of segment files so far (group-commit statistics and tests).
     pub(crate) fsyncs: Arc<AtomicU64>,
@@ -223,6 +228,8 @@ impl Partition {
             state: Mutex::new(state),
             durable: watch::Sender::new(hw),
             sync_lock: tokio::sync::Mutex::new(()),
+            syncing: AtomicBool::new(false),
+            sync_ends: watch::Sender::new(0),
             metrics: m::PartitionMetrics::new(&topic),
             fsyncs: Arc::new(AtomicU64::new(0)),
             files,
