@@ -81,7 +81,7 @@ impl SchemaRegistry {
         }
         let resolved = info.version.to_string();
         let names = [ID, TYPE, VERSION, SOURCE, TS, FORMAT];
-        record.headers.retain(|h| !names.contains(&h.key.as_str()));
+        record.headers.retain(|h| !names.contains(&h.key.as_ref()));
         let envelope = [
             (ID, id),
             (TYPE, event_type),
@@ -93,7 +93,7 @@ impl SchemaRegistry {
         record
             .headers
             .extend(envelope.into_iter().map(|(key, value)| Header {
-                key: key.to_owned(),
+                key: key.into(),
                 value: Some(Bytes::from(value)),
             }));
         Ok(())
@@ -124,7 +124,7 @@ mod tests {
             headers: headers
                 .iter()
                 .map(|(k, v)| Header {
-                    key: (*k).to_owned(),
+                    key: (*k).to_owned().into(),
                     value: Some(Bytes::copy_from_slice(v.as_bytes())),
                 })
                 .collect(),

@@ -76,7 +76,7 @@ async fn floor(n: u64) {
             let headers = r
                 .headers
                 .iter()
-                .map(|h| (h.key.as_str(), h.value.as_deref().unwrap_or_default()));
+                .map(|h| (h.key.as_ref(), h.value.as_deref().unwrap_or_default()));
             let env = Envelope::from_headers(headers, r.value.clone().unwrap_or_default())
                 .expect("envelope");
             serde_json::to_writer(&mut ndjson, &env).expect("json");

@@ -178,7 +178,7 @@ async fn rejected_and_undecodable_events_land_in_the_dlq_with_reasons() {
             dlq_reason(
                 r.headers
                     .iter()
-                    .map(|h| (h.key.as_str(), h.value.clone().unwrap_or_default())),
+                    .map(|h| (h.key.as_ref(), h.value.clone().unwrap_or_default())),
             )
         })
         .collect();

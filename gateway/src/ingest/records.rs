@@ -4,6 +4,8 @@
 //! refused as too large is retried in parts) without copying a byte: header names are static,
 //! and header values are spans of one buffer per append ([`Arena`]) or shared by the batch.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use headwater_log::{Header, Record};
 
@@ -124,8 +126,8 @@ impl RecordParts {
                 .iter()
                 .map(|(name, value)| Header {
                     key: match name {
-                        Name::Static(name) => (*name).to_owned(),
-                        Name::Attribute(name) => name.clone(),
+                        Name::Static(name) => Cow::Borrowed(*name),
+                        Name::Attribute(name) => Cow::Owned(name.clone()),
                     },
                     value: Some(value.resolve(arena)),
                 })
@@ -309,7 +311,10 @@ mod tests {
             .iter()
             .map(|h| {
                 let value = h.value.as_deref().unwrap_or_default();
-                (h.key.clone(), String::from_utf8_lossy(value).into_owned())
+                (
+                    h.key.to_string(),
+                    String::from_utf8_lossy(value).into_owned(),
+                )
             })
             .collect()
     }

@@ -183,7 +183,7 @@ fn stored(message: &rdkafka::message::BorrowedMessage<'_>) -> StoredRecord {
         .map(|hs| {
             hs.iter()
                 .map(|h| Header {
-                    key: h.key.to_owned(),
+                    key: h.key.to_owned().into(),
                     value: h.value.map(Bytes::copy_from_slice),
                 })
                 .collect()

@@ -82,7 +82,7 @@ pub fn stamp_batch(
     for (index, record) in stored.into_iter().enumerate() {
         let mut headers = Vec::with_capacity(record.headers.len() + 2);
         for h in record.headers {
-            match h.key.as_str() {
+            match h.key.as_ref() {
                 TENANT_HEADER => {
                     let claimed = h.value.as_deref().unwrap_or_default();
                     if claimed != tenant.as_bytes() {
@@ -98,11 +98,11 @@ pub fn stamp_batch(
             }
         }
         headers.push(Header {
-            key: TENANT_HEADER.to_owned(),
+            key: TENANT_HEADER.into(),
             value: Some(Bytes::copy_from_slice(tenant.as_bytes())),
         });
         headers.push(Header {
-            key: RECEIVED_AT_HEADER.to_owned(),
+            key: RECEIVED_AT_HEADER.into(),
             value: Some(received_at.clone()),
         });
         let mut out = Record {
@@ -140,7 +140,7 @@ mod tests {
 
     fn header(key: &str, value: &str) -> Header {
         Header {
-            key: key.to_owned(),
+            key: key.to_owned().into(),
             value: Some(Bytes::copy_from_slice(value.as_bytes())),
         }
     }

@@ -624,7 +624,7 @@ fn decode_record(
     for _ in 0..count {
         let key = get_opt_bytes(&mut rec)?.ok_or("null header key")?;
         // Kafka header keys are strings; invalid UTF-8 is replaced, as the Java client does.
-        let key = String::from_utf8_lossy(&key).into_owned();
+        let key = std::borrow::Cow::Owned(String::from_utf8_lossy(&key).into_owned());
         let value = get_opt_bytes(&mut rec)?;
         headers.push(Header { key, value });
     }

@@ -27,7 +27,10 @@ fn arb_record() -> impl Strategy<Value = Record> {
             value,
             headers: headers
                 .into_iter()
-                .map(|(key, value)| Header { key, value })
+                .map(|(key, value)| Header {
+                    key: key.into(),
+                    value,
+                })
                 .collect(),
             timestamp_ms,
         })
@@ -54,7 +57,7 @@ fn to_kafka(records: &[Record], base_offset: i64, producer: ProducerFields) -> V
             headers: r
                 .headers
                 .iter()
-                .map(|h| (StrBytes::from_string(h.key.clone()), h.value.clone()))
+                .map(|h| (StrBytes::from_string(h.key.to_string()), h.value.clone()))
                 .collect::<IndexMap<_, _>>(),
         })
         .collect()

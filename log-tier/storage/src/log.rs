@@ -1,6 +1,7 @@
 //! The `Log` trait: the in-process seam the gateway and router use (append by partition or key,
 //! read, offsets, consumer-group commits, topic admin), and its record types.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +14,9 @@ use crate::error::LogError;
 /// One record header; keys may repeat, order is kept.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
-    /// Header name.
-    pub key: String,
+    /// Header name: borrowed when it is a constant (the envelope's `hw.*` names, which every
+    /// record of the gateway carries, need no allocation), owned when read back or built.
+    pub key: Cow<'static, str>,
     /// Header value; `None` is Kafka's null.
     pub value: Option<Bytes>,
 }
@@ -23,7 +25,7 @@ impl From<(String, Bytes)> for Header {
     /// A header with a value (e.g. one of `Envelope::to_headers`).
     fn from((key, value): (String, Bytes)) -> Self {
         Self {
-            key,
+            key: Cow::Owned(key),
             value: Some(value),
         }
     }

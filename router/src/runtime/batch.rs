@@ -79,7 +79,7 @@ impl OpenBatch {
         let headers = rec
             .headers
             .iter()
-            .map(|h| (h.key.as_str(), h.value.as_deref().unwrap_or_default()));
+            .map(|h| (h.key.as_ref(), h.value.as_deref().unwrap_or_default()));
         let envelope = match Envelope::from_headers(headers, payload) {
             Ok(env) => env,
             Err(e) => {
@@ -169,9 +169,9 @@ impl OpenBatch {
     }
 }
 
-fn header(key: &str, value: &str) -> Header {
+fn header(key: &'static str, value: &str) -> Header {
     Header {
-        key: key.to_owned(),
+        key: key.into(),
         value: Some(Bytes::copy_from_slice(value.as_bytes())),
     }
 }
@@ -211,7 +211,7 @@ pub(super) fn rejected(ev: &OutEvent, route: &str, sink: &str, reason: &str) -> 
         .to_dlq_headers(reason)
         .into_iter()
         .map(|(key, value)| Header {
-            key,
+            key: key.into(),
             value: Some(value),
         })
         .collect();
