@@ -55,6 +55,7 @@ fn main() {
             flush: FlushPolicy {
                 mode: FlushMode::Interval,
                 interval_ms: 100,
+                linger_us: 0,
             },
             ..LogConfig::default()
         };

@@ -24,6 +24,7 @@ fn config() -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::Os,
             interval_ms: 0,
+            linger_us: 0,
         },
         segment_bytes: 4096,
         ..LogConfig::default()

@@ -63,6 +63,7 @@ where
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 100,
+            linger_us: 0,
         },
     };
     let (_guard, store, sm) = builder.build().await.unwrap();
@@ -136,6 +137,7 @@ async fn a_snapshot_built_on_one_store_installs_on_another() {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 100,
+            linger_us: 0,
         },
     };
     TheSuite::transfer_snapshot(&builder).await.unwrap();
@@ -147,6 +149,7 @@ async fn the_whole_suite_passes_with_interval_flushes() {
         flush: FlushPolicy {
             mode: FlushMode::Interval,
             interval_ms: 5,
+            linger_us: 0,
         },
     })
     .await

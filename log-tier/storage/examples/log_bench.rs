@@ -70,6 +70,7 @@ async fn run_row(path: &'static str, size: usize, batch: usize, mode: FlushMode,
         flush: FlushPolicy {
             mode,
             interval_ms: 100,
+            linger_us: 0,
         },
         max_message_bytes: 8 << 20,
         segment_bytes: 512 << 20,
@@ -154,6 +155,7 @@ async fn read_bench(secs: f64) -> String {
         flush: FlushPolicy {
             mode: FlushMode::Os,
             interval_ms: 100,
+            linger_us: 0,
         },
         segment_bytes: 512 << 20,
         max_message_bytes: 8 << 20,

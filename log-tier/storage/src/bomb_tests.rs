@@ -141,6 +141,7 @@ fn config() -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 0,
+            linger_us: 0,
         },
         ..LogConfig::default()
     }

@@ -39,6 +39,7 @@ fn config() -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 0,
+            linger_us: 0,
         },
         segment_bytes: 64 * 1024,
         max_message_bytes: 16 * 1024,
@@ -179,6 +180,7 @@ async fn failed_fsync_fails_the_partition_until_restart() {
                 } else {
                     5
                 },
+                linger_us: 0,
             },
             segment_bytes: 8 * 1024,
             ..LogConfig::default()

@@ -20,6 +20,7 @@ pub(super) fn config(segment_bytes: u64) -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 0,
+            linger_us: 0,
         },
         segment_bytes,
         index_interval_bytes: 200,

@@ -43,6 +43,7 @@ impl Partition {
                         continue;
                     }
                     let turn = SyncTurn(self);
+                    self.linger().await;
                     let synced = {
                         let _lock = self.sync_lock.lock().await;
                         self.sync_now().await
@@ -68,6 +69,21 @@ impl Partition {
                 }
             }
         }
+    }
+
+    /// `every_append` with `linger_us`: waits until that long after the last appender's fsync
+    /// started (at once when it started longer ago), and notes this one's start.
+    async fn linger(&self) {
+        let linger = self.settings.flush.linger_us;
+        let now = || u64::try_from(self.created.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if linger > 0 {
+            let last = self.last_sync_us.load(Ordering::Relaxed);
+            let wait = (last.saturating_add(linger)).saturating_sub(now());
+            if wait > 0 && last > 0 {
+                tokio::time::sleep(Duration::from_micros(wait)).await;
+            }
+        }
+        self.last_sync_us.store(now().max(1), Ordering::Relaxed);
     }
 
     /// `Some(Ok)` when `w` is durable, `Some(Err)` when it was rolled back, `None` while pending.

@@ -90,6 +90,50 @@ async fn a_cancelled_fsync_turn_is_handed_on() {
     engine.close().await.unwrap();
 }
 
+/// With `linger_us`, appends arriving a few milliseconds apart, each waiting for its own
+/// durability, share the fsync that starts a linger after the one before (without it, each
+/// would run its own: an fsync here is far shorter than the gaps).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_within_the_linger_share_one_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(1 << 20);
+    cfg.flush.linger_us = 300_000;
+    let engine = LogEngine::open(dir.path(), cfg).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    let batch = |i| {
+        crate::batch::encode(&[&record(i, 1)], crate::batch::ProducerFields::NONE)
+            .unwrap()
+            .freeze()
+    };
+    // The first fsync starts at once: none started before it.
+    engine
+        .write_batch("t", 0, batch(0))
+        .await
+        .unwrap()
+        .durable()
+        .await
+        .unwrap();
+    let partition = engine.partition("t", 0).unwrap();
+    let fsyncs = || partition.fsyncs.load(std::sync::atomic::Ordering::Relaxed);
+    let before = fsyncs();
+    let mut waiting = Vec::new();
+    for i in 1..=10 {
+        let pending = engine.write_batch("t", 0, batch(i)).await.unwrap();
+        waiting.push(tokio::spawn(pending.durable()));
+        // Arrivals spread out, as a client fleet's are.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    for (i, w) in waiting.into_iter().enumerate() {
+        assert_eq!(w.await.unwrap().unwrap(), i as i64 + 1);
+    }
+    let shared = fsyncs() - before;
+    assert!(
+        shared <= 2,
+        "{shared} fsyncs for 10 appends within the linger"
+    );
+    engine.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn recovery_scans_batches_larger_than_and_straddling_its_chunks() {
     let dir = tempfile::tempdir().unwrap();
@@ -203,6 +247,7 @@ async fn truncation_fails_waiters_past_the_cut() {
     cfg.flush = FlushPolicy {
         mode: FlushMode::Interval,
         interval_ms: 300,
+        linger_us: 0,
     };
     let engine = LogEngine::open(dir.path(), cfg).unwrap();
     engine.create_topic_now("t", 1).unwrap();
@@ -231,6 +276,7 @@ fn background(interval_ms: u64) -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::Background,
             interval_ms,
+            linger_us: 0,
         },
         ..config(1 << 20)
     }

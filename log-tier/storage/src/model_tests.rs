@@ -45,6 +45,7 @@ fn config(mode: FlushMode) -> LogConfig {
         flush: FlushPolicy {
             mode,
             interval_ms: 1,
+            linger_us: 0,
         },
         segment_bytes: 4096,
         index_interval_bytes: 128,

@@ -24,6 +24,7 @@ fn config() -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 0,
+            linger_us: 0,
         },
         ..LogConfig::default()
     };
@@ -33,6 +34,7 @@ fn config() -> LogConfig {
             flush: Some(FlushPolicy {
                 mode: FlushMode::Background,
                 interval_ms: 60_000,
+                linger_us: 0,
             }),
             ..TopicConfig::default()
         },

@@ -137,6 +137,10 @@ pub(crate) struct Partition {
     pub(crate) syncing: AtomicBool,
     /// Counts the ends of appenders' fsyncs (`every_append`), also failed or cancelled ones.
     pub(crate) sync_ends: watch::Sender<u64>,
+    /// When the last appender's fsync started, in microseconds since `created` (the linger).
+    pub(crate) last_sync_us: AtomicU64,
+    /// The partition's clock origin.
+    pub(crate) created: std::time::Instant,
     metrics: m::PartitionMetrics,
     /// fsyncs of segment files so far (group-commit statistics and tests).
     pub(crate) fsyncs: Arc<AtomicU64>,
@@ -230,6 +234,8 @@ impl Partition {
             sync_lock: tokio::sync::Mutex::new(()),
             syncing: AtomicBool::new(false),
             sync_ends: watch::Sender::new(0),
+            last_sync_us: AtomicU64::new(0),
+            created: std::time::Instant::now(),
             metrics: m::PartitionMetrics::new(&topic),
             fsyncs: Arc::new(AtomicU64::new(0)),
             files,

@@ -49,6 +49,7 @@ fn config() -> LogConfig {
         flush: FlushPolicy {
             mode: FlushMode::EveryAppend,
             interval_ms: 0,
+            linger_us: 0,
         },
         segment_bytes: 4096,
         index_interval_bytes: 200,

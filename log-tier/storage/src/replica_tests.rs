@@ -19,6 +19,7 @@ pub(super) fn config(mode: FlushMode, segment_bytes: u64) -> LogConfig {
         flush: FlushPolicy {
             mode,
             interval_ms: 3_600_000,
+            linger_us: 0,
         },
         segment_bytes,
         index_interval_bytes: 200,
@@ -479,6 +480,7 @@ async fn on_durable_follows_interval_and_os_flushes() {
         flush: Some(FlushPolicy {
             mode: FlushMode::Os,
             interval_ms: 0,
+            linger_us: 0,
         }),
         ..TopicConfig::default()
     };
@@ -513,6 +515,7 @@ async fn on_durable_follows_interval_and_os_flushes() {
         flush: Some(FlushPolicy {
             mode: FlushMode::Background,
             interval_ms: 3_600_000,
+            linger_us: 0,
         }),
         ..TopicConfig::default()
     };

@@ -308,6 +308,7 @@ mod tests {
             flush: FlushPolicy {
                 mode: FlushMode::EveryAppend,
                 interval_ms: 0,
+                linger_us: 0,
             },
             ..LogConfig::default()
         };
@@ -325,6 +326,7 @@ mod tests {
             flush: FlushPolicy {
                 mode: FlushMode::Interval,
                 interval_ms: 5,
+                linger_us: 0,
             },
             segment_bytes: 4096,
             index_interval_bytes: 256,
@@ -347,6 +349,7 @@ mod tests {
             flush: FlushPolicy {
                 mode: FlushMode::Background,
                 interval_ms: 5,
+                linger_us: 0,
             },
             ..LogConfig::default()
         };
@@ -362,6 +365,7 @@ mod tests {
             flush: FlushPolicy {
                 mode: FlushMode::Os,
                 interval_ms: 0,
+                linger_us: 0,
             },
             ..LogConfig::default()
         };

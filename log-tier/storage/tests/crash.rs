@@ -32,6 +32,7 @@ fn config() -> LogConfig {
         flush: Some(FlushPolicy {
             mode,
             interval_ms: 5,
+            linger_us: 0,
         }),
         ..TopicConfig::default()
     };

@@ -46,6 +46,7 @@ fn topic_config(topic: &str) -> TopicConfig {
         flush: Some(FlushPolicy {
             mode,
             interval_ms: 5,
+            linger_us: 0,
         }),
         ..TopicConfig::default()
     }

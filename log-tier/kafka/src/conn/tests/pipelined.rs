@@ -36,6 +36,7 @@ fn connect(mode: FlushMode) -> Connection {
         flush: FlushPolicy {
             mode,
             interval_ms: 3_600_000,
+            linger_us: 0,
         },
         ..LogConfig::default()
     };
