@@ -51,6 +51,9 @@ pub(crate) struct PartitionTask {
     stop: watch::Receiver<bool>,
 }
 
+/// What one read of the log gave.
+type ReadResult = Result<Vec<StoredRecord>, LogError>;
+
 /// Why the read loop ended.
 enum Exit {
     /// Graceful stop: deliver the open batch.
@@ -139,17 +142,24 @@ impl PartitionTask {
             self.shared.options.retry_max,
         );
         let mut read_backoff = Backoff::new(initial, max);
+        // Records read from `position` while a batch was being sent (read-ahead).
+        let mut ahead: Option<ReadResult> = None;
         let exit = loop {
             if *self.stop.borrow() {
                 break Exit::Stop;
             }
-            let wait = self.read_wait(open.as_ref());
-            let records = tokio::select! {
-                r = self.shared.log.read(&self.topic, self.partition, position, self.shared.options.read_max_bytes, wait) => r,
-                changed = self.stop.changed() => match changed {
-                    Ok(()) => continue,
-                    Err(_) => break Exit::Abandon,
-                },
+            let records = match ahead.take() {
+                Some(records) => records,
+                None => {
+                    let wait = self.read_wait(open.as_ref());
+                    tokio::select! {
+                        r = self.shared.log.read(&self.topic, self.partition, position, self.shared.options.read_max_bytes, wait) => r,
+                        changed = self.stop.changed() => match changed {
+                            Ok(()) => continue,
+                            Err(_) => break Exit::Abandon,
+                        },
+                    }
+                }
             };
             match records {
                 Ok(records) => {
@@ -157,7 +167,7 @@ impl PartitionTask {
                     if let Some(last) = records.last() {
                         position = last.offset + 1;
                     }
-                    self.take(records, &mut open).await;
+                    self.take(records, &mut open, position, &mut ahead).await;
                     self.update_lag().await;
                 }
                 Err(LogError::OffsetOutOfRange { .. }) => {
@@ -189,7 +199,7 @@ impl PartitionTask {
             }
             let due = open.as_ref().is_some_and(|b| b.deadline <= Instant::now());
             if due && let Some(b) = open.take() {
-                self.deliver(b).await;
+                self.deliver_reading_ahead(b, position, &mut ahead).await;
             }
         };
         if let (Exit::Stop, Some(b)) = (exit, open) {
@@ -207,8 +217,15 @@ impl PartitionTask {
         })
     }
 
-    /// Adds records to the open batch (opening one if needed), delivering it whenever full.
-    async fn take(&mut self, records: Vec<StoredRecord>, open: &mut Option<OpenBatch>) {
+    /// Adds records to the open batch (opening one if needed), delivering it whenever full
+    /// (reading ahead from `next`, where the records after these start).
+    async fn take(
+        &mut self,
+        records: Vec<StoredRecord>,
+        open: &mut Option<OpenBatch>,
+        next: i64,
+        ahead: &mut Option<ReadResult>,
+    ) {
         for rec in records {
             let batch = open.get_or_insert_with(|| {
                 OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
@@ -217,9 +234,33 @@ impl PartitionTask {
             let full =
                 batch.items() >= self.limits.max_events || batch.bytes >= self.limits.max_bytes;
             if full && let Some(b) = open.take() {
-                self.deliver(b).await;
+                self.deliver_reading_ahead(b, next, ahead).await;
             }
         }
+    }
+
+    /// Delivers `batch` and, meanwhile, reads the records from `next` on (without waiting for
+    /// new ones) into `ahead`, unless it holds a read already: a partition's drain does not
+    /// stop for each sink round trip. What is read ahead is only taken after the delivery,
+    /// in order; if the task stops first it is dropped unrouted and uncommitted.
+    async fn deliver_reading_ahead(
+        &mut self,
+        batch: OpenBatch,
+        next: i64,
+        ahead: &mut Option<ReadResult>,
+    ) {
+        if ahead.is_some() {
+            self.deliver(batch).await;
+            return;
+        }
+        let (log, topic, partition) = (self.shared.log.clone(), self.topic.clone(), self.partition);
+        let max_bytes = self.shared.options.read_max_bytes;
+        let read = async move {
+            log.read(&topic, partition, next, max_bytes, Duration::ZERO)
+                .await
+        };
+        let ((), read) = tokio::join!(self.deliver(batch), read);
+        *ahead = Some(read);
     }
 
     fn push(&self, batch: &mut OpenBatch, rec: StoredRecord) {
