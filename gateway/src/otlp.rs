@@ -3,11 +3,14 @@
 //! resource's `service.instance.id`, `host.name` or `service.name`, the id the record's
 //! `log.record.uid` attribute if it has one (so a retried export is not appended twice).
 //!
-//! Bounded before and while decoding: the encoded request is sized first ([`bounds`]: records
-//! counted, the decoded form estimated) and refused over `max_events_per_batch` or
-//! [`DECODED_SIZE_FACTOR`] × `max_decompressed_bytes`; then the events it becomes may total at
-//! most `max_decompressed_bytes`, the copies of each resource and scope (every record carries
-//! them) charged before any record of theirs is built. Decoding runs off the async workers.
+//! Bounded before and while decoding: a request that could decode to more than
+//! [`DECODED_SIZE_FACTOR`] × `max_decompressed_bytes` is sized first ([`bounds`]: records
+//! counted, the decoded form estimated) and refused over that or `max_events_per_batch`; then
+//! the events it becomes may total at most `max_decompressed_bytes`, the copies of each
+//! resource and scope (every record carries them) charged before any record of theirs is
+//! built; and the parsed payloads kept for validation ([`IncomingEvent::parsed`]) at most as
+//! much again (beyond that an event's payload is parsed back when it is validated). A large
+//! body decodes off the async workers.
 
 mod bounds;
 
@@ -146,6 +149,8 @@ pub fn decode_request(
         left: limits.max_decompressed_bytes,
         limit: limits.max_decompressed_bytes,
     };
+    // What the parsed payloads kept for validation may take; past it they are dropped.
+    let mut parsed_left = limits.max_decompressed_bytes;
     let mut out = Vec::with_capacity(count);
     for resource_logs in request.resource_logs {
         let resource = resource_logs
@@ -168,10 +173,15 @@ pub fn decode_request(
             let records = scope_logs.log_records.len() as u64;
             budget.charge(((copies + source.len()) as u64).saturating_mul(records))?;
             for record in scope_logs.log_records {
-                let event =
+                let mut event =
                     record_event(record, default_type, &source, (&resource, &scope), copies)?;
                 let own = event.payload.len().saturating_sub(copies) + event.event_type.len();
                 budget.charge(own as u64)?;
+                let kept = event.parsed.as_deref().map_or(0, value_bytes);
+                match parsed_left.checked_sub(kept) {
+                    Some(left) => parsed_left = left,
+                    None => event.parsed = None,
+                }
                 out.push(Decoded::Event(event));
             }
         }
@@ -180,9 +190,8 @@ pub fn decode_request(
 }
 
 /// One log record as an event of `source`, its payload carrying `resource` and `scope` (JSON of
-/// `copies` bytes together): built
-/// as a JSON value (the record's strings moved into it, not copied), written once, and kept
-/// for validation so the payload is not parsed back.
+/// `copies` bytes together): built as a JSON value (the record's strings moved into it, not
+/// copied), written once, and kept for validation so the payload is not parsed back.
 fn record_event(
     mut record: LogRecord,
     default_type: &str,
@@ -230,6 +239,26 @@ fn record_event(
         attributes: Vec::new(),
         parsed: Some(Box::new(payload)),
     })
+}
+
+/// About how much memory `value` holds: its own struct, its strings, and for each object
+/// entry a key and its share of the map's nodes. (OTLP values nest no deeper than prost
+/// decodes, 100 levels.)
+fn value_bytes(value: &Value) -> u64 {
+    /// A map entry's share of its B-tree node besides key and value: links and spare slots.
+    const ENTRY_OVERHEAD: usize = 16;
+    let own = std::mem::size_of::<Value>() as u64;
+    own + match value {
+        Value::String(s) => s.len() as u64,
+        Value::Array(items) => items.iter().map(value_bytes).sum(),
+        Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| {
+                (std::mem::size_of::<String>() + k.len() + ENTRY_OVERHEAD) as u64 + value_bytes(v)
+            })
+            .sum(),
+        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+    }
 }
 
 /// How long `value` is as JSON text.
@@ -484,6 +513,40 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn parsed_payloads_are_kept_only_within_the_budget() {
+        let limits = Limits {
+            max_events_per_batch: 100,
+            max_decompressed_bytes: 20_000,
+            ..Limits::default()
+        };
+        let record = LogRecord {
+            body: Some(AnyValue {
+                value: Some(Any::StringValue("x".repeat(2_000))),
+            }),
+            attributes: (0..20).map(|i| kv(&format!("k{i}"), "v")).collect(),
+            ..LogRecord::default()
+        };
+        let decoded = decode_request(request(vec![record; 8]), "otel.log", &limits).unwrap();
+        let events: Vec<&IncomingEvent> = decoded
+            .iter()
+            .map(|d| match d {
+                Decoded::Event(e) => e,
+                Decoded::Bad { .. } => panic!("{d:?}"),
+            })
+            .collect();
+        // Each payload's bytes fit the events' budget; their values, larger, only the first few.
+        assert_eq!(events.len(), 8);
+        let kept: Vec<u64> = events
+            .iter()
+            .filter_map(|e| e.parsed.as_deref().map(value_bytes))
+            .collect();
+        assert!(!kept.is_empty() && kept.len() < 8, "{} kept", kept.len());
+        assert!(kept.iter().sum::<u64>() <= 20_000);
+        assert!(events[..kept.len()].iter().all(|e| e.parsed.is_some()));
+        assert!(events[kept.len()..].iter().all(|e| e.parsed.is_none()));
     }
 
     #[test]
