@@ -4,6 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use headwater_log::Log;
@@ -43,6 +45,43 @@ pub struct Collector {
     /// Default event type of OTLP log records.
     pub otlp_default_type: String,
     trusted_proxies: Vec<IpAddr>,
+    /// Request bytes handled at once (`max_in_flight_bytes`).
+    budget: Budget,
+}
+
+/// Room for request bytes in flight: a semaphore of one permit per byte (FIFO, so a large
+/// request waiting is not starved by small ones).
+struct Budget {
+    permits: Arc<Semaphore>,
+    total: u32,
+}
+
+/// One request's bytes held in the collector's budget until dropped (the request answered).
+#[must_use = "the bytes are given back when this is dropped"]
+pub struct Reserved {
+    permit: Option<OwnedSemaphorePermit>,
+    permits: Arc<Semaphore>,
+    total: u32,
+}
+
+impl Reserved {
+    /// Bytes held.
+    pub fn bytes(&self) -> u32 {
+        self.permit.as_ref().map_or(0, |p| p.num_permits() as u32)
+    }
+
+    fn observe(&self) {
+        let held = self.total as usize - self.permits.available_permits().min(self.total as usize);
+        metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES).set(held as f64);
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.permit.take().is_some() {
+            self.observe();
+        }
+    }
 }
 
 impl Collector {
@@ -63,6 +102,15 @@ impl Collector {
                 fields: FieldLimits::from(&config.limits),
                 dlq_topic: parts.dlq_topic,
                 metrics: BatchMetrics::default(),
+            },
+            budget: {
+                let total = u32::try_from(config.limits.max_in_flight_bytes)
+                    .unwrap_or(u32::MAX)
+                    .max(1);
+                Budget {
+                    permits: Arc::new(Semaphore::new(total as usize)),
+                    total,
+                }
             },
             limits: config.limits,
             otlp_default_type: config.otlp_default_type,
@@ -91,6 +139,54 @@ impl Collector {
                 .and_then(|v| v.to_str().ok())
                 .map(|v| v.chars().take(256).collect()),
         })
+    }
+
+    /// Holds `bytes` of a request in the budget (`max_in_flight_bytes`), waiting until they fit;
+    /// more than the whole budget is held as the whole budget.
+    pub async fn reserve(&self, bytes: usize) -> Reserved {
+        self.reserve_more(None, bytes).await
+    }
+
+    /// Makes `held` (a request's bytes reserved before its body was read) hold `bytes` in all,
+    /// taking the rest at once if it is free, or else giving `held` back and waiting for all of
+    /// it: requests that hold part of the budget never wait for more while holding it, so they
+    /// cannot starve each other.
+    pub async fn grow(&self, held: Reserved, bytes: usize) -> Reserved {
+        self.reserve_more(Some(held), bytes).await
+    }
+
+    async fn reserve_more(&self, held: Option<Reserved>, bytes: usize) -> Reserved {
+        let budget = &self.budget;
+        let want = u32::try_from(bytes).unwrap_or(u32::MAX).min(budget.total);
+        let mut reserved = held.unwrap_or_else(|| Reserved {
+            permit: None,
+            permits: budget.permits.clone(),
+            total: budget.total,
+        });
+        let have = reserved.bytes();
+        if want <= have {
+            return reserved;
+        }
+        let more = budget.permits.clone().try_acquire_many_owned(want - have);
+        let permit = match (more, reserved.permit.take()) {
+            (Ok(more), Some(mut permit)) => {
+                permit.merge(more);
+                permit
+            }
+            (Ok(more), None) => more,
+            (Err(_), held) => {
+                drop(held);
+                metrics::counter!(crate::metrics::INGEST_BUDGET_WAITS_TOTAL).increment(1);
+                match budget.permits.clone().acquire_many_owned(want).await {
+                    Ok(permit) => permit,
+                    // Only a closed semaphore refuses, and this one is never closed.
+                    Err(_) => return reserved,
+                }
+            }
+        };
+        reserved.permit = Some(permit);
+        reserved.observe();
+        reserved
     }
 
     /// Checks the batch against the limits and the key's event rate, then publishes it.
@@ -154,6 +250,87 @@ mod tests {
             }),
             dlq_topic: "events.dlq".into(),
         })
+    }
+
+    fn with_budget(bytes: u64) -> Collector {
+        let mut config = GatewayConfig::default();
+        config.limits.max_in_flight_bytes = bytes;
+        Collector::new(CollectorParts {
+            config,
+            log: Arc::new(MemoryLog::default()),
+            validator: Arc::new(AcceptAll {
+                topic: "events".into(),
+            }),
+            dlq_topic: "events.dlq".into(),
+        })
+    }
+
+    /// Polls `future` once, without a runtime (the semaphore's waits need none).
+    fn poll_once<F: std::future::Future>(
+        future: std::pin::Pin<&mut F>,
+    ) -> std::task::Poll<F::Output> {
+        future.poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    }
+
+    fn ready<F: std::future::Future>(future: F) -> F::Output {
+        let mut future = std::pin::pin!(future);
+        match poll_once(future.as_mut()) {
+            std::task::Poll::Ready(out) => out,
+            std::task::Poll::Pending => panic!("waited with room in the budget"),
+        }
+    }
+
+    #[test]
+    fn a_request_waits_for_room_in_the_budget() {
+        let collector = with_budget(100);
+        let first = ready(collector.reserve(60));
+        assert_eq!(first.bytes(), 60);
+        let mut second = std::pin::pin!(collector.reserve(50));
+        assert!(poll_once(second.as_mut()).is_pending(), "60 + 50 > 100");
+        drop(first);
+        let std::task::Poll::Ready(second) = poll_once(second.as_mut()) else {
+            panic!("room was given back")
+        };
+        assert_eq!(second.bytes(), 50);
+        // More than the whole budget is held as all of it, once alone.
+        let mut huge = std::pin::pin!(collector.reserve(1_000));
+        assert!(poll_once(huge.as_mut()).is_pending());
+        drop(second);
+        let std::task::Poll::Ready(huge) = poll_once(huge.as_mut()) else {
+            panic!("alone now")
+        };
+        assert_eq!(huge.bytes(), 100);
+    }
+
+    #[test]
+    fn requests_growing_their_share_do_not_wait_on_each_other() {
+        let collector = with_budget(100);
+        // Both reserved their declared (compressed) bodies, and both inflate past the room.
+        let a = ready(collector.reserve(60));
+        let b = ready(collector.reserve(40));
+        let mut a = std::pin::pin!(collector.grow(a, 80));
+        assert!(
+            poll_once(a.as_mut()).is_pending(),
+            "a gave its 60 back and waits"
+        );
+        let mut b = std::pin::pin!(collector.grow(b, 50));
+        assert!(poll_once(b.as_mut()).is_pending(), "b waits behind a");
+        let std::task::Poll::Ready(a) = poll_once(a.as_mut()) else {
+            panic!("b gave its 40 back: a has its 80")
+        };
+        assert_eq!(a.bytes(), 80);
+        assert!(poll_once(b.as_mut()).is_pending());
+        drop(a);
+        let std::task::Poll::Ready(b) = poll_once(b.as_mut()) else {
+            panic!("a is answered")
+        };
+        assert_eq!(b.bytes(), 50);
+        // Growing within free room takes it at once, and keeps what was held.
+        let b = ready(collector.grow(b, 70));
+        assert_eq!(b.bytes(), 70);
+        let c = ready(collector.reserve(30));
+        drop((b, c));
+        assert_eq!(ready(collector.reserve(100)).bytes(), 100);
     }
 
     fn meta(tenant: &str) -> RequestMeta {

@@ -17,6 +17,13 @@ pub struct Limits {
     pub max_event_bytes: u32,
     /// Requests handled at once before load shedding (503). Default 1024.
     pub max_concurrent_requests: u32,
+    /// Request bytes (after decompression) handled at once over all connections, from the
+    /// body's read to the answer: a request that does not fit waits, its body unread where
+    /// its length is declared and it is not compressed, until others are answered (within
+    /// `request_timeout_ms`). A request larger than the whole budget waits to be alone. This
+    /// bounds the memory of requests in flight, which hold several times their bytes while
+    /// decoded and appended. At most 4 GiB. Default 64 MiB.
+    pub max_in_flight_bytes: u64,
     /// Time a request may take end to end, in milliseconds. Default 30,000.
     pub request_timeout_ms: u64,
     /// Longest client-given event `id`, in bytes; an event with a longer one is rejected (its
@@ -47,6 +54,7 @@ impl Default for Limits {
             max_events_per_batch: 10_000,
             max_event_bytes: 512 * 1024,
             max_concurrent_requests: 1024,
+            max_in_flight_bytes: 64 * 1024 * 1024,
             request_timeout_ms: 30_000,
             max_id_bytes: 128,
             max_type_bytes: 128,
@@ -364,6 +372,7 @@ impl GatewayConfig {
                 u64::from(l.max_concurrent_requests),
             ),
             ("request_timeout_ms", l.request_timeout_ms),
+            ("max_in_flight_bytes", l.max_in_flight_bytes),
         ] {
             if value == 0 {
                 errors.push((
@@ -383,6 +392,12 @@ impl GatewayConfig {
                     format!("must be between 1 and {MAX_ENVELOPE_FIELD_BYTES}"),
                 ));
             }
+        }
+        if l.max_in_flight_bytes > u64::from(u32::MAX) {
+            errors.push((
+                "gateway.limits.max_in_flight_bytes".to_owned(),
+                format!("must be at most {} (4 GiB)", u32::MAX),
+            ));
         }
         if l.max_decompressed_bytes < l.max_body_bytes {
             errors.push((

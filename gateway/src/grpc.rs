@@ -76,6 +76,7 @@ impl Handler for Publish {
         meta: RequestMeta,
         message: Bytes,
     ) -> Result<PublishResponse, IngestError> {
+        let _reserved = collector.reserve(message.len()).await;
         let max = collector.limits.max_events_per_batch as usize;
         let decoded = decode_sized(message.len(), move || decode_protobuf(&message, max)).await?;
         let report = collector.publish(&meta, decoded).await?;
@@ -96,6 +97,7 @@ impl Handler for Export {
         meta: RequestMeta,
         message: Bytes,
     ) -> Result<ExportLogsServiceResponse, IngestError> {
+        let _reserved = collector.reserve(message.len()).await;
         let decoded = otlp::decode(&collector, message, otlp::Encoding::Protobuf).await?;
         let report = collector.publish(&meta, decoded).await?;
         Ok(otlp::response(&report))

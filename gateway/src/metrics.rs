@@ -27,6 +27,10 @@ pub const HTTP_CONNECTIONS_REFUSED_TOTAL: &str = "headwater_http_connections_ref
 pub const HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL: &str = "headwater_http_connections_idle_closed_total";
 /// Constant 1, labelled with the build's version.
 pub const BUILD_INFO: &str = "headwater_build_info";
+/// Request bytes held in `gateway.limits.max_in_flight_bytes`.
+pub const INGEST_IN_FLIGHT_BYTES: &str = "headwater_ingest_in_flight_bytes";
+/// Requests that waited for room in `gateway.limits.max_in_flight_bytes`.
+pub const INGEST_BUDGET_WAITS_TOTAL: &str = "headwater_ingest_budget_waits_total";
 /// Process start time, seconds since the Unix epoch.
 pub const PROCESS_START_TIME_SECONDS: &str = "headwater_process_start_time_seconds";
 
@@ -65,6 +69,15 @@ pub fn install() -> PrometheusHandle {
 
 fn describe() {
     metrics::describe_counter!(HTTP_REQUESTS_TOTAL, "HTTP requests served");
+    metrics::describe_gauge!(
+        INGEST_IN_FLIGHT_BYTES,
+        Unit::Bytes,
+        "Request bytes being handled, within gateway.limits.max_in_flight_bytes"
+    );
+    metrics::describe_counter!(
+        INGEST_BUDGET_WAITS_TOTAL,
+        "Requests that waited for room in gateway.limits.max_in_flight_bytes"
+    );
     metrics::describe_histogram!(
         HTTP_REQUEST_DURATION_SECONDS,
         metrics::Unit::Seconds,

@@ -28,7 +28,7 @@ pub(super) async fn post_events(State(state): State<AppState>, request: Request)
 }
 
 async fn ingest(collector: &Collector, request: Request) -> Result<Report, IngestError> {
-    let (meta, kind, bytes) = intake::admit_and_read(collector, request).await?;
+    let (meta, kind, bytes, _reserved) = intake::admit_and_read(collector, request).await?;
     metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => meta.principal.tenant.to_string())
         .increment(bytes.len() as u64);
     let max_events = collector.limits.max_events_per_batch as usize;

@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, header};
 use bytes::Bytes;
 
 use crate::body;
-use crate::collector::Collector;
+use crate::collector::{Collector, Reserved};
 use crate::error::IngestError;
 use crate::ingest::RequestMeta;
 use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
@@ -56,7 +56,7 @@ pub(super) fn body_kind(headers: &HeaderMap) -> Result<BodyKind, IngestError> {
 pub(super) async fn admit_and_read(
     collector: &Collector,
     request: Request,
-) -> Result<(RequestMeta, BodyKind, Bytes), IngestError> {
+) -> Result<(RequestMeta, BodyKind, Bytes, Reserved), IngestError> {
     let (parts, body) = request.into_parts();
     let peer = parts
         .extensions
@@ -66,9 +66,18 @@ pub(super) async fn admit_and_read(
     tracing::Span::current().record("tenant", &*meta.principal.tenant);
     let kind = body_kind(&parts.headers)?;
     let limits = &collector.limits;
+    // Room for the declared body before a byte of it is read: a request that must wait
+    // leaves its body in the connection.
+    let declared = body::declared_length(&parts.headers)
+        .filter(|&len| len <= limits.max_body_bytes)
+        .unwrap_or(0);
+    let reserved = collector
+        .reserve(usize::try_from(declared).unwrap_or(usize::MAX))
+        .await;
     let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
     let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
-    Ok((meta, kind, bytes))
+    let reserved = collector.grow(reserved, bytes.len()).await;
+    Ok((meta, kind, bytes, reserved))
 }
 
 /// Records the request's duration under `transport`, and its refusal reason if refused.

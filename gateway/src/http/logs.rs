@@ -36,7 +36,7 @@ async fn ingest(
     collector: &Collector,
     request: Request,
 ) -> Result<(BodyKind, ExportLogsServiceResponse), IngestError> {
-    let (meta, kind, bytes) = intake::admit_and_read(collector, request).await?;
+    let (meta, kind, bytes, _reserved) = intake::admit_and_read(collector, request).await?;
     let encoding = match kind {
         BodyKind::Protobuf => otlp::Encoding::Protobuf,
         BodyKind::Json => otlp::Encoding::Json,

@@ -424,3 +424,69 @@ async fn custom_methods_are_counted_as_other() {
         "{text}"
     );
 }
+
+/// A batch of `n` events whose ids start with `prefix`.
+fn batch_of(n: usize, prefix: &str) -> String {
+    let events: Vec<String> = (0..n)
+        .map(|i| format!(r#"{{"type":"t","source":"s","id":"{prefix}{i}","payload":{{"n":{i}}}}}"#))
+        .collect();
+    format!("[{}]", events.join(","))
+}
+
+#[tokio::test]
+async fn requests_over_the_in_flight_budget_are_taken_in_turn() {
+    use std::io::Write;
+    let mut config = GatewayConfig::default();
+    config.limits.max_in_flight_bytes = 64;
+    let app = app_with(Ok(()), config, None);
+    let plain = batch_of(20, "a");
+    let inflated = batch_of(20, "b");
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    gzip.write_all(inflated.as_bytes()).unwrap();
+    let gzip = gzip.finish().unwrap();
+    assert!(plain.len() > 64 && inflated.len() > 64);
+    let post = |body: Vec<u8>, encoding: Option<&'static str>| {
+        let mut request = Request::post("/v1/events").header("content-type", "application/json");
+        if let Some(encoding) = encoding {
+            request = request.header("content-encoding", encoding);
+        }
+        let request = request
+            .header("content-length", body.len())
+            .body(Body::from(body))
+            .unwrap();
+        let app = app.clone();
+        async move {
+            let response = app.oneshot(request).await.unwrap();
+            let status = response.status();
+            let body = response.into_body().collect().await.unwrap().to_bytes();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    // Each needs the whole budget (one declared, one only once inflated): they take turns,
+    // and neither waits on the other for ever.
+    let both = async {
+        tokio::join!(
+            post(plain.into_bytes(), None),
+            post(gzip, Some("gzip")),
+            post(batch_of(20, "c").into_bytes(), None),
+        )
+    };
+    let (a, b, c) = tokio::time::timeout(std::time::Duration::from_secs(20), both)
+        .await
+        .expect("requests over the budget waited on each other");
+    for (status, body) in [a, b, c] {
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert!(body.contains(r#""accepted":20"#), "{body}");
+    }
+    let (_, text) = get_text(app, "/metrics").await;
+    let held = text
+        .lines()
+        .find(|l| l.starts_with("headwater_ingest_in_flight_bytes "))
+        .expect(&text);
+    assert_eq!(held, "headwater_ingest_in_flight_bytes 0", "all given back");
+    let waits = text
+        .lines()
+        .find(|l| l.starts_with("headwater_ingest_budget_waits_total "))
+        .expect(&text);
+    assert_ne!(waits, "headwater_ingest_budget_waits_total 0", "none took turns");
+}
