@@ -130,6 +130,8 @@ impl Log for LogEngine {
             let chunks = encode_chunks(&refs, partition.settings.max_message_bytes as usize)?;
             encoded.push((p, partition, idxs, chunks));
         }
+        // Encoded: the records (a header list each) are not held through the fsync wait.
+        drop(records);
         let mut pending = Vec::new();
         let mut failure = None;
         'write: for (p, partition, idxs, chunks) in encoded {
