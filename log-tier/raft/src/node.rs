@@ -1447,6 +1447,15 @@ pub async fn purge_expired(
 /// under kills during elections). Once an entry of this term is committed, an entry this log
 /// lacks can never be committed, so the producer state is the truth. Every answer drawn from it
 /// is given only while this node still leads in that term.
+///
+/// A batch ahead of the producer's next sequence is refused as [`ProposeError::NotLeader`] (the
+/// client sends it again), never as out of order: the batch before it is on its way again, most
+/// often because this node itself just refused it. Raft refuses a leader's writes once its lease
+/// lapses (no quorum heard within the election timeout) while the node still leads in its term,
+/// so a refused batch and the one pipelined behind it meet the same leader a moment apart.
+/// Told OUT_OF_ORDER_SEQUENCE_NUMBER for the second, librdkafka bumps its epoch and sends again,
+/// under the new epoch, every batch of every partition whose outcome it could not tell, and a
+/// stored one among them is stored twice (seen in the fault suite after a leader was killed).
 async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, ProposeError> {
     let producer = BatchHeader::parse(&records).map_or(-1, |h| h.producer_id);
     let _turn = if producer >= 0 {
@@ -1460,7 +1469,17 @@ async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, 
         if let Some(not_leader) = lost_leadership(part, term) {
             return Err(not_leader);
         }
-        if let Some((base_offset, next_offset)) = checked? {
+        let checked = match checked {
+            Err(LogError::OutOfOrderSequence {
+                sequence, expected, ..
+            }) if sequence_ahead(sequence, expected) => {
+                return Err(ProposeError::NotLeader {
+                    leader: part.raft.metrics().borrow_watched().current_leader,
+                });
+            }
+            checked => checked?,
+        };
+        if let Some((base_offset, next_offset)) = checked {
             // The first copy may be in this log but not committed yet (written under an
             // earlier leader): its offsets are an acknowledgement only once it is, and only
             // if this node led throughout (a leader never truncates its own log; a follower's
@@ -1491,6 +1510,15 @@ async fn propose(part: &ReplicatedPartition, records: Bytes) -> Result<Applied, 
         Err(RaftError::APIError(e)) => Err(ProposeError::Stopped(e.to_string())),
         Err(RaftError::Fatal(e)) => Err(ProposeError::Stopped(e.to_string())),
     }
+}
+
+/// Whether an idempotent producer's batch at `sequence` comes after `expected`, the sequence
+/// its partition waits for (sequences wrap from `i32::MAX` to 0): a gap, not a batch from
+/// before the ones remembered.
+fn sequence_ahead(sequence: i32, expected: i32) -> bool {
+    const WRAP: i64 = 1 << 31;
+    let distance = (i64::from(sequence) - i64::from(expected)).rem_euclid(WRAP);
+    distance != 0 && distance < WRAP / 2
 }
 
 /// Waits (up to [`LEADER_SETTLE_WAIT`]) until this node leads `part` and has applied an entry
@@ -1531,5 +1559,27 @@ fn lost_leadership(part: &ReplicatedPartition, term: Term) -> Option<ProposeErro
         Some(ProposeError::NotLeader {
             leader: m.current_leader,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sequence_ahead;
+
+    #[test]
+    fn a_sequence_past_the_expected_one_is_ahead_one_before_it_is_not() {
+        assert!(sequence_ahead(5, 3));
+        assert!(
+            sequence_ahead(1, 0),
+            "a new epoch's second batch before its first"
+        );
+        assert!(!sequence_ahead(3, 3));
+        assert!(
+            !sequence_ahead(2, 9),
+            "a retry from before the batches remembered"
+        );
+        // Across the wrap from i32::MAX to 0.
+        assert!(sequence_ahead(1, i32::MAX - 1));
+        assert!(!sequence_ahead(i32::MAX - 1, 1));
     }
 }
