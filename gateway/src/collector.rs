@@ -141,50 +141,26 @@ impl Collector {
         })
     }
 
-    /// Holds `bytes` of a request in the budget (`max_in_flight_bytes`), waiting until they fit;
-    /// more than the whole budget is held as the whole budget.
+    /// Holds `bytes` of a request (its body, read and decompressed) in the budget
+    /// (`max_in_flight_bytes`) until the returned guard is dropped, waiting in turn until they
+    /// fit; more than the whole budget is held as the whole budget. A request reserves once,
+    /// so no request waits while holding part of the budget.
     pub async fn reserve(&self, bytes: usize) -> Reserved {
-        self.reserve_more(None, bytes).await
-    }
-
-    /// Makes `held` (a request's bytes reserved before its body was read) hold `bytes` in all,
-    /// taking the rest at once if it is free, or else giving `held` back and waiting for all of
-    /// it: requests that hold part of the budget never wait for more while holding it, so they
-    /// cannot starve each other.
-    pub async fn grow(&self, held: Reserved, bytes: usize) -> Reserved {
-        self.reserve_more(Some(held), bytes).await
-    }
-
-    async fn reserve_more(&self, held: Option<Reserved>, bytes: usize) -> Reserved {
         let budget = &self.budget;
         let want = u32::try_from(bytes).unwrap_or(u32::MAX).min(budget.total);
-        let mut reserved = held.unwrap_or_else(|| Reserved {
-            permit: None,
-            permits: budget.permits.clone(),
-            total: budget.total,
-        });
-        let have = reserved.bytes();
-        if want <= have {
-            return reserved;
-        }
-        let more = budget.permits.clone().try_acquire_many_owned(want - have);
-        let permit = match (more, reserved.permit.take()) {
-            (Ok(more), Some(mut permit)) => {
-                permit.merge(more);
-                permit
-            }
-            (Ok(more), None) => more,
-            (Err(_), held) => {
-                drop(held);
+        let permit = match budget.permits.clone().try_acquire_many_owned(want) {
+            Ok(permit) => Some(permit),
+            Err(_) => {
                 metrics::counter!(crate::metrics::INGEST_BUDGET_WAITS_TOTAL).increment(1);
-                match budget.permits.clone().acquire_many_owned(want).await {
-                    Ok(permit) => permit,
-                    // Only a closed semaphore refuses, and this one is never closed.
-                    Err(_) => return reserved,
-                }
+                // Only a closed semaphore refuses, and this one is never closed.
+                budget.permits.clone().acquire_many_owned(want).await.ok()
             }
         };
-        reserved.permit = Some(permit);
+        let reserved = Reserved {
+            permit,
+            permits: budget.permits.clone(),
+            total: budget.total,
+        };
         reserved.observe();
         reserved
     }
@@ -300,37 +276,6 @@ mod tests {
             panic!("alone now")
         };
         assert_eq!(huge.bytes(), 100);
-    }
-
-    #[test]
-    fn requests_growing_their_share_do_not_wait_on_each_other() {
-        let collector = with_budget(100);
-        // Both reserved their declared (compressed) bodies, and both inflate past the room.
-        let a = ready(collector.reserve(60));
-        let b = ready(collector.reserve(40));
-        let mut a = std::pin::pin!(collector.grow(a, 80));
-        assert!(
-            poll_once(a.as_mut()).is_pending(),
-            "a gave its 60 back and waits"
-        );
-        let mut b = std::pin::pin!(collector.grow(b, 50));
-        assert!(poll_once(b.as_mut()).is_pending(), "b waits behind a");
-        let std::task::Poll::Ready(a) = poll_once(a.as_mut()) else {
-            panic!("b gave its 40 back: a has its 80")
-        };
-        assert_eq!(a.bytes(), 80);
-        assert!(poll_once(b.as_mut()).is_pending());
-        drop(a);
-        let std::task::Poll::Ready(b) = poll_once(b.as_mut()) else {
-            panic!("a is answered")
-        };
-        assert_eq!(b.bytes(), 50);
-        // Growing within free room takes it at once, and keeps what was held.
-        let b = ready(collector.grow(b, 70));
-        assert_eq!(b.bytes(), 70);
-        let c = ready(collector.reserve(30));
-        drop((b, c));
-        assert_eq!(ready(collector.reserve(100)).bytes(), 100);
     }
 
     fn meta(tenant: &str) -> RequestMeta {

@@ -17,12 +17,12 @@ pub struct Limits {
     pub max_event_bytes: u32,
     /// Requests handled at once before load shedding (503). Default 1024.
     pub max_concurrent_requests: u32,
-    /// Request bytes (after decompression) handled at once over all connections, from the
-    /// body's read to the answer: a request that does not fit waits, its body unread where
-    /// its length is declared and it is not compressed, until others are answered (within
-    /// `request_timeout_ms`). A request larger than the whole budget waits to be alone. This
-    /// bounds the memory of requests in flight, which hold several times their bytes while
-    /// decoded and appended. At most 4 GiB. Default 64 MiB.
+    /// Request bytes (after decompression) decoded and appended at once over all
+    /// connections: a request whose body has been read waits, if it does not fit, until others
+    /// are answered (in turn, within `request_timeout_ms`); one larger than the whole budget
+    /// waits to be alone. A request holds several times its bytes while it is decoded and
+    /// appended, so this bounds that memory whatever the number of requests; a client slow to
+    /// send its body holds none of it. At most 4 GiB. Default 64 MiB.
     pub max_in_flight_bytes: u64,
     /// Time a request may take end to end, in milliseconds. Default 30,000.
     pub request_timeout_ms: u64,

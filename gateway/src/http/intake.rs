@@ -66,17 +66,10 @@ pub(super) async fn admit_and_read(
     tracing::Span::current().record("tenant", &*meta.principal.tenant);
     let kind = body_kind(&parts.headers)?;
     let limits = &collector.limits;
-    // Room for the declared body before a byte of it is read: a request that must wait
-    // leaves its body in the connection.
-    let declared = body::declared_length(&parts.headers)
-        .filter(|&len| len <= limits.max_body_bytes)
-        .unwrap_or(0);
-    let reserved = collector
-        .reserve(usize::try_from(declared).unwrap_or(usize::MAX))
-        .await;
     let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
     let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
-    let reserved = collector.grow(reserved, bytes.len()).await;
+    // Held once the body is here: a client that is slow to send it holds no room.
+    let reserved = collector.reserve(bytes.len()).await;
     Ok((meta, kind, bytes, reserved))
 }
 

@@ -43,6 +43,14 @@ fn app_with(
     app(state, &config)
 }
 
+/// `POST /v1/events` of a JSON body.
+fn post_events(body: impl Into<Body>) -> Request<Body> {
+    Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .body(body.into())
+        .unwrap()
+}
+
 async fn get_text(app: Router, path: &str) -> (StatusCode, String) {
     let response = app
         .oneshot(Request::get(path).body(Body::empty()).unwrap())
@@ -105,16 +113,7 @@ async fn metrics_lists_headwater_series_after_a_request() {
 async fn ingest_metrics_are_per_tenant_and_type() {
     let app = test_app(Ok(()));
     let body = r#"[{"type":"metrics.probe","source":"d1","payload":{"n":12345}}]"#;
-    let response = app
-        .clone()
-        .oneshot(
-            Request::post("/v1/events")
-                .header("content-type", "application/json")
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(post_events(body)).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let (_, text) = get_text(app, "/metrics").await;
     // `AcceptAll` registers no types, so the label is `other`.
@@ -488,5 +487,34 @@ async fn requests_over_the_in_flight_budget_are_taken_in_turn() {
         .lines()
         .find(|l| l.starts_with("headwater_ingest_budget_waits_total "))
         .expect(&text);
-    assert_ne!(waits, "headwater_ingest_budget_waits_total 0", "none took turns");
+    assert_ne!(
+        waits, "headwater_ingest_budget_waits_total 0",
+        "none took turns"
+    );
+}
+
+#[tokio::test]
+async fn a_client_slow_to_send_its_body_holds_no_room_in_the_budget() {
+    let mut config = GatewayConfig::default();
+    config.limits.max_in_flight_bytes = 64;
+    let app = app_with(Ok(()), config, None);
+    // Declares a body over the whole budget and never sends it.
+    let stalled = Request::post("/v1/events")
+        .header("content-type", "application/json")
+        .header("content-length", "1000")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >()))
+        .unwrap();
+    let mut stalled = std::pin::pin!(app.clone().oneshot(stalled));
+    let body = batch_of(20, "slow");
+    let answered = async {
+        // The stalled request has started and waits for its body.
+        assert!(futures::poll!(stalled.as_mut()).is_pending());
+        app.clone().oneshot(post_events(body)).await.unwrap()
+    };
+    let response = tokio::time::timeout(std::time::Duration::from_secs(20), answered)
+        .await
+        .expect("a request waited for room held by a body not yet sent");
+    assert_eq!(response.status(), StatusCode::OK);
 }
