@@ -361,6 +361,7 @@ impl Pipeline {
             topic: topic.to_owned(),
             items,
             arena: arena.freeze(),
+            batch: enrichment.clone(),
         };
         match tokio::spawn(job.run()).await {
             Ok(result) => result,
@@ -438,6 +439,8 @@ struct TopicAppend {
     items: Vec<Item>,
     /// The header values the items' records are sliced from.
     arena: Bytes,
+    /// The header values every record of the batch shares.
+    batch: BatchHeaders,
 }
 
 impl TopicAppend {
@@ -457,7 +460,7 @@ impl TopicAppend {
     async fn append(&self, items: &[Item]) -> Result<(), LogError> {
         let records = items
             .iter()
-            .map(|item| item.record.record(&self.arena))
+            .map(|item| item.record.record(&self.arena, &self.batch))
             .collect();
         let (written, result) = match self.log.append_partial(&self.topic, records).await {
             Ok(_) => (items.iter().collect(), Ok(())),

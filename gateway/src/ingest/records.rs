@@ -14,6 +14,7 @@ use super::headers;
 use crate::decode::IncomingEvent;
 
 /// What every record of a batch carries, made once per batch.
+#[derive(Clone)]
 pub(super) struct BatchHeaders {
     received_at_ms: i64,
     received_at: Bytes,
@@ -51,14 +52,14 @@ impl Arena {
         Bytes::from(self.0)
     }
 
-    fn text(&mut self, text: &[u8]) -> Value {
+    fn text(&mut self, text: &[u8]) -> Span {
         let start = self.0.len();
         self.0.extend_from_slice(text);
-        Value::Span(start, self.0.len())
+        Span(start, self.0.len())
     }
 
     /// `n` in decimal (as `to_string` writes it, without its formatting machinery).
-    fn number(&mut self, n: i64) -> Value {
+    fn number(&mut self, n: i64) -> Span {
         let mut digits = [0u8; 20];
         let mut at = digits.len();
         let mut rest = n.unsigned_abs();
@@ -75,63 +76,109 @@ impl Arena {
             self.0.push(b'-');
         }
         self.0.extend_from_slice(&digits[at..]);
-        Value::Span(start, self.0.len())
+        Span(start, self.0.len())
     }
 }
 
-/// A header value: a span of the append's [`Arena`], or bytes of its own (shared by the
-/// batch, or a dead letter's).
-#[derive(Clone)]
-enum Value {
-    Span(usize, usize),
-    Bytes(Bytes),
-}
+/// A header value written into the append's [`Arena`]: its span there.
+#[derive(Clone, Copy)]
+struct Span(usize, usize);
 
-impl Value {
-    fn resolve(&self, arena: &Bytes) -> Bytes {
-        match self {
-            Self::Span(start, end) => arena.slice(*start..*end),
-            Self::Bytes(bytes) => bytes.clone(),
-        }
+impl Span {
+    fn resolve(self, arena: &Bytes) -> Bytes {
+        arena.slice(self.0..self.1)
     }
 }
 
-fn shared(bytes: &Bytes) -> Value {
-    Value::Bytes(bytes.clone())
+/// An event's envelope as a record keeps it until it is appended: spans of the arena, no
+/// header list of its own (built only as the record is, in [`RecordParts::record`]).
+struct EventHeaders {
+    id: Span,
+    event_type: Span,
+    version: Span,
+    /// The client's time; `None`: `received_at`.
+    ts: Option<Span>,
+    format: &'static str,
+    /// `hw.attr.` + key, and the value.
+    attributes: Vec<(String, Span)>,
 }
 
-/// A header name: one of the gateway's, or an attribute's (`hw.attr.` + its key).
-enum Name {
-    Static(&'static str),
-    Attribute(String),
+/// A dead letter's reason, and the value's size when it was cut (`hw.error`, `hw.truncated`).
+struct DeadLetter {
+    reason: Bytes,
+    truncated: Option<Bytes>,
 }
 
 /// A record before it is appended (see the module documentation).
 pub(super) struct RecordParts {
-    key: Option<Value>,
+    /// The source; `None` for an element that is not an event.
+    key: Option<Span>,
     value: Bytes,
-    headers: Vec<(Name, Value)>,
+    /// `None` for an element that is not an event (its headers: `received_at`, `tenant`).
+    event: Option<EventHeaders>,
+    dead_letter: Option<Box<DeadLetter>>,
     timestamp_ms: i64,
 }
 
 impl RecordParts {
-    /// The record to append; `arena` is the append's [`Arena`], frozen.
-    pub(super) fn record(&self, arena: &Bytes) -> Record {
+    /// The record to append; `arena` is the append's [`Arena`], frozen, and `batch` what every
+    /// record of the batch carries. The headers: the schema crate's `hw.*` set in
+    /// `Envelope::to_headers`'s order (so the router and sinks rebuild it with
+    /// `Envelope::from_headers`), then the gateway's enrichment, the attributes, and a dead
+    /// letter's reason.
+    pub(super) fn record(&self, arena: &Bytes, batch: &BatchHeaders) -> Record {
+        let header = |name: &'static str, value: Bytes| Header {
+            key: Cow::Borrowed(name),
+            value: Some(value),
+        };
+        let mut out = Vec::with_capacity(
+            10 + self.event.as_ref().map_or(0, |e| e.attributes.len())
+                + 2 * usize::from(self.dead_letter.is_some()),
+        );
+        match (&self.event, self.key) {
+            (Some(event), Some(source)) => {
+                out.extend([
+                    header(headers::ID, event.id.resolve(arena)),
+                    header(headers::TYPE, event.event_type.resolve(arena)),
+                    header(headers::VERSION, event.version.resolve(arena)),
+                    header(headers::SOURCE, source.resolve(arena)),
+                    header(
+                        headers::TS,
+                        event
+                            .ts
+                            .map_or_else(|| batch.received_at.clone(), |ts| ts.resolve(arena)),
+                    ),
+                    header(headers::RECEIVED_AT, batch.received_at.clone()),
+                    header(headers::TENANT, batch.tenant.clone()),
+                    header(headers::FORMAT, Bytes::from_static(event.format.as_bytes())),
+                ]);
+                if let Some(ip) = &batch.client_ip {
+                    out.push(header(headers::CLIENT_IP, ip.clone()));
+                }
+                if let Some(agent) = &batch.user_agent {
+                    out.push(header(headers::USER_AGENT, agent.clone()));
+                }
+                out.extend(event.attributes.iter().map(|(name, value)| Header {
+                    key: Cow::Owned(name.clone()),
+                    value: Some(value.resolve(arena)),
+                }));
+            }
+            _ => out.extend([
+                header(headers::RECEIVED_AT, batch.received_at.clone()),
+                header(headers::TENANT, batch.tenant.clone()),
+            ]),
+        }
+        if let Some(dead) = &self.dead_letter {
+            out.push(header(headers::ERROR, dead.reason.clone()));
+            if let Some(size) = &dead.truncated {
+                out.push(header(headers::TRUNCATED, size.clone()));
+            }
+        }
         Record {
             partition: None,
-            key: self.key.as_ref().map(|key| key.resolve(arena)),
+            key: self.key.map(|key| key.resolve(arena)),
             value: Some(self.value.clone()),
-            headers: self
-                .headers
-                .iter()
-                .map(|(name, value)| Header {
-                    key: match name {
-                        Name::Static(name) => Cow::Borrowed(*name),
-                        Name::Attribute(name) => Cow::Owned(name.clone()),
-                    },
-                    value: Some(value.resolve(arena)),
-                })
-                .collect(),
+            headers: out,
             timestamp_ms: self.timestamp_ms,
         }
     }
@@ -145,11 +192,12 @@ impl RecordParts {
         id: &str,
         version: u32,
     ) -> Self {
-        let (key, headers) = envelope(arena, batch, event, id, version);
+        let (key, headers) = envelope(arena, event, id, version);
         Self {
             key: Some(key),
             value: event.payload.clone(),
-            headers,
+            event: Some(headers),
+            dead_letter: None,
             timestamp_ms: batch.received_at_ms,
         }
     }
@@ -164,11 +212,11 @@ impl RecordParts {
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        let (key, headers) = envelope(arena, batch, event, id, event.version.unwrap_or(0));
+        let (key, headers) = envelope(arena, event, id, event.version.unwrap_or(0));
         Self::dead_letter(
             batch,
             Some(key),
-            headers,
+            Some(headers),
             &event.payload,
             reason,
             max_value_bytes,
@@ -182,93 +230,65 @@ impl RecordParts {
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        let headers = vec![
-            (
-                Name::Static(headers::RECEIVED_AT),
-                shared(&batch.received_at),
-            ),
-            (Name::Static(headers::TENANT), shared(&batch.tenant)),
-        ];
-        Self::dead_letter(batch, None, headers, raw, reason, max_value_bytes)
+        Self::dead_letter(batch, None, None, raw, reason, max_value_bytes)
     }
 
     /// A dead letter: `reason` in `hw.error`, and a value over `max_value_bytes` cut to it
     /// (saying so in `hw.truncated`), so that the log takes it rather than failing the batch.
     fn dead_letter(
         batch: &BatchHeaders,
-        key: Option<Value>,
-        mut headers: Vec<(Name, Value)>,
+        key: Option<Span>,
+        event: Option<EventHeaders>,
         value: &Bytes,
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        let reason = Bytes::copy_from_slice(reason.as_bytes());
-        headers.push((Name::Static(headers::ERROR), Value::Bytes(reason)));
-        let value = if value.len() > max_value_bytes {
-            let size = Value::Bytes(Bytes::from(value.len().to_string()));
-            headers.push((Name::Static(headers::TRUNCATED), size));
-            value.slice(..max_value_bytes)
+        let (value, truncated) = if value.len() > max_value_bytes {
+            let size = Bytes::from(value.len().to_string());
+            (value.slice(..max_value_bytes), Some(size))
         } else {
-            value.clone()
+            (value.clone(), None)
         };
         Self {
             key,
             value,
-            headers,
+            event,
+            dead_letter: Some(Box::new(DeadLetter {
+                reason: Bytes::copy_from_slice(reason.as_bytes()),
+                truncated,
+            })),
             timestamp_ms: batch.received_at_ms,
         }
     }
 }
 
-/// The record key (the source) and the headers of an event's envelope: the schema crate's
-/// `hw.*` set in `Envelope::to_headers`'s order (so the router and sinks rebuild it with
-/// `Envelope::from_headers`), then the gateway's enrichment. An event without client time gets
-/// `ts` = `received_at`.
+/// The record key (the source) and the envelope of an event, written into the arena. An event
+/// without client time gets `ts` = `received_at`.
 fn envelope(
     arena: &mut Arena,
-    batch: &BatchHeaders,
     event: &IncomingEvent,
     id: &str,
     version: u32,
-) -> (Value, Vec<(Name, Value)>) {
+) -> (Span, EventHeaders) {
     let source = arena.text(event.source.as_bytes());
-    let ts = match event.ts {
-        Some(ts) => arena.number(ts),
-        None => shared(&batch.received_at),
+    let headers = EventHeaders {
+        id: arena.text(id.as_bytes()),
+        event_type: arena.text(event.event_type.as_bytes()),
+        version: arena.number(version.into()),
+        ts: event.ts.map(|ts| arena.number(ts)),
+        format: event.format.as_str(),
+        attributes: event
+            .attributes
+            .iter()
+            .map(|(key, value)| {
+                (
+                    format!("{}{key}", headers::ATTRIBUTE_PREFIX),
+                    arena.text(value.as_bytes()),
+                )
+            })
+            .collect(),
     };
-    let mut out = Vec::with_capacity(10 + event.attributes.len());
-    out.extend([
-        (Name::Static(headers::ID), arena.text(id.as_bytes())),
-        (
-            Name::Static(headers::TYPE),
-            arena.text(event.event_type.as_bytes()),
-        ),
-        (Name::Static(headers::VERSION), arena.number(version.into())),
-        (Name::Static(headers::SOURCE), source.clone()),
-        (Name::Static(headers::TS), ts),
-        (
-            Name::Static(headers::RECEIVED_AT),
-            shared(&batch.received_at),
-        ),
-        (Name::Static(headers::TENANT), shared(&batch.tenant)),
-        (
-            Name::Static(headers::FORMAT),
-            Value::Bytes(Bytes::from_static(event.format.as_str().as_bytes())),
-        ),
-    ]);
-    if let Some(ip) = &batch.client_ip {
-        out.push((Name::Static(headers::CLIENT_IP), shared(ip)));
-    }
-    if let Some(agent) = &batch.user_agent {
-        out.push((Name::Static(headers::USER_AGENT), shared(agent)));
-    }
-    for (key, value) in &event.attributes {
-        out.push((
-            Name::Attribute(format!("{}{key}", headers::ATTRIBUTE_PREFIX)),
-            arena.text(value.as_bytes()),
-        ));
-    }
-    (source, out)
+    (source, headers)
 }
 
 #[cfg(test)]
@@ -325,7 +345,7 @@ mod tests {
         let mut arena = Arena::with_capacity(8);
         let event = event(Some(-5));
         let parts = RecordParts::valid(&mut arena, &batch, &event, "e1", 3);
-        let record = parts.record(&arena.freeze());
+        let record = parts.record(&arena.freeze(), &batch);
         let envelope = Envelope {
             id: "e1".to_owned(),
             event_type: "playback.start".to_owned(),
@@ -357,7 +377,7 @@ mod tests {
     fn numbers_are_written_as_to_string_writes_them() {
         let numbers = [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN];
         let mut arena = Arena::with_capacity(4);
-        let written: Vec<Value> = numbers.iter().map(|n| arena.number(*n)).collect();
+        let written: Vec<Span> = numbers.iter().map(|n| arena.number(*n)).collect();
         let arena = arena.freeze();
         for (n, value) in numbers.iter().zip(&written) {
             assert_eq!(value.resolve(&arena), n.to_string().as_bytes(), "{n}");
@@ -369,7 +389,7 @@ mod tests {
         let batch = BatchHeaders::new(&meta(), 42);
         let mut arena = Arena::with_capacity(0);
         let parts = RecordParts::valid(&mut arena, &batch, &event(None), "e1", 1);
-        let record = parts.record(&arena.freeze());
+        let record = parts.record(&arena.freeze(), &batch);
         let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
         assert_eq!(ts, Some(("hw.ts".to_owned(), "42".to_owned())));
     }
@@ -379,7 +399,7 @@ mod tests {
         let batch = BatchHeaders::new(&meta(), 7);
         let mut arena = Arena::with_capacity(0);
         let invalid = RecordParts::invalid(&mut arena, &batch, &event(None), "e1", "bad", 3);
-        let invalid = invalid.record(&arena.freeze());
+        let invalid = invalid.record(&arena.freeze(), &batch);
         let headers = pairs(&invalid);
         assert!(headers.contains(&("hw.version".to_owned(), "0".to_owned())));
         assert!(headers.contains(&("hw.error".to_owned(), "bad".to_owned())));
@@ -387,7 +407,7 @@ mod tests {
         assert_eq!(invalid.value.as_deref(), Some(&br#"{"n"#[..]));
         let raw = Bytes::from_static(b"[1,2]");
         let malformed =
-            RecordParts::malformed(&batch, &raw, "not an event", 100).record(&Bytes::new());
+            RecordParts::malformed(&batch, &raw, "not an event", 100).record(&Bytes::new(), &batch);
         assert_eq!(
             pairs(&malformed),
             [
