@@ -11,21 +11,16 @@ use http_body_util::{BodyExt, Limited};
 
 use crate::error::IngestError;
 
-/// The body's length as `Content-Length` declares it.
-pub fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-}
-
 /// Reads the whole body, refusing more than `limit` bytes (also by `Content-Length` up front).
 pub async fn read_limited(
     headers: &HeaderMap,
     body: Body,
     limit: u64,
 ) -> Result<Bytes, IngestError> {
-    let declared = declared_length(headers);
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit) {
         return Err(IngestError::BodyTooLarge { limit });
     }

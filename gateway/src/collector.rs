@@ -4,11 +4,10 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use headwater_log::Log;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Authenticator;
 use crate::config::{GatewayConfig, Limits};

@@ -76,7 +76,6 @@ impl Handler for Publish {
         meta: RequestMeta,
         message: Bytes,
     ) -> Result<PublishResponse, IngestError> {
-        let _reserved = collector.reserve(message.len()).await;
         let max = collector.limits.max_events_per_batch as usize;
         let decoded = decode_sized(message.len(), move || decode_protobuf(&message, max)).await?;
         let report = collector.publish(&meta, decoded).await?;
@@ -97,7 +96,6 @@ impl Handler for Export {
         meta: RequestMeta,
         message: Bytes,
     ) -> Result<ExportLogsServiceResponse, IngestError> {
-        let _reserved = collector.reserve(message.len()).await;
         let decoded = otlp::decode(&collector, message, otlp::Encoding::Protobuf).await?;
         let report = collector.publish(&meta, decoded).await?;
         Ok(otlp::response(&report))
@@ -203,7 +201,10 @@ impl<H: Handler> UnaryService<Bytes> for Call<H> {
         let (collector, meta) = (self.collector.clone(), self.meta.clone());
         let started = self.started;
         Box::pin(async move {
-            let result = H::handle(collector, meta, request.into_inner()).await;
+            let message = request.into_inner();
+            // The message's bytes held in the in-flight budget until the answer.
+            let _reserved = collector.reserve(message.len()).await;
+            let result = H::handle(collector, meta, message).await;
             finish(started, result)
         })
     }

@@ -196,3 +196,53 @@ async fn otlp_grpc_and_http_logs_arrive_as_events() {
     }
     gw.stop().await;
 }
+
+/// Messages over the whole in-flight budget are taken in turn (each as the whole budget), and
+/// every one is answered: a gRPC call holds its message's bytes like an HTTP body.
+#[tokio::test]
+async fn grpc_calls_over_the_in_flight_budget_take_turns() {
+    let mut config = GatewayConfig::default();
+    config.limits.max_in_flight_bytes = 64;
+    let gw = TestGateway::start_with_shipped_schemas(config).await;
+    let client = IngestClient::connect(gw.base.clone()).await.unwrap();
+    let calls = (0..4).map(|c| {
+        let mut client = client.clone();
+        let batch = Batch {
+            events: (0..5)
+                .map(|i| json_event(&format!("budget-{c}-{i}"), i))
+                .collect(),
+        };
+        assert!(batch.encoded_len() > 64);
+        async move { client.publish(batch).await }
+    });
+    let answers = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        futures::future::join_all(calls),
+    )
+    .await
+    .expect("calls over the budget waited on each other");
+    for answer in answers {
+        assert_eq!(answer.unwrap().into_inner().accepted, 5);
+    }
+    let metrics = reqwest::get(gw.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let waits = metrics
+        .lines()
+        .find(|l| l.starts_with("headwater_ingest_budget_waits_total "))
+        .expect(&metrics);
+    assert_ne!(
+        waits, "headwater_ingest_budget_waits_total 0",
+        "none waited"
+    );
+    let held = metrics
+        .lines()
+        .find(|l| l.starts_with("headwater_ingest_in_flight_bytes "))
+        .expect(&metrics);
+    assert_eq!(held, "headwater_ingest_in_flight_bytes 0", "all given back");
+    assert_eq!(gw.records("events").await.len(), 20);
+    gw.stop().await;
+}
