@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Headwater, Listener, service, unique};
+use common::{Headwater, Listener, metric, service, unique};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::{ClientConfig, Message};
@@ -23,6 +23,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_headwater");
 struct LogNode {
     _process: Headwater,
     bootstrap: String,
+    /// Where it serves /healthz and /metrics.
+    ops: String,
     _data: tempfile::TempDir,
 }
 
@@ -37,6 +39,7 @@ fn log_node() -> LogNode {
         .current_dir(env!("CARGO_MANIFEST_DIR"));
     let mut process = Headwater::spawn("log-node", command);
     let bootstrap = process.addr(Listener::Kafka).to_string();
+    let ops = process.addr(Listener::Ops).to_string();
     let kafka = process.report(Listener::Kafka);
     assert_eq!(
         kafka.get("advertised").and_then(|a| a.as_str()),
@@ -46,6 +49,7 @@ fn log_node() -> LogNode {
     LogNode {
         _process: process,
         bootstrap,
+        ops,
         _data: data,
     }
 }
@@ -218,6 +222,20 @@ async fn rdkafka_idempotent_producer_and_group_consumer_with_committed_offsets()
     for delivery in futures::future::join_all(sends).await {
         delivery.expect("delivery");
     }
+    // Each answered Produce is timed from its request read to its response written (the
+    // series is recorded just after the write, so it may trail the delivery a moment).
+    let http = reqwest::Client::new();
+    let series = "headwater_log_kafka_produce_seconds_count";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut produces = metric(&http, &node.ops, series).await;
+    while !produces.is_some_and(|n| n >= 1.0) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        produces = metric(&http, &node.ops, series).await;
+    }
+    assert!(
+        produces.is_some_and(|n| n >= 1.0),
+        "answered Produces are timed in /metrics: {produces:?}"
+    );
     let group = unique("g");
     let consume = |expect: usize| {
         let consumer: BaseConsumer = ClientConfig::new()

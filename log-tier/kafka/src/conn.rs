@@ -172,6 +172,7 @@ impl<'a, W: AsyncWrite + Unpin> Session<'a, W> {
     /// the frame's share of the request budget, held until the answer is written. An error
     /// closes the connection (after the answers queued ahead).
     async fn serve(&mut self, frame: Bytes, budget: Option<SemaphorePermit<'a>>) -> io::Result<()> {
+        let read_at = Instant::now();
         let pipelined = self.sasl.is_open() && is_produce(&frame);
         if !pipelined {
             self.queue.drain(&mut self.writer).await?;
@@ -200,7 +201,8 @@ impl<'a, W: AsyncWrite + Unpin> Session<'a, W> {
                 Err(sasl_failure(reason))
             }
             Reply::Written(written) => {
-                self.queue.push(written.answer(self.broker), budget);
+                self.queue
+                    .push(written.answer(self.broker), budget, read_at);
                 if pipelined {
                     Ok(())
                 } else {

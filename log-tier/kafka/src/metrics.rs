@@ -1,6 +1,6 @@
 //! Metrics of the Kafka-protocol listener (names and descriptions; one place).
 
-use metrics::{describe_counter, describe_gauge};
+use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
 
 /// Kafka-listener connections closed for failing security (label `stage`: `tls` for a failed
 /// handshake, `sasl` for a bad, missing or refused SASL exchange).
@@ -34,6 +34,11 @@ pub const KAFKA_LIMIT_REFUSALS_TOTAL: &str = "headwater_log_kafka_limit_refusals
 /// connection).
 pub const KAFKA_INFLIGHT_PRODUCES: &str = "headwater_log_kafka_inflight_produces";
 
+/// Produce requests answered: seconds from the request read to its response written, the wait
+/// for durability (the fsync under `every_append`) and the Produces queued ahead on the same
+/// connection included. acks=0 Produces, which get no response, count until they are durable.
+pub const KAFKA_PRODUCE_SECONDS: &str = "headwater_log_kafka_produce_seconds";
+
 /// Registers descriptions with the installed recorder; call once at start-up.
 pub fn describe() {
     describe_counter!(
@@ -60,6 +65,11 @@ pub fn describe() {
     describe_gauge!(
         KAFKA_INFLIGHT_PRODUCES,
         "Kafka Produce requests written to the log and waiting for durability before their answer"
+    );
+    describe_histogram!(
+        KAFKA_PRODUCE_SECONDS,
+        Unit::Seconds,
+        "Kafka Produce requests: time from the request read to its response written"
     );
     describe_counter!(
         KAFKA_LIMIT_REFUSALS_TOTAL,

@@ -10,9 +10,10 @@ use futures::stream::FuturesOrdered;
 use kafka_protocol::messages::{ApiKey, ResponseKind};
 use tokio::io::AsyncWrite;
 use tokio::sync::SemaphorePermit;
+use tokio::time::Instant;
 
 use super::{Broker, data, encode, write_response};
-use crate::metrics::KAFKA_INFLIGHT_PRODUCES;
+use crate::metrics::{KAFKA_INFLIGHT_PRODUCES, KAFKA_PRODUCE_SECONDS};
 
 /// Most Produce requests of one connection written to the log and not yet answered. With this
 /// many waiting for durability the connection reads no further frame until the oldest is
@@ -53,15 +54,19 @@ pub(super) struct Answered<'a> {
     /// The frame's share of the request budget.
     _budget: Option<SemaphorePermit<'a>>,
     _in_flight: InFlight,
+    /// When its request was read.
+    read_at: Instant,
 }
 
 impl Answered<'_> {
-    /// Writes the response (if the Produce has one), then lets go of what it held.
+    /// Writes the response (if the Produce has one), then lets go of what it held. The time
+    /// from the request read to its response written goes into [`KAFKA_PRODUCE_SECONDS`].
     pub(super) async fn write<W: AsyncWrite + Unpin>(self, writer: &mut W) -> io::Result<()> {
-        match self.response? {
-            Some(response) => write_response(writer, &response, false).await,
-            None => Ok(()),
+        if let Some(response) = self.response? {
+            write_response(writer, &response, false).await?;
         }
+        ::metrics::histogram!(KAFKA_PRODUCE_SECONDS).record(self.read_at.elapsed().as_secs_f64());
+        Ok(())
     }
 }
 
@@ -86,11 +91,13 @@ impl<'a> Queue<'a> {
         self.queued.len() >= MAX_PRODUCES_IN_FLIGHT
     }
 
-    /// Queues the `answer` of a written Produce, with its frame's `budget`.
+    /// Queues the `answer` of a written Produce, with its frame's `budget` and the time its
+    /// request was read.
     pub(super) fn push(
         &mut self,
         answer: impl Future<Output = io::Result<Option<BytesMut>>> + Send + 'a,
         budget: Option<SemaphorePermit<'a>>,
+        read_at: Instant,
     ) {
         let in_flight = InFlight::new();
         self.queued.push_back(Box::pin(async move {
@@ -98,6 +105,7 @@ impl<'a> Queue<'a> {
                 response: answer.await,
                 _budget: budget,
                 _in_flight: in_flight,
+                read_at,
             }
         }));
     }
