@@ -8,6 +8,7 @@ pub mod config;
 #[cfg(test)]
 mod config_tests;
 pub mod elasticsearch;
+mod envelope_json;
 mod error;
 mod instrumented;
 pub mod memory;

@@ -8,6 +8,7 @@ use serde::de::IgnoredAny;
 
 use crate::OutEvent;
 use crate::elasticsearch::{IndexPattern, document_id};
+use crate::envelope_json::write_envelope;
 
 /// The NDJSON of a whole batch; item `i` is `body[items[i].clone()]`.
 pub struct BulkBody {
@@ -42,7 +43,7 @@ impl BulkBody {
                 },
             )?;
             body.push(b'\n');
-            serde_json::to_writer(&mut body, &event.envelope)?;
+            write_envelope(&mut body, &event.envelope)?;
             body.push(b'\n');
             items.push(start..body.len());
         }

@@ -6,6 +6,7 @@ use std::io::Write;
 use object_store::path::{Path, PathPart};
 
 use crate::config::Compression;
+use crate::envelope_json::write_envelope;
 use crate::time::UtcHour;
 use crate::{Batch, OutEvent};
 
@@ -67,7 +68,7 @@ fn write_lines(events: &[OutEvent], out: &mut impl Write) -> std::io::Result<usi
     let mut chunk = Vec::with_capacity(CHUNK_BYTES + 4096);
     let mut total = 0;
     for event in events {
-        serde_json::to_writer(&mut chunk, &event.envelope)?;
+        write_envelope(&mut chunk, &event.envelope)?;
         chunk.push(b'\n');
         if chunk.len() >= CHUNK_BYTES {
             out.write_all(&chunk)?;
