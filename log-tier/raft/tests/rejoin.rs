@@ -16,7 +16,18 @@ async fn a_wiped_node_does_not_vote_a_lagging_node_into_losing_committed_entries
     let root = tempfile::tempdir().unwrap();
     let addrs = addresses("127.0.0.1");
     let [n1, n2, n3] = start_three(root.path(), &addrs).await;
-    let mut expected = append(&[&n1, &n2, &n3], "all", 5).await;
+    let all = [&n1, &n2, &n3];
+    let mut expected = append(&all, "all", 5).await;
+    // Node 3 must hold them before it goes down, or it is not the lagging voter this test is
+    // about: nodes 1 and 2 commit them without it, and a node stopped before the leader reached
+    // it restarts with an empty log and no membership, a learner that never stands for election
+    // (seen under load: the wiped node then had nothing to refuse). Nor may it still be
+    // rejoining (a new data directory is until it has met its peers or caught up): a rejoining
+    // node stands for no election either.
+    holds(&all, &expected, || {
+        all.iter().all(|n| n.node.rejoining("t", 0).is_none())
+    })
+    .await;
 
     // Node 3 goes down and lags; nodes 1 and 2 alone commit more.
     stop(n3).await;
