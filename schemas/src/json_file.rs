@@ -5,7 +5,8 @@ use jsonschema::paths::LocationSegment;
 use serde_json::{Map, Value};
 
 use crate::loader::{FileName, LoadOptions, Loaded, SourceProblem, valid_topic};
-use crate::registry::{Checker, Compatibility, Compiled, SchemaFormat, SchemaInfo};
+use crate::registry::{Checker, Compatibility, Compiled, JsonChecker, SchemaFormat, SchemaInfo};
+use crate::tape::TapeJson;
 
 /// The only `$schema` accepted (it may also be left out).
 pub const DRAFT_2020_12: &str = "https://json-schema.org/draft/2020-12/schema";
@@ -35,10 +36,16 @@ pub(crate) fn load(
         ));
     }
     let (topic, compatibility) = read_options(root, text, options, &mut problems);
-    let validator = match jsonschema::options()
+    let compiled = jsonschema::options()
         .with_draft(Draft::Draft202012)
         .build(&document)
-    {
+        .and_then(|value| {
+            let tape = jsonschema::options_for::<TapeJson>()
+                .with_draft(Draft::Draft202012)
+                .build(&document)?;
+            Ok(JsonChecker { tape, value })
+        });
+    let validator = match compiled {
         Ok(validator) => Some(validator),
         Err(e) => {
             let at = e.instance_path();

@@ -16,6 +16,9 @@ pub mod proto;
 mod proto_compile;
 mod proto_file;
 mod registry;
+mod tape;
+#[cfg(test)]
+mod tape_tests;
 
 pub use config::SchemasConfig;
 pub use envelope::{Envelope, PayloadFormat};

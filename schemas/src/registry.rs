@@ -8,6 +8,8 @@ use prost_reflect::{DynamicMessage, MessageDescriptor};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::tape::{self, TapeJson};
+
 /// Longest rejection reason, in bytes; longer ones are cut with `…`.
 const MAX_REASON_BYTES: usize = 240;
 
@@ -151,8 +153,15 @@ impl std::error::Error for Rejection {}
 
 /// How a compiled schema checks a payload.
 pub(crate) enum Checker {
-    Json(Box<jsonschema::Validator>),
+    Json(Box<JsonChecker>),
     Proto(MessageDescriptor),
+}
+
+/// One JSON Schema compiled twice: for a payload as JSON text (parsed into a simd-json tape)
+/// and for one the caller has already parsed into a `serde_json::Value`.
+pub(crate) struct JsonChecker {
+    pub(crate) tape: jsonschema::Validator<TapeJson>,
+    pub(crate) value: jsonschema::Validator,
 }
 
 /// One schema ready for validation.
@@ -223,16 +232,33 @@ impl Registry {
     ) -> Result<&SchemaInfo, Rejection> {
         let schema = self.lookup(event_type, version)?;
         match (&schema.checker, payload) {
-            (Checker::Json(validator), Payload::Json(bytes)) => {
-                let value: Value = serde_json::from_slice(bytes).map_err(|e| {
-                    Rejection::new(
-                        RejectionKind::Malformed,
-                        format!("payload is not JSON: {e}"),
-                    )
-                })?;
-                check_json(validator, &value)
+            (Checker::Json(checker), Payload::Json(bytes)) => {
+                // What simd-json refuses, serde_json decides (and words the error).
+                let checked = tape::with_tape(bytes, |root| {
+                    if let Some(name) = tape::repeated_name(root) {
+                        return Err(Rejection::new(
+                            RejectionKind::Malformed,
+                            format!("payload has the member name {name:?} twice in one object"),
+                        ));
+                    }
+                    first_error(checker.tape.validate(root))
+                });
+                match checked {
+                    Some(checked) => checked,
+                    None => {
+                        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+                            Rejection::new(
+                                RejectionKind::Malformed,
+                                format!("payload is not JSON: {e}"),
+                            )
+                        })?;
+                        first_error(checker.value.validate(&value))
+                    }
+                }
             }
-            (Checker::Json(validator), Payload::Value(value)) => check_json(validator, value),
+            (Checker::Json(checker), Payload::Value(value)) => {
+                first_error(checker.value.validate(value))
+            }
             (Checker::Json(_), Payload::Protobuf(_)) => Err(Rejection::new(
                 RejectionKind::Malformed,
                 "payload_format protobuf does not match the JSON Schema of this type",
@@ -294,8 +320,9 @@ impl Registry {
     }
 }
 
-fn check_json(validator: &jsonschema::Validator, value: &Value) -> Result<(), Rejection> {
-    validator.validate(value).map_err(|e| {
+/// A JSON Schema validation's first error as a rejection.
+fn first_error(checked: Result<(), jsonschema::ValidationError<'_>>) -> Result<(), Rejection> {
+    checked.map_err(|e| {
         let path = instance_path(e.instance_path());
         Rejection::new(RejectionKind::Invalid, format!("{path}: {e}"))
     })
