@@ -1,9 +1,13 @@
 //! Router throughput end to end into real sinks, on one core: events from a `MemoryLog`
 //! through a route into the S3 sink (local files; and the S3 server from scripts/services when
 //! `HEADWATER_TEST_S3` is set) and the OpenSearch `_bulk` sink (`HEADWATER_TEST_OPENSEARCH`),
-//! each until every event is committed. Prints events/s, payload MB/s, the sink's own time
-//! (inside `Sink::send`) apart, and the process CPU time.
-//! Run: `cargo run --release -p headwater-router --example router_sinks_bench [events]`.
+//! each until every event is committed; and from the embedded log engine (records decoded from
+//! stored batches, as `headwater serve` reads them) into the S3 sink's local files. Prints
+//! events/s, payload MB/s, the sink's own time (inside `Sink::send`) apart, and the process CPU
+//! time.
+//! Run: `cargo run --release -p headwater-router --example router_sinks_bench [events [rows]]`,
+//! `rows` one of `all` (the default), `memory` (the memory log into local files only) or
+//! `engine` (the engine into local files only), for profiling one path alone.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a benchmark fails by panicking
 
 #[path = "common/mod.rs"]
@@ -14,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use headwater_log::{Log, MemoryLog, Record};
+use headwater_log::{Log, LogConfig, LogEngine, MemoryLog, Record};
 use headwater_router::{Router, RouterOptions, RouterParts, check_routes};
 use headwater_schemas::Envelope;
 use headwater_sinks::config::{
@@ -103,12 +107,17 @@ async fn floor(n: u64) {
 /// A `MemoryLog` with `n` events in `events`/0.
 async fn filled_log(n: u64) -> Arc<MemoryLog> {
     let log = Arc::new(MemoryLog::default());
+    fill(log.as_ref(), n).await;
+    log
+}
+
+/// `n` events appended to `events`/0 of `log`, 10,000 a batch.
+async fn fill(log: &dyn Log, n: u64) {
     log.create_topic("events", 1).await.expect("topic");
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
         let records: Vec<Record> = chunk.iter().map(|i| record(*i)).collect();
         log.append("events", records).await.expect("append");
     }
-    log
 }
 
 /// User + system CPU seconds of this process so far.
@@ -126,8 +135,8 @@ fn cpu_seconds() -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn run(name: &str, sink: Arc<dyn Sink>, batch_events: usize, n: u64) {
-    let log = filled_log(n).await;
+/// Routes the `n` events of `log` (`events`/0) into `sink` until all are committed.
+async fn run(name: &str, log: Arc<dyn Log>, sink: Arc<dyn Sink>, batch_events: usize, n: u64) {
     let bytes: u64 = (0..n)
         .map(|i| record(i).value.map_or(0, |v| v.len() as u64))
         .sum();
@@ -140,7 +149,7 @@ async fn run(name: &str, sink: Arc<dyn Sink>, batch_events: usize, n: u64) {
         "routes:\n  - name: bench\n    source: {topics: [events]}\n    sinks: [{type: bench}]\n";
     let (cpu0, started) = (cpu_seconds(), Instant::now());
     let router = Router::start(RouterParts {
-        log: Arc::clone(&log) as Arc<dyn Log>,
+        log: Arc::clone(&log),
         routes: check_routes(routes).expect("routes"),
         sink_factory: Arc::new(move |_| Ok(Arc::clone(&t) as Arc<dyn Sink>)),
         options: RouterOptions {
@@ -190,7 +199,7 @@ fn s3_config(bucket: &str, endpoint: &str) -> SinkConfig {
     })
 }
 
-async fn main_async(n: u64) {
+async fn main_async(n: u64, rows: &str) {
     let dir = tempfile::tempdir().expect("tempdir");
     let ctx = SinkContext {
         data_dir: dir.path().to_path_buf(),
@@ -200,9 +209,39 @@ async fn main_async(n: u64) {
         "| route → sink | events | payload B | events/s | payload MB/s | wall s | sink s | CPU s | events per CPU-second |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    floor(n).await;
-    let local = build_sink(&SinkConfig::S3(S3Config::default()), &ctx).expect("local s3 sink");
-    run("S3 sink, local files (zstd, fsync)", local, 20_000, n).await;
+    let local = || build_sink(&SinkConfig::S3(S3Config::default()), &ctx).expect("local s3 sink");
+    if rows == "all" {
+        floor(n).await;
+    }
+    if rows == "all" || rows == "memory" {
+        let log = filled_log(n).await;
+        run(
+            "S3 sink, local files (zstd, fsync)",
+            log,
+            local(),
+            20_000,
+            n,
+        )
+        .await;
+    }
+    if rows == "all" || rows == "engine" {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let engine = LogEngine::open(log_dir.path(), LogConfig::default()).expect("engine");
+        fill(engine.as_ref(), n).await;
+        let name = "S3 sink, local files, from the log engine";
+        run(
+            name,
+            Arc::clone(&engine) as Arc<dyn Log>,
+            local(),
+            20_000,
+            n,
+        )
+        .await;
+        engine.close().await.expect("close");
+    }
+    if rows != "all" {
+        return;
+    }
     if let Ok(endpoint) = std::env::var("HEADWATER_TEST_S3") {
         let bucket = format!("bench-{}", std::process::id());
         let created = reqwest::Client::new()
@@ -212,7 +251,8 @@ async fn main_async(n: u64) {
             .expect("S3 server answers");
         assert!(created.status().is_success(), "create bucket: {created:?}");
         let sink = build_sink(&s3_config(&bucket, &endpoint), &ctx).expect("s3 sink");
-        run("S3 sink, S3 server (moto, zstd)", sink, 20_000, n).await;
+        let log = filled_log(n).await;
+        run("S3 sink, S3 server (moto, zstd)", log, sink, 20_000, n).await;
     }
     if let Ok(url) = std::env::var("HEADWATER_TEST_OPENSEARCH") {
         let config = SinkConfig::Elasticsearch(ElasticsearchConfig {
@@ -221,7 +261,14 @@ async fn main_async(n: u64) {
             ..ElasticsearchConfig::default()
         });
         let sink = build_sink(&config, &ctx).expect("opensearch sink");
-        run("OpenSearch _bulk (gzip)", sink, 5_000, n).await;
+        run(
+            "OpenSearch _bulk (gzip)",
+            filled_log(n).await,
+            sink,
+            5_000,
+            n,
+        )
+        .await;
     }
 }
 
@@ -230,9 +277,14 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(200_000);
+    let rows = std::env::args().nth(2).unwrap_or_else(|| "all".to_owned());
+    assert!(
+        ["all", "memory", "engine"].contains(&rows.as_str()),
+        "rows: all, memory or engine"
+    );
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    rt.block_on(main_async(n));
+    rt.block_on(main_async(n, &rows));
 }
