@@ -1,6 +1,7 @@
 //! Kafka RecordBatch v2 codec: header parsing and CRC checks, a fast uncompressed encoder, and a
 //! decoder for stored batches (none/gzip/snappy/lz4/zstd) into records.
 
+use std::borrow::Cow;
 use std::io::Read;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -623,8 +624,7 @@ fn decode_record(
     let mut headers = Vec::with_capacity(count as usize);
     for _ in 0..count {
         let key = get_opt_bytes(&mut rec)?.ok_or("null header key")?;
-        // Kafka header keys are strings; invalid UTF-8 is replaced, as the Java client does.
-        let key = std::borrow::Cow::Owned(String::from_utf8_lossy(&key).into_owned());
+        let key = header_name(&key);
         let value = get_opt_bytes(&mut rec)?;
         headers.push(Header { key, value });
     }
@@ -646,6 +646,34 @@ fn decode_record(
         value,
         headers,
     })
+}
+
+/// Header names nearly every record carries (the envelope's `hw.*` set and the gateway's
+/// enrichment), decoded without an allocation each.
+const COMMON_HEADER_NAMES: [&str; 12] = [
+    "hw.id",
+    "hw.type",
+    "hw.version",
+    "hw.source",
+    "hw.ts",
+    "hw.received_at",
+    "hw.tenant",
+    "hw.format",
+    "hw.client_ip",
+    "hw.user_agent",
+    "hw.error",
+    "hw.truncated",
+];
+
+/// A header name as text: borrowed when it is one of [`COMMON_HEADER_NAMES`], else owned.
+/// Kafka header keys are strings; invalid UTF-8 is replaced, as the Java client does.
+fn header_name(key: &[u8]) -> Cow<'static, str> {
+    if key.starts_with(b"hw.")
+        && let Some(name) = COMMON_HEADER_NAMES.iter().find(|n| n.as_bytes() == key)
+    {
+        return Cow::Borrowed(name);
+    }
+    Cow::Owned(String::from_utf8_lossy(key).into_owned())
 }
 
 #[cfg(test)]

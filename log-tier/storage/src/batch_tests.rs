@@ -169,6 +169,34 @@ fn duplicate_header_keys_keep_order() {
 }
 
 #[test]
+fn common_header_names_decode_borrowed_and_others_owned() {
+    let header = |key: &str| Header {
+        key: key.to_owned().into(),
+        value: Some(Bytes::from_static(b"v")),
+    };
+    let r = Record {
+        headers: vec![
+            header("hw.id"),
+            header("hw.received_at"),
+            header("hw.truncated"),
+            header("hw.attr.region"),
+            header("hw."),
+            header("x"),
+        ],
+        ..Record::default()
+    };
+    let buf = encode(&[&r], ProducerFields::NONE).unwrap().freeze();
+    let out = decode_records(&buf).unwrap();
+    assert_eq!(out[0].headers, r.headers);
+    let borrowed: Vec<bool> = out[0]
+        .headers
+        .iter()
+        .map(|h| matches!(h.key, std::borrow::Cow::Borrowed(_)))
+        .collect();
+    assert_eq!(borrowed, [true, true, true, false, false, false]);
+}
+
+#[test]
 fn validation_rejects_bad_batches() {
     let r = Record {
         value: Some(Bytes::from_static(b"v")),
