@@ -372,10 +372,15 @@ pub(crate) fn repeated_name<'a>(root: TapeNode<'a>) -> Option<&'a str> {
             len: *len,
         };
         if *len <= PAIRWISE_MEMBERS {
+            // A name is compared with the earlier ones only when one of them looked alike
+            // (length and end bytes), which distinct names seldom do.
+            let mut looks = 0u64;
             for (count, (name, _)) in object.members().enumerate() {
-                if names[..count].contains(&name) {
+                let look = 1u64 << (look_of(name) & 63);
+                if looks & look != 0 && names[..count].contains(&name) {
                     return Some(name);
                 }
+                looks |= look;
                 names[count] = name;
             }
         } else {
@@ -388,6 +393,13 @@ pub(crate) fn repeated_name<'a>(root: TapeNode<'a>) -> Option<&'a str> {
         }
     }
     None
+}
+
+/// A few bits of `name` that equal names share: its length and end bytes.
+fn look_of(name: &str) -> u32 {
+    let bytes = name.as_bytes();
+    let end = |byte: Option<&u8>| u32::from(byte.copied().unwrap_or(0));
+    (bytes.len() as u32).wrapping_mul(7) ^ end(bytes.first()).wrapping_mul(13) ^ end(bytes.last())
 }
 
 /// What a thread keeps between parses: the payload's copy (simd-json parses in place), its

@@ -276,6 +276,14 @@ fn a_member_name_given_twice_is_refused() {
             "payload has the member name \"m7\" twice in one object"
         )
     );
+    // Names that look alike (length and end bytes) but differ are no repeat.
+    assert_eq!(
+        answer(
+            &registry,
+            Payload::Json(br#"{"n": 3, "o": {"qab": 1, "qcb": 2}}"#)
+        ),
+        Ok(1)
+    );
     // The same name in two objects is no repeat.
     assert_eq!(
         answer(
