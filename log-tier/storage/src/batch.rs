@@ -538,7 +538,8 @@ fn get_varint(buf: &mut impl Buf) -> std::result::Result<i64, String> {
     Err("varint too long".to_owned())
 }
 
-fn get_opt_bytes(buf: &mut Bytes) -> std::result::Result<Option<Bytes>, String> {
+/// Reads the length of a field (`None`: Kafka's null), which must fit in what `buf` holds.
+fn get_len(buf: &mut Bytes) -> std::result::Result<Option<usize>, String> {
     let len = get_varint(buf)?;
     if len < 0 {
         return Ok(None);
@@ -547,7 +548,11 @@ fn get_opt_bytes(buf: &mut Bytes) -> std::result::Result<Option<Bytes>, String> 
     if buf.remaining() < len {
         return Err("field longer than the record".to_owned());
     }
-    Ok(Some(buf.split_to(len)))
+    Ok(Some(len))
+}
+
+fn get_opt_bytes(buf: &mut Bytes) -> std::result::Result<Option<Bytes>, String> {
+    Ok(get_len(buf)?.map(|len| buf.split_to(len)))
 }
 
 /// Splits `buf` into whole batches. Stops at a short or torn tail without error.
@@ -623,8 +628,7 @@ fn decode_record(
     }
     let mut headers = Vec::with_capacity(count as usize);
     for _ in 0..count {
-        let key = get_opt_bytes(&mut rec)?.ok_or("null header key")?;
-        let key = header_name(&key);
+        let key = get_header_name(&mut rec)?;
         let value = get_opt_bytes(&mut rec)?;
         headers.push(Header { key, value });
     }
@@ -665,15 +669,23 @@ const COMMON_HEADER_NAMES: [&str; 12] = [
     "hw.truncated",
 ];
 
-/// A header name as text: borrowed when it is one of [`COMMON_HEADER_NAMES`], else owned.
-/// Kafka header keys are strings; invalid UTF-8 is replaced, as the Java client does.
-fn header_name(key: &[u8]) -> Cow<'static, str> {
-    if key.starts_with(b"hw.")
-        && let Some(name) = COMMON_HEADER_NAMES.iter().find(|n| n.as_bytes() == key)
-    {
-        return Cow::Borrowed(name);
-    }
-    Cow::Owned(String::from_utf8_lossy(key).into_owned())
+/// Reads a header name as text, in place (no `Bytes` of its own): borrowed when it is one of
+/// [`COMMON_HEADER_NAMES`], else owned. Kafka header keys are strings; invalid UTF-8 is
+/// replaced, as the Java client does.
+fn get_header_name(buf: &mut Bytes) -> std::result::Result<Cow<'static, str>, String> {
+    let len = get_len(buf)?.ok_or("null header key")?;
+    let key = &buf[..len];
+    let common = key.starts_with(b"hw.").then(|| {
+        COMMON_HEADER_NAMES
+            .iter()
+            .find(|name| name.as_bytes() == key)
+    });
+    let name = match common.flatten() {
+        Some(name) => Cow::Borrowed(*name),
+        None => Cow::Owned(String::from_utf8_lossy(key).into_owned()),
+    };
+    buf.advance(len);
+    Ok(name)
 }
 
 #[cfg(test)]
