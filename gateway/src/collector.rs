@@ -298,7 +298,6 @@ mod tests {
             payload: Bytes::from_static(b"{}"),
             format: PayloadFormat::Json,
             attributes: Vec::new(),
-            parsed: None,
         })
     }
 

@@ -50,10 +50,6 @@ pub struct IncomingEvent {
     pub format: PayloadFormat,
     /// Extra string attributes (OTLP resource and record attributes, protobuf `attributes`).
     pub attributes: Vec<(String, String)>,
-    /// The JSON payload already parsed, when the gateway wrote `payload` from it (OTLP log
-    /// records): validation checks this instead of parsing the bytes again. It must be what
-    /// `payload` holds.
-    pub parsed: Option<Box<serde_json::Value>>,
 }
 
 /// One element of a batch: an event, or what was sent and why it is not one.
@@ -298,7 +294,6 @@ fn complete(body: &Bytes, event: JsonEvent<'_>) -> Result<IncomingEvent, &'stati
         payload: body.slice_ref(payload.get().as_bytes()),
         format: PayloadFormat::Json,
         attributes: Vec::new(),
-        parsed: None,
     })
 }
 
@@ -416,7 +411,6 @@ fn from_proto(event: ProtoEvent, raw: Option<Bytes>) -> Decoded {
         payload: Bytes::from(event.payload),
         format,
         attributes,
-        parsed: None,
     })
 }
 

@@ -8,9 +8,12 @@
 //! counted, the decoded form estimated) and refused over that or `max_events_per_batch`; then
 //! the events it becomes may total at most `max_decompressed_bytes`, the copies of each
 //! resource and scope (every record carries them) charged before any record of theirs is
-//! built; and the parsed payloads kept for validation ([`IncomingEvent::parsed`]) at most as
-//! much again (beyond that an event's payload is parsed back when it is validated). A large
-//! body decodes off the async workers.
+//! built. A large body decodes off the async workers.
+//!
+//! A record's payload is written as JSON straight from the decoded record ([`RecordJson`]):
+//! members in the order of a sorted map, a key given twice taking its last value, each
+//! resource and scope written once and copied in as text. Validation then parses the payload
+//! like any other JSON payload (a simd-json tape, `headwater_schemas`).
 
 mod bounds;
 
@@ -21,7 +24,8 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
-use serde_json::{Value, json};
+use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
+use serde_json::value::RawValue;
 
 use crate::collector::Collector;
 use crate::config::Limits;
@@ -149,8 +153,6 @@ pub fn decode_request(
         left: limits.max_decompressed_bytes,
         limit: limits.max_decompressed_bytes,
     };
-    // What the parsed payloads kept for validation may take; past it they are dropped.
-    let mut parsed_left = limits.max_decompressed_bytes;
     let mut out = Vec::with_capacity(count);
     for resource_logs in request.resource_logs {
         let resource = resource_logs
@@ -161,27 +163,24 @@ pub fn decode_request(
             .iter()
             .find_map(|name| string_attribute(&resource, name))
             .unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
-        let resource = attributes_value(resource);
-        let resource_len = json_len(&resource)?;
+        let resource = json_text(&Attributes(&resource))?;
         for scope_logs in resource_logs.scope_logs {
-            let scope = scope_logs
-                .scope
-                .map(|s| json!({"name": s.name, "version": s.version}))
-                .unwrap_or(Value::Null);
+            let scope = match &scope_logs.scope {
+                Some(scope) => json_text(&Scope {
+                    name: &scope.name,
+                    version: &scope.version,
+                })?,
+                None => json_text(&())?,
+            };
             // Every record of the scope carries a copy of these: charged before any is built.
-            let copies = resource_len + json_len(&scope)?;
+            let copies = resource.get().len() + scope.get().len();
             let records = scope_logs.log_records.len() as u64;
             budget.charge(((copies + source.len()) as u64).saturating_mul(records))?;
             for record in scope_logs.log_records {
-                let mut event =
+                let event =
                     record_event(record, default_type, &source, (&resource, &scope), copies)?;
                 let own = event.payload.len().saturating_sub(copies) + event.event_type.len();
                 budget.charge(own as u64)?;
-                let kept = event.parsed.as_deref().map_or(0, value_bytes);
-                match parsed_left.checked_sub(kept) {
-                    Some(left) => parsed_left = left,
-                    None => event.parsed = None,
-                }
                 out.push(Decoded::Event(event));
             }
         }
@@ -190,13 +189,12 @@ pub fn decode_request(
 }
 
 /// One log record as an event of `source`, its payload carrying `resource` and `scope` (JSON of
-/// `copies` bytes together): built as a JSON value (the record's strings moved into it, not
-/// copied), written once, and kept for validation so the payload is not parsed back.
+/// `copies` bytes together), written straight from the record.
 fn record_event(
     mut record: LogRecord,
     default_type: &str,
     source: &str,
-    (resource, scope): (&Value, &Value),
+    (resource, scope): (&RawValue, &RawValue),
     copies: usize,
 ) -> Result<IncomingEvent, IngestError> {
     let event_type = Some(std::mem::take(&mut record.event_name))
@@ -209,22 +207,11 @@ fn record_event(
     } else {
         record.observed_time_unix_nano
     };
-    let fields = [
-        ("attributes", attributes_value(record.attributes)),
-        ("body", record.body.map_or(Value::Null, any_value)),
-        (
-            "observed_time_unix_nano",
-            record.observed_time_unix_nano.into(),
-        ),
-        ("resource", resource.clone()),
-        ("scope", scope.clone()),
-        ("severity_number", record.severity_number.into()),
-        ("severity_text", Value::String(record.severity_text)),
-        ("span_id", Value::String(hex::encode(&record.span_id))),
-        ("time_unix_nano", record.time_unix_nano.into()),
-        ("trace_id", Value::String(hex::encode(&record.trace_id))),
-    ];
-    let payload = Value::Object(fields.into_iter().map(|(k, v)| (k.to_owned(), v)).collect());
+    let payload = RecordJson {
+        record: &record,
+        resource,
+        scope,
+    };
     let mut bytes = Vec::with_capacity(copies + 256);
     serde_json::to_writer(&mut bytes, &payload)
         .map_err(|e| IngestError::Malformed(format!("OTLP record: {e}")))?;
@@ -237,35 +224,101 @@ fn record_event(
         payload: Bytes::from(bytes),
         format: PayloadFormat::Json,
         attributes: Vec::new(),
-        parsed: Some(Box::new(payload)),
     })
 }
 
-/// About how much memory `value` holds: its own struct, its strings, and for each object
-/// entry a key and its share of the map's nodes. (OTLP values nest no deeper than prost
-/// decodes, 100 levels.)
-fn value_bytes(value: &Value) -> u64 {
-    /// A map entry's share of its B-tree node besides key and value: links and spare slots.
-    const ENTRY_OVERHEAD: usize = 16;
-    let own = std::mem::size_of::<Value>() as u64;
-    own + match value {
-        Value::String(s) => s.len() as u64,
-        Value::Array(items) => items.iter().map(value_bytes).sum(),
-        Value::Object(map) => map
-            .iter()
-            .map(|(k, v)| {
-                (std::mem::size_of::<String>() + k.len() + ENTRY_OVERHEAD) as u64 + value_bytes(v)
-            })
-            .sum(),
-        Value::Null | Value::Bool(_) | Value::Number(_) => 0,
+/// `value` written as JSON text, once (a resource or a scope, copied into each record's
+/// payload).
+fn json_text(value: &impl Serialize) -> Result<Box<RawValue>, IngestError> {
+    serde_json::value::to_raw_value(value)
+        .map_err(|e| IngestError::Malformed(format!("OTLP attributes: {e}")))
+}
+
+/// A log record's payload: the members in the order of a sorted map.
+struct RecordJson<'a> {
+    record: &'a LogRecord,
+    resource: &'a RawValue,
+    scope: &'a RawValue,
+}
+
+impl Serialize for RecordJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let record = self.record;
+        let mut map = serializer.serialize_map(Some(10))?;
+        map.serialize_entry("attributes", &Attributes(&record.attributes))?;
+        map.serialize_entry("body", &AnyJson(record.body.as_ref()))?;
+        map.serialize_entry("observed_time_unix_nano", &record.observed_time_unix_nano)?;
+        map.serialize_entry("resource", self.resource)?;
+        map.serialize_entry("scope", self.scope)?;
+        map.serialize_entry("severity_number", &record.severity_number)?;
+        map.serialize_entry("severity_text", &record.severity_text)?;
+        map.serialize_entry("span_id", &hex::encode(&record.span_id))?;
+        map.serialize_entry("time_unix_nano", &record.time_unix_nano)?;
+        map.serialize_entry("trace_id", &hex::encode(&record.trace_id))?;
+        map.end()
     }
 }
 
-/// How long `value` is as JSON text.
-fn json_len(value: &Value) -> Result<usize, IngestError> {
-    serde_json::to_vec(value)
-        .map(|v| v.len())
-        .map_err(|e| IngestError::Malformed(format!("OTLP attributes: {e}")))
+/// An instrumentation scope as a JSON object.
+struct Scope<'a> {
+    name: &'a str,
+    version: &'a str,
+}
+
+impl Serialize for Scope<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(2))?;
+        map.serialize_entry("name", self.name)?;
+        map.serialize_entry("version", self.version)?;
+        map.end()
+    }
+}
+
+/// Attributes as a JSON object: keys sorted, of a key given twice the last value.
+struct Attributes<'a>(&'a [KeyValue]);
+
+impl Serialize for Attributes<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let attributes = self.0;
+        // By key, and of one key the last given first; then the first of each key is kept.
+        let mut order: Vec<usize> = (0..attributes.len()).collect();
+        order.sort_unstable_by(|&a, &b| attributes[a].key.cmp(&attributes[b].key).then(b.cmp(&a)));
+        order.dedup_by(|later, kept| attributes[*later].key == attributes[*kept].key);
+        let mut map = serializer.serialize_map(Some(order.len()))?;
+        for at in order {
+            let kv = &attributes[at];
+            map.serialize_entry(&kv.key, &AnyJson(kv.value.as_ref()))?;
+        }
+        map.end()
+    }
+}
+
+/// An attribute value as JSON: bytes as hex, a key-value list as an object, a double that is
+/// not finite as null (as serde_json writes one).
+struct AnyJson<'a>(Option<&'a AnyValue>);
+
+impl Serialize for AnyJson<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0.and_then(|v| v.value.as_ref()) {
+            None => serializer.serialize_unit(),
+            Some(Any::StringValue(s)) => serializer.serialize_str(s),
+            Some(Any::BoolValue(b)) => serializer.serialize_bool(*b),
+            Some(Any::IntValue(i)) => serializer.serialize_i64(*i),
+            Some(Any::DoubleValue(d)) if d.is_finite() => serializer.serialize_f64(*d),
+            Some(Any::DoubleValue(_)) => serializer.serialize_unit(),
+            Some(Any::ArrayValue(a)) => {
+                let mut seq = serializer.serialize_seq(Some(a.values.len()))?;
+                for value in &a.values {
+                    seq.serialize_element(&AnyJson(Some(value)))?;
+                }
+                seq.end()
+            }
+            Some(Any::KvlistValue(kv)) => Attributes(&kv.values).serialize(serializer),
+            Some(Any::BytesValue(b)) => serializer.serialize_str(&hex::encode(b)),
+            // An index into a profiles string table; log records do not carry one.
+            Some(_) => serializer.serialize_unit(),
+        }
+    }
 }
 
 /// The OTLP answer to a batch: partial success names the rejected records and why.
@@ -301,38 +354,12 @@ fn string_attribute(attributes: &[KeyValue], name: &str) -> Option<String> {
         })
 }
 
-/// Attributes as a JSON object (of a key given twice, the last value).
-fn attributes_value(attributes: Vec<KeyValue>) -> Value {
-    Value::Object(
-        attributes
-            .into_iter()
-            .map(|kv| (kv.key, kv.value.map_or(Value::Null, any_value)))
-            .collect(),
-    )
-}
-
-/// An attribute value as JSON: bytes as hex, a key-value list as an object, a double that is
-/// not finite as null.
-fn any_value(value: AnyValue) -> Value {
-    match value.value {
-        None => Value::Null,
-        Some(Any::StringValue(s)) => Value::String(s),
-        Some(Any::BoolValue(b)) => Value::Bool(b),
-        Some(Any::IntValue(i)) => Value::from(i),
-        Some(Any::DoubleValue(d)) => Value::from(d),
-        Some(Any::ArrayValue(a)) => Value::Array(a.values.into_iter().map(any_value).collect()),
-        Some(Any::KvlistValue(kv)) => attributes_value(kv.values),
-        Some(Any::BytesValue(b)) => Value::String(hex::encode(b)),
-        // An index into a profiles string table; log records do not carry one.
-        Some(_) => Value::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use opentelemetry_proto::tonic::common::v1::InstrumentationScope;
     use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
     use opentelemetry_proto::tonic::resource::v1::Resource;
+    use serde_json::Value;
 
     use super::*;
 
@@ -457,9 +484,6 @@ mod tests {
         let Decoded::Event(event) = &decoded[0] else {
             panic!("{decoded:?}")
         };
-        // What validation checks is what the payload holds.
-        let parsed: Value = serde_json::from_slice(&event.payload).unwrap();
-        assert_eq!(event.parsed.as_deref(), Some(&parsed));
         assert_eq!(
             std::str::from_utf8(&event.payload).unwrap(),
             r#"{"attributes":{"code":"E42"},"body":null,"observed_time_unix_nano":0,"resource":{"host.name":"tv-9","service.name":"player"},"scope":{"name":"app","version":""},"severity_number":9,"severity_text":"","span_id":"","time_unix_nano":7,"trace_id":"0102"}"#
@@ -513,40 +537,6 @@ mod tests {
             ),
             "{text}"
         );
-    }
-
-    #[test]
-    fn parsed_payloads_are_kept_only_within_the_budget() {
-        let limits = Limits {
-            max_events_per_batch: 100,
-            max_decompressed_bytes: 20_000,
-            ..Limits::default()
-        };
-        let record = LogRecord {
-            body: Some(AnyValue {
-                value: Some(Any::StringValue("x".repeat(2_000))),
-            }),
-            attributes: (0..20).map(|i| kv(&format!("k{i}"), "v")).collect(),
-            ..LogRecord::default()
-        };
-        let decoded = decode_request(request(vec![record; 8]), "otel.log", &limits).unwrap();
-        let events: Vec<&IncomingEvent> = decoded
-            .iter()
-            .map(|d| match d {
-                Decoded::Event(e) => e,
-                Decoded::Bad { .. } => panic!("{d:?}"),
-            })
-            .collect();
-        // Each payload's bytes fit the events' budget; their values, larger, only the first few.
-        assert_eq!(events.len(), 8);
-        let kept: Vec<u64> = events
-            .iter()
-            .filter_map(|e| e.parsed.as_deref().map(value_bytes))
-            .collect();
-        assert!(!kept.is_empty() && kept.len() < 8, "{} kept", kept.len());
-        assert!(kept.iter().sum::<u64>() <= 20_000);
-        assert!(events[..kept.len()].iter().all(|e| e.parsed.is_some()));
-        assert!(events[kept.len()..].iter().all(|e| e.parsed.is_none()));
     }
 
     #[test]

@@ -187,10 +187,9 @@ fn fingerprint(dir: &Path) -> Fingerprint {
 impl Validate for SchemaRegistry {
     fn validate(&self, event: &IncomingEvent) -> Result<Verdict, crate::validate::Invalid> {
         let registry = self.current.load();
-        let payload = match (event.format, &event.parsed) {
-            (PayloadFormat::Json, Some(value)) => Payload::Value(value),
-            (PayloadFormat::Json, None) => Payload::Json(&event.payload),
-            (PayloadFormat::Protobuf, _) => Payload::Protobuf(&event.payload),
+        let payload = match event.format {
+            PayloadFormat::Json => Payload::Json(&event.payload),
+            PayloadFormat::Protobuf => Payload::Protobuf(&event.payload),
         };
         registry
             .validate(&event.event_type, event.version.unwrap_or(0), payload)
@@ -222,7 +221,6 @@ mod tests {
             payload: Bytes::from_static(payload.as_bytes()),
             format: PayloadFormat::Json,
             attributes: Vec::new(),
-            parsed: None,
         }
     }
 

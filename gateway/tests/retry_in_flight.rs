@@ -55,7 +55,6 @@ fn batch(ids: &[&str]) -> Vec<Decoded> {
                 payload: Bytes::from_static(br#"{"n":1}"#),
                 format: PayloadFormat::Json,
                 attributes: Vec::new(),
-                parsed: None,
             })
         })
         .collect()

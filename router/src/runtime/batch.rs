@@ -24,6 +24,9 @@ pub const SKIPPED_HEADER: &str = "hw.skipped";
 /// Rough fixed cost of an event besides its payload and text fields, for `max_bytes`.
 const EVENT_OVERHEAD: usize = 64;
 
+/// Most events a new batch reserves room for (a batch limit above it grows the vector).
+const RESERVED_EVENTS_MAX: usize = 65_536;
+
 /// What happened to one record.
 pub(super) enum Outcome {
     /// Kept in the batch.
@@ -54,12 +57,14 @@ pub(super) struct OpenBatch {
 }
 
 impl OpenBatch {
-    /// An empty batch starting at `first_offset`, due at `deadline`.
-    pub(super) fn new(first_offset: i64, deadline: Instant) -> Self {
+    /// An empty batch starting at `first_offset`, due at `deadline`, with room for
+    /// `max_events` events (at most [`RESERVED_EVENTS_MAX`]) so that filling it does not
+    /// copy the events again and again.
+    pub(super) fn new(first_offset: i64, deadline: Instant, max_events: usize) -> Self {
         Self {
             first_offset,
             last_offset: first_offset - 1,
-            events: Vec::new(),
+            events: Vec::with_capacity(max_events.min(RESERVED_EVENTS_MAX)),
             bytes: 0,
             dead: Vec::new(),
             deadline,

@@ -179,9 +179,7 @@ impl PartitionTask {
                 Err(e) if e.resume_at().is_some_and(|r| r > position) => {
                     read_backoff = Backoff::new(initial, max);
                     let resume = e.resume_at().unwrap_or(position);
-                    let batch = open.get_or_insert_with(|| {
-                        OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
-                    });
+                    let batch = open.get_or_insert_with(|| self.new_batch());
                     self.skip_unreadable(batch, (position, resume), &e, true);
                     position = resume;
                     let full = batch.items() >= self.limits.max_events
@@ -207,6 +205,12 @@ impl PartitionTask {
         }
     }
 
+    /// A batch opening at the committed offset, due after `max_age`.
+    fn new_batch(&self) -> OpenBatch {
+        let deadline = Instant::now() + self.limits.max_age;
+        OpenBatch::new(self.committed, deadline, self.limits.max_events)
+    }
+
     /// How long a read may wait: until the open batch is due, at most `poll_wait`.
     fn read_wait(&self, open: Option<&OpenBatch>) -> Duration {
         let poll = self.shared.options.poll_wait;
@@ -227,9 +231,7 @@ impl PartitionTask {
         ahead: &mut Option<ReadResult>,
     ) {
         for rec in records {
-            let batch = open.get_or_insert_with(|| {
-                OpenBatch::new(self.committed, Instant::now() + self.limits.max_age)
-            });
+            let batch = open.get_or_insert_with(|| self.new_batch());
             self.push(batch, rec);
             let full =
                 batch.items() >= self.limits.max_events || batch.bytes >= self.limits.max_bytes;
@@ -366,7 +368,7 @@ impl PartitionTask {
     /// With `count`, updates the per-record metrics. Stops early only if the log no longer
     /// holds the range (retention), which it logs.
     pub(crate) async fn read_range(&self, first: i64, end: i64, count: bool) -> OpenBatch {
-        let mut batch = OpenBatch::new(first, Instant::now());
+        let mut batch = OpenBatch::new(first, Instant::now(), self.limits.max_events);
         let mut position = first;
         let mut backoff = Backoff::new(
             self.shared.options.retry_initial,
