@@ -26,6 +26,10 @@ use headwater_sinks::config::{
 };
 use headwater_sinks::{Batch, Delivery, Sink, SinkError};
 
+/// The allocator of the `headwater` binary, in which the router runs (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Measures the time spent inside the wrapped sink.
 struct Timed {
     inner: Arc<dyn Sink>,
