@@ -59,8 +59,6 @@ struct Budget {
 #[must_use = "the bytes are given back when this is dropped"]
 pub struct Reserved {
     permit: Option<OwnedSemaphorePermit>,
-    permits: Arc<Semaphore>,
-    total: u32,
 }
 
 impl Reserved {
@@ -68,17 +66,15 @@ impl Reserved {
     pub fn bytes(&self) -> u32 {
         self.permit.as_ref().map_or(0, |p| p.num_permits() as u32)
     }
-
-    fn observe(&self) {
-        let held = self.total as usize - self.permits.available_permits().min(self.total as usize);
-        metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES).set(held as f64);
-    }
 }
 
 impl Drop for Reserved {
     fn drop(&mut self) {
-        if self.permit.take().is_some() {
-            self.observe();
+        // The gauge moves by what each request takes and gives back: added and subtracted, it
+        // cannot be left at a value a racing request read before another gave its bytes back.
+        if let Some(permit) = self.permit.take() {
+            metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES)
+                .decrement(f64::from(permit.num_permits() as u32));
         }
     }
 }
@@ -155,12 +151,9 @@ impl Collector {
                 budget.permits.clone().acquire_many_owned(want).await.ok()
             }
         };
-        let reserved = Reserved {
-            permit,
-            permits: budget.permits.clone(),
-            total: budget.total,
-        };
-        reserved.observe();
+        let reserved = Reserved { permit };
+        metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES)
+            .increment(f64::from(reserved.bytes()));
         reserved
     }
 
