@@ -68,7 +68,13 @@ impl Envelope {
         K: AsRef<str>,
         V: AsRef<[u8]>,
     {
-        let mut found: [Option<String>; 8] = Default::default();
+        // Numbers and the format are parsed as they are met (no string of their own); a later
+        // header of the same name replaces the earlier one's result, error included.
+        let mut found: [Option<String>; 4] = Default::default();
+        let mut version: Option<Result<u32, SchemaError>> = None;
+        let (mut ts, mut received_at): (Option<Result<i64, _>>, Option<Result<i64, _>>) =
+            (None, None);
+        let mut format: Option<Result<PayloadFormat, _>> = None;
         let names = [ID, TYPE, VERSION, SOURCE, TS, RECEIVED_AT, TENANT, FORMAT];
         for (key, value) in headers {
             if let Some(slot) = names.iter().position(|n| *n == key.as_ref()) {
@@ -78,27 +84,35 @@ impl Envelope {
                         name,
                         reason: "not UTF-8".to_owned(),
                     })?;
-                found[slot] = Some(text.to_owned());
+                match slot {
+                    2 => version = Some(parse_number(VERSION, text)),
+                    4 => ts = Some(parse_number(TS, text)),
+                    5 => received_at = Some(parse_number(RECEIVED_AT, text)),
+                    7 => {
+                        format = Some(PayloadFormat::from_wire(text).map_err(|e| {
+                            SchemaError::BadHeader {
+                                name: FORMAT,
+                                reason: e.to_string(),
+                            }
+                        }));
+                    }
+                    0 => found[0] = Some(text.to_owned()),
+                    1 => found[1] = Some(text.to_owned()),
+                    3 => found[2] = Some(text.to_owned()),
+                    _ => found[3] = Some(text.to_owned()),
+                }
             }
         }
-        let mut take = |slot: usize| {
-            found[slot]
-                .take()
-                .ok_or(SchemaError::MissingHeader(names[slot]))
-        };
-        let id = take(0)?;
-        let event_type = take(1)?;
-        let version = parse_number(VERSION, &take(2)?)?;
-        let source = take(3)?;
-        let ts = parse_number(TS, &take(4)?)?;
-        let received_at = parse_number(RECEIVED_AT, &take(5)?)?;
-        let tenant = take(6)?;
-        let format = take(7)?;
-        let payload_format =
-            PayloadFormat::from_wire(&format).map_err(|e| SchemaError::BadHeader {
-                name: FORMAT,
-                reason: e.to_string(),
-            })?;
+        let mut take =
+            |slot: usize, name| found[slot].take().ok_or(SchemaError::MissingHeader(name));
+        let id = take(0, ID)?;
+        let event_type = take(1, TYPE)?;
+        let version = given(version, VERSION)?;
+        let source = take(2, SOURCE)?;
+        let ts = given(ts, TS)?;
+        let received_at = given(received_at, RECEIVED_AT)?;
+        let tenant = take(3, TENANT)?;
+        let payload_format = given(format, FORMAT)?;
         Ok(Envelope {
             id,
             event_type,
@@ -124,6 +138,11 @@ where
         .filter(|(k, _)| k.as_ref() == ERROR)
         .last()
         .map(|(_, v)| String::from_utf8_lossy(v.as_ref()).into_owned())
+}
+
+/// A header parsed as it was met, or missing.
+fn given<T>(parsed: Option<Result<T, SchemaError>>, name: &'static str) -> Result<T, SchemaError> {
+    parsed.unwrap_or(Err(SchemaError::MissingHeader(name)))
 }
 
 fn parse_number<T: std::str::FromStr>(name: &'static str, text: &str) -> Result<T, SchemaError> {
@@ -205,5 +224,20 @@ mod tests {
         let mut headers = env.to_headers();
         headers[7].1 = Bytes::from_static(b"xml");
         assert!(Envelope::from_headers(headers, Bytes::new()).is_err());
+
+        // A repeated name: the last one decides, a bad value included.
+        let mut headers = env.to_headers();
+        headers.insert(0, (TS.to_owned(), Bytes::from_static(b"x")));
+        headers.push((FORMAT.to_owned(), Bytes::from_static(b"protobuf")));
+        let back = Envelope::from_headers(headers, Bytes::new()).unwrap();
+        assert_eq!((back.ts, back.payload_format), (0, PayloadFormat::Protobuf));
+        let mut headers = env.to_headers();
+        headers.push((RECEIVED_AT.to_owned(), Bytes::from_static(b"-")));
+        let err = Envelope::from_headers(headers, Bytes::new()).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("header hw.received_at has an invalid value"),
+            "{err}"
+        );
     }
 }
