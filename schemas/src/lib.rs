@@ -13,6 +13,7 @@ pub mod headers;
 mod json_file;
 mod loader;
 pub mod proto;
+mod proto_check;
 mod proto_compile;
 mod proto_file;
 mod registry;

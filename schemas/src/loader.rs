@@ -254,7 +254,7 @@ fn check_versions(versions: &BTreeMap<u32, (Loaded, String)>) -> Vec<Problem> {
                 compat::json::check(old_doc, new_doc, mode, labels)
             }
             (Checker::Proto(o), Checker::Proto(n), _, _) => {
-                compat::proto::check(o, n, mode, labels)
+                compat::proto::check(o.descriptor(), n.descriptor(), mode, labels)
             }
             _ if mode == Compatibility::None => Vec::new(),
             _ => vec![format!(

@@ -75,6 +75,8 @@ fn shipped_schemas_load_without_problems() {
         "ui.impression",
         "search.query",
         "client.error",
+        "otel.log",
+        "otel.logs",
     ] {
         assert!(
             listed.iter().any(|(t, _)| t == expected),
@@ -88,6 +90,13 @@ fn shipped_schemas_load_without_problems() {
     assert_eq!(
         telemetry.message.as_deref(),
         Some("headwater.events.device.v1.Telemetry")
+    );
+    let logs = registry.info("otel.logs", 1).unwrap();
+    assert_eq!(logs.format, SchemaFormat::Protobuf);
+    assert_eq!(logs.topic, "otlp_logs");
+    assert_eq!(
+        logs.message.as_deref(),
+        Some("headwater.events.otel.v1.ExportLogsServiceRequest")
     );
     assert_eq!(
         registry.info("client.error", 1).unwrap().compatibility,
@@ -224,10 +233,10 @@ fn version_zero_means_latest_and_unknowns_are_rejected() {
 }
 
 fn telemetry_bytes(registry: &Registry) -> Vec<u8> {
-    let Checker::Proto(desc) = &registry.types["device.telemetry"][&1].checker else {
+    let Checker::Proto(checker) = &registry.types["device.telemetry"][&1].checker else {
         panic!("device.telemetry is not protobuf")
     };
-    let mut message = DynamicMessage::new(desc.clone());
+    let mut message = DynamicMessage::new(checker.descriptor().clone());
     message.set_field_by_name("cpu_percent", PValue::F32(42.5));
     message.set_field_by_name("player_version", PValue::String("7.12.0".repeat(4)));
     message.set_field_by_name("bitrate_kbps", PValue::U32(5800));

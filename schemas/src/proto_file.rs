@@ -3,6 +3,7 @@
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 use crate::loader::{FileName, LoadOptions, Loaded, SourceProblem, valid_topic};
+use crate::proto_check::WireChecker;
 use crate::proto_compile;
 use crate::registry::{Checker, Compatibility, Compiled, SchemaFormat, SchemaInfo};
 
@@ -55,7 +56,7 @@ pub(crate) fn load(
                 message: Some(message.full_name().to_owned()),
             },
             raw: text.to_owned(),
-            checker: Checker::Proto(message),
+            checker: Checker::Proto(WireChecker::new(&message)),
         },
         document: None,
     })

@@ -8,6 +8,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::proto_check::WireChecker;
 use crate::tape::{self, TapeJson};
 
 /// Longest rejection reason, in bytes; longer ones are cut with `…`.
@@ -154,7 +155,8 @@ impl std::error::Error for Rejection {}
 /// How a compiled schema checks a payload.
 pub(crate) enum Checker {
     Json(Box<JsonChecker>),
-    Proto(MessageDescriptor),
+    /// The event message, planned for the wire check of protobuf payloads.
+    Proto(WireChecker),
 }
 
 /// One JSON Schema compiled twice: for a payload as JSON text (parsed into a simd-json tape)
@@ -265,23 +267,25 @@ impl Registry {
                 RejectionKind::Malformed,
                 "payload_format protobuf does not match the JSON Schema of this type",
             )),
-            (Checker::Proto(desc), Payload::Protobuf(bytes)) => {
-                DynamicMessage::decode(desc.clone(), bytes)
-                    .map(|_| ())
-                    .map_err(|e| {
-                        Rejection::new(
-                            RejectionKind::Malformed,
-                            format!("payload does not decode as {}: {e}", desc.full_name()),
-                        )
-                    })
+            (Checker::Proto(checker), Payload::Protobuf(bytes)) => {
+                // Walks the wire format, builds nothing; accepts what DynamicMessage::decode does.
+                checker.check(bytes).map_err(|e| {
+                    let name = checker.descriptor().full_name();
+                    Rejection::new(
+                        RejectionKind::Malformed,
+                        format!("payload does not decode as {name}: {e}"),
+                    )
+                })
             }
-            (Checker::Proto(desc), Payload::Json(bytes)) => {
+            (Checker::Proto(checker), Payload::Json(bytes)) => {
+                let desc = checker.descriptor();
                 let mut de = serde_json::Deserializer::from_slice(bytes);
                 DynamicMessage::deserialize(desc.clone(), &mut de)
                     .and_then(|_| de.end())
                     .map_err(|e| proto_json_rejection(desc, &e))
             }
-            (Checker::Proto(desc), Payload::Value(value)) => {
+            (Checker::Proto(checker), Payload::Value(value)) => {
+                let desc = checker.descriptor();
                 DynamicMessage::deserialize(desc.clone(), value)
                     .map(|_| ())
                     .map_err(|e| proto_json_rejection(desc, &e))
