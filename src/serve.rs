@@ -219,6 +219,14 @@ async fn run_collectors(
     schemas: Arc<SchemaRegistry>,
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
+    if let Some(request_type) = &config.gateway.otlp_request_type {
+        anyhow::ensure!(
+            headwater_gateway::validate::Validate::knows_type(schemas.as_ref(), request_type),
+            "gateway.otlp_request_type: no schema in {} registers the type `{request_type}` \
+             (the shipped one is `otel.logs`)",
+            config.schemas.dir
+        );
+    }
     let collector = Collector::new(CollectorParts {
         config: config.gateway.clone(),
         log: log.clone(),

@@ -159,6 +159,33 @@ fn a_log_node_of_a_cluster_without_its_id_refuses_to_start() {
 }
 
 #[test]
+fn serve_refuses_an_otlp_request_type_without_a_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = Command::new(BIN)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--kafka-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("HEADWATER_CONFIG")
+        .env("HEADWATER_GATEWAY__OTLP_REQUEST_TYPE", "no.such.type")
+        .output()
+        .expect("run headwater");
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("gateway.otlp_request_type: no schema in schemas/events registers the type `no.such.type`"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn config_check_of_a_missing_file_says_so() {
     let out = headwater(&["config", "check", "/nonexistent/headwater.yaml"]);
     assert!(!out.status.success());

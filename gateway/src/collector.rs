@@ -43,6 +43,8 @@ pub struct Collector {
     pub limits: Limits,
     /// Default event type of OTLP log records.
     pub otlp_default_type: String,
+    /// Event type of an OTLP request kept whole, if requests are (`gateway.otlp_request_type`).
+    pub otlp_request_type: Option<String>,
     trusted_proxies: Vec<IpAddr>,
     /// Request bytes handled at once (`max_in_flight_bytes`).
     budget: Budget,
@@ -109,6 +111,7 @@ impl Collector {
             },
             limits: config.limits,
             otlp_default_type: config.otlp_default_type,
+            otlp_request_type: config.otlp_request_type,
             trusted_proxies: config
                 .trusted_proxies
                 .iter()

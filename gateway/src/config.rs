@@ -250,6 +250,12 @@ pub struct GatewayConfig {
     pub trusted_proxies: Vec<String>,
     /// Event type given to OTLP log records without an `event.name`. Default `otel.log`.
     pub otlp_default_type: String,
+    /// When set, each OTLP logs export request is kept whole as one event of this type (its
+    /// protobuf `ExportLogsServiceRequest` as received; a JSON request re-encoded as
+    /// protobuf), as the OpenTelemetry Collector's Kafka exporter stores a batch, instead of
+    /// one event per log record. Default unset (one event per record). The shipped schema for
+    /// it is `otel.logs` (topic `otlp_logs`).
+    pub otlp_request_type: Option<String>,
     /// Request and body limits.
     pub limits: Limits,
     /// API keys.
@@ -272,6 +278,7 @@ impl Default for GatewayConfig {
             header_read_timeout_ms: 10_000,
             trusted_proxies: Vec::new(),
             otlp_default_type: "otel.log".to_owned(),
+            otlp_request_type: None,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             rate_limit: RateLimitConfig::default(),

@@ -66,6 +66,18 @@ pub enum IngestError {
         /// The limit.
         limit: u64,
     },
+    /// An OTLP request kept whole as one event (`gateway.otlp_request_type`) that is over the
+    /// event size limit.
+    #[error(
+        "OTLP request of {size} bytes is over the event limit of {limit} bytes (each request \
+         is kept whole as one event): send fewer records per request"
+    )]
+    WholeRequestTooLarge {
+        /// The request's size as it would be stored.
+        size: usize,
+        /// `max_event_bytes`.
+        limit: u64,
+    },
     /// A content type the endpoint does not take.
     #[error(
         "unsupported content type `{0}`: use application/json, application/x-ndjson or application/x-protobuf"
@@ -138,7 +150,8 @@ impl IngestError {
             Self::BodyTooLarge { .. }
             | Self::DecompressedTooLarge { .. }
             | Self::TooManyEvents { .. }
-            | Self::ExpandsTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            | Self::ExpandsTooLarge { .. }
+            | Self::WholeRequestTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // 415: a content type or encoding the endpoint does not decode.
             Self::UnsupportedType(_) | Self::UnsupportedEncoding(_) => {
                 StatusCode::UNSUPPORTED_MEDIA_TYPE
@@ -181,7 +194,8 @@ impl IngestError {
             Self::BodyTooLarge { .. }
             | Self::DecompressedTooLarge { .. }
             | Self::TooManyEvents { .. }
-            | Self::ExpandsTooLarge { .. } => "too_large",
+            | Self::ExpandsTooLarge { .. }
+            | Self::WholeRequestTooLarge { .. } => "too_large",
             Self::UnsupportedType(_) | Self::UnsupportedEncoding(_) => "unsupported_type",
             Self::Malformed(_) | Self::BodyRead(_) => "malformed",
             Self::NoRegistry | Self::UnknownSchema { .. } => "not_found",

@@ -96,9 +96,11 @@ impl Handler for Export {
         meta: RequestMeta,
         message: Bytes,
     ) -> Result<ExportLogsServiceResponse, IngestError> {
-        let decoded = otlp::decode(&collector, message, otlp::Encoding::Protobuf).await?;
-        let report = collector.publish(&meta, decoded).await?;
-        Ok(otlp::response(&report))
+        let mut export = otlp::decode(&collector, message, otlp::Encoding::Protobuf).await?;
+        let report = collector
+            .publish(&meta, std::mem::take(&mut export.events))
+            .await?;
+        Ok(export.response(&report))
     }
 }
 

@@ -24,6 +24,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::value::RawValue;
 
@@ -55,32 +56,185 @@ pub enum Encoding {
     Json,
 }
 
-/// Decodes an export request body into events within the collector's limits
-/// ([`decode_body`]): a large body on the blocking pool, a small one on the request's task
-/// ([`decode_sized`]).
+/// An export request as events, and how to answer it.
+#[derive(Debug)]
+pub struct Export {
+    /// The events to publish.
+    pub events: Vec<Decoded>,
+    /// `Some(records)` when the request is kept whole as one event of that many log records.
+    whole: Option<u64>,
+}
+
+impl Export {
+    /// The OTLP answer once `report` says what became of [`Export::events`]: partial success
+    /// names the rejected records and why (every record of a request kept whole, if its event
+    /// was rejected).
+    pub fn response(&self, report: &Report) -> ExportLogsServiceResponse {
+        if report.rejected == 0 {
+            return ExportLogsServiceResponse {
+                partial_success: None,
+            };
+        }
+        let reasons: Vec<String> = report
+            .errors
+            .iter()
+            .take(5)
+            .map(|e| match self.whole {
+                Some(_) => format!("request: {}", e.reason),
+                None => format!("record {}: {}", e.index, e.reason),
+            })
+            .collect();
+        let rejected = match self.whole {
+            Some(records) => i64::try_from(records).unwrap_or(i64::MAX),
+            None => report.rejected as i64,
+        };
+        ExportLogsServiceResponse {
+            partial_success: Some(ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: reasons.join("; "),
+            }),
+        }
+    }
+}
+
+/// Decodes an export request body into events within the collector's limits: one event per
+/// log record ([`decode_body`]), or the whole request as one event of
+/// `gateway.otlp_request_type` ([`decode_whole`]). A large body is decoded on the blocking
+/// pool, a small one on the request's task ([`decode_sized`]).
 pub async fn decode(
     collector: &Collector,
     body: Bytes,
     encoding: Encoding,
-) -> Result<Vec<Decoded>, IngestError> {
+) -> Result<Export, IngestError> {
     let limits = collector.limits.clone();
-    let default_type = collector.otlp_default_type.clone();
-    decode_sized(body.len(), move || {
-        decode_body(&body, encoding, &default_type, &limits)
-    })
-    .await
+    match collector.otlp_request_type.clone() {
+        Some(request_type) => {
+            decode_sized(body.len(), move || {
+                decode_whole(body, encoding, &request_type, &limits)
+            })
+            .await
+        }
+        None => {
+            let default_type = collector.otlp_default_type.clone();
+            let events = decode_sized(body.len(), move || {
+                decode_body(&body, encoding, &default_type, &limits)
+            })
+            .await?;
+            Ok(Export {
+                events,
+                whole: None,
+            })
+        }
+    }
 }
 
-/// Sizes, decodes and converts one export request body: 413 when it holds more than
-/// `max_events_per_batch` records or would decode to more than [`DECODED_SIZE_FACTOR`] ×
-/// `max_decompressed_bytes` ([`bounds`]), 400 when it does not decode, else
-/// [`decode_request`].
+/// One export request kept whole as one event of `request_type`: its payload the protobuf
+/// `ExportLogsServiceRequest` as received (a JSON request decoded and encoded as protobuf),
+/// its source that of the first resource. The request's records are counted on the wire down
+/// to the records, not into them (`max_events_per_batch` bounds them; broken framing down to
+/// there is a 400), and it must fit in `max_event_bytes` (else 413); validation against the
+/// type's schema then checks all of it decodes.
+pub fn decode_whole(
+    body: Bytes,
+    encoding: Encoding,
+    request_type: &str,
+    limits: &Limits,
+) -> Result<Export, IngestError> {
+    let (payload, records, source) = match encoding {
+        Encoding::Protobuf => {
+            let records = bounds::count_records(&body)
+                .map_err(|e| IngestError::Malformed(format!("OTLP protobuf: {e}")))?;
+            // A first resource that does not decode names no source; validation refuses it.
+            let mut resource = Resource::default();
+            for encoded in bounds::first_resource(&body) {
+                if prost::Message::merge(&mut resource, encoded).is_err() {
+                    resource = Resource::default();
+                    break;
+                }
+            }
+            let source =
+                source_of(&resource.attributes).unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
+            (body, records, source)
+        }
+        Encoding::Json => {
+            let request = decode_message(&body, encoding, limits)?;
+            let records = record_count(&request);
+            let source = request
+                .resource_logs
+                .first()
+                .and_then(|r| r.resource.as_ref())
+                .and_then(|r| source_of(&r.attributes))
+                .unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
+            let payload = Bytes::from(prost::Message::encode_to_vec(&request));
+            (payload, records as u64, source)
+        }
+    };
+    check_count(
+        usize::try_from(records).unwrap_or(usize::MAX),
+        limits.max_events_per_batch as usize,
+    )?;
+    if payload.len() as u64 > u64::from(limits.max_event_bytes) {
+        return Err(IngestError::WholeRequestTooLarge {
+            size: payload.len(),
+            limit: u64::from(limits.max_event_bytes),
+        });
+    }
+    let event = IncomingEvent {
+        id: None,
+        event_type: request_type.to_owned(),
+        version: None,
+        source,
+        ts: None,
+        payload,
+        format: PayloadFormat::Protobuf,
+        attributes: Vec::new(),
+    };
+    Ok(Export {
+        events: vec![Decoded::Event(event)],
+        whole: Some(records),
+    })
+}
+
+/// The log records of a decoded request.
+fn record_count(request: &ExportLogsServiceRequest) -> usize {
+    request
+        .resource_logs
+        .iter()
+        .flat_map(|r| &r.scope_logs)
+        .map(|s| s.log_records.len())
+        .sum()
+}
+
+/// The source a resource names: its `service.instance.id`, `host.name` or `service.name`.
+fn source_of(resource: &[KeyValue]) -> Option<String> {
+    SOURCE_ATTRIBUTES
+        .iter()
+        .find_map(|name| string_attribute(resource, name))
+}
+
+/// Sizes, decodes and converts one export request body ([`decode_message`], then
+/// [`decode_request`]).
 pub fn decode_body(
     body: &Bytes,
     encoding: Encoding,
     default_type: &str,
     limits: &Limits,
 ) -> Result<Vec<Decoded>, IngestError> {
+    decode_request(
+        decode_message(body, encoding, limits)?,
+        default_type,
+        limits,
+    )
+}
+
+/// Sizes and decodes one export request body: 413 when it holds more than
+/// `max_events_per_batch` records or would decode to more than [`DECODED_SIZE_FACTOR`] ×
+/// `max_decompressed_bytes` ([`bounds`]), 400 when it does not decode.
+fn decode_message(
+    body: &Bytes,
+    encoding: Encoding,
+    limits: &Limits,
+) -> Result<ExportLogsServiceRequest, IngestError> {
     let name = match encoding {
         Encoding::Protobuf => "protobuf",
         Encoding::Json => "JSON",
@@ -106,13 +260,12 @@ pub fn decode_body(
             });
         }
     }
-    let request = match encoding {
+    Ok(match encoding {
         Encoding::Protobuf => {
             prost::Message::decode(body.clone()).map_err(|e| malformed(e.to_string()))?
         }
         Encoding::Json => serde_json::from_slice(body).map_err(|e| malformed(e.to_string()))?,
-    };
-    decode_request(request, default_type, limits)
+    })
 }
 
 /// What the events of one request may total, in bytes, and what they total so far.
@@ -142,12 +295,7 @@ pub fn decode_request(
     default_type: &str,
     limits: &Limits,
 ) -> Result<Vec<Decoded>, IngestError> {
-    let count: usize = request
-        .resource_logs
-        .iter()
-        .flat_map(|r| &r.scope_logs)
-        .map(|s| s.log_records.len())
-        .sum();
+    let count = record_count(&request);
     check_count(count, limits.max_events_per_batch as usize)?;
     let mut budget = Budget {
         left: limits.max_decompressed_bytes,
@@ -159,10 +307,7 @@ pub fn decode_request(
             .resource
             .map(|r| r.attributes)
             .unwrap_or_default();
-        let source = SOURCE_ATTRIBUTES
-            .iter()
-            .find_map(|name| string_attribute(&resource, name))
-            .unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
+        let source = source_of(&resource).unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
         let resource = json_text(&Attributes(&resource))?;
         for scope_logs in resource_logs.scope_logs {
             let scope = match &scope_logs.scope {
@@ -318,27 +463,6 @@ impl Serialize for AnyJson<'_> {
             // An index into a profiles string table; log records do not carry one.
             Some(_) => serializer.serialize_unit(),
         }
-    }
-}
-
-/// The OTLP answer to a batch: partial success names the rejected records and why.
-pub fn response(report: &Report) -> ExportLogsServiceResponse {
-    if report.rejected == 0 {
-        return ExportLogsServiceResponse {
-            partial_success: None,
-        };
-    }
-    let reasons: Vec<String> = report
-        .errors
-        .iter()
-        .take(5)
-        .map(|e| format!("record {}: {}", e.index, e.reason))
-        .collect();
-    ExportLogsServiceResponse {
-        partial_success: Some(ExportLogsPartialSuccess {
-            rejected_log_records: report.rejected as i64,
-            error_message: reasons.join("; "),
-        }),
     }
 }
 
@@ -537,6 +661,52 @@ mod tests {
             ),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_request_kept_whole_is_keyed_by_its_first_resource() {
+        let whole = |request: &ExportLogsServiceRequest| {
+            let body = Bytes::from(prost::Message::encode_to_vec(request));
+            let export = decode_whole(body.clone(), Encoding::Protobuf, "t", &limits(10)).unwrap();
+            assert_eq!(export.whole, Some(3));
+            let [Decoded::Event(event)] = &export.events[..] else {
+                panic!("{export:?}")
+            };
+            assert_eq!(event.payload, body);
+            assert_eq!(event.format, PayloadFormat::Protobuf);
+            event.source.clone()
+        };
+        let mut export = request(vec![LogRecord::default(); 3]);
+        assert_eq!(whole(&export), "tv-9");
+        // A second resource's source does not count; a first without one is unknown.
+        let mut second = export.resource_logs[0].clone();
+        second.resource.as_mut().unwrap().attributes = vec![kv("host.name", "other")];
+        second.scope_logs.clear();
+        export.resource_logs.push(second);
+        assert_eq!(whole(&export), "tv-9");
+        export.resource_logs[0].resource = None;
+        assert_eq!(whole(&export), UNKNOWN_SOURCE);
+        // A rejection names every record of the request.
+        let export = decode_whole(
+            Bytes::from(prost::Message::encode_to_vec(&request(
+                vec![LogRecord::default(); 3],
+            ))),
+            Encoding::Protobuf,
+            "t",
+            &limits(10),
+        )
+        .unwrap();
+        let report = Report {
+            accepted: 0,
+            rejected: 1,
+            errors: vec![crate::ingest::RejectedEvent {
+                index: 0,
+                reason: "no".to_owned(),
+            }],
+        };
+        let partial = export.response(&report).partial_success.unwrap();
+        assert_eq!(partial.rejected_log_records, 3);
+        assert_eq!(partial.error_message, "request: no");
     }
 
     #[test]

@@ -197,6 +197,140 @@ async fn otlp_grpc_and_http_logs_arrive_as_events() {
     gw.stop().await;
 }
 
+/// With `otlp_request_type`, each export request is one record of topic `otlp_logs`: the
+/// protobuf request as received (byte for byte over gRPC and OTLP/HTTP protobuf, re-encoded from
+/// OTLP/JSON), keyed by the first resource's source; one that does not decode as the schema's
+/// message is rejected whole, every record named, and dead-lettered.
+#[tokio::test]
+async fn otlp_requests_kept_whole_are_one_record_each() {
+    let config = GatewayConfig {
+        otlp_request_type: Some("otel.logs".to_owned()),
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start_with_shipped_schemas(config).await;
+    let mut request = otlp_request(None);
+    let records = &mut request.resource_logs[0].scope_logs[0].log_records;
+    records.push(LogRecord {
+        severity_number: 13,
+        ..records[0].clone()
+    });
+    let encoded = request.encode_to_vec();
+
+    let mut client = LogsServiceClient::connect(gw.base.clone()).await.unwrap();
+    let answer = client.export(request.clone()).await.unwrap().into_inner();
+    assert!(answer.partial_success.is_none(), "{answer:?}");
+    let http = reqwest::Client::new();
+    let post = |content_type: &'static str, body: Vec<u8>| {
+        http.post(gw.url("/v1/logs"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    let response = post("application/x-protobuf", encoded.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let response = post("application/json", serde_json::to_vec(&request).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+
+    let stored = gw.records("otlp_logs").await;
+    assert_eq!(stored.len(), 3);
+    for (at, record) in stored.iter().enumerate() {
+        let value = record.value.as_deref().unwrap();
+        if at < 2 {
+            assert_eq!(
+                value,
+                &encoded[..],
+                "record {at} is the request as received"
+            );
+        }
+        assert_eq!(ExportLogsServiceRequest::decode(value).unwrap(), request);
+        assert_eq!(header(record, "hw.type").as_deref(), Some("otel.logs"));
+        assert_eq!(header(record, "hw.format").as_deref(), Some("protobuf"));
+        assert_eq!(record.key.as_deref(), Some(&b"tv-77"[..]));
+    }
+    assert!(gw.records("events").await.is_empty());
+
+    // A string that is not UTF-8 passes the walk that counts records, not the schema's check.
+    let mut broken = encoded.clone();
+    let at = broken
+        .windows(b"player started".len())
+        .position(|w| w == b"player started")
+        .unwrap();
+    broken[at] = 0xff;
+    let response = post("application/x-protobuf", broken.clone())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let answer =
+        opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse::decode(
+            response.bytes().await.unwrap(),
+        )
+        .unwrap();
+    let partial = answer.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_log_records, 2, "{partial:?}");
+    assert!(
+        partial
+            .error_message
+            .starts_with("request: payload does not decode as"),
+        "{}",
+        partial.error_message
+    );
+    let dead = gw.records("events.dlq").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].value.as_deref(), Some(&broken[..]));
+
+    // Broken framing is a 400; nothing more is stored.
+    let response = post(
+        "application/x-protobuf",
+        encoded[..encoded.len() - 3].to_vec(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 400);
+    assert_eq!(gw.records("otlp_logs").await.len(), 3);
+    gw.stop().await;
+}
+
+/// A request kept whole must fit in one event: over `max_event_bytes` it is refused with 413
+/// before anything is stored, and so is one of more records than `max_events_per_batch`.
+#[tokio::test]
+async fn otlp_requests_kept_whole_are_bounded_by_the_event_limits() {
+    let mut config = GatewayConfig {
+        otlp_request_type: Some("otel.logs".to_owned()),
+        ..GatewayConfig::default()
+    };
+    config.limits.max_event_bytes = 1024;
+    config.limits.max_events_per_batch = 50;
+    let gw = TestGateway::start_with_shipped_schemas(config).await;
+    let mut request = otlp_request(None);
+    let records = &mut request.resource_logs[0].scope_logs[0].log_records;
+    let one = records[0].clone();
+    records.extend(std::iter::repeat_n(one, 19));
+    let response = reqwest::Client::new()
+        .post(gw.url("/v1/logs"))
+        .header("content-type", "application/x-protobuf")
+        .body(request.encode_to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let text = response.text().await.unwrap();
+    assert!(text.contains("send fewer records per request"), "{text}");
+
+    let mut client = LogsServiceClient::connect(gw.base.clone()).await.unwrap();
+    let mut many = otlp_request(None);
+    let records = &mut many.resource_logs[0].scope_logs[0].log_records;
+    let empty = LogRecord::default();
+    records.extend(std::iter::repeat_n(empty, 60));
+    let status = client.export(many).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status:?}");
+    assert!(gw.records("otlp_logs").await.is_empty());
+    gw.stop().await;
+}
+
 /// Messages over the whole in-flight budget are taken in turn (each as the whole budget), and
 /// every one is answered: a gRPC call holds its message's bytes like an HTTP body.
 #[tokio::test]

@@ -1,5 +1,6 @@
 //! `POST /v1/logs`: OTLP/HTTP logs, a protobuf or JSON `ExportLogsServiceRequest`, answered
-//! in the same encoding; each log record becomes an event (`otlp::decode`).
+//! in the same encoding; each log record becomes an event, or the whole request one
+//! (`otlp::decode`).
 
 use std::time::Instant;
 
@@ -46,8 +47,10 @@ async fn ingest(
             ));
         }
     };
-    let decoded = otlp::decode(collector, bytes, encoding).await?;
-    tracing::Span::current().record("batch_size", decoded.len());
-    let report = collector.publish(&meta, decoded).await?;
-    Ok((kind, otlp::response(&report)))
+    let mut export = otlp::decode(collector, bytes, encoding).await?;
+    tracing::Span::current().record("batch_size", export.events.len());
+    let report = collector
+        .publish(&meta, std::mem::take(&mut export.events))
+        .await?;
+    Ok((kind, export.response(&report)))
 }

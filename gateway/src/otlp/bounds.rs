@@ -145,6 +145,56 @@ pub(super) fn protobuf(body: &[u8]) -> Result<Size, String> {
     Ok(size)
 }
 
+/// The log records of a protobuf request, counted on the wire without entering them: the
+/// request's `ResourceLogs`, their `ScopeLogs` and the `LogRecord`s those hold, nothing deeper
+/// (what the records themselves hold is for validation to check). `Err` when those three
+/// levels are not well framed.
+pub(super) fn count_records(body: &[u8]) -> Result<u64, String> {
+    let mut records = 0u64;
+    for_each_message(body, 1, |resource_logs| {
+        for_each_message(resource_logs, 2, |scope_logs| {
+            for_each_message(scope_logs, 2, |_| {
+                records += 1;
+                Ok(())
+            })
+        })
+    })?;
+    Ok(records)
+}
+
+/// Calls `f` with the bytes of each length-delimited field `number` of `message`.
+fn for_each_message<'a>(
+    message: &'a [u8],
+    number: u32,
+    mut f: impl FnMut(&'a [u8]) -> Result<(), String>,
+) -> Result<(), String> {
+    for field in Fields::new(message) {
+        if let (n, Value::Len(bytes)) = field.map_err(|e| e.to_string())?
+            && n == number
+        {
+            f(bytes)?;
+        }
+    }
+    Ok(())
+}
+
+/// The encoded occurrences of the `Resource` of a protobuf request's first `ResourceLogs` (one,
+/// as a rule; prost merges several): none when it has none, or the body is not a message.
+pub(super) fn first_resource(body: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let resource_logs = Fields::new(body)
+        .map_while(Result::ok)
+        .find_map(|(number, value)| match (number, value) {
+            (1, Value::Len(bytes)) => Some(bytes),
+            _ => None,
+        });
+    Fields::new(resource_logs.unwrap_or_default())
+        .map_while(Result::ok)
+        .filter_map(|(number, value)| match (number, value) {
+            (1, Value::Len(bytes)) => Some(bytes),
+            _ => None,
+        })
+}
+
 fn walk(buf: &[u8], message: Message, depth: usize, size: &mut Size) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err(format!("nested deeper than {MAX_DEPTH} messages"));
@@ -372,6 +422,31 @@ mod tests {
             size.decoded_bytes >= expected + text.len() as u64,
             "{size:?}"
         );
+    }
+
+    #[test]
+    fn records_are_counted_without_entering_them() {
+        let mut request = request(3, 2);
+        let mut second = request.resource_logs[0].clone();
+        second.scope_logs.push(second.scope_logs[0].clone());
+        request.resource_logs.push(second);
+        let bytes = request.encode_to_vec();
+        assert_eq!(count_records(&bytes), Ok(9));
+        assert_eq!(protobuf(&bytes).unwrap().records, 9);
+        assert_eq!(count_records(&[]), Ok(0));
+        // Broken framing down to the records is refused; inside a record it is not looked at.
+        assert!(count_records(&bytes[..bytes.len() - 1]).is_err());
+        let record = LogRecord {
+            severity_text: "x".into(),
+            ..LogRecord::default()
+        };
+        let mut inside = request.clone();
+        inside.resource_logs[0].scope_logs[0].log_records = vec![record];
+        let mut bytes = inside.encode_to_vec();
+        let at = bytes.iter().position(|&b| b == b'x').unwrap();
+        bytes[at - 1] = 0x7f; // the string's length now runs past its record
+        assert!(protobuf(&bytes).is_err());
+        assert_eq!(count_records(&bytes), Ok(7));
     }
 
     #[test]
