@@ -294,6 +294,7 @@ mod tests {
             payload: Bytes::from_static(b"{}"),
             format: PayloadFormat::Json,
             attributes: Vec::new(),
+            verdict: None,
         })
     }
 

@@ -10,6 +10,7 @@ pub mod wire;
 use std::fmt;
 
 use bytes::Bytes;
+use headwater_schemas::document::{self, JsonValue};
 use headwater_schemas::proto::v1::Event as ProtoEvent;
 use prost::Message;
 use serde::Deserialize;
@@ -17,6 +18,7 @@ use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAc
 use serde_json::value::RawValue;
 
 use crate::error::IngestError;
+use crate::validate::{Invalid, Validate, Verdict};
 
 /// Most attributes one protobuf event may carry (entries of its `attributes` map as sent, each
 /// becoming an `hw.attr.*` record header). An event with more is rejected before they are
@@ -50,6 +52,10 @@ pub struct IncomingEvent {
     pub format: PayloadFormat,
     /// Extra string attributes (OTLP resource and record attributes, protobuf `attributes`).
     pub attributes: Vec<(String, String)>,
+    /// The validator's answer, if decoding already has it: a small JSON body is parsed once
+    /// and each payload validated on that parse ([`decode_json_validated`]). `None`: not yet
+    /// validated.
+    pub verdict: Option<Result<Verdict, Invalid>>,
 }
 
 /// One element of a batch: an event, or what was sent and why it is not one.
@@ -223,6 +229,132 @@ pub fn decode_json(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, Inge
         .collect())
 }
 
+/// [`decode_json`], each event's payload validated as the body is read: a body of up to
+/// [`INLINE_DECODE_BYTES`] whose elements are all plainly events is parsed once by simd-json
+/// ([`document::with_document`]), each event's fields read from that parse, its payload sliced
+/// from the body as sent and validated on the same parse ([`Validate::validate_parsed`]), so
+/// no payload is parsed twice. Any other body (larger, or with an element that is not plainly
+/// an event) is decoded by [`decode_json`] and validated later, event by event, with the same
+/// answers.
+pub fn decode_json_validated(
+    body: &Bytes,
+    max_events: usize,
+    validator: &dyn Validate,
+) -> Result<Vec<Decoded>, IngestError> {
+    if body.len() <= INLINE_DECODE_BYTES
+        && let Some(decoded) = decode_document(body, max_events, validator)
+    {
+        return Ok(decoded);
+    }
+    decode_json(body, max_events)
+}
+
+/// The events of a body parsed once, validated; `None` when the body is not an array (or
+/// `{"events": [...]}`) of at most `max` plain events, for [`decode_json`] to decide and word.
+fn decode_document(body: &Bytes, max: usize, validator: &dyn Validate) -> Option<Vec<Decoded>> {
+    document::with_document(body, |root| {
+        let elements = match root.elements() {
+            Some(elements) => elements,
+            None => events_member(root)?,
+        };
+        if elements.len() > max {
+            return None;
+        }
+        let mut events = Vec::with_capacity(elements.len());
+        let mut payloads = Vec::with_capacity(elements.len());
+        // Every element is read before any is validated: one that is not an event sends the
+        // body the other way, and the validations would have been for nothing.
+        for element in elements {
+            let (event, payload) = plain_event(body, element)?;
+            events.push(event);
+            payloads.push(payload);
+        }
+        Some(
+            events
+                .into_iter()
+                .zip(payloads)
+                .map(|(mut event, payload)| {
+                    event.verdict = Some(validator.validate_parsed(&event, payload));
+                    Decoded::Event(event)
+                })
+                .collect(),
+        )
+    })
+    .flatten()
+}
+
+/// The elements of `{"events": [...]}`, its other members ignored; `None` unless `events` is
+/// there once and an array.
+fn events_member(root: JsonValue<'_>) -> Option<document::Elements<'_>> {
+    let mut events = None;
+    for (name, value) in root.members()? {
+        if name == "events" {
+            if events.is_some() {
+                return None;
+            }
+            events = Some(value.elements()?);
+        }
+    }
+    events
+}
+
+/// An element that is plainly an event, as [`JsonEvent`] and [`complete`] read it (each field
+/// at most once, of its type or `null`, other members ignored; `type`, `source` and `payload`
+/// present), and its payload; `None` for anything else.
+fn plain_event<'a>(body: &Bytes, element: JsonValue<'a>) -> Option<(IncomingEvent, JsonValue<'a>)> {
+    /// What `read` found, `null` as `None`, anything else as not plainly an event.
+    fn or_null<T>(read: Option<T>, value: &JsonValue<'_>) -> Option<Option<T>> {
+        match read {
+            Some(read) => Some(Some(read)),
+            None => value.is_null().then_some(None),
+        }
+    }
+    let (mut id, mut event_type, mut version, mut source, mut ts, mut payload) =
+        (None, None, None, None, None, None);
+    let mut seen = 0u8;
+    for (name, value) in element.members()? {
+        let field = match name {
+            "id" => 0,
+            "type" => 1,
+            "version" => 2,
+            "source" => 3,
+            "ts" => 4,
+            "payload" => 5,
+            _ => continue,
+        };
+        if seen & (1 << field) != 0 {
+            return None;
+        }
+        seen |= 1 << field;
+        match field {
+            0 => id = or_null(value.as_str().map(str::to_owned), &value)?,
+            1 => event_type = or_null(value.as_str().map(str::to_owned), &value)?,
+            2 => {
+                let read = value.as_u64().and_then(|n| u32::try_from(n).ok());
+                version = or_null(read, &value)?;
+            }
+            3 => source = or_null(value.as_str().map(str::to_owned), &value)?,
+            4 => ts = or_null(value.as_i64(), &value)?,
+            _ => payload = (!value.is_null()).then_some(value),
+        }
+    }
+    let event_type = event_type.filter(|t| !t.is_empty())?;
+    let source = source.filter(|s| !s.is_empty())?;
+    let payload = payload?;
+    let event = IncomingEvent {
+        id: id.filter(|id| !id.is_empty()),
+        event_type,
+        version: version.filter(|v| *v != 0),
+        source,
+        ts,
+        payload: body.slice_ref(payload.raw()),
+        format: PayloadFormat::Json,
+        attributes: Vec::new(),
+        verdict: None,
+    };
+    Some((event, payload))
+}
+
 /// Reads a JSON array, or an object `{"events": [...]}`, through `seed`.
 fn read_array<'de, S: DeserializeSeed<'de> + Copy>(
     text: &'de str,
@@ -294,6 +426,7 @@ fn complete(body: &Bytes, event: JsonEvent<'_>) -> Result<IncomingEvent, &'stati
         payload: body.slice_ref(payload.get().as_bytes()),
         format: PayloadFormat::Json,
         attributes: Vec::new(),
+        verdict: None,
     })
 }
 
@@ -411,6 +544,7 @@ fn from_proto(event: ProtoEvent, raw: Option<Bytes>) -> Decoded {
         payload: Bytes::from(event.payload),
         format,
         attributes,
+        verdict: None,
     })
 }
 
@@ -456,5 +590,7 @@ pub async fn off_workers<T: Send + 'static>(
     }
 }
 
+#[cfg(test)]
+mod document_tests;
 #[cfg(test)]
 mod tests;

@@ -286,7 +286,16 @@ impl Pipeline {
             Some(id) => Cow::Borrowed(id.as_str()),
             None => Cow::Owned(ulid::Ulid::new().to_string()),
         };
-        match self.validator.validate(event) {
+        // Decoding may have validated it already (a small JSON body parsed once).
+        let validated;
+        let checked = match &event.verdict {
+            Some(verdict) => verdict.as_ref(),
+            None => {
+                validated = self.validator.validate(event);
+                validated.as_ref()
+            }
+        };
+        match checked {
             Ok(verdict) => {
                 let fate = Fate::Valid {
                     event,

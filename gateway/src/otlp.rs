@@ -188,6 +188,7 @@ pub fn decode_whole(
         payload,
         format: PayloadFormat::Protobuf,
         attributes: Vec::new(),
+        verdict: None,
     };
     Ok(Export {
         events: vec![Decoded::Event(event)],
@@ -369,6 +370,7 @@ fn record_event(
         payload: Bytes::from(bytes),
         format: PayloadFormat::Json,
         attributes: Vec::new(),
+        verdict: None,
     })
 }
 

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::ArcSwap;
+use headwater_schemas::document::JsonValue;
 use headwater_schemas::{LoadOptions, Payload, PayloadFormat, Problem, Registry, SourceFile};
 
 use crate::decode::IncomingEvent;
@@ -200,6 +201,25 @@ impl Validate for SchemaRegistry {
             .map_err(crate::validate::Invalid::from)
     }
 
+    fn validate_parsed(
+        &self,
+        event: &IncomingEvent,
+        payload: JsonValue<'_>,
+    ) -> Result<Verdict, crate::validate::Invalid> {
+        let registry = self.current.load();
+        registry
+            .validate(
+                &event.event_type,
+                event.version.unwrap_or(0),
+                Payload::Parsed(payload),
+            )
+            .map(|info| Verdict {
+                topic: info.topic.clone(),
+                version: info.version,
+            })
+            .map_err(crate::validate::Invalid::from)
+    }
+
     fn knows_type(&self, event_type: &str) -> bool {
         !self.current.load().versions(event_type).is_empty()
     }
@@ -221,6 +241,7 @@ mod tests {
             payload: Bytes::from_static(payload.as_bytes()),
             format: PayloadFormat::Json,
             attributes: Vec::new(),
+            verdict: None,
         }
     }
 

@@ -1,6 +1,7 @@
 //! The validation seam: decides for each event its topic, or why it is rejected.
 
 use headwater_schemas::Rejection;
+use headwater_schemas::document::JsonValue;
 
 use crate::decode::IncomingEvent;
 
@@ -28,6 +29,18 @@ pub enum Invalid {
 pub trait Validate: Send + Sync + 'static {
     /// The event's destination, or why it is invalid.
     fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid>;
+
+    /// [`validate`](Self::validate), for an event with a JSON payload that is `payload`, a
+    /// value of the body already parsed, so a validator that reads parsed JSON need not parse
+    /// it again. The answer is the one `validate` gives.
+    fn validate_parsed(
+        &self,
+        event: &IncomingEvent,
+        payload: JsonValue<'_>,
+    ) -> Result<Verdict, Invalid> {
+        let _ = payload;
+        self.validate(event)
+    }
 
     /// Whether `event_type` is registered (bounds the `type` metric label).
     fn knows_type(&self, event_type: &str) -> bool;

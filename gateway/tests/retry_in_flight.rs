@@ -55,6 +55,7 @@ fn batch(ids: &[&str]) -> Vec<Decoded> {
                 payload: Bytes::from_static(br#"{"n":1}"#),
                 format: PayloadFormat::Json,
                 attributes: Vec::new(),
+                verdict: None,
             })
         })
         .collect()

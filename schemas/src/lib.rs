@@ -7,6 +7,7 @@
 
 mod compat;
 pub mod config;
+pub mod document;
 mod envelope;
 mod error;
 pub mod headers;

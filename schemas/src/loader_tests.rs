@@ -478,6 +478,7 @@ fn validation_throughput() {
 fn payload_len(payload: Payload<'_>) -> usize {
     match payload {
         Payload::Json(b) | Payload::Protobuf(b) => b.len(),
+        Payload::Parsed(value) => value.raw().len(),
         Payload::Value(_) => 0,
     }
 }

@@ -8,6 +8,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::document::JsonValue;
 use crate::proto_check::WireChecker;
 use crate::tape::{self, TapeJson};
 
@@ -109,6 +110,9 @@ pub enum Payload<'a> {
     Json(&'a [u8]),
     /// JSON the caller has already parsed.
     Value(&'a Value),
+    /// A value of a JSON text the caller parsed with [`with_document`](crate::document::with_document):
+    /// validated on that parse's tape, not parsed again.
+    Parsed(JsonValue<'a>),
     /// Protobuf binary.
     Protobuf(&'a [u8]),
 }
@@ -164,6 +168,29 @@ pub(crate) enum Checker {
 pub(crate) struct JsonChecker {
     pub(crate) tape: jsonschema::Validator<TapeJson>,
     pub(crate) value: jsonschema::Validator,
+}
+
+impl JsonChecker {
+    /// Validates a payload on its tape. A member name given twice in one object is refused
+    /// first: which of the two a reader takes is up to the reader, so no answer could hold.
+    fn validate_tape(&self, root: tape::TapeNode<'_>) -> Result<(), Rejection> {
+        if let Some(name) = tape::repeated_name(root) {
+            return Err(Rejection::new(
+                RejectionKind::Malformed,
+                format!("payload has the member name {name:?} twice in one object"),
+            ));
+        }
+        first_error(self.tape.validate(root))
+    }
+}
+
+/// Checks JSON text against a protobuf message (protobuf's JSON mapping).
+fn proto_from_json(checker: &WireChecker, bytes: &[u8]) -> Result<(), Rejection> {
+    let desc = checker.descriptor();
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    DynamicMessage::deserialize(desc.clone(), &mut de)
+        .and_then(|_| de.end())
+        .map_err(|e| proto_json_rejection(desc, &e))
 }
 
 /// One schema ready for validation.
@@ -238,15 +265,7 @@ impl Registry {
         match (&schema.checker, payload) {
             (Checker::Json(checker), Payload::Json(bytes)) => {
                 // What simd-json refuses, serde_json decides (and words the error).
-                let checked = tape::with_tape(bytes, |root| {
-                    if let Some(name) = tape::repeated_name(root) {
-                        return Err(Rejection::new(
-                            RejectionKind::Malformed,
-                            format!("payload has the member name {name:?} twice in one object"),
-                        ));
-                    }
-                    first_error(checker.tape.validate(root))
-                });
+                let checked = tape::with_tape(bytes, |root| checker.validate_tape(root));
                 match checked {
                     Some(checked) => checked,
                     None => {
@@ -260,6 +279,7 @@ impl Registry {
                     }
                 }
             }
+            (Checker::Json(checker), Payload::Parsed(value)) => checker.validate_tape(value.tape()),
             (Checker::Json(checker), Payload::Value(value)) => {
                 first_error(checker.value.validate(value))
             }
@@ -277,12 +297,9 @@ impl Registry {
                     )
                 })
             }
-            (Checker::Proto(checker), Payload::Json(bytes)) => {
-                let desc = checker.descriptor();
-                let mut de = serde_json::Deserializer::from_slice(bytes);
-                DynamicMessage::deserialize(desc.clone(), &mut de)
-                    .and_then(|_| de.end())
-                    .map_err(|e| proto_json_rejection(desc, &e))
+            (Checker::Proto(checker), Payload::Json(bytes)) => proto_from_json(checker, bytes),
+            (Checker::Proto(checker), Payload::Parsed(value)) => {
+                proto_from_json(checker, value.raw())
             }
             (Checker::Proto(checker), Payload::Value(value)) => {
                 let desc = checker.descriptor();

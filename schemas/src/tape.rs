@@ -14,12 +14,11 @@
 //! validation could speak for both.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
 
 use jsonschema::JsonType;
 use jsonschema::json::{Array, Json, JsonNumber, Node, NodeIdentity, Object};
 use serde_json::{Map, Number, Value};
-use simd_json::{Buffers, StaticNode, Tape};
+use simd_json::StaticNode;
 
 /// The tape as a `jsonschema` instance representation.
 pub(crate) struct TapeJson;
@@ -33,7 +32,7 @@ pub(crate) enum TapeNode<'a> {
 }
 
 /// How many nodes `node` and what it holds take on the tape.
-fn span(node: &simd_json::Node<'_>) -> usize {
+pub(crate) fn span(node: &simd_json::Node<'_>) -> usize {
     match node {
         simd_json::Node::Object { count, .. } | simd_json::Node::Array { count, .. } => count + 1,
         _ => 1,
@@ -402,48 +401,8 @@ fn look_of(name: &str) -> u32 {
     (bytes.len() as u32).wrapping_mul(7) ^ end(bytes.first()).wrapping_mul(13) ^ end(bytes.last())
 }
 
-/// What a thread keeps between parses: the payload's copy (simd-json parses in place), its
-/// scratch buffers and the tape's vector, so a parse allocates only while they grow.
-struct Scratch {
-    input: Vec<u8>,
-    buffers: Buffers,
-    tape: Option<Tape<'static>>,
-}
-
-thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        input: Vec::new(),
-        buffers: Buffers::new(512),
-        tape: None,
-    });
-}
-
 /// Parses `json` into a tape and calls `f` with its root; `None` when simd-json refuses the
 /// text (the caller then parses it with serde_json, which decides what it is).
 pub(crate) fn with_tape<T>(json: &[u8], f: impl FnOnce(TapeNode<'_>) -> T) -> Option<T> {
-    SCRATCH.with(|scratch| {
-        // Taken out, so a nested call (there is none) would find fresh buffers, not a panic.
-        let Ok(mut scratch) = scratch.try_borrow_mut() else {
-            return parse_once(json, f);
-        };
-        let Scratch {
-            input,
-            buffers,
-            tape,
-        } = &mut *scratch;
-        input.clear();
-        input.extend_from_slice(json);
-        let mut filled = tape.take().unwrap_or_else(|| Tape(Vec::new())).reset();
-        let result = simd_json::fill_tape(input, buffers, &mut filled)
-            .ok()
-            .map(|()| f(TapeNode::At(&filled.0)));
-        *tape = Some(filled.reset());
-        result
-    })
-}
-
-fn parse_once<T>(json: &[u8], f: impl FnOnce(TapeNode<'_>) -> T) -> Option<T> {
-    let mut input = json.to_vec();
-    let tape = simd_json::to_tape(&mut input).ok()?;
-    Some(f(TapeNode::At(&tape.0)))
+    crate::document::with_document(json, |root| f(root.tape()))
 }

@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::loader::{LoadOptions, SourceFile};
 use crate::registry::{Payload, Registry, RejectionKind};
-use crate::tape;
+use crate::{document, tape};
 
 /// A schema that uses most keywords, so most of the tape's accessors are exercised.
 const RICH: &str = r##"{
@@ -67,6 +67,11 @@ fn both(registry: &Registry, text: &[u8]) -> Result<u32, (RejectionKind, String)
         "simd-json parses {}",
         String::from_utf8_lossy(text)
     );
+    assert!(
+        in_a_document(registry, text).is_some(),
+        "simd-json parses a batch holding {}",
+        String::from_utf8_lossy(text)
+    );
     agree(registry, text)
 }
 
@@ -81,7 +86,44 @@ fn agree(registry: &Registry, text: &[u8]) -> Result<u32, (RejectionKind, String
         "tape and Value disagree on {}",
         String::from_utf8_lossy(text)
     );
+    if let Some(from_document) = in_a_document(registry, text) {
+        assert_eq!(
+            from_document,
+            from_text,
+            "a document's tape and the payload's own disagree on {}",
+            String::from_utf8_lossy(text)
+        );
+    }
     from_text
+}
+
+/// The answer to `text` read as a payload inside a batch parsed whole ([`Payload::Parsed`]),
+/// the value's bytes checked to be `text` as written; `None` when simd-json refuses the batch.
+fn in_a_document(registry: &Registry, text: &[u8]) -> Option<Result<u32, (RejectionKind, String)>> {
+    let mut body = br#"[ {"payload": 1}, {"type": "rich", "payload" :"#.to_vec();
+    body.extend_from_slice(b" \n\t");
+    body.extend_from_slice(text);
+    body.extend_from_slice(br#" , "after": [{"x": "]"}]}, 7 ]"#);
+    document::with_document(&body, |root| {
+        let mut events = root.elements().expect("an array");
+        assert_eq!(events.len(), 3);
+        let first = events.next().unwrap();
+        assert_eq!(first.raw(), br#"{"payload": 1}"#);
+        let second = events.next().unwrap();
+        let members: Vec<_> = second.members().expect("an object").collect();
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[0].0, "type");
+        assert_eq!(members[0].1.as_str(), Some("rich"));
+        assert_eq!(
+            (members[1].0, members[1].1.raw()),
+            ("payload", text.trim_ascii())
+        );
+        assert_eq!(members[2].1.raw(), br#"[{"x": "]"}]"#);
+        let last = events.next().unwrap();
+        assert_eq!((last.raw(), last.as_u64()), (&b"7"[..], Some(7)));
+        assert!(events.next().is_none());
+        answer(registry, Payload::Parsed(members[1].1))
+    })
 }
 
 fn scalar() -> impl Strategy<Value = Value> {

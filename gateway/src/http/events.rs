@@ -33,8 +33,9 @@ async fn ingest(collector: &Collector, request: Request) -> Result<Report, Inges
         .increment(bytes.len() as u64);
     let max_events = collector.limits.max_events_per_batch as usize;
     let len = bytes.len();
+    let validator = collector.pipeline.validator.clone();
     let decode = move || match kind {
-        BodyKind::Json => decode::decode_json(&bytes, max_events),
+        BodyKind::Json => decode::decode_json_validated(&bytes, max_events, &*validator),
         BodyKind::Ndjson => decode::decode_ndjson(&bytes, max_events),
         BodyKind::Protobuf => decode::decode_protobuf(&bytes, max_events),
     };

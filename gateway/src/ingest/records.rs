@@ -321,6 +321,7 @@ mod tests {
             payload: Bytes::from_static(br#"{"n":1}"#),
             format: PayloadFormat::Json,
             attributes: vec![("k".to_owned(), "v".to_owned())],
+            verdict: None,
         }
     }
 
