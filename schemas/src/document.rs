@@ -24,6 +24,9 @@ pub struct JsonValue<'a> {
     nodes: &'a [simd_json::Node<'a>],
     /// From this value's first structural to the text's last.
     structurals: &'a [u32],
+    /// From this value's first structural on, parallel to `structurals`: for an opening
+    /// bracket or brace, how many structurals on its match is; else 0.
+    closes: &'a [u32],
     /// How many of `structurals` are this value's own.
     own: usize,
     /// The whole text as the caller gave it (the tape's strings point into a copy).
@@ -31,11 +34,25 @@ pub struct JsonValue<'a> {
 }
 
 impl<'a> JsonValue<'a> {
-    fn at(nodes: &'a [simd_json::Node<'a>], structurals: &'a [u32], text: &'a [u8]) -> Self {
+    /// The value whose node starts `nodes` and whose first structural starts `structurals`.
+    fn at(
+        nodes: &'a [simd_json::Node<'a>],
+        structurals: &'a [u32],
+        closes: &'a [u32],
+        text: &'a [u8],
+    ) -> Self {
+        // An object or array runs to its match; anything else is one structural.
+        let own = match nodes.first() {
+            Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => closes
+                .first()
+                .map_or(structurals.len(), |&to| to as usize + 1),
+            _ => 1,
+        };
         JsonValue {
             nodes,
             structurals,
-            own: own_structurals(text, structurals),
+            closes,
+            own,
             text,
         }
     }
@@ -131,6 +148,7 @@ impl<'a> JsonValue<'a> {
         Children {
             nodes: self.nodes.get(1..).unwrap_or_default(),
             structurals: self.structurals.get(1..).unwrap_or_default(),
+            closes: self.closes.get(1..).unwrap_or_default(),
             left: len,
             text: self.text,
         }
@@ -150,21 +168,26 @@ impl std::fmt::Debug for JsonValue<'_> {
     }
 }
 
-/// How many structurals the value starting at `structurals[0]` takes: one for a string,
-/// number or literal, through the matching closing character for an object or array.
-fn own_structurals(text: &[u8], structurals: &[u32]) -> usize {
-    let mut depth = 0usize;
-    for (at, &offset) in structurals.iter().enumerate() {
+/// Fills `closes` (parallel to `structurals`) with, for each opening bracket or brace, how
+/// many structurals on its matching closing one is: one pass over the text's structurals, so
+/// that a value's extent is then known without walking it.
+fn match_closes(text: &[u8], structurals: &[u32], closes: &mut Vec<u32>, open: &mut Vec<u32>) {
+    closes.clear();
+    closes.resize(structurals.len(), 0);
+    open.clear();
+    for (at, &offset) in (0u32..).zip(structurals) {
         match text.get(offset as usize) {
-            Some(b'{' | b'[') => depth += 1,
-            Some(b'}' | b']') => depth = depth.saturating_sub(1),
+            Some(b'{' | b'[') => open.push(at),
+            Some(b'}' | b']') => {
+                if let Some(start) = open.pop()
+                    && let Some(close) = closes.get_mut(start as usize)
+                {
+                    *close = at - start;
+                }
+            }
             _ => {}
         }
-        if depth == 0 {
-            return at + 1;
-        }
     }
-    structurals.len()
 }
 
 /// The children of an object or array not yet visited: `left` of them from `nodes` and
@@ -172,6 +195,7 @@ fn own_structurals(text: &[u8], structurals: &[u32]) -> usize {
 struct Children<'a> {
     nodes: &'a [simd_json::Node<'a>],
     structurals: &'a [u32],
+    closes: &'a [u32],
     left: usize,
     text: &'a [u8],
 }
@@ -179,10 +203,11 @@ struct Children<'a> {
 impl<'a> Children<'a> {
     /// The next value, and both walks moved past it and the comma or closing character after.
     fn value(&mut self) -> Option<JsonValue<'a>> {
-        let value = JsonValue::at(self.nodes, self.structurals, self.text);
+        let value = JsonValue::at(self.nodes, self.structurals, self.closes, self.text);
         let first = value.first()?;
         self.nodes = self.nodes.get(span(first)..).unwrap_or_default();
         self.structurals = self.structurals.get(value.own + 1..).unwrap_or_default();
+        self.closes = self.closes.get(value.own + 1..).unwrap_or_default();
         self.left -= 1;
         Some(value)
     }
@@ -232,23 +257,23 @@ impl<'a> Iterator for Members<'a> {
         // The name's structural and the colon's.
         self.0.nodes = nodes;
         self.0.structurals = self.0.structurals.get(2..).unwrap_or_default();
+        self.0.closes = self.0.closes.get(2..).unwrap_or_default();
         Some((name, self.0.value()?))
     }
 }
 
 /// What a thread keeps between documents, so a parse allocates only while they grow.
+#[derive(Default)]
 struct Scratch {
     input: Vec<u8>,
-    buffers: Buffers,
+    buffers: Option<Buffers>,
     tape: Option<Tape<'static>>,
+    closes: Vec<u32>,
+    open: Vec<u32>,
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        input: Vec::new(),
-        buffers: Buffers::with_max_depth(4096, MAX_DEPTH),
-        tape: None,
-    });
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
 }
 
 /// Deepest nesting [`with_document`] parses, below serde_json's limit of 128: a deeper text is
@@ -263,46 +288,58 @@ const KEPT_BYTES: usize = 64 * 1024;
 /// it nests deeper than [`MAX_DEPTH`] (the caller then reads it with serde_json, which decides
 /// what it is).
 pub fn with_document<T>(json: &[u8], f: impl FnOnce(JsonValue<'_>) -> T) -> Option<T> {
+    with_scratch(json, true, f)
+}
+
+/// [`with_document`] for a caller that reads only the root's tape
+/// ([`JsonValue::raw`] of a value inside it is then not to be asked).
+pub(crate) fn with_tape_only<T>(json: &[u8], f: impl FnOnce(JsonValue<'_>) -> T) -> Option<T> {
+    with_scratch(json, false, f)
+}
+
+fn with_scratch<T>(json: &[u8], spans: bool, f: impl FnOnce(JsonValue<'_>) -> T) -> Option<T> {
     if json.len() > KEPT_BYTES {
-        let mut buffers = Buffers::with_max_depth(json.len(), MAX_DEPTH);
-        return parse(&mut json.to_vec(), &mut buffers, Tape(Vec::new()), json, f).0;
+        return parse(json, spans, &mut Scratch::default(), f);
     }
-    SCRATCH.with(|scratch| {
+    SCRATCH.with(|scratch| match scratch.try_borrow_mut() {
+        Ok(mut scratch) => parse(json, spans, &mut scratch, f),
         // A nested call (there is none) finds fresh buffers, not a panic.
-        let Ok(mut scratch) = scratch.try_borrow_mut() else {
-            let mut buffers = Buffers::with_max_depth(json.len(), MAX_DEPTH);
-            return parse(&mut json.to_vec(), &mut buffers, Tape(Vec::new()), json, f).0;
-        };
-        let Scratch {
-            input,
-            buffers,
-            tape,
-        } = &mut *scratch;
-        input.clear();
-        input.extend_from_slice(json);
-        let empty = tape.take().unwrap_or_else(|| Tape(Vec::new())).reset();
-        let (result, used) = parse(input, buffers, empty, json, f);
-        *tape = Some(used);
-        result
+        Err(_) => parse(json, spans, &mut Scratch::default(), f),
     })
 }
 
-/// Parses `input` (a copy of `text`, which simd-json may change in place) and calls `f` with
-/// its root; returns the tape emptied for the next parse.
-fn parse<'t, T>(
-    input: &'t mut [u8],
-    buffers: &'t mut Buffers,
-    mut tape: Tape<'t>,
-    text: &'t [u8],
+/// Parses a copy of `text` (simd-json may change it in place) in `scratch` and calls `f` with
+/// its root, matching the brackets first if `spans`; leaves the tape empty for the next parse.
+fn parse<T>(
+    text: &[u8],
+    spans: bool,
+    scratch: &mut Scratch,
     f: impl FnOnce(JsonValue<'_>) -> T,
-) -> (Option<T>, Tape<'static>) {
-    let result = match simd_json::fill_tape(input, buffers, &mut tape) {
+) -> Option<T> {
+    let Scratch {
+        input,
+        buffers,
+        tape,
+        closes,
+        open,
+    } = scratch;
+    input.clear();
+    input.extend_from_slice(text);
+    let buffers = buffers.get_or_insert_with(|| Buffers::with_max_depth(text.len(), MAX_DEPTH));
+    let mut filled = tape.take().unwrap_or_else(|| Tape(Vec::new())).reset();
+    let result = match simd_json::fill_tape(input, buffers, &mut filled) {
         Ok(()) => {
-            // One value, so every structural is the root's: no walk to count them.
             let structurals = buffers.structural_indexes();
+            if spans {
+                match_closes(text, structurals, closes, open);
+            } else {
+                closes.clear();
+            }
+            // One value, so every structural is the root's.
             let root = JsonValue {
-                nodes: &tape.0,
+                nodes: &filled.0,
                 structurals,
+                closes,
                 own: structurals.len(),
                 text,
             };
@@ -310,5 +347,6 @@ fn parse<'t, T>(
         }
         Err(_) => None,
     };
-    (result, tape.reset())
+    *tape = Some(filled.reset());
+    result
 }

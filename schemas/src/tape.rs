@@ -404,5 +404,5 @@ fn look_of(name: &str) -> u32 {
 /// Parses `json` into a tape and calls `f` with its root; `None` when simd-json refuses the
 /// text (the caller then parses it with serde_json, which decides what it is).
 pub(crate) fn with_tape<T>(json: &[u8], f: impl FnOnce(TapeNode<'_>) -> T) -> Option<T> {
-    crate::document::with_document(json, |root| f(root.tape()))
+    crate::document::with_tape_only(json, |root| f(root.tape()))
 }
