@@ -17,70 +17,64 @@ use simd_json::{Buffers, Tape};
 
 use crate::tape::{TapeNode, span};
 
-/// A value of a parsed document: its nodes on the tape and its structurals in the text.
-#[derive(Clone, Copy)]
-pub struct JsonValue<'a> {
-    /// From this value's node to the tape's end.
+/// A parsed text: the tape, the structurals and their matches, the text as given.
+struct Doc<'a> {
     nodes: &'a [simd_json::Node<'a>],
-    /// From this value's first structural to the text's last.
+    /// The offset of each structural in `text`.
     structurals: &'a [u32],
-    /// From this value's first structural on, parallel to `structurals`: for an opening
-    /// bracket or brace, how many structurals on its match is; else 0.
+    /// Parallel to `structurals`: for an opening bracket or brace, how many structurals on
+    /// its match is; else 0. Empty when only the root's tape is read ([`with_tape_only`]).
     closes: &'a [u32],
-    /// How many of `structurals` are this value's own.
-    own: usize,
     /// The whole text as the caller gave it (the tape's strings point into a copy).
     text: &'a [u8],
 }
 
+/// A value of a parsed document: where its node is on the tape and its first structural.
+#[derive(Clone, Copy)]
+pub struct JsonValue<'a> {
+    doc: &'a Doc<'a>,
+    node: usize,
+    structural: usize,
+}
+
 impl<'a> JsonValue<'a> {
-    /// The value whose node starts `nodes` and whose first structural starts `structurals`.
-    fn at(
-        nodes: &'a [simd_json::Node<'a>],
-        structurals: &'a [u32],
-        closes: &'a [u32],
-        text: &'a [u8],
-    ) -> Self {
-        // An object or array runs to its match; anything else is one structural.
-        let own = match nodes.first() {
-            Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => closes
-                .first()
-                .map_or(structurals.len(), |&to| to as usize + 1),
-            _ => 1,
-        };
-        JsonValue {
-            nodes,
-            structurals,
-            closes,
-            own,
-            text,
-        }
+    fn first(&self) -> Option<&'a simd_json::Node<'a>> {
+        self.doc.nodes.get(self.node)
     }
 
-    fn first(&self) -> Option<&'a simd_json::Node<'a>> {
-        self.nodes.first()
+    /// How many structurals the value takes: through its match for an object or array, one
+    /// for anything else.
+    fn own(&self) -> usize {
+        match self.first() {
+            Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => {
+                let rest = self.doc.structurals.len().saturating_sub(self.structural);
+                self.doc
+                    .closes
+                    .get(self.structural)
+                    .map_or(rest, |&to| to as usize + 1)
+            }
+            _ => 1,
+        }
     }
 
     /// The value's bytes exactly as they stand in the text, without the whitespace around it.
     #[must_use]
     pub fn raw(&self) -> &'a [u8] {
-        let Some(&start) = self.structurals.first() else {
+        let (structurals, text) = (self.doc.structurals, self.doc.text);
+        let Some(&start) = structurals.get(self.structural) else {
             return &[];
         };
-        let start = start as usize;
         let end = match self.first() {
             // Through the closing bracket or brace.
-            Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => self
-                .structurals
-                .get(self.own - 1)
-                .map_or(self.text.len(), |&close| close as usize + 1),
+            Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => structurals
+                .get(self.structural + self.own() - 1)
+                .map_or(text.len(), |&close| close as usize + 1),
             // Up to what follows: a comma, a closing character, or the end of the text.
-            _ => self
-                .structurals
-                .get(1)
-                .map_or(self.text.len(), |&next| next as usize),
+            _ => structurals
+                .get(self.structural + 1)
+                .map_or(text.len(), |&next| next as usize),
         };
-        let raw = self.text.get(start..end).unwrap_or_default();
+        let raw = text.get(start as usize..end).unwrap_or_default();
         let kept = raw
             .iter()
             .rposition(|b| !matches!(b, b' ' | b'\t' | b'\n' | b'\r'))
@@ -144,19 +138,21 @@ impl<'a> JsonValue<'a> {
         }
     }
 
+    /// The children after the opening node and structural.
     fn children(&self, len: usize) -> Children<'a> {
         Children {
-            nodes: self.nodes.get(1..).unwrap_or_default(),
-            structurals: self.structurals.get(1..).unwrap_or_default(),
-            closes: self.closes.get(1..).unwrap_or_default(),
+            next: JsonValue {
+                node: self.node + 1,
+                structural: self.structural + 1,
+                ..*self
+            },
             left: len,
-            text: self.text,
         }
     }
 
     /// The value as the registry's validators read it.
     pub(crate) fn tape(&self) -> TapeNode<'a> {
-        TapeNode::At(self.nodes)
+        TapeNode::At(self.doc.nodes.get(self.node..).unwrap_or_default())
     }
 }
 
@@ -176,9 +172,11 @@ fn match_closes(text: &[u8], structurals: &[u32], closes: &mut Vec<u32>, open: &
     closes.resize(structurals.len(), 0);
     open.clear();
     for (at, &offset) in (0u32..).zip(structurals) {
-        match text.get(offset as usize) {
-            Some(b'{' | b'[') => open.push(at),
-            Some(b'}' | b']') => {
+        // `{` and `[` differ only in the bit 0x20, as do `}` and `]`; no other structural
+        // byte (`:`, `,`, `"`, a digit, `-`, `t`, `f`, `n`) becomes either with it set.
+        match text.get(offset as usize).map(|byte| byte | 0x20) {
+            Some(b'{') => open.push(at),
+            Some(b'}') => {
                 if let Some(start) = open.pop()
                     && let Some(close) = closes.get_mut(start as usize)
                 {
@@ -190,24 +188,20 @@ fn match_closes(text: &[u8], structurals: &[u32], closes: &mut Vec<u32>, open: &
     }
 }
 
-/// The children of an object or array not yet visited: `left` of them from `nodes` and
-/// `structurals` on (in an object, each after its name and colon).
+/// The children of an object or array not yet visited: `left` of them from `next` on (in an
+/// object, `next` is at a member's name).
 struct Children<'a> {
-    nodes: &'a [simd_json::Node<'a>],
-    structurals: &'a [u32],
-    closes: &'a [u32],
+    next: JsonValue<'a>,
     left: usize,
-    text: &'a [u8],
 }
 
 impl<'a> Children<'a> {
     /// The next value, and both walks moved past it and the comma or closing character after.
     fn value(&mut self) -> Option<JsonValue<'a>> {
-        let value = JsonValue::at(self.nodes, self.structurals, self.closes, self.text);
+        let value = self.next;
         let first = value.first()?;
-        self.nodes = self.nodes.get(span(first)..).unwrap_or_default();
-        self.structurals = self.structurals.get(value.own + 1..).unwrap_or_default();
-        self.closes = self.closes.get(value.own + 1..).unwrap_or_default();
+        self.next.node += span(first);
+        self.next.structural += value.own() + 1;
         self.left -= 1;
         Some(value)
     }
@@ -251,13 +245,12 @@ impl<'a> Iterator for Members<'a> {
         if self.0.left == 0 {
             return None;
         }
-        let (simd_json::Node::String(name), nodes) = self.0.nodes.split_first()? else {
+        let simd_json::Node::String(name) = self.0.next.first()? else {
             return None;
         };
-        // The name's structural and the colon's.
-        self.0.nodes = nodes;
-        self.0.structurals = self.0.structurals.get(2..).unwrap_or_default();
-        self.0.closes = self.0.closes.get(2..).unwrap_or_default();
+        // Past the name's node, and its structural and the colon's.
+        self.0.next.node += 1;
+        self.0.next.structural += 2;
         Some((name, self.0.value()?))
     }
 }
@@ -335,13 +328,16 @@ fn parse<T>(
             } else {
                 closes.clear();
             }
-            // One value, so every structural is the root's.
-            let root = JsonValue {
+            let doc = Doc {
                 nodes: &filled.0,
                 structurals,
                 closes,
-                own: structurals.len(),
                 text,
+            };
+            let root = JsonValue {
+                doc: &doc,
+                node: 0,
+                structural: 0,
             };
             Some(f(root))
         }
