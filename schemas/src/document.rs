@@ -316,11 +316,15 @@ fn parse<T>(
         closes,
         open,
     } = scratch;
+    // The copy carries the padding simd-json reads past the end, so it parses the copy
+    // itself rather than copying it again into a padded buffer of its own.
     input.clear();
+    input.reserve(text.len() + simd_json::INPUT_PADDING);
     input.extend_from_slice(text);
+    input.resize(text.len() + simd_json::INPUT_PADDING, b' ');
     let buffers = buffers.get_or_insert_with(|| Buffers::with_max_depth(text.len(), MAX_DEPTH));
     let mut filled = tape.take().unwrap_or_else(|| Tape(Vec::new())).reset();
-    let result = match simd_json::fill_tape(input, buffers, &mut filled) {
+    let result = match simd_json::fill_tape_padded(input, text.len(), buffers, &mut filled) {
         Ok(()) => {
             let structurals = buffers.structural_indexes();
             if spans {
