@@ -185,13 +185,14 @@ fn fingerprint(dir: &Path) -> Fingerprint {
     out
 }
 
-impl Validate for SchemaRegistry {
-    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, crate::validate::Invalid> {
+impl SchemaRegistry {
+    /// The current registry's answer for `event` with its payload given as `payload`.
+    fn answer(
+        &self,
+        event: &IncomingEvent,
+        payload: Payload<'_>,
+    ) -> Result<Verdict, crate::validate::Invalid> {
         let registry = self.current.load();
-        let payload = match event.format {
-            PayloadFormat::Json => Payload::Json(&event.payload),
-            PayloadFormat::Protobuf => Payload::Protobuf(&event.payload),
-        };
         registry
             .validate(&event.event_type, event.version.unwrap_or(0), payload)
             .map(|info| Verdict {
@@ -200,24 +201,23 @@ impl Validate for SchemaRegistry {
             })
             .map_err(crate::validate::Invalid::from)
     }
+}
+
+impl Validate for SchemaRegistry {
+    fn validate(&self, event: &IncomingEvent) -> Result<Verdict, crate::validate::Invalid> {
+        let payload = match event.format {
+            PayloadFormat::Json => Payload::Json(&event.payload),
+            PayloadFormat::Protobuf => Payload::Protobuf(&event.payload),
+        };
+        self.answer(event, payload)
+    }
 
     fn validate_parsed(
         &self,
         event: &IncomingEvent,
         payload: JsonValue<'_>,
     ) -> Result<Verdict, crate::validate::Invalid> {
-        let registry = self.current.load();
-        registry
-            .validate(
-                &event.event_type,
-                event.version.unwrap_or(0),
-                Payload::Parsed(payload),
-            )
-            .map(|info| Verdict {
-                topic: info.topic.clone(),
-                version: info.version,
-            })
-            .map_err(crate::validate::Invalid::from)
+        self.answer(event, Payload::Parsed(payload))
     }
 
     fn knows_type(&self, event_type: &str) -> bool {
