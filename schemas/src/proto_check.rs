@@ -347,9 +347,63 @@ impl WireChecker {
 
     /// Checks that `bytes` decode as a message of [`Self::descriptor`], as
     /// `DynamicMessage::decode` would, without building the message.
+    ///
+    /// Messages nested in messages, and the scalars and strings in them, are walked in one
+    /// loop over a stack of the enclosing messages (a request's records are thousands of small
+    /// fields: a call per field cost more than reading it); groups, map entries, packed runs,
+    /// unknown fields and every error go through [`Self::field`], as prost reads them.
     pub(crate) fn check(&self, bytes: &[u8]) -> Result<(), ProtoCheckError> {
+        // What is left of each enclosing message after the one being read, and its type.
+        let mut enclosing: Vec<(&[u8], u32)> = Vec::new();
         let mut buf = bytes;
-        self.fields(0, &mut buf, RECURSION_LIMIT)
+        let mut msg = 0u32;
+        let mut plan = &self.messages[0];
+        loop {
+            if buf.is_empty() {
+                let Some((rest, outer)) = enclosing.pop() else {
+                    return Ok(());
+                };
+                buf = rest;
+                msg = outer;
+                plan = &self.messages[msg as usize];
+                continue;
+            }
+            let (number, wire) = key(&mut buf)?;
+            match (plan.field(number), wire) {
+                (Some(FieldPlan::One(ValuePlan::Message(inner))), WireType::LengthDelimited) => {
+                    // Each message entered takes one of prost's recursion count.
+                    if enclosing.len() as u32 >= RECURSION_LIMIT {
+                        return Err(ProtoCheckError::TooDeep);
+                    }
+                    let body = delimited(&mut buf)?;
+                    enclosing.push((buf, msg));
+                    buf = body;
+                    msg = inner;
+                    plan = &self.messages[msg as usize];
+                }
+                (Some(FieldPlan::One(ValuePlan::String)), WireType::LengthDelimited) => {
+                    if !is_utf8(delimited(&mut buf)?) {
+                        return Err(ProtoCheckError::InvalidUtf8(self.name(msg, number)));
+                    }
+                }
+                (Some(FieldPlan::One(ValuePlan::Bytes)), WireType::LengthDelimited) => {
+                    delimited(&mut buf)?;
+                }
+                (Some(FieldPlan::One(ValuePlan::Varint)), WireType::Varint) => {
+                    varint(&mut buf)?;
+                }
+                (Some(FieldPlan::One(ValuePlan::Fixed64)), WireType::SixtyFourBit) => {
+                    take(&mut buf, 8)?;
+                }
+                (Some(FieldPlan::One(ValuePlan::Fixed32)), WireType::ThirtyTwoBit) => {
+                    take(&mut buf, 4)?;
+                }
+                _ => {
+                    let budget = RECURSION_LIMIT - enclosing.len() as u32;
+                    self.field(msg, number, wire, &mut buf, budget)?;
+                }
+            }
+        }
     }
 
     /// The fields of a message of type `messages[msg]`, to the end of `buf`. `budget` is how
@@ -423,9 +477,9 @@ impl WireChecker {
             ValuePlan::Fixed32 => take(buf, 4).map(drop),
             ValuePlan::Fixed64 => take(buf, 8).map(drop),
             ValuePlan::Bytes => delimited(buf).map(drop),
-            ValuePlan::String => match std::str::from_utf8(delimited(buf)?) {
-                Ok(_) => Ok(()),
-                Err(_) => Err(ProtoCheckError::InvalidUtf8(self.name(msg, number))),
+            ValuePlan::String => match is_utf8(delimited(buf)?) {
+                true => Ok(()),
+                false => Err(ProtoCheckError::InvalidUtf8(self.name(msg, number))),
             },
             ValuePlan::Message(inner) => {
                 let budget = budget.checked_sub(1).ok_or(ProtoCheckError::TooDeep)?;
@@ -554,9 +608,34 @@ fn key(buf: &mut &[u8]) -> Result<(u32, WireType), ProtoCheckError> {
     }
 }
 
-/// A varint, read by prost.
+/// Whether `bytes` are UTF-8. Most strings of telemetry (names, levels, short messages) are
+/// short and ASCII: those are told by one pass without a call; the rest go to the standard
+/// library's check.
+#[inline]
+fn is_utf8(bytes: &[u8]) -> bool {
+    const SHORT: usize = 64;
+    if bytes.len() <= SHORT && bytes.iter().fold(0u8, |all, &byte| all | byte) < 0x80 {
+        return true;
+    }
+    std::str::from_utf8(bytes).is_ok()
+}
+
+/// A varint: a one-byte one (every key of fields 1 to 15, most lengths) read here, any other
+/// by prost.
 #[inline]
 fn varint(buf: &mut &[u8]) -> Result<u64, ProtoCheckError> {
+    match buf.split_first() {
+        Some((&byte, rest)) if byte < 0x80 => {
+            *buf = rest;
+            Ok(u64::from(byte))
+        }
+        _ => long_varint(buf),
+    }
+}
+
+/// A varint of more than one byte (or none), read by prost.
+#[inline(never)]
+fn long_varint(buf: &mut &[u8]) -> Result<u64, ProtoCheckError> {
     let at = *buf;
     decode_varint(buf).map_err(|_| bad_varint(at))
 }
