@@ -64,6 +64,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     fn next_field(&mut self) -> Result<(u32, Value<'a>), WireError> {
         let at = self.pos;
         let tag = self.varint()?;
@@ -98,7 +99,20 @@ impl<'a> Fields<'a> {
         Ok((field, value))
     }
 
+    /// A varint: one byte (keys of fields 1 to 15, lengths under 128) read here, a longer one
+    /// by [`Self::long_varint`].
+    #[inline]
     fn varint(&mut self) -> Result<u64, WireError> {
+        match self.buf.get(self.pos) {
+            Some(&byte) if byte < 0x80 => {
+                self.pos += 1;
+                Ok(u64::from(byte))
+            }
+            _ => self.long_varint(),
+        }
+    }
+
+    fn long_varint(&mut self) -> Result<u64, WireError> {
         let at = self.pos;
         let mut value = 0u64;
         for shift in 0..10 {
