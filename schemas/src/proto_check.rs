@@ -161,6 +161,30 @@ struct MessagePlan {
     low: Box<[Option<FieldPlan>]>,
     /// Fields numbered above, sorted by number.
     high: Box<[(u32, FieldPlan)]>,
+    /// What a one-byte key (fields 1 to 15, any wire type) asks for, by the key's byte.
+    by_key: Box<[OneByteKey; 128]>,
+}
+
+/// How [`WireChecker::check`] reads the value after a one-byte key: the read prost-reflect
+/// makes of a known field in its own wire type or of an unknown field of a scalar wire type,
+/// or `Other` for everything else (groups, maps, packed runs, wire types a known field cannot
+/// have, invalid keys), which goes through [`WireChecker::field`].
+#[derive(Debug, Clone, Copy)]
+enum OneByteKey {
+    /// Not read here.
+    Other,
+    /// Any varint.
+    Varint,
+    /// 4 bytes.
+    Fixed32,
+    /// 8 bytes.
+    Fixed64,
+    /// Length-delimited, anything.
+    Bytes,
+    /// Length-delimited UTF-8.
+    String,
+    /// A length-delimited message of type `messages[index]`.
+    Message(u32),
 }
 
 /// How a known field (or extension) is read, as prost-reflect's `Value::merge_field` reads it.
@@ -226,6 +250,47 @@ impl MessagePlan {
     }
 }
 
+impl MessagePlan {
+    /// How the value after key byte `byte` (below 0x80) is read; `Other` where
+    /// [`WireChecker::field`] must decide.
+    fn one_byte_key(&self, byte: u8) -> OneByteKey {
+        let number = u32::from(byte >> 3);
+        let Ok(wire) = WireType::try_from(u64::from(byte & 7)) else {
+            return OneByteKey::Other;
+        };
+        if number == 0 {
+            return OneByteKey::Other;
+        }
+        let value = match self.field(number) {
+            // Unknown: skipped by wire type (only groups take from the recursion count).
+            None => {
+                return match wire {
+                    WireType::Varint => OneByteKey::Varint,
+                    WireType::SixtyFourBit => OneByteKey::Fixed64,
+                    WireType::LengthDelimited => OneByteKey::Bytes,
+                    WireType::ThirtyTwoBit => OneByteKey::Fixed32,
+                    WireType::StartGroup | WireType::EndGroup => OneByteKey::Other,
+                };
+            }
+            // A packable field in its own (scalar) wire type is one value; packed, it is not.
+            Some(FieldPlan::One(value) | FieldPlan::Packable(value)) => value,
+            Some(FieldPlan::Map(_)) => return OneByteKey::Other,
+        };
+        if wire != value.wire_type() {
+            return OneByteKey::Other;
+        }
+        match value {
+            ValuePlan::Varint => OneByteKey::Varint,
+            ValuePlan::Fixed32 => OneByteKey::Fixed32,
+            ValuePlan::Fixed64 => OneByteKey::Fixed64,
+            ValuePlan::String => OneByteKey::String,
+            ValuePlan::Bytes => OneByteKey::Bytes,
+            ValuePlan::Message(index) => OneByteKey::Message(index),
+            ValuePlan::Group(_) => OneByteKey::Other,
+        }
+    }
+}
+
 /// Whether a repeated field of `kind` may come packed (prost-reflect's `is_packable`).
 fn packable(kind: &Kind) -> bool {
     !matches!(kind, Kind::String | Kind::Bytes | Kind::Message(_))
@@ -280,11 +345,16 @@ impl Planner {
             low[n as usize] = Some(plan);
         }
         fields.retain(|&(n, _)| n >= low_len);
-        MessagePlan {
+        let mut plan = MessagePlan {
             desc,
             low: low.into(),
             high: fields.into(),
+            by_key: Box::new([OneByteKey::Other; 128]),
+        };
+        for byte in 0..128u8 {
+            plan.by_key[usize::from(byte)] = plan.one_byte_key(byte);
         }
+        plan
     }
 
     /// How a field of `kind` is read (prost-reflect: a repeated message field of a map-entry
@@ -350,8 +420,9 @@ impl WireChecker {
     ///
     /// Messages nested in messages, and the scalars and strings in them, are walked in one
     /// loop over a stack of the enclosing messages (a request's records are thousands of small
-    /// fields: a call per field cost more than reading it); groups, map entries, packed runs,
-    /// unknown fields and every error go through [`Self::field`], as prost reads them.
+    /// fields: a call per field cost more than reading it), each one-byte key dispatched by a
+    /// table of its message type ([`OneByteKey`]); longer keys, groups, map entries, packed
+    /// runs and every refusal of a key go through [`Self::field`], as prost reads them.
     pub(crate) fn check(&self, bytes: &[u8]) -> Result<(), ProtoCheckError> {
         // What is left of each enclosing message after the one being read, and its type.
         let mut enclosing: Vec<(&[u8], u32)> = Vec::new();
@@ -368,9 +439,17 @@ impl WireChecker {
                 plan = &self.messages[msg as usize];
                 continue;
             }
-            let (number, wire) = key(&mut buf)?;
-            match (plan.field(number), wire) {
-                (Some(FieldPlan::One(ValuePlan::Message(inner))), WireType::LengthDelimited) => {
+            let byte = buf[0];
+            let action = match plan.by_key.get(usize::from(byte)) {
+                Some(&action) => action,
+                None => OneByteKey::Other,
+            };
+            if !matches!(action, OneByteKey::Other) {
+                // The key, one byte, is read.
+                buf = &buf[1..];
+            }
+            match action {
+                OneByteKey::Message(inner) => {
                     // Each message entered takes one of prost's recursion count.
                     if enclosing.len() as u32 >= RECURSION_LIMIT {
                         return Err(ProtoCheckError::TooDeep);
@@ -381,24 +460,26 @@ impl WireChecker {
                     msg = inner;
                     plan = &self.messages[msg as usize];
                 }
-                (Some(FieldPlan::One(ValuePlan::String)), WireType::LengthDelimited) => {
+                OneByteKey::String => {
                     if !is_utf8(delimited(&mut buf)?) {
+                        let number = u32::from(byte >> 3);
                         return Err(ProtoCheckError::InvalidUtf8(self.name(msg, number)));
                     }
                 }
-                (Some(FieldPlan::One(ValuePlan::Bytes)), WireType::LengthDelimited) => {
+                OneByteKey::Bytes => {
                     delimited(&mut buf)?;
                 }
-                (Some(FieldPlan::One(ValuePlan::Varint)), WireType::Varint) => {
+                OneByteKey::Varint => {
                     varint(&mut buf)?;
                 }
-                (Some(FieldPlan::One(ValuePlan::Fixed64)), WireType::SixtyFourBit) => {
+                OneByteKey::Fixed64 => {
                     take(&mut buf, 8)?;
                 }
-                (Some(FieldPlan::One(ValuePlan::Fixed32)), WireType::ThirtyTwoBit) => {
+                OneByteKey::Fixed32 => {
                     take(&mut buf, 4)?;
                 }
-                _ => {
+                OneByteKey::Other => {
+                    let (number, wire) = key(&mut buf)?;
                     let budget = RECURSION_LIMIT - enclosing.len() as u32;
                     self.field(msg, number, wire, &mut buf, budget)?;
                 }
@@ -609,15 +690,32 @@ fn key(buf: &mut &[u8]) -> Result<(u32, WireType), ProtoCheckError> {
 }
 
 /// Whether `bytes` are UTF-8. Most strings of telemetry (names, levels, short messages) are
-/// short and ASCII: those are told by one pass without a call; the rest go to the standard
-/// library's check.
+/// short and ASCII: those are told eight bytes at a time without a call; the rest go to the
+/// standard library's check.
 #[inline]
 fn is_utf8(bytes: &[u8]) -> bool {
     const SHORT: usize = 64;
-    if bytes.len() <= SHORT && bytes.iter().fold(0u8, |all, &byte| all | byte) < 0x80 {
+    if bytes.len() <= SHORT && is_ascii_short(bytes) {
         return true;
     }
     std::str::from_utf8(bytes).is_ok()
+}
+
+/// Whether `bytes` (a few dozen at most) are ASCII: every 8-byte word, the last one read
+/// overlapping the one before, has no high bit set.
+#[inline]
+fn is_ascii_short(bytes: &[u8]) -> bool {
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let (words, _) = bytes.as_chunks::<8>();
+    match bytes.last_chunk::<8>() {
+        Some(last) => {
+            let all = words.iter().fold(u64::from_ne_bytes(*last), |all, word| {
+                all | u64::from_ne_bytes(*word)
+            });
+            all & HIGH == 0
+        }
+        None => bytes.iter().fold(0u8, |all, &byte| all | byte) < 0x80,
+    }
 }
 
 /// A varint: a one-byte one (every key of fields 1 to 15, most lengths) read here, any other

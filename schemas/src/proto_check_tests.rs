@@ -243,6 +243,33 @@ fn strings_must_be_utf8_bytes_need_not() {
     );
 }
 
+/// The short-string check agrees with the standard library at every length around its word
+/// size and its cut to the library's check, with a non-ASCII byte (valid or not) anywhere.
+#[test]
+fn the_utf8_check_agrees_with_std_at_every_length_and_place() {
+    for len in 0..80 {
+        let ascii = vec![b'a'; len];
+        assert!(is_utf8(&ascii), "{len}");
+        for at in 0..len {
+            for odd in [
+                &[0xffu8][..],
+                &[0xc3, 0xa9],
+                &[0xc3],
+                &[0x80],
+                &[0xe2, 0x82, 0xac],
+            ] {
+                let mut bytes = ascii.clone();
+                bytes.splice(at..(at + odd.len()).min(len), odd.iter().copied());
+                assert_eq!(
+                    is_utf8(&bytes),
+                    std::str::from_utf8(&bytes).is_ok(),
+                    "{bytes:02x?}"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn packable_fields_are_accepted_packed_and_unpacked() {
     let r = rich();
