@@ -12,6 +12,7 @@
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -24,6 +25,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
@@ -256,7 +258,7 @@ impl Connection {
         let close = close_when(drain, &activity, idle_timeout);
         // After an idle shutdown, another idle period without a request: an HTTP/2 client
         // that never answers the GOAWAY's PING (hyper waits for it) is dropped.
-        let stuck = activity.idle_after(|| tokio::time::sleep(idle_timeout));
+        let stuck = activity.idle_after(idle_timeout);
         tokio::pin!(connection, close, stuck);
         let mut closing = None;
         let served = loop {
@@ -293,58 +295,89 @@ async fn close_when(
     tokio::select! {
         // An error means the server is gone: shut down as for a drain.
         _ = drain.wait_for(|draining| *draining) => Close::Drain,
-        () = activity.idle_after(|| tokio::time::sleep(idle_timeout)) => Close::Idle,
+        () = activity.idle_after(idle_timeout) => Close::Idle,
     }
 }
 
-/// Requests in flight on one connection and how many have started: what the idle timeout
-/// watches.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// Requests in flight on one connection and when the last one ended: what the idle timeout
+/// watches. Counting a request wakes nothing: the requests are counted inside the connection's
+/// own task, so a wake-up there would poll the task a second time and, the scheduler handing
+/// such a task to the back of its queue, wake the other worker too — twice per request. The
+/// idle timer reads the count when it fires instead ([`Activity::idle_after`]).
+#[derive(Clone)]
+struct Activity(Arc<Busy>);
+
 struct Busy {
-    in_flight: usize,
-    started: u64,
+    /// Requests in flight.
+    in_flight: AtomicUsize,
+    /// When the last request ended (or the connection opened), in microseconds after `opened`.
+    idle_since_us: AtomicU64,
+    opened: Instant,
 }
 
-/// The [`Busy`] count of one connection, shared by its service and its idle timer.
-#[derive(Clone, Default)]
-struct Activity(Arc<watch::Sender<Busy>>);
+impl Default for Activity {
+    fn default() -> Self {
+        Activity(Arc::new(Busy {
+            in_flight: AtomicUsize::new(0),
+            idle_since_us: AtomicU64::new(0),
+            opened: Instant::now(),
+        }))
+    }
+}
 
 impl Activity {
     /// Counts a request from now until the returned guard drops (when its response head is
     /// ready, or it is cancelled).
     fn begin(&self) -> InFlight {
-        self.0.send_modify(|busy| {
-            busy.in_flight += 1;
-            busy.started += 1;
-        });
+        self.0.in_flight.fetch_add(1, Ordering::AcqRel);
         InFlight(self.0.clone())
     }
 
-    /// Resolves once no request has been in flight, nor started, for as long as a `timer()`
-    /// takes (`tokio::time::sleep` of the idle timeout; tests pass a timer they fire).
-    async fn idle_after<T: Future<Output = ()>>(&self, mut timer: impl FnMut() -> T) {
-        let mut busy = self.0.subscribe();
+    /// When the connection became idle, or `None` while a request is in flight.
+    fn idle_since(&self) -> Option<Instant> {
+        if self.0.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let since = Duration::from_micros(self.0.idle_since_us.load(Ordering::Acquire));
+        Some(self.0.opened + since)
+    }
+
+    /// Resolves once no request has been in flight, nor started, for `idle`. The timer is set
+    /// for `idle` after the last request ended and looked at when it fires: a request since
+    /// (ended, or still in flight) sets it again, for `idle` after that one's end (or, while
+    /// one is in flight, for another `idle` from now).
+    ///
+    /// The period counts from the first poll at the earliest, so that the idle timer of a
+    /// connection already shut down for idleness gives it another period.
+    async fn idle_after(&self, idle: Duration) {
+        let from = Instant::now();
         loop {
-            let started = match busy.wait_for(|busy| busy.in_flight == 0).await {
-                Ok(now) => now.started,
-                // The sender lives in `self`: never. Treat it as idle.
-                Err(_) => return,
+            let deadline = match self.idle_since() {
+                Some(since) => since.max(from) + idle,
+                None => Instant::now() + idle,
             };
-            tokio::select! {
-                () = timer() => return,
-                _ = busy.wait_for(|busy| busy.started != started) => {}
+            tokio::time::sleep_until(deadline).await;
+            if self
+                .idle_since()
+                .is_some_and(|since| Instant::now() >= since.max(from) + idle)
+            {
+                return;
             }
         }
     }
 }
 
 /// One request in flight on a connection; dropping it ends the count.
-struct InFlight(Arc<watch::Sender<Busy>>);
+struct InFlight(Arc<Busy>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0
-            .send_modify(|busy| busy.in_flight = busy.in_flight.saturating_sub(1));
+        // Stamped before the count falls, so that a timer that sees no request in flight sees
+        // this end; the latest of concurrent ends wins.
+        let ended = Instant::now().saturating_duration_since(self.0.opened);
+        let ended = u64::try_from(ended.as_micros()).unwrap_or(u64::MAX);
+        self.0.idle_since_us.fetch_max(ended, Ordering::AcqRel);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -581,67 +614,83 @@ mod tests {
         let _b = slots.take(ip("2001:db8:1:3::1")).unwrap();
     }
 
-    /// Timers that fire when the test says, and how many were started.
-    #[derive(Default)]
-    struct ManualTimers {
-        fired: watch::Sender<u64>,
-        started: std::sync::atomic::AtomicUsize,
-    }
-
-    impl ManualTimers {
-        /// A timer that fires at the next [`Self::fire`].
-        fn timer(&self) -> impl Future<Output = ()> + use<> {
-            self.started
-                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            let mut fired = self.fired.subscribe();
-            let at = *fired.borrow_and_update();
-            async move {
-                let _ = fired.wait_for(|now| *now > at).await;
-            }
-        }
-
-        fn fire(&self) {
-            self.fired.send_modify(|n| *n += 1);
-        }
-
-        fn started(&self) -> usize {
-            self.started.load(std::sync::atomic::Ordering::SeqCst)
-        }
-    }
-
-    #[test]
-    fn idle_counts_from_the_end_of_the_last_request() {
+    /// Polls `future` once, after letting the runtime's (paused) clock move by `by`.
+    async fn after<F: Future + Unpin>(by: Duration, future: &mut F) -> Option<F::Output> {
         use futures::FutureExt;
+        tokio::time::advance(by).await;
+        future.now_or_never()
+    }
+
+    const IDLE: Duration = Duration::from_secs(10);
+
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_counts_from_the_end_of_the_last_request() {
         let activity = Activity::default();
-        let timers = ManualTimers::default();
         let request = activity.begin();
-        let idle = activity.idle_after(|| timers.timer());
-        futures::pin_mut!(idle);
-        assert!(idle.as_mut().now_or_never().is_none());
-        // No idle timer runs while a request is in flight, however long it takes.
-        assert_eq!(timers.started(), 0);
-        timers.fire();
-        assert!(idle.as_mut().now_or_never().is_none());
-        drop(request);
-        assert!(idle.as_mut().now_or_never().is_none());
-        assert_eq!(timers.started(), 1);
-        timers.fire();
-        assert_eq!(idle.now_or_never(), Some(()));
+        let idle = activity.idle_after(IDLE);
+        tokio::pin!(idle);
+        assert_eq!(after(secs(0), &mut idle).await, None);
+        // Not idle while a request is in flight, however long it takes.
+        assert_eq!(after(secs(25), &mut idle).await, None);
+        assert_eq!(after(secs(2), &mut idle).await, None);
+        drop(request); // at 27 s
+        assert_eq!(after(secs(9), &mut idle).await, None);
+        assert_eq!(
+            after(secs(1), &mut idle).await,
+            Some(()),
+            "10 s after the end"
+        );
     }
 
-    #[test]
-    fn a_new_request_restarts_the_idle_timer() {
-        use futures::FutureExt;
+    #[tokio::test(start_paused = true)]
+    async fn a_new_request_restarts_the_idle_timer() {
         let activity = Activity::default();
-        let timers = ManualTimers::default();
-        let idle = activity.idle_after(|| timers.timer());
-        futures::pin_mut!(idle);
-        assert!(idle.as_mut().now_or_never().is_none());
-        assert_eq!(timers.started(), 1);
-        drop(activity.begin());
-        assert!(idle.as_mut().now_or_never().is_none());
-        assert_eq!(timers.started(), 2, "the request restarted the timer");
-        timers.fire();
-        assert_eq!(idle.now_or_never(), Some(()));
+        let idle = activity.idle_after(IDLE);
+        tokio::pin!(idle);
+        assert_eq!(after(secs(0), &mut idle).await, None);
+        assert_eq!(after(secs(6), &mut idle).await, None);
+        drop(activity.begin()); // at 6 s
+        assert_eq!(
+            after(secs(4), &mut idle).await,
+            None,
+            "the request restarted it"
+        );
+        assert_eq!(after(secs(5), &mut idle).await, None);
+        assert_eq!(
+            after(secs(1), &mut idle).await,
+            Some(()),
+            "10 s after the request"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_requests_end_idleness_at_the_last_end() {
+        let activity = Activity::default();
+        let idle = activity.idle_after(IDLE);
+        tokio::pin!(idle);
+        let first = activity.begin();
+        let second = activity.begin();
+        assert_eq!(after(secs(3), &mut idle).await, None);
+        drop(second); // at 3 s: one still in flight
+        assert_eq!(after(secs(20), &mut idle).await, None);
+        drop(first); // at 23 s
+        assert_eq!(after(secs(9), &mut idle).await, None);
+        assert_eq!(after(secs(1), &mut idle).await, Some(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_period_counts_from_the_first_poll() {
+        // The timer of a connection already shut down for idleness: another whole period.
+        let activity = Activity::default();
+        let idle = activity.idle_after(IDLE);
+        tokio::pin!(idle);
+        tokio::time::advance(secs(20)).await;
+        assert_eq!(after(secs(0), &mut idle).await, None);
+        assert_eq!(after(secs(9), &mut idle).await, None);
+        assert_eq!(after(secs(1), &mut idle).await, Some(()));
     }
 }
