@@ -32,22 +32,26 @@ pub(super) fn body_kind(headers: &HeaderMap) -> Result<BodyKind, IngestError> {
         return Ok(BodyKind::Json);
     };
     let text = value.to_str().unwrap_or("?");
-    let essence = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    match essence.as_str() {
-        "application/json" | "text/json" => Ok(BodyKind::Json),
-        "application/x-ndjson"
-        | "application/ndjson"
-        | "application/jsonl"
-        | "application/x-jsonlines" => Ok(BodyKind::Ndjson),
-        "application/x-protobuf" | "application/protobuf" | "application/vnd.google.protobuf" => {
-            Ok(BodyKind::Protobuf)
-        }
-        _ => Err(IngestError::UnsupportedType(text.to_owned())),
+    let essence = text.split(';').next().unwrap_or("").trim();
+    // Media types are case-insensitive; compared in place, not lower-cased into a new string.
+    let one_of = |names: &[&str]| names.iter().any(|name| essence.eq_ignore_ascii_case(name));
+    if one_of(&["application/json", "text/json"]) {
+        Ok(BodyKind::Json)
+    } else if one_of(&[
+        "application/x-ndjson",
+        "application/ndjson",
+        "application/jsonl",
+        "application/x-jsonlines",
+    ]) {
+        Ok(BodyKind::Ndjson)
+    } else if one_of(&[
+        "application/x-protobuf",
+        "application/protobuf",
+        "application/vnd.google.protobuf",
+    ]) {
+        Ok(BodyKind::Protobuf)
+    } else {
+        Err(IngestError::UnsupportedType(text.to_owned()))
     }
 }
 
@@ -84,5 +88,37 @@ pub(super) fn observe<T>(
     if let Err(error) = result {
         metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => transport, "reason" => error.label())
             .increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(content_type: &str) -> Option<BodyKind> {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, content_type.parse().unwrap());
+        body_kind(&headers).ok()
+    }
+
+    #[test]
+    fn content_types_are_told_by_their_essence_in_any_case() {
+        assert_eq!(body_kind(&HeaderMap::new()).ok(), Some(BodyKind::Json));
+        assert_eq!(kind("application/json"), Some(BodyKind::Json));
+        assert_eq!(
+            kind("Application/JSON; charset=utf-8"),
+            Some(BodyKind::Json)
+        );
+        assert_eq!(kind(" text/json "), Some(BodyKind::Json));
+        assert_eq!(kind("application/X-NDJSON"), Some(BodyKind::Ndjson));
+        assert_eq!(kind("application/jsonl"), Some(BodyKind::Ndjson));
+        assert_eq!(kind("APPLICATION/X-PROTOBUF"), Some(BodyKind::Protobuf));
+        assert_eq!(
+            kind("application/vnd.google.protobuf"),
+            Some(BodyKind::Protobuf)
+        );
+        for other in ["text/plain", "application/jsonx", "application", ""] {
+            assert_eq!(kind(other), None, "{other:?}");
+        }
     }
 }
