@@ -682,6 +682,39 @@ mod tests {
         assert_eq!(after(secs(1), &mut idle).await, Some(()));
     }
 
+    /// A waker that counts its wake-ups.
+    struct CountingWaker(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.wake_by_ref();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn counting_a_request_wakes_no_one() {
+        // The requests are counted inside the connection's own task, which polls the idle
+        // timer: a wake-up per start or end would poll that task again and wake the other
+        // worker.
+        let activity = Activity::default();
+        let idle = activity.idle_after(IDLE);
+        tokio::pin!(idle);
+        let counter = Arc::new(CountingWaker(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(counter.clone());
+        let mut cx = std::task::Context::from_waker(&waker);
+        assert!(idle.as_mut().poll(&mut cx).is_pending());
+        for _ in 0..3 {
+            drop(activity.begin());
+        }
+        let held = activity.begin();
+        drop(held);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 0);
+        assert!(idle.as_mut().poll(&mut cx).is_pending());
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_period_counts_from_the_first_poll() {
         // The timer of a connection already shut down for idleness: another whole period.
