@@ -184,6 +184,10 @@ pub struct ConnectionsConfig {
     pub http2_keep_alive_timeout_ms: u64,
     /// Streams (requests) open at once on one HTTP/2 connection. Default 256.
     pub http2_max_concurrent_streams: u32,
+    /// Threads that serve the connections, each with an event loop of its own; a connection
+    /// stays on the one it was given (the one serving the fewest) until it closes. 0 serves
+    /// them on the process's shared runtime. Default 0.
+    pub io_threads: u32,
 }
 
 impl Default for ConnectionsConfig {
@@ -195,9 +199,13 @@ impl Default for ConnectionsConfig {
             http2_keep_alive_interval_ms: 30_000,
             http2_keep_alive_timeout_ms: 20_000,
             http2_max_concurrent_streams: 256,
+            io_threads: 0,
         }
     }
 }
+
+/// Most connection threads `gateway.connections.io_threads` may ask for.
+pub const MAX_IO_THREADS: u32 = 256;
 
 impl ConnectionsConfig {
     /// Every problem of these settings, as `(key path, message)`.
@@ -225,6 +233,12 @@ impl ConnectionsConfig {
                     "must be at least 1".to_owned(),
                 ));
             }
+        }
+        if self.io_threads > MAX_IO_THREADS {
+            errors.push((
+                "gateway.connections.io_threads".to_owned(),
+                format!("must be at most {MAX_IO_THREADS}"),
+            ));
         }
         if self.max_connections_per_ip > self.max_connections {
             errors.push((
@@ -468,6 +482,19 @@ mod tests {
             vec![(
                 "gateway.connections.idle_timeout_ms".to_owned(),
                 "must be at least 1".to_owned()
+            )]
+        );
+        let threads = r#"{"connections": {"io_threads": 2}}"#;
+        let config: GatewayConfig = serde_json::from_str(threads).unwrap();
+        assert_eq!(config.connections.io_threads, 2);
+        assert!(config.validate().is_empty());
+        let mut config = GatewayConfig::default();
+        config.connections.io_threads = MAX_IO_THREADS + 1;
+        assert_eq!(
+            config.validate(),
+            vec![(
+                "gateway.connections.io_threads".to_owned(),
+                "must be at most 256".to_owned()
             )]
         );
         let unknown = r#"{"connections": {"max_conns": 5}}"#;

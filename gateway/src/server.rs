@@ -36,6 +36,10 @@ use crate::metrics::{
 };
 use crate::tls::ClientCert;
 
+mod threads;
+
+use threads::ConnectionThreads;
+
 /// How the server treats connections.
 #[derive(Clone)]
 pub struct ServeOptions {
@@ -94,6 +98,12 @@ pub async fn serve(
         exempt,
     } = serving.into();
     let (drain, _) = watch::channel(false);
+    let threads = match limits.io_threads {
+        0 => None,
+        count => Some(ConnectionThreads::start(
+            usize::try_from(count).unwrap_or(1),
+        )?),
+    };
     let connections = Connections {
         builder: connection_builder(&options, &limits),
         router,
@@ -102,10 +112,14 @@ pub async fn serve(
         tls: options.tls.map(TlsAcceptor::from),
         handshake_timeout: options.header_read_timeout,
         idle_timeout: Duration::from_millis(limits.idle_timeout_ms),
+        threads,
     };
     accept_until(&listener, shutdown, &connections).await;
     drop(listener);
     drain_connections(connections.drain, options.grace).await;
+    if let Some(threads) = connections.threads {
+        threads.stop().await;
+    }
     Ok(())
 }
 
@@ -189,11 +203,15 @@ struct Connections {
     tls: Option<TlsAcceptor>,
     handshake_timeout: Duration,
     idle_timeout: Duration,
+    /// The connection threads, when `io_threads` asks for them; else connections are served
+    /// on the runtime that accepts them.
+    threads: Option<ConnectionThreads>,
 }
 
 impl Connections {
-    /// Serves one accepted connection on its own task, watched for the drain; with TLS, the
-    /// handshake runs in that task, bounded like a header read.
+    /// Serves one accepted connection on its own task (on a connection thread, when there are
+    /// any), watched for the drain; with TLS, the handshake runs in that task, bounded like a
+    /// header read.
     fn spawn(&self, stream: TcpStream, peer: SocketAddr, slot: Slot) {
         let _ = stream.set_nodelay(true);
         let connection = Connection {
@@ -204,17 +222,23 @@ impl Connections {
             peer,
             slot,
         };
-        let Some(acceptor) = self.tls.clone() else {
-            tokio::spawn(connection.run(stream, None));
-            return;
-        };
+        let acceptor = self.tls.clone();
         let timeout = self.handshake_timeout;
-        tokio::spawn(async move {
+        let serve = move |stream: TcpStream| async move {
+            let Some(acceptor) = acceptor else {
+                return connection.run(stream, None).await;
+            };
             if let Some(stream) = handshake(&acceptor, stream, peer, timeout).await {
                 let cert = crate::tls::client_cert(stream.get_ref().1);
                 connection.run(stream, cert).await;
             }
-        });
+        };
+        match &self.threads {
+            Some(threads) => threads.spawn(stream, serve),
+            None => {
+                tokio::spawn(serve(stream));
+            }
+        }
     }
 }
 

@@ -125,7 +125,7 @@ impl TestGateway {
             async move {
                 let _ = stopped.await;
             },
-            options,
+            options.with_connections(&config),
         ));
         Self {
             base: format!("http://{addr}"),
