@@ -12,10 +12,12 @@
 //!
 //! A record's payload is written as JSON straight from the decoded record ([`RecordJson`]):
 //! members in the order of a sorted map, a key given twice taking its last value, each
-//! resource and scope written once and copied in as text. Validation then parses the payload
-//! like any other JSON payload (a simd-json tape, `headwater_schemas`).
+//! resource and scope written once and copied in as text. Beside the text, the tape simd-json
+//! would parse it into is built from the record ([`tape`]), and the payload is validated on
+//! that tape, not parsed back.
 
 mod bounds;
+mod tape;
 
 use bytes::Bytes;
 use opentelemetry_proto::tonic::collector::logs::v1::{
@@ -33,6 +35,7 @@ use crate::config::Limits;
 use crate::decode::{Decoded, IncomingEvent, PayloadFormat, check_count, decode_sized};
 use crate::error::IngestError;
 use crate::ingest::Report;
+use crate::validate::Validate;
 
 /// Attribute naming an OTLP log record's event type.
 pub const EVENT_NAME: &str = "event.name";
@@ -116,8 +119,9 @@ pub async fn decode(
         }
         None => {
             let default_type = collector.otlp_default_type.clone();
+            let validator = collector.pipeline.validator.clone();
             let events = decode_sized(body.len(), move || {
-                decode_body(&body, encoding, &default_type, &limits)
+                decode_body(&body, encoding, &default_type, &limits, Some(&*validator))
             })
             .await?;
             Ok(Export {
@@ -220,11 +224,13 @@ pub fn decode_body(
     encoding: Encoding,
     default_type: &str,
     limits: &Limits,
+    validator: Option<&dyn Validate>,
 ) -> Result<Vec<Decoded>, IngestError> {
     decode_request(
         decode_message(body, encoding, limits)?,
         default_type,
         limits,
+        validator,
     )
 }
 
@@ -290,11 +296,13 @@ impl Budget {
 }
 
 /// Turns an export request into events: more than `max_events_per_batch` log records are
-/// refused, and so are events that would total more than `max_decompressed_bytes`.
+/// refused, and so are events that would total more than `max_decompressed_bytes`. With a
+/// `validator`, each event comes validated (on the tape built beside its payload).
 pub fn decode_request(
     request: ExportLogsServiceRequest,
     default_type: &str,
     limits: &Limits,
+    validator: Option<&dyn Validate>,
 ) -> Result<Vec<Decoded>, IngestError> {
     let count = record_count(&request);
     check_count(count, limits.max_events_per_batch as usize)?;
@@ -309,22 +317,31 @@ pub fn decode_request(
             .map(|r| r.attributes)
             .unwrap_or_default();
         let source = source_of(&resource).unwrap_or_else(|| UNKNOWN_SOURCE.to_owned());
-        let resource = json_text(&Attributes(&resource))?;
+        let resource_text = json_text(&Attributes(&resource))?;
+        let mut resource_tape = Vec::new();
+        let resource_tape = validator
+            .and_then(|_| tape::attributes(&resource, &mut resource_tape))
+            .map(|()| resource_tape);
         for scope_logs in resource_logs.scope_logs {
-            let scope = match &scope_logs.scope {
-                Some(scope) => json_text(&Scope {
-                    name: &scope.name,
-                    version: &scope.version,
-                })?,
+            let named = scope_logs
+                .scope
+                .as_ref()
+                .map(|scope| (scope.name.as_str(), scope.version.as_str()));
+            let scope_text = match named {
+                Some((name, version)) => json_text(&Scope { name, version })?,
                 None => json_text(&())?,
             };
+            let scope_tape = tape::scope(named);
+            let copied = Copied {
+                resource: (&resource_text, resource_tape.as_deref()),
+                scope: (&scope_text, &scope_tape),
+            };
             // Every record of the scope carries a copy of these: charged before any is built.
-            let copies = resource.get().len() + scope.get().len();
+            let copies = copied.len();
             let records = scope_logs.log_records.len() as u64;
             budget.charge(((copies + source.len()) as u64).saturating_mul(records))?;
             for record in scope_logs.log_records {
-                let event =
-                    record_event(record, default_type, &source, (&resource, &scope), copies)?;
+                let event = record_event(record, default_type, &source, &copied, validator)?;
                 let own = event.payload.len().saturating_sub(copies) + event.event_type.len();
                 budget.charge(own as u64)?;
                 out.push(Decoded::Event(event));
@@ -334,14 +351,29 @@ pub fn decode_request(
     Ok(out)
 }
 
-/// One log record as an event of `source`, its payload carrying `resource` and `scope` (JSON of
-/// `copies` bytes together), written straight from the record.
+/// What every record of a scope carries a copy of: its resource and scope, as JSON text and
+/// as the tape of that text (the resource's `None` when it has none).
+struct Copied<'a> {
+    resource: (&'a RawValue, Option<&'a [headwater_schemas::TapeNode<'a>]>),
+    scope: (&'a RawValue, &'a [headwater_schemas::TapeNode<'a>]),
+}
+
+impl Copied<'_> {
+    /// Bytes of text copied into each record.
+    fn len(&self) -> usize {
+        self.resource.0.get().len() + self.scope.0.get().len()
+    }
+}
+
+/// One log record as an event of `source`, its payload carrying the `copied` resource and
+/// scope, written straight from the record; validated by `validator` on the tape built beside
+/// the payload when there is one.
 fn record_event(
     mut record: LogRecord,
     default_type: &str,
     source: &str,
-    (resource, scope): (&RawValue, &RawValue),
-    copies: usize,
+    copied: &Copied<'_>,
+    validator: Option<&dyn Validate>,
 ) -> Result<IncomingEvent, IngestError> {
     let event_type = Some(std::mem::take(&mut record.event_name))
         .filter(|n| !n.is_empty())
@@ -353,15 +385,17 @@ fn record_event(
     } else {
         record.observed_time_unix_nano
     };
+    let ids = tape::Ids::of(&record);
     let payload = RecordJson {
         record: &record,
-        resource,
-        scope,
+        ids: &ids,
+        resource: copied.resource.0,
+        scope: copied.scope.0,
     };
-    let mut bytes = Vec::with_capacity(copies + 256);
+    let mut bytes = Vec::with_capacity(copied.len() + 256);
     serde_json::to_writer(&mut bytes, &payload)
         .map_err(|e| IngestError::Malformed(format!("OTLP record: {e}")))?;
-    Ok(IncomingEvent {
+    let mut event = IncomingEvent {
         id,
         event_type,
         version: None,
@@ -371,7 +405,13 @@ fn record_event(
         format: PayloadFormat::Json,
         attributes: Vec::new(),
         verdict: None,
-    })
+    };
+    if let (Some(validator), Some(resource)) = (validator, copied.resource.1)
+        && let Some(tape) = tape::record(&record, &ids, resource, copied.scope.1)
+    {
+        event.verdict = Some(validator.validate_built(&event, &tape));
+    }
+    Ok(event)
 }
 
 /// `value` written as JSON text, once (a resource or a scope, copied into each record's
@@ -384,6 +424,7 @@ fn json_text(value: &impl Serialize) -> Result<Box<RawValue>, IngestError> {
 /// A log record's payload: the members in the order of a sorted map.
 struct RecordJson<'a> {
     record: &'a LogRecord,
+    ids: &'a tape::Ids,
     resource: &'a RawValue,
     scope: &'a RawValue,
 }
@@ -399,9 +440,9 @@ impl Serialize for RecordJson<'_> {
         map.serialize_entry("scope", self.scope)?;
         map.serialize_entry("severity_number", &record.severity_number)?;
         map.serialize_entry("severity_text", &record.severity_text)?;
-        map.serialize_entry("span_id", &hex::encode(&record.span_id))?;
+        map.serialize_entry("span_id", &self.ids.span_id)?;
         map.serialize_entry("time_unix_nano", &record.time_unix_nano)?;
-        map.serialize_entry("trace_id", &hex::encode(&record.trace_id))?;
+        map.serialize_entry("trace_id", &self.ids.trace_id)?;
         map.end()
     }
 }
@@ -427,10 +468,7 @@ struct Attributes<'a>(&'a [KeyValue]);
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let attributes = self.0;
-        // By key, and of one key the last given first; then the first of each key is kept.
-        let mut order: Vec<usize> = (0..attributes.len()).collect();
-        order.sort_unstable_by(|&a, &b| attributes[a].key.cmp(&attributes[b].key).then(b.cmp(&a)));
-        order.dedup_by(|later, kept| attributes[*later].key == attributes[*kept].key);
+        let order = attribute_order(attributes);
         let mut map = serializer.serialize_map(Some(order.len()))?;
         for at in order {
             let kv = &attributes[at];
@@ -438,6 +476,16 @@ impl Serialize for Attributes<'_> {
         }
         map.end()
     }
+}
+
+/// The places of the attributes an object of them holds, in its order: by key, and of a key
+/// given more than once the last.
+fn attribute_order(attributes: &[KeyValue]) -> Vec<usize> {
+    // By key, and of one key the last given first; then the first of each key is kept.
+    let mut order: Vec<usize> = (0..attributes.len()).collect();
+    order.sort_unstable_by(|&a, &b| attributes[a].key.cmp(&attributes[b].key).then(b.cmp(&a)));
+    order.dedup_by(|later, kept| attributes[*later].key == attributes[*kept].key);
+    order
 }
 
 /// An attribute value as JSON: bytes as hex, a key-value list as an object, a double that is
@@ -540,7 +588,7 @@ mod tests {
             },
             LogRecord::default(),
         ];
-        let decoded = decode_request(request(records), "otel.log", &limits(10)).unwrap();
+        let decoded = decode_request(request(records), "otel.log", &limits(10), None).unwrap();
         let Decoded::Event(first) = &decoded[0] else {
             panic!("{decoded:?}")
         };
@@ -562,7 +610,7 @@ mod tests {
     fn too_many_records_are_refused() {
         let records = vec![LogRecord::default(); 11];
         assert!(matches!(
-            decode_request(request(records), "otel.log", &limits(10)),
+            decode_request(request(records), "otel.log", &limits(10), None),
             Err(IngestError::TooManyEvents {
                 count: 11,
                 limit: 10
@@ -575,7 +623,7 @@ mod tests {
         let mut export = request(vec![LogRecord::default(); 10_000]);
         let resource = export.resource_logs[0].resource.as_mut().unwrap();
         resource.attributes.push(kv("big", &"x".repeat(4 << 20)));
-        let error = decode_request(export, "otel.log", &limits(10_000)).unwrap_err();
+        let error = decode_request(export, "otel.log", &limits(10_000), None).unwrap_err();
         assert!(
             matches!(error, IngestError::ExpandsTooLarge { limit, .. } if limit == 20 << 20),
             "{error}"
@@ -588,7 +636,7 @@ mod tests {
         let mut export = request(vec![LogRecord::default(); 4]);
         let resource = export.resource_logs[0].resource.as_mut().unwrap();
         resource.attributes.push(kv("big", &"x".repeat(4 << 20)));
-        let decoded = decode_request(export, "otel.log", &limits(10)).unwrap();
+        let decoded = decode_request(export, "otel.log", &limits(10), None).unwrap();
         assert_eq!(decoded.len(), 4);
         let Decoded::Event(last) = &decoded[3] else {
             panic!("{decoded:?}")
@@ -606,7 +654,7 @@ mod tests {
             attributes: vec![kv("code", "E42")],
             ..LogRecord::default()
         };
-        let decoded = decode_request(request(vec![record]), "otel.log", &limits(10)).unwrap();
+        let decoded = decode_request(request(vec![record]), "otel.log", &limits(10), None).unwrap();
         let Decoded::Event(event) = &decoded[0] else {
             panic!("{decoded:?}")
         };
@@ -652,7 +700,7 @@ mod tests {
             ],
             ..LogRecord::default()
         };
-        let decoded = decode_request(request(vec![record]), "otel.log", &limits(10)).unwrap();
+        let decoded = decode_request(request(vec![record]), "otel.log", &limits(10), None).unwrap();
         let Decoded::Event(event) = &decoded[0] else {
             panic!("{decoded:?}")
         };
@@ -723,7 +771,7 @@ mod tests {
                 ..LogRecord::default()
             },
         ];
-        let decoded = decode_request(request(records), "otel.log", &limits(10)).unwrap();
+        let decoded = decode_request(request(records), "otel.log", &limits(10), None).unwrap();
         let ids: Vec<_> = decoded
             .iter()
             .map(|d| match d {
@@ -739,7 +787,7 @@ mod tests {
         let limits = limits(10);
         // 1M empty ResourceLogs: 2 MiB that decode to over 100 MiB.
         let bomb = Bytes::from([0x0a, 0x00].repeat(1_000_000));
-        let error = decode_body(&bomb, Encoding::Protobuf, "otel.log", &limits).unwrap_err();
+        let error = decode_body(&bomb, Encoding::Protobuf, "otel.log", &limits, None).unwrap_err();
         assert!(
             matches!(
                 error,
@@ -751,8 +799,14 @@ mod tests {
             "{error}"
         );
         let json = format!(r#"{{"resourceLogs":[{}{{}}]}}"#, "{},".repeat(999_999));
-        let error =
-            decode_body(&Bytes::from(json), Encoding::Json, "otel.log", &limits).unwrap_err();
+        let error = decode_body(
+            &Bytes::from(json),
+            Encoding::Json,
+            "otel.log",
+            &limits,
+            None,
+        )
+        .unwrap_err();
         assert!(
             matches!(error, IngestError::ExpandsTooLarge { .. }),
             "{error}"
@@ -763,6 +817,7 @@ mod tests {
             Encoding::Protobuf,
             "otel.log",
             &limits,
+            None,
         )
         .unwrap_err();
         assert!(
@@ -776,13 +831,21 @@ mod tests {
             "{error}"
         );
         let json = serde_json::to_vec(&request(vec![LogRecord::default(); 2])).unwrap();
-        let decoded = decode_body(&Bytes::from(json), Encoding::Json, "otel.log", &limits).unwrap();
+        let decoded = decode_body(
+            &Bytes::from(json),
+            Encoding::Json,
+            "otel.log",
+            &limits,
+            None,
+        )
+        .unwrap();
         assert_eq!(decoded.len(), 2);
         let error = decode_body(
             &Bytes::from_static(b"\x0a\x05"),
             Encoding::Protobuf,
             "t",
             &limits,
+            None,
         )
         .unwrap_err();
         assert!(matches!(error, IngestError::Malformed(_)), "{error}");

@@ -220,6 +220,20 @@ impl Validate for SchemaRegistry {
         self.answer(event, Payload::Parsed(payload))
     }
 
+    fn validate_built(
+        &self,
+        event: &IncomingEvent,
+        tape: &[headwater_schemas::TapeNode<'_>],
+    ) -> Result<Verdict, crate::validate::Invalid> {
+        self.answer(
+            event,
+            Payload::Built {
+                text: &event.payload,
+                tape,
+            },
+        )
+    }
+
     fn knows_type(&self, event_type: &str) -> bool {
         !self.current.load().versions(event_type).is_empty()
     }

@@ -42,6 +42,19 @@ pub trait Validate: Send + Sync + 'static {
         self.validate(event)
     }
 
+    /// [`validate`](Self::validate), for an event with a JSON payload whose simd-json tape the
+    /// caller built while writing it (`tape`: what simd-json would parse `event.payload`
+    /// into), so a validator that reads parsed JSON need not parse it. The answer is the one
+    /// `validate` gives.
+    fn validate_built(
+        &self,
+        event: &IncomingEvent,
+        tape: &[headwater_schemas::TapeNode<'_>],
+    ) -> Result<Verdict, Invalid> {
+        let _ = tape;
+        self.validate(event)
+    }
+
     /// Whether `event_type` is registered (bounds the `type` metric label).
     fn knows_type(&self, event_type: &str) -> bool;
 }

@@ -31,3 +31,6 @@ pub use proto_file::DIRECTIVE;
 pub use registry::{
     Compatibility, Payload, Registry, Rejection, RejectionKind, SchemaFormat, SchemaInfo,
 };
+/// simd-json's tape nodes and scalars, for a tape built beside the JSON text it stands for
+/// ([`Payload::Built`]).
+pub use simd_json::{Node as TapeNode, StaticNode as TapeScalar};

@@ -477,7 +477,7 @@ fn validation_throughput() {
 
 fn payload_len(payload: Payload<'_>) -> usize {
     match payload {
-        Payload::Json(b) | Payload::Protobuf(b) => b.len(),
+        Payload::Json(b) | Payload::Protobuf(b) | Payload::Built { text: b, .. } => b.len(),
         Payload::Parsed(value) => value.raw().len(),
         Payload::Value(_) => 0,
     }

@@ -115,6 +115,16 @@ pub enum Payload<'a> {
     Parsed(JsonValue<'a>),
     /// Protobuf binary.
     Protobuf(&'a [u8]),
+    /// JSON text the caller wrote, with the tape that simd-json would parse it into, built by
+    /// the caller alongside the text (so it is not parsed): a JSON Schema validates the tape,
+    /// a protobuf type the text. The caller answers for the two agreeing.
+    Built {
+        /// The JSON text.
+        text: &'a [u8],
+        /// Its tape: an object or array followed by its members (an object's names and
+        /// values alternating), as [`crate::TapeNode`].
+        tape: &'a [crate::TapeNode<'a>],
+    },
 }
 
 /// Why an event was rejected.
@@ -280,6 +290,9 @@ impl Registry {
                 }
             }
             (Checker::Json(checker), Payload::Parsed(value)) => checker.validate_tape(value.tape()),
+            (Checker::Json(checker), Payload::Built { tape, .. }) => {
+                checker.validate_tape(tape::TapeNode::At(tape))
+            }
             (Checker::Json(checker), Payload::Value(value)) => {
                 first_error(checker.value.validate(value))
             }
@@ -297,7 +310,10 @@ impl Registry {
                     )
                 })
             }
-            (Checker::Proto(checker), Payload::Json(bytes)) => proto_from_json(checker, bytes),
+            (
+                Checker::Proto(checker),
+                Payload::Json(bytes) | Payload::Built { text: bytes, .. },
+            ) => proto_from_json(checker, bytes),
             (Checker::Proto(checker), Payload::Parsed(value)) => {
                 proto_from_json(checker, value.raw())
             }

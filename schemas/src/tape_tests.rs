@@ -86,6 +86,22 @@ fn agree(registry: &Registry, text: &[u8]) -> Result<u32, (RejectionKind, String
         "tape and Value disagree on {}",
         String::from_utf8_lossy(text)
     );
+    // A tape built beside the text (here: simd-json's own) gets the text's answer.
+    let mut copy = text.to_vec();
+    if let Ok(tape) = simd_json::to_tape(&mut copy) {
+        assert_eq!(
+            answer(
+                registry,
+                Payload::Built {
+                    text,
+                    tape: &tape.0
+                }
+            ),
+            from_text,
+            "a built tape and the text disagree on {}",
+            String::from_utf8_lossy(text)
+        );
+    }
     if let Some(from_document) = in_a_document(registry, text) {
         assert_eq!(
             from_document,
