@@ -393,7 +393,8 @@ fn record_event(
         scope: copied.scope.0,
     };
     let mut bytes = Vec::with_capacity(copied.len() + 256);
-    serde_json::to_writer(&mut bytes, &payload)
+    payload
+        .write(&mut bytes)
         .map_err(|e| IngestError::Malformed(format!("OTLP record: {e}")))?;
     let mut event = IncomingEvent {
         id,
@@ -421,7 +422,7 @@ fn json_text(value: &impl Serialize) -> Result<Box<RawValue>, IngestError> {
         .map_err(|e| IngestError::Malformed(format!("OTLP attributes: {e}")))
 }
 
-/// A log record's payload: the members in the order of a sorted map.
+/// A log record's payload: the members in the order of a sorted map ([`RecordJson::write`]).
 struct RecordJson<'a> {
     record: &'a LogRecord,
     ids: &'a tape::Ids,
@@ -429,21 +430,33 @@ struct RecordJson<'a> {
     scope: &'a RawValue,
 }
 
-impl Serialize for RecordJson<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+impl RecordJson<'_> {
+    /// Appends the payload to `out`. The member names are constants written as they are (none
+    /// needs escaping), the values through serde_json; the ids' hex needs no escaping either.
+    fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let record = self.record;
-        let mut map = serializer.serialize_map(Some(10))?;
-        map.serialize_entry("attributes", &Attributes(&record.attributes))?;
-        map.serialize_entry("body", &AnyJson(record.body.as_ref()))?;
-        map.serialize_entry("observed_time_unix_nano", &record.observed_time_unix_nano)?;
-        map.serialize_entry("resource", self.resource)?;
-        map.serialize_entry("scope", self.scope)?;
-        map.serialize_entry("severity_number", &record.severity_number)?;
-        map.serialize_entry("severity_text", &record.severity_text)?;
-        map.serialize_entry("span_id", &self.ids.span_id)?;
-        map.serialize_entry("time_unix_nano", &record.time_unix_nano)?;
-        map.serialize_entry("trace_id", &self.ids.trace_id)?;
-        map.end()
+        out.extend_from_slice(br#"{"attributes":"#);
+        serde_json::to_writer(&mut *out, &Attributes(&record.attributes))?;
+        out.extend_from_slice(br#","body":"#);
+        serde_json::to_writer(&mut *out, &AnyJson(record.body.as_ref()))?;
+        out.extend_from_slice(br#","observed_time_unix_nano":"#);
+        serde_json::to_writer(&mut *out, &record.observed_time_unix_nano)?;
+        out.extend_from_slice(br#","resource":"#);
+        out.extend_from_slice(self.resource.get().as_bytes());
+        out.extend_from_slice(br#","scope":"#);
+        out.extend_from_slice(self.scope.get().as_bytes());
+        out.extend_from_slice(br#","severity_number":"#);
+        serde_json::to_writer(&mut *out, &record.severity_number)?;
+        out.extend_from_slice(br#","severity_text":"#);
+        serde_json::to_writer(&mut *out, &record.severity_text)?;
+        out.extend_from_slice(br#","span_id":""#);
+        out.extend_from_slice(self.ids.span_id.as_bytes());
+        out.extend_from_slice(br#"","time_unix_nano":"#);
+        serde_json::to_writer(&mut *out, &record.time_unix_nano)?;
+        out.extend_from_slice(br#","trace_id":""#);
+        out.extend_from_slice(self.ids.trace_id.as_bytes());
+        out.extend_from_slice(br#""}"#);
+        Ok(())
     }
 }
 

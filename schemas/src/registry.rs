@@ -117,7 +117,9 @@ pub enum Payload<'a> {
     Protobuf(&'a [u8]),
     /// JSON text the caller wrote, with the tape that simd-json would parse it into, built by
     /// the caller alongside the text (so it is not parsed): a JSON Schema validates the tape,
-    /// a protobuf type the text. The caller answers for the two agreeing.
+    /// a protobuf type the text. The caller answers for the two agreeing, and for no object
+    /// holding a member name twice (which [`Payload::Json`] and [`Payload::Parsed`] refuse,
+    /// and which is not looked for here).
     Built {
         /// The JSON text.
         text: &'a [u8],
@@ -291,7 +293,7 @@ impl Registry {
             }
             (Checker::Json(checker), Payload::Parsed(value)) => checker.validate_tape(value.tape()),
             (Checker::Json(checker), Payload::Built { tape, .. }) => {
-                checker.validate_tape(tape::TapeNode::At(tape))
+                first_error(checker.tape.validate(tape::TapeNode::At(tape)))
             }
             (Checker::Json(checker), Payload::Value(value)) => {
                 first_error(checker.value.validate(value))

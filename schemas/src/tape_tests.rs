@@ -86,9 +86,12 @@ fn agree(registry: &Registry, text: &[u8]) -> Result<u32, (RejectionKind, String
         "tape and Value disagree on {}",
         String::from_utf8_lossy(text)
     );
-    // A tape built beside the text (here: simd-json's own) gets the text's answer.
+    // A tape built beside the text (here: simd-json's own) gets the text's answer, when no
+    // name is given twice (the caller of `Built` answers for that).
     let mut copy = text.to_vec();
-    if let Ok(tape) = simd_json::to_tape(&mut copy) {
+    if let Ok(tape) = simd_json::to_tape(&mut copy)
+        && tape::repeated_name(tape::TapeNode::At(&tape.0)).is_none()
+    {
         assert_eq!(
             answer(
                 registry,

@@ -1,6 +1,7 @@
 //! The tape built beside a record's payload against simd-json's parse of that payload, over
 //! generated records: node for node the same, or no tape where the record holds bytes.
 
+use headwater_schemas::TapeNode as Node;
 use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, ArrayValue, KeyValue, KeyValueList};
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
@@ -113,6 +114,33 @@ fn any_bytes(attributes: &[KeyValue]) -> bool {
         .any(|at| holds_bytes(attributes[at].value.as_ref()))
 }
 
+/// A member name some object of `tape` holds twice.
+fn repeated_name<'a>(tape: &[Node<'a>]) -> Option<&'a str> {
+    tape.iter().enumerate().find_map(|(at, node)| {
+        let Node::Object { len, .. } = node else {
+            return None;
+        };
+        // Its members: a name, then its value and all that value holds.
+        let mut names = Vec::new();
+        let mut next = at + 1;
+        for _ in 0..*len {
+            let Node::String(name) = tape[next] else {
+                panic!("an object member's name is not a string");
+            };
+            if names.contains(&name) {
+                return Some(name);
+            }
+            names.push(name);
+            next += 1;
+            next += match tape[next] {
+                Node::Object { count, .. } | Node::Array { count, .. } => count + 1,
+                _ => 1,
+            };
+        }
+        None
+    })
+}
+
 /// The record's payload as written, and the tape built beside it (`None`: no tape).
 fn check(record: &LogRecord, resource: &[KeyValue], scope: Option<(&str, &str)>) {
     let resource_text = json_text(&Attributes(resource)).unwrap();
@@ -121,13 +149,18 @@ fn check(record: &LogRecord, resource: &[KeyValue], scope: Option<(&str, &str)>)
         None => json_text(&()).unwrap(),
     };
     let ids = tape::Ids::of(record);
-    let mut text = serde_json::to_vec(&RecordJson {
+    let mut text = Vec::new();
+    RecordJson {
         record,
         ids: &ids,
         resource: &resource_text,
         scope: &scope_text,
-    })
+    }
+    .write(&mut text)
     .unwrap();
+    // The same text as a serde_json map of the members would be, in their order.
+    let value: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(&text).unwrap();
+    assert_eq!(serde_json::to_vec(&value).unwrap(), text);
     let mut resource_tape = Vec::new();
     let resource_tape = tape::attributes(resource, &mut resource_tape).map(|()| resource_tape);
     let scope_tape = tape::scope(scope);
@@ -144,6 +177,8 @@ fn check(record: &LogRecord, resource: &[KeyValue], scope: Option<(&str, &str)>)
             // Debug, not `==`: simd-json's equality takes 1 and 1.0000000000000002 for one
             // number, and a signed 1 for an unsigned one.
             assert_eq!(format!("{built:?}"), format!("{:?}", parsed.0), "{shown}");
+            // Validation on a built tape does not look for a name given twice.
+            assert_eq!(repeated_name(&built), None, "{shown}");
         }
         None => assert!(bytes_in, "no tape for {shown}"),
     }
