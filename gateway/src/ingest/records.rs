@@ -58,25 +58,9 @@ impl Arena {
         Span(start, self.0.len())
     }
 
-    /// `n` in decimal (as `to_string` writes it, without its formatting machinery).
+    /// `n` in decimal, as `to_string` writes it (`itoa`: two digits a step, no formatter).
     fn number(&mut self, n: i64) -> Span {
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        let mut rest = n.unsigned_abs();
-        loop {
-            at -= 1;
-            digits[at] = b'0' + (rest % 10) as u8;
-            rest /= 10;
-            if rest == 0 {
-                break;
-            }
-        }
-        let start = self.0.len();
-        if n < 0 {
-            self.0.push(b'-');
-        }
-        self.0.extend_from_slice(&digits[at..]);
-        Span(start, self.0.len())
+        self.text(itoa::Buffer::new().format(n).as_bytes())
     }
 }
 
@@ -135,38 +119,38 @@ impl RecordParts {
             10 + self.event.as_ref().map_or(0, |e| e.attributes.len())
                 + 2 * usize::from(self.dead_letter.is_some()),
         );
+        // One push a header: `extend` of an array builds the array first, then copies it.
+        let mut push = |name: &'static str, value: Bytes| out.push(header(name, value));
         match (&self.event, self.key) {
             (Some(event), Some(source)) => {
-                out.extend([
-                    header(headers::ID, event.id.resolve(arena)),
-                    header(headers::TYPE, event.event_type.resolve(arena)),
-                    header(headers::VERSION, event.version.resolve(arena)),
-                    header(headers::SOURCE, source.resolve(arena)),
-                    header(
-                        headers::TS,
-                        event
-                            .ts
-                            .map_or_else(|| batch.received_at.clone(), |ts| ts.resolve(arena)),
-                    ),
-                    header(headers::RECEIVED_AT, batch.received_at.clone()),
-                    header(headers::TENANT, batch.tenant.clone()),
-                    header(headers::FORMAT, Bytes::from_static(event.format.as_bytes())),
-                ]);
+                push(headers::ID, event.id.resolve(arena));
+                push(headers::TYPE, event.event_type.resolve(arena));
+                push(headers::VERSION, event.version.resolve(arena));
+                push(headers::SOURCE, source.resolve(arena));
+                push(
+                    headers::TS,
+                    event
+                        .ts
+                        .map_or_else(|| batch.received_at.clone(), |ts| ts.resolve(arena)),
+                );
+                push(headers::RECEIVED_AT, batch.received_at.clone());
+                push(headers::TENANT, batch.tenant.clone());
+                push(headers::FORMAT, Bytes::from_static(event.format.as_bytes()));
                 if let Some(ip) = &batch.client_ip {
-                    out.push(header(headers::CLIENT_IP, ip.clone()));
+                    push(headers::CLIENT_IP, ip.clone());
                 }
                 if let Some(agent) = &batch.user_agent {
-                    out.push(header(headers::USER_AGENT, agent.clone()));
+                    push(headers::USER_AGENT, agent.clone());
                 }
                 out.extend(event.attributes.iter().map(|(name, value)| Header {
                     key: Cow::Owned(name.clone()),
                     value: Some(value.resolve(arena)),
                 }));
             }
-            _ => out.extend([
-                header(headers::RECEIVED_AT, batch.received_at.clone()),
-                header(headers::TENANT, batch.tenant.clone()),
-            ]),
+            _ => {
+                push(headers::RECEIVED_AT, batch.received_at.clone());
+                push(headers::TENANT, batch.tenant.clone());
+            }
         }
         if let Some(dead) = &self.dead_letter {
             out.push(header(headers::ERROR, dead.reason.clone()));
