@@ -279,3 +279,19 @@ fn offset_delta_overflow_is_an_error_not_a_panic() {
         let _ = decode_records(&batch);
     }
 }
+
+#[test]
+fn a_varints_length_is_the_bytes_it_is_written_in() {
+    let mut values = vec![0i64, -1, 1, i64::MAX, i64::MIN];
+    for shift in 0..63 {
+        let at = 1i64 << shift;
+        values.extend([at - 1, at, at + 1, -at, -at - 1, -at + 1]);
+    }
+    for v in values {
+        let mut written = BytesMut::new();
+        put_varint(&mut written, v);
+        assert_eq!(varint_len(zigzag(v)), written.len(), "{v}");
+        let mut read = &written[..];
+        assert_eq!(get_varint(&mut read), Ok(v), "{v}");
+    }
+}
