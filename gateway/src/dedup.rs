@@ -120,9 +120,13 @@ pub struct Dedup {
 }
 
 /// The ids of one batch (their keys), so that an id repeated within the batch is a duplicate,
-/// with dedup off too.
+/// with dedup off too; and the batch's time in the window, read once at its first claim (a
+/// clock read per event cost more than the map's probe).
 #[derive(Default)]
-pub struct BatchIds(HashSet<u64, BuildHasherDefault<Prehashed>>);
+pub struct BatchIds {
+    keys: HashSet<u64, BuildHasherDefault<Prehashed>>,
+    now_ms: Option<u64>,
+}
 
 /// What [`Dedup::claim`] found for an id.
 #[derive(Debug)]
@@ -220,13 +224,13 @@ impl Dedup {
     /// appended within the window, or another append of it is under way.
     pub fn claim(&self, batch: &mut BatchIds, tenant: &str, source: &str, id: &str) -> Claim {
         let key = self.key(tenant, source, id);
-        if !batch.0.insert(key) {
+        if !batch.keys.insert(key) {
             return Claim::Seen;
         }
         if self.inner.window_ms == 0 {
             return Claim::Off;
         }
-        let now_ms = self.now_ms();
+        let now_ms = *batch.now_ms.get_or_insert_with(|| self.now_ms());
         let mut ids = self.ids(key);
         ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
         if ids.appended.contains(&key) {
@@ -282,15 +286,16 @@ impl Dedup {
         u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Settles a claim: the id as appended now, or given up.
-    fn settle(&self, key: u64, appended: bool) {
-        let now_ms = self.now_ms();
+    /// Settles a claim: the id as appended at `now_ms` (read here when `None`, and kept for
+    /// the next claim the caller settles), or given up.
+    fn settle(&self, key: u64, appended: bool, now_ms: &mut Option<u64>) {
+        let now_ms = appended.then(|| *now_ms.get_or_insert_with(|| self.now_ms()));
         let woken = {
             let mut ids = self.ids(key);
             let Some(waited) = ids.in_flight.remove(&key) else {
                 return;
             };
-            if appended {
+            if let Some(now_ms) = now_ms {
                 ids.push(key, now_ms);
                 ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
             }
@@ -324,8 +329,14 @@ impl Dedup {
 impl Pending {
     /// Records the id as durably appended now: a retry of it is a duplicate from here on.
     pub fn appended(&self) {
+        self.appended_at(&mut None);
+    }
+
+    /// [`appended`](Self::appended), at the time in `now_ms` (read and kept there when
+    /// `None`): the claims of one append settle with one clock read.
+    pub fn appended_at(&self, now_ms: &mut Option<u64>) {
         if !self.appended.swap(true, Ordering::Relaxed) {
-            self.dedup.settle(self.key, true);
+            self.dedup.settle(self.key, true, now_ms);
         }
     }
 }
@@ -334,7 +345,7 @@ impl Drop for Pending {
     /// A claim not appended is given up, so a retry may append the event.
     fn drop(&mut self) {
         if !*self.appended.get_mut() {
-            self.dedup.settle(self.key, false);
+            self.dedup.settle(self.key, false, &mut None);
         }
     }
 }
@@ -362,9 +373,7 @@ mod tests {
     fn a_key_is_the_hash_of_the_three_strings_in_one_write_or_three() {
         let dedup = Dedup::new(&DedupConfig::default());
         let streamed = |tenant: &str, source: &str, id: &str| {
-            let mut hasher = dedup.inner.hasher.build_hasher();
-            (tenant, source, id).hash(&mut hasher);
-            hasher.finish()
+            dedup.inner.hasher.hash_one((tenant, source, id))
         };
         let long = "x".repeat(KEY_BUFFER);
         for (tenant, source, id) in [

@@ -479,8 +479,9 @@ impl TopicAppend {
             }
         };
         let written: Vec<&Item> = written;
+        let mut now_ms = None;
         for pending in written.iter().filter_map(|item| item.pending.as_ref()) {
-            pending.appended();
+            pending.appended_at(&mut now_ms);
         }
         result
     }

@@ -386,8 +386,11 @@ fn record_event(
         record.observed_time_unix_nano
     };
     let ids = tape::Ids::of(&record);
+    // Sorted once, for the text and for the tape.
+    let order = attribute_order(&record.attributes);
     let payload = RecordJson {
         record: &record,
+        order: &order,
         ids: &ids,
         resource: copied.resource.0,
         scope: copied.scope.0,
@@ -408,7 +411,7 @@ fn record_event(
         verdict: None,
     };
     if let (Some(validator), Some(resource)) = (validator, copied.resource.1)
-        && let Some(tape) = tape::record(&record, &ids, resource, copied.scope.1)
+        && let Some(tape) = tape::record(&record, &order, &ids, resource, copied.scope.1)
     {
         event.verdict = Some(validator.validate_built(&event, &tape));
     }
@@ -425,6 +428,8 @@ fn json_text(value: &impl Serialize) -> Result<Box<RawValue>, IngestError> {
 /// A log record's payload: the members in the order of a sorted map ([`RecordJson::write`]).
 struct RecordJson<'a> {
     record: &'a LogRecord,
+    /// The record's attributes in their object's order ([`attribute_order`]).
+    order: &'a [usize],
     ids: &'a tape::Ids,
     resource: &'a RawValue,
     scope: &'a RawValue,
@@ -436,7 +441,11 @@ impl RecordJson<'_> {
     fn write(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
         let record = self.record;
         out.extend_from_slice(br#"{"attributes":"#);
-        serde_json::to_writer(&mut *out, &Attributes(&record.attributes))?;
+        let attributes = Ordered {
+            attributes: &record.attributes,
+            order: self.order,
+        };
+        serde_json::to_writer(&mut *out, &attributes)?;
         out.extend_from_slice(br#","body":"#);
         serde_json::to_writer(&mut *out, &AnyJson(record.body.as_ref()))?;
         out.extend_from_slice(br#","observed_time_unix_nano":"#);
@@ -480,11 +489,26 @@ struct Attributes<'a>(&'a [KeyValue]);
 
 impl Serialize for Attributes<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let attributes = self.0;
-        let order = attribute_order(attributes);
-        let mut map = serializer.serialize_map(Some(order.len()))?;
-        for at in order {
-            let kv = &attributes[at];
+        let order = attribute_order(self.0);
+        Ordered {
+            attributes: self.0,
+            order: &order,
+        }
+        .serialize(serializer)
+    }
+}
+
+/// Attributes as a JSON object, in an order [`attribute_order`] gave.
+struct Ordered<'a> {
+    attributes: &'a [KeyValue],
+    order: &'a [usize],
+}
+
+impl Serialize for Ordered<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.order.len()))?;
+        for &at in self.order {
+            let kv = &self.attributes[at];
             map.serialize_entry(&kv.key, &AnyJson(kv.value.as_ref()))?;
         }
         map.end()

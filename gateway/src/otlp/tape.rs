@@ -36,6 +36,7 @@ impl Ids {
 /// (from [`attributes`], and [`scope`]). `None` when a value has no tape here.
 pub(super) fn record<'a>(
     record: &'a LogRecord,
+    order: &[usize],
     ids: &'a Ids,
     resource: &[Node<'a>],
     scope: &[Node<'a>],
@@ -43,7 +44,7 @@ pub(super) fn record<'a>(
     let mut nodes = Vec::with_capacity(24 + resource.len() + scope.len());
     let at = open(&mut nodes);
     nodes.push(Node::String("attributes"));
-    attributes(&record.attributes, &mut nodes)?;
+    ordered(&record.attributes, order, &mut nodes)?;
     nodes.push(Node::String("body"));
     any(record.body.as_ref(), &mut nodes)?;
     nodes.push(Node::String("observed_time_unix_nano"));
@@ -82,9 +83,17 @@ pub(super) fn scope<'a>(scope: Option<(&'a str, &'a str)>) -> Vec<Node<'a>> {
 
 /// Appends the tape of attributes as an object ([`super::Attributes`]).
 pub(super) fn attributes<'a>(attributes: &'a [KeyValue], nodes: &mut Vec<Node<'a>>) -> Option<()> {
+    ordered(attributes, &attribute_order(attributes), nodes)
+}
+
+/// [`attributes`], in the `order` [`attribute_order`] gave ([`super::Ordered`]).
+fn ordered<'a>(
+    attributes: &'a [KeyValue],
+    order: &[usize],
+    nodes: &mut Vec<Node<'a>>,
+) -> Option<()> {
     let at = open(nodes);
-    let order = attribute_order(attributes);
-    for &index in &order {
+    for &index in order {
         let kv = &attributes[index];
         nodes.push(Node::String(&kv.key));
         any(kv.value.as_ref(), nodes)?;

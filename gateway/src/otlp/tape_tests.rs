@@ -149,9 +149,11 @@ fn check(record: &LogRecord, resource: &[KeyValue], scope: Option<(&str, &str)>)
         None => json_text(&()).unwrap(),
     };
     let ids = tape::Ids::of(record);
+    let order = attribute_order(&record.attributes);
     let mut text = Vec::new();
     RecordJson {
         record,
+        order: &order,
         ids: &ids,
         resource: &resource_text,
         scope: &scope_text,
@@ -166,7 +168,7 @@ fn check(record: &LogRecord, resource: &[KeyValue], scope: Option<(&str, &str)>)
     let scope_tape = tape::scope(scope);
     let built = resource_tape
         .as_deref()
-        .and_then(|resource| tape::record(record, &ids, resource, &scope_tape));
+        .and_then(|resource| tape::record(record, &order, &ids, resource, &scope_tape));
     let bytes_in =
         holds_bytes(record.body.as_ref()) || any_bytes(&record.attributes) || any_bytes(resource);
     let shown = String::from_utf8_lossy(&text).into_owned();
