@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
+use headwater_log::batch::HeadersWriter;
 use headwater_log::log::AppendError;
 use headwater_log::{Log, LogError, now_ms};
 use serde::Serialize;
@@ -118,6 +119,10 @@ impl From<&crate::config::Limits> for FieldLimits {
 /// Event types a batch remembers as registered or not (a batch of many types asks the
 /// validator again for the rest, rather than searching a long list).
 const KNOWN_TYPES_KEPT: usize = 16;
+
+/// Bytes of encoded headers to make room for per record (an event's ten `hw.*` headers take
+/// about 200).
+const HEADER_BYTES: usize = 256;
 
 /// One element of a batch as the pipeline decided it: enough to build its record, and to
 /// build it again when a topic's records are appended in parts.
@@ -467,11 +472,19 @@ impl TopicAppend {
     /// all on success, those the log says it wrote on failure (partitions written before
     /// another failed), so the client's retry appends only the rest.
     async fn append(&self, items: &[Item]) -> Result<(), LogError> {
+        // Each record's headers encoded once, here, into one buffer the log copies from.
+        let mut writer = HeadersWriter::with_capacity(items.len(), items.len() * HEADER_BYTES);
+        for item in items {
+            item.record
+                .write_headers(&self.arena, &self.batch, &mut writer);
+        }
+        let headers = writer.freeze();
         let records = items
             .iter()
-            .map(|item| item.record.record(&self.arena, &self.batch))
+            .zip(headers.records())
+            .map(|(item, headers)| item.record.prepared(&self.arena, headers))
             .collect();
-        let (written, result) = match self.log.append_partial(&self.topic, records).await {
+        let (written, result) = match self.log.append_prepared(&self.topic, records).await {
             Ok(_) => (items.iter().collect(), Ok(())),
             Err(AppendError { written, error }) => {
                 let written = written.iter().filter_map(|&i| items.get(i)).collect();

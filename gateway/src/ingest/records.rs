@@ -4,10 +4,9 @@
 //! refused as too large is retried in parts) without copying a byte: header names are static,
 //! and header values are spans of one buffer per append ([`Arena`]) or shared by the batch.
 
-use std::borrow::Cow;
-
 use bytes::Bytes;
-use headwater_log::{Header, Record};
+use headwater_log::batch::HeadersWriter;
+use headwater_log::{EncodedHeaders, PreparedRecord};
 
 use super::RequestMeta;
 use super::headers;
@@ -72,6 +71,10 @@ impl Span {
     fn resolve(self, arena: &Bytes) -> Bytes {
         arena.slice(self.0..self.1)
     }
+
+    fn of(self, arena: &[u8]) -> &[u8] {
+        &arena[self.0..self.1]
+    }
 }
 
 /// An event's envelope as a record keeps it until it is appended: spans of the arena, no
@@ -105,64 +108,62 @@ pub(super) struct RecordParts {
 }
 
 impl RecordParts {
-    /// The record to append; `arena` is the append's [`Arena`], frozen, and `batch` what every
-    /// record of the batch carries. The headers: the schema crate's `hw.*` set in
-    /// `Envelope::to_headers`'s order (so the router and sinks rebuild it with
-    /// `Envelope::from_headers`), then the gateway's enrichment, the attributes, and a dead
+    /// Writes the record's headers and ends it in `out`; `arena` is the append's [`Arena`],
+    /// frozen, and `batch` what every record of the batch carries. The headers: the schema
+    /// crate's `hw.*` set in `Envelope::to_headers`'s order (so the router and sinks rebuild it
+    /// with `Envelope::from_headers`), then the gateway's enrichment, the attributes, and a dead
     /// letter's reason.
-    pub(super) fn record(&self, arena: &Bytes, batch: &BatchHeaders) -> Record {
-        let header = |name: &'static str, value: Bytes| Header {
-            key: Cow::Borrowed(name),
-            value: Some(value),
-        };
-        let mut out = Vec::with_capacity(
-            10 + self.event.as_ref().map_or(0, |e| e.attributes.len())
-                + 2 * usize::from(self.dead_letter.is_some()),
-        );
-        // One push a header: `extend` of an array builds the array first, then copies it.
-        let mut push = |name: &'static str, value: Bytes| out.push(header(name, value));
+    pub(super) fn write_headers(
+        &self,
+        arena: &[u8],
+        batch: &BatchHeaders,
+        out: &mut HeadersWriter,
+    ) {
+        let mut put = |name: &str, value: &[u8]| out.header(name, Some(value));
         match (&self.event, self.key) {
             (Some(event), Some(source)) => {
-                push(headers::ID, event.id.resolve(arena));
-                push(headers::TYPE, event.event_type.resolve(arena));
-                push(headers::VERSION, event.version.resolve(arena));
-                push(headers::SOURCE, source.resolve(arena));
-                push(
+                put(headers::ID, event.id.of(arena));
+                put(headers::TYPE, event.event_type.of(arena));
+                put(headers::VERSION, event.version.of(arena));
+                put(headers::SOURCE, source.of(arena));
+                put(
                     headers::TS,
-                    event
-                        .ts
-                        .map_or_else(|| batch.received_at.clone(), |ts| ts.resolve(arena)),
+                    event.ts.map_or(&batch.received_at[..], |ts| ts.of(arena)),
                 );
-                push(headers::RECEIVED_AT, batch.received_at.clone());
-                push(headers::TENANT, batch.tenant.clone());
-                push(headers::FORMAT, Bytes::from_static(event.format.as_bytes()));
+                put(headers::RECEIVED_AT, &batch.received_at);
+                put(headers::TENANT, &batch.tenant);
+                put(headers::FORMAT, event.format.as_bytes());
                 if let Some(ip) = &batch.client_ip {
-                    push(headers::CLIENT_IP, ip.clone());
+                    put(headers::CLIENT_IP, ip);
                 }
                 if let Some(agent) = &batch.user_agent {
-                    push(headers::USER_AGENT, agent.clone());
+                    put(headers::USER_AGENT, agent);
                 }
-                out.extend(event.attributes.iter().map(|(name, value)| Header {
-                    key: Cow::Owned(name.clone()),
-                    value: Some(value.resolve(arena)),
-                }));
+                for (name, value) in &event.attributes {
+                    put(name, value.of(arena));
+                }
             }
             _ => {
-                push(headers::RECEIVED_AT, batch.received_at.clone());
-                push(headers::TENANT, batch.tenant.clone());
+                put(headers::RECEIVED_AT, &batch.received_at);
+                put(headers::TENANT, &batch.tenant);
             }
         }
         if let Some(dead) = &self.dead_letter {
-            out.push(header(headers::ERROR, dead.reason.clone()));
+            put(headers::ERROR, &dead.reason);
             if let Some(size) = &dead.truncated {
-                out.push(header(headers::TRUNCATED, size.clone()));
+                put(headers::TRUNCATED, size);
             }
         }
-        Record {
-            partition: None,
+        out.end_record();
+    }
+
+    /// The record to append, with the `headers` [`write_headers`](Self::write_headers) wrote
+    /// for it.
+    pub(super) fn prepared(&self, arena: &Bytes, headers: EncodedHeaders) -> PreparedRecord {
+        PreparedRecord {
             key: self.key.map(|key| key.resolve(arena)),
             value: Some(self.value.clone()),
-            headers: out,
+            headers,
             timestamp_ms: self.timestamp_ms,
         }
     }
@@ -281,8 +282,18 @@ mod tests {
 
     use headwater_schemas::{Envelope, PayloadFormat};
 
+    use headwater_log::Record;
+
     use super::*;
     use crate::auth::Principal;
+
+    /// The record as a log that takes header lists sees it: headers written, then decoded.
+    fn record(parts: &RecordParts, arena: &Bytes, batch: &BatchHeaders) -> Record {
+        let mut writer = HeadersWriter::default();
+        parts.write_headers(arena, batch, &mut writer);
+        let headers = writer.freeze().records().next().unwrap();
+        parts.prepared(arena, headers).into_record().unwrap()
+    }
 
     fn meta() -> RequestMeta {
         RequestMeta {
@@ -329,7 +340,7 @@ mod tests {
         let mut arena = Arena::with_capacity(8);
         let event = event(Some(-5));
         let parts = RecordParts::valid(&mut arena, &batch, &event, "e1", 3);
-        let record = parts.record(&arena.freeze(), &batch);
+        let record = record(&parts, &arena.freeze(), &batch);
         let envelope = Envelope {
             id: "e1".to_owned(),
             event_type: "playback.start".to_owned(),
@@ -373,7 +384,7 @@ mod tests {
         let batch = BatchHeaders::new(&meta(), 42);
         let mut arena = Arena::with_capacity(0);
         let parts = RecordParts::valid(&mut arena, &batch, &event(None), "e1", 1);
-        let record = parts.record(&arena.freeze(), &batch);
+        let record = record(&parts, &arena.freeze(), &batch);
         let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
         assert_eq!(ts, Some(("hw.ts".to_owned(), "42".to_owned())));
     }
@@ -383,15 +394,15 @@ mod tests {
         let batch = BatchHeaders::new(&meta(), 7);
         let mut arena = Arena::with_capacity(0);
         let invalid = RecordParts::invalid(&mut arena, &batch, &event(None), "e1", "bad", 3);
-        let invalid = invalid.record(&arena.freeze(), &batch);
+        let invalid = record(&invalid, &arena.freeze(), &batch);
         let headers = pairs(&invalid);
         assert!(headers.contains(&("hw.version".to_owned(), "0".to_owned())));
         assert!(headers.contains(&("hw.error".to_owned(), "bad".to_owned())));
         assert!(headers.contains(&("hw.truncated".to_owned(), "7".to_owned())));
         assert_eq!(invalid.value.as_deref(), Some(&br#"{"n"#[..]));
         let raw = Bytes::from_static(b"[1,2]");
-        let malformed =
-            RecordParts::malformed(&batch, &raw, "not an event", 100).record(&Bytes::new(), &batch);
+        let malformed = RecordParts::malformed(&batch, &raw, "not an event", 100);
+        let malformed = record(&malformed, &Bytes::new(), &batch);
         assert_eq!(
             pairs(&malformed),
             [

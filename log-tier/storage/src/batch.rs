@@ -8,7 +8,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::compression::{self, InflateError};
 use crate::error::{LogError, Result};
-use crate::log::{Header, Record, StoredRecord};
+use crate::log::{EncodedHeaders, Header, PreparedRecord, Record, StoredRecord};
 
 /// Bytes before the batch-length field counts: base offset (8) + batch length (4).
 pub const LOG_OVERHEAD: usize = 12;
@@ -419,20 +419,20 @@ impl ProducerFields {
 
 /// Encodes `records` as one uncompressed RecordBatch v2 with base offset 0 (the log assigns it).
 /// Returns an error for an empty slice.
-pub fn encode(records: &[&Record], producer: ProducerFields) -> Result<BytesMut> {
+pub fn encode<R: BatchRecord>(records: &[&R], producer: ProducerFields) -> Result<BytesMut> {
     let first = records
         .first()
         .ok_or_else(|| LogError::InvalidArgument("a batch needs at least one record".to_owned()))?;
-    let base_ts = first.timestamp_ms;
+    let base_ts = first.timestamp_ms();
     let max_ts = records
         .iter()
-        .map(|r| r.timestamp_ms)
+        .map(|r| r.timestamp_ms())
         .max()
         .unwrap_or(base_ts);
     let lens: Vec<usize> = records
         .iter()
         .enumerate()
-        .map(|(i, r)| record_body_len(r, base_ts, i as i64))
+        .map(|(i, r)| record_body_len(*r, base_ts, i as i64))
         .collect();
     let body: usize = lens
         .iter()
@@ -455,33 +455,183 @@ pub fn encode(records: &[&Record], producer: ProducerFields) -> Result<BytesMut>
     for (i, (r, len)) in records.iter().zip(lens).enumerate() {
         put_varint(&mut buf, len as i64);
         buf.put_i8(0);
-        put_varint(&mut buf, r.timestamp_ms.wrapping_sub(base_ts));
+        put_varint(&mut buf, r.timestamp_ms().wrapping_sub(base_ts));
         put_varint(&mut buf, i as i64);
-        put_opt_bytes(&mut buf, r.key.as_deref());
-        put_opt_bytes(&mut buf, r.value.as_deref());
-        put_varint(&mut buf, r.headers.len() as i64);
-        for h in &r.headers {
-            put_varint(&mut buf, h.key.len() as i64);
-            buf.put_slice(h.key.as_bytes());
-            put_opt_bytes(&mut buf, h.value.as_deref());
-        }
+        put_opt_bytes(&mut buf, r.key());
+        put_opt_bytes(&mut buf, r.value());
+        r.put_headers(&mut buf);
     }
     let crc = crc32c::crc32c(&buf[CRC_START..]);
     buf[CRC_OFFSET..CRC_START].copy_from_slice(&crc.to_be_bytes());
     Ok(buf)
 }
 
-fn record_body_len(r: &Record, base_ts: i64, delta: i64) -> usize {
-    let mut n =
-        1 + varint_len(zigzag(r.timestamp_ms.wrapping_sub(base_ts))) + varint_len(zigzag(delta));
-    n += opt_bytes_len(r.key.as_deref()) + opt_bytes_len(r.value.as_deref());
-    n += varint_len(zigzag(r.headers.len() as i64));
-    for h in &r.headers {
-        n += varint_len(zigzag(h.key.len() as i64))
-            + h.key.len()
-            + opt_bytes_len(h.value.as_deref());
+fn record_body_len<R: BatchRecord>(r: &R, base_ts: i64, delta: i64) -> usize {
+    1 + varint_len(zigzag(r.timestamp_ms().wrapping_sub(base_ts)))
+        + varint_len(zigzag(delta))
+        + opt_bytes_len(r.key())
+        + opt_bytes_len(r.value())
+        + r.headers_len()
+}
+
+/// What [`encode`] reads of a record: a [`Record`], or a [`PreparedRecord`] whose headers come
+/// encoded.
+pub trait BatchRecord {
+    /// Create time in milliseconds since the epoch.
+    fn timestamp_ms(&self) -> i64;
+    /// Record key.
+    fn key(&self) -> Option<&[u8]>;
+    /// Record value.
+    fn value(&self) -> Option<&[u8]>;
+    /// Bytes of the record's headers as encoded: their count's varint, then the headers.
+    fn headers_len(&self) -> usize;
+    /// Writes what [`headers_len`](Self::headers_len) counts.
+    fn put_headers(&self, buf: &mut BytesMut);
+}
+
+/// [`BatchRecord`]'s time, key and value, read from the fields [`Record`] and
+/// [`PreparedRecord`] share.
+macro_rules! record_fields {
+    () => {
+        fn timestamp_ms(&self) -> i64 {
+            self.timestamp_ms
+        }
+
+        fn key(&self) -> Option<&[u8]> {
+            self.key.as_deref()
+        }
+
+        fn value(&self) -> Option<&[u8]> {
+            self.value.as_deref()
+        }
+    };
+}
+
+impl BatchRecord for Record {
+    record_fields!();
+
+    fn headers_len(&self) -> usize {
+        self.headers
+            .iter()
+            .map(|h| header_len(h.key.as_bytes(), h.value.as_deref()))
+            .sum::<usize>()
+            + varint_len(zigzag(self.headers.len() as i64))
     }
-    n
+
+    fn put_headers(&self, buf: &mut BytesMut) {
+        put_varint(buf, self.headers.len() as i64);
+        for h in &self.headers {
+            put_header(buf, h.key.as_bytes(), h.value.as_deref());
+        }
+    }
+}
+
+impl BatchRecord for PreparedRecord {
+    record_fields!();
+
+    fn headers_len(&self) -> usize {
+        varint_len(zigzag(i64::from(self.headers.count))) + self.headers.encoded.len()
+    }
+
+    fn put_headers(&self, buf: &mut BytesMut) {
+        put_varint(buf, i64::from(self.headers.count));
+        buf.put_slice(&self.headers.encoded);
+    }
+}
+
+/// Bytes of one encoded header.
+fn header_len(key: &[u8], value: Option<&[u8]>) -> usize {
+    varint_len(zigzag(key.len() as i64)) + key.len() + opt_bytes_len(value)
+}
+
+/// Writes one header: the key's length and the key, the value's length (-1: null) and the value.
+fn put_header(buf: &mut impl BufMut, key: &[u8], value: Option<&[u8]>) {
+    put_varint(buf, key.len() as i64);
+    buf.put_slice(key);
+    put_opt_bytes(buf, value);
+}
+
+/// Writes the headers of many records into one buffer, each record's as [`EncodedHeaders`]
+/// (see [`PreparedRecord`]): [`header`](Self::header) for each header of a record, then
+/// [`end_record`](Self::end_record); once all are written, [`freeze`](Self::freeze), and each
+/// record's headers, in the order the records were ended, are a slice of the one buffer.
+#[derive(Debug, Default)]
+pub struct HeadersWriter {
+    buf: Vec<u8>,
+    /// Where the record being written starts, and how many headers it has so far.
+    start: usize,
+    count: u32,
+    /// Each ended record's `(start, end, count)`.
+    records: Vec<(usize, usize, u32)>,
+}
+
+impl HeadersWriter {
+    /// Room for `records` records and `bytes` bytes of headers before anything grows.
+    #[must_use]
+    pub fn with_capacity(records: usize, bytes: usize) -> Self {
+        Self {
+            buf: Vec::with_capacity(bytes),
+            records: Vec::with_capacity(records),
+            ..Self::default()
+        }
+    }
+
+    /// Adds a header to the record being written.
+    pub fn header(&mut self, key: &str, value: Option<&[u8]>) {
+        put_header(&mut self.buf, key.as_bytes(), value);
+        self.count += 1;
+    }
+
+    /// Ends the record being written (with no header since the last end: a record without).
+    pub fn end_record(&mut self) {
+        self.records.push((self.start, self.buf.len(), self.count));
+        self.start = self.buf.len();
+        self.count = 0;
+    }
+
+    /// The headers written, each ended record's in turn from [`FrozenHeaders::records`]
+    /// (headers after the last ended record are dropped).
+    #[must_use]
+    pub fn freeze(self) -> FrozenHeaders {
+        FrozenHeaders {
+            buf: Bytes::from(self.buf),
+            records: self.records,
+        }
+    }
+}
+
+/// The headers a [`HeadersWriter`] wrote, one buffer for all its records.
+#[derive(Debug, Clone)]
+pub struct FrozenHeaders {
+    buf: Bytes,
+    records: Vec<(usize, usize, u32)>,
+}
+
+impl FrozenHeaders {
+    /// Each ended record's headers, in the order the records were ended.
+    pub fn records(&self) -> impl ExactSizeIterator<Item = EncodedHeaders> + '_ {
+        self.records
+            .iter()
+            .map(|&(start, end, count)| EncodedHeaders {
+                count,
+                encoded: self.buf.slice(start..end),
+            })
+    }
+}
+
+/// The headers `encoded` holds, as a list (names of the envelope borrowed).
+pub(crate) fn decode_headers(headers: &EncodedHeaders) -> std::result::Result<Vec<Header>, String> {
+    let mut buf = headers.encoded.clone();
+    let mut out = Vec::with_capacity((headers.count as usize).min(buf.len()));
+    for _ in 0..headers.count {
+        let key = get_header_name(&mut buf)?;
+        let value = get_opt_bytes(&mut buf)?;
+        out.push(Header { key, value });
+    }
+    if buf.has_remaining() {
+        return Err("bytes after the last header".to_owned());
+    }
+    Ok(out)
 }
 
 fn opt_bytes_len(b: Option<&[u8]>) -> usize {
@@ -491,7 +641,7 @@ fn opt_bytes_len(b: Option<&[u8]>) -> usize {
     }
 }
 
-fn put_opt_bytes(buf: &mut BytesMut, b: Option<&[u8]>) {
+fn put_opt_bytes(buf: &mut impl BufMut, b: Option<&[u8]>) {
     match b {
         None => put_varint(buf, -1),
         Some(b) => {
@@ -514,7 +664,7 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-fn put_varint(buf: &mut BytesMut, v: i64) {
+fn put_varint(buf: &mut impl BufMut, v: i64) {
     let mut z = zigzag(v);
     while z >= 0x80 {
         buf.put_u8((z as u8) | 0x80);
@@ -690,7 +840,7 @@ fn get_header_name(buf: &mut Bytes) -> std::result::Result<Cow<'static, str>, St
 
 #[cfg(test)]
 #[path = "batch_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "bomb_tests.rs"]

@@ -211,7 +211,7 @@ fn validation_rejects_bad_batches() {
     let mut two = buf.clone();
     two.extend_from_slice(&buf);
     assert!(validate_for_append(&two).is_err());
-    assert!(encode(&[], ProducerFields::NONE).is_err());
+    assert!(encode::<Record>(&[], ProducerFields::NONE).is_err());
     assert_eq!(split_batches(two.freeze()).count(), 2);
 }
 
@@ -294,4 +294,70 @@ fn a_varints_length_is_the_bytes_it_is_written_in() {
         let mut read = &written[..];
         assert_eq!(get_varint(&mut read), Ok(v), "{v}");
     }
+}
+
+/// `records` with their headers written by one [`HeadersWriter`], as the gateway prepares them.
+pub(crate) fn prepared(records: &[Record]) -> Vec<PreparedRecord> {
+    let mut writer = HeadersWriter::default();
+    for r in records {
+        for h in &r.headers {
+            writer.header(&h.key, h.value.as_deref());
+        }
+        writer.end_record();
+    }
+    let headers = writer.freeze();
+    assert_eq!(headers.records().len(), records.len());
+    records
+        .iter()
+        .zip(headers.records())
+        .map(|(r, headers)| PreparedRecord {
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers,
+            timestamp_ms: r.timestamp_ms,
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Records whose headers come encoded make the same batch, byte for byte, as the same
+    /// records with header lists, and give those lists back.
+    #[test]
+    fn prepared_records_encode_as_their_header_lists_do(
+        records in proptest::collection::vec(arb_record(), 1..20),
+    ) {
+        let prepared = prepared(&records);
+        let lists: Vec<&Record> = records.iter().collect();
+        let encoded: Vec<&PreparedRecord> = prepared.iter().collect();
+        prop_assert_eq!(
+            encode(&encoded, ProducerFields::NONE).unwrap(),
+            encode(&lists, ProducerFields::NONE).unwrap()
+        );
+        for (p, r) in prepared.into_iter().zip(&records) {
+            prop_assert_eq!(p.headers.count() as usize, r.headers.len());
+            prop_assert_eq!(&p.into_record().unwrap(), r);
+        }
+    }
+}
+
+#[test]
+fn a_record_without_headers_and_the_envelopes_names() {
+    let mut writer = HeadersWriter::with_capacity(2, 64);
+    writer.end_record();
+    writer.header("hw.id", Some(b"e1"));
+    writer.header("x", None);
+    writer.end_record();
+    writer.header("dropped", Some(b"not ended"));
+    let headers: Vec<EncodedHeaders> = writer.freeze().records().collect();
+    assert_eq!(headers.len(), 2);
+    assert_eq!(headers[0], EncodedHeaders::default());
+    assert_eq!(headers[0].decode().unwrap(), Vec::new());
+    let decoded = headers[1].decode().unwrap();
+    // A name of the envelope comes back borrowed, as a read gives it.
+    assert!(matches!(decoded[0].key, Cow::Borrowed("hw.id")));
+    assert_eq!(decoded[0].value.as_deref(), Some(&b"e1"[..]));
+    assert_eq!(decoded[1].key, "x");
+    assert_eq!(decoded[1].value, None);
 }

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use super::*;
 use crate::batch::{self, ProducerFields};
 use crate::config::{FlushMode, FlushPolicy};
-use crate::log::{Log, Record};
+use crate::log::{Header, Log, Record, partition_for_key};
 use crate::testsuite::read_all;
 
 pub(super) fn config(segment_bytes: u64) -> LogConfig {
@@ -627,6 +627,50 @@ async fn a_record_too_large_refuses_the_whole_append_with_nothing_stored() {
     for p in 0..2 {
         let appended = engine.append("t", vec![small(p, 3)]).await.unwrap();
         assert_eq!(appended[0].offset, 0, "partition {p}");
+    }
+    engine.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn prepared_records_are_stored_as_their_header_lists_would_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), config(1 << 20)).unwrap();
+    engine.create_topic_now("t", 3).unwrap();
+    let records: Vec<Record> = (0..12)
+        .map(|i| Record {
+            partition: None,
+            headers: vec![
+                Header {
+                    key: "hw.id".into(),
+                    value: Some(Bytes::from(format!("e{i}"))),
+                },
+                Header {
+                    key: format!("x-{i}").into(),
+                    value: None,
+                },
+            ],
+            // One "now".
+            ..record(i, if i == 5 { -1 } else { 1_000 + i })
+        })
+        .collect();
+    let prepared = crate::batch::tests::prepared(&records);
+    let appended = engine.append_prepared("t", prepared).await.unwrap();
+    assert_eq!(appended.len(), records.len());
+    for (r, at) in records.iter().zip(&appended) {
+        assert_eq!(
+            at.partition,
+            partition_for_key(r.key.as_deref().unwrap(), 3)
+        );
+        let stored = read_all(engine.as_ref(), "t", at.partition, at.offset).await;
+        let got = &stored[0];
+        assert_eq!(got.offset, at.offset);
+        assert_eq!((&got.key, &got.value), (&r.key, &r.value));
+        assert_eq!(got.headers, r.headers);
+        if r.timestamp_ms < 0 {
+            assert!(got.timestamp_ms > 0, "now, not {}", got.timestamp_ms);
+        } else {
+            assert_eq!(got.timestamp_ms, r.timestamp_ms);
+        }
     }
     engine.close().await.unwrap();
 }

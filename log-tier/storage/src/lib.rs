@@ -59,8 +59,8 @@ pub use config::{
 pub use engine::{FetchOptions, Fetched, ListedOffset, LogEngine, OffsetSpec, now_ms};
 pub use error::{LogError, error_chain};
 pub use log::{
-    Appended, Assignment, GroupMembership, Header, Log, PartitionOffsets, Record, StoredRecord,
-    murmur2, partition_for_key,
+    Appended, Assignment, EncodedHeaders, GroupMembership, Header, Log, PartitionOffsets,
+    PreparedRecord, Record, StoredRecord, murmur2, partition_for_key,
 };
 pub use memory::MemoryLog;
 pub use open_files::{DescriptorLimit, raise_open_files_limit};

@@ -46,6 +46,62 @@ pub struct Record {
     pub timestamp_ms: i64,
 }
 
+/// Record headers already in RecordBatch v2 form: `count` headers laid end to end in
+/// `encoded`, each a varint key length, the key, a varint value length (-1: null) and the value,
+/// as [`crate::batch::HeadersWriter`] writes them. A writer that builds many records alike (the
+/// gateway) writes them once, where it writes the values, instead of a [`Header`] list per
+/// record that the log then copies into its batch.
+///
+/// Made only by [`crate::batch::HeadersWriter`] (or empty, by `default`), so the bytes are
+/// always well formed: the log copies them into its batches without reading them again.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct EncodedHeaders {
+    /// How many headers `encoded` holds.
+    pub(crate) count: u32,
+    /// The headers, encoded.
+    pub(crate) encoded: Bytes,
+}
+
+impl EncodedHeaders {
+    /// How many headers there are.
+    #[must_use]
+    pub fn count(&self) -> u32 {
+        self.count
+    }
+
+    /// The headers as a list (names of the envelope borrowed, as a read gives them).
+    pub fn decode(&self) -> Result<Vec<Header>, LogError> {
+        crate::batch::decode_headers(self)
+            .map_err(|e| LogError::InvalidArgument(format!("encoded headers: {e}")))
+    }
+}
+
+/// A record to append whose headers come encoded ([`Log::append_prepared`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct PreparedRecord {
+    /// Record key; the partition is chosen by it (Kafka's murmur2), else round-robin.
+    pub key: Option<Bytes>,
+    /// Record value.
+    pub value: Option<Bytes>,
+    /// Record headers, encoded.
+    pub headers: EncodedHeaders,
+    /// Create time in milliseconds since the epoch; negative means "now".
+    pub timestamp_ms: i64,
+}
+
+impl PreparedRecord {
+    /// The same record with its headers as a list.
+    pub fn into_record(self) -> Result<Record, LogError> {
+        Ok(Record {
+            partition: None,
+            headers: self.headers.decode()?,
+            key: self.key,
+            value: self.value,
+            timestamp_ms: self.timestamp_ms,
+        })
+    }
+}
+
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -140,6 +196,21 @@ pub trait Log: Send + Sync + 'static {
         records: Vec<Record>,
     ) -> Result<Vec<Appended>, AppendError> {
         Ok(self.append(topic, records).await?)
+    }
+
+    /// [`Log::append_partial`] for records whose headers come encoded. The default decodes
+    /// each record's headers into a list and appends those records; [`crate::LogEngine`]
+    /// copies the encoded headers into its batches as they are.
+    async fn append_prepared(
+        &self,
+        topic: &str,
+        records: Vec<PreparedRecord>,
+    ) -> Result<Vec<Appended>, AppendError> {
+        let records = records
+            .into_iter()
+            .map(PreparedRecord::into_record)
+            .collect::<Result<Vec<_>, LogError>>()?;
+        self.append_partial(topic, records).await
     }
 
     /// Reads records from `offset` on, at most about `max_bytes` of records as decoded (after

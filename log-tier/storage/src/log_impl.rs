@@ -8,23 +8,24 @@ use async_trait::async_trait;
 use bytes::BytesMut;
 use tracing::instrument;
 
-use crate::batch::{self, ProducerFields};
+use crate::batch::{self, BatchRecord, ProducerFields};
 use crate::engine::{FetchOptions, LogEngine, now_ms};
 use crate::error::{LogError, Result};
 use crate::log::{
-    AppendError, Appended, Log, PartitionOffsets, Record, StoredRecord, partition_for_key,
+    AppendError, Appended, Log, PartitionOffsets, PreparedRecord, Record, StoredRecord,
+    partition_for_key,
 };
 use crate::topic::Topic;
 
 /// Chooses the partition of each record: explicit, else murmur2 of the key, else round-robin.
-pub(crate) fn assign_partitions(
+pub(crate) fn assign_partitions<R: Appendable>(
     topic: &Topic,
-    records: &[Record],
+    records: &[R],
 ) -> Result<BTreeMap<i32, Vec<usize>>> {
     let n = topic.partitions.len() as u32;
     let mut groups: BTreeMap<i32, Vec<usize>> = BTreeMap::new();
     for (i, r) in records.iter().enumerate() {
-        let p = match (r.partition, &r.key) {
+        let p = match (r.partition(), r.key()) {
             (Some(p), _) => {
                 topic.partition(p)?;
                 p
@@ -38,7 +39,7 @@ pub(crate) fn assign_partitions(
 }
 
 /// Encodes records as batches of at most `max` bytes: one batch unless that is too large.
-fn encode_chunks(records: &[&Record], max: usize) -> Result<Vec<(usize, BytesMut)>> {
+fn encode_chunks<R: BatchRecord>(records: &[&R], max: usize) -> Result<Vec<(usize, BytesMut)>> {
     let batch = batch::encode(records, ProducerFields::NONE)?;
     if batch.len() <= max {
         return Ok(vec![(records.len(), batch)]);
@@ -96,92 +97,24 @@ impl Log for LogEngine {
             .map_err(|e| e.error)
     }
 
-    /// Writes every partition's batches, then waits for each to be durable. A write that fails
-    /// stops the writing; the batches already written are still waited for, and those that
-    /// became durable are reported in [`AppendError::written`].
+    /// Writes every partition's batches, then waits for each to be durable ([`append_records`]).
     #[instrument(level = "debug", skip_all, fields(topic = %topic, records = records.len()))]
     async fn append_partial(
         &self,
         topic: &str,
-        mut records: Vec<Record>,
+        records: Vec<Record>,
     ) -> std::result::Result<Vec<Appended>, AppendError> {
-        if records.is_empty() {
-            return Ok(Vec::new());
-        }
-        let t = self.topic_or_create(topic)?;
-        let now = now_ms();
-        for r in records.iter_mut().filter(|r| r.timestamp_ms < 0) {
-            r.timestamp_ms = now;
-        }
-        let groups = assign_partitions(&t, &records)?;
-        let mut out = vec![
-            Appended {
-                partition: 0,
-                offset: 0
-            };
-            records.len()
-        ];
-        // Encode every partition's batches before writing any, so that a record too large for
-        // the topic refuses the whole call with nothing stored (the gateway then isolates it).
-        let mut encoded = Vec::with_capacity(groups.len());
-        for (p, idxs) in groups {
-            let partition = t.partition(p)?.clone();
-            let refs: Vec<&Record> = idxs.iter().map(|&i| &records[i]).collect();
-            let chunks = encode_chunks(&refs, partition.settings.max_message_bytes as usize)?;
-            encoded.push((p, partition, idxs, chunks));
-        }
-        // Encoded: the records (a header list each) are not held through the fsync wait.
-        drop(records);
-        let mut pending = Vec::new();
-        let mut failure = None;
-        'write: for (p, partition, idxs, chunks) in encoded {
-            let mut done = 0;
-            for (count, batch) in chunks {
-                let written = batch::BatchHeader::parse(&batch)
-                    .ok_or_else(|| {
-                        LogError::InvalidBatch("encoder produced a short batch".to_owned())
-                    })
-                    .and_then(|header| partition.write(batch, header));
-                let written = match written {
-                    Ok(written) => written,
-                    Err(error) => {
-                        failure = Some(error);
-                        break 'write;
-                    }
-                };
-                pending.push((
-                    partition.clone(),
-                    written,
-                    p,
-                    idxs[done..done + count].to_vec(),
-                ));
-                done += count;
-            }
-        }
-        let mut durable = Vec::new();
-        for (partition, written, p, idxs) in pending {
-            if let Err(error) = partition.wait_durable(&written).await {
-                failure.get_or_insert(error);
-                continue;
-            }
-            for (k, i) in idxs.into_iter().enumerate() {
-                out[i] = Appended {
-                    partition: p,
-                    offset: written.base_offset + k as i64,
-                };
-                durable.push(i);
-            }
-        }
-        match failure {
-            None => Ok(out),
-            Some(error) => {
-                durable.sort_unstable();
-                Err(AppendError {
-                    written: durable,
-                    error,
-                })
-            }
-        }
+        append_records(self, topic, records).await
+    }
+
+    /// [`Log::append_partial`], each record's encoded headers copied into its batch as they are.
+    #[instrument(level = "debug", skip_all, fields(topic = %topic, records = records.len()))]
+    async fn append_prepared(
+        &self,
+        topic: &str,
+        records: Vec<PreparedRecord>,
+    ) -> std::result::Result<Vec<Appended>, AppendError> {
+        append_records(self, topic, records).await
     }
 
     #[instrument(level = "debug", skip(self))]
@@ -244,5 +177,119 @@ impl Log for LogEngine {
 
     async fn check_writable(&self) -> Result<()> {
         self.check_writable_now()
+    }
+}
+
+/// A record the engine appends: a [`Record`], or a [`PreparedRecord`] whose headers come
+/// encoded.
+pub(crate) trait Appendable: BatchRecord + Send + Sync {
+    /// The partition asked for, if any.
+    fn partition(&self) -> Option<i32>;
+    /// Sets the create time.
+    fn set_timestamp_ms(&mut self, ms: i64);
+}
+
+impl Appendable for Record {
+    fn partition(&self) -> Option<i32> {
+        self.partition
+    }
+
+    fn set_timestamp_ms(&mut self, ms: i64) {
+        self.timestamp_ms = ms;
+    }
+}
+
+impl Appendable for PreparedRecord {
+    fn partition(&self) -> Option<i32> {
+        None
+    }
+
+    fn set_timestamp_ms(&mut self, ms: i64) {
+        self.timestamp_ms = ms;
+    }
+}
+
+/// Writes every partition's batches, then waits for each to be durable. A write that fails
+/// stops the writing; the batches already written are still waited for, and those that
+/// became durable are reported in [`AppendError::written`].
+async fn append_records<R: Appendable>(
+    engine: &LogEngine,
+    topic: &str,
+    mut records: Vec<R>,
+) -> std::result::Result<Vec<Appended>, AppendError> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = engine.topic_or_create(topic)?;
+    let now = now_ms();
+    for r in records.iter_mut().filter(|r| r.timestamp_ms() < 0) {
+        r.set_timestamp_ms(now);
+    }
+    let groups = assign_partitions(&t, &records)?;
+    let mut out = vec![
+        Appended {
+            partition: 0,
+            offset: 0
+        };
+        records.len()
+    ];
+    // Encode every partition's batches before writing any, so that a record too large for
+    // the topic refuses the whole call with nothing stored (the gateway then isolates it).
+    let mut encoded = Vec::with_capacity(groups.len());
+    for (p, idxs) in groups {
+        let partition = t.partition(p)?.clone();
+        let refs: Vec<&R> = idxs.iter().map(|&i| &records[i]).collect();
+        let chunks = encode_chunks(&refs, partition.settings.max_message_bytes as usize)?;
+        encoded.push((p, partition, idxs, chunks));
+    }
+    // Encoded: the records (a header list each) are not held through the fsync wait.
+    drop(records);
+    let mut pending = Vec::new();
+    let mut failure = None;
+    'write: for (p, partition, idxs, chunks) in encoded {
+        let mut done = 0;
+        for (count, batch) in chunks {
+            let written = batch::BatchHeader::parse(&batch)
+                .ok_or_else(|| LogError::InvalidBatch("encoder produced a short batch".to_owned()))
+                .and_then(|header| partition.write(batch, header));
+            let written = match written {
+                Ok(written) => written,
+                Err(error) => {
+                    failure = Some(error);
+                    break 'write;
+                }
+            };
+            pending.push((
+                partition.clone(),
+                written,
+                p,
+                idxs[done..done + count].to_vec(),
+            ));
+            done += count;
+        }
+    }
+    let mut durable = Vec::new();
+    for (partition, written, p, idxs) in pending {
+        if let Err(error) = partition.wait_durable(&written).await {
+            failure.get_or_insert(error);
+            continue;
+        }
+        for (k, i) in idxs.into_iter().enumerate() {
+            out[i] = Appended {
+                partition: p,
+                offset: written.base_offset + k as i64,
+            };
+            durable.push(i);
+        }
+    }
+    match failure {
+        None => Ok(out),
+        Some(error) => {
+            durable.sort_unstable();
+            Err(AppendError {
+                written: durable,
+                error,
+            })
+        }
     }
 }
