@@ -10,12 +10,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use headwater_log::batch::HeadersWriter;
 use headwater_log::log::AppendError;
-use headwater_log::{Log, LogError, now_ms};
+use headwater_log::{Log, LogError, PreparedRecord, now_ms};
 use serde::Serialize;
 
 pub use self::outcomes::BatchMetrics;
 use self::outcomes::Outcomes;
-use self::records::{Arena, BatchHeaders, RecordParts};
+use self::records::{BatchHeaders, RecordParts};
 
 use crate::auth::Principal;
 use crate::decode::{Decoded, IncomingEvent};
@@ -364,18 +364,26 @@ impl Pipeline {
         topic: &str,
         plans: &mut [Planned<'_>],
     ) -> Result<Vec<TooLarge>, LogError> {
-        // Room for each event's id, type, version, source and time.
-        let mut arena = Arena::with_capacity(plans.len() * 96);
-        let items = plans
+        // Each record's headers encoded once, here, into one buffer the log copies from.
+        let mut writer = HeadersWriter::with_capacity(plans.len(), plans.len() * HEADER_BYTES);
+        let planned: Vec<_> = plans
             .iter_mut()
-            .map(|plan| self.item(&mut arena, enrichment, plan))
+            .map(|plan| self.item(&mut writer, enrichment, plan))
+            .collect();
+        let headers = writer.freeze();
+        let items = planned
+            .into_iter()
+            .zip(headers.records())
+            .map(|((index, parts, pending), encoded)| Item {
+                index,
+                record: parts.prepared(&headers, encoded),
+                pending,
+            })
             .collect();
         let job = TopicAppend {
             log: self.log.clone(),
             topic: topic.to_owned(),
             items,
-            arena: arena.freeze(),
-            batch: enrichment.clone(),
         };
         match tokio::spawn(job.run()).await {
             Ok(result) => result,
@@ -384,22 +392,27 @@ impl Pipeline {
         }
     }
 
-    fn item(&self, arena: &mut Arena, enrichment: &BatchHeaders, plan: &mut Planned<'_>) -> Item {
+    /// A planned element's record, its headers written to `out`: with its index in the batch
+    /// and its claim.
+    fn item(
+        &self,
+        out: &mut HeadersWriter,
+        enrichment: &BatchHeaders,
+        plan: &mut Planned<'_>,
+    ) -> (usize, RecordParts, Option<Pending>) {
         let max = self.max_event_bytes;
         let record = match &plan.fate {
             Fate::Valid {
                 event, id, version, ..
-            } => RecordParts::valid(arena, enrichment, event, id, *version),
+            } => RecordParts::valid(out, enrichment, event, id, *version),
             Fate::Invalid { event, id, reason } => {
-                RecordParts::invalid(arena, enrichment, event, id, reason, max)
+                RecordParts::invalid(out, enrichment, event, id, reason, max)
             }
-            Fate::Malformed { raw, reason } => RecordParts::malformed(enrichment, raw, reason, max),
+            Fate::Malformed { raw, reason } => {
+                RecordParts::malformed(out, enrichment, raw, reason, max)
+            }
         };
-        Item {
-            index: plan.index,
-            record,
-            pending: plan.pending.take(),
-        }
+        (plan.index, record, plan.pending.take())
     }
 
     /// Counts what was appended as accepted, and rejects the events refused as too large (the
@@ -439,7 +452,7 @@ impl Pipeline {
 struct Item {
     /// Index in the batch.
     index: usize,
-    record: RecordParts,
+    record: PreparedRecord,
     /// A valid event's client id, claimed: recorded as appended once written, given up when
     /// the task ends without writing it.
     pending: Option<Pending>,
@@ -451,10 +464,6 @@ struct TopicAppend {
     log: Arc<dyn Log>,
     topic: String,
     items: Vec<Item>,
-    /// The header values the items' records are sliced from.
-    arena: Bytes,
-    /// The header values every record of the batch shares.
-    batch: BatchHeaders,
 }
 
 impl TopicAppend {
@@ -472,18 +481,7 @@ impl TopicAppend {
     /// all on success, those the log says it wrote on failure (partitions written before
     /// another failed), so the client's retry appends only the rest.
     async fn append(&self, items: &[Item]) -> Result<(), LogError> {
-        // Each record's headers encoded once, here, into one buffer the log copies from.
-        let mut writer = HeadersWriter::with_capacity(items.len(), items.len() * HEADER_BYTES);
-        for item in items {
-            item.record
-                .write_headers(&self.arena, &self.batch, &mut writer);
-        }
-        let headers = writer.freeze();
-        let records = items
-            .iter()
-            .zip(headers.records())
-            .map(|(item, headers)| item.record.prepared(&self.arena, headers))
-            .collect();
+        let records = items.iter().map(|item| item.record.clone()).collect();
         let (written, result) = match self.log.append_prepared(&self.topic, records).await {
             Ok(_) => (items.iter().collect(), Ok(())),
             Err(AppendError { written, error }) => {

@@ -1,188 +1,83 @@
 //! The records of a batch: each event's envelope as `hw.*` headers (the schema crate's names in
-//! its order, then the gateway's enrichment), and dead letters with their reason. A record is
-//! kept as [`RecordParts`] until it is appended, so that it can be built again (an append
-//! refused as too large is retried in parts) without copying a byte: header names are static,
-//! and header values are spans of one buffer per append ([`Arena`]) or shared by the batch.
+//! its order, then the gateway's enrichment), and dead letters with their reason. The headers
+//! are encoded as the batch is planned, each record's once, into one buffer per topic append
+//! ([`HeadersWriter`]), and the log copies them into its batch as they are
+//! ([`headwater_log::Log::append_prepared`]); a record is then kept as a [`PreparedRecord`]
+//! (its key a slice of that buffer, its value the payload shared), which an append refused as
+//! too large builds again in parts without copying a byte.
 
 use bytes::Bytes;
-use headwater_log::batch::HeadersWriter;
+use headwater_log::batch::{FrozenHeaders, HeadersWriter};
 use headwater_log::{EncodedHeaders, PreparedRecord};
+use headwater_schemas::PayloadFormat;
 
 use super::RequestMeta;
 use super::headers;
 use crate::decode::IncomingEvent;
 
 /// What every record of a batch carries, made once per batch.
-#[derive(Clone)]
 pub(super) struct BatchHeaders {
     received_at_ms: i64,
-    received_at: Bytes,
+    received_at: String,
     tenant: Bytes,
-    client_ip: Option<Bytes>,
-    user_agent: Option<Bytes>,
+    /// An event's headers from `received_at` on, encoded once: `received_at`, `tenant`, the
+    /// format (one block for each), the client's address and user agent.
+    json_tail: EncodedHeaders,
+    protobuf_tail: EncodedHeaders,
 }
 
 impl BatchHeaders {
     pub(super) fn new(meta: &RequestMeta, received_at_ms: i64) -> Self {
-        let text = |text: &str| Bytes::copy_from_slice(text.as_bytes());
+        let received_at = received_at_ms.to_string();
+        let client_ip = meta.client_ip.map(|ip| ip.to_string());
+        let tail = |format: PayloadFormat| {
+            let mut out = HeadersWriter::default();
+            out.header(headers::RECEIVED_AT, Some(received_at.as_bytes()));
+            out.header(headers::TENANT, Some(meta.principal.tenant.as_bytes()));
+            out.header(headers::FORMAT, Some(format.as_str().as_bytes()));
+            if let Some(ip) = &client_ip {
+                out.header(headers::CLIENT_IP, Some(ip.as_bytes()));
+            }
+            if let Some(agent) = &meta.user_agent {
+                out.header(headers::USER_AGENT, Some(agent.as_bytes()));
+            }
+            out.end_record();
+            out.freeze().records().next().unwrap_or_default()
+        };
         Self {
             received_at_ms,
-            received_at: Bytes::from(received_at_ms.to_string()),
-            tenant: text(&meta.principal.tenant),
-            client_ip: meta.client_ip.map(|ip| Bytes::from(ip.to_string())),
-            user_agent: meta.user_agent.as_deref().map(text),
+            json_tail: tail(PayloadFormat::Json),
+            protobuf_tail: tail(PayloadFormat::Protobuf),
+            received_at,
+            tenant: Bytes::copy_from_slice(meta.principal.tenant.as_bytes()),
         }
     }
 }
 
-/// The text of an append's header values, written one after the other into one buffer: a
-/// value is a span of it ([`Value::Span`]) and costs no allocation of its own. Frozen once
-/// every record of the append is planned; each record's headers are then slices of it.
-pub(super) struct Arena(Vec<u8>);
-
-impl Arena {
-    /// Room for `bytes` of values before the buffer grows.
-    pub(super) fn with_capacity(bytes: usize) -> Self {
-        Self(Vec::with_capacity(bytes))
-    }
-
-    /// The values written, to resolve the spans of [`RecordParts::record`] in.
-    pub(super) fn freeze(self) -> Bytes {
-        Bytes::from(self.0)
-    }
-
-    fn text(&mut self, text: &[u8]) -> Span {
-        let start = self.0.len();
-        self.0.extend_from_slice(text);
-        Span(start, self.0.len())
-    }
-
-    /// `n` in decimal, as `to_string` writes it (`itoa`: two digits a step, no formatter).
-    fn number(&mut self, n: i64) -> Span {
-        self.text(itoa::Buffer::new().format(n).as_bytes())
-    }
-}
-
-/// A header value written into the append's [`Arena`]: its span there.
-#[derive(Clone, Copy)]
-struct Span(usize, usize);
-
-impl Span {
-    fn resolve(self, arena: &Bytes) -> Bytes {
-        arena.slice(self.0..self.1)
-    }
-
-    fn of(self, arena: &[u8]) -> &[u8] {
-        &arena[self.0..self.1]
-    }
-}
-
-/// An event's envelope as a record keeps it until it is appended: spans of the arena, no
-/// header list of its own (built only as the record is, in [`RecordParts::record`]).
-struct EventHeaders {
-    id: Span,
-    event_type: Span,
-    version: Span,
-    /// The client's time; `None`: `received_at`.
-    ts: Option<Span>,
-    format: &'static str,
-    /// `hw.attr.` + key, and the value.
-    attributes: Vec<(String, Span)>,
-}
-
-/// A dead letter's reason, and the value's size when it was cut (`hw.error`, `hw.truncated`).
-struct DeadLetter {
-    reason: Bytes,
-    truncated: Option<Bytes>,
-}
-
-/// A record before it is appended (see the module documentation).
+/// A record whose headers are written ([`HeadersWriter::end_record`] done), waiting for the
+/// writer to be frozen: its key is a span of the headers (the value of `hw.source`).
 pub(super) struct RecordParts {
-    /// The source; `None` for an element that is not an event.
-    key: Option<Span>,
+    /// The source's place in the headers; `None` for an element that is not an event.
+    key: Option<std::ops::Range<usize>>,
     value: Bytes,
-    /// `None` for an element that is not an event (its headers: `received_at`, `tenant`).
-    event: Option<EventHeaders>,
-    dead_letter: Option<Box<DeadLetter>>,
     timestamp_ms: i64,
 }
 
 impl RecordParts {
-    /// Writes the record's headers and ends it in `out`; `arena` is the append's [`Arena`],
-    /// frozen, and `batch` what every record of the batch carries. The headers: the schema
-    /// crate's `hw.*` set in `Envelope::to_headers`'s order (so the router and sinks rebuild it
-    /// with `Envelope::from_headers`), then the gateway's enrichment, the attributes, and a dead
-    /// letter's reason.
-    pub(super) fn write_headers(
-        &self,
-        arena: &[u8],
-        batch: &BatchHeaders,
-        out: &mut HeadersWriter,
-    ) {
-        let mut put = |name: &str, value: &[u8]| out.header(name, Some(value));
-        match (&self.event, self.key) {
-            (Some(event), Some(source)) => {
-                put(headers::ID, event.id.of(arena));
-                put(headers::TYPE, event.event_type.of(arena));
-                put(headers::VERSION, event.version.of(arena));
-                put(headers::SOURCE, source.of(arena));
-                put(
-                    headers::TS,
-                    event.ts.map_or(&batch.received_at[..], |ts| ts.of(arena)),
-                );
-                put(headers::RECEIVED_AT, &batch.received_at);
-                put(headers::TENANT, &batch.tenant);
-                put(headers::FORMAT, event.format.as_bytes());
-                if let Some(ip) = &batch.client_ip {
-                    put(headers::CLIENT_IP, ip);
-                }
-                if let Some(agent) = &batch.user_agent {
-                    put(headers::USER_AGENT, agent);
-                }
-                for (name, value) in &event.attributes {
-                    put(name, value.of(arena));
-                }
-            }
-            _ => {
-                put(headers::RECEIVED_AT, &batch.received_at);
-                put(headers::TENANT, &batch.tenant);
-            }
-        }
-        if let Some(dead) = &self.dead_letter {
-            put(headers::ERROR, &dead.reason);
-            if let Some(size) = &dead.truncated {
-                put(headers::TRUNCATED, size);
-            }
-        }
-        out.end_record();
-    }
-
-    /// The record to append, with the `headers` [`write_headers`](Self::write_headers) wrote
-    /// for it.
-    pub(super) fn prepared(&self, arena: &Bytes, headers: EncodedHeaders) -> PreparedRecord {
-        PreparedRecord {
-            key: self.key.map(|key| key.resolve(arena)),
-            value: Some(self.value.clone()),
-            headers,
-            timestamp_ms: self.timestamp_ms,
-        }
-    }
-
     /// A valid event's record: key = source, value = the payload as received, the envelope
     /// in the headers.
     pub(super) fn valid(
-        arena: &mut Arena,
+        out: &mut HeadersWriter,
         batch: &BatchHeaders,
         event: &IncomingEvent,
         id: &str,
         version: u32,
     ) -> Self {
-        let (key, headers) = envelope(arena, event, id, version);
+        let key = envelope(out, batch, event, id, version);
+        out.end_record();
         Self {
             key: Some(key),
             value: event.payload.clone(),
-            event: Some(headers),
-            dead_letter: None,
             timestamp_ms: batch.received_at_ms,
         }
     }
@@ -190,109 +85,130 @@ impl RecordParts {
     /// An event that failed validation, for the dead-letter topic: its envelope (version 0
     /// when the client gave none) and the reason.
     pub(super) fn invalid(
-        arena: &mut Arena,
+        out: &mut HeadersWriter,
         batch: &BatchHeaders,
         event: &IncomingEvent,
         id: &str,
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        let (key, headers) = envelope(arena, event, id, event.version.unwrap_or(0));
+        let key = envelope(out, batch, event, id, event.version.unwrap_or(0));
         Self::dead_letter(
+            out,
             batch,
             Some(key),
-            Some(headers),
             &event.payload,
             reason,
             max_value_bytes,
         )
     }
 
-    /// An element that is not an event, as received, for the dead-letter topic.
+    /// An element that is not an event, as received, for the dead-letter topic (headers:
+    /// `received_at`, `tenant`, and the reason).
     pub(super) fn malformed(
+        out: &mut HeadersWriter,
         batch: &BatchHeaders,
         raw: &Bytes,
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        Self::dead_letter(batch, None, None, raw, reason, max_value_bytes)
+        out.header(headers::RECEIVED_AT, Some(batch.received_at.as_bytes()));
+        out.header(headers::TENANT, Some(&batch.tenant));
+        Self::dead_letter(out, batch, None, raw, reason, max_value_bytes)
     }
 
     /// A dead letter: `reason` in `hw.error`, and a value over `max_value_bytes` cut to it
     /// (saying so in `hw.truncated`), so that the log takes it rather than failing the batch.
     fn dead_letter(
+        out: &mut HeadersWriter,
         batch: &BatchHeaders,
-        key: Option<Span>,
-        event: Option<EventHeaders>,
+        key: Option<std::ops::Range<usize>>,
         value: &Bytes,
         reason: &str,
         max_value_bytes: usize,
     ) -> Self {
-        let (value, truncated) = if value.len() > max_value_bytes {
-            let size = Bytes::from(value.len().to_string());
-            (value.slice(..max_value_bytes), Some(size))
+        out.header(headers::ERROR, Some(reason.as_bytes()));
+        let value = if value.len() > max_value_bytes {
+            let size = itoa::Buffer::new().format(value.len()).as_bytes().to_vec();
+            out.header(headers::TRUNCATED, Some(&size));
+            value.slice(..max_value_bytes)
         } else {
-            (value.clone(), None)
+            value.clone()
         };
+        out.end_record();
         Self {
             key,
             value,
-            event,
-            dead_letter: Some(Box::new(DeadLetter {
-                reason: Bytes::copy_from_slice(reason.as_bytes()),
-                truncated,
-            })),
             timestamp_ms: batch.received_at_ms,
+        }
+    }
+
+    /// The record to append: `headers` its headers in the frozen writer `frozen`
+    /// ([`FrozenHeaders::records`], in the order the records were written).
+    pub(super) fn prepared(
+        self,
+        frozen: &FrozenHeaders,
+        headers: EncodedHeaders,
+    ) -> PreparedRecord {
+        PreparedRecord {
+            key: self.key.map(|key| frozen.slice(key)),
+            value: Some(self.value),
+            headers,
+            timestamp_ms: self.timestamp_ms,
         }
     }
 }
 
-/// The record key (the source) and the envelope of an event, written into the arena. An event
-/// without client time gets `ts` = `received_at`.
+/// Writes an event's envelope, the schema crate's `hw.*` set in `Envelope::to_headers`'s order
+/// (so the router and sinks rebuild it with `Envelope::from_headers`), then the gateway's
+/// enrichment and the attributes; returns where the source (the record key) was written. An
+/// event without client time gets `ts` = `received_at`. Numbers are written as `to_string`
+/// writes them (`itoa`: two digits a step, no formatter).
 fn envelope(
-    arena: &mut Arena,
+    out: &mut HeadersWriter,
+    batch: &BatchHeaders,
     event: &IncomingEvent,
     id: &str,
     version: u32,
-) -> (Span, EventHeaders) {
-    let source = arena.text(event.source.as_bytes());
-    let headers = EventHeaders {
-        id: arena.text(id.as_bytes()),
-        event_type: arena.text(event.event_type.as_bytes()),
-        version: arena.number(version.into()),
-        ts: event.ts.map(|ts| arena.number(ts)),
-        format: event.format.as_str(),
-        attributes: event
-            .attributes
-            .iter()
-            .map(|(key, value)| {
-                (
-                    format!("{}{key}", headers::ATTRIBUTE_PREFIX),
-                    arena.text(value.as_bytes()),
-                )
-            })
-            .collect(),
+) -> std::ops::Range<usize> {
+    let mut number = itoa::Buffer::new();
+    out.header(headers::ID, Some(id.as_bytes()));
+    out.header(headers::TYPE, Some(event.event_type.as_bytes()));
+    out.header(headers::VERSION, Some(number.format(version).as_bytes()));
+    let source = out.header(headers::SOURCE, Some(event.source.as_bytes()));
+    match event.ts {
+        Some(ts) => out.header(headers::TS, Some(number.format(ts).as_bytes())),
+        None => out.header(headers::TS, Some(batch.received_at.as_bytes())),
     };
-    (source, headers)
+    out.extend(match event.format {
+        PayloadFormat::Json => &batch.json_tail,
+        PayloadFormat::Protobuf => &batch.protobuf_tail,
+    });
+    for (key, value) in &event.attributes {
+        let name = format!("{}{key}", headers::ATTRIBUTE_PREFIX);
+        out.header(&name, Some(value.as_bytes()));
+    }
+    source
 }
 
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
 
-    use headwater_schemas::{Envelope, PayloadFormat};
+    use headwater_schemas::Envelope;
 
     use headwater_log::Record;
 
     use super::*;
     use crate::auth::Principal;
 
-    /// The record as a log that takes header lists sees it: headers written, then decoded.
-    fn record(parts: &RecordParts, arena: &Bytes, batch: &BatchHeaders) -> Record {
+    /// The record `write` makes, as a log that takes header lists sees it.
+    fn record(write: impl FnOnce(&mut HeadersWriter) -> RecordParts) -> Record {
         let mut writer = HeadersWriter::default();
-        parts.write_headers(arena, batch, &mut writer);
-        let headers = writer.freeze().records().next().unwrap();
-        parts.prepared(arena, headers).into_record().unwrap()
+        let parts = write(&mut writer);
+        let frozen = writer.freeze();
+        let headers = frozen.records().next().unwrap();
+        parts.prepared(&frozen, headers).into_record().unwrap()
     }
 
     fn meta() -> RequestMeta {
@@ -337,54 +253,60 @@ mod tests {
     #[test]
     fn a_valid_record_carries_the_schema_crates_envelope_then_the_enrichment() {
         let batch = BatchHeaders::new(&meta(), 1_700_000_000_123);
-        let mut arena = Arena::with_capacity(8);
-        let event = event(Some(-5));
-        let parts = RecordParts::valid(&mut arena, &batch, &event, "e1", 3);
-        let record = record(&parts, &arena.freeze(), &batch);
-        let envelope = Envelope {
-            id: "e1".to_owned(),
-            event_type: "playback.start".to_owned(),
-            version: 3,
-            source: "tv-1".to_owned(),
-            ts: -5,
-            received_at: 1_700_000_000_123,
-            tenant: "acme".to_owned(),
-            payload: Bytes::new(),
-            payload_format: PayloadFormat::Json,
-        };
-        let mut expected: Vec<(String, String)> = envelope
-            .to_headers()
-            .into_iter()
-            .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        expected.extend([
-            ("hw.client_ip".to_owned(), "10.1.2.3".to_owned()),
-            ("hw.user_agent".to_owned(), "tv/1.0".to_owned()),
-            ("hw.attr.k".to_owned(), "v".to_owned()),
-        ]);
-        assert_eq!(pairs(&record), expected);
-        assert_eq!(record.key.as_deref(), Some(&b"tv-1"[..]));
-        assert_eq!(record.value, Some(event.payload.clone()));
-        assert_eq!(record.timestamp_ms, 1_700_000_000_123);
+        for format in [PayloadFormat::Json, PayloadFormat::Protobuf] {
+            let event = IncomingEvent {
+                format,
+                ..event(Some(-5))
+            };
+            let record = record(|out| RecordParts::valid(out, &batch, &event, "e1", 3));
+            let envelope = Envelope {
+                id: "e1".to_owned(),
+                event_type: "playback.start".to_owned(),
+                version: 3,
+                source: "tv-1".to_owned(),
+                ts: -5,
+                received_at: 1_700_000_000_123,
+                tenant: "acme".to_owned(),
+                payload: Bytes::new(),
+                payload_format: format,
+            };
+            let mut expected: Vec<(String, String)> = envelope
+                .to_headers()
+                .into_iter()
+                .map(|(k, v)| (k, String::from_utf8_lossy(&v).into_owned()))
+                .collect();
+            expected.extend([
+                ("hw.client_ip".to_owned(), "10.1.2.3".to_owned()),
+                ("hw.user_agent".to_owned(), "tv/1.0".to_owned()),
+                ("hw.attr.k".to_owned(), "v".to_owned()),
+            ]);
+            assert_eq!(pairs(&record), expected, "{format:?}");
+            assert_eq!(record.key.as_deref(), Some(&b"tv-1"[..]));
+            assert_eq!(record.value, Some(event.payload.clone()));
+            assert_eq!(record.timestamp_ms, 1_700_000_000_123);
+        }
     }
 
     #[test]
     fn numbers_are_written_as_to_string_writes_them() {
-        let numbers = [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN];
-        let mut arena = Arena::with_capacity(4);
-        let written: Vec<Span> = numbers.iter().map(|n| arena.number(*n)).collect();
-        let arena = arena.freeze();
-        for (n, value) in numbers.iter().zip(&written) {
-            assert_eq!(value.resolve(&arena), n.to_string().as_bytes(), "{n}");
+        let batch = BatchHeaders::new(&meta(), 42);
+        for n in [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN] {
+            let record = record(|out| RecordParts::valid(out, &batch, &event(Some(n)), "e1", 1));
+            let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
+            assert_eq!(ts, Some(("hw.ts".to_owned(), n.to_string())), "{n}");
         }
+        let record = record(|out| RecordParts::valid(out, &batch, &event(None), "e1", u32::MAX));
+        let version = pairs(&record).into_iter().find(|(k, _)| k == "hw.version");
+        assert_eq!(
+            version,
+            Some(("hw.version".to_owned(), u32::MAX.to_string()))
+        );
     }
 
     #[test]
     fn an_event_without_client_time_gets_received_at() {
         let batch = BatchHeaders::new(&meta(), 42);
-        let mut arena = Arena::with_capacity(0);
-        let parts = RecordParts::valid(&mut arena, &batch, &event(None), "e1", 1);
-        let record = record(&parts, &arena.freeze(), &batch);
+        let record = record(|out| RecordParts::valid(out, &batch, &event(None), "e1", 1));
         let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
         assert_eq!(ts, Some(("hw.ts".to_owned(), "42".to_owned())));
     }
@@ -392,17 +314,15 @@ mod tests {
     #[test]
     fn dead_letters_say_why_and_are_cut_to_the_limit() {
         let batch = BatchHeaders::new(&meta(), 7);
-        let mut arena = Arena::with_capacity(0);
-        let invalid = RecordParts::invalid(&mut arena, &batch, &event(None), "e1", "bad", 3);
-        let invalid = record(&invalid, &arena.freeze(), &batch);
+        let invalid = record(|out| RecordParts::invalid(out, &batch, &event(None), "e1", "bad", 3));
         let headers = pairs(&invalid);
         assert!(headers.contains(&("hw.version".to_owned(), "0".to_owned())));
         assert!(headers.contains(&("hw.error".to_owned(), "bad".to_owned())));
         assert!(headers.contains(&("hw.truncated".to_owned(), "7".to_owned())));
         assert_eq!(invalid.value.as_deref(), Some(&br#"{"n"#[..]));
         let raw = Bytes::from_static(b"[1,2]");
-        let malformed = RecordParts::malformed(&batch, &raw, "not an event", 100);
-        let malformed = record(&malformed, &Bytes::new(), &batch);
+        let malformed =
+            record(|out| RecordParts::malformed(out, &batch, &raw, "not an event", 100));
         assert_eq!(
             pairs(&malformed),
             [

@@ -576,10 +576,37 @@ impl HeadersWriter {
         }
     }
 
-    /// Adds a header to the record being written.
-    pub fn header(&mut self, key: &str, value: Option<&[u8]>) {
-        put_header(&mut self.buf, key.as_bytes(), value);
+    /// Adds a header to the record being written; returns where its value went in the
+    /// buffer (empty for a null value), for [`FrozenHeaders::slice`].
+    pub fn header(&mut self, key: &str, value: Option<&[u8]>) -> std::ops::Range<usize> {
+        let buf = &mut self.buf;
+        let value_len = value.map_or(0, <[u8]>::len);
+        // One check of the room, and the lengths under 64 (a name's, most values') as the
+        // one byte they take.
+        buf.reserve(key.len() + value_len + 2 * MAX_VARINT_LEN);
+        put_len(buf, key.len());
+        buf.extend_from_slice(key.as_bytes());
+        let at = match value {
+            Some(value) => {
+                put_len(buf, value.len());
+                let at = buf.len();
+                buf.extend_from_slice(value);
+                at
+            }
+            None => {
+                put_varint(buf, -1);
+                buf.len()
+            }
+        };
         self.count += 1;
+        at..at + value_len
+    }
+
+    /// Adds `headers` (another writer's, as they are) to the record being written: headers
+    /// every record of a batch carries are encoded once, and copied as one block.
+    pub fn extend(&mut self, headers: &EncodedHeaders) {
+        self.buf.extend_from_slice(&headers.encoded);
+        self.count += headers.count;
     }
 
     /// Ends the record being written (with no header since the last end: a record without).
@@ -608,6 +635,16 @@ pub struct FrozenHeaders {
 }
 
 impl FrozenHeaders {
+    /// The bytes at `range` of the buffer (a value's, as [`HeadersWriter::header`] returned it).
+    ///
+    /// # Panics
+    ///
+    /// When `range` is out of the buffer's bounds.
+    #[must_use]
+    pub fn slice(&self, range: std::ops::Range<usize>) -> Bytes {
+        self.buf.slice(range)
+    }
+
     /// Each ended record's headers, in the order the records were ended.
     pub fn records(&self) -> impl ExactSizeIterator<Item = EncodedHeaders> + '_ {
         self.records
@@ -662,6 +699,18 @@ fn varint_len(mut v: u64) -> usize {
         n += 1;
     }
     n
+}
+
+/// Bytes of the longest varint (a 64-bit value).
+const MAX_VARINT_LEN: usize = 10;
+
+/// A length as a varint, one byte without a loop when under 64 (its zigzag under 128).
+fn put_len(buf: &mut Vec<u8>, len: usize) {
+    if len < 64 {
+        buf.push((len as u8) << 1);
+    } else {
+        put_varint(buf, len as i64);
+    }
 }
 
 fn put_varint(buf: &mut impl BufMut, v: i64) {

@@ -346,11 +346,14 @@ proptest! {
 fn a_record_without_headers_and_the_envelopes_names() {
     let mut writer = HeadersWriter::with_capacity(2, 64);
     writer.end_record();
-    writer.header("hw.id", Some(b"e1"));
-    writer.header("x", None);
+    let id = writer.header("hw.id", Some(b"e1"));
+    let null = writer.header("x", None);
     writer.end_record();
     writer.header("dropped", Some(b"not ended"));
-    let headers: Vec<EncodedHeaders> = writer.freeze().records().collect();
+    let frozen = writer.freeze();
+    assert_eq!(frozen.slice(id), &b"e1"[..]);
+    assert!(null.is_empty());
+    let headers: Vec<EncodedHeaders> = frozen.records().collect();
     assert_eq!(headers.len(), 2);
     assert_eq!(headers[0], EncodedHeaders::default());
     assert_eq!(headers[0].decode().unwrap(), Vec::new());
