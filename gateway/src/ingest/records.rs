@@ -129,8 +129,11 @@ impl RecordParts {
     ) -> Self {
         out.header(headers::ERROR, Some(reason.as_bytes()));
         let value = if value.len() > max_value_bytes {
-            let size = itoa::Buffer::new().format(value.len()).as_bytes().to_vec();
-            out.header(headers::TRUNCATED, Some(&size));
+            let mut size = itoa::Buffer::new();
+            out.header(
+                headers::TRUNCATED,
+                Some(size.format(value.len()).as_bytes()),
+            );
             value.slice(..max_value_bytes)
         } else {
             value.clone()
