@@ -3,66 +3,155 @@
 //! own event. An id is claimed before its append starts, so a retry that arrives while that
 //! append is still under way (the first request timed out) waits for its outcome instead of
 //! appending the event again. Memory is bounded: the oldest ids are forgotten first.
+//!
+//! A batch's ids are claimed together ([`Dedup::claim_batch`]) and settled together
+//! ([`Claims::appended`]): each shard's lock is taken once per batch rather than once per id,
+//! and an id costs one probe of its shard's table to claim and one to settle, its state kept
+//! in the stored key's low bits rather than in a second map.
 
-use std::collections::hash_map::Entry;
+use std::collections::VecDeque;
 use std::collections::hash_map::RandomState;
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
+use hashbrown::HashTable;
+use hashbrown::hash_table::Entry;
 use tokio::sync::Notify;
 
 use crate::config::DedupConfig;
 
 const SHARDS: usize = 16;
+// A key's shard is its bits 32 to 35 ([`Key::shard`]), which `claim_batch` sorts on.
+const _: () = assert!(SHARDS == 16);
 
 /// Bytes of tenant, source and id (with their three ends) that [`Dedup::key`] hashes in one
 /// write from the stack.
 const KEY_BUFFER: usize = 256;
 
-/// The map's keys are already SipHash outputs (with this process's random keys): hashing them
-/// again would only cost time.
-#[derive(Default)]
-struct Prehashed(u64);
+/// A stored key's state bits: its append is under way (else it was appended)…
+const IN_FLIGHT: u64 = 1;
+/// …and a retry waits for it to settle.
+const WAITED: u64 = 2;
+/// The bits of a key that are its state, not its hash (cleared in every [`Key`]).
+const STATE: u64 = IN_FLIGHT | WAITED;
 
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
+/// The hash of a `(tenant, source, id)` triple ([`Dedup::key`]), its state bits clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Key(u64);
+
+impl Key {
+    /// The shard that holds the key: bits 32 to 35, which the table uses neither for its
+    /// buckets nor its tags.
+    fn shard(self) -> usize {
+        ((self.0 >> 32) as usize) % SHARDS
     }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
+
+    /// The table's hash of the key: its bits spread by one multiplication, so that the two
+    /// clear state bits do not leave three in four buckets unused.
+    fn table_hash(self) -> u64 {
+        self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
-    fn write_u64(&mut self, n: u64) {
-        self.0 = n;
+
+    /// Whether `stored` (a key with its state bits) is this key.
+    fn is(self, stored: u64) -> bool {
+        stored & !STATE == self.0
     }
 }
 
-/// One shard's ids. Appended ids take 8 bytes in `appended` and 8 in `order`, with their
-/// times kept once per millisecond in `times` (a wide map value of state and `Instant` took
-/// three times that: at the default million ids, ~77 MB against ~27 MB).
+/// The table's hash of a stored key, whatever its state.
+fn stored_hash(stored: &u64) -> u64 {
+    Key(stored & !STATE).table_hash()
+}
+
+/// One shard's ids. An id takes 8 bytes in `table`, and 8 in `order` once appended, with the
+/// append times kept once per millisecond in `times` (a wide map value of state and `Instant`
+/// took three times that: at the default million ids, ~77 MB against ~27 MB).
 ///
-/// Invariant: `order` holds exactly the ids of `appended`, once each, and `times` their
-/// append times in the same order; `in_flight` and `appended` share no id.
+/// Invariant: `order` holds exactly the appended keys of `table` (those without
+/// [`IN_FLIGHT`]), once each, and `times` their append times in the same order.
 #[derive(Default)]
 struct Ids {
-    /// Appended within the window.
-    appended: HashSet<u64, BuildHasherDefault<Prehashed>>,
-    /// Appends under way, and whether a retry waits for one to settle.
-    in_flight: HashMap<u64, bool, BuildHasherDefault<Prehashed>>,
-    /// The ids of `appended`, oldest first.
-    order: VecDeque<u64>,
+    /// Keys appended within the window, and keys whose append is under way ([`IN_FLIGHT`],
+    /// with [`WAITED`] when a retry waits for them).
+    table: HashTable<u64>,
+    /// The appended keys, oldest first.
+    order: VecDeque<Key>,
     /// `(milliseconds since the dedup began, ids appended in that millisecond)`, oldest first.
     times: VecDeque<(u64, u32)>,
 }
 
+/// What a claim found for one id in its shard.
+enum Found {
+    New,
+    Seen,
+    InFlight,
+}
+
 impl Ids {
-    /// Records `key` as appended at `now_ms`.
-    fn push(&mut self, key: u64, now_ms: u64) {
-        self.appended.insert(key);
+    /// Claims `key`: new (now in flight), appended already, or another append's under way.
+    fn claim(&mut self, key: Key) -> Found {
+        match self
+            .table
+            .entry(key.table_hash(), |&stored| key.is(stored), stored_hash)
+        {
+            Entry::Occupied(stored) if stored.get() & IN_FLIGHT != 0 => Found::InFlight,
+            Entry::Occupied(_) => Found::Seen,
+            Entry::Vacant(slot) => {
+                slot.insert(key.0 | IN_FLIGHT);
+                Found::New
+            }
+        }
+    }
+
+    /// Settles the claim of `key`: appended at `now_ms` (`Some`), or given up (`None`).
+    /// Returns whether a retry waited for it. A key not in flight is left as it is.
+    fn settle(&mut self, key: Key, now_ms: Option<u64>) -> bool {
+        let Ok(entry) = self
+            .table
+            .find_entry(key.table_hash(), |&stored| key.is(stored))
+        else {
+            return false;
+        };
+        let state = *entry.get() & STATE;
+        if state & IN_FLIGHT == 0 {
+            return false;
+        }
+        match now_ms {
+            Some(now_ms) => {
+                *entry.into_mut() = key.0;
+                self.push(key, now_ms);
+            }
+            None => {
+                entry.remove();
+            }
+        }
+        state & WAITED != 0
+    }
+
+    /// Marks `key` as waited for, if its append is under way; `false` when it is not.
+    fn wait_for(&mut self, key: Key) -> bool {
+        match self
+            .table
+            .find_mut(key.table_hash(), |&stored| key.is(stored))
+        {
+            Some(stored) if *stored & IN_FLIGHT != 0 => {
+                *stored |= WAITED;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether `key` was appended within the window.
+    fn appended(&self, key: Key) -> bool {
+        self.table
+            .find(key.table_hash(), |&stored| key.is(stored))
+            .is_some_and(|stored| stored & IN_FLIGHT == 0)
+    }
+
+    /// Records `key` (already in the table) as appended at `now_ms`.
+    fn push(&mut self, key: Key, now_ms: u64) {
         self.order.push_back(key);
         match self.times.back_mut() {
             Some((at, count)) if *at == now_ms && *count < u32::MAX => *count += 1,
@@ -75,7 +164,12 @@ impl Ids {
         let Some(old) = self.order.pop_front() else {
             return;
         };
-        self.appended.remove(&old);
+        if let Ok(entry) = self
+            .table
+            .find_entry(old.table_hash(), |&stored| old.is(stored))
+        {
+            entry.remove();
+        }
         if let Some((_, count)) = self.times.front_mut() {
             *count -= 1;
             if *count == 0 {
@@ -119,43 +213,44 @@ pub struct Dedup {
     inner: Arc<Inner>,
 }
 
-/// The ids of one batch (their keys), so that an id repeated within the batch is a duplicate,
-/// with dedup off too; and the batch's time in the window, read once at its first claim (a
-/// clock read per event cost more than the map's probe).
-#[derive(Default)]
-pub struct BatchIds {
-    keys: HashSet<u64, BuildHasherDefault<Prehashed>>,
-    now_ms: Option<u64>,
-}
-
-/// What [`Dedup::claim`] found for an id.
-#[derive(Debug)]
+/// What [`Dedup::claim_batch`] found for one id of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
-    /// Not seen: the caller appends the event, and says so with [`Pending::appended`]; a
-    /// `Pending` dropped before that gives the id up (a failed append), and a retry may take it.
-    New(Pending),
+    /// Not seen: the caller appends the event and says so with [`Claims::appended`]; a claim
+    /// not appended by the time the last clone of its [`Claims`] is dropped is given up (a
+    /// failed append), and a retry may take the id.
+    New(ClaimId),
     /// Appended within the window, or earlier in the same batch: a duplicate.
     Seen,
-    /// Another request's append of it is under way: wait with [`Dedup::settled`], then claim
-    /// again.
-    InFlight(InFlight),
     /// Dedup is off (`window_ms == 0`): nothing is remembered.
     Off,
 }
 
-/// An id claimed for an append (see [`Claim::New`]).
-#[derive(Debug)]
-#[must_use = "dropping a claim gives the id up at once"]
-pub struct Pending {
-    dedup: Dedup,
-    key: u64,
-    appended: AtomicBool,
-}
+/// One id of a batch claimed for an append: its place among the batch's [`Claims`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClaimId(usize);
 
-/// An id whose append by another request is under way (see [`Claim::InFlight`]).
+/// An id whose append by another request is under way: wait with [`Dedup::settled`], then
+/// claim again.
 #[derive(Debug, Clone, Copy)]
 pub struct InFlight {
-    key: u64,
+    key: Key,
+}
+
+/// The ids one batch claimed, shared by the batch and its append tasks. Each is settled as
+/// appended by the task that wrote its event ([`Claims::appended`]) or given up
+/// ([`Claims::give_up`]); those still open when the last clone is dropped (the append failed,
+/// or the request was dropped before its append began) are given up then, so a retry may take
+/// them.
+#[derive(Clone)]
+pub struct Claims {
+    inner: Arc<ClaimsInner>,
+}
+
+struct ClaimsInner {
+    dedup: Dedup,
+    /// The claimed keys, by [`ClaimId`]; `None` once settled.
+    open: Mutex<Vec<Option<Key>>>,
 }
 
 impl std::fmt::Debug for Dedup {
@@ -163,6 +258,12 @@ impl std::fmt::Debug for Dedup {
         f.debug_struct("Dedup")
             .field("window_ms", &self.inner.window_ms)
             .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for Claims {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Claims").finish_non_exhaustive()
     }
 }
 
@@ -181,12 +282,12 @@ impl Dedup {
     }
 
     /// The SipHash of `tenant`, `source` and `id`, each ended with `0xff` as `str`'s `Hash`
-    /// ends it (a byte UTF-8 never holds, so no choice of the three spells another triple).
-    /// SipHash is a streaming hash, so this equals hashing the three strings one after the
-    /// other; written as one slice when they fit in [`KEY_BUFFER`] bytes, since each write
-    /// costs a call's handling of the last partial word (the six writes took ~450
-    /// instructions an event, most of the dedup's cost).
-    fn key(&self, tenant: &str, source: &str, id: &str) -> u64 {
+    /// ends it (a byte UTF-8 never holds, so no choice of the three spells another triple),
+    /// its two state bits cleared. SipHash is a streaming hash, so this equals hashing the
+    /// three strings one after the other; written as one slice when they fit in
+    /// [`KEY_BUFFER`] bytes, since each write costs a call's handling of the last partial word
+    /// (the six writes took ~450 instructions an event, most of the dedup's cost).
+    pub fn key(&self, tenant: &str, source: &str, id: &str) -> Key {
         let mut hasher = self.inner.hasher.build_hasher();
         let len = tenant.len() + source.len() + id.len() + 3;
         if len <= KEY_BUFFER {
@@ -203,52 +304,90 @@ impl Dedup {
             source.hash(&mut hasher);
             id.hash(&mut hasher);
         }
-        hasher.finish()
+        Key(hasher.finish() & !STATE)
     }
 
-    fn shard(&self, key: u64) -> &Shard {
-        // Bits the shard's map uses neither for the bucket (low) nor for the tag (top 7).
-        &self.inner.shards[((key >> 32) as usize) % SHARDS]
+    fn shard(&self, key: Key) -> &Shard {
+        &self.inner.shards[key.shard()]
     }
 
     /// The shard's ids; a panic while one was held leaves them usable (each change is one
-    /// map or queue operation).
-    fn ids(&self, key: u64) -> MutexGuard<'_, Ids> {
-        self.shard(key)
+    /// table or queue operation).
+    fn ids(&self, shard: usize) -> MutexGuard<'_, Ids> {
+        self.inner.shards[shard]
             .ids
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Claims `(tenant, source, id)` for an append, unless it came earlier in `batch`, was
-    /// appended within the window, or another append of it is under way.
-    pub fn claim(&self, batch: &mut BatchIds, tenant: &str, source: &str, id: &str) -> Claim {
-        let key = self.key(tenant, source, id);
-        if !batch.keys.insert(key) {
-            return Claim::Seen;
-        }
-        if self.inner.window_ms == 0 {
-            return Claim::Off;
-        }
-        let now_ms = *batch.now_ms.get_or_insert_with(|| self.now_ms());
-        let mut ids = self.ids(key);
-        ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
-        if ids.appended.contains(&key) {
-            return Claim::Seen;
-        }
-        // One probe of the in-flight map, which holds only the requests under way.
-        match ids.in_flight.entry(key) {
-            Entry::Occupied(_) => return Claim::InFlight(InFlight { key }),
-            Entry::Vacant(new) => {
-                new.insert(false);
+    /// Claims the ids of one batch (`keys`, from [`Dedup::key`], in batch order) for their
+    /// appends: each is [`Claim::Seen`] if it came earlier in the batch or was appended within
+    /// the window, else new (or [`Claim::Off`], with dedup off). Each shard is locked once.
+    /// `Err` names an id whose append by another request is under way; nothing of the batch
+    /// stays claimed then.
+    pub fn claim_batch(&self, keys: &[Key]) -> Result<(Vec<Claim>, Claims), InFlight> {
+        let mut found = vec![Claim::Seen; keys.len()];
+        // By shard (the key turned so that its shard bits lead), then key, then place in the
+        // batch (the low half): an id's first place comes first.
+        let mut order: Vec<u128> = (0u64..)
+            .zip(keys)
+            .map(|(at, key)| u128::from(key.0.rotate_left(28)) << 64 | u128::from(at))
+            .collect();
+        order.sort_unstable();
+        let placed = |sorted: u128| {
+            let at = (sorted as u64) as usize;
+            (at, keys[at])
+        };
+        let mut in_flight = None;
+        let now_ms = (self.inner.window_ms > 0 && !keys.is_empty()).then(|| self.now_ms());
+        let mut next = 0;
+        while let Some(&first) = order.get(next) {
+            let shard = placed(first).1.shard();
+            let mut ids = now_ms.map(|now_ms| {
+                let mut ids = self.ids(shard);
+                ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
+                ids
+            });
+            let mut previous = None;
+            while let Some((at, key)) = order
+                .get(next)
+                .map(|&sorted| placed(sorted))
+                .filter(|(_, key)| key.shard() == shard)
+            {
+                next += 1;
+                if previous.replace(key) == Some(key) {
+                    continue; // repeated in the batch: `Seen`
+                }
+                found[at] = match ids.as_mut().map(|ids| ids.claim(key)) {
+                    None => Claim::Off,
+                    Some(Found::Seen) => Claim::Seen,
+                    Some(Found::New) => Claim::New(ClaimId(0)),
+                    Some(Found::InFlight) => {
+                        in_flight.get_or_insert(InFlight { key });
+                        Claim::Seen
+                    }
+                };
             }
         }
-        drop(ids);
-        Claim::New(Pending {
-            dedup: self.clone(),
-            key,
-            appended: AtomicBool::new(false),
-        })
+        // Claims numbered in batch order.
+        let mut open = Vec::new();
+        for (claim, &key) in found.iter_mut().zip(keys) {
+            if let Claim::New(id) = claim {
+                *id = ClaimId(open.len());
+                open.push(Some(key));
+            }
+        }
+        let claims = Claims {
+            inner: Arc::new(ClaimsInner {
+                dedup: self.clone(),
+                open: Mutex::new(open),
+            }),
+        };
+        match in_flight {
+            // Dropping the claims gives them up.
+            Some(in_flight) => Err(in_flight),
+            None => Ok((found, claims)),
+        }
     }
 
     /// Resolves once the append `in_flight` names has settled: appended (a new claim finds it
@@ -261,9 +400,8 @@ impl Dedup {
             let mut notified = std::pin::pin!(notified);
             // Registered before the check, so a settlement right after it is not missed.
             notified.as_mut().enable();
-            match self.ids(key).in_flight.get_mut(&key) {
-                Some(waited) => *waited = true,
-                None => return,
+            if !self.ids(key.shard()).wait_for(key) {
+                return;
             }
             notified.await;
         }
@@ -276,9 +414,9 @@ impl Dedup {
         }
         let key = self.key(tenant, source, id);
         let now_ms = self.now_ms();
-        let mut ids = self.ids(key);
+        let mut ids = self.ids(key.shard());
         ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
-        ids.appended.contains(&key)
+        ids.appended(key)
     }
 
     /// Milliseconds since the dedup began.
@@ -286,38 +424,37 @@ impl Dedup {
         u64::try_from(self.inner.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Settles a claim: the id as appended at `now_ms` (read here when `None`, and kept for
-    /// the next claim the caller settles), or given up.
-    fn settle(&self, key: u64, appended: bool, now_ms: &mut Option<u64>) {
-        let now_ms = appended.then(|| *now_ms.get_or_insert_with(|| self.now_ms()));
-        let woken = {
-            let mut ids = self.ids(key);
-            let Some(waited) = ids.in_flight.remove(&key) else {
-                return;
+    /// Settles the claims of `keys`: appended now (`appended`) or given up. Each shard is
+    /// locked once, and the retries waiting on a shard are woken once.
+    fn settle(&self, keys: &mut [Key], appended: bool) {
+        if keys.is_empty() {
+            return;
+        }
+        // By shard: the keys turned so that their shard bits lead.
+        keys.sort_unstable_by_key(|key| key.0.rotate_left(28));
+        let now_ms = appended.then(|| self.now_ms());
+        for run in keys.chunk_by(|a, b| a.shard() == b.shard()) {
+            let shard = run[0].shard();
+            let woken = {
+                let mut ids = self.ids(shard);
+                let mut woken = false;
+                for &key in run {
+                    woken |= ids.settle(key, now_ms);
+                }
+                if let Some(now_ms) = now_ms {
+                    ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
+                }
+                woken
             };
-            if let Some(now_ms) = now_ms {
-                ids.push(key, now_ms);
-                ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
+            if woken {
+                self.inner.shards[shard].settled.notify_waiters();
             }
-            waited
-        };
-        if woken {
-            self.shard(key).settled.notify_waiters();
         }
     }
 
     /// Ids currently remembered, in flight included.
     pub fn len(&self) -> usize {
-        self.inner
-            .shards
-            .iter()
-            .map(|s| {
-                s.ids
-                    .lock()
-                    .map(|ids| ids.appended.len() + ids.in_flight.len())
-                    .unwrap_or(0)
-            })
-            .sum()
+        (0..SHARDS).map(|shard| self.ids(shard).table.len()).sum()
     }
 
     /// Whether nothing is remembered.
@@ -326,27 +463,44 @@ impl Dedup {
     }
 }
 
-impl Pending {
-    /// Records the id as durably appended now: a retry of it is a duplicate from here on.
-    pub fn appended(&self) {
-        self.appended_at(&mut None);
+impl Claims {
+    /// Records the ids of `claimed` as durably appended now: a retry of any is a duplicate
+    /// from here on. Ids already settled are left as they are.
+    pub fn appended(&self, claimed: impl IntoIterator<Item = ClaimId>) {
+        self.settle(claimed, true);
     }
 
-    /// [`appended`](Self::appended), at the time in `now_ms` (read and kept there when
-    /// `None`): the claims of one append settle with one clock read.
-    pub fn appended_at(&self, now_ms: &mut Option<u64>) {
-        if !self.appended.swap(true, Ordering::Relaxed) {
-            self.dedup.settle(self.key, true, now_ms);
-        }
+    /// Gives up the ids of `claimed` (their events will not be appended): a retry may take
+    /// them. Ids already settled are left as they are.
+    pub fn give_up(&self, claimed: impl IntoIterator<Item = ClaimId>) {
+        self.settle(claimed, false);
+    }
+
+    fn settle(&self, claimed: impl IntoIterator<Item = ClaimId>, appended: bool) {
+        let mut keys: Vec<Key> = {
+            let mut open = self
+                .inner
+                .open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            claimed
+                .into_iter()
+                .filter_map(|ClaimId(at)| open.get_mut(at).and_then(Option::take))
+                .collect()
+        };
+        self.inner.dedup.settle(&mut keys, appended);
     }
 }
 
-impl Drop for Pending {
-    /// A claim not appended is given up, so a retry may append the event.
+impl Drop for ClaimsInner {
+    /// Claims not appended by now are given up, so a retry may append their events.
     fn drop(&mut self) {
-        if !*self.appended.get_mut() {
-            self.dedup.settle(self.key, false, &mut None);
-        }
+        let open = self
+            .open
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut keys: Vec<Key> = open.iter_mut().filter_map(Option::take).collect();
+        self.dedup.settle(&mut keys, false);
     }
 }
 
@@ -357,9 +511,20 @@ mod tests {
 
     use super::*;
 
+    /// Claims one id in a batch of its own.
+    fn claim(
+        dedup: &Dedup,
+        tenant: &str,
+        source: &str,
+        id: &str,
+    ) -> Result<(Claim, Claims), InFlight> {
+        let (found, claims) = dedup.claim_batch(&[dedup.key(tenant, source, id)])?;
+        Ok((found[0], claims))
+    }
+
     fn appended(dedup: &Dedup, tenant: &str, source: &str, id: &str) {
-        match dedup.claim(&mut BatchIds::default(), tenant, source, id) {
-            Claim::New(pending) => pending.appended(),
+        match claim(dedup, tenant, source, id) {
+            Ok((Claim::New(claimed), claims)) => claims.appended([claimed]),
             other => panic!("{tenant}/{source}/{id} not new: {other:?}"),
         }
     }
@@ -373,7 +538,7 @@ mod tests {
     fn a_key_is_the_hash_of_the_three_strings_in_one_write_or_three() {
         let dedup = Dedup::new(&DedupConfig::default());
         let streamed = |tenant: &str, source: &str, id: &str| {
-            dedup.inner.hasher.hash_one((tenant, source, id))
+            Key(dedup.inner.hasher.hash_one((tenant, source, id)) & !STATE)
         };
         let long = "x".repeat(KEY_BUFFER);
         for (tenant, source, id) in [
@@ -401,8 +566,8 @@ mod tests {
         appended(&dedup, "acme", "tv-1", "e1");
         assert!(dedup.seen("acme", "tv-1", "e1"));
         assert!(matches!(
-            dedup.claim(&mut BatchIds::default(), "acme", "tv-1", "e1"),
-            Claim::Seen
+            claim(&dedup, "acme", "tv-1", "e1"),
+            Ok((Claim::Seen, _))
         ));
         assert!(!dedup.seen("acme", "tv-2", "e1"));
     }
@@ -423,47 +588,125 @@ mod tests {
     }
 
     /// Claims `t/s/e1` for a first append, and claims it again as its retry: in flight.
-    fn claimed_twice(dedup: &Dedup) -> (Pending, InFlight) {
-        let Claim::New(first) = dedup.claim(&mut BatchIds::default(), "t", "s", "e1") else {
+    fn claimed_twice(dedup: &Dedup) -> (ClaimId, Claims, InFlight) {
+        let Ok((Claim::New(first), claims)) = claim(dedup, "t", "s", "e1") else {
             panic!("a new id")
         };
-        let Claim::InFlight(in_flight) = dedup.claim(&mut BatchIds::default(), "t", "s", "e1")
-        else {
+        let Err(in_flight) = claim(dedup, "t", "s", "e1") else {
             panic!("the first append is under way")
         };
-        (first, in_flight)
+        (first, claims, in_flight)
     }
 
     #[test]
     fn an_id_in_flight_is_neither_new_nor_seen_until_its_append_settles() {
         let dedup = Dedup::new(&DedupConfig::default());
-        let (first, in_flight) = claimed_twice(&dedup);
+        let (first, claims, in_flight) = claimed_twice(&dedup);
         assert!(!dedup.seen("t", "s", "e1"));
         let mut waiting = std::pin::pin!(dedup.settled(in_flight));
         assert!(poll_once(waiting.as_mut()).is_pending());
-        first.appended();
+        claims.appended([first]);
         assert!(poll_once(waiting.as_mut()).is_ready());
         assert!(matches!(
-            dedup.claim(&mut BatchIds::default(), "t", "s", "e1"),
-            Claim::Seen
+            claim(&dedup, "t", "s", "e1"),
+            Ok((Claim::Seen, _))
         ));
-        drop(first); // already appended: dropping it gives nothing up
+        // Already appended: neither giving it up nor dropping the claims forgets it.
+        claims.give_up([first]);
+        drop(claims);
         assert!(dedup.seen("t", "s", "e1"));
     }
 
     #[test]
     fn a_claim_dropped_unappended_lets_the_retry_take_the_id() {
         let dedup = Dedup::new(&DedupConfig::default());
-        let (first, in_flight) = claimed_twice(&dedup);
+        let (_, claims, in_flight) = claimed_twice(&dedup);
         let mut waiting = std::pin::pin!(dedup.settled(in_flight));
         assert!(poll_once(waiting.as_mut()).is_pending());
-        drop(first); // the append failed
+        drop(claims); // the append failed
         assert!(poll_once(waiting.as_mut()).is_ready());
         assert!(matches!(
-            dedup.claim(&mut BatchIds::default(), "t", "s", "e1"),
-            Claim::New(_)
+            claim(&dedup, "t", "s", "e1"),
+            Ok((Claim::New(_), _))
         ));
-        assert!(dedup.is_empty(), "the retry's claim was dropped too");
+        assert!(dedup.is_empty(), "the retry's claims were dropped too");
+    }
+
+    #[test]
+    fn claims_settle_once_so_a_late_give_up_leaves_a_retrys_claim_alone() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        let Ok((Claim::New(first), claims)) = claim(&dedup, "t", "s", "e1") else {
+            panic!("a new id")
+        };
+        let kept = claims.clone();
+        claims.give_up([first]);
+        // The retry takes the id; the first batch's last clone goes after.
+        let Ok((Claim::New(retry), retried)) = claim(&dedup, "t", "s", "e1") else {
+            panic!("given up, so new again")
+        };
+        kept.give_up([first]);
+        drop((claims, kept));
+        assert!(
+            claim(&dedup, "t", "s", "e1").is_err(),
+            "the retry's append is still under way"
+        );
+        retried.appended([retry]);
+        assert!(dedup.seen("t", "s", "e1"));
+    }
+
+    #[test]
+    fn a_batch_that_meets_an_id_in_flight_keeps_none_of_its_claims() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        let Ok((Claim::New(first), claims)) = claim(&dedup, "t", "s", "a") else {
+            panic!("a new id")
+        };
+        let keys: Vec<Key> = ["b", "a", "c"]
+            .iter()
+            .map(|id| dedup.key("t", "s", id))
+            .collect();
+        assert!(dedup.claim_batch(&keys).is_err());
+        assert_eq!(dedup.len(), 1, "only the first batch's `a` is claimed");
+        claims.appended([first]);
+        let (found, _) = dedup.claim_batch(&keys).expect("`a` settled");
+        assert!(
+            matches!(found[..], [Claim::New(_), Claim::Seen, Claim::New(_)]),
+            "{found:?}"
+        );
+    }
+
+    #[test]
+    fn a_batch_across_the_shards_is_claimed_in_its_order_and_settled_in_parts() {
+        let dedup = Dedup::new(&DedupConfig::default());
+        let ids: Vec<String> = (0..200).map(|i| format!("e{i}")).collect();
+        let keys: Vec<Key> = ids.iter().map(|id| dedup.key("t", "s", id)).collect();
+        assert!(
+            keys.iter()
+                .map(|key| key.shard())
+                .collect::<std::collections::HashSet<_>>()
+                .len()
+                == SHARDS,
+            "200 ids reach every shard"
+        );
+        let (found, claims) = dedup.claim_batch(&keys).expect("all new");
+        let claimed: Vec<ClaimId> = found
+            .iter()
+            .map(|claim| match claim {
+                Claim::New(claimed) => *claimed,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            claimed,
+            (0..200).map(ClaimId).collect::<Vec<_>>(),
+            "in batch order"
+        );
+        // The first half written, the rest failed.
+        claims.appended(claimed[..100].iter().copied());
+        drop(claims);
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(dedup.seen("t", "s", id), i < 100, "{id}");
+        }
+        assert_eq!(dedup.len(), 100);
     }
 
     #[test]
@@ -487,41 +730,65 @@ mod tests {
                 window_ms,
                 max_entries: 10,
             });
-            let mut batch = BatchIds::default();
-            let first = dedup.claim(&mut batch, "t", "s", "1");
-            assert!(
-                !matches!(first, Claim::Seen | Claim::InFlight(_)),
-                "{first:?}"
-            );
-            assert!(matches!(
-                dedup.claim(&mut batch, "t", "s", "1"),
-                Claim::Seen
-            ));
-            assert!(!matches!(
-                dedup.claim(&mut batch, "t", "s2", "1"),
-                Claim::Seen | Claim::InFlight(_)
-            ));
+            let keys = [
+                dedup.key("t", "s", "1"),
+                dedup.key("t", "s", "1"),
+                dedup.key("t", "s2", "1"),
+            ];
+            let (found, _claims) = dedup.claim_batch(&keys).expect("nothing in flight");
+            assert!(!matches!(found[0], Claim::Seen), "{found:?}");
+            assert_eq!(found[1], Claim::Seen);
+            assert!(!matches!(found[2], Claim::Seen), "{found:?}");
         }
     }
 
     #[test]
     fn ids_are_forgotten_once_out_of_the_window_or_over_the_bound() {
         let mut ids = Ids::default();
-        for (key, ms) in [(1, 0), (2, 0), (3, 5), (4, 9)] {
-            ids.push(key, ms);
+        let key = |n: u64| Key(n << 2);
+        for (n, ms) in [(1, 0), (2, 0), (3, 5), (4, 9)] {
+            assert!(matches!(ids.claim(key(n)), Found::New));
+            assert!(!ids.settle(key(n), Some(ms)));
         }
         assert_eq!(ids.times, [(0, 2), (5, 1), (9, 1)]);
         ids.forget_old(9, 10, 100);
-        assert_eq!(ids.order, [1, 2, 3, 4], "all within 10 ms");
+        assert_eq!(
+            ids.order,
+            [key(1), key(2), key(3), key(4)],
+            "all within 10 ms"
+        );
         ids.forget_old(10, 10, 100);
-        assert_eq!(ids.order, [3, 4], "both appended at 0 ms are 10 ms old");
-        assert!(!ids.appended.contains(&1) && !ids.appended.contains(&2));
+        assert_eq!(
+            ids.order,
+            [key(3), key(4)],
+            "both appended at 0 ms are 10 ms old"
+        );
+        assert!(!ids.appended(key(1)) && !ids.appended(key(2)));
         ids.forget_old(10, 10, 1);
-        assert_eq!(ids.order, [4], "over the bound of 1");
+        assert_eq!(ids.order, [key(4)], "over the bound of 1");
         assert_eq!(ids.times, [(9, 1)]);
-        assert_eq!(ids.appended.len(), 1);
+        assert_eq!(ids.table.len(), 1);
         ids.forget_old(u64::MAX, 10, 1);
-        assert!(ids.order.is_empty() && ids.times.is_empty() && ids.appended.is_empty());
+        assert!(ids.order.is_empty() && ids.times.is_empty() && ids.table.is_empty());
+    }
+
+    #[test]
+    fn a_key_in_flight_is_not_forgotten_and_a_waiter_is_told_when_it_settles() {
+        let mut ids = Ids::default();
+        let (old, new) = (Key(4), Key(8));
+        assert!(matches!(ids.claim(old), Found::New));
+        ids.settle(old, Some(0));
+        assert!(matches!(ids.claim(new), Found::New));
+        assert!(ids.wait_for(new));
+        assert!(!ids.wait_for(old), "appended: nothing to wait for");
+        ids.forget_old(u64::MAX, 10, 0);
+        assert!(!ids.appended(old));
+        assert!(
+            matches!(ids.claim(new), Found::InFlight),
+            "in flight is never forgotten"
+        );
+        assert!(ids.settle(new, None), "its waiter is woken");
+        assert!(ids.table.is_empty());
     }
 
     #[test]
@@ -530,10 +797,7 @@ mod tests {
             window_ms: 0,
             max_entries: 10,
         });
-        assert!(matches!(
-            dedup.claim(&mut BatchIds::default(), "t", "s", "1"),
-            Claim::Off
-        ));
+        assert!(matches!(claim(&dedup, "t", "s", "1"), Ok((Claim::Off, _))));
         assert!(!dedup.seen("t", "s", "1"));
         assert!(dedup.is_empty());
     }

@@ -19,7 +19,7 @@ use self::records::{BatchHeaders, RecordParts};
 
 use crate::auth::Principal;
 use crate::decode::{Decoded, IncomingEvent};
-use crate::dedup::{BatchIds, Claim, InFlight, Pending};
+use crate::dedup::{Claim, ClaimId, Claims, InFlight};
 use crate::error::IngestError;
 use crate::metrics as m;
 use crate::validate::Validate;
@@ -131,7 +131,7 @@ struct Planned<'a> {
     index: usize,
     fate: Fate<'a>,
     /// A valid event's client id, claimed in the dedup until its append settles.
-    pending: Option<Pending>,
+    pending: Option<ClaimId>,
 }
 
 enum Fate<'a> {
@@ -159,8 +159,9 @@ struct Batch<'a> {
     /// a list is searched faster than a map is hashed).
     by_topic: Vec<(String, Vec<Planned<'a>>)>,
     outcomes: Outcomes<'a>,
-    /// The client ids seen so far: a repeat within the batch is a duplicate.
-    ids: BatchIds,
+    /// The client ids the batch claimed in the dedup: given up, unless appended, once the
+    /// batch and its append tasks are done with them.
+    claims: Option<Claims>,
     /// Whether each event type seen so far is registered (see [`Batch::label`]).
     known_types: Vec<(&'a str, bool)>,
 }
@@ -194,7 +195,11 @@ impl Pipeline {
                 Err(in_flight) => self.dedup.settled(in_flight).await,
             }
         };
-        let too_large = match self.append_all(&enrichment, &mut batch.by_topic).await {
+        let claims = batch.claims.as_ref();
+        let too_large = match self
+            .append_all(&enrichment, claims, &mut batch.by_topic)
+            .await
+        {
             Ok(too_large) => too_large,
             Err(error) => {
                 metrics::counter!(m::INGEST_EVENTS_TOTAL, "tenant" => meta.principal.tenant.to_string(), "type" => "all", "outcome" => error.label())
@@ -214,11 +219,26 @@ impl Pipeline {
     }
 
     /// Decides every element: too large, duplicate, valid (to its topic) or dead letter, and
-    /// claims the client ids of the others in the dedup. A duplicate is an id already appended
-    /// from the same `tenant` and source. `Err` names an id whose append by another request
-    /// is under way; the claims made so far are given up with the batch.
+    /// claims the client ids of the others in the dedup, all in one call. A duplicate is an id
+    /// already appended from the same `tenant` and source, or given earlier in the batch. `Err`
+    /// names an id whose append by another request is under way; the batch then claims none.
     fn plan<'a>(&self, tenant: &str, decoded: &'a [Decoded]) -> Result<Batch<'a>, InFlight> {
         let mut batch = Batch::default();
+        let mut keys = Vec::new();
+        for element in decoded {
+            if let Decoded::Event(event) = element
+                && let Some(id) = &event.id
+                && !self.is_too_large(event)
+            {
+                keys.push(self.dedup.key(tenant, &event.source, id));
+            }
+        }
+        let mut claimed = Vec::new().into_iter();
+        if !keys.is_empty() {
+            let (found, claims) = self.dedup.claim_batch(&keys)?;
+            batch.claims = Some(claims);
+            claimed = found.into_iter();
+        }
         for (index, element) in decoded.iter().enumerate() {
             match element {
                 Decoded::Bad { raw, reason } => {
@@ -235,16 +255,15 @@ impl Pipeline {
                         continue;
                     }
                     let mut pending = None;
-                    if let Some(id) = &event.id {
-                        match self.dedup.claim(&mut batch.ids, tenant, &event.source, id) {
-                            Claim::New(claimed) => pending = Some(claimed),
-                            Claim::Off => {}
-                            Claim::Seen => {
+                    if event.id.is_some() {
+                        match claimed.next() {
+                            Some(Claim::New(claim)) => pending = Some(claim),
+                            Some(Claim::Off) | None => {}
+                            Some(Claim::Seen) => {
                                 let label = batch.label(&*self.validator, event);
                                 batch.outcomes.accept(label, "duplicate", 0);
                                 continue;
                             }
-                            Claim::InFlight(in_flight) => return Err(in_flight),
                         }
                     }
                     self.one_event(&mut batch, index, event, pending);
@@ -252,6 +271,15 @@ impl Pipeline {
             }
         }
         Ok(batch)
+    }
+
+    /// Whether [`Self::too_large`] has a reason, without wording it.
+    fn is_too_large(&self, event: &IncomingEvent) -> bool {
+        let limits = &self.fields;
+        event.payload.len() > self.max_event_bytes
+            || event.id.as_deref().map_or(0, str::len) > limits.id
+            || event.event_type.len() > limits.event_type
+            || event.source.len() > limits.source
     }
 
     /// Why `event` is too large to take, if it is: its payload, or an envelope field.
@@ -284,7 +312,7 @@ impl Pipeline {
         batch: &mut Batch<'a>,
         index: usize,
         event: &'a IncomingEvent,
-        pending: Option<Pending>,
+        pending: Option<ClaimId>,
     ) {
         let label = batch.label(&*self.validator, event);
         let id = match &event.id {
@@ -316,6 +344,9 @@ impl Pipeline {
                 batch.push(&verdict.topic, plan);
             }
             Err(invalid) => {
+                if let (Some(claim), Some(claims)) = (pending, &batch.claims) {
+                    claims.give_up([claim]);
+                }
                 let reason = invalid.to_string();
                 batch
                     .outcomes
@@ -332,11 +363,12 @@ impl Pipeline {
     async fn append_all(
         &self,
         enrichment: &BatchHeaders,
+        claims: Option<&Claims>,
         by_topic: &mut [(String, Vec<Planned<'_>>)],
     ) -> Result<Vec<TooLarge>, IngestError> {
         let appends = by_topic
             .iter_mut()
-            .map(|(topic, plans)| self.append_topic(enrichment, topic, plans));
+            .map(|(topic, plans)| self.append_topic(enrichment, claims, topic, plans));
         let mut too_large = Vec::new();
         let mut failure: Option<LogError> = None;
         for result in futures::future::join_all(appends).await {
@@ -361,6 +393,7 @@ impl Pipeline {
     async fn append_topic(
         &self,
         enrichment: &BatchHeaders,
+        claims: Option<&Claims>,
         topic: &str,
         plans: &mut [Planned<'_>],
     ) -> Result<Vec<TooLarge>, LogError> {
@@ -384,6 +417,7 @@ impl Pipeline {
             log: self.log.clone(),
             topic: topic.to_owned(),
             items,
+            claims: claims.cloned(),
         };
         match tokio::spawn(job.run()).await {
             Ok(result) => result,
@@ -399,7 +433,7 @@ impl Pipeline {
         out: &mut HeadersWriter,
         enrichment: &BatchHeaders,
         plan: &mut Planned<'_>,
-    ) -> (usize, RecordParts, Option<Pending>) {
+    ) -> (usize, RecordParts, Option<ClaimId>) {
         let max = self.max_event_bytes;
         let record = match &plan.fate {
             Fate::Valid {
@@ -454,8 +488,8 @@ struct Item {
     index: usize,
     record: PreparedRecord,
     /// A valid event's client id, claimed: recorded as appended once written, given up when
-    /// the task ends without writing it.
-    pending: Option<Pending>,
+    /// the batch and its tasks are done without writing it.
+    pending: Option<ClaimId>,
 }
 
 /// One topic's append, owned so that it runs as a task of its own (see
@@ -464,11 +498,14 @@ struct TopicAppend {
     log: Arc<dyn Log>,
     topic: String,
     items: Vec<Item>,
+    /// The batch's claims in the dedup, if it made any.
+    claims: Option<Claims>,
 }
 
 impl TopicAppend {
     /// Appends the items, records the ids of those written (the others' claims are given up
-    /// when the task ends), and returns those the log refused alone as too large.
+    /// once the batch and its tasks are done), and returns those the log refused alone as too
+    /// large.
     async fn run(self) -> Result<Vec<TooLarge>, LogError> {
         match self.append(&self.items).await {
             Ok(()) => Ok(Vec::new()),
@@ -490,9 +527,8 @@ impl TopicAppend {
             }
         };
         let written: Vec<&Item> = written;
-        let mut now_ms = None;
-        for pending in written.iter().filter_map(|item| item.pending.as_ref()) {
-            pending.appended_at(&mut now_ms);
+        if let Some(claims) = &self.claims {
+            claims.appended(written.iter().filter_map(|item| item.pending));
         }
         result
     }
