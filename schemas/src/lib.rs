@@ -19,6 +19,7 @@ mod proto_compile;
 mod proto_file;
 mod registry;
 mod tape;
+mod tape_de;
 #[cfg(test)]
 mod tape_tests;
 

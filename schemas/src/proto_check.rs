@@ -770,5 +770,8 @@ fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], ProtoCheckError> {
 #[path = "proto_check_fixtures.rs"]
 mod fixtures;
 #[cfg(test)]
+#[path = "tape_de_tests.rs"]
+mod tape_de_tests;
+#[cfg(test)]
 #[path = "proto_check_tests.rs"]
 mod tests;

@@ -11,6 +11,7 @@ use serde_json::Value;
 use crate::document::JsonValue;
 use crate::proto_check::WireChecker;
 use crate::tape::{self, TapeJson};
+use crate::tape_de::TapeDeserializer;
 
 /// Longest rejection reason, in bytes; longer ones are cut with `…`.
 const MAX_REASON_BYTES: usize = 240;
@@ -196,6 +197,16 @@ impl JsonChecker {
     }
 }
 
+/// Whether prost-reflect reads the JSON value on `root`'s tape as a message of the checker's
+/// type (protobuf's JSON mapping), without parsing its text again ([`TapeDeserializer`]);
+/// `false` leaves the answer, and its wording, to [`proto_from_json`] on the text.
+fn proto_on_tape(checker: &WireChecker, root: tape::TapeNode<'_>) -> bool {
+    let tape::TapeNode::At(nodes) = root else {
+        return false;
+    };
+    DynamicMessage::deserialize(checker.descriptor().clone(), TapeDeserializer::new(nodes)).is_ok()
+}
+
 /// Checks JSON text against a protobuf message (protobuf's JSON mapping).
 fn proto_from_json(checker: &WireChecker, bytes: &[u8]) -> Result<(), Rejection> {
     let desc = checker.descriptor();
@@ -310,12 +321,20 @@ impl Registry {
                     )
                 })
             }
-            (
-                Checker::Proto(checker),
-                Payload::Json(bytes) | Payload::Built { text: bytes, .. },
-            ) => proto_from_json(checker, bytes),
+            (Checker::Proto(checker), Payload::Json(bytes)) => {
+                match tape::with_tape(bytes, |root| proto_on_tape(checker, root)) {
+                    Some(true) => Ok(()),
+                    _ => proto_from_json(checker, bytes),
+                }
+            }
+            (Checker::Proto(checker), Payload::Built { text, .. }) => {
+                proto_from_json(checker, text)
+            }
             (Checker::Proto(checker), Payload::Parsed(value)) => {
-                proto_from_json(checker, value.raw())
+                match proto_on_tape(checker, value.tape()) {
+                    true => Ok(()),
+                    false => proto_from_json(checker, value.raw()),
+                }
             }
             (Checker::Proto(checker), Payload::Value(value)) => {
                 let desc = checker.descriptor();
