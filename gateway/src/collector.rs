@@ -286,10 +286,10 @@ mod tests {
 
     fn event(source: &str, id: &str) -> Decoded {
         Decoded::Event(IncomingEvent {
-            id: Some(id.to_owned()),
-            event_type: "playback.start".to_owned(),
+            id: Some(id.into()),
+            event_type: "playback.start".into(),
             version: None,
-            source: source.to_owned(),
+            source: source.into(),
             ts: None,
             payload: Bytes::from_static(b"{}"),
             format: PayloadFormat::Json,

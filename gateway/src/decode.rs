@@ -10,6 +10,7 @@ pub mod wire;
 use std::fmt;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use headwater_schemas::document::{self, JsonValue};
 use headwater_schemas::proto::v1::Event as ProtoEvent;
 use prost::Message;
@@ -33,17 +34,19 @@ const MAX_REASON_BYTES: usize = 512;
 
 pub use headwater_schemas::PayloadFormat;
 
-/// An event as the client sent it, before validation and enrichment.
+/// An event as the client sent it, before validation and enrichment. Its id, type and source
+/// are `CompactString`s: up to 24 bytes each (most types and sources, short ids) are held in
+/// place, not allocated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IncomingEvent {
     /// Client-given id, if any.
-    pub id: Option<String>,
+    pub id: Option<CompactString>,
     /// Event type.
-    pub event_type: String,
+    pub event_type: CompactString,
     /// Schema version; `None` means the latest.
     pub version: Option<u32>,
     /// Device or service id: the record key.
-    pub source: String,
+    pub source: CompactString,
     /// Client time in milliseconds since the epoch.
     pub ts: Option<i64>,
     /// Payload bytes as received.
@@ -327,13 +330,13 @@ fn plain_event<'a>(body: &Bytes, element: JsonValue<'a>) -> Option<(IncomingEven
         }
         seen |= 1 << field;
         match field {
-            0 => id = or_null(value.as_str().map(str::to_owned), &value)?,
-            1 => event_type = or_null(value.as_str().map(str::to_owned), &value)?,
+            0 => id = or_null(value.as_str().map(CompactString::from), &value)?,
+            1 => event_type = or_null(value.as_str().map(CompactString::from), &value)?,
             2 => {
                 let read = value.as_u64().and_then(|n| u32::try_from(n).ok());
                 version = or_null(read, &value)?;
             }
-            3 => source = or_null(value.as_str().map(str::to_owned), &value)?,
+            3 => source = or_null(value.as_str().map(CompactString::from), &value)?,
             4 => ts = or_null(value.as_i64(), &value)?,
             _ => payload = (!value.is_null()).then_some(value),
         }
@@ -418,10 +421,13 @@ fn complete(body: &Bytes, event: JsonEvent<'_>) -> Result<IncomingEvent, &'stati
         return Err("missing `payload`");
     };
     Ok(IncomingEvent {
-        id: event.id.filter(|id| !id.is_empty()),
-        event_type,
+        id: event
+            .id
+            .filter(|id| !id.is_empty())
+            .map(CompactString::from),
+        event_type: event_type.into(),
         version: event.version.filter(|v| *v != 0),
-        source,
+        source: source.into(),
         ts: event.ts,
         payload: body.slice_ref(payload.get().as_bytes()),
         format: PayloadFormat::Json,
@@ -536,10 +542,12 @@ fn from_proto(event: ProtoEvent, raw: Option<Bytes>) -> Decoded {
     let mut attributes: Vec<(String, String)> = event.attributes.into_iter().collect();
     attributes.sort();
     Decoded::Event(IncomingEvent {
-        id: Some(event.id).filter(|id| !id.is_empty()),
-        event_type: event.r#type,
+        id: Some(event.id)
+            .filter(|id| !id.is_empty())
+            .map(CompactString::from),
+        event_type: event.r#type.into(),
         version: Some(event.version).filter(|v| *v != 0),
-        source: event.source,
+        source: event.source.into(),
         ts: Some(event.ts).filter(|ts| *ts != 0),
         payload: Bytes::from(event.payload),
         format,

@@ -316,7 +316,7 @@ impl Pipeline {
     ) {
         let label = batch.label(&*self.validator, event);
         let id = match &event.id {
-            Some(id) => Cow::Borrowed(id.as_str()),
+            Some(id) => Cow::Borrowed(&**id),
             None => Cow::Owned(ulid::Ulid::new().to_string()),
         };
         // Decoding may have validated it already (a small JSON body parsed once).
@@ -585,7 +585,7 @@ impl<'a> Batch<'a> {
     /// (labels stay a bounded set). Asked of the validator once per type and batch for the
     /// first [`KNOWN_TYPES_KEPT`] types, every time for the others.
     fn label(&mut self, validator: &dyn Validate, event: &'a IncomingEvent) -> &'a str {
-        let event_type = event.event_type.as_str();
+        let event_type: &str = &event.event_type;
         // The label of a type already seen is the first event's string, so that the batch's
         // tallies tell labels apart by address.
         let (event_type, known) = match self.known_types.iter().find(|(t, _)| *t == event_type) {

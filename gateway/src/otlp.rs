@@ -20,6 +20,7 @@ mod bounds;
 mod tape;
 
 use bytes::Bytes;
+use compact_str::CompactString;
 use opentelemetry_proto::tonic::collector::logs::v1::{
     ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
 };
@@ -185,9 +186,9 @@ pub fn decode_whole(
     }
     let event = IncomingEvent {
         id: None,
-        event_type: request_type.to_owned(),
+        event_type: request_type.into(),
         version: None,
-        source,
+        source: source.into(),
         ts: None,
         payload,
         format: PayloadFormat::Protobuf,
@@ -400,10 +401,10 @@ fn record_event(
         .write(&mut bytes)
         .map_err(|e| IngestError::Malformed(format!("OTLP record: {e}")))?;
     let mut event = IncomingEvent {
-        id,
-        event_type,
+        id: id.map(CompactString::from),
+        event_type: event_type.into(),
         version: None,
-        source: source.to_owned(),
+        source: source.into(),
         ts: (time != 0).then_some((time / 1_000_000) as i64),
         payload: Bytes::from(bytes),
         format: PayloadFormat::Json,
@@ -812,11 +813,11 @@ mod tests {
         let ids: Vec<_> = decoded
             .iter()
             .map(|d| match d {
-                Decoded::Event(e) => e.id.clone(),
+                Decoded::Event(e) => e.id.as_deref(),
                 Decoded::Bad { .. } => panic!("{d:?}"),
             })
             .collect();
-        assert_eq!(ids, [Some("01J9Z3".to_owned()), None]);
+        assert_eq!(ids, [Some("01J9Z3"), None]);
     }
 
     #[test]

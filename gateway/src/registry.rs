@@ -248,9 +248,9 @@ mod tests {
     fn event(event_type: &str, payload: &'static str) -> IncomingEvent {
         IncomingEvent {
             id: None,
-            event_type: event_type.to_owned(),
+            event_type: event_type.into(),
             version: None,
-            source: "tv-1".to_owned(),
+            source: "tv-1".into(),
             ts: None,
             payload: Bytes::from_static(payload.as_bytes()),
             format: PayloadFormat::Json,

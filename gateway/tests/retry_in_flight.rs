@@ -47,10 +47,10 @@ fn batch(ids: &[&str]) -> Vec<Decoded> {
     ids.iter()
         .map(|id| {
             Decoded::Event(IncomingEvent {
-                id: Some((*id).to_owned()),
-                event_type: "ok.a".to_owned(),
+                id: Some((*id).into()),
+                event_type: "ok.a".into(),
                 version: None,
-                source: "tv-1".to_owned(),
+                source: "tv-1".into(),
                 ts: None,
                 payload: Bytes::from_static(br#"{"n":1}"#),
                 format: PayloadFormat::Json,

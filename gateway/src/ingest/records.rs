@@ -176,9 +176,9 @@ fn envelope(
 ) -> std::ops::Range<usize> {
     let mut number = itoa::Buffer::new();
     out.header(headers::ID, Some(id.as_bytes()));
-    out.header(headers::TYPE, Some(event.event_type.as_bytes()));
+    out.header(headers::TYPE, Some(str::as_bytes(&event.event_type)));
     out.header(headers::VERSION, Some(number.format(version).as_bytes()));
-    let source = out.header(headers::SOURCE, Some(event.source.as_bytes()));
+    let source = out.header(headers::SOURCE, Some(str::as_bytes(&event.source)));
     match event.ts {
         Some(ts) => out.header(headers::TS, Some(number.format(ts).as_bytes())),
         None => out.header(headers::TS, Some(batch.received_at.as_bytes())),
@@ -227,10 +227,10 @@ mod tests {
 
     fn event(ts: Option<i64>) -> IncomingEvent {
         IncomingEvent {
-            id: Some("e1".to_owned()),
-            event_type: "playback.start".to_owned(),
+            id: Some("e1".into()),
+            event_type: "playback.start".into(),
             version: None,
-            source: "tv-1".to_owned(),
+            source: "tv-1".into(),
             ts,
             payload: Bytes::from_static(br#"{"n":1}"#),
             format: PayloadFormat::Json,
