@@ -334,27 +334,20 @@ impl Dedup {
             .map(|(at, key)| u128::from(key.0.rotate_left(28)) << 64 | u128::from(at))
             .collect();
         order.sort_unstable();
-        let placed = |sorted: u128| {
-            let at = (sorted as u64) as usize;
+        let placed = |sorted: &u128| {
+            let at = (*sorted as u64) as usize;
             (at, keys[at])
         };
         let mut in_flight = None;
         let now_ms = (self.inner.window_ms > 0 && !keys.is_empty()).then(|| self.now_ms());
-        let mut next = 0;
-        while let Some(&first) = order.get(next) {
-            let shard = placed(first).1.shard();
+        for run in order.chunk_by(|a, b| placed(a).1.shard() == placed(b).1.shard()) {
             let mut ids = now_ms.map(|now_ms| {
-                let mut ids = self.ids(shard);
+                let mut ids = self.ids(placed(&run[0]).1.shard());
                 ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
                 ids
             });
             let mut previous = None;
-            while let Some((at, key)) = order
-                .get(next)
-                .map(|&sorted| placed(sorted))
-                .filter(|(_, key)| key.shard() == shard)
-            {
-                next += 1;
+            for (at, key) in run.iter().map(placed) {
                 if previous.replace(key) == Some(key) {
                     continue; // repeated in the batch: `Seen`
                 }

@@ -228,7 +228,7 @@ impl Pipeline {
         for element in decoded {
             if let Decoded::Event(event) = element
                 && let Some(id) = &event.id
-                && !self.is_too_large(event)
+                && self.oversize(event).is_none()
             {
                 keys.push(self.dedup.key(tenant, &event.source, id));
             }
@@ -273,35 +273,25 @@ impl Pipeline {
         Ok(batch)
     }
 
-    /// Whether [`Self::too_large`] has a reason, without wording it.
-    fn is_too_large(&self, event: &IncomingEvent) -> bool {
-        let limits = &self.fields;
-        event.payload.len() > self.max_event_bytes
-            || event.id.as_deref().map_or(0, str::len) > limits.id
-            || event.event_type.len() > limits.event_type
-            || event.source.len() > limits.source
-    }
-
-    /// Why `event` is too large to take, if it is: its payload, or an envelope field.
-    fn too_large(&self, event: &IncomingEvent) -> Option<String> {
-        let payload = event.payload.len();
-        if payload > self.max_event_bytes {
-            let limit = self.max_event_bytes;
-            return Some(format!(
-                "event payload of {payload} bytes is over the limit of {limit} bytes"
-            ));
-        }
-        let id = event.id.as_deref().map_or(0, str::len);
+    /// What of `event` is over its limit, if anything: `(what, bytes, limit)`, the payload
+    /// first, then the envelope fields; nothing worded yet.
+    fn oversize(&self, event: &IncomingEvent) -> Option<(&'static str, usize, usize)> {
         let limits = &self.fields;
         [
-            ("id", id, limits.id),
+            ("payload", event.payload.len(), self.max_event_bytes),
+            ("id", event.id.as_deref().map_or(0, str::len), limits.id),
             ("type", event.event_type.len(), limits.event_type),
             ("source", event.source.len(), limits.source),
         ]
         .into_iter()
         .find(|(_, len, limit)| len > limit)
-        .map(|(name, len, limit)| {
-            format!("`{name}` of {len} bytes is over the limit of {limit} bytes")
+    }
+
+    /// Why `event` is too large to take, if it is: its payload, or an envelope field.
+    fn too_large(&self, event: &IncomingEvent) -> Option<String> {
+        self.oversize(event).map(|(what, len, limit)| match what {
+            "payload" => format!("event payload of {len} bytes is over the limit of {limit} bytes"),
+            name => format!("`{name}` of {len} bytes is over the limit of {limit} bytes"),
         })
     }
 
