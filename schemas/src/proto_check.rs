@@ -422,66 +422,60 @@ impl WireChecker {
     /// table of its message type ([`OneByteKey`]); longer keys, groups, map entries, packed
     /// runs and every refusal of a key go through [`Self::field`], as prost reads them.
     pub(crate) fn check(&self, bytes: &[u8]) -> Result<(), ProtoCheckError> {
-        // What is left of each enclosing message after the one being read, and its type.
+        // What is left of each enclosing message after the one being read, and its type. The
+        // bytes being read (`buf`) stay in registers: the helpers of this loop take them by
+        // value and hand back the rest, and the slow path works on a copy.
         let mut enclosing: Vec<(&[u8], u32)> = Vec::new();
         let mut buf = bytes;
         let mut msg = 0u32;
-        let mut plan = &self.messages[0];
+        let mut keys = &*self.messages[0].by_key;
         loop {
-            if buf.is_empty() {
+            let Some((&byte, rest)) = buf.split_first() else {
                 let Some((rest, outer)) = enclosing.pop() else {
                     return Ok(());
                 };
                 buf = rest;
                 msg = outer;
-                plan = &self.messages[msg as usize];
+                keys = &self.messages[msg as usize].by_key;
                 continue;
-            }
-            let byte = buf[0];
-            let action = match plan.by_key.get(usize::from(byte)) {
+            };
+            let action = match keys.get(usize::from(byte)) {
                 Some(&action) => action,
                 None => OneByteKey::Other,
             };
-            if !matches!(action, OneByteKey::Other) {
-                // The key, one byte, is read.
-                buf = &buf[1..];
-            }
-            match action {
+            // After a one-byte key (any action but `Other`), the value starts at `rest`.
+            buf = match action {
                 OneByteKey::Message(inner) => {
                     // Each message entered takes one of prost's recursion count.
-                    if enclosing.len() as u32 >= RECURSION_LIMIT {
+                    if enclosing.len() >= RECURSION_LIMIT as usize {
                         return Err(ProtoCheckError::TooDeep);
                     }
-                    let body = delimited(&mut buf)?;
-                    enclosing.push((buf, msg));
-                    buf = body;
+                    let (body, after) = split_delimited(rest)?;
+                    enclosing.push((after, msg));
                     msg = inner;
-                    plan = &self.messages[msg as usize];
+                    keys = &self.messages[msg as usize].by_key;
+                    body
                 }
                 OneByteKey::String => {
-                    if !is_utf8(delimited(&mut buf)?) {
+                    let (text, after) = split_delimited(rest)?;
+                    if !is_utf8(text) {
                         let number = u32::from(byte >> 3);
                         return Err(ProtoCheckError::InvalidUtf8(self.name(msg, number)));
                     }
+                    after
                 }
-                OneByteKey::Bytes => {
-                    delimited(&mut buf)?;
-                }
-                OneByteKey::Varint => {
-                    varint(&mut buf)?;
-                }
-                OneByteKey::Fixed64 => {
-                    take(&mut buf, 8)?;
-                }
-                OneByteKey::Fixed32 => {
-                    take(&mut buf, 4)?;
-                }
+                OneByteKey::Bytes => split_delimited(rest)?.1,
+                OneByteKey::Varint => split_varint(rest)?.1,
+                OneByteKey::Fixed64 => split_at(rest, 8)?.1,
+                OneByteKey::Fixed32 => split_at(rest, 4)?.1,
                 OneByteKey::Other => {
-                    let (number, wire) = key(&mut buf)?;
+                    let mut other = buf;
+                    let (number, wire) = key(&mut other)?;
                     let budget = RECURSION_LIMIT - enclosing.len() as u32;
-                    self.field(msg, number, wire, &mut buf, budget)?;
+                    self.field(msg, number, wire, &mut other, budget)?;
+                    other
                 }
-            }
+            };
         }
     }
 
@@ -713,7 +707,19 @@ fn is_ascii_short(bytes: &[u8]) -> bool {
             });
             all & HIGH == 0
         }
-        None => bytes.iter().fold(0u8, |all, &byte| all | byte) < 0x80,
+        // Under 8 bytes: two words of 4 (or 2) bytes overlapping, or the one byte.
+        None => {
+            let all = match (bytes.first_chunk::<4>(), bytes.last_chunk::<4>()) {
+                (Some(first), Some(last)) => u32::from_ne_bytes(*first) | u32::from_ne_bytes(*last),
+                _ => match (bytes.first_chunk::<2>(), bytes.last_chunk::<2>()) {
+                    (Some(first), Some(last)) => {
+                        u32::from(u16::from_ne_bytes(*first) | u16::from_ne_bytes(*last))
+                    }
+                    _ => bytes.first().map_or(0, |&byte| u32::from(byte)),
+                },
+            };
+            all & 0x8080_8080 == 0
+        }
     }
 }
 
@@ -721,20 +727,28 @@ fn is_ascii_short(bytes: &[u8]) -> bool {
 /// by prost.
 #[inline]
 fn varint(buf: &mut &[u8]) -> Result<u64, ProtoCheckError> {
+    let (value, rest) = split_varint(buf)?;
+    *buf = rest;
+    Ok(value)
+}
+
+/// A varint and what follows it.
+#[inline]
+fn split_varint(buf: &[u8]) -> Result<(u64, &[u8]), ProtoCheckError> {
     match buf.split_first() {
-        Some((&byte, rest)) if byte < 0x80 => {
-            *buf = rest;
-            Ok(u64::from(byte))
-        }
+        Some((&byte, rest)) if byte < 0x80 => Ok((u64::from(byte), rest)),
         _ => long_varint(buf),
     }
 }
 
-/// A varint of more than one byte (or none), read by prost.
+/// A varint of more than one byte (or none), read by prost, and what follows it.
 #[inline(never)]
-fn long_varint(buf: &mut &[u8]) -> Result<u64, ProtoCheckError> {
-    let at = *buf;
-    decode_varint(buf).map_err(|_| bad_varint(at))
+fn long_varint(at: &[u8]) -> Result<(u64, &[u8]), ProtoCheckError> {
+    let mut rest = at;
+    match decode_varint(&mut rest) {
+        Ok(value) => Ok((value, rest)),
+        Err(_) => Err(bad_varint(at)),
+    }
 }
 
 /// Why prost refused the varint at the start of `at`: it runs off the end, or is invalid.
@@ -750,20 +764,39 @@ fn bad_varint(at: &[u8]) -> ProtoCheckError {
 /// A length-prefixed run of bytes.
 #[inline]
 fn delimited<'a>(buf: &mut &'a [u8]) -> Result<&'a [u8], ProtoCheckError> {
-    let len = varint(buf)?;
-    let left = buf.len();
-    usize::try_from(len)
+    let (head, rest) = split_delimited(buf)?;
+    *buf = rest;
+    Ok(head)
+}
+
+/// A length-prefixed run of bytes and what follows it.
+#[inline]
+fn split_delimited(buf: &[u8]) -> Result<(&[u8], &[u8]), ProtoCheckError> {
+    let (len, rest) = split_varint(buf)?;
+    match usize::try_from(len)
         .ok()
-        .and_then(|n| take(buf, n).ok())
-        .ok_or(ProtoCheckError::LengthPastEnd { len, left })
+        .and_then(|n| rest.split_at_checked(n))
+    {
+        Some(split) => Ok(split),
+        None => Err(ProtoCheckError::LengthPastEnd {
+            len,
+            left: rest.len(),
+        }),
+    }
 }
 
 /// The next `n` bytes.
 #[inline]
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> Result<&'a [u8], ProtoCheckError> {
-    let (head, rest) = buf.split_at_checked(n).ok_or(ProtoCheckError::Truncated)?;
+    let (head, rest) = split_at(buf, n)?;
     *buf = rest;
     Ok(head)
+}
+
+/// The next `n` bytes and what follows them.
+#[inline]
+fn split_at(buf: &[u8], n: usize) -> Result<(&[u8], &[u8]), ProtoCheckError> {
+    buf.split_at_checked(n).ok_or(ProtoCheckError::Truncated)
 }
 
 #[cfg(test)]
