@@ -422,18 +422,23 @@ impl WireChecker {
     /// table of its message type ([`OneByteKey`]); longer keys, groups, map entries, packed
     /// runs and every refusal of a key go through [`Self::field`], as prost reads them.
     pub(crate) fn check(&self, bytes: &[u8]) -> Result<(), ProtoCheckError> {
-        // What is left of each enclosing message after the one being read, and its type. The
+        // What is left of each enclosing message after the one being read, and its type, the
+        // innermost at `depth - 1` (a fixed array: no capacity to check on entering one). The
         // bytes being read (`buf`) stay in registers: the helpers of this loop take them by
         // value and hand back the rest, and the slow path works on a copy.
-        let mut enclosing: Vec<(&[u8], u32)> = Vec::new();
+        let mut enclosing: [(&[u8], u32); RECURSION_LIMIT as usize] =
+            [(&[], 0); RECURSION_LIMIT as usize];
+        let mut depth = 0usize;
         let mut buf = bytes;
         let mut msg = 0u32;
         let mut keys = &*self.messages[0].by_key;
         loop {
             let Some((&byte, rest)) = buf.split_first() else {
-                let Some((rest, outer)) = enclosing.pop() else {
+                let Some(outer_depth) = depth.checked_sub(1) else {
                     return Ok(());
                 };
+                depth = outer_depth;
+                let (rest, outer) = enclosing[depth];
                 buf = rest;
                 msg = outer;
                 keys = &self.messages[msg as usize].by_key;
@@ -447,11 +452,12 @@ impl WireChecker {
             buf = match action {
                 OneByteKey::Message(inner) => {
                     // Each message entered takes one of prost's recursion count.
-                    if enclosing.len() >= RECURSION_LIMIT as usize {
+                    if depth >= RECURSION_LIMIT as usize {
                         return Err(ProtoCheckError::TooDeep);
                     }
                     let (body, after) = split_delimited(rest)?;
-                    enclosing.push((after, msg));
+                    enclosing[depth] = (after, msg);
+                    depth += 1;
                     msg = inner;
                     keys = &self.messages[msg as usize].by_key;
                     body
@@ -471,7 +477,7 @@ impl WireChecker {
                 OneByteKey::Other => {
                     let mut other = buf;
                     let (number, wire) = key(&mut other)?;
-                    let budget = RECURSION_LIMIT - enclosing.len() as u32;
+                    let budget = RECURSION_LIMIT - depth as u32;
                     self.field(msg, number, wire, &mut other, budget)?;
                     other
                 }
