@@ -135,7 +135,8 @@ impl Collector {
             user_agent: headers
                 .get(USER_AGENT)
                 .and_then(|v| v.to_str().ok())
-                .map(|v| v.chars().take(256).collect()),
+                // `to_str` holds visible ASCII only: 256 bytes are 256 characters.
+                .map(|v| v.get(..256).unwrap_or(v).to_owned()),
         })
     }
 
@@ -343,5 +344,29 @@ mod tests {
             trusted.client_ip(&headers, Some(peer)),
             Some("203.0.113.9".parse().unwrap())
         );
+    }
+
+    #[test]
+    fn a_user_agent_is_kept_to_256_characters() {
+        let collector = collector(&[]);
+        let peer = Some("127.0.0.1:9".parse().unwrap());
+        for (agent, kept) in [
+            ("tv-app/1.0", 10),
+            (&*"a".repeat(256), 256),
+            (&*"b".repeat(300), 256),
+        ] {
+            let mut headers = HeaderMap::new();
+            headers.insert(USER_AGENT, HeaderValue::from_str(agent).unwrap());
+            let meta = collector.admit(&headers, peer, None).unwrap();
+            assert_eq!(meta.user_agent.as_deref(), Some(&agent[..kept]));
+        }
+        // A value that is not visible ASCII is not kept at all.
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            USER_AGENT,
+            HeaderValue::from_bytes("télé/1".as_bytes()).unwrap(),
+        );
+        let meta = collector.admit(&headers, peer, None).unwrap();
+        assert_eq!(meta.user_agent, None);
     }
 }
