@@ -352,7 +352,7 @@ impl Pipeline {
     /// retryable one (a retry could not pass it).
     async fn append_all(
         &self,
-        enrichment: &BatchHeaders,
+        enrichment: &BatchHeaders<'_>,
         claims: Option<&Claims>,
         by_topic: &mut [(String, Vec<Planned<'_>>)],
     ) -> Result<Vec<TooLarge>, IngestError> {
@@ -382,7 +382,7 @@ impl Pipeline {
     /// appended again.
     async fn append_topic(
         &self,
-        enrichment: &BatchHeaders,
+        enrichment: &BatchHeaders<'_>,
         claims: Option<&Claims>,
         topic: &str,
         plans: &mut [Planned<'_>],
@@ -421,7 +421,7 @@ impl Pipeline {
     fn item(
         &self,
         out: &mut HeadersWriter,
-        enrichment: &BatchHeaders,
+        enrichment: &BatchHeaders<'_>,
         plan: &mut Planned<'_>,
     ) -> (usize, RecordParts, Option<ClaimId>) {
         let max = self.max_event_bytes;

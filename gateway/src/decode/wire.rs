@@ -64,7 +64,7 @@ impl<'a> Fields<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn next_field(&mut self) -> Result<(u32, Value<'a>), WireError> {
         let at = self.pos;
         let tag = self.varint()?;

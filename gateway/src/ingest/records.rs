@@ -6,6 +6,8 @@
 //! (its key a slice of that buffer, its value the payload shared), which an append refused as
 //! too large builds again in parts without copying a byte.
 
+use std::sync::OnceLock;
+
 use bytes::Bytes;
 use headwater_log::batch::{FrozenHeaders, HeadersWriter};
 use headwater_log::{EncodedHeaders, PreparedRecord};
@@ -15,42 +17,49 @@ use super::RequestMeta;
 use super::headers;
 use crate::decode::IncomingEvent;
 
-/// What every record of a batch carries, made once per batch.
-pub(super) struct BatchHeaders {
+/// What every record of a batch carries, made once per batch (the tail of each format when a
+/// record of that format first needs it: a batch is mostly of one).
+pub(super) struct BatchHeaders<'a> {
+    meta: &'a RequestMeta,
     received_at_ms: i64,
     received_at: String,
-    tenant: Bytes,
     /// An event's headers from `received_at` on, encoded once: `received_at`, `tenant`, the
     /// format (one block for each), the client's address and user agent.
-    json_tail: EncodedHeaders,
-    protobuf_tail: EncodedHeaders,
+    json_tail: OnceLock<EncodedHeaders>,
+    protobuf_tail: OnceLock<EncodedHeaders>,
 }
 
-impl BatchHeaders {
-    pub(super) fn new(meta: &RequestMeta, received_at_ms: i64) -> Self {
-        let received_at = received_at_ms.to_string();
-        let client_ip = meta.client_ip.map(|ip| ip.to_string());
-        let tail = |format: PayloadFormat| {
+impl<'a> BatchHeaders<'a> {
+    pub(super) fn new(meta: &'a RequestMeta, received_at_ms: i64) -> Self {
+        Self {
+            meta,
+            received_at_ms,
+            received_at: received_at_ms.to_string(),
+            json_tail: OnceLock::new(),
+            protobuf_tail: OnceLock::new(),
+        }
+    }
+
+    /// The headers of a record of `format` from `received_at` on.
+    fn tail(&self, format: PayloadFormat) -> &EncodedHeaders {
+        let cell = match format {
+            PayloadFormat::Json => &self.json_tail,
+            PayloadFormat::Protobuf => &self.protobuf_tail,
+        };
+        cell.get_or_init(|| {
             let mut out = HeadersWriter::default();
-            out.header(headers::RECEIVED_AT, Some(received_at.as_bytes()));
-            out.header(headers::TENANT, Some(meta.principal.tenant.as_bytes()));
+            out.header(headers::RECEIVED_AT, Some(self.received_at.as_bytes()));
+            out.header(headers::TENANT, Some(self.meta.principal.tenant.as_bytes()));
             out.header(headers::FORMAT, Some(format.as_str().as_bytes()));
-            if let Some(ip) = &client_ip {
-                out.header(headers::CLIENT_IP, Some(ip.as_bytes()));
+            if let Some(ip) = self.meta.client_ip {
+                out.header(headers::CLIENT_IP, Some(ip.to_string().as_bytes()));
             }
-            if let Some(agent) = &meta.user_agent {
+            if let Some(agent) = &self.meta.user_agent {
                 out.header(headers::USER_AGENT, Some(agent.as_bytes()));
             }
             out.end_record();
             out.freeze().records().next().unwrap_or_default()
-        };
-        Self {
-            received_at_ms,
-            json_tail: tail(PayloadFormat::Json),
-            protobuf_tail: tail(PayloadFormat::Protobuf),
-            received_at,
-            tenant: Bytes::copy_from_slice(meta.principal.tenant.as_bytes()),
-        }
+        })
     }
 }
 
@@ -113,7 +122,10 @@ impl RecordParts {
         max_value_bytes: usize,
     ) -> Self {
         out.header(headers::RECEIVED_AT, Some(batch.received_at.as_bytes()));
-        out.header(headers::TENANT, Some(&batch.tenant));
+        out.header(
+            headers::TENANT,
+            Some(batch.meta.principal.tenant.as_bytes()),
+        );
         Self::dead_letter(out, batch, None, raw, reason, max_value_bytes)
     }
 
@@ -183,10 +195,7 @@ fn envelope(
         Some(ts) => out.header(headers::TS, Some(number.format(ts).as_bytes())),
         None => out.header(headers::TS, Some(batch.received_at.as_bytes())),
     };
-    out.extend(match event.format {
-        PayloadFormat::Json => &batch.json_tail,
-        PayloadFormat::Protobuf => &batch.protobuf_tail,
-    });
+    out.extend(batch.tail(event.format));
     for (key, value) in &event.attributes {
         let name = format!("{}{key}", headers::ATTRIBUTE_PREFIX);
         out.header(&name, Some(value.as_bytes()));
@@ -255,7 +264,8 @@ mod tests {
 
     #[test]
     fn a_valid_record_carries_the_schema_crates_envelope_then_the_enrichment() {
-        let batch = BatchHeaders::new(&meta(), 1_700_000_000_123);
+        let meta = meta();
+        let batch = BatchHeaders::new(&meta, 1_700_000_000_123);
         for format in [PayloadFormat::Json, PayloadFormat::Protobuf] {
             let event = IncomingEvent {
                 format,
@@ -292,7 +302,8 @@ mod tests {
 
     #[test]
     fn numbers_are_written_as_to_string_writes_them() {
-        let batch = BatchHeaders::new(&meta(), 42);
+        let meta = meta();
+        let batch = BatchHeaders::new(&meta, 42);
         for n in [0, 7, -7, 10, 1_700_000_000_123, -1, i64::MAX, i64::MIN] {
             let record = record(|out| RecordParts::valid(out, &batch, &event(Some(n)), "e1", 1));
             let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
@@ -308,7 +319,8 @@ mod tests {
 
     #[test]
     fn an_event_without_client_time_gets_received_at() {
-        let batch = BatchHeaders::new(&meta(), 42);
+        let meta = meta();
+        let batch = BatchHeaders::new(&meta, 42);
         let record = record(|out| RecordParts::valid(out, &batch, &event(None), "e1", 1));
         let ts = pairs(&record).into_iter().find(|(k, _)| k == "hw.ts");
         assert_eq!(ts, Some(("hw.ts".to_owned(), "42".to_owned())));
@@ -316,7 +328,8 @@ mod tests {
 
     #[test]
     fn dead_letters_say_why_and_are_cut_to_the_limit() {
-        let batch = BatchHeaders::new(&meta(), 7);
+        let meta = meta();
+        let batch = BatchHeaders::new(&meta, 7);
         let invalid = record(|out| RecordParts::invalid(out, &batch, &event(None), "e1", "bad", 3));
         let headers = pairs(&invalid);
         assert!(headers.contains(&("hw.version".to_owned(), "0".to_owned())));
