@@ -224,14 +224,18 @@ impl Connections {
         };
         let acceptor = self.tls.clone();
         let timeout = self.handshake_timeout;
-        let serve = move |stream: TcpStream| async move {
-            let Some(acceptor) = acceptor else {
-                return connection.run(stream, None).await;
-            };
-            if let Some(stream) = handshake(&acceptor, stream, peer, timeout).await {
-                let cert = crate::tls::client_cert(stream.get_ref().1);
-                connection.run(stream, cert).await;
-            }
+        // Boxed: the connection's future (hyper's HTTP/1 and HTTP/2 states, TLS) is some
+        // kilobytes, which spawning would otherwise copy several times over.
+        let serve = move |stream: TcpStream| {
+            Box::pin(async move {
+                let Some(acceptor) = acceptor else {
+                    return connection.run(stream, None).await;
+                };
+                if let Some(stream) = handshake(&acceptor, stream, peer, timeout).await {
+                    let cert = crate::tls::client_cert(stream.get_ref().1);
+                    connection.run(stream, cert).await;
+                }
+            })
         };
         match &self.threads {
             Some(threads) => threads.spawn(stream, serve),

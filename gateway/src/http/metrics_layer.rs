@@ -2,30 +2,94 @@
 //! times it. Every label comes from a bounded set: the method is a standard one or `other`,
 //! the path a route's pattern or `unmatched`, the status a number.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
+use metrics::{Counter, Histogram};
 
 use crate::metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 
+/// The path label of a request that matched no route.
+const UNMATCHED: &str = "unmatched";
+
+/// Series whose handles [`RequestMetrics`] keeps; past it, the handles are looked up in the
+/// recorder each time, as without the cache.
+const SERIES_KEPT: usize = 256;
+
+/// The handles of the request metrics by method, path and status, looked up in the recorder
+/// once each: a request then costs a short scan instead of building and hashing two labelled
+/// keys. A server sees a handful of these (its routes, the methods and statuses they answer);
+/// the labels are bounded sets, and the number kept is capped besides.
+#[derive(Clone, Default)]
+pub(super) struct RequestMetrics {
+    series: Arc<Mutex<Vec<Series>>>,
+}
+
+/// One method's, path's and status's handles.
+struct Series {
+    method: &'static str,
+    status: u16,
+    path: Box<str>,
+    requests: Counter,
+    duration: Histogram,
+}
+
+impl Series {
+    fn new(method: &'static str, path: &str, status: u16) -> Self {
+        Self {
+            method,
+            status,
+            path: path.into(),
+            requests: metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => method, "path" => path.to_owned(), "status" => status.to_string()),
+            duration: metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "path" => path.to_owned()),
+        }
+    }
+
+    fn record(&self, seconds: f64) {
+        self.requests.increment(1);
+        self.duration.record(seconds);
+    }
+}
+
+impl RequestMetrics {
+    /// Counts a request and records its duration.
+    fn record(&self, method: &'static str, path: &str, status: u16, seconds: f64) {
+        let mut series = self.series.lock().unwrap_or_else(PoisonError::into_inner);
+        let kept = series
+            .iter()
+            .find(|s| s.status == status && s.method == method && *s.path == *path);
+        if let Some(kept) = kept {
+            return kept.record(seconds);
+        }
+        let new = Series::new(method, path, status);
+        new.record(seconds);
+        if series.len() < SERIES_KEPT {
+            series.push(new);
+        }
+    }
+}
+
 /// Counts and times the request; the path label is the route's pattern (bounded), or
 /// `unmatched`.
-pub(super) async fn record_metrics(request: Request, next: Next) -> Response {
-    let path = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+pub(super) async fn record_metrics(
+    State(handles): State<RequestMetrics>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.extensions().get::<MatchedPath>().cloned();
     let method = method_label(request.method());
     let started = Instant::now();
     let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    metrics::counter!(HTTP_REQUESTS_TOTAL, "method" => method, "path" => path.clone(), "status" => status)
-        .increment(1);
-    metrics::histogram!(HTTP_REQUEST_DURATION_SECONDS, "method" => method, "path" => path)
-        .record(started.elapsed().as_secs_f64());
+    handles.record(
+        method,
+        path.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
     response
 }
 
@@ -49,6 +113,37 @@ fn method_label(method: &Method) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_handles_count_what_the_recorder_would() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let rendered = recorder.handle();
+        let kept = RequestMetrics::default();
+        metrics::with_local_recorder(&recorder, || {
+            for _ in 0..3 {
+                kept.record("POST", "/v1/events", 200, 0.001);
+            }
+            kept.record("POST", "/v1/events", 503, 0.001);
+            kept.record("GET", "/v1/events", 200, 0.001);
+            // Past the cap every request is still counted, its handles not kept.
+            for status in 0..SERIES_KEPT as u16 {
+                kept.record("GET", UNMATCHED, status, 0.0);
+            }
+            kept.record("GET", UNMATCHED, 999, 0.0);
+            kept.record("GET", UNMATCHED, 999, 0.0);
+        });
+        assert_eq!(kept.series.lock().unwrap().len(), SERIES_KEPT);
+        let text = rendered.render();
+        for line in [
+            r#"headwater_http_requests_total{method="POST",path="/v1/events",status="200"} 3"#,
+            r#"headwater_http_requests_total{method="POST",path="/v1/events",status="503"} 1"#,
+            r#"headwater_http_requests_total{method="GET",path="/v1/events",status="200"} 1"#,
+            r#"headwater_http_requests_total{method="GET",path="unmatched",status="999"} 2"#,
+            r#"headwater_http_request_duration_seconds_count{method="POST",path="/v1/events"} 4"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in:\n{text}");
+        }
+    }
 
     #[test]
     fn unknown_methods_are_other() {

@@ -88,7 +88,10 @@ pub fn ops_app_with_auth(state: OpsState, auth: &AuthConfig) -> Router {
     ops_auth::guard(ops::metrics_route(), auth)
         .merge(ops::probes())
         .with_state(state)
-        .layer(middleware::from_fn(metrics_layer::record_metrics))
+        .layer(middleware::from_fn_with_state(
+            metrics_layer::RequestMetrics::default(),
+            metrics_layer::record_metrics,
+        ))
         .layer(TraceLayer::new_for_http())
 }
 
@@ -122,7 +125,10 @@ pub fn app(state: AppState, config: &GatewayConfig) -> Router {
         .merge(ops::probes())
         .with_state(state)
         .merge(ingest)
-        .layer(middleware::from_fn(metrics_layer::record_metrics))
+        .layer(middleware::from_fn_with_state(
+            metrics_layer::RequestMetrics::default(),
+            metrics_layer::record_metrics,
+        ))
         .layer(TimeoutLayer::with_status_code(
             IngestError::TimedOut.status(),
             Duration::from_millis(config.limits.request_timeout_ms),
