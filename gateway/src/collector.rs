@@ -2,11 +2,12 @@
 //! (authentication, rate limits, client identity, limits and the pipeline).
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::http::HeaderMap;
 use axum::http::header::USER_AGENT;
 use headwater_log::Log;
+use metrics::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::Authenticator;
@@ -55,12 +56,16 @@ pub struct Collector {
 struct Budget {
     permits: Arc<Semaphore>,
     total: u32,
+    /// `headwater_ingest_in_flight_bytes`, registered on first use (in the recorder installed
+    /// by then, whenever the collector was made).
+    in_flight: OnceLock<Gauge>,
 }
 
 /// One request's bytes held in the collector's budget until dropped (the request answered).
 #[must_use = "the bytes are given back when this is dropped"]
 pub struct Reserved {
     permit: Option<OwnedSemaphorePermit>,
+    in_flight: Gauge,
 }
 
 impl Reserved {
@@ -75,7 +80,7 @@ impl Drop for Reserved {
         // The gauge moves by what each request takes and gives back: added and subtracted, it
         // cannot be left at a value a racing request read before another gave its bytes back.
         if let Some(permit) = self.permit.take() {
-            metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES)
+            self.in_flight
                 .decrement(f64::from(permit.num_permits() as u32));
         }
     }
@@ -107,6 +112,7 @@ impl Collector {
                 Budget {
                     permits: Arc::new(Semaphore::new(total as usize)),
                     total,
+                    in_flight: OnceLock::new(),
                 }
             },
             limits: config.limits,
@@ -155,9 +161,14 @@ impl Collector {
                 budget.permits.clone().acquire_many_owned(want).await.ok()
             }
         };
-        let reserved = Reserved { permit };
-        metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES)
-            .increment(f64::from(reserved.bytes()));
+        let in_flight = budget
+            .in_flight
+            .get_or_init(|| metrics::gauge!(crate::metrics::INGEST_IN_FLIGHT_BYTES));
+        let reserved = Reserved {
+            permit,
+            in_flight: in_flight.clone(),
+        };
+        in_flight.increment(f64::from(reserved.bytes()));
         reserved
     }
 

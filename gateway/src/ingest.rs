@@ -209,7 +209,7 @@ impl Pipeline {
         };
         self.settle(&mut batch, too_large);
         let took = started.elapsed().as_secs_f64();
-        metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS).record(took);
+        self.metrics.append_took(took);
         batch
             .outcomes
             .count(&self.metrics, &meta.principal.tenant, took);

@@ -128,6 +128,12 @@ async fn ingest_metrics_are_per_tenant_and_type() {
     assert!(counted >= 11.0, "{bytes}");
     let latency = series("headwater_ingest_event_latency_seconds_count{").expect(&text);
     assert!(!latency.ends_with(" 0"), "{latency}");
+    // The batch's append duration, unlabelled (its handle registered with the pipeline).
+    let appends = text
+        .lines()
+        .find(|l| l.starts_with("headwater_ingest_append_duration_seconds_count "))
+        .expect(&text);
+    assert!(!appends.ends_with(" 0"), "{appends}");
 }
 
 #[tokio::test]

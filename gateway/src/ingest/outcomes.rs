@@ -3,7 +3,7 @@
 //! outcome for the metrics, emitted once per batch.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use metrics::{Counter, Histogram};
 
@@ -18,9 +18,12 @@ const HANDLES_KEPT: usize = 4096;
 /// once: a batch then costs a map lookup per type instead of building and hashing labelled
 /// keys for three metrics. Tenants and type labels are bounded sets (keys of the
 /// configuration; registered types or `"other"`), and the number kept is capped besides.
+/// The unlabelled append duration's handle too, registered on first use (in the recorder
+/// installed by then, whenever this was made).
 #[derive(Default)]
 pub struct BatchMetrics {
     by_tenant: Mutex<TenantHandles>,
+    append_duration: OnceLock<Histogram>,
 }
 
 #[derive(Default)]
@@ -65,6 +68,13 @@ fn events_counter(tenant: &str, event_type: &str, outcome: &'static str) -> Coun
 }
 
 impl BatchMetrics {
+    /// Records how long a batch took from planning to its durable answer.
+    pub(super) fn append_took(&self, seconds: f64) {
+        self.append_duration
+            .get_or_init(|| metrics::histogram!(m::INGEST_APPEND_DURATION_SECONDS))
+            .record(seconds);
+    }
+
     /// Runs `emit` with the handles of `tenant` and `event_type`, kept or (past the cap) new.
     fn with<R>(
         &self,

@@ -48,7 +48,9 @@ impl<'a> BatchHeaders<'a> {
             PayloadFormat::Protobuf => &self.protobuf_tail,
         };
         cell.get_or_init(|| {
-            let mut out = HeadersWriter::default();
+            // Five headers: about 100 bytes, and the agent.
+            let agent = self.meta.user_agent.as_ref().map_or(0, String::len);
+            let mut out = HeadersWriter::with_capacity(1, 128 + agent);
             out.header(headers::RECEIVED_AT, Some(self.received_at.as_bytes()));
             out.header(headers::TENANT, Some(self.meta.principal.tenant.as_bytes()));
             out.header(headers::FORMAT, Some(format.as_str().as_bytes()));
