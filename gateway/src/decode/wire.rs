@@ -112,6 +112,20 @@ impl<'a> Fields<'a> {
         }
     }
 
+    /// How many length-delimited fields `number` the message holds, every other field
+    /// skipped (the innermost loop of counting a request's records: no value is handed out).
+    pub fn count_len(mut self, number: u32) -> Result<u64, WireError> {
+        let mut count = 0;
+        while self.pos < self.buf.len() {
+            if let (field, Value::Len(_)) = self.next_field()?
+                && field == number
+            {
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
     fn long_varint(&mut self) -> Result<u64, WireError> {
         let at = self.pos;
         let mut value = 0u64;
@@ -180,6 +194,27 @@ mod tests {
         let fixed = [0x09, 0, 0, 0, 0, 0, 0, 0, 0, 0x15, 0, 0, 0, 0];
         let fields: Vec<_> = Fields::new(&fixed).map(Result::unwrap).collect();
         assert_eq!(fields, [(1, Value::Fixed64), (2, Value::Fixed32)]);
+    }
+
+    #[test]
+    fn count_len_counts_one_length_delimited_field_and_skips_the_rest() {
+        // Field 2 length-delimited three times (one empty, one of 200 bytes: a two-byte
+        // length), field 1 as a varint, a fixed64 and a string, field 2 as a varint.
+        let mut bytes = vec![0x12, 0x00, 0x08, 0x96, 0x01, 0x09, 0, 0, 0, 0, 0, 0, 0, 0];
+        bytes.extend([0x12, 0xc8, 0x01]);
+        bytes.extend([7; 200]);
+        bytes.extend([0x0a, 0x01, b'x', 0x10, 0x05, 0x12, 0x01, 0x00]);
+        assert_eq!(Fields::new(&bytes).count_len(2), Ok(3));
+        assert_eq!(Fields::new(&bytes).count_len(1), Ok(1));
+        assert_eq!(Fields::new(&[]).count_len(2), Ok(0));
+        let counted = Fields::new(&bytes).filter(|f| matches!(f, Ok((2, Value::Len(_)))));
+        assert_eq!(counted.count(), 3, "as the iterator counts them");
+        // A value running past the end is an error, as for the iterator.
+        assert!(Fields::new(&bytes[..bytes.len() - 1]).count_len(2).is_err());
+        assert_eq!(
+            Fields::new(&[0x12, 0x05, 1]).count_len(2),
+            Err(WireError::Truncated { field: 2, at: 0 })
+        );
     }
 
     #[test]

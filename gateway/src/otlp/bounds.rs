@@ -153,10 +153,10 @@ pub(super) fn count_records(body: &[u8]) -> Result<u64, String> {
     let mut records = 0u64;
     for_each_message(body, 1, |resource_logs| {
         for_each_message(resource_logs, 2, |scope_logs| {
-            for_each_message(scope_logs, 2, |_| {
-                records += 1;
-                Ok(())
-            })
+            records += Fields::new(scope_logs)
+                .count_len(2)
+                .map_err(|e| e.to_string())?;
+            Ok(())
         })
     })?;
     Ok(records)
