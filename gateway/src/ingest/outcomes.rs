@@ -153,14 +153,26 @@ impl<'a> Outcomes<'a> {
         }
     }
 
-    /// Every tally by type label and outcome: a label listed at two addresses (or listed and
-    /// in the map) counted once.
-    fn tallies(&self) -> HashMap<(&'a str, &'static str), Tally> {
-        let mut all = self.by_type.clone();
-        for (label, outcome, tally) in &self.listed {
-            let sum = all.entry((*label, *outcome)).or_default();
-            sum.events += tally.events;
-            sum.bytes += tally.bytes;
+    /// Every tally by type label and outcome, each once: a label listed at two addresses (or
+    /// listed and in the map) counted together. A batch whose tallies are all listed (at most
+    /// [`LISTED`], the rule) is merged in a list, without a map to build and hash into.
+    fn tallies(&self) -> Vec<((&'a str, &'static str), Tally)> {
+        if !self.by_type.is_empty() {
+            let mut all = self.by_type.clone();
+            for (label, outcome, tally) in &self.listed {
+                all.entry((*label, *outcome)).or_default().merge(tally);
+            }
+            return all.into_iter().collect();
+        }
+        let mut all: Vec<((&'a str, &'static str), Tally)> = Vec::with_capacity(self.listed.len());
+        for &(label, outcome, ref tally) in &self.listed {
+            match all
+                .iter_mut()
+                .find(|((l, o), _)| *l == label && *o == outcome)
+            {
+                Some((_, sum)) => sum.merge(tally),
+                None => all.push(((label, outcome), tally.clone())),
+            }
         }
         all
     }
@@ -193,6 +205,11 @@ impl Tally {
     fn add(&mut self, bytes: usize) {
         self.events += 1;
         self.bytes += bytes as u64;
+    }
+
+    fn merge(&mut self, other: &Tally) {
+        self.events += other.events;
+        self.bytes += other.bytes;
     }
 }
 
@@ -230,7 +247,14 @@ mod tests {
         outcomes.accept(&first, "accepted", 1);
         outcomes.reject(3, "bad".to_owned(), &many[LISTED + 1], "invalid");
         outcomes.accept(&many[LISTED + 2], "duplicate", 0);
-        let tallies = outcomes.tallies();
+        let listed = outcomes.tallies();
+        let tallies: HashMap<_, _> = listed.iter().cloned().collect();
+        assert_eq!(
+            listed.len(),
+            tallies.len(),
+            "each tally once: {:?}",
+            tallies.keys()
+        );
         let start = &tallies[&("playback.start", "accepted")];
         assert_eq!((start.events, start.bytes), (3, 16));
         assert_eq!(tallies[&("t0", "duplicate")].events, 1);
@@ -241,5 +265,31 @@ mod tests {
             (outcomes.report.accepted, outcomes.report.rejected),
             (3 + many.len() + 1, 1)
         );
+    }
+
+    #[test]
+    fn a_batch_of_few_labels_is_tallied_without_the_map() {
+        let first = String::from("playback.start");
+        let second = String::from("playback.start");
+        let mut outcomes = Outcomes::default();
+        outcomes.accept(&first, "accepted", 10);
+        outcomes.accept(&second, "accepted", 5);
+        outcomes.accept(&first, "duplicate", 0);
+        outcomes.reject(3, "bad".to_owned(), "other", "invalid");
+        assert!(outcomes.by_type.is_empty());
+        let tallies = outcomes.tallies();
+        let find = |label: &str, outcome: &str| {
+            let found: Vec<_> = tallies
+                .iter()
+                .filter(|((l, o), _)| *l == label && *o == outcome)
+                .map(|(_, t)| (t.events, t.bytes))
+                .collect();
+            assert_eq!(found.len(), 1, "{label} {outcome} once");
+            found[0]
+        };
+        assert_eq!(find("playback.start", "accepted"), (2, 15));
+        assert_eq!(find("playback.start", "duplicate"), (1, 0));
+        assert_eq!(find("other", "invalid"), (1, 0));
+        assert_eq!(tallies.len(), 3);
     }
 }
