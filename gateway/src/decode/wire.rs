@@ -114,9 +114,17 @@ impl<'a> Fields<'a> {
 
     /// How many length-delimited fields `number` the message holds, every other field
     /// skipped (the innermost loop of counting a request's records: no value is handed out).
+    /// A field of `number` under 16 with a length of one or two bytes is read here; any other
+    /// goes through [`Self::next_field`], which words the errors.
     pub fn count_len(mut self, number: u32) -> Result<u64, WireError> {
+        let key = u8::try_from(number << 3 | 2).ok().filter(|&key| key < 0x80);
         let mut count = 0;
         while self.pos < self.buf.len() {
+            if let Some(end) = key.and_then(|key| self.short_len_field(key)) {
+                self.pos = end;
+                count += 1;
+                continue;
+            }
             if let (field, Value::Len(_)) = self.next_field()?
                 && field == number
             {
@@ -124,6 +132,21 @@ impl<'a> Fields<'a> {
             }
         }
         Ok(count)
+    }
+
+    /// Where the field at `pos` ends when it is one-byte `key` with a length of one or two
+    /// bytes that stays within the message; `None` for [`Self::next_field`] to read.
+    #[inline]
+    fn short_len_field(&self, key: u8) -> Option<usize> {
+        let (len, head) = match *self.buf.get(self.pos..)? {
+            [k, len, ..] if k == key && len < 0x80 => (usize::from(len), 2),
+            [k, low, high, ..] if k == key && high < 0x80 => {
+                (usize::from(low & 0x7f) | usize::from(high) << 7, 3)
+            }
+            _ => return None,
+        };
+        let end = self.pos.checked_add(head + len)?;
+        (end <= self.buf.len()).then_some(end)
     }
 
     fn long_varint(&mut self) -> Result<u64, WireError> {
@@ -215,6 +238,20 @@ mod tests {
             Fields::new(&[0x12, 0x05, 1]).count_len(2),
             Err(WireError::Truncated { field: 2, at: 0 })
         );
+        // A length in more bytes than it needs (prost takes it), a two-byte length past the
+        // end, a field numbered over 15 (a two-byte key), a three-byte length.
+        assert_eq!(
+            Fields::new(&[0x12, 0x80, 0x00, 0x12, 0x00]).count_len(2),
+            Ok(2)
+        );
+        assert!(Fields::new(&[0x12, 0x80, 0x01, 1, 2]).count_len(2).is_err());
+        assert_eq!(
+            Fields::new(&[0x82, 0x01, 0x01, 9, 0x82, 0x01, 0x00]).count_len(16),
+            Ok(2)
+        );
+        let mut long = vec![0x12, 0x80, 0x80, 0x01];
+        long.extend(vec![0; 1 << 14]);
+        assert_eq!(Fields::new(&long).count_len(2), Ok(1));
     }
 
     #[test]
