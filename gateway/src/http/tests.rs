@@ -128,7 +128,8 @@ async fn ingest_metrics_are_per_tenant_and_type() {
     assert!(counted >= 11.0, "{bytes}");
     let latency = series("headwater_ingest_event_latency_seconds_count{").expect(&text);
     assert!(!latency.ends_with(" 0"), "{latency}");
-    // The batch's append duration, unlabelled (its handle registered with the pipeline).
+    // The batch's append duration, unlabelled: its handle is registered on first use, so it
+    // counts though this collector was built before the recorder was installed.
     let appends = text
         .lines()
         .find(|l| l.starts_with("headwater_ingest_append_duration_seconds_count "))
