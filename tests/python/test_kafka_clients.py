@@ -4,6 +4,7 @@ Needs the headwater binary built by `cargo test` (target/debug/headwater), or HE
 """
 
 import os
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -55,6 +56,8 @@ def log_node():
     yield f"127.0.0.1:{port}"
     proc.terminate()
     proc.wait(timeout=20)
+    log.close()
+    shutil.rmtree(data, ignore_errors=True)
 
 
 def unique(prefix: str) -> str:

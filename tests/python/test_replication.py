@@ -9,6 +9,7 @@ Needs the headwater binary built by `cargo test` (target/debug/headwater), or HE
 """
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -130,6 +131,7 @@ def cluster():
         c.start(i)
     yield c
     c.stop()
+    shutil.rmtree(c.root, ignore_errors=True)
 
 
 def read_all(bootstrap: str, expected: int):

@@ -10,6 +10,7 @@ requests hang until their timeout), loses nothing while the S3 route keeps flowi
 import gzip
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -210,6 +211,7 @@ router: {{routes: {work / 'routes.yaml'}}}
            "search": OpenSearch(hosts=[os_url]), "http": http, "kafka": kafka, "proxy": proxy}
     serve.stop()
     proxy.stop()
+    shutil.rmtree(work, ignore_errors=True)
 
 
 def post(world, first: int, count: int):
