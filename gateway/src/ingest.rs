@@ -275,13 +275,21 @@ impl Pipeline {
 
     /// What of `event` is over its limit, if anything: `(what, bytes, limit)`, the payload
     /// first, then the envelope fields; nothing worded yet.
-    fn oversize(&self, event: &IncomingEvent) -> Option<(&'static str, usize, usize)> {
+    fn oversize(&self, event: &IncomingEvent) -> Option<(Oversize, usize, usize)> {
         let limits = &self.fields;
         [
-            ("payload", event.payload.len(), self.max_event_bytes),
-            ("id", event.id.as_deref().map_or(0, str::len), limits.id),
-            ("type", event.event_type.len(), limits.event_type),
-            ("source", event.source.len(), limits.source),
+            (Oversize::Payload, event.payload.len(), self.max_event_bytes),
+            (
+                Oversize::Field("id"),
+                event.id.as_deref().map_or(0, str::len),
+                limits.id,
+            ),
+            (
+                Oversize::Field("type"),
+                event.event_type.len(),
+                limits.event_type,
+            ),
+            (Oversize::Field("source"), event.source.len(), limits.source),
         ]
         .into_iter()
         .find(|(_, len, limit)| len > limit)
@@ -290,8 +298,12 @@ impl Pipeline {
     /// Why `event` is too large to take, if it is: its payload, or an envelope field.
     fn too_large(&self, event: &IncomingEvent) -> Option<String> {
         self.oversize(event).map(|(what, len, limit)| match what {
-            "payload" => format!("event payload of {len} bytes is over the limit of {limit} bytes"),
-            name => format!("`{name}` of {len} bytes is over the limit of {limit} bytes"),
+            Oversize::Payload => {
+                format!("event payload of {len} bytes is over the limit of {limit} bytes")
+            }
+            Oversize::Field(name) => {
+                format!("`{name}` of {len} bytes is over the limit of {limit} bytes")
+            }
         })
     }
 
@@ -597,4 +609,12 @@ impl<'a> Batch<'a> {
             None => self.by_topic.push((topic.to_owned(), vec![plan])),
         }
     }
+}
+
+/// What of an event is over its limit ([`Pipeline::too_large`]).
+#[derive(Debug, Clone, Copy)]
+enum Oversize {
+    Payload,
+    /// An envelope field, by its name in the event.
+    Field(&'static str),
 }
