@@ -264,8 +264,10 @@ mod tests {
 
     use super::*;
 
+    use crate::auth::Principal;
+
     #[test]
-    fn an_ipv4_address_is_written_as_display_writes_it() {
+    fn an_address_is_written_as_display_writes_it() {
         let mut state = 0x9e37_79b9_7f4a_7c15_u64;
         let mut samples: Vec<u32> = vec![0, 1, 0x7f00_0001, 0x0a01_0203, u32::MAX, 0x6400_00ff];
         for _ in 0..1_000 {
@@ -289,7 +291,6 @@ mod tests {
             assert_eq!(ip_text(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
-    use crate::auth::Principal;
 
     /// The record `write` makes, as a log that takes header lists sees it.
     fn record(write: impl FnOnce(&mut HeadersWriter) -> RecordParts) -> Record {
