@@ -10,8 +10,6 @@
 //! in the stored key's low bits rather than in a second map.
 
 use std::collections::VecDeque;
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -22,12 +20,8 @@ use tokio::sync::Notify;
 use crate::config::DedupConfig;
 
 const SHARDS: usize = 16;
-// A key's shard is its bits 32 to 35 ([`Key::shard`]), which `claim_batch` sorts on.
+// A key's shard is its bits 32 to 35 ([`Key::shard`]).
 const _: () = assert!(SHARDS == 16);
-
-/// Bytes of tenant, source and id (with their three ends) that [`Dedup::key`] hashes in one
-/// write from the stack.
-const KEY_BUFFER: usize = 256;
 
 /// A stored key's state bits: its append is under way (else it was appended)…
 const IN_FLIGHT: u64 = 1;
@@ -189,6 +183,44 @@ impl Ids {
     }
 }
 
+/// The places of a batch's keys grouped by shard, in batch order within each shard (a
+/// counting sort: two passes over the keys, where sorting them took ~160 instructions a key),
+/// so that each shard is locked once per batch.
+struct ByShard {
+    /// Where each shard's run of `places` begins; the last entry is where the runs end.
+    starts: [usize; SHARDS + 1],
+    /// Places in the batch, shard after shard.
+    places: Vec<usize>,
+}
+
+impl ByShard {
+    fn of(keys: &[Key]) -> Self {
+        let mut starts = [0usize; SHARDS + 1];
+        for key in keys {
+            starts[key.shard() + 1] += 1;
+        }
+        for shard in 0..SHARDS {
+            starts[shard + 1] += starts[shard];
+        }
+        let mut next = starts;
+        let mut places = vec![0; keys.len()];
+        for (at, key) in keys.iter().enumerate() {
+            let slot = &mut next[key.shard()];
+            places[*slot] = at;
+            *slot += 1;
+        }
+        Self { starts, places }
+    }
+
+    /// Each shard with keys, and the range of `places` its keys' places take.
+    fn runs(&self) -> impl Iterator<Item = (usize, std::ops::Range<usize>)> + use<> {
+        let starts = self.starts;
+        (0..SHARDS)
+            .map(move |shard| (shard, starts[shard]..starts[shard + 1]))
+            .filter(|(_, run)| !run.is_empty())
+    }
+}
+
 #[derive(Default)]
 struct Shard {
     ids: Mutex<Ids>,
@@ -202,8 +234,8 @@ struct Inner {
     window_ms: u64,
     per_shard: usize,
     shards: [Shard; SHARDS],
-    /// Random keys per process, so clients cannot aim ids at one bucket.
-    hasher: RandomState,
+    /// Random keys per process, so clients cannot aim ids at one bucket (or at another's id).
+    hasher: ahash::RandomState,
 }
 
 /// Remembers `(tenant, source, id)` triples for a window, in at most `max_entries` entries.
@@ -276,35 +308,17 @@ impl Dedup {
                 window_ms: config.window_ms,
                 per_shard: config.max_entries.div_ceil(SHARDS).max(1),
                 shards: std::array::from_fn(|_| Shard::default()),
-                hasher: RandomState::new(),
+                hasher: ahash::RandomState::new(),
             }),
         }
     }
 
-    /// The SipHash of `tenant`, `source` and `id`, each ended with `0xff` as `str`'s `Hash`
-    /// ends it (a byte UTF-8 never holds, so no choice of the three spells another triple),
-    /// its two state bits cleared. SipHash is a streaming hash, so this equals hashing the
-    /// three strings one after the other; written as one slice when they fit in
-    /// [`KEY_BUFFER`] bytes, since each write costs a call's handling of the last partial word
-    /// (the six writes took ~450 instructions an event, most of the dedup's cost).
+    /// The keyed hash of `tenant`, `source` and `id` (each ended with `0xff` as `str`'s `Hash`
+    /// ends it, a byte UTF-8 never holds, so no choice of the three spells another triple),
+    /// its two state bits cleared. aHash, seeded per process: SipHash took ~300 instructions
+    /// an event here, most of the dedup's cost.
     pub fn key(&self, tenant: &str, source: &str, id: &str) -> Key {
-        let mut hasher = self.inner.hasher.build_hasher();
-        let len = tenant.len() + source.len() + id.len() + 3;
-        if len <= KEY_BUFFER {
-            let mut joined = [0u8; KEY_BUFFER];
-            let mut at = 0;
-            for part in [tenant, source, id] {
-                joined[at..at + part.len()].copy_from_slice(part.as_bytes());
-                joined[at + part.len()] = 0xff;
-                at += part.len() + 1;
-            }
-            hasher.write(&joined[..len]);
-        } else {
-            tenant.hash(&mut hasher);
-            source.hash(&mut hasher);
-            id.hash(&mut hasher);
-        }
-        Key(hasher.finish() & !STATE)
+        Key(self.inner.hasher.hash_one((tenant, source, id)) & !STATE)
     }
 
     fn shard(&self, key: Key) -> &Shard {
@@ -327,27 +341,24 @@ impl Dedup {
     /// stays claimed then.
     pub fn claim_batch(&self, keys: &[Key]) -> Result<(Vec<Claim>, Claims), InFlight> {
         let mut found = vec![Claim::Seen; keys.len()];
-        // By shard (the key turned so that its shard bits lead), then key, then place in the
-        // batch (the low half): an id's first place comes first.
-        let mut order: Vec<u128> = (0u64..)
-            .zip(keys)
-            .map(|(at, key)| u128::from(key.0.rotate_left(28)) << 64 | u128::from(at))
-            .collect();
-        order.sort_unstable();
-        let placed = |sorted: &u128| {
-            let at = (*sorted as u64) as usize;
-            (at, keys[at])
-        };
+        // The batch's places by shard, in batch order within each.
+        let mut by_shard = ByShard::of(keys);
         let mut in_flight = None;
         let now_ms = (self.inner.window_ms > 0 && !keys.is_empty()).then(|| self.now_ms());
-        for run in order.chunk_by(|a, b| placed(a).1.shard() == placed(b).1.shard()) {
+        for (shard, run) in by_shard.runs() {
+            let run = &mut by_shard.places[run];
+            // By key, then place: an id's first place comes first, its repeats right after.
+            if run.len() > 1 {
+                run.sort_unstable_by_key(|&at| (keys[at], at));
+            }
             let mut ids = now_ms.map(|now_ms| {
-                let mut ids = self.ids(placed(&run[0]).1.shard());
+                let mut ids = self.ids(shard);
                 ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
                 ids
             });
             let mut previous = None;
-            for (at, key) in run.iter().map(placed) {
+            for &at in run.iter() {
+                let key = keys[at];
                 if previous.replace(key) == Some(key) {
                     continue; // repeated in the batch: `Seen`
                 }
@@ -419,20 +430,18 @@ impl Dedup {
 
     /// Settles the claims of `keys`: appended now (`appended`) or given up. Each shard is
     /// locked once, and the retries waiting on a shard are woken once.
-    fn settle(&self, keys: &mut [Key], appended: bool) {
+    fn settle(&self, keys: &[Key], appended: bool) {
         if keys.is_empty() {
             return;
         }
-        // By shard: the keys turned so that their shard bits lead.
-        keys.sort_unstable_by_key(|key| key.0.rotate_left(28));
+        let by_shard = ByShard::of(keys);
         let now_ms = appended.then(|| self.now_ms());
-        for run in keys.chunk_by(|a, b| a.shard() == b.shard()) {
-            let shard = run[0].shard();
+        for (shard, run) in by_shard.runs() {
             let woken = {
                 let mut ids = self.ids(shard);
                 let mut woken = false;
-                for &key in run {
-                    woken |= ids.settle(key, now_ms);
+                for &at in &by_shard.places[run] {
+                    woken |= ids.settle(keys[at], now_ms);
                 }
                 if let Some(now_ms) = now_ms {
                     ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
@@ -470,7 +479,7 @@ impl Claims {
     }
 
     fn settle(&self, claimed: impl IntoIterator<Item = ClaimId>, appended: bool) {
-        let mut keys: Vec<Key> = {
+        let keys: Vec<Key> = {
             let mut open = self
                 .inner
                 .open
@@ -481,7 +490,7 @@ impl Claims {
                 .filter_map(|ClaimId(at)| open.get_mut(at).and_then(Option::take))
                 .collect()
         };
-        self.inner.dedup.settle(&mut keys, appended);
+        self.inner.dedup.settle(&keys, appended);
     }
 }
 
@@ -492,8 +501,8 @@ impl Drop for ClaimsInner {
             .open
             .get_mut()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut keys: Vec<Key> = open.iter_mut().filter_map(Option::take).collect();
-        self.dedup.settle(&mut keys, false);
+        let keys: Vec<Key> = open.iter_mut().filter_map(Option::take).collect();
+        self.dedup.settle(&keys, false);
     }
 }
 
@@ -528,25 +537,24 @@ mod tests {
     }
 
     #[test]
-    fn a_key_is_the_hash_of_the_three_strings_in_one_write_or_three() {
+    fn a_key_keeps_the_three_strings_apart() {
         let dedup = Dedup::new(&DedupConfig::default());
-        let streamed = |tenant: &str, source: &str, id: &str| {
-            Key(dedup.inner.hasher.hash_one((tenant, source, id)) & !STATE)
-        };
-        let long = "x".repeat(KEY_BUFFER);
-        for (tenant, source, id) in [
-            ("acme", "tv-1", "e1"),
-            ("", "", ""),
-            ("acme", "tv-1", &long[..KEY_BUFFER - 3 - 8]),
-            ("acme", "tv-1", &long[..KEY_BUFFER - 3 - 7]),
-            ("acme", &long, "e1"),
-        ] {
-            assert_eq!(dedup.key(tenant, source, id), streamed(tenant, source, id));
-        }
+        assert_eq!(
+            dedup.key("acme", "tv-1", "e1"),
+            dedup.key("acme", "tv-1", "e1")
+        );
         // The ends keep the parts apart.
         assert_ne!(dedup.key("a", "bc", "d"), dedup.key("ab", "c", "d"));
         assert_ne!(dedup.key("a", "b", "cd"), dedup.key("a", "bc", "d"));
-        // A triple too long for the buffer is remembered too.
+        assert_ne!(dedup.key("", "", "ab"), dedup.key("", "a", "b"));
+        // Another process (another seed) hashes the same triple to another key.
+        let other = Dedup::new(&DedupConfig::default());
+        assert_ne!(
+            other.key("acme", "tv-1", "e1"),
+            dedup.key("acme", "tv-1", "e1")
+        );
+        // A long triple is remembered too.
+        let long = "x".repeat(4096);
         appended(&dedup, "acme", &long, "e1");
         assert!(dedup.seen("acme", &long, "e1"));
         assert!(!dedup.seen("acme", &long, "e2"));
