@@ -266,22 +266,19 @@ fn decode_document(body: &Bytes, max: usize, validator: &dyn Validate) -> Option
         let mut events = Vec::with_capacity(elements.len());
         let mut payloads = Vec::with_capacity(elements.len());
         // Every element is read before any is validated: one that is not an event sends the
-        // body the other way, and the validations would have been for nothing.
+        // body the other way, and the validations would have been for nothing. Each event is
+        // written once, where it stays, and its verdict set in place.
         for element in elements {
             let (event, payload) = plain_event(body, element)?;
-            events.push(event);
+            events.push(Decoded::Event(event));
             payloads.push(payload);
         }
-        Some(
-            events
-                .into_iter()
-                .zip(payloads)
-                .map(|(mut event, payload)| {
-                    event.verdict = Some(validator.validate_parsed(&event, payload));
-                    Decoded::Event(event)
-                })
-                .collect(),
-        )
+        for (decoded, payload) in events.iter_mut().zip(payloads) {
+            if let Decoded::Event(event) = decoded {
+                event.verdict = Some(validator.validate_parsed(event, payload));
+            }
+        }
+        Some(events)
     })
     .flatten()
 }

@@ -196,7 +196,7 @@ impl SchemaRegistry {
         registry
             .validate(&event.event_type, event.version.unwrap_or(0), payload)
             .map(|info| Verdict {
-                topic: info.topic.clone(),
+                topic: info.topic.as_str().into(),
                 version: info.version,
             })
             .map_err(crate::validate::Invalid::from)

@@ -1,5 +1,6 @@
 //! The validation seam: decides for each event its topic, or why it is rejected.
 
+use compact_str::CompactString;
 use headwater_schemas::Rejection;
 use headwater_schemas::document::JsonValue;
 
@@ -8,8 +9,9 @@ use crate::decode::IncomingEvent;
 /// Where a valid event goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {
-    /// Destination topic named by the event's schema.
-    pub topic: String,
+    /// Destination topic named by the event's schema: up to 24 bytes held in place, so a
+    /// verdict per event allocates nothing for the usual topic name.
+    pub topic: CompactString,
     /// The schema version the event was validated against.
     pub version: u32,
 }
@@ -69,7 +71,7 @@ pub struct AcceptAll {
 impl Validate for AcceptAll {
     fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid> {
         Ok(Verdict {
-            topic: self.topic.clone(),
+            topic: self.topic.as_str().into(),
             version: event.version.unwrap_or(1),
         })
     }

@@ -21,7 +21,7 @@ impl Validate for OkTypes {
     fn validate(&self, event: &IncomingEvent) -> Result<Verdict, Invalid> {
         if event.event_type.starts_with("ok.") {
             Ok(Verdict {
-                topic: "events".to_owned(),
+                topic: "events".into(),
                 version: event.version.unwrap_or(1),
             })
         } else {

@@ -27,7 +27,7 @@ impl Schemas {
         self.0
             .validate(&event.event_type, version, payload)
             .map(|info| Verdict {
-                topic: info.topic.clone(),
+                topic: info.topic.as_str().into(),
                 version: info.version,
             })
             .map_err(Invalid::from)
