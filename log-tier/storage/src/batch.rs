@@ -578,6 +578,7 @@ impl HeadersWriter {
 
     /// Adds a header to the record being written; returns where its value went in the
     /// buffer (empty for a null value), for [`FrozenHeaders::slice`].
+    #[inline]
     pub fn header(&mut self, key: &str, value: Option<&[u8]>) -> std::ops::Range<usize> {
         let buf = &mut self.buf;
         let value_len = value.map_or(0, <[u8]>::len);
@@ -604,12 +605,14 @@ impl HeadersWriter {
 
     /// Adds `headers` (another writer's, as they are) to the record being written: headers
     /// every record of a batch carries are encoded once, and copied as one block.
+    #[inline]
     pub fn extend(&mut self, headers: &EncodedHeaders) {
         self.buf.extend_from_slice(&headers.encoded);
         self.count += headers.count;
     }
 
     /// Ends the record being written (with no header since the last end: a record without).
+    #[inline]
     pub fn end_record(&mut self) {
         self.records.push((self.start, self.buf.len(), self.count));
         self.start = self.buf.len();
@@ -705,6 +708,7 @@ fn varint_len(mut v: u64) -> usize {
 const MAX_VARINT_LEN: usize = 10;
 
 /// A length as a varint, one byte without a loop when under 64 (its zigzag under 128).
+#[inline]
 fn put_len(buf: &mut Vec<u8>, len: usize) {
     if len < 64 {
         buf.push((len as u8) << 1);
