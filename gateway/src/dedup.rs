@@ -374,7 +374,7 @@ impl Dedup {
             }
         }
         // Claims numbered in batch order.
-        let mut open = Vec::new();
+        let mut open = Vec::with_capacity(keys.len());
         for (claim, &key) in found.iter_mut().zip(keys) {
             if let Claim::New(id) = claim {
                 *id = ClaimId(open.len());

@@ -164,6 +164,8 @@ struct Batch<'a> {
     claims: Option<Claims>,
     /// Whether each event type seen so far is registered (see [`Batch::label`]).
     known_types: Vec<(&'a str, bool)>,
+    /// How many elements the batch has.
+    elements: usize,
 }
 
 /// A record the log refused on its own as too large for its topic.
@@ -223,8 +225,11 @@ impl Pipeline {
     /// already appended from the same `tenant` and source, or given earlier in the batch. `Err`
     /// names an id whose append by another request is under way; the batch then claims none.
     fn plan<'a>(&self, tenant: &str, decoded: &'a [Decoded]) -> Result<Batch<'a>, InFlight> {
-        let mut batch = Batch::default();
-        let mut keys = Vec::new();
+        let mut batch = Batch {
+            elements: decoded.len(),
+            ..Batch::default()
+        };
+        let mut keys = Vec::with_capacity(decoded.len());
         for element in decoded {
             if let Decoded::Event(event) = element
                 && let Some(id) = &event.id
@@ -606,7 +611,12 @@ impl<'a> Batch<'a> {
     fn push(&mut self, topic: &str, plan: Planned<'a>) {
         match self.by_topic.iter_mut().find(|(t, _)| t == topic) {
             Some((_, plans)) => plans.push(plan),
-            None => self.by_topic.push((topic.to_owned(), vec![plan])),
+            None => {
+                // Room for the rest of the batch: a topic's list does not grow step by step.
+                let mut plans = Vec::with_capacity(self.elements.saturating_sub(plan.index));
+                plans.push(plan);
+                self.by_topic.push((topic.to_owned(), plans));
+            }
         }
     }
 }
