@@ -39,12 +39,14 @@ pub struct JsonValue<'a> {
 }
 
 impl<'a> JsonValue<'a> {
+    #[inline]
     fn first(&self) -> Option<&'a simd_json::Node<'a>> {
         self.doc.nodes.get(self.node)
     }
 
     /// How many structurals the value takes: through its match for an object or array, one
     /// for anything else.
+    #[inline]
     fn own(&self) -> usize {
         match self.first() {
             Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => {
@@ -55,6 +57,7 @@ impl<'a> JsonValue<'a> {
     }
 
     /// [`own`](Self::own) of an object or array: through its match.
+    #[inline]
     fn container_own(&self) -> usize {
         let rest = self.doc.structurals.len().saturating_sub(self.structural);
         self.doc
@@ -65,6 +68,7 @@ impl<'a> JsonValue<'a> {
 
     /// The value's bytes exactly as they stand in the text, without the whitespace around it.
     #[must_use]
+    #[inline]
     pub fn raw(&self) -> &'a [u8] {
         let (structurals, text) = (self.doc.structurals, self.doc.text);
         let Some(&start) = structurals.get(self.structural) else {
@@ -90,6 +94,7 @@ impl<'a> JsonValue<'a> {
 
     /// The string, if the value is one (escapes resolved).
     #[must_use]
+    #[inline]
     pub fn as_str(&self) -> Option<&'a str> {
         match self.first()? {
             simd_json::Node::String(string) => Some(string),
@@ -99,6 +104,7 @@ impl<'a> JsonValue<'a> {
 
     /// The integer, if the value is one within `i64`.
     #[must_use]
+    #[inline]
     pub fn as_i64(&self) -> Option<i64> {
         match self.first()? {
             simd_json::Node::Static(simd_json::StaticNode::I64(n)) => Some(*n),
@@ -109,6 +115,7 @@ impl<'a> JsonValue<'a> {
 
     /// The integer, if the value is one within `u64`.
     #[must_use]
+    #[inline]
     pub fn as_u64(&self) -> Option<u64> {
         match self.first()? {
             simd_json::Node::Static(simd_json::StaticNode::I64(n)) => u64::try_from(*n).ok(),
@@ -119,6 +126,7 @@ impl<'a> JsonValue<'a> {
 
     /// Whether the value is `null`.
     #[must_use]
+    #[inline]
     pub fn is_null(&self) -> bool {
         matches!(
             self.first(),
@@ -128,6 +136,7 @@ impl<'a> JsonValue<'a> {
 
     /// The elements, if the value is an array: how many, and each in turn.
     #[must_use]
+    #[inline]
     pub fn elements(&self) -> Option<Elements<'a>> {
         match self.first()? {
             simd_json::Node::Array { len, .. } => Some(Elements(self.children(*len))),
@@ -137,6 +146,7 @@ impl<'a> JsonValue<'a> {
 
     /// The members, if the value is an object: how many, and each name and value in turn.
     #[must_use]
+    #[inline]
     pub fn members(&self) -> Option<Members<'a>> {
         match self.first()? {
             simd_json::Node::Object { len, .. } => Some(Members(self.children(*len))),
@@ -145,6 +155,7 @@ impl<'a> JsonValue<'a> {
     }
 
     /// The children after the opening node and structural.
+    #[inline]
     fn children(&self, len: usize) -> Children<'a> {
         Children {
             next: JsonValue {
@@ -207,6 +218,7 @@ struct Children<'a> {
 
 impl<'a> Children<'a> {
     /// The next value, and both walks moved past it and the comma or closing character after.
+    #[inline]
     fn value(&mut self) -> Option<JsonValue<'a>> {
         let value = self.next;
         // The tape's and the text's steps past the value, its node looked at once.
@@ -243,6 +255,7 @@ impl Elements<'_> {
 impl<'a> Iterator for Elements<'a> {
     type Item = JsonValue<'a>;
 
+    #[inline]
     fn next(&mut self) -> Option<JsonValue<'a>> {
         if self.0.left == 0 {
             return None;
@@ -257,6 +270,7 @@ pub struct Members<'a>(Children<'a>);
 impl<'a> Iterator for Members<'a> {
     type Item = (&'a str, JsonValue<'a>);
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.0.left == 0 {
             return None;
