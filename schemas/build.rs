@@ -6,6 +6,9 @@ use std::path::PathBuf;
 
 const PROTO_ROOT: &str = "proto";
 const PROTOS: [&str; 1] = ["headwater/v1/ingest.proto"];
+/// An event's payload as `bytes::Bytes`, not `Vec<u8>`: decoded from a `Bytes` body it is a
+/// slice of the body, where a `Vec` was a copy of every payload.
+const PAYLOAD: &str = ".headwater.v1.Event.payload";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed={PROTO_ROOT}");
@@ -27,6 +30,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 #[cfg(feature = "grpc")]
 fn generate(fds: prost_types::FileDescriptorSet) -> std::io::Result<()> {
     tonic_prost_build::configure()
+        .bytes(PAYLOAD)
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)
@@ -35,5 +39,5 @@ fn generate(fds: prost_types::FileDescriptorSet) -> std::io::Result<()> {
 /// Messages only.
 #[cfg(not(feature = "grpc"))]
 fn generate(fds: prost_types::FileDescriptorSet) -> std::io::Result<()> {
-    prost_build::Config::new().compile_fds(fds)
+    prost_build::Config::new().bytes([PAYLOAD]).compile_fds(fds)
 }

@@ -546,7 +546,7 @@ fn from_proto(event: ProtoEvent, raw: Option<Bytes>) -> Decoded {
         version: Some(event.version).filter(|v| *v != 0),
         source: event.source.into(),
         ts: Some(event.ts).filter(|ts| *ts != 0),
-        payload: Bytes::from(event.payload),
+        payload: event.payload,
         format,
         attributes,
         verdict: None,

@@ -191,7 +191,7 @@ async fn a_tonic_client_still_publishes_with_attributes() {
         id: id.into(),
         r#type: "ok.a".into(),
         source: "tv-1".into(),
-        payload: b"{}".to_vec(),
+        payload: b"{}".to_vec().into(),
         attributes: (0..attributes)
             .map(|i| (format!("k{i}"), "v".into()))
             .collect(),
@@ -302,7 +302,7 @@ async fn envelope_fields_over_their_limits_reject_their_event_only() {
         id: id.into(),
         r#type: "ok.a".into(),
         source: "tv-1".into(),
-        payload: b"{}".to_vec(),
+        payload: b"{}".to_vec().into(),
         attributes,
         ..Event::default()
     };

@@ -24,7 +24,9 @@ fn json_event(id: &str, position: i64) -> Event {
         version: 1,
         source: "tv-5".into(),
         ts: 1_700_000_000_000,
-        payload: format!(r#"{{"title_id":"t","position_ms":{position}}}"#).into_bytes(),
+        payload: format!(r#"{{"title_id":"t","position_ms":{position}}}"#)
+            .into_bytes()
+            .into(),
         payload_format: "json".into(),
         ..Event::default()
     }

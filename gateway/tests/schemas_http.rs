@@ -89,7 +89,7 @@ async fn a_protobuf_batch_with_a_protobuf_payload_lands_in_the_schemas_topic() {
                 r#type: "device.telemetry".into(),
                 source: "tv-7".into(),
                 ts: 1_700_000_000_000,
-                payload: Vec::new(),
+                payload: Default::default(),
                 payload_format: "protobuf".into(),
                 ..Event::default()
             },
@@ -97,7 +97,7 @@ async fn a_protobuf_batch_with_a_protobuf_payload_lands_in_the_schemas_topic() {
                 id: "p-2".into(),
                 r#type: "device.telemetry".into(),
                 source: "tv-7".into(),
-                payload: vec![0xff, 0xff, 0xff],
+                payload: vec![0xff, 0xff, 0xff].into(),
                 payload_format: "protobuf".into(),
                 ..Event::default()
             },

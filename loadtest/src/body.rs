@@ -32,7 +32,7 @@ pub fn proto_batch(events: &[GenEvent]) -> Batch {
                 version: 1,
                 source: ev.source.clone(),
                 ts: ev.ts,
-                payload: ev.payload.as_bytes().to_vec(),
+                payload: ev.payload.as_bytes().to_vec().into(),
                 payload_format: "json".to_owned(),
                 ..Event::default()
             })

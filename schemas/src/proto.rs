@@ -30,7 +30,7 @@ mod tests {
                 id: "e1".into(),
                 r#type: "playback.start".into(),
                 version: 1,
-                payload: b"{}".to_vec(),
+                payload: b"{}".to_vec().into(),
                 attributes: [("k".to_owned(), "v".to_owned())].into(),
                 ..Event::default()
             }],

@@ -106,7 +106,7 @@ fn protobuf_batches_decode_and_truncated_ones_are_malformed() {
                 version: 1,
                 source: "tv-9".into(),
                 ts: 5,
-                payload: vec![8, 1],
+                payload: vec![8, 1].into(),
                 payload_format: "protobuf".into(),
                 ..ProtoEvent::default()
             },
@@ -124,6 +124,9 @@ fn protobuf_batches_decode_and_truncated_ones_are_malformed() {
     assert_eq!(good.len(), 1);
     assert_eq!(good[0].format, PayloadFormat::Protobuf);
     assert_eq!(&good[0].payload[..], &[8, 1]);
+    // The payload is a slice of the body as received, not a copy.
+    let body = bytes.as_ptr_range();
+    assert!(body.contains(&good[0].payload.as_ptr()));
     assert!(matches!(&decoded[1], Decoded::Bad { reason, .. } if reason.contains("yaml")));
     let truncated = bytes.slice(..bytes.len() - 3);
     assert!(matches!(
@@ -199,7 +202,7 @@ fn proto_event(attributes: usize, value: &str) -> ProtoEvent {
     ProtoEvent {
         r#type: "a".into(),
         source: "s".into(),
-        payload: b"{}".to_vec(),
+        payload: Bytes::from_static(b"{}"),
         attributes: (0..attributes)
             .map(|i| (format!("k{i}"), value.to_owned()))
             .collect(),

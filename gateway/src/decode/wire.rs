@@ -203,7 +203,7 @@ mod tests {
             id: "e".into(),
             version: 300,
             ts: -1,
-            payload: vec![1, 2, 3],
+            payload: vec![1, 2, 3].into(),
             attributes: [("k".to_owned(), "v".to_owned())].into(),
             ..Event::default()
         };
