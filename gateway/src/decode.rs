@@ -12,7 +12,6 @@ use std::fmt;
 use bytes::Bytes;
 use compact_str::CompactString;
 use headwater_schemas::document::{self, JsonValue};
-use headwater_schemas::proto::v1::Event as ProtoEvent;
 use prost::Message;
 use serde::Deserialize;
 use serde::de::{DeserializeSeed, Deserializer as _, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -479,75 +478,132 @@ pub fn decode_protobuf(body: &Bytes, max_events: usize) -> Result<Vec<Decoded>, 
     Ok(events.into_iter().map(decode_event_bytes).collect())
 }
 
-/// Decodes one `Event` from its bytes, counting its attributes before decoding them.
+/// Decodes one `Event` from its bytes. A walk of its fields ([`wire::Fields`]) counts its
+/// attributes before any is decoded and reads its strings in place, each checked as UTF-8 once
+/// (every occurrence, as prost checks each string it merges; the last one given is kept);
+/// prost then decodes the rest ([`NumbersAndBytes`]).
 fn decode_event_bytes(raw: Bytes) -> Decoded {
+    let not_an_event = |raw: &Bytes, reason: String| bad(raw.clone(), &reason);
     let mut attributes = 0usize;
+    let mut strings = Strings::default();
     for field in wire::Fields::new(&raw) {
         match field {
             Ok((9, _)) => attributes += 1,
+            Ok((tag @ (1 | 2 | 4 | 6 | 8), value)) => {
+                let name = Strings::name(tag);
+                let wire::Value::Len(bytes) = value else {
+                    let reason = format!("not a protobuf Event: `{name}` is not length-delimited");
+                    return not_an_event(&raw, reason);
+                };
+                let Ok(text) = std::str::from_utf8(bytes) else {
+                    let reason = format!("not a protobuf Event: `{name}` is not UTF-8");
+                    return not_an_event(&raw, reason);
+                };
+                strings.set(tag, text);
+            }
             Ok(_) => {}
-            Err(error) => return bad(raw, &format!("not a protobuf Event: {error}")),
+            Err(error) => return not_an_event(&raw, format!("not a protobuf Event: {error}")),
         }
     }
     if attributes > MAX_ATTRIBUTES {
         let reason = format!("{attributes} attributes are over the limit of {MAX_ATTRIBUTES}");
-        return bad(raw, &reason);
+        return not_an_event(&raw, reason);
     }
-    match ProtoEvent::decode(raw.clone()) {
-        Ok(event) => from_proto(event, Some(raw)),
-        Err(error) => bad(raw, &clipped(format!("not a protobuf Event: {error}"))),
+    match NumbersAndBytes::decode(raw.clone()) {
+        Ok(rest) => from_proto(&strings, rest, &raw),
+        Err(error) => not_an_event(&raw, clipped(format!("not a protobuf Event: {error}"))),
     }
 }
 
-/// Turns one wire `Event` into an incoming event (a bad one is kept re-encoded).
-pub fn decode_proto_event(event: ProtoEvent) -> Decoded {
-    from_proto(event, None)
+/// The strings of a `headwater.v1.Event`, as slices of its bytes.
+#[derive(Default)]
+struct Strings<'a> {
+    id: &'a str,
+    r#type: &'a str,
+    source: &'a str,
+    payload_format: &'a str,
 }
 
-/// One wire `Event` as an incoming event; `raw` is its bytes as received, when known.
-fn from_proto(event: ProtoEvent, raw: Option<Bytes>) -> Decoded {
-    let attribute_bytes: usize = event
-        .attributes
-        .iter()
-        .map(|(k, v)| k.len() + v.len())
-        .sum();
-    let problem = if event.r#type.is_empty() {
+impl<'a> Strings<'a> {
+    /// The name of the string field at `tag`.
+    fn name(tag: u32) -> &'static str {
+        match tag {
+            1 => "id",
+            2 => "type",
+            4 => "source",
+            6 => "tenant",
+            _ => "payload_format",
+        }
+    }
+
+    /// Keeps `text` as the string field at `tag` (the tenant is the gateway's to set).
+    fn set(&mut self, tag: u32, text: &'a str) {
+        match tag {
+            1 => self.id = text,
+            2 => self.r#type = text,
+            4 => self.source = text,
+            8 => self.payload_format = text,
+            _ => {}
+        }
+    }
+}
+
+/// The fields of a `headwater.v1.Event` that are not strings, as prost decodes them: the same
+/// tags and types as `ingest.proto`'s `Event` (the generated `proto::v1::Event`, which would
+/// allocate a `String` for each string), its strings skipped as unknown fields here, read in
+/// place by [`decode_event_bytes`]'s walk instead. The decoder's tests hold the two ways to
+/// the generated type's answers.
+#[derive(Clone, PartialEq, prost::Message)]
+struct NumbersAndBytes {
+    #[prost(uint32, tag = "3")]
+    version: u32,
+    #[prost(int64, tag = "5")]
+    ts: i64,
+    #[prost(bytes = "bytes", tag = "7")]
+    payload: Bytes,
+    #[prost(map = "string, string", tag = "9")]
+    attributes: std::collections::HashMap<String, String>,
+}
+
+/// One wire `Event` as an incoming event; `raw` is its bytes as received.
+fn from_proto(strings: &Strings<'_>, event: NumbersAndBytes, raw: &Bytes) -> Decoded {
+    let attributes = event.attributes;
+    let attribute_bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+    let format = PayloadFormat::from_wire(strings.payload_format);
+    let problem = if strings.r#type.is_empty() {
         Some("missing `type`".to_owned())
-    } else if event.source.is_empty() {
+    } else if strings.source.is_empty() {
         Some("missing `source`".to_owned())
-    } else if event.attributes.len() > MAX_ATTRIBUTES {
+    } else if attributes.len() > MAX_ATTRIBUTES {
         Some(format!(
             "{} attributes are over the limit of {MAX_ATTRIBUTES}",
-            event.attributes.len()
+            attributes.len()
         ))
     } else if attribute_bytes > MAX_ATTRIBUTE_BYTES {
         Some(format!(
             "attributes of {attribute_bytes} bytes are over the limit of {MAX_ATTRIBUTE_BYTES} bytes"
         ))
     } else {
-        PayloadFormat::from_wire(&event.payload_format)
-            .err()
-            .map(|e| clipped(e.to_string()))
+        format.as_ref().err().map(|e| clipped(e.to_string()))
     };
     if let Some(reason) = problem {
         return Decoded::Bad {
-            raw: raw.unwrap_or_else(|| Bytes::from(event.encode_to_vec())),
+            raw: raw.clone(),
             reason,
         };
     }
-    let format = PayloadFormat::from_wire(&event.payload_format).unwrap_or_default();
-    let mut attributes: Vec<(String, String)> = event.attributes.into_iter().collect();
+    let mut attributes: Vec<(String, String)> = attributes.into_iter().collect();
     attributes.sort();
     Decoded::Event(IncomingEvent {
-        id: Some(event.id)
+        id: Some(strings.id)
             .filter(|id| !id.is_empty())
             .map(CompactString::from),
-        event_type: event.r#type.into(),
+        event_type: strings.r#type.into(),
         version: Some(event.version).filter(|v| *v != 0),
-        source: event.source.into(),
+        source: strings.source.into(),
         ts: Some(event.ts).filter(|ts| *ts != 0),
         payload: event.payload,
-        format,
+        format: format.unwrap_or_default(),
         attributes,
         verdict: None,
     })

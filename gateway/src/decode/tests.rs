@@ -1,7 +1,7 @@
 //! Unit tests of the body decoders: forms, bad elements, and the bounds on what a body may
 //! make the decoder build.
 
-use headwater_schemas::proto::v1::Batch;
+use headwater_schemas::proto::v1::{Batch, Event as ProtoEvent};
 
 use super::*;
 
@@ -301,4 +301,150 @@ fn parser_reasons_are_clipped() {
         panic!("{decoded:?}")
     };
     assert!(reason.len() <= MAX_REASON_BYTES + 3, "{}", reason.len());
+}
+
+mod view_against_generated {
+    //! The decoder reads an `Event`'s strings in place and the rest through its own prost
+    //! message (`NumbersAndBytes`); the generated `proto::v1::Event` is the reference both
+    //! are held to, byte string by byte string.
+
+    use proptest::prelude::*;
+    use prost::encoding::{WireType, encode_key, encode_varint};
+
+    use super::*;
+
+    /// What the generated type makes of `raw`, as the decoder turns it into an event: `None`
+    /// where prost refuses the bytes.
+    fn through_generated(raw: &Bytes) -> Option<Decoded> {
+        let event = ProtoEvent::decode(raw.clone()).ok()?;
+        let mut attributes: Vec<(String, String)> = event.attributes.into_iter().collect();
+        attributes.sort();
+        let bytes: usize = attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let format = PayloadFormat::from_wire(&event.payload_format);
+        if event.r#type.is_empty()
+            || event.source.is_empty()
+            || attributes.len() > MAX_ATTRIBUTES
+            || bytes > MAX_ATTRIBUTE_BYTES
+            || format.is_err()
+        {
+            return Some(bad(raw.clone(), "refused"));
+        }
+        Some(Decoded::Event(IncomingEvent {
+            id: Some(event.id)
+                .filter(|id| !id.is_empty())
+                .map(CompactString::from),
+            event_type: event.r#type.into(),
+            version: Some(event.version).filter(|v| *v != 0),
+            source: event.source.into(),
+            ts: Some(event.ts).filter(|ts| *ts != 0),
+            payload: event.payload,
+            format: format.unwrap_or_default(),
+            attributes,
+            verdict: None,
+        }))
+    }
+
+    /// A string field's bytes: mostly text, sometimes not UTF-8.
+    fn text() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            4 => "[a-z0-9.é-]{0,30}".prop_map(String::into_bytes),
+            1 => proptest::collection::vec(any::<u8>(), 0..8),
+            1 => Just(b"protobuf".to_vec()),
+        ]
+    }
+
+    /// One field of an `Event` as it goes on the wire, at any of its tags (and one unknown),
+    /// a field sometimes given twice or with the wrong wire type.
+    fn field() -> impl Strategy<Value = Vec<u8>> {
+        (1u32..=10, text(), text(), any::<u64>(), 0u8..8).prop_map(
+            |(tag, bytes, value, number, odd)| {
+                let mut out = Vec::new();
+                let varint = matches!(tag, 3 | 5) != (odd == 0);
+                if varint {
+                    encode_key(tag, WireType::Varint, &mut out);
+                    encode_varint(number, &mut out);
+                } else if tag == 9 {
+                    let mut entry = Vec::new();
+                    for (key, part) in [(1, &bytes), (2, &value)] {
+                        encode_key(key, WireType::LengthDelimited, &mut entry);
+                        encode_varint(part.len() as u64, &mut entry);
+                        entry.extend_from_slice(part);
+                    }
+                    encode_key(tag, WireType::LengthDelimited, &mut out);
+                    encode_varint(entry.len() as u64, &mut out);
+                    out.extend_from_slice(&entry);
+                } else {
+                    encode_key(tag, WireType::LengthDelimited, &mut out);
+                    encode_varint(bytes.len() as u64, &mut out);
+                    out.extend_from_slice(&bytes);
+                }
+                out
+            },
+        )
+    }
+
+    fn event_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let fields = || proptest::collection::vec(field(), 0..12).prop_map(|f| f.concat());
+        prop_oneof![
+            4 => fields(),
+            // An event with a type and a source, then any fields.
+            4 => fields().prop_map(|rest| {
+                let mut out = proto_event(0, "").encode_to_vec();
+                out.extend_from_slice(&rest);
+                out
+            }),
+            1 => proptest::collection::vec(any::<u8>(), 0..40),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn the_view_decodes_as_the_generated_event(bytes in event_bytes()) {
+            let raw = Bytes::from(bytes);
+            let decoded = decode_event_bytes(raw.clone());
+            match (through_generated(&raw), &decoded) {
+                (Some(Decoded::Event(expected)), Decoded::Event(got)) => {
+                    prop_assert_eq!(&expected, got);
+                    // The payload is a slice of the event's bytes, not a copy.
+                    if !got.payload.is_empty() {
+                        prop_assert!(raw.as_ptr_range().contains(&got.payload.as_ptr()));
+                    }
+                }
+                (Some(Decoded::Bad { .. }), Decoded::Bad { raw: kept, .. }) => {
+                    prop_assert_eq!(kept, &raw);
+                }
+                (None, Decoded::Bad { raw: kept, reason }) => {
+                    prop_assert_eq!(kept, &raw);
+                    prop_assert!(reason.starts_with("not a protobuf Event"), "{}", reason);
+                }
+                (expected, got) => prop_assert!(false, "{:?} against {:?}", expected, got),
+            }
+        }
+    }
+
+    #[test]
+    fn a_string_that_is_not_utf8_is_named() {
+        for (tag, name) in [
+            (1, "id"),
+            (2, "type"),
+            (4, "source"),
+            (6, "tenant"),
+            (8, "payload_format"),
+        ] {
+            let mut raw = proto_event(0, "").encode_to_vec();
+            encode_key(tag, WireType::LengthDelimited, &mut raw);
+            encode_varint(2, &mut raw);
+            raw.extend_from_slice(&[0xc3, 0x28]);
+            let raw = Bytes::from(raw);
+            assert!(ProtoEvent::decode(raw.clone()).is_err());
+            let decoded = decode_event_bytes(raw.clone());
+            let expected = format!("not a protobuf Event: `{name}` is not UTF-8");
+            assert!(
+                matches!(&decoded, Decoded::Bad { raw: kept, reason } if *kept == raw && *reason == expected),
+                "{decoded:?}"
+            );
+        }
+    }
 }
