@@ -577,8 +577,9 @@ impl HeadersWriter {
     }
 
     /// Adds a header to the record being written; returns where its value went in the
-    /// buffer (empty for a null value), for [`FrozenHeaders::slice`].
-    #[inline]
+    /// buffer (empty for a null value), for [`FrozenHeaders::slice`]. Always inlined: with
+    /// a constant name (the envelope's), its length and bytes are known where it is called.
+    #[inline(always)]
     pub fn header(&mut self, key: &str, value: Option<&[u8]>) -> std::ops::Range<usize> {
         let buf = &mut self.buf;
         let value_len = value.map_or(0, <[u8]>::len);
