@@ -7,17 +7,20 @@
 //! A batch's ids are claimed together ([`Dedup::claim_batch`]) and settled together
 //! ([`Claims::appended`]): each shard's lock is taken once per batch rather than once per id,
 //! and an id costs one probe of its shard's table to claim and one to settle, its state kept
-//! in the stored key's low bits rather than in a second map.
+//! in the stored key's low bits rather than in a second map. The table's slots for a batch's
+//! keys are prefetched together before they are probed ([`table`]).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use hashbrown::HashTable;
-use hashbrown::hash_table::Entry;
 use tokio::sync::Notify;
 
 use crate::config::DedupConfig;
+
+mod table;
+
+use table::{Probe, Table};
 
 const SHARDS: usize = 16;
 // A key's shard is its bits 32 to 35 ([`Key::shard`]).
@@ -29,20 +32,25 @@ const IN_FLIGHT: u64 = 1;
 const WAITED: u64 = 2;
 /// The bits of a key that are its state, not its hash (cleared in every [`Key`]).
 const STATE: u64 = IN_FLIGHT | WAITED;
+/// Set in every key, so that no stored key is 0, the table's empty slot.
+const TAKEN: u64 = 1 << 63;
+/// How many of the oldest ids [`Ids::forget_old`] prefetches ahead of the one it removes.
+const FORGET_AHEAD: usize = 8;
 
-/// The hash of a `(tenant, source, id)` triple ([`Dedup::key`]), its state bits clear.
+/// The hash of a `(tenant, source, id)` triple ([`Dedup::key`]), its state bits clear and
+/// its top bit set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Key(u64);
 
 impl Key {
-    /// The shard that holds the key: bits 32 to 35, which the table uses neither for its
-    /// buckets nor its tags.
+    /// The shard that holds the key: bits 32 to 35 (the table's slot is the top bits of
+    /// [`table_hash`](Self::table_hash), which all the key's bits move).
     fn shard(self) -> usize {
         ((self.0 >> 32) as usize) % SHARDS
     }
 
-    /// The table's hash of the key: its bits spread by one multiplication, so that the two
-    /// clear state bits do not leave three in four buckets unused.
+    /// The table's hash of the key: its bits spread by one multiplication, so that the top
+    /// bits (the key's first slot) depend on all of them.
     fn table_hash(self) -> u64 {
         self.0.wrapping_mul(0x9e37_79b9_7f4a_7c15)
     }
@@ -51,11 +59,6 @@ impl Key {
     fn is(self, stored: u64) -> bool {
         stored & !STATE == self.0
     }
-}
-
-/// The table's hash of a stored key, whatever its state.
-fn stored_hash(stored: &u64) -> u64 {
-    Key(stored & !STATE).table_hash()
 }
 
 /// One shard's ids. An id takes 8 bytes in `table`, and 8 in `order` once appended, with the
@@ -68,7 +71,7 @@ fn stored_hash(stored: &u64) -> u64 {
 struct Ids {
     /// Keys appended within the window, and keys whose append is under way ([`IN_FLIGHT`],
     /// with [`WAITED`] when a retry waits for them).
-    table: HashTable<u64>,
+    table: Table,
     /// The appended keys, oldest first.
     order: VecDeque<Key>,
     /// `(milliseconds since the dedup began, ids appended in that millisecond)`, oldest first.
@@ -85,14 +88,12 @@ enum Found {
 impl Ids {
     /// Claims `key`: new (now in flight), appended already, or another append's under way.
     fn claim(&mut self, key: Key) -> Found {
-        match self
-            .table
-            .entry(key.table_hash(), |&stored| key.is(stored), stored_hash)
-        {
-            Entry::Occupied(stored) if stored.get() & IN_FLIGHT != 0 => Found::InFlight,
-            Entry::Occupied(_) => Found::Seen,
-            Entry::Vacant(slot) => {
-                slot.insert(key.0 | IN_FLIGHT);
+        self.table.reserve_one();
+        match self.table.probe(key) {
+            Probe::Found(at) if self.table.get(at) & IN_FLIGHT != 0 => Found::InFlight,
+            Probe::Found(_) => Found::Seen,
+            Probe::Vacant(at) => {
+                self.table.fill(at, key.0 | IN_FLIGHT);
                 Found::New
             }
         }
@@ -101,36 +102,28 @@ impl Ids {
     /// Settles the claim of `key`: appended at `now_ms` (`Some`), or given up (`None`).
     /// Returns whether a retry waited for it. A key not in flight is left as it is.
     fn settle(&mut self, key: Key, now_ms: Option<u64>) -> bool {
-        let Ok(entry) = self
-            .table
-            .find_entry(key.table_hash(), |&stored| key.is(stored))
-        else {
+        let Some(at) = self.table.find(key) else {
             return false;
         };
-        let state = *entry.get() & STATE;
+        let state = self.table.get(at) & STATE;
         if state & IN_FLIGHT == 0 {
             return false;
         }
         match now_ms {
             Some(now_ms) => {
-                *entry.into_mut() = key.0;
+                self.table.set(at, key.0);
                 self.push(key, now_ms);
             }
-            None => {
-                entry.remove();
-            }
+            None => self.table.remove(at),
         }
         state & WAITED != 0
     }
 
     /// Marks `key` as waited for, if its append is under way; `false` when it is not.
     fn wait_for(&mut self, key: Key) -> bool {
-        match self
-            .table
-            .find_mut(key.table_hash(), |&stored| key.is(stored))
-        {
-            Some(stored) if *stored & IN_FLIGHT != 0 => {
-                *stored |= WAITED;
+        match self.table.find(key) {
+            Some(at) if self.table.get(at) & IN_FLIGHT != 0 => {
+                self.table.set(at, self.table.get(at) | WAITED);
                 true
             }
             _ => false,
@@ -140,8 +133,8 @@ impl Ids {
     /// Whether `key` was appended within the window.
     fn appended(&self, key: Key) -> bool {
         self.table
-            .find(key.table_hash(), |&stored| key.is(stored))
-            .is_some_and(|stored| stored & IN_FLIGHT == 0)
+            .find(key)
+            .is_some_and(|at| self.table.get(at) & IN_FLIGHT == 0)
     }
 
     /// Records `key` (already in the table) as appended at `now_ms`.
@@ -158,11 +151,8 @@ impl Ids {
         let Some(old) = self.order.pop_front() else {
             return;
         };
-        if let Ok(entry) = self
-            .table
-            .find_entry(old.table_hash(), |&stored| old.is(stored))
-        {
-            entry.remove();
+        if let Some(at) = self.table.find(old) {
+            self.table.remove(at);
         }
         if let Some((_, count)) = self.times.front_mut() {
             *count -= 1;
@@ -173,12 +163,31 @@ impl Ids {
     }
 
     /// Forgets appended ids older than `window_ms` at `now_ms`, and the oldest over `max`.
+    /// The ids a few places ahead are prefetched, so that their slots, long cold, are on
+    /// their way by the time each is removed.
     fn forget_old(&mut self, now_ms: u64, window_ms: u64, max: usize) {
+        let mut ahead = 0;
         while let Some(&(at, _)) = self.times.front() {
             if now_ms.saturating_sub(at) < window_ms && self.order.len() <= max {
                 break;
             }
+            // The first time round, the first `FORGET_AHEAD` ids; after, one more each.
+            while ahead < FORGET_AHEAD {
+                if let Some(&key) = self.order.get(ahead) {
+                    self.table.prefetch(key);
+                }
+                ahead += 1;
+            }
+            ahead -= 1;
             self.pop();
+        }
+    }
+
+    /// Starts loading the slots of the keys at `places` in `keys` (a shard's run of a batch),
+    /// so that their probes right after wait for memory together.
+    fn prefetch(&self, keys: &[Key], places: &[usize]) {
+        for &at in places {
+            self.table.prefetch(keys[at]);
         }
     }
 }
@@ -315,10 +324,10 @@ impl Dedup {
 
     /// The keyed hash of `tenant`, `source` and `id` (each ended with `0xff` as `str`'s `Hash`
     /// ends it, a byte UTF-8 never holds, so no choice of the three spells another triple),
-    /// its two state bits cleared. aHash, seeded per process: SipHash took ~300 instructions
+    /// its two state bits cleared and its top bit set. aHash, seeded per process: SipHash took ~300 instructions
     /// an event here, most of the dedup's cost.
     pub fn key(&self, tenant: &str, source: &str, id: &str) -> Key {
-        Key(self.inner.hasher.hash_one((tenant, source, id)) & !STATE)
+        Key((self.inner.hasher.hash_one((tenant, source, id)) & !STATE) | TAKEN)
     }
 
     fn shard(&self, key: Key) -> &Shard {
@@ -353,6 +362,7 @@ impl Dedup {
             }
             let mut ids = now_ms.map(|now_ms| {
                 let mut ids = self.ids(shard);
+                ids.prefetch(keys, run);
                 ids.forget_old(now_ms, self.inner.window_ms, self.inner.per_shard);
                 ids
             });
@@ -439,8 +449,10 @@ impl Dedup {
         for (shard, run) in by_shard.runs() {
             let woken = {
                 let mut ids = self.ids(shard);
+                let run = &by_shard.places[run];
+                ids.prefetch(keys, run);
                 let mut woken = false;
-                for &at in &by_shard.places[run] {
+                for &at in run {
                     woken |= ids.settle(keys[at], now_ms);
                 }
                 if let Some(now_ms) = now_ms {
