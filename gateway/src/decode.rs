@@ -553,7 +553,7 @@ impl<'a> Strings<'a> {
 /// allocate a `String` for each string), its strings skipped as unknown fields here, read in
 /// place by [`decode_event_bytes`]'s walk instead. The decoder's tests hold the two ways to
 /// the generated type's answers.
-#[derive(Clone, PartialEq, prost::Message)]
+#[derive(prost::Message)]
 struct NumbersAndBytes {
     #[prost(uint32, tag = "3")]
     version: u32,
