@@ -146,12 +146,9 @@ impl Table {
     fn grow(&mut self) {
         let doubled = vec![0; self.slots.len() * 2].into_boxed_slice();
         let old = std::mem::replace(&mut self.slots, doubled);
-        let mask = self.mask();
         for stored in old.iter().copied().filter(|&stored| stored != 0) {
-            let mut at = self.home(Key(stored & !STATE));
-            while self.slots[at] != 0 {
-                at = (at + 1) & mask;
-            }
+            // The old table held each key once, so the probe ends at a vacant slot.
+            let (Probe::Vacant(at) | Probe::Found(at)) = self.probe(Key(stored & !STATE));
             self.slots[at] = stored;
         }
     }
