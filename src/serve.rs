@@ -244,7 +244,7 @@ async fn run_collectors(
         .await
         .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
     tracing::info!(addr = %listener.local_addr()?, "ingest listening");
-    let options = serve_options(config)?;
+    let options = serve_options(config)?.with_connections(&config.gateway);
     headwater_gateway::serve(listener, app, stopped(shutdown), options)
         .await
         .context("serving HTTP")
@@ -312,25 +312,28 @@ async fn serve_ops(
         .await
         .with_context(|| format!("binding gateway.listen {}", config.gateway.listen))?;
     tracing::info!(ops = %listener.local_addr()?, "probes and metrics listening");
-    headwater_gateway::serve(listener, ops, stopped(shutdown), serve_options(config)?)
+    // Probes and scrapes only: served on the shared runtime, without connection threads.
+    let mut gateway = config.gateway.clone();
+    gateway.connections.io_threads = headwater_gateway::IoThreads::Count(0);
+    let options = serve_options(config)?.with_connections(&gateway);
+    headwater_gateway::serve(listener, ops, stopped(shutdown), options)
         .await
         .context("serving HTTP")
 }
 
-/// How `gateway.listen` serves connections: timeouts, TLS, and the caps and idle timeout of
-/// `gateway.connections`.
-fn serve_options(config: &Config) -> anyhow::Result<headwater_gateway::Serving> {
+/// How `gateway.listen` serves connections: the header read timeout, the grace period and TLS
+/// (the caller adds the caps, idle timeout and threads of `gateway.connections`).
+fn serve_options(config: &Config) -> anyhow::Result<ServeOptions> {
     let tls = if config.gateway.tls.enabled() {
         Some(headwater_gateway::tls::server_config(&config.gateway.tls).context("gateway.tls")?)
     } else {
         None
     };
-    let options = ServeOptions {
+    Ok(ServeOptions {
         header_read_timeout: Duration::from_millis(config.gateway.header_read_timeout_ms),
         grace: Duration::from_millis(config.gateway.shutdown_grace_ms),
         tls,
-    };
-    Ok(options.with_connections(&config.gateway))
+    })
 }
 
 /// How often the schema directory is checked for changes.

@@ -185,9 +185,78 @@ pub struct ConnectionsConfig {
     /// Streams (requests) open at once on one HTTP/2 connection. Default 256.
     pub http2_max_concurrent_streams: u32,
     /// Threads that serve the connections, each with an event loop of its own; a connection
-    /// stays on the one it was given (the one serving the fewest) until it closes. 0 serves
-    /// them on the process's shared runtime. Default 0.
-    pub io_threads: u32,
+    /// stays on the one it was given (the one serving the fewest) until it closes. `auto` (the
+    /// default): one a core the process may run on; 0 serves them on the process's shared
+    /// runtime.
+    pub io_threads: IoThreads,
+}
+
+/// How many connection threads serve the connections (`gateway.connections.io_threads`): a
+/// count, or `auto`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum IoThreads {
+    /// One a core the process may run on (its CPU affinity and cgroup quota), at most
+    /// [`MAX_IO_THREADS`].
+    #[default]
+    Auto,
+    /// This many; 0 serves the connections on the process's shared runtime.
+    Count(u32),
+}
+
+impl IoThreads {
+    /// The threads to start; 0 for none (the shared runtime).
+    pub fn threads(self) -> usize {
+        let count = match self {
+            Self::Auto => std::thread::available_parallelism()
+                .map_or(1, std::num::NonZeroUsize::get)
+                .try_into()
+                .unwrap_or(MAX_IO_THREADS),
+            Self::Count(count) => count,
+        };
+        count.min(MAX_IO_THREADS) as usize
+    }
+}
+
+impl Serialize for IoThreads {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Self::Auto => serializer.serialize_str("auto"),
+            Self::Count(count) => serializer.serialize_u32(*count),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IoThreads {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IoThreads;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a thread count (0: the shared runtime) or `auto`")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, count: u64) -> Result<IoThreads, E> {
+                u32::try_from(count)
+                    .map(IoThreads::Count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Unsigned(count), &self))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, count: i64) -> Result<IoThreads, E> {
+                u64::try_from(count)
+                    .map_err(|_| E::invalid_value(serde::de::Unexpected::Signed(count), &self))
+                    .and_then(|count| self.visit_u64(count))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<IoThreads, E> {
+                match text {
+                    "auto" => Ok(IoThreads::Auto),
+                    _ => Err(E::invalid_value(serde::de::Unexpected::Str(text), &self)),
+                }
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl Default for ConnectionsConfig {
@@ -199,7 +268,7 @@ impl Default for ConnectionsConfig {
             http2_keep_alive_interval_ms: 30_000,
             http2_keep_alive_timeout_ms: 20_000,
             http2_max_concurrent_streams: 256,
-            io_threads: 0,
+            io_threads: IoThreads::Auto,
         }
     }
 }
@@ -234,7 +303,9 @@ impl ConnectionsConfig {
                 ));
             }
         }
-        if self.io_threads > MAX_IO_THREADS {
+        if let IoThreads::Count(count) = self.io_threads
+            && count > MAX_IO_THREADS
+        {
             errors.push((
                 "gateway.connections.io_threads".to_owned(),
                 format!("must be at most {MAX_IO_THREADS}"),
@@ -486,10 +557,10 @@ mod tests {
         );
         let threads = r#"{"connections": {"io_threads": 2}}"#;
         let config: GatewayConfig = serde_json::from_str(threads).unwrap();
-        assert_eq!(config.connections.io_threads, 2);
+        assert_eq!(config.connections.io_threads, IoThreads::Count(2));
         assert!(config.validate().is_empty());
         let mut config = GatewayConfig::default();
-        config.connections.io_threads = MAX_IO_THREADS + 1;
+        config.connections.io_threads = IoThreads::Count(MAX_IO_THREADS + 1);
         assert_eq!(
             config.validate(),
             vec![(
@@ -497,6 +568,44 @@ mod tests {
                 "must be at most 256".to_owned()
             )]
         );
+        let unknown = r#"{"connections": {"max_conns": 5}}"#;
+        assert!(serde_json::from_str::<GatewayConfig>(unknown).is_err());
+    }
+
+    #[test]
+    fn io_threads_is_a_count_or_auto() {
+        assert_eq!(
+            GatewayConfig::default().connections.io_threads,
+            IoThreads::Auto
+        );
+        let auto: GatewayConfig =
+            serde_json::from_str(r#"{"connections": {"io_threads": "auto"}}"#).unwrap();
+        assert_eq!(auto.connections.io_threads, IoThreads::Auto);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(
+            IoThreads::Auto.threads(),
+            cores.min(MAX_IO_THREADS as usize)
+        );
+        assert_eq!(IoThreads::Count(0).threads(), 0);
+        assert_eq!(IoThreads::Count(3).threads(), 3);
+        assert_eq!(
+            serde_json::to_value(IoThreads::Auto).unwrap(),
+            serde_json::json!("auto")
+        );
+        assert_eq!(
+            serde_json::to_value(IoThreads::Count(0)).unwrap(),
+            serde_json::json!(0)
+        );
+        for bad in [r#""many""#, "-1", "4294967296", "1.5", "true"] {
+            let text = format!(r#"{{"connections": {{"io_threads": {bad}}}}}"#);
+            let error = serde_json::from_str::<GatewayConfig>(&text).unwrap_err();
+            assert!(
+                error
+                    .to_string()
+                    .contains("a thread count (0: the shared runtime) or `auto`"),
+                "{bad}: {error}"
+            );
+        }
         let unknown = r#"{"connections": {"max_conns": 5}}"#;
         assert!(serde_json::from_str::<GatewayConfig>(unknown).is_err());
     }

@@ -21,7 +21,7 @@ pub mod tls;
 pub mod validate;
 
 pub use collector::{Collector, CollectorParts};
-pub use config::{ConnectionsConfig, GatewayConfig, Limits};
+pub use config::{ConnectionsConfig, GatewayConfig, IoThreads, Limits};
 pub use error::IngestError;
 pub use http::{AppState, OpsState, Readiness, ReadinessFuture, app, ops_app, ops_app_with_auth};
 pub use registry::SchemaRegistry;

@@ -98,11 +98,9 @@ pub async fn serve(
         exempt,
     } = serving.into();
     let (drain, _) = watch::channel(false);
-    let threads = match limits.io_threads {
+    let threads = match limits.io_threads.threads() {
         0 => None,
-        count => Some(ConnectionThreads::start(
-            usize::try_from(count).unwrap_or(1),
-        )?),
+        count => Some(ConnectionThreads::start(count)?),
     };
     let connections = Connections {
         builder: connection_builder(&options, &limits),

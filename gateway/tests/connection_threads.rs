@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_threads_serve_http1_and_http2_and_lose_nothing() {
     let mut config = GatewayConfig::default();
-    config.connections.io_threads = 2;
+    config.connections.io_threads = headwater_gateway::IoThreads::Count(2);
     let gw = TestGateway::start(config).await;
     let mut clients: Vec<reqwest::Client> = (0..4)
         .map(|_| reqwest::Client::builder().http1_only().build().unwrap())

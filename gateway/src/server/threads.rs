@@ -1,7 +1,7 @@
-//! Connection threads (`gateway.connections.io_threads`): each runs a single-threaded tokio
-//! runtime of its own, and an accepted connection lives on one of them, with everything it
-//! spawns (HTTP/2 streams, the append of its batches, an fsync's blocking call), until it
-//! closes.
+//! Connection threads (`gateway.connections.io_threads`, by default one a core): each runs a
+//! single-threaded tokio runtime of its own, and an accepted connection lives on one of them,
+//! with everything it spawns (HTTP/2 streams, the append of its batches, an fsync's blocking
+//! call), until it closes.
 //!
 //! On the process's shared (work-stealing) runtime, a request that arrives while the workers
 //! are parked wakes one of them, which then wakes another to steal work it does not have: a
