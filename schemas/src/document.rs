@@ -7,9 +7,16 @@
 //! bytes exactly as sent ([`JsonValue::raw`]) and hands the value's tape to the registry
 //! ([`Payload::Parsed`](crate::Payload::Parsed)), which validates it without parsing it again.
 //!
-//! The two walks agree because a value's structurals are known without the tape: a string,
+//! The two walks agree because a value's structurals are known without walking it: a string,
 //! number or literal has one (its first byte), an object or array runs from its opening to its
 //! matching closing character (strings cannot hide one: their contents are not structural).
+//! Where that match is depends on the tape alone unless the text holds an empty object or
+//! array: each node of a container's tape is one structural (a member's name too), and each
+//! node after the container's own also has a colon or comma after it but for a container's
+//! last, which has the closing character instead; so a container of `count` nodes below it
+//! takes `2 * count + 1` structurals, plus one for each empty object or array in it (its
+//! closing character follows no node). Only a text with one of those has its brackets matched
+//! in a pass of their own.
 
 use std::cell::RefCell;
 
@@ -17,17 +24,28 @@ use simd_json::{Buffers, Tape};
 
 use crate::tape::TapeNode;
 
-/// A parsed text: the tape, the structurals and their matches, the text as given.
+/// A parsed text: the tape, the structurals and how far each container's run, the text as
+/// given.
 struct Doc<'a> {
     nodes: &'a [simd_json::Node<'a>],
     /// The offset of each structural in `text`.
     structurals: &'a [u32],
-    /// Parallel to `structurals`: for an opening bracket or brace, how many structurals on
-    /// its match is; else whatever an earlier document left there (never read). Empty when
-    /// only the root's tape is read ([`with_tape_only`]).
-    closes: &'a [u32],
+    extents: Extents<'a>,
     /// The whole text as the caller gave it (the tape's strings point into a copy).
     text: &'a [u8],
+}
+
+/// How many structurals an object or array of the document takes.
+#[derive(Clone, Copy)]
+enum Extents<'a> {
+    /// `2 * count + 1` for a container of `count` nodes: the text holds no empty object or
+    /// array (see the module's notes).
+    Counted,
+    /// Parallel to the structurals: for an opening bracket or brace, how many structurals on
+    /// its match is; else whatever an earlier document left there (never read).
+    Matched(&'a [u32]),
+    /// Only the root's tape is read ([`with_tape_only`]): the rest of the text.
+    Root,
 }
 
 /// A value of a parsed document: where its node is on the tape and its first structural.
@@ -49,21 +67,24 @@ impl<'a> JsonValue<'a> {
     #[inline]
     fn own(&self) -> usize {
         match self.first() {
-            Some(simd_json::Node::Object { .. } | simd_json::Node::Array { .. }) => {
-                self.container_own()
+            Some(simd_json::Node::Object { count, .. } | simd_json::Node::Array { count, .. }) => {
+                self.container_own(*count)
             }
             _ => 1,
         }
     }
 
-    /// [`own`](Self::own) of an object or array: through its match.
+    /// [`own`](Self::own) of an object or array of `count` nodes below it: through its match.
     #[inline]
-    fn container_own(&self) -> usize {
+    fn container_own(&self, count: usize) -> usize {
         let rest = self.doc.structurals.len().saturating_sub(self.structural);
-        self.doc
-            .closes
-            .get(self.structural)
-            .map_or(rest, |&to| to as usize + 1)
+        match self.doc.extents {
+            Extents::Counted => (2 * count + 1).min(rest),
+            Extents::Matched(closes) => closes
+                .get(self.structural)
+                .map_or(rest, |&to| to as usize + 1),
+            Extents::Root => rest,
+        }
     }
 
     /// The value's bytes exactly as they stand in the text, without the whitespace around it.
@@ -181,6 +202,15 @@ impl std::fmt::Debug for JsonValue<'_> {
     }
 }
 
+/// Whether `node` opens an empty object or array.
+#[inline]
+fn is_empty_container(node: &simd_json::Node<'_>) -> bool {
+    matches!(
+        node,
+        simd_json::Node::Object { len: 0, .. } | simd_json::Node::Array { len: 0, .. }
+    )
+}
+
 /// Fills `closes` (parallel to `structurals`) with, for each opening bracket or brace, how
 /// many structurals on its matching closing one is: one pass over the text's structurals, so
 /// that a value's extent is then known without walking it.
@@ -224,7 +254,7 @@ impl<'a> Children<'a> {
         // The tape's and the text's steps past the value, its node looked at once.
         let (nodes, structurals) = match value.first()? {
             simd_json::Node::Object { count, .. } | simd_json::Node::Array { count, .. } => {
-                (count + 1, value.container_own())
+                (count + 1, value.container_own(*count))
             }
             _ => (1, 1),
         };
@@ -357,16 +387,18 @@ fn parse<T>(
     let result = match simd_json::fill_tape_padded(input, text.len(), buffers, &mut filled) {
         Ok(()) => {
             let structurals = buffers.structural_indexes();
-            let closes = if spans {
+            let extents = if !spans {
+                Extents::Root
+            } else if filled.0.iter().any(is_empty_container) {
                 match_closes(text, structurals, closes, open);
-                closes.get(..structurals.len()).unwrap_or_default()
+                Extents::Matched(closes.get(..structurals.len()).unwrap_or_default())
             } else {
-                &[]
+                Extents::Counted
             };
             let doc = Doc {
                 nodes: &filled.0,
                 structurals,
-                closes,
+                extents,
                 text,
             };
             let root = JsonValue {
@@ -381,3 +413,7 @@ fn parse<T>(
     *tape = Some(filled.reset());
     result
 }
+
+#[cfg(test)]
+#[path = "document_tests.rs"]
+mod tests;
