@@ -24,8 +24,7 @@ use simd_json::{Buffers, Tape};
 
 use crate::tape::TapeNode;
 
-/// A parsed text: the tape, the structurals and how far each container's run, the text as
-/// given.
+/// A parsed text: the tape, the structurals, how far each container runs, the text as given.
 struct Doc<'a> {
     nodes: &'a [simd_json::Node<'a>],
     /// The offset of each structural in `text`.
