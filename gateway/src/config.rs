@@ -207,13 +207,12 @@ impl IoThreads {
     /// The threads to start; 0 for none (the shared runtime).
     pub fn threads(self) -> usize {
         let count = match self {
-            Self::Auto => std::thread::available_parallelism()
-                .map_or(1, std::num::NonZeroUsize::get)
-                .try_into()
-                .unwrap_or(MAX_IO_THREADS),
-            Self::Count(count) => count,
+            Self::Auto => {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            }
+            Self::Count(count) => count as usize,
         };
-        count.min(MAX_IO_THREADS) as usize
+        count.min(MAX_IO_THREADS as usize)
     }
 }
 
