@@ -17,6 +17,7 @@ pub mod proto;
 mod proto_check;
 mod proto_compile;
 mod proto_file;
+mod proto_json;
 mod registry;
 mod tape;
 mod tape_de;

@@ -3,9 +3,8 @@
 use prost_reflect::{DescriptorPool, MessageDescriptor};
 
 use crate::loader::{FileName, LoadOptions, Loaded, SourceProblem, valid_topic};
-use crate::proto_check::WireChecker;
 use crate::proto_compile;
-use crate::registry::{Checker, Compatibility, Compiled, SchemaFormat, SchemaInfo};
+use crate::registry::{Checker, Compatibility, Compiled, ProtoChecker, SchemaFormat, SchemaInfo};
 
 /// The comment prefix of Headwater's options line in a `.proto` file.
 pub const DIRECTIVE: &str = "// headwater:";
@@ -56,7 +55,7 @@ pub(crate) fn load(
                 message: Some(message.full_name().to_owned()),
             },
             raw: text.to_owned(),
-            checker: Checker::Proto(WireChecker::new(&message)),
+            checker: Checker::Proto(ProtoChecker::new(&message)),
         },
         document: None,
     })

@@ -10,6 +10,7 @@ use serde_json::Value;
 
 use crate::document::JsonValue;
 use crate::proto_check::WireChecker;
+use crate::proto_json::JsonPlan;
 use crate::tape::{self, TapeJson};
 use crate::tape_de::TapeDeserializer;
 
@@ -172,8 +173,29 @@ impl std::error::Error for Rejection {}
 /// How a compiled schema checks a payload.
 pub(crate) enum Checker {
     Json(Box<JsonChecker>),
-    /// The event message, planned for the wire check of protobuf payloads.
-    Proto(WireChecker),
+    /// The event message, planned for protobuf payloads and for JSON ones.
+    Proto(ProtoChecker),
+}
+
+/// A protobuf message type, planned for its payloads in both forms: the wire check, and the
+/// quick yes to JSON in the plain part of protobuf's JSON mapping.
+pub(crate) struct ProtoChecker {
+    wire: WireChecker,
+    json: JsonPlan,
+}
+
+impl ProtoChecker {
+    pub(crate) fn new(desc: &MessageDescriptor) -> Self {
+        Self {
+            wire: WireChecker::new(desc),
+            json: JsonPlan::new(desc),
+        }
+    }
+
+    /// The checked message type.
+    pub(crate) fn descriptor(&self) -> &MessageDescriptor {
+        self.wire.descriptor()
+    }
 }
 
 /// One JSON Schema compiled twice: for a payload as JSON text (parsed into a simd-json tape)
@@ -199,8 +221,12 @@ impl JsonChecker {
 
 /// Whether prost-reflect reads the JSON value on `root`'s tape as a message of the checker's
 /// type (protobuf's JSON mapping), without parsing its text again ([`TapeDeserializer`]);
-/// `false` leaves the answer, and its wording, to [`proto_from_json`] on the text.
-fn proto_on_tape(checker: &WireChecker, root: tape::TapeNode<'_>) -> bool {
+/// `false` leaves the answer, and its wording, to [`proto_from_json`] on the text. A payload in
+/// the plain part of the mapping is taken without building the message ([`JsonPlan`]).
+fn proto_on_tape(checker: &ProtoChecker, root: tape::TapeNode<'_>) -> bool {
+    if checker.json.accepts(root) {
+        return true;
+    }
     let tape::TapeNode::At(nodes) = root else {
         return false;
     };
@@ -208,7 +234,7 @@ fn proto_on_tape(checker: &WireChecker, root: tape::TapeNode<'_>) -> bool {
 }
 
 /// Checks JSON text against a protobuf message (protobuf's JSON mapping).
-fn proto_from_json(checker: &WireChecker, bytes: &[u8]) -> Result<(), Rejection> {
+fn proto_from_json(checker: &ProtoChecker, bytes: &[u8]) -> Result<(), Rejection> {
     let desc = checker.descriptor();
     let mut de = serde_json::Deserializer::from_slice(bytes);
     DynamicMessage::deserialize(desc.clone(), &mut de)
@@ -313,7 +339,7 @@ impl Registry {
             )),
             (Checker::Proto(checker), Payload::Protobuf(bytes)) => {
                 // Walks the wire format, builds nothing; accepts what DynamicMessage::decode does.
-                checker.check(bytes).map_err(|e| {
+                checker.wire.check(bytes).map_err(|e| {
                     let name = checker.descriptor().full_name();
                     Rejection::new(
                         RejectionKind::Malformed,

@@ -8,7 +8,8 @@ use proptest::prelude::*;
 use prost_reflect::{DynamicMessage, MessageDescriptor};
 use serde_json::Value as Json;
 
-use super::fixtures::{Entropy, pick, random_message};
+use super::fixtures::{Entropy, pick, random_message, telemetry};
+use crate::proto_json::JsonPlan;
 use crate::tape::{TapeNode, with_tape};
 use crate::tape_de::TapeDeserializer;
 
@@ -134,11 +135,99 @@ fn agree(desc: &MessageDescriptor, text: &str) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The quick yes ([`JsonPlan`]) holds: said of `text` only where prost-reflect, fed the same
+/// tape, reads it without an error. Returns what it said (`false` when simd-json refused).
+fn quick_yes_holds(desc: &MessageDescriptor, text: &str) -> Result<bool, TestCaseError> {
+    let plan = JsonPlan::new(desc);
+    let answers = with_tape(text.as_bytes(), |root| {
+        let full = match root {
+            TapeNode::At(nodes) => {
+                DynamicMessage::deserialize(desc.clone(), TapeDeserializer::new(nodes)).is_ok()
+            }
+            TapeNode::Name(_) => false,
+        };
+        (plan.accepts(root), full)
+    });
+    let Some((quick, full)) = answers else {
+        return Ok(false);
+    };
+    prop_assert!(
+        full || !quick,
+        "quick yes to a payload prost-reflect refuses: {}",
+        text
+    );
+    Ok(quick)
+}
+
+#[test]
+fn plain_payloads_get_the_quick_yes_and_the_rest_go_to_prost_reflect() {
+    let (telemetry, rich) = (telemetry(), pick(1));
+    let yes = [
+        (
+            telemetry,
+            r#"{"cpu_percent":12.5,"dropped_frames":3,"bitrate_kbps":5800,"player_version":"7.12.0"}"#,
+        ),
+        (
+            telemetry,
+            r#"{"cpuPercent":1,"memoryBytes":18446744073709551615,"resolution":{"width":1920,"height":1080}}"#,
+        ),
+        (
+            telemetry,
+            r#"{"cpu_percent":-0,"buffer_seconds":3.4028234663852886e38}"#,
+        ),
+        (telemetry, "{}"),
+        (
+            rich,
+            r#"{"name":"a","ints":[1,-2147483648],"doubles":[1e300,-0],"color":"BLUE","colors":["RED"]}"#,
+        ),
+        (
+            rich,
+            r#"{"flag":true,"child":{"children":[{"text":"x"}]},"number":-9223372036854775808}"#,
+        ),
+        (
+            rich,
+            r#"{"inner":{"label":"l","xs":[1.5],"back":{"maybe":4294967295}}}"#,
+        ),
+    ];
+    for (desc, text) in yes {
+        assert!(quick_yes_holds(desc, text).unwrap(), "{text}");
+    }
+    // Each is prost-reflect's to read (taken or refused): null, a number as a string, a
+    // fraction or -0 for an integer, out of range, an enum number or unknown name, bytes,
+    // a map, a name given twice or unknown, two fields of one oneof.
+    let others = [
+        (telemetry, r#"{"cpu_percent":null}"#),
+        (telemetry, r#"{"memory_bytes":"123"}"#),
+        (telemetry, r#"{"dropped_frames":1.0}"#),
+        (telemetry, r#"{"dropped_frames":-0}"#),
+        (telemetry, r#"{"dropped_frames":4294967296}"#),
+        (telemetry, r#"{"dropped_frames":-1}"#),
+        (telemetry, r#"{"cpu_percent":3.5e38}"#),
+        (telemetry, r#"{"cpu_percent":"NaN"}"#),
+        (telemetry, r#"{"bitrate_kbps":1,"bitrateKbps":2}"#),
+        (telemetry, r#"{"bitrate_kbps":1,"bitrate_kbps":1}"#),
+        (telemetry, r#"{"padding":"x"}"#),
+        (telemetry, r#"[]"#),
+        (rich, r#"{"color":1}"#),
+        (rich, r#"{"color":"PURPLE"}"#),
+        (rich, r#"{"blob":"AQID"}"#),
+        (rich, r#"{"labels":{"1":"a"}}"#),
+        (rich, r#"{"text":"a","number":1}"#),
+        (rich, r#"{"ints":[1,null]}"#),
+        (rich, r#"{"i64":9223372036854775808}"#),
+        (rich, r#"{"u64":-1}"#),
+        (rich, r#"{"s32":2147483648}"#),
+    ];
+    for (desc, text) in others {
+        assert!(!quick_yes_holds(desc, text).unwrap(), "{text}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2000))]
 
     #[test]
-    fn messages_as_json_read_the_same_from_the_tape_whole_and_mutated(
+    fn messages_as_json_read_the_same_from_the_tape_whole_and_mutated_and_quick_yes_holds(
         which in 0usize..8,
         choices in vec(any::<u8>(), 0..400),
         mutations in vec(any::<u8>(), 0..64),
@@ -147,15 +236,23 @@ proptest! {
         let message = random_message(&mut Entropy(&choices), desc, 0);
         let text = serde_json::to_string(&message).unwrap();
         agree(desc, &text)?;
+        quick_yes_holds(desc, &text)?;
         let value: Json = serde_json::from_str(&text).unwrap();
         let mut mutated = String::new();
         write(&mut Entropy(&mutations), &value, &mut mutated);
         agree(desc, &mutated)?;
+        quick_yes_holds(desc, &mutated)?;
+        // Members under their proto names, which prost-reflect reads too.
+        let renamed = text
+            .replace("\"playerVersion\"", "\"player_version\"")
+            .replace("\"byName\"", "\"by_name\"");
+        quick_yes_holds(desc, &renamed)?;
     }
 
     #[test]
     fn tokens_alone_read_the_same_from_the_tape(which in 0usize..8, token in 0..TOKENS.len()) {
         agree(pick(which), TOKENS[token])?;
+        quick_yes_holds(pick(which), TOKENS[token])?;
     }
 }
 
