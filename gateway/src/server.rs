@@ -36,8 +36,10 @@ use crate::metrics::{
 };
 use crate::tls::ClientCert;
 
+mod linger;
 mod threads;
 
+use linger::{Home, Homing};
 use threads::ConnectionThreads;
 
 /// How the server treats connections.
@@ -280,32 +282,49 @@ impl Connection {
         } = self;
         let activity = Activity::default();
         let service = TowerToHyperService::new(tagged(&router, peer, cert, activity.clone()));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+        let home = Home::default();
+        let mut draining = drain.clone();
+        let connection =
+            builder.serve_connection_with_upgrades(TokioIo::new(Homing::new(io, &home)), service);
         let close = close_when(drain, &activity, idle_timeout);
         // After an idle shutdown, another idle period without a request: an HTTP/2 client
         // that never answers the GOAWAY's PING (hyper waits for it) is dropped.
         let stuck = activity.idle_after(idle_timeout);
-        tokio::pin!(connection, close, stuck);
-        let mut closing = None;
-        let served = loop {
-            tokio::select! {
-                served = connection.as_mut() => break served,
-                reason = &mut close, if closing.is_none() => {
-                    closing = Some(reason);
-                    if reason == Close::Idle {
-                        metrics::counter!(HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL).increment(1);
-                        tracing::debug!(%peer, "idle connection shut down");
+        // In a block of its own: the connection, and the stream hyper holds, are dropped at
+        // its end.
+        let served = {
+            tokio::pin!(connection, close, stuck);
+            let mut closing = None;
+            loop {
+                tokio::select! {
+                    served = connection.as_mut() => break served,
+                    reason = &mut close, if closing.is_none() => {
+                        closing = Some(reason);
+                        if reason == Close::Idle {
+                            metrics::counter!(HTTP_CONNECTIONS_IDLE_CLOSED_TOTAL).increment(1);
+                            tracing::debug!(%peer, "idle connection shut down");
+                        }
+                        connection.as_mut().graceful_shutdown();
                     }
-                    connection.as_mut().graceful_shutdown();
-                }
-                () = &mut stuck, if closing == Some(Close::Idle) => {
-                    tracing::debug!(%peer, "idle connection still open after its shutdown; dropped");
-                    break Ok(());
+                    () = &mut stuck, if closing == Some(Close::Idle) => {
+                        tracing::debug!(%peer, "idle connection still open after its shutdown; dropped");
+                        break Ok(());
+                    }
                 }
             }
         };
         if let Err(error) = served {
             tracing::debug!(%peer, %error, "connection ended with an error");
+        }
+        // hyper has dropped the stream: if the client had not closed its side, it may still be
+        // sending; what it sends is read and dropped before the socket closes, so that it
+        // reads the answer hyper wrote rather than a reset. The slot is held meanwhile.
+        let lingering = home.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let Some(io) = lingering {
+            let dropped = linger::linger(io, &mut draining).await;
+            if dropped > 0 {
+                tracing::debug!(%peer, dropped, "read and dropped what the client sent after the close");
+            }
         }
         drop(slot);
     }
