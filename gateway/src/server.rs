@@ -297,7 +297,7 @@ impl Connection {
             let mut closing = None;
             loop {
                 tokio::select! {
-                    served = connection.as_mut() => break served,
+                    served = connection.as_mut() => break served.map_err(Some),
                     reason = &mut close, if closing.is_none() => {
                         closing = Some(reason);
                         if reason == Close::Idle {
@@ -308,19 +308,21 @@ impl Connection {
                     }
                     () = &mut stuck, if closing == Some(Close::Idle) => {
                         tracing::debug!(%peer, "idle connection still open after its shutdown; dropped");
-                        break Ok(());
+                        break Err(None);
                     }
                 }
             }
         };
-        if let Err(error) = served {
+        if let Err(Some(error)) = &served {
             tracing::debug!(%peer, %error, "connection ended with an error");
         }
-        // hyper has dropped the stream: if the client had not closed its side, it may still be
-        // sending; what it sends is read and dropped before the socket closes, so that it
-        // reads the answer hyper wrote rather than a reset. The slot is held meanwhile.
+        // hyper has dropped the stream. If it closed the connection itself (not on a timeout
+        // or an error, after which it answers nothing) and the client had not closed its side,
+        // the client may still be sending: what it sends is read and dropped before the socket
+        // closes, so that it reads the answer hyper wrote rather than a reset. The slot is held
+        // meanwhile.
         let lingering = home.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if let Some(io) = lingering {
+        if let (Ok(()), Some(io)) = (served, lingering) {
             let dropped = linger::linger(io, &mut draining).await;
             if dropped > 0 {
                 tracing::debug!(%peer, dropped, "read and dropped what the client sent after the close");

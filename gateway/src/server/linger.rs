@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -129,14 +129,22 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Homing<I> {
     }
 }
 
-/// Reads and drops what the client still sends on `io` until it closes its side, stops
-/// sending for [`LINGER_QUIET`], has sent [`LINGER_BYTES`], [`LINGER_FOR`] has passed, or the
-/// server drains; then `io` is dropped (closed). Returns the bytes dropped.
-pub(super) async fn linger<I: AsyncRead + Unpin>(
+/// Shuts the server's side of `io` (a FIN, after TLS's close_notify: a client about to reuse a
+/// kept-alive connection learns at once that it is closed), then reads and drops what the
+/// client still sends until it closes its side, stops sending for [`LINGER_QUIET`], has sent
+/// [`LINGER_BYTES`], [`LINGER_FOR`] has passed, or the server drains; then `io` is dropped
+/// (closed). Returns the bytes dropped.
+pub(super) async fn linger<I: AsyncRead + AsyncWrite + Unpin>(
     mut io: I,
     drain: &mut watch::Receiver<bool>,
 ) -> usize {
     let until = Instant::now() + LINGER_FOR;
+    // hyper shut it when it closed the connection itself, not after a timeout or an error.
+    match tokio::time::timeout_at(until.min(Instant::now() + LINGER_QUIET), io.shutdown()).await {
+        Ok(Ok(())) => {}
+        // A client that takes nothing more, or a stream already gone: nothing to wait for.
+        Ok(Err(_)) | Err(_) => return 0,
+    }
     let mut scratch = vec![0u8; LINGER_CHUNK];
     let mut dropped = 0;
     while dropped < LINGER_BYTES {
@@ -156,7 +164,7 @@ pub(super) async fn linger<I: AsyncRead + Unpin>(
 
 #[cfg(test)]
 mod tests {
-    use tokio::io::{AsyncWriteExt, duplex};
+    use tokio::io::duplex;
 
     use super::*;
 
@@ -182,10 +190,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn lingering_drops_what_comes_and_ends_at_the_clients_close() {
+    async fn lingering_shuts_our_side_then_drops_what_comes_until_the_clients_close() {
         let (ours, mut theirs) = duplex(1024);
         let (_tx, mut drain) = watch::channel(false);
         let client = tokio::spawn(async move {
+            // Our side is shut first: the client reads its end before it sends the rest.
+            let mut buf = [0u8; 8];
+            assert_eq!(theirs.read(&mut buf).await.unwrap(), 0);
             for _ in 0..100 {
                 theirs.write_all(&[7u8; 1000]).await.unwrap();
             }
