@@ -15,8 +15,9 @@
 //! node after the container's own also has a colon or comma after it but for a container's
 //! last, which has the closing character instead; so a container of `count` nodes below it
 //! takes `2 * count + 1` structurals, plus one for each empty object or array in it (its
-//! closing character follows no node). Only a text with one of those has its brackets matched
-//! in a pass of their own.
+//! closing character follows no node). So the root's count and the number of structurals
+//! tell whether the text holds one, and only a text that does has its brackets matched in a
+//! pass of their own.
 
 use std::cell::RefCell;
 
@@ -201,13 +202,18 @@ impl std::fmt::Debug for JsonValue<'_> {
     }
 }
 
-/// Whether `node` opens an empty object or array.
-#[inline]
-fn is_empty_container(node: &simd_json::Node<'_>) -> bool {
-    matches!(
-        node,
-        simd_json::Node::Object { len: 0, .. } | simd_json::Node::Array { len: 0, .. }
-    )
+/// Whether the text holds an empty object or array. Each adds one structural to the
+/// `2 * count + 1` of the container that holds it (module notes), so the root's count and the
+/// number of structurals tell, with no pass over the tape; a scalar root holds none. Anything
+/// but the exact count (an empty container, or a tape simd-json got wrong) has the brackets
+/// matched.
+fn holds_empty_container(nodes: &[simd_json::Node<'_>], structurals: &[u32]) -> bool {
+    match nodes.first() {
+        Some(simd_json::Node::Object { count, .. } | simd_json::Node::Array { count, .. }) => {
+            Some(structurals.len()) != count.checked_mul(2).and_then(|n| n.checked_add(1))
+        }
+        _ => false,
+    }
 }
 
 /// Fills `closes` (parallel to `structurals`) with, for each opening bracket or brace, how
@@ -388,7 +394,7 @@ fn parse<T>(
             let structurals = buffers.structural_indexes();
             let extents = if !spans {
                 Extents::Root
-            } else if filled.0.iter().any(is_empty_container) {
+            } else if holds_empty_container(&filled.0, structurals) {
                 match_closes(text, structurals, closes, open);
                 Extents::Matched(closes.get(..structurals.len()).unwrap_or_default())
             } else {

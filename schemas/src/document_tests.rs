@@ -38,7 +38,22 @@ fn check(value: JsonValue<'_>, expected: &Value) {
 
 fn agrees(text: &str) {
     let expected: Value = serde_json::from_str(text).unwrap();
-    with_document(text.as_bytes(), |root| check(root, &expected)).unwrap();
+    let counted = with_document(text.as_bytes(), |root| {
+        check(root, &expected);
+        matches!(root.doc.extents, Extents::Counted)
+    })
+    .unwrap();
+    // The brackets are matched only for a text with an empty object or array.
+    assert_eq!(counted, !holds_empty(&expected), "{text}");
+}
+
+/// Whether `value` is or holds an empty object or array.
+fn holds_empty(value: &Value) -> bool {
+    match value {
+        Value::Array(items) => items.is_empty() || items.iter().any(holds_empty),
+        Value::Object(members) => members.is_empty() || members.values().any(holds_empty),
+        _ => false,
+    }
 }
 
 /// A JSON text of nested arrays and objects (distinct names), strings holding brackets,
