@@ -411,6 +411,37 @@ async fn a_retried_event_id_is_appended_once() {
 }
 
 #[tokio::test]
+async fn a_client_still_sending_when_its_headers_time_out_is_closed_at_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let config = GatewayConfig {
+        header_read_timeout_ms: 300,
+        ..GatewayConfig::default()
+    };
+    let gw = TestGateway::start(config).await;
+    let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    // Header bytes keep coming, too slowly: the timeout ends the connection, and what still
+    // comes does not hold it open (only a connection closed after an answer lingers).
+    let trickle = tokio::spawn(async move {
+        for _ in 0..200 {
+            if writer.write_all(b"x").await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    let mut seen = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(3), reader.read_to_end(&mut seen)).await;
+    assert!(read.is_ok(), "still open 3 s after a 300 ms header timeout");
+    trickle.abort();
+    gw.stop().await;
+}
+
+#[tokio::test]
 async fn a_slow_client_is_disconnected_and_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let config = GatewayConfig {
