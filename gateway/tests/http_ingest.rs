@@ -410,14 +410,19 @@ async fn a_retried_event_id_is_appended_once() {
     gw.stop().await;
 }
 
-#[tokio::test]
-async fn a_client_still_sending_when_its_headers_time_out_is_closed_at_the_timeout() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A gateway whose clients get 300 ms to send a request's headers.
+async fn impatient_gateway() -> TestGateway {
     let config = GatewayConfig {
         header_read_timeout_ms: 300,
         ..GatewayConfig::default()
     };
-    let gw = TestGateway::start(config).await;
+    TestGateway::start(config).await
+}
+
+#[tokio::test]
+async fn a_client_still_sending_when_its_headers_time_out_is_closed_at_the_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let gw = impatient_gateway().await;
     let stream = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let (mut reader, mut writer) = stream.into_split();
     writer
@@ -444,11 +449,7 @@ async fn a_client_still_sending_when_its_headers_time_out_is_closed_at_the_timeo
 #[tokio::test]
 async fn a_slow_client_is_disconnected_and_others_are_served() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let config = GatewayConfig {
-        header_read_timeout_ms: 300,
-        ..GatewayConfig::default()
-    };
-    let gw = TestGateway::start(config).await;
+    let gw = impatient_gateway().await;
     let mut slow = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     slow.write_all(b"POST /v1/events HTTP/1.1\r\nHost: x\r\n")
         .await
