@@ -1,7 +1,7 @@
-//! A lingering close: after hyper ends a connection the client was still sending on (an
+//! A lingering close: after hyper closes a connection the client was still sending on (an
 //! answer given before the request's body was read, a 413 for one, or an idle close racing a
 //! request), the bytes still coming are read and dropped for a bounded time before the socket
-//! is closed. A socket closed with unread bytes is reset, not closed, and a reset can reach the
+//! is closed (not after a timeout or an error, where nothing was answered). A socket closed with unread bytes is reset, not closed, and a reset can reach the
 //! client before it read the answer already sent: it would see "connection reset" where the
 //! server said why. The way Apache and nginx close a connection they answered early.
 //!
@@ -139,7 +139,8 @@ pub(super) async fn linger<I: AsyncRead + AsyncWrite + Unpin>(
     drain: &mut watch::Receiver<bool>,
 ) -> usize {
     let until = Instant::now() + LINGER_FOR;
-    // hyper shut it when it closed the connection itself, not after a timeout or an error.
+    // hyper shuts it when it closes a connection itself; whatever the path, the client learns
+    // that the connection is closed before anything it sends is dropped.
     match tokio::time::timeout_at(until.min(Instant::now() + LINGER_QUIET), io.shutdown()).await {
         Ok(Ok(())) => {}
         // A client that takes nothing more, or a stream already gone: nothing to wait for.
