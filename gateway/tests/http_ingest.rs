@@ -401,7 +401,7 @@ async fn a_flood_gets_429_with_retry_after_and_the_gateway_stays_healthy() {
 async fn a_retried_event_id_is_appended_once() {
     let gw = TestGateway::start(GatewayConfig::default()).await;
     let body = json!([event(7, "ok.play"), event(7, "ok.play")]).to_string();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let (status, answer, _) = post(&gw, body.clone(), &[JSON]).await;
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["accepted"], 2);
