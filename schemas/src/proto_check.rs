@@ -413,6 +413,12 @@ impl WireChecker {
         &self.messages[0].desc
     }
 
+    /// The message types planned: the checked one first, then every type it holds, in the
+    /// order met.
+    pub(crate) fn message_types(&self) -> impl Iterator<Item = &MessageDescriptor> + Clone {
+        self.messages.iter().map(|plan| &plan.desc)
+    }
+
     /// Checks that `bytes` decode as a message of [`Self::descriptor`], as
     /// `DynamicMessage::decode` would, without building the message.
     ///

@@ -11,6 +11,8 @@
 //! two fields of one oneof), and the caller asks prost-reflect, which decides and words the
 //! error; so this never changes an answer, it only skips building the message.
 
+use std::collections::HashMap;
+
 use jsonschema::json::{Array, Node as _, Object};
 use prost_reflect::{Kind, MessageDescriptor};
 use simd_json::{Node, StaticNode};
@@ -59,22 +61,18 @@ enum ValuePlan {
 }
 
 impl JsonPlan {
-    /// Plans `desc` and every message type it holds.
-    pub(crate) fn new(desc: &MessageDescriptor) -> Self {
-        let mut names = vec![desc.full_name().to_owned()];
-        let mut todo = vec![desc.clone()];
-        let mut messages = Vec::new();
-        while let Some(desc) = todo.pop() {
-            messages.push(plan_message(&desc, &mut names, &mut todo));
-        }
-        // Fields refer to message types by the order they were met in.
-        let mut ordered: Vec<Option<Box<[FieldPlan]>>> = Vec::with_capacity(messages.len());
-        ordered.resize_with(messages.len(), || None);
-        for (at, plan) in messages {
-            ordered[at] = plan;
-        }
+    /// Plans the message types of `types`: the checked one first, then every type it holds,
+    /// numbered as the wire check numbers them
+    /// ([`message_types`](crate::proto_check::WireChecker::message_types)); a message field
+    /// refers to its value's type by that number.
+    pub(crate) fn new<'a>(types: impl Iterator<Item = &'a MessageDescriptor> + Clone) -> Self {
+        let index: HashMap<&str, usize> = types
+            .clone()
+            .enumerate()
+            .map(|(at, desc)| (desc.full_name(), at))
+            .collect();
         Self {
-            messages: ordered.into_boxed_slice(),
+            messages: types.map(|desc| plan_message(desc, &index)).collect(),
         }
     }
 
@@ -160,19 +158,13 @@ fn number(plan: &ValuePlan, scalar: StaticNode) -> bool {
     }
 }
 
-/// The fields of `desc` (`None` past [`MAX_FIELDS`]), the message types they hold indexed in
-/// `names` and queued in `todo` when first met; with `desc`'s own index.
+/// The fields of `desc` (`None` past [`MAX_FIELDS`]); `index` numbers the message types.
 fn plan_message(
     desc: &MessageDescriptor,
-    names: &mut Vec<String>,
-    todo: &mut Vec<MessageDescriptor>,
-) -> (usize, Option<Box<[FieldPlan]>>) {
-    let at = names
-        .iter()
-        .position(|name| name == desc.full_name())
-        .unwrap_or_default();
+    index: &HashMap<&str, usize>,
+) -> Option<Box<[FieldPlan]>> {
     if desc.fields().len() > MAX_FIELDS {
-        return (at, None);
+        return None;
     }
     let oneofs: Vec<String> = desc.oneofs().map(|o| o.name().to_owned()).collect();
     let fields = desc
@@ -181,7 +173,7 @@ fn plan_message(
             let value = if field.is_map() {
                 ValuePlan::Other
             } else {
-                value_plan(&field.kind(), names, todo)
+                value_plan(&field.kind(), index)
             };
             FieldPlan {
                 json_name: field.json_name().into(),
@@ -196,14 +188,10 @@ fn plan_message(
             }
         })
         .collect();
-    (at, Some(fields))
+    Some(fields)
 }
 
-fn value_plan(
-    kind: &Kind,
-    names: &mut Vec<String>,
-    todo: &mut Vec<MessageDescriptor>,
-) -> ValuePlan {
+fn value_plan(kind: &Kind, index: &HashMap<&str, usize>) -> ValuePlan {
     match kind {
         Kind::Double => ValuePlan::Double,
         Kind::Float => ValuePlan::Float,
@@ -218,16 +206,8 @@ fn value_plan(
         Kind::Enum(desc) => ValuePlan::Enum(desc.values().map(|v| v.name().into()).collect()),
         // The well-known types have JSON forms of their own.
         Kind::Message(desc) if desc.package_name() == "google.protobuf" => ValuePlan::Other,
-        Kind::Message(desc) => {
-            let at = match names.iter().position(|name| name == desc.full_name()) {
-                Some(at) => at,
-                None => {
-                    names.push(desc.full_name().to_owned());
-                    todo.push(desc.clone());
-                    names.len() - 1
-                }
-            };
-            ValuePlan::Message(at)
-        }
+        Kind::Message(desc) => index
+            .get(desc.full_name())
+            .map_or(ValuePlan::Other, |&at| ValuePlan::Message(at)),
     }
 }

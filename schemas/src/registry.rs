@@ -186,10 +186,9 @@ pub(crate) struct ProtoChecker {
 
 impl ProtoChecker {
     pub(crate) fn new(desc: &MessageDescriptor) -> Self {
-        Self {
-            wire: WireChecker::new(desc),
-            json: JsonPlan::new(desc),
-        }
+        let wire = WireChecker::new(desc);
+        let json = JsonPlan::new(wire.message_types());
+        Self { wire, json }
     }
 
     /// The checked message type.

@@ -9,6 +9,7 @@ use prost_reflect::{DynamicMessage, MessageDescriptor};
 use serde_json::Value as Json;
 
 use super::fixtures::{Entropy, pick, random_message, telemetry};
+use crate::proto_check::WireChecker;
 use crate::proto_json::JsonPlan;
 use crate::tape::{TapeNode, with_tape};
 use crate::tape_de::TapeDeserializer;
@@ -138,7 +139,7 @@ fn agree(desc: &MessageDescriptor, text: &str) -> Result<(), TestCaseError> {
 /// The quick yes ([`JsonPlan`]) holds: said of `text` only where prost-reflect, fed the same
 /// tape, reads it without an error. Returns what it said (`false` when simd-json refused).
 fn quick_yes_holds(desc: &MessageDescriptor, text: &str) -> Result<bool, TestCaseError> {
-    let plan = JsonPlan::new(desc);
+    let plan = JsonPlan::new(WireChecker::new(desc).message_types());
     let answers = with_tape(text.as_bytes(), |root| {
         let full = match root {
             TapeNode::At(nodes) => {
