@@ -16,6 +16,7 @@ use crate::decode::Decoded;
 use crate::dedup::Dedup;
 use crate::error::IngestError;
 use crate::ingest::{BatchMetrics, FieldLimits, Pipeline, Report, RequestMeta};
+use crate::metrics::RequestHandles;
 use crate::ratelimit::RateLimits;
 use crate::tls::ClientCert;
 use crate::validate::Validate;
@@ -46,9 +47,20 @@ pub struct Collector {
     pub otlp_default_type: String,
     /// Event type of an OTLP request kept whole, if requests are (`gateway.otlp_request_type`).
     pub otlp_request_type: Option<String>,
+    /// Handles of the per-request metrics.
+    pub requests: RequestHandles,
     trusted_proxies: Vec<IpAddr>,
     /// Request bytes handled at once (`max_in_flight_bytes`).
     budget: Budget,
+    /// Ingest requests handled at once (`max_concurrent_requests`).
+    slots: Arc<Semaphore>,
+}
+
+/// One ingest request's place in `max_concurrent_requests`, given back when dropped (the
+/// request answered).
+#[must_use = "the place is given back when this is dropped"]
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
 }
 
 /// Room for request bytes in flight: a semaphore of one permit per byte (FIFO, so a large
@@ -115,15 +127,32 @@ impl Collector {
                     in_flight: OnceLock::new(),
                 }
             },
+            slots: Arc::new(Semaphore::new(
+                usize::try_from(config.limits.max_concurrent_requests)
+                    .unwrap_or(usize::MAX)
+                    .min(Semaphore::MAX_PERMITS),
+            )),
             limits: config.limits,
             otlp_default_type: config.otlp_default_type,
             otlp_request_type: config.otlp_request_type,
+            requests: RequestHandles::default(),
             trusted_proxies: config
                 .trusted_proxies
                 .iter()
                 .filter_map(|p| p.parse().ok())
                 .collect(),
         }
+    }
+
+    /// Takes one of the `max_concurrent_requests` places of ingest requests, held until the
+    /// returned guard is dropped; when all are taken the request is shed at once
+    /// ([`IngestError::Overloaded`]), unread.
+    pub fn take_slot(&self) -> Result<Slot, IngestError> {
+        self.slots
+            .clone()
+            .try_acquire_owned()
+            .map(|permit| Slot { _permit: permit })
+            .map_err(|_| IngestError::Overloaded)
     }
 
     /// Authenticates, takes a request token, and identifies the client.

@@ -30,7 +30,7 @@ use crate::collector::Collector;
 use crate::decode::{decode_protobuf, decode_sized};
 use crate::error::IngestError;
 use crate::ingest::{Report, RequestMeta};
-use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
+use crate::metrics::Transport;
 use crate::otlp;
 
 /// `headwater.v1` with its tonic code (`Ingest` server and client), generated in headwater-schemas.
@@ -145,11 +145,17 @@ impl<H: Handler> tower::Service<axum::http::Request<Body>> for Method<H> {
             let status = Status::unimplemented(format!("no method {}", request.uri().path()));
             return Box::pin(async move { Ok(status.into_http()) });
         }
-        // Before a byte of the body is read: a refused caller costs no decoding.
-        let meta = match admit(&self.collector, &request) {
-            Ok(meta) => meta,
+        // Before a byte of the body is read: a shed or refused caller costs no decoding.
+        let admitted = self
+            .collector
+            .take_slot()
+            .and_then(|slot| Ok((slot, admit(&self.collector, &request)?)));
+        let (slot, meta) = match admitted {
+            Ok(admitted) => admitted,
             Err(error) => {
-                observe(started, Some(&error));
+                self.collector
+                    .requests
+                    .observe(Transport::Grpc, started, Some(error.label()));
                 let status = error.into_status();
                 return Box::pin(async move { Ok(status.into_http()) });
             }
@@ -163,6 +169,8 @@ impl<H: Handler> tower::Service<axum::http::Request<Body>> for Method<H> {
         let max =
             usize::try_from(self.collector.limits.max_decompressed_bytes).unwrap_or(usize::MAX);
         Box::pin(async move {
+            // Held until the answer.
+            let _slot = slot;
             let mut grpc = Grpc::new(RawCodec::<H::Response>::default())
                 .accept_compressed(CompressionEncoding::Gzip)
                 .accept_compressed(CompressionEncoding::Zstd)
@@ -206,26 +214,23 @@ impl<H: Handler> UnaryService<Bytes> for Call<H> {
             let message = request.into_inner();
             // The message's bytes held in the in-flight budget until the answer.
             let _reserved = collector.reserve(message.len()).await;
-            let result = H::handle(collector, meta, message).await;
-            finish(started, result)
+            let result = H::handle(collector.clone(), meta, message).await;
+            finish(&collector, started, result)
         })
     }
 }
 
 /// Records the call's duration (and refusal), and makes its answer.
-fn finish<T>(started: Instant, result: Result<T, IngestError>) -> Result<Response<T>, Status> {
-    observe(started, result.as_ref().err());
+fn finish<T>(
+    collector: &Collector,
+    started: Instant,
+    result: Result<T, IngestError>,
+) -> Result<Response<T>, Status> {
+    let refused = result.as_ref().err().map(IngestError::label);
+    collector
+        .requests
+        .observe(Transport::Grpc, started, refused);
     result.map(Response::new).map_err(IngestError::into_status)
-}
-
-/// Records a call's duration, and its refusal if refused.
-fn observe(started: Instant, refusal: Option<&IngestError>) {
-    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => "grpc")
-        .record(started.elapsed().as_secs_f64());
-    if let Some(error) = refusal {
-        metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => "grpc", "reason" => error.label())
-            .increment(1);
-    }
 }
 
 /// Encodes responses with prost; hands the request message over undecoded.

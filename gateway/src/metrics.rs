@@ -5,9 +5,9 @@
 //! a `type` label is one of the first [`MAX_TYPE_LABELS`] event types seen, then `other`. The
 //! HTTP `method` label is bounded where it is recorded (`http::metrics_layer`).
 
-use std::collections::HashSet;
-use std::sync::{LazyLock, OnceLock, PoisonError, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock, PoisonError, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::{
     Counter, Gauge, Histogram, Key, KeyName, Label, Metadata, Recorder, SharedString, Unit,
@@ -155,6 +155,74 @@ pub const INGEST_REQUEST_DURATION_SECONDS: &str = "headwater_ingest_request_dura
 pub const SCHEMAS_LOADED: &str = "headwater_schemas_loaded";
 /// Schema reloads by outcome (`ok`, `error`).
 pub const SCHEMAS_RELOADS_TOTAL: &str = "headwater_schemas_reloads_total";
+
+/// The transport an ingest request came over: the `transport` label of its metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    /// `POST /v1/events`.
+    Http,
+    /// `POST /v1/logs`.
+    OtlpHttp,
+    /// gRPC.
+    Grpc,
+}
+
+impl Transport {
+    /// The label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::OtlpHttp => "otlp_http",
+            Self::Grpc => "grpc",
+        }
+    }
+}
+
+/// Tenants whose request-bytes counter [`RequestHandles`] keeps; past it the counter is
+/// looked up in the recorder each time, as without the cache.
+const TENANTS_KEPT: usize = 1024;
+
+/// The handles of the per-request ingest metrics, each looked up in the recorder once (in the
+/// recorder installed by then, whenever this was made): a request then costs no labelled key
+/// built, hashed and bounded ([`Bounded`]) for its duration and bytes. Transports are three
+/// and tenants a bounded set (the configured ones), whose number kept is capped besides.
+/// Refusals, rarer, are counted without a kept handle.
+#[derive(Default)]
+pub struct RequestHandles {
+    durations: [OnceLock<Histogram>; 3],
+    bytes: Mutex<HashMap<Arc<str>, Counter>>,
+}
+
+impl RequestHandles {
+    /// Records a request's duration (`started` until now) under its transport, and its
+    /// refusal's reason label if it was refused.
+    pub fn observe(&self, transport: Transport, started: Instant, refused: Option<&'static str>) {
+        self.durations[transport as usize]
+            .get_or_init(|| {
+                metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => transport.label())
+            })
+            .record(started.elapsed().as_secs_f64());
+        if let Some(reason) = refused {
+            metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => transport.label(), "reason" => reason)
+                .increment(1);
+        }
+    }
+
+    /// Counts a request's body bytes (after decompression) under its tenant.
+    pub fn received(&self, tenant: &Arc<str>, bytes: usize) {
+        let counter =
+            |tenant: &str| metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => tenant.to_owned());
+        let mut kept = self.bytes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(handle) = kept.get(tenant) {
+            return handle.increment(bytes as u64);
+        }
+        let handle = counter(tenant);
+        handle.increment(bytes as u64);
+        if kept.len() < TENANTS_KEPT {
+            kept.insert(tenant.clone(), handle);
+        }
+    }
+}
 
 /// Most distinct event types that label series; the series of later types are counted under
 /// `type="other"`.

@@ -13,14 +13,14 @@ use crate::collector::Collector;
 use crate::decode;
 use crate::error::IngestError;
 use crate::ingest::Report;
-use crate::metrics::INGEST_BYTES_TOTAL;
+use crate::metrics::Transport;
 
 /// The handler: the report, or the error that refused the whole request.
 #[tracing::instrument(skip_all, fields(tenant, batch_size))]
 pub(super) async fn post_events(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
     let result = ingest(&state.collector, request).await;
-    intake::observe("http", started, &result);
+    intake::observe(&state.collector, Transport::Http, started, &result);
     match result {
         Ok(report) => Json(report).into_response(),
         Err(error) => error.into_response(),
@@ -28,9 +28,11 @@ pub(super) async fn post_events(State(state): State<AppState>, request: Request)
 }
 
 async fn ingest(collector: &Collector, request: Request) -> Result<Report, IngestError> {
+    let _slot = collector.take_slot()?;
     let (meta, kind, bytes, _reserved) = intake::admit_and_read(collector, request).await?;
-    metrics::counter!(INGEST_BYTES_TOTAL, "tenant" => meta.principal.tenant.to_string())
-        .increment(bytes.len() as u64);
+    collector
+        .requests
+        .received(&meta.principal.tenant, bytes.len());
     let max_events = collector.limits.max_events_per_batch as usize;
     let len = bytes.len();
     let validator = collector.pipeline.validator.clone();

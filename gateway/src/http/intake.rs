@@ -12,7 +12,7 @@ use crate::body;
 use crate::collector::{Collector, Reserved};
 use crate::error::IngestError;
 use crate::ingest::RequestMeta;
-use crate::metrics::{INGEST_REFUSED_TOTAL, INGEST_REQUEST_DURATION_SECONDS};
+use crate::metrics::Transport;
 use crate::tls::ClientCert;
 
 /// The body encodings the ingest routes take.
@@ -79,16 +79,13 @@ pub(super) async fn admit_and_read(
 
 /// Records the request's duration under `transport`, and its refusal reason if refused.
 pub(super) fn observe<T>(
-    transport: &'static str,
+    collector: &Collector,
+    transport: Transport,
     started: Instant,
     result: &Result<T, IngestError>,
 ) {
-    metrics::histogram!(INGEST_REQUEST_DURATION_SECONDS, "transport" => transport)
-        .record(started.elapsed().as_secs_f64());
-    if let Err(error) = result {
-        metrics::counter!(INGEST_REFUSED_TOTAL, "transport" => transport, "reason" => error.label())
-            .increment(1);
-    }
+    let refused = result.as_ref().err().map(IngestError::label);
+    collector.requests.observe(transport, started, refused);
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@ use super::AppState;
 use super::intake::{self, BodyKind};
 use crate::collector::Collector;
 use crate::error::IngestError;
+use crate::metrics::Transport;
 use crate::otlp;
 
 /// The handler: the OTLP answer, or the error that refused the whole request.
@@ -21,7 +22,7 @@ use crate::otlp;
 pub(super) async fn post_logs(State(state): State<AppState>, request: Request) -> Response {
     let started = Instant::now();
     let result = ingest(&state.collector, request).await;
-    intake::observe("otlp_http", started, &result);
+    intake::observe(&state.collector, Transport::OtlpHttp, started, &result);
     match result {
         Ok((BodyKind::Protobuf, answer)) => (
             [(header::CONTENT_TYPE, "application/x-protobuf")],
@@ -37,6 +38,7 @@ async fn ingest(
     collector: &Collector,
     request: Request,
 ) -> Result<(BodyKind, ExportLogsServiceResponse), IngestError> {
+    let _slot = collector.take_slot()?;
     let (meta, kind, bytes, _reserved) = intake::admit_and_read(collector, request).await?;
     let encoding = match kind {
         BodyKind::Protobuf => otlp::Encoding::Protobuf,

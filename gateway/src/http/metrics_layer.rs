@@ -2,14 +2,17 @@
 //! times it. Every label comes from a bounded set: the method is a standard one or `other`,
 //! the path a route's pattern or `unmatched`, the status a number.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::Method;
-use axum::middleware::Next;
 use axum::response::Response;
 use metrics::{Counter, Histogram};
+use tower::{Layer, Service};
 
 use crate::metrics::{HTTP_REQUEST_DURATION_SECONDS, HTTP_REQUESTS_TOTAL};
 
@@ -73,24 +76,87 @@ impl RequestMetrics {
     }
 }
 
-/// Counts and times the request; the path label is the route's pattern (bounded), or
-/// `unmatched`.
-pub(super) async fn record_metrics(
-    State(handles): State<RequestMetrics>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let path = request.extensions().get::<MatchedPath>().cloned();
-    let method = method_label(request.method());
-    let started = Instant::now();
-    let response = next.run(request).await;
-    handles.record(
-        method,
-        path.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
-    response
+/// The layer that counts and times every request with [`RequestMetrics`]; the path label is
+/// the route's pattern (bounded), or `unmatched`. Put on a router's routes (and its
+/// fallback), where the pattern the request matched is known. Its service and future are
+/// plain types: a request costs no boxed service or future of its own.
+#[derive(Clone, Default)]
+pub(super) struct MetricsLayer {
+    handles: RequestMetrics,
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Metered<S>;
+
+    fn layer(&self, inner: S) -> Metered<S> {
+        Metered {
+            inner,
+            handles: self.handles.clone(),
+        }
+    }
+}
+
+/// A service whose requests [`MetricsLayer`] counts and times.
+#[derive(Clone)]
+pub(super) struct Metered<S> {
+    inner: S,
+    handles: RequestMetrics,
+}
+
+impl<S> Service<Request> for Metered<S>
+where
+    S: Service<Request, Response = Response>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = S::Error;
+    type Future = MeteredFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let path = request.extensions().get::<MatchedPath>().cloned();
+        let method = method_label(request.method());
+        MeteredFuture {
+            inner: self.inner.call(request),
+            handles: self.handles.clone(),
+            method,
+            path,
+            started: Instant::now(),
+        }
+    }
+}
+
+/// A metered request's answer: recorded when it is ready.
+pub(super) struct MeteredFuture<F> {
+    inner: F,
+    handles: RequestMetrics,
+    method: &'static str,
+    path: Option<MatchedPath>,
+    started: Instant,
+}
+
+impl<F, E> Future for MeteredFuture<F>
+where
+    F: Future<Output = Result<Response, E>> + Unpin,
+{
+    type Output = Result<Response, E>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = &mut *self;
+        let result = std::task::ready!(Pin::new(&mut this.inner).poll(cx));
+        if let Ok(response) = &result {
+            this.handles.record(
+                this.method,
+                this.path.as_ref().map_or(UNMATCHED, MatchedPath::as_str),
+                response.status().as_u16(),
+                this.started.elapsed().as_secs_f64(),
+            );
+        }
+        Poll::Ready(result)
+    }
 }
 
 /// The `method` label: one of the nine methods of RFC 9110 and RFC 5789, else `other` (a

@@ -20,11 +20,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::middleware;
 use axum::routing::post;
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower::{BoxError, ServiceBuilder};
+use tower::ServiceBuilder;
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
@@ -88,55 +86,43 @@ pub fn ops_app_with_auth(state: OpsState, auth: &AuthConfig) -> Router {
     ops_auth::guard(ops::metrics_route(), auth)
         .merge(ops::probes())
         .with_state(state)
-        .layer(middleware::from_fn_with_state(
-            metrics_layer::RequestMetrics::default(),
-            metrics_layer::record_metrics,
-        ))
+        .layer(metrics_layer::MetricsLayer::default())
         .layer(TraceLayer::new_for_http())
 }
 
 /// Builds the gateway's router: `/healthz`, `/readyz`, `/metrics`, the schema API and the
 /// ingest endpoints (HTTP and gRPC); `/metrics` and the schema API behind
-/// `gateway.auth.ops_keys` when any is configured. Layers, outermost first: trace, timeout
-/// (`request_timeout_ms`), request metrics, then, on ingest only, load shedding over a
-/// concurrency limit (`max_concurrent_requests`). `/readyz` reuses a probe's answer for a
-/// second; the configured tenants are the values the `tenant` metric label may take.
+/// `gateway.auth.ops_keys` when any is configured. Layers, outermost first: trace and timeout
+/// (`request_timeout_ms`) around the whole router, then request metrics on each route (where
+/// the matched pattern, the path label, is known); the ingest handlers take their place in
+/// `max_concurrent_requests` themselves (`Collector::take_slot`). A layer on a router's
+/// routes wraps each in a boxed service that every request clones, layer within layer, so only
+/// the metrics are put there. `/readyz` reuses a probe's answer for a second; the configured
+/// tenants are the values the `tenant` metric label may take.
 pub fn app(state: AppState, config: &GatewayConfig) -> Router {
     crate::metrics::admit_tenants(state.collector.auth.tenants());
     let state = AppState {
         readiness: ops::CachedReadiness::wrap(state.readiness),
         ..state
     };
-    let max_in_flight =
-        usize::try_from(config.limits.max_concurrent_requests).unwrap_or(usize::MAX);
     let ingest = Router::new()
         .route("/v1/events", post(events::post_events))
         .route("/v1/logs", post(logs::post_logs))
         .with_state(state.clone())
-        .merge(crate::grpc::router(state.collector.clone()))
-        .layer(
-            ServiceBuilder::new()
-                .layer(HandleErrorLayer::new(overloaded))
-                .load_shed()
-                .concurrency_limit(max_in_flight),
-        );
+        .merge(crate::grpc::router(state.collector.clone()));
     let ops_reads = schemas_api::routes().merge(ops::metrics_route());
-    ops_auth::guard(ops_reads, &config.auth)
+    let routes = ops_auth::guard(ops_reads, &config.auth)
         .merge(ops::probes())
         .with_state(state)
         .merge(ingest)
-        .layer(middleware::from_fn_with_state(
-            metrics_layer::RequestMetrics::default(),
-            metrics_layer::record_metrics,
-        ))
-        .layer(TimeoutLayer::with_status_code(
-            IngestError::TimedOut.status(),
-            Duration::from_millis(config.limits.request_timeout_ms),
-        ))
-        .layer(TraceLayer::new_for_http())
-}
-
-/// The load shedder's refusal: every ingest slot is taken.
-async fn overloaded(_: BoxError) -> IngestError {
-    IngestError::Overloaded
+        .layer(metrics_layer::MetricsLayer::default());
+    Router::new().fallback_service(
+        ServiceBuilder::new()
+            .layer(TraceLayer::new_for_http())
+            .layer(TimeoutLayer::with_status_code(
+                IngestError::TimedOut.status(),
+                Duration::from_millis(config.limits.request_timeout_ms),
+            ))
+            .service(routes),
+    )
 }

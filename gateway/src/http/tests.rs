@@ -151,6 +151,49 @@ async fn otlp_json_with_no_records_is_answered_in_json() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// The value of the series whose line starts with `series` (name and labels), 0 if none.
+fn series_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+        .map_or(0.0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn ingest_requests_are_timed_by_transport_and_counted_by_tenant() {
+    let app = test_app(Ok(()));
+    let http = r#"headwater_ingest_request_duration_seconds_count{transport="http"}"#;
+    let otlp = r#"headwater_ingest_request_duration_seconds_count{transport="otlp_http"}"#;
+    let refused = r#"headwater_ingest_refused_total{transport="http",reason="unsupported_type"}"#;
+    let bytes = r#"headwater_ingest_bytes_total{tenant="default"}"#;
+    // Other tests share the recorder: what this one sent is the least each series grew by.
+    let (_, before) = get_text(app.clone(), "/metrics").await;
+    let body = r#"[{"type":"metrics.probe","source":"d1","payload":{"n":1}}]"#;
+    for _ in 0..2 {
+        let response = app.clone().oneshot(post_events(body)).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let plain = Request::post("/v1/events")
+        .header("content-type", "text/plain")
+        .body(Body::from(body))
+        .unwrap();
+    let response = app.clone().oneshot(plain).await.unwrap();
+    assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let logs = Request::post("/v1/logs")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"resourceLogs":[]}"#))
+        .unwrap();
+    assert_eq!(
+        app.clone().oneshot(logs).await.unwrap().status(),
+        StatusCode::OK
+    );
+    let (_, after) = get_text(app, "/metrics").await;
+    let grew = |series: &str| series_value(&after, series) - series_value(&before, series);
+    assert!(grew(http) >= 3.0, "{after}");
+    assert!(grew(otlp) >= 1.0, "{after}");
+    assert!(grew(refused) >= 1.0, "{after}");
+    assert!(grew(bytes) >= 2.0 * body.len() as f64, "{after}");
+}
+
 const OPS_KEY: &str = "ops-key-1";
 
 /// A gateway with one ops key (and one tenant key, which is no ops key) and the shipped schemas.
@@ -537,5 +580,84 @@ async fn a_client_slow_to_send_its_body_holds_no_room_in_the_budget() {
     let response = tokio::time::timeout(std::time::Duration::from_secs(20), answered)
         .await
         .expect("a request waited for room held by a body not yet sent");
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+/// A request to `path` whose body never comes.
+fn stalled(path: &str, content_type: &str) -> Request<Body> {
+    Request::post(path)
+        .header("content-type", content_type)
+        .header("content-length", "1000")
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<bytes::Bytes, std::io::Error>,
+        >()))
+        .unwrap()
+}
+
+#[tokio::test]
+async fn ingest_requests_past_max_concurrent_requests_are_shed_on_every_route() {
+    let mut config = GatewayConfig::default();
+    config.limits.max_concurrent_requests = 1;
+    let app = app_with(Ok(()), config, None);
+    let mut holder = Box::pin(
+        app.clone()
+            .oneshot(stalled("/v1/events", "application/json")),
+    );
+    // The holder has taken the one place and waits for its body.
+    assert!(futures::poll!(holder.as_mut()).is_pending());
+    let body = batch_of(2, "shed");
+    let response = app
+        .clone()
+        .oneshot(post_events(body.clone()))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(
+        String::from_utf8_lossy(&text).contains("overloaded"),
+        "{text:?}"
+    );
+    let logs = Request::post("/v1/logs")
+        .header("content-type", "application/json")
+        .body(Body::from(r#"{"resourceLogs":[]}"#))
+        .unwrap();
+    let response = app.clone().oneshot(logs).await.unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    // gRPC is told in its own terms: UNAVAILABLE.
+    let grpc = stalled("/headwater.v1.Ingest/Publish", "application/grpc");
+    let response = app.clone().oneshot(grpc).await.unwrap();
+    assert_eq!(response.headers()["grpc-status"], "14", "{response:?}");
+    // The probes and the ops reads take no place.
+    let (status, _) = get_text(app.clone(), "/healthz").await;
+    assert_eq!(status, StatusCode::OK);
+    let (_, metrics) = get_text(app.clone(), "/metrics").await;
+    let refused = r#"headwater_ingest_refused_total{transport="http",reason="overloaded"}"#;
+    assert!(series_value(&metrics, refused) >= 1.0, "{metrics}");
+    // Once the holder is gone, its place is free again.
+    drop(holder);
+    let response = app.clone().oneshot(post_events(body)).await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_request_past_request_timeout_ms_is_answered_503_without_retry_after() {
+    let mut config = GatewayConfig::default();
+    config.limits.request_timeout_ms = 5_000;
+    let app = app_with(Ok(()), config, None);
+    let started = tokio::time::Instant::now();
+    // The paused clock runs on to the timeout as soon as nothing else can move.
+    let answer = app
+        .clone()
+        .oneshot(stalled("/v1/events", "application/json"));
+    let response = tokio::time::timeout(std::time::Duration::from_secs(60), answer)
+        .await
+        .expect("no answer within a minute of a 5 s timeout")
+        .unwrap();
+    assert_eq!(response.status(), IngestError::TimedOut.status());
+    assert!(response.headers().get("retry-after").is_none());
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
+    // The timed-out request's place was given back.
+    let response = app.oneshot(post_events(batch_of(1, "late"))).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
 }
