@@ -79,8 +79,8 @@ pub enum Clients {
     Http {
         /// Clients.
         clients: Vec<reqwest::Client>,
-        /// Full ingest URL.
-        url: String,
+        /// Full ingest URL, parsed once.
+        url: reqwest::Url,
         /// Options.
         options: ClientOptions,
     },
@@ -148,7 +148,8 @@ impl Clients {
             Transport::OtlpHttp => "/v1/logs",
             _ => "/v1/events",
         };
-        let url = format!("http://{}{path}", options.target);
+        let url = reqwest::Url::parse(&format!("http://{}{path}", options.target))
+            .map_err(|e| LoadtestError::Transport(format!("{}: {e}", options.target)))?;
         Ok(Clients::Http {
             clients,
             url,
@@ -211,7 +212,7 @@ struct HttpRejection {
 
 async fn send_http(
     client: &reqwest::Client,
-    url: &str,
+    url: &reqwest::Url,
     options: &ClientOptions,
     bytes: Bytes,
     events: u32,
@@ -223,7 +224,7 @@ async fn send_http(
         body::content_type(options.body)
     };
     let mut req = client
-        .post(url)
+        .post(url.clone())
         .header("content-type", content_type)
         .body(bytes);
     match options.compression {
