@@ -212,6 +212,9 @@ impl<H: Handler> UnaryService<Bytes> for Call<H> {
         let started = self.started;
         Box::pin(async move {
             let message = request.into_inner();
+            collector
+                .requests
+                .received(&meta.principal.tenant, message.len());
             // The message's bytes held in the in-flight budget until the answer.
             let _reserved = collector.reserve(message.len()).await;
             let result = H::handle(collector.clone(), meta, message).await;

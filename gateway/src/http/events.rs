@@ -30,9 +30,6 @@ pub(super) async fn post_events(State(state): State<AppState>, request: Request)
 async fn ingest(collector: &Collector, request: Request) -> Result<Report, IngestError> {
     let _slot = collector.take_slot()?;
     let (meta, kind, bytes, _reserved) = intake::admit_and_read(collector, request).await?;
-    collector
-        .requests
-        .received(&meta.principal.tenant, bytes.len());
     let max_events = collector.limits.max_events_per_batch as usize;
     let len = bytes.len();
     let validator = collector.pipeline.validator.clone();

@@ -56,7 +56,7 @@ pub(super) fn body_kind(headers: &HeaderMap) -> Result<BodyKind, IngestError> {
 }
 
 /// Admits the caller (auth, request rate, client IP), checks the content type, reads the body
-/// within its limit and undoes its encoding.
+/// within its limit and undoes its encoding (its bytes counted under the caller's tenant).
 pub(super) async fn admit_and_read(
     collector: &Collector,
     request: Request,
@@ -72,6 +72,9 @@ pub(super) async fn admit_and_read(
     let limits = &collector.limits;
     let raw = body::read_limited(&parts.headers, body, limits.max_body_bytes).await?;
     let bytes = body::decompress(&parts.headers, raw, limits.max_decompressed_bytes)?;
+    collector
+        .requests
+        .received(&meta.principal.tenant, bytes.len());
     // Held once the body is here: a client that is slow to send it holds no room.
     let reserved = collector.reserve(bytes.len()).await;
     Ok((meta, kind, bytes, reserved))

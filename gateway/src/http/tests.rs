@@ -160,28 +160,41 @@ fn series_value(text: &str, series: &str) -> f64 {
 
 #[tokio::test]
 async fn ingest_requests_are_timed_by_transport_and_counted_by_tenant() {
-    let app = test_app(Ok(()));
+    // A tenant of its own: no other test's bytes count under it.
+    let mut config = GatewayConfig::default();
+    config.auth.keys.push(crate::config::ApiKey {
+        tenant: "bytes-probe".into(),
+        sha256: crate::auth::hash_key("bytes-probe-key"),
+        disabled: false,
+    });
+    let app = app_with(Ok(()), config, None);
     let http = r#"headwater_ingest_request_duration_seconds_count{transport="http"}"#;
     let otlp = r#"headwater_ingest_request_duration_seconds_count{transport="otlp_http"}"#;
     let refused = r#"headwater_ingest_refused_total{transport="http",reason="unsupported_type"}"#;
-    let bytes = r#"headwater_ingest_bytes_total{tenant="default"}"#;
+    let bytes = r#"headwater_ingest_bytes_total{tenant="bytes-probe"}"#;
     // Other tests share the recorder: what this one sent is the least each series grew by.
     let (_, before) = get_text(app.clone(), "/metrics").await;
+    let post = |path: &str, content_type: &str, body: &'static str| {
+        Request::post(path)
+            .header("content-type", content_type)
+            .header("x-api-key", "bytes-probe-key")
+            .body(Body::from(body))
+            .unwrap()
+    };
     let body = r#"[{"type":"metrics.probe","source":"d1","payload":{"n":1}}]"#;
     for _ in 0..2 {
-        let response = app.clone().oneshot(post_events(body)).await.unwrap();
+        let response = app
+            .clone()
+            .oneshot(post("/v1/events", "application/json", body))
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
     }
-    let plain = Request::post("/v1/events")
-        .header("content-type", "text/plain")
-        .body(Body::from(body))
-        .unwrap();
+    let plain = post("/v1/events", "text/plain", body);
     let response = app.clone().oneshot(plain).await.unwrap();
     assert_eq!(response.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
-    let logs = Request::post("/v1/logs")
-        .header("content-type", "application/json")
-        .body(Body::from(r#"{"resourceLogs":[]}"#))
-        .unwrap();
+    let otlp_body = r#"{"resourceLogs":[]}"#;
+    let logs = post("/v1/logs", "application/json", otlp_body);
     assert_eq!(
         app.clone().oneshot(logs).await.unwrap().status(),
         StatusCode::OK
@@ -191,7 +204,12 @@ async fn ingest_requests_are_timed_by_transport_and_counted_by_tenant() {
     assert!(grew(http) >= 3.0, "{after}");
     assert!(grew(otlp) >= 1.0, "{after}");
     assert!(grew(refused) >= 1.0, "{after}");
-    assert!(grew(bytes) >= 2.0 * body.len() as f64, "{after}");
+    // Both ingest routes count their bodies' bytes, and only theirs are this tenant's.
+    assert_eq!(
+        grew(bytes),
+        (2 * body.len() + otlp_body.len()) as f64,
+        "{after}"
+    );
 }
 
 const OPS_KEY: &str = "ops-key-1";
