@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -411,19 +412,18 @@ impl Pipeline {
             .map(|plan| self.item(&mut writer, enrichment, plan))
             .collect();
         let headers = writer.freeze();
-        let items = planned
+        let (items, records) = planned
             .into_iter()
             .zip(headers.records())
-            .map(|((index, parts, pending), encoded)| Item {
-                index,
-                record: parts.prepared(&headers, encoded),
-                pending,
+            .map(|((index, parts, pending), encoded)| {
+                (Item { index, pending }, parts.prepared(&headers, encoded))
             })
-            .collect();
+            .unzip();
         let job = TopicAppend {
             log: self.log.clone(),
             topic: topic.to_owned(),
             items,
+            records,
             claims: claims.cloned(),
         };
         match tokio::spawn(job.run()).await {
@@ -489,11 +489,11 @@ impl Pipeline {
     }
 }
 
-/// One element of a batch as its topic's append task holds it.
+/// One element of a batch as its topic's append task holds it (its record beside it, at the
+/// same place in [`TopicAppend::records`]).
 struct Item {
     /// Index in the batch.
     index: usize,
-    record: PreparedRecord,
     /// A valid event's client id, claimed: recorded as appended once written, given up when
     /// the batch and its tasks are done without writing it.
     pending: Option<ClaimId>,
@@ -505,6 +505,9 @@ struct TopicAppend {
     log: Arc<dyn Log>,
     topic: String,
     items: Vec<Item>,
+    /// The items' records, in order: lent to the log, and kept to append again in parts
+    /// when it refuses them together as too large.
+    records: Vec<PreparedRecord>,
     /// The batch's claims in the dedup, if it made any.
     claims: Option<Claims>,
 }
@@ -514,19 +517,19 @@ impl TopicAppend {
     /// once the batch and its tasks are done), and returns those the log refused alone as too
     /// large.
     async fn run(self) -> Result<Vec<TooLarge>, LogError> {
-        match self.append(&self.items).await {
+        match self.append(0..self.items.len()).await {
             Ok(()) => Ok(Vec::new()),
             Err(error @ LogError::MessageTooLarge { .. }) => self.isolate(error).await,
             Err(error) => Err(error),
         }
     }
 
-    /// Appends `items` in one call and records the ids of those durably written as appended:
-    /// all on success, those the log says it wrote on failure (partitions written before
-    /// another failed), so the client's retry appends only the rest.
-    async fn append(&self, items: &[Item]) -> Result<(), LogError> {
-        let records = items.iter().map(|item| item.record.clone()).collect();
-        let (written, result) = match self.log.append_prepared(&self.topic, records).await {
+    /// Appends the items at `range` in one call and records the ids of those durably written
+    /// as appended: all on success, those the log says it wrote on failure (partitions
+    /// written before another failed), so the client's retry appends only the rest.
+    async fn append(&self, range: Range<usize>) -> Result<(), LogError> {
+        let (items, records) = (&self.items[range.clone()], &self.records[range]);
+        let (written, result) = match self.log.append_prepared_kept(&self.topic, records).await {
             Ok(_) => (items.iter().collect(), Ok(())),
             Err(AppendError { written, error }) => {
                 let written = written.iter().filter_map(|&i| items.get(i)).collect();
@@ -557,17 +560,19 @@ impl TopicAppend {
             _ => {}
         }
         let mut too_large = Vec::new();
-        let (first, second) = self.items.split_at(self.items.len() / 2);
-        let mut parts = vec![second, first];
+        let halves = |part: Range<usize>| {
+            let middle = part.start + part.len() / 2;
+            [middle..part.end, part.start..middle]
+        };
+        let mut parts = halves(0..self.items.len()).to_vec();
         while let Some(part) = parts.pop() {
-            match self.append(part).await {
+            match self.append(part.clone()).await {
                 Ok(()) => {}
                 Err(error @ LogError::MessageTooLarge { .. }) if part.len() == 1 => {
-                    too_large.push(refused(&part[0], error));
+                    too_large.push(refused(&self.items[part.start], error));
                 }
                 Err(LogError::MessageTooLarge { .. }) if part.len() > 1 => {
-                    let (first, second) = part.split_at(part.len() / 2);
-                    parts.extend([second, first]);
+                    parts.extend(halves(part));
                 }
                 Err(error) => return Err(error),
             }

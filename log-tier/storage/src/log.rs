@@ -213,6 +213,17 @@ pub trait Log: Send + Sync + 'static {
         self.append_partial(topic, records).await
     }
 
+    /// [`Log::append_prepared`] of records the caller keeps (to append them again, in parts,
+    /// after the log refused them together as too large). The default appends copies of them;
+    /// [`crate::LogEngine`] encodes them where they are.
+    async fn append_prepared_kept(
+        &self,
+        topic: &str,
+        records: &[PreparedRecord],
+    ) -> Result<Vec<Appended>, AppendError> {
+        self.append_prepared(topic, records.to_vec()).await
+    }
+
     /// Reads records from `offset` on, at most about `max_bytes` of records as decoded (after
     /// decompression; at least one batch when any exists). When `offset` is the high watermark,
     /// waits up to `max_wait` for new records and returns an empty vector if none came. Offsets

@@ -2,6 +2,7 @@
 //! durability, and decodes stored batches back into records.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,6 +16,7 @@ use crate::log::{
     AppendError, Appended, Log, PartitionOffsets, PreparedRecord, Record, StoredRecord,
     partition_for_key,
 };
+use crate::partition::Partition;
 use crate::topic::Topic;
 
 /// Chooses the partition of each record: explicit, else murmur2 of the key, else round-robin.
@@ -117,6 +119,20 @@ impl Log for LogEngine {
         append_records(self, topic, records).await
     }
 
+    /// [`Log::append_prepared`] without copies: the records are encoded where they are.
+    #[instrument(level = "debug", skip_all, fields(topic = %topic, records = records.len()))]
+    async fn append_prepared_kept(
+        &self,
+        topic: &str,
+        records: &[PreparedRecord],
+    ) -> std::result::Result<Vec<Appended>, AppendError> {
+        if records.iter().any(|r| r.timestamp_ms < 0) {
+            // "Now" is filled in on copies.
+            return append_records(self, topic, records.to_vec()).await;
+        }
+        append_encoded(records.len(), encode_records(self, topic, records)?).await
+    }
+
     #[instrument(level = "debug", skip(self))]
     async fn read(
         &self,
@@ -217,24 +233,34 @@ async fn append_records<R: Appendable>(
     topic: &str,
     mut records: Vec<R>,
 ) -> std::result::Result<Vec<Appended>, AppendError> {
-    if records.is_empty() {
-        return Ok(Vec::new());
-    }
-    let t = engine.topic_or_create(topic)?;
     let now = now_ms();
     for r in records.iter_mut().filter(|r| r.timestamp_ms() < 0) {
         r.set_timestamp_ms(now);
     }
-    let groups = assign_partitions(&t, &records)?;
-    let mut out = vec![
-        Appended {
-            partition: 0,
-            offset: 0
-        };
-        records.len()
-    ];
-    // Encode every partition's batches before writing any, so that a record too large for
-    // the topic refuses the whole call with nothing stored (the gateway then isolates it).
+    let encoded = encode_records(engine, topic, &records)?;
+    // Encoded: the records (a header list each) are not held through the fsync wait.
+    let count = records.len();
+    drop(records);
+    append_encoded(count, encoded).await
+}
+
+/// A partition's batches of an append: the partition, the places of its records in the call,
+/// and the batches with how many records each holds.
+type EncodedPartition = (i32, Arc<Partition>, Vec<usize>, Vec<(usize, BytesMut)>);
+
+/// Encodes every partition's batches of `records` before any is written, so that a record too
+/// large for the topic refuses the whole call with nothing stored (the gateway then isolates
+/// it).
+fn encode_records<R: Appendable>(
+    engine: &LogEngine,
+    topic: &str,
+    records: &[R],
+) -> Result<Vec<EncodedPartition>> {
+    if records.is_empty() {
+        return Ok(Vec::new());
+    }
+    let t = engine.topic_or_create(topic)?;
+    let groups = assign_partitions(&t, records)?;
     let mut encoded = Vec::with_capacity(groups.len());
     for (p, idxs) in groups {
         let partition = t.partition(p)?.clone();
@@ -242,8 +268,22 @@ async fn append_records<R: Appendable>(
         let chunks = encode_chunks(&refs, partition.settings.max_message_bytes as usize)?;
         encoded.push((p, partition, idxs, chunks));
     }
-    // Encoded: the records (a header list each) are not held through the fsync wait.
-    drop(records);
+    Ok(encoded)
+}
+
+/// Writes the encoded batches of an append of `count` records, then waits for each to be
+/// durable: where each record landed, or which were durably written anyway.
+async fn append_encoded(
+    count: usize,
+    encoded: Vec<EncodedPartition>,
+) -> std::result::Result<Vec<Appended>, AppendError> {
+    let mut out = vec![
+        Appended {
+            partition: 0,
+            offset: 0
+        };
+        count
+    ];
     let mut pending = Vec::new();
     let mut failure = None;
     'write: for (p, partition, idxs, chunks) in encoded {
