@@ -359,8 +359,21 @@ pub(crate) fn repeated_name<'a>(root: TapeNode<'a>) -> Option<&'a str> {
     let TapeNode::At(nodes) = root else {
         return None;
     };
+    // The common payload, a flat object (each value one node: a scalar, or an empty object
+    // or array), holds no object but itself, and its names stand at every other node.
+    if let Some(&simd_json::Node::Object { len, count }) = nodes.first()
+        && count == 2 * len
+        && len <= PAIRWISE_MEMBERS
+        && let Some(members) = nodes.get(1..=count)
+    {
+        let names = members.iter().step_by(2).map(|node| match node {
+            simd_json::Node::String(name) => *name,
+            // Not a tape simd-json builds: no name repeats in it.
+            _ => "",
+        });
+        return repeated_pairwise(names);
+    }
     let own = nodes.first().map_or(0, span).min(nodes.len());
-    let mut names: [&'a str; PAIRWISE_MEMBERS] = [""; PAIRWISE_MEMBERS];
     let mut seen = std::collections::HashSet::new();
     for (at, node) in nodes[..own].iter().enumerate() {
         let simd_json::Node::Object { len, .. } = node else {
@@ -370,26 +383,35 @@ pub(crate) fn repeated_name<'a>(root: TapeNode<'a>) -> Option<&'a str> {
             nodes: &nodes[at..],
             len: *len,
         };
-        if *len <= PAIRWISE_MEMBERS {
-            // A name is compared with the earlier ones only when one of them looked alike
-            // (length and end bytes), which distinct names seldom do.
-            let mut looks = 0u64;
-            for (count, (name, _)) in object.members().enumerate() {
-                let look = 1u64 << (look_of(name) & 63);
-                if looks & look != 0 && names[..count].contains(&name) {
-                    return Some(name);
-                }
-                looks |= look;
-                names[count] = name;
-            }
+        let repeated = if *len <= PAIRWISE_MEMBERS {
+            repeated_pairwise(object.members().map(|(name, _)| name))
         } else {
             seen.clear();
-            for (name, _) in object.members() {
-                if !seen.insert(name) {
-                    return Some(name);
-                }
-            }
+            object
+                .members()
+                .map(|(name, _)| name)
+                .find(|&name| !seen.insert(name))
+        };
+        if repeated.is_some() {
+            return repeated;
         }
+    }
+    None
+}
+
+/// The first of at most [`PAIRWISE_MEMBERS`] `names` that an earlier one equals. A name is
+/// compared with the earlier ones only when one of them looked alike (length and end bytes),
+/// which distinct names seldom do.
+fn repeated_pairwise<'a>(names: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let mut earlier: [&'a str; PAIRWISE_MEMBERS] = [""; PAIRWISE_MEMBERS];
+    let mut looks = 0u64;
+    for (count, name) in names.take(PAIRWISE_MEMBERS).enumerate() {
+        let look = 1u64 << (look_of(name) & 63);
+        if looks & look != 0 && earlier[..count].contains(&name) {
+            return Some(name);
+        }
+        looks |= look;
+        earlier[count] = name;
     }
     None
 }

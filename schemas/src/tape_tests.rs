@@ -241,6 +241,79 @@ proptest! {
     }
 }
 
+/// `value` as JSON text, each object whose turn comes up in `repeats` (one bit an object, in
+/// the order they are written) given its first member's name once more at its end.
+fn with_repeats(value: &Value, repeats: &mut u64, out: &mut String) {
+    match value {
+        Value::Object(members) => {
+            out.push('{');
+            for (i, (name, member)) in members.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(name).unwrap());
+                out.push(':');
+                with_repeats(member, repeats, out);
+            }
+            let repeat = *repeats & 1 == 1;
+            *repeats = repeats.rotate_right(1);
+            if let (true, Some((name, _))) = (repeat, members.iter().next()) {
+                out.push(',');
+                out.push_str(&serde_json::to_string(name).unwrap());
+                out.push_str(":null");
+            }
+            out.push('}');
+        }
+        Value::Array(elements) => {
+            out.push('[');
+            for (i, element) in elements.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                with_repeats(element, repeats, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+/// Whether an object anywhere on `nodes` (a simd-json tape) has a name twice, the plain way.
+fn has_repeat(nodes: &[simd_json::Node<'_>]) -> bool {
+    nodes.iter().enumerate().any(|(at, node)| {
+        let simd_json::Node::Object { len, .. } = node else {
+            return false;
+        };
+        // The names of the object at `at`: skip each member's value by its node count.
+        let mut seen = std::collections::HashSet::new();
+        let mut next = at + 1;
+        (0..*len).any(|_| {
+            let simd_json::Node::String(name) = nodes[next] else {
+                unreachable!("a member starts with its name")
+            };
+            next += 1 + tape::span(&nodes[next + 1]);
+            !seen.insert(name)
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+    #[test]
+    fn a_repeated_name_is_found_wherever_it_is(
+        value in prop_oneof![payload(), value()],
+        repeats in prop_oneof![Just(0u64), Just(1u64), any::<u64>()],
+    ) {
+        let mut text = String::new();
+        with_repeats(&value, &mut repeats.clone(), &mut text);
+        let mut copy = text.clone().into_bytes();
+        let tape = simd_json::to_tape(&mut copy).unwrap();
+        let found = tape::repeated_name(tape::TapeNode::At(&tape.0));
+        prop_assert_eq!(found.is_some(), has_repeat(&tape.0), "{}", text);
+    }
+}
+
 #[test]
 fn tape_and_value_agree_on_chosen_payloads() {
     let registry = registry();
