@@ -151,6 +151,17 @@ async fn otlp_json_with_no_records_is_answered_in_json() {
     assert_eq!(response.status(), StatusCode::OK);
 }
 
+/// The default configuration with one tenant key: `key` for `tenant`.
+fn with_key(tenant: &str, key: &str) -> GatewayConfig {
+    let mut config = GatewayConfig::default();
+    config.auth.keys.push(crate::config::ApiKey {
+        tenant: tenant.into(),
+        sha256: crate::auth::hash_key(key),
+        disabled: false,
+    });
+    config
+}
+
 /// The value of the series whose line starts with `series` (name and labels), 0 if none.
 fn series_value(text: &str, series: &str) -> f64 {
     text.lines()
@@ -161,12 +172,7 @@ fn series_value(text: &str, series: &str) -> f64 {
 #[tokio::test]
 async fn ingest_requests_are_timed_by_transport_and_counted_by_tenant() {
     // A tenant of its own: no other test's bytes count under it.
-    let mut config = GatewayConfig::default();
-    config.auth.keys.push(crate::config::ApiKey {
-        tenant: "bytes-probe".into(),
-        sha256: crate::auth::hash_key("bytes-probe-key"),
-        disabled: false,
-    });
+    let config = with_key("bytes-probe", "bytes-probe-key");
     let app = app_with(Ok(()), config, None);
     let http = r#"headwater_ingest_request_duration_seconds_count{transport="http"}"#;
     let otlp = r#"headwater_ingest_request_duration_seconds_count{transport="otlp_http"}"#;
@@ -219,12 +225,7 @@ fn ops_guarded_app() -> Router {
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/events");
     let registry = SchemaRegistry::load(&shipped, headwater_schemas::LoadOptions::default())
         .expect("the shipped schemas load");
-    let mut config = GatewayConfig::default();
-    config.auth.keys.push(crate::config::ApiKey {
-        tenant: "acme".into(),
-        sha256: crate::auth::hash_key("tenant-key"),
-        disabled: false,
-    });
+    let mut config = with_key("acme", "tenant-key");
     config.auth.ops_keys = vec![
         crate::auth::hash_key("another-ops-key"),
         crate::auth::hash_key(OPS_KEY).to_uppercase(),
@@ -254,12 +255,7 @@ const OPS_READS: &[&str] = &[
 
 #[tokio::test]
 async fn without_ops_keys_metrics_and_schemas_are_open() {
-    let mut config = GatewayConfig::default();
-    config.auth.keys.push(crate::config::ApiKey {
-        tenant: "acme".into(),
-        sha256: crate::auth::hash_key("tenant-key"),
-        disabled: false,
-    });
+    let config = with_key("acme", "tenant-key");
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../schemas/events");
     let registry =
         SchemaRegistry::load(&shipped, headwater_schemas::LoadOptions::default()).unwrap();
@@ -581,13 +577,7 @@ async fn a_client_slow_to_send_its_body_holds_no_room_in_the_budget() {
     config.limits.max_in_flight_bytes = 64;
     let app = app_with(Ok(()), config, None);
     // Declares a body over the whole budget and never sends it.
-    let stalled = Request::post("/v1/events")
-        .header("content-type", "application/json")
-        .header("content-length", "1000")
-        .body(Body::from_stream(futures::stream::pending::<
-            Result<bytes::Bytes, std::io::Error>,
-        >()))
-        .unwrap();
+    let stalled = stalled("/v1/events", "application/json");
     let mut stalled = std::pin::pin!(app.clone().oneshot(stalled));
     let body = batch_of(20, "slow");
     let answered = async {
