@@ -366,10 +366,10 @@ pub(crate) fn repeated_name<'a>(root: TapeNode<'a>) -> Option<&'a str> {
         && len <= PAIRWISE_MEMBERS
         && let Some(members) = nodes.get(1..=count)
     {
-        let names = members.iter().step_by(2).map(|node| match node {
-            simd_json::Node::String(name) => *name,
-            // Not a tape simd-json builds: no name repeats in it.
-            _ => "",
+        // A node where a name belongs ends the names (not a tape simd-json builds).
+        let names = members.iter().step_by(2).map_while(|node| match node {
+            simd_json::Node::String(name) => Some(*name),
+            _ => None,
         });
         return repeated_pairwise(names);
     }
