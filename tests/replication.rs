@@ -9,7 +9,7 @@ mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -634,45 +634,61 @@ impl FaultCluster {
         newest
     }
 
-    /// Appends a few bytes of an unfinished write to the newest `.log` segment of each
-    /// partition of node `id` (which is down).
+    /// Writes a few bytes of an unfinished write after the last batch of the newest `.log`
+    /// segment of each partition of node `id` (which is down).
     fn tear_write(&self, id: u64, rng: &mut Rng) -> Vec<(PathBuf, u64)> {
-        use std::io::Write;
+        use std::os::unix::fs::FileExt;
         let mut torn = Vec::new();
         for newest in self.newest_segments(id) {
             let extra = 1 + rng.below(200);
             let garbage: Vec<u8> = (0..extra).map(|_| rng.next() as u8).collect();
             std::fs::OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(&newest)
                 .unwrap()
-                .write_all(&garbage)
+                .write_all_at(&garbage, data_end(&newest))
                 .unwrap();
             torn.push((newest, extra));
         }
         torn
     }
 
-    /// Cuts the last few bytes off the newest `.log` segment of each partition of node `id`
-    /// (which is down).
+    /// Cuts the last few bytes of data off the newest `.log` segment of each partition of
+    /// node `id` (which is down).
     fn tear_tail(&self, id: u64, rng: &mut Rng) -> Vec<(PathBuf, u64)> {
         let mut torn = Vec::new();
         for newest in self.newest_segments(id) {
-            let len = std::fs::metadata(&newest).unwrap().len();
-            if len == 0 {
+            let end = data_end(&newest);
+            if end == 0 {
                 continue;
             }
-            let cut = (1 + rng.below(200)).min(len);
+            let cut = (1 + rng.below(200)).min(end);
             std::fs::OpenOptions::new()
                 .write(true)
                 .open(&newest)
                 .unwrap()
-                .set_len(len - cut)
+                .set_len(end - cut)
                 .unwrap();
             torn.push((newest, cut));
         }
         torn
     }
+}
+
+/// Where a segment file's batches end (a killed node's active segment has a tail of zeros
+/// filled ahead of its appends, `log.preallocate_bytes`): each batch is its base offset (8
+/// bytes), its length after that field (4, big-endian) and the rest.
+fn data_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).unwrap();
+    let mut end = 0;
+    while let Some(field) = bytes.get(end + 8..end + 12) {
+        let len = i32::from_be_bytes(field.try_into().unwrap());
+        match usize::try_from(len) {
+            Ok(len) if len > 0 && end + 12 + len <= bytes.len() => end += 12 + len,
+            _ => break,
+        }
+    }
+    end as u64
 }
 
 /// An acknowledgement: value, partition, offset, when.

@@ -200,6 +200,13 @@ pub struct LogConfig {
     pub segment_bytes: u64,
     /// Segment roll age in milliseconds. Default 1 day.
     pub segment_ms: u64,
+    /// Bytes of zeros kept written ahead of the log end in each active segment (topped up
+    /// on a blocking thread when half is used), so an append overwrites blocks the file
+    /// already has and its fsync writes the data alone, not the file's size and block map
+    /// too: on ext4 about half the time of an fsync that extends the file. The tail is cut
+    /// off when the segment rolls or the log closes, and by recovery after a crash. 0 turns
+    /// it off; `os` flush mode never fills. At most `segment_bytes` is filled. Default 4 MiB.
+    pub preallocate_bytes: u64,
     /// Retention by age in milliseconds. Default 7 days.
     pub retention_ms: u64,
     /// Retention by size per partition in bytes; none by default.
@@ -437,6 +444,7 @@ impl Default for LogConfig {
             default_partitions: 4,
             segment_bytes: 128 * 1024 * 1024,
             segment_ms: 24 * 3600 * 1000,
+            preallocate_bytes: 4 * 1024 * 1024,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: None,
             flush: FlushPolicy::default(),
@@ -611,6 +619,8 @@ pub struct TopicSettings {
     pub segment_bytes: u64,
     /// Segment roll age in milliseconds.
     pub segment_ms: u64,
+    /// Zeros kept written ahead of the log end (log-wide).
+    pub preallocate_bytes: u64,
     /// Flush policy.
     pub flush: FlushPolicy,
     /// Largest record batch accepted, in bytes.
@@ -643,6 +653,7 @@ impl LogConfig {
                 .unwrap_or(self.segment_bytes)
                 .clamp(4096, MAX_SEGMENT_BYTES),
             segment_ms: o.segment_ms.unwrap_or(self.segment_ms),
+            preallocate_bytes: self.preallocate_bytes,
             flush: o.flush.unwrap_or_else(|| self.flush.clone()),
             max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
             index_interval_bytes: self.index_interval_bytes.max(1),
@@ -679,6 +690,12 @@ impl LogConfig {
             errors.push((
                 "log.segment_bytes".to_owned(),
                 format!("must be between 4096 and {MAX_SEGMENT_BYTES}"),
+            ));
+        }
+        if self.preallocate_bytes > MAX_SEGMENT_BYTES {
+            errors.push((
+                "log.preallocate_bytes".to_owned(),
+                format!("must be at most {MAX_SEGMENT_BYTES} (0 turns it off)"),
             ));
         }
         if self.max_message_bytes < 1024 {

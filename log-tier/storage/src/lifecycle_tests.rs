@@ -364,3 +364,74 @@ async fn auto_creation_stops_at_max_topics() {
     }
     engine.close().await.unwrap();
 }
+
+/// With `preallocate_bytes`, the active segment's tail is filled with zeros ahead of the log
+/// end (at most `segment_bytes`), appends overwrite it instead of growing the file, and the
+/// tail is cut off when the segment rolls and when the log closes: every file then ends at its
+/// last batch, and a clean reopen serves every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_overwrite_a_tail_filled_ahead_which_is_cut_at_roll_and_close() {
+    const AHEAD: u64 = 16 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        preallocate_bytes: AHEAD,
+        ..config(64 * 1024)
+    };
+    let engine = LogEngine::open(dir.path(), config.clone()).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    let pdir = partition_dir(dir.path(), "t");
+    let len = |path: &std::path::Path| std::fs::metadata(path).unwrap().len();
+    engine.append("t", vec![record(0, 1)]).await.unwrap();
+    let active = logs(&pdir).pop().unwrap();
+    let size = engine.partition("t", 0).unwrap().state().active.size();
+    // Filled on a blocking thread: wait for it, boundedly.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while len(&active) < size + AHEAD {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tail was not filled: {} bytes for a log of {size}",
+            len(&active)
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert_eq!(len(&active), size + AHEAD);
+    let filled = std::fs::read(&active).unwrap();
+    assert!(filled[size as usize..].iter().all(|&b| b == 0));
+    // Fewer bytes than half the tail: overwritten in place, the file does not grow.
+    for i in 1..40 {
+        engine.append("t", vec![record(i, 1)]).await.unwrap();
+    }
+    let size = engine.partition("t", 0).unwrap().state().active.size();
+    assert!(size < AHEAD / 2 + 200, "{size}");
+    assert_eq!(len(&active), filled.len() as u64, "the file grew");
+    // On to several rolls; a sealed segment ends at its last batch.
+    for i in 40..1200 {
+        engine.append("t", vec![record(i, 1)]).await.unwrap();
+    }
+    let files = logs(&pdir);
+    assert!(files.len() >= 3, "{files:?}");
+    let ends_at_a_batch = |path: &std::path::Path| {
+        let bytes = Bytes::from(std::fs::read(path).unwrap());
+        let batches: usize = crate::batch::split_batches(bytes.clone())
+            .map(|(_, b)| b.len())
+            .sum();
+        batches == bytes.len() && bytes.len() as u64 <= 64 * 1024
+    };
+    for sealed in &files[..files.len() - 1] {
+        assert!(
+            ends_at_a_batch(sealed),
+            "{} ends in zeros",
+            sealed.display()
+        );
+    }
+    engine.close().await.unwrap();
+    drop(engine);
+    for file in logs(&pdir) {
+        assert!(ends_at_a_batch(&file), "{} ends in zeros", file.display());
+    }
+    let engine = LogEngine::open(dir.path(), config).unwrap();
+    let all = read_all(&*engine, "t", 0, 0).await;
+    assert_eq!(all.len(), 1200);
+    assert!(all.iter().enumerate().all(|(i, r)| r.offset == i as i64));
+    engine.close().await.unwrap();
+}

@@ -26,6 +26,8 @@ pub const SEGMENTS_DELETED_TOTAL: &str = "headwater_log_segments_deleted_total";
 pub const CORRUPT_BATCHES_TOTAL: &str = "headwater_log_corrupt_batches_total";
 /// Bytes truncated from segment tails during recovery.
 pub const RECOVERY_TRUNCATED_BYTES_TOTAL: &str = "headwater_log_recovery_truncated_bytes_total";
+/// Zero bytes written ahead of appends into active segments (`log.preallocate_bytes`).
+pub const PREALLOCATED_BYTES_TOTAL: &str = "headwater_log_preallocated_bytes_total";
 /// Damaged segments recovery set aside as `<base>.log.quarantined`.
 pub const QUARANTINED_SEGMENTS_TOTAL: &str = "headwater_log_quarantined_segments_total";
 /// fsyncs that failed (each fails its partition until restart).
@@ -58,6 +60,11 @@ pub fn describe() {
         RECOVERY_TRUNCATED_BYTES_TOTAL,
         Unit::Bytes,
         "Bytes of torn tail truncated by recovery"
+    );
+    describe_counter!(
+        PREALLOCATED_BYTES_TOTAL,
+        Unit::Bytes,
+        "Zero bytes written ahead of appends into active segments"
     );
     describe_counter!(
         QUARANTINED_SEGMENTS_TOTAL,

@@ -370,7 +370,32 @@ impl Partition {
             }
         };
         let schedule_flush = self.note_written(st, &header, position, len);
+        self.preallocate_ahead(st);
         Ok((header, schedule_flush))
+    }
+
+    /// Starts filling the active segment's tail with zeros on a blocking thread when less
+    /// than half of `log.preallocate_bytes` of it is left past the log end (one job at a
+    /// time). Not in `os` mode, which never fsyncs, nor without a runtime.
+    fn preallocate_ahead(&self, st: &State) {
+        let ahead = self.settings.preallocate_bytes;
+        if ahead == 0 || self.settings.flush.mode == FlushMode::Os {
+            return;
+        }
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        if !st.active.claim_preallocation(ahead / 2) {
+            return;
+        }
+        let segment = st.active.clone();
+        let cap = self.settings.segment_bytes;
+        let (topic, id) = (self.topic.clone(), self.id);
+        runtime.spawn_blocking(move || match segment.preallocate(ahead, cap) {
+            Ok(bytes) => metrics::counter!(m::PREALLOCATED_BYTES_TOTAL).increment(bytes),
+            // Appends extend the file themselves meanwhile: slower fsyncs, nothing lost.
+            Err(e) => debug!(topic = %topic, partition = id, error = %e, "filling a segment's tail ahead of appends failed"),
+        });
     }
 
     /// Bookkeeping after a batch hit the file: producer state, log end, metrics, and the
@@ -437,6 +462,7 @@ impl Partition {
     /// Seals the active segment (index files, producer snapshot) and starts a new one.
     fn roll(&self, st: &mut State) -> Result<()> {
         let next = st.written.offset;
+        st.active.seal()?;
         st.active.write_indexes()?;
         st.producers.write_snapshot(&self.dir, next)?;
         let segment = Arc::new(Segment::create(
@@ -674,6 +700,7 @@ impl Partition {
     /// producer snapshot at the log end, so the next open need not scan the tail.
     pub(crate) fn seal_for_shutdown(&self) -> Result<()> {
         let st = self.state();
+        st.active.seal()?;
         st.active.write_indexes()?;
         st.producers.write_snapshot(&self.dir, st.written.offset)
     }

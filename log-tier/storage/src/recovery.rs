@@ -10,7 +10,7 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
 use crate::batch::{self, BatchHeader, HEADER_LEN};
 use crate::error::{LogError, Result};
@@ -227,6 +227,9 @@ fn load_sealed(
         time_index,
         bytes_since_index: 0,
         dirty_tail: false,
+        zeroed: 0,
+        preallocating: false,
+        sealed: false,
     };
     let segment = Segment::from_parts(dir, base, files, None, meta);
     // The tail after the last index entry must be whole batches ending at the recorded offset.
@@ -276,6 +279,21 @@ fn scan_segment(
     let (mut meta, pos) = valid_prefix(&file, len, base, base_index, index_interval)
         .map_err(|e| LogError::io(ctx("reading"), e))?;
     meta.size = pos;
+    // Zeros after the last batch: the tail filled ahead of appends (`log.preallocate_bytes`),
+    // not damage. Cut off, so the file ends at its last batch as a sealed one must.
+    if pos < len
+        && (pos > 0 || last)
+        && zeros_from(&file, pos, len).map_err(|e| LogError::io(ctx("reading"), e))?
+    {
+        debug!(file = %path.display(), size = pos, len, "cutting the preallocated tail off");
+        file.set_len(pos)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| LogError::io(ctx("truncating"), e))?;
+        drop(file);
+        let segment = Segment::from_parts(dir, base, files, None, meta);
+        segment.remove_indexes();
+        return Ok(Some(segment));
+    }
     if pos < len && !last {
         drop(file);
         quarantine(
@@ -352,6 +370,20 @@ fn valid_prefix(
         }
     }
     Ok((meta, pos))
+}
+
+/// Whether `file` holds only zero bytes from `pos` to `len`.
+fn zeros_from(file: &File, mut pos: u64, len: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0u8; (len - pos).min(SCAN_CHUNK as u64) as usize];
+    while pos < len {
+        let n = (len - pos).min(buf.len() as u64) as usize;
+        file.read_exact_at(&mut buf[..n], pos)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
 }
 
 /// Rebuilds producer state: the snapshot, then batch headers after it.

@@ -87,11 +87,17 @@ fn base_of(path: &Path) -> i64 {
     path.file_stem().unwrap().to_str().unwrap().parse().unwrap()
 }
 
-/// Opens the engine and counts the quarantines recovery reported.
-fn open_counting(dir: &Path) -> (Arc<LogEngine>, u64) {
+/// Opens the engine and counts what recovery reported.
+fn open_with_counters(dir: &Path) -> (Arc<LogEngine>, Counters) {
     let counters = Counters::default();
     let engine =
         metrics::with_local_recorder(&counters, || LogEngine::open(dir, config())).unwrap();
+    (engine, counters)
+}
+
+/// Opens the engine and counts the quarantines recovery reported.
+fn open_counting(dir: &Path) -> (Arc<LogEngine>, u64) {
+    let (engine, counters) = open_with_counters(dir);
     (
         engine,
         counters.get(crate::metrics::QUARANTINED_SEGMENTS_TOTAL),
@@ -224,5 +230,70 @@ async fn unreadable_and_overlapping_segments_are_set_aside_whole() {
     for r in &all {
         assert_eq!(r.key, key(r.offset));
     }
+    engine.close().await.unwrap();
+}
+
+/// Appends `bytes` to the end of `path`.
+fn append_bytes(path: &Path, bytes: &[u8]) {
+    use std::io::Write;
+    OpenOptions::new()
+        .append(true)
+        .open(path)
+        .unwrap()
+        .write_all(bytes)
+        .unwrap();
+}
+
+/// Zeros after the last batch are a tail filled ahead of appends (`log.preallocate_bytes`)
+/// whose cut at a roll or a close did not reach the disk before a crash: recovery cuts them off
+/// without counting them as torn or setting the segment aside, and loses no record. Zeros
+/// followed by anything else are still damage.
+#[tokio::test]
+async fn a_zero_filled_tail_is_cut_off_not_taken_for_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = LogEngine::open(dir.path(), config()).unwrap();
+    engine.create_topic_now("t", 1).unwrap();
+    for i in 0..200 {
+        engine.append("t", vec![record(i)]).await.unwrap();
+    }
+    drop(engine); // a crash: no close
+    let segments = segment_files(dir.path(), "t");
+    assert!(segments.len() >= 3, "expected rolls");
+    let (sealed, active) = (&segments[1], segments.last().unwrap());
+    let lens: Vec<u64> = segments
+        .iter()
+        .map(|p| fs::metadata(p).unwrap().len())
+        .collect();
+    // The active segment's tail may be filled already; the sealed one's was cut at its roll.
+    assert!(lens[1] <= 4096);
+    append_bytes(sealed, &[0; 3000]);
+    append_bytes(active, &[0; 5000]);
+
+    let (engine, counters) = open_with_counters(dir.path());
+    assert_eq!(counters.get(crate::metrics::QUARANTINED_SEGMENTS_TOTAL), 0);
+    assert_eq!(
+        counters.get(crate::metrics::RECOVERY_TRUNCATED_BYTES_TOTAL),
+        0
+    );
+    assert_eq!(
+        engine.partition_offsets("t", 0).unwrap().high_watermark,
+        200
+    );
+    let all = read_all(&*engine, "t", 0, 0).await;
+    assert_eq!(all.len(), 200);
+    for r in &all {
+        assert_eq!(r.key, key(r.offset));
+    }
+    assert_eq!(fs::metadata(sealed).unwrap().len(), lens[1], "cut back");
+    engine.close().await.unwrap();
+    drop(engine);
+
+    // Zeros, then a byte that is not: a damaged sealed segment, set aside with its batches kept.
+    let mut tail = vec![0; 3000];
+    tail.push(1);
+    append_bytes(sealed, &tail);
+    let (engine, quarantined) = open_counting(dir.path());
+    assert_eq!(quarantined, 1);
+    assert_eq!(read_all(&*engine, "t", 0, 0).await.len(), 200);
     engine.close().await.unwrap();
 }

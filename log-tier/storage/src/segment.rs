@@ -56,6 +56,14 @@ pub(crate) struct SegmentMeta {
     pub bytes_since_index: u64,
     /// A failed write could not be truncated away; retry before the next write.
     pub dirty_tail: bool,
+    /// End of the zero-filled tail written ahead of the log end (`log.preallocate_bytes`),
+    /// the file's length while it is past `size`: appends overwrite it, so their fsyncs
+    /// write the data alone, not the file's size and newly allocated blocks as well.
+    pub zeroed: u64,
+    /// A background job is filling the tail.
+    pub preallocating: bool,
+    /// Sealed (rolled or shut down): no more tail is filled.
+    pub sealed: bool,
 }
 
 impl SegmentMeta {
@@ -71,6 +79,9 @@ impl SegmentMeta {
             time_index: TimeIndex::default(),
             bytes_since_index: 0,
             dirty_tail: false,
+            zeroed: 0,
+            preallocating: false,
+            sealed: false,
         }
     }
 
@@ -247,6 +258,7 @@ impl Segment {
             if m.dirty_tail {
                 file.set_len(pos)?;
                 m.dirty_tail = false;
+                m.zeroed = 0;
             }
             let written = match crate::fault::write_error(dir) {
                 Some(e) => Err(e),
@@ -254,6 +266,7 @@ impl Segment {
             };
             if written.is_err() {
                 m.dirty_tail = file.set_len(pos).is_err();
+                m.zeroed = 0;
             }
             written
         });
@@ -265,6 +278,66 @@ impl Segment {
         }
         m.note_batch(self.base_offset, header, pos, index_interval);
         Ok(m.size)
+    }
+
+    /// Claims the job of filling the tail when less than `low` bytes of it are left past the
+    /// log end; the claimer runs [`Segment::preallocate`].
+    pub(crate) fn claim_preallocation(&self, low: u64) -> bool {
+        let mut m = self.meta();
+        let claim = !m.sealed && !m.preallocating && m.zeroed.saturating_sub(m.size) < low;
+        m.preallocating |= claim;
+        claim
+    }
+
+    /// Fills the tail with zeros up to `ahead` bytes past the log end (at most `cap`, the
+    /// segment's roll size), a piece at a time under the meta lock, so an append never
+    /// writes where zeros land after it; ends the claim. Not fsynced here: the partition's
+    /// next fsync makes the zeros and the file's new size durable, and a failed fsync stays
+    /// the partition's to see (Linux reports a writeback error once). On failure the file is
+    /// cut back to where the failed piece started.
+    pub(crate) fn preallocate(&self, ahead: u64, cap: u64) -> io::Result<u64> {
+        const PIECE: usize = 256 * 1024;
+        static ZEROS: [u8; PIECE] = [0; PIECE];
+        let mut filled = 0;
+        let result = loop {
+            let mut m = self.meta();
+            let start = m.size.max(m.zeroed);
+            let end = m.size.saturating_add(ahead).min(cap);
+            if m.sealed || start >= end {
+                break Ok(filled);
+            }
+            let n = (end - start).min(PIECE as u64);
+            let m = &mut *m;
+            let written = self.file.write(|file| {
+                let written = file.write_all_at(&ZEROS[..n as usize], start);
+                if written.is_err() && file.set_len(start).is_ok() {
+                    m.zeroed = start;
+                }
+                written
+            });
+            if let Err(e) = written {
+                break Err(e);
+            }
+            m.zeroed = start + n;
+            filled += n;
+        };
+        self.meta().preallocating = false;
+        result
+    }
+
+    /// Seals the segment: no more tail is filled, and a filled one is cut off, so the file
+    /// ends at the last batch (the index trailer's size). Not fsynced here.
+    pub(crate) fn seal(&self) -> Result<()> {
+        let mut m = self.meta();
+        m.sealed = true;
+        if m.zeroed > m.size {
+            let size = m.size;
+            self.file
+                .write(|f| f.set_len(size))
+                .map_err(|e| LogError::io(format!("sealing {}", self.path("log").display()), e))?;
+            m.zeroed = 0;
+        }
+        Ok(())
     }
 
     /// fsyncs the file's data.
@@ -499,6 +572,9 @@ impl Segment {
         );
         m.bytes_since_index = u64::MAX / 2;
         m.dirty_tail = false;
+        // The log end again (a sealed segment becomes the active one after a cut into it).
+        m.zeroed = 0;
+        m.sealed = false;
         drop(m);
         self.remove_indexes();
         Ok(())
