@@ -201,7 +201,7 @@ pub struct LogConfig {
     /// Segment roll age in milliseconds. Default 1 day.
     pub segment_ms: u64,
     /// Bytes of zeros kept written ahead of the log end in each active segment (topped up
-    /// on a blocking thread when half is used), so an append overwrites blocks the file
+    /// on a blocking thread 256 KiB at a time), so an append overwrites blocks the file
     /// already has and its fsync writes the data alone, not the file's size and block map
     /// too: on ext4 about half the time of an fsync that extends the file. The tail is cut
     /// off when the segment rolls or the log closes, and by recovery after a crash. 0 turns

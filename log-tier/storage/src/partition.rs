@@ -374,9 +374,9 @@ impl Partition {
         Ok((header, schedule_flush))
     }
 
-    /// Starts filling the active segment's tail with zeros on a blocking thread when less
-    /// than half of `log.preallocate_bytes` of it is left past the log end (one job at a
-    /// time). Not in `os` mode, which never fsyncs, nor without a runtime.
+    /// Starts filling the active segment's tail with zeros on a blocking thread when
+    /// [`PREALLOCATION_STEP`] of `log.preallocate_bytes` (or half, when smaller) is used (one
+    /// job at a time). Not in `os` mode, which never fsyncs, nor without a runtime.
     fn preallocate_ahead(&self, st: &State) {
         let ahead = self.settings.preallocate_bytes;
         if ahead == 0 || self.settings.flush.mode == FlushMode::Os {
@@ -385,7 +385,8 @@ impl Partition {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else {
             return;
         };
-        if !st.active.claim_preallocation(ahead / 2) {
+        let low = ahead.saturating_sub(PREALLOCATION_STEP).max(ahead / 2);
+        if !st.active.claim_preallocation(low) {
             return;
         }
         let segment = st.active.clone();
@@ -729,6 +730,12 @@ impl Partition {
         metrics::gauge!(m::SEGMENTS).decrement(self.segment_count() as f64);
     }
 }
+
+/// Zeros written ahead at a time once the tail is that much short of `log.preallocate_bytes`:
+/// the fsync that makes them durable (with the file's new size) is the partition's next one,
+/// slower by their writing. 256 KiB kept that one near the others' p99 in
+/// `scripts/fsync-probe --preallocate` (2 MiB at a time put it at 2–3× their p99).
+pub(crate) const PREALLOCATION_STEP: u64 = 256 * 1024;
 
 /// The first position at or after `position` (a batch boundary below `limit`) that does not
 /// hold a Raft-internal batch; `limit` when none does.
