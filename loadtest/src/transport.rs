@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use headwater_schemas::proto::v1::Batch;
-use headwater_schemas::proto::v1::ingest_client::IngestClient;
+use bytes::{BufMut, Bytes};
+use headwater_schemas::proto::v1::PublishResponse;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
-use tonic::codec::CompressionEncoding;
+use tonic::client::Grpc;
+use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 
 use crate::body;
@@ -49,8 +49,51 @@ pub enum Attempt {
 pub enum Payload {
     /// HTTP body bytes (already compressed), and how many events they hold.
     Http(Bytes, u32),
-    /// gRPC message.
-    Grpc(Batch),
+    /// A gRPC `Batch` message, encoded once (as the HTTP bodies are), not per attempt.
+    Grpc(Bytes),
+}
+
+/// The path of `headwater.v1.Ingest/Publish`.
+const PUBLISH: &str = "/headwater.v1.Ingest/Publish";
+
+/// Sends a message already encoded and decodes a `PublishResponse`.
+#[derive(Debug, Clone, Copy, Default)]
+struct Preencoded;
+
+impl Codec for Preencoded {
+    type Encode = Bytes;
+    type Decode = PublishResponse;
+    type Encoder = Preencoded;
+    type Decoder = Preencoded;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        Preencoded
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        Preencoded
+    }
+}
+
+impl Encoder for Preencoded {
+    type Item = Bytes;
+    type Error = tonic::Status;
+
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Self::Error> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for Preencoded {
+    type Item = PublishResponse;
+    type Error = tonic::Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<PublishResponse>, Self::Error> {
+        PublishResponse::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("decoding the response: {e}")))
+    }
 }
 
 /// Settings of the clients.
@@ -87,7 +130,7 @@ pub enum Clients {
     /// tonic clients, one per connection.
     Grpc {
         /// Clients.
-        clients: Vec<IngestClient<Channel>>,
+        clients: Vec<Grpc<Channel>>,
         /// Options.
         options: ClientOptions,
     },
@@ -118,7 +161,7 @@ impl Clients {
                         .map_err(|e| {
                             LoadtestError::Transport(format!("{}: {e}", options.target))
                         })?;
-                let mut client = IngestClient::new(channel)
+                let mut client = Grpc::new(channel)
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20);
                 if let Some(enc) = grpc_encoding(options.compression) {
@@ -160,7 +203,7 @@ impl Clients {
     /// The body of a batch for this transport (compressed for HTTP).
     pub fn prepare(&self, events: &[GenEvent]) -> Payload {
         match self {
-            Clients::Grpc { .. } => Payload::Grpc(body::proto_batch(events)),
+            Clients::Grpc { .. } => Payload::Grpc(body::proto_batch(events).encode_to_vec().into()),
             Clients::Http { options, .. } => {
                 let raw = if options.transport == Transport::OtlpHttp {
                     prost::Message::encode_to_vec(&body::otlp_request(events))
@@ -332,11 +375,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Duration {
         .min(MAX_RETRY_AFTER)
 }
 
-async fn send_grpc(
-    client: &mut IngestClient<Channel>,
-    options: &ClientOptions,
-    batch: Batch,
-) -> Attempt {
+async fn send_grpc(client: &mut Grpc<Channel>, options: &ClientOptions, batch: Bytes) -> Attempt {
     let mut request = tonic::Request::new(batch);
     request.set_timeout(options.timeout);
     if let Some(key) = &options.api_key
@@ -344,7 +383,11 @@ async fn send_grpc(
     {
         request.metadata_mut().insert("authorization", value);
     }
-    match client.publish(request).await {
+    if let Err(e) = client.ready().await {
+        return grpc_outcome(&tonic::Status::unavailable(e.to_string()));
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(PUBLISH);
+    match client.unary(request, path, Preencoded).await {
         Ok(resp) => {
             let resp = resp.into_inner();
             Attempt::Ok {
