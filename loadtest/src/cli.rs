@@ -85,9 +85,16 @@ pub struct Args {
     /// gateway deduplicates them); waits for Retry-After, at most 1 s.
     #[arg(long, default_value_t = 5)]
     pub retries: u32,
-    /// Per-request timeout in milliseconds.
+    /// Per-request timeout in milliseconds (Kafka: the producer's `message.timeout.ms`).
     #[arg(long, default_value_t = 30_000)]
     pub timeout_ms: u64,
+    /// `--transport kafka`: the topic produced to.
+    #[arg(long, default_value = "events")]
+    pub kafka_topic: String,
+    /// `--transport kafka`: the producer's `linger.ms` (0: a batch is sent as soon as the
+    /// producer's connection can take it).
+    #[arg(long, default_value_t = 0)]
+    pub kafka_linger_ms: u64,
     /// Run id, the prefix of every event id (`RUN-SEQ`, SEQ counting from 0); default a
     /// random 8-hex-digit id.
     #[arg(long)]
@@ -176,6 +183,11 @@ pub enum Transport {
     /// record with its id in `log.record.uid`, its payload as the body, one resource per
     /// source. Any OTLP receiver can take it (an OpenTelemetry Collector too).
     OtlpHttp,
+    /// Kafka Produce through librdkafka with `acks=all` to the bootstrap address `--target`:
+    /// each event a record of `--kafka-topic`, its payload the value, its source the key, its
+    /// id in the `hw.id` header (what `--verify-kafka` matches). A batch is answered when
+    /// every record's delivery is reported. Any Kafka broker can take it (Apache Kafka too).
+    Kafka,
 }
 
 /// Open or closed loop.

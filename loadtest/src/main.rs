@@ -164,6 +164,8 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         compression: args.compression,
         api_key: args.api_key.clone(),
         timeout: Duration::from_millis(args.timeout_ms),
+        kafka_topic: args.kafka_topic.clone(),
+        kafka_linger_ms: args.kafka_linger_ms,
     })
     .await
     .context("connecting to the gateway")?;

@@ -40,6 +40,7 @@ impl Sender for Clients {
         match payload {
             Payload::Http(b, _) => b.len() as u64,
             Payload::Grpc(b) => prost::Message::encoded_len(b) as u64,
+            Payload::Kafka(records) => records.iter().map(|r| r.size()).sum(),
         }
     }
     fn send(&self, slot: usize, payload: &Payload) -> impl Future<Output = Attempt> + Send {

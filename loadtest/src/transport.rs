@@ -1,11 +1,22 @@
-//! Sending one batch over HTTP/1.1, HTTP/2 (h2c prior knowledge) or gRPC, and what came back.
+//! Sending one batch over HTTP/1.1, HTTP/2 (h2c prior knowledge), gRPC or Kafka Produce, and
+//! what came back.
 
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes};
+use headwater_schemas::headers;
 use headwater_schemas::proto::v1::PublishResponse;
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceResponse;
 use prost::Message as _;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use rdkafka::{ClientConfig, ClientContext};
+use tokio::sync::oneshot;
 use tonic::client::Grpc;
 use tonic::codec::{Codec, CompressionEncoding, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
@@ -51,6 +62,26 @@ pub enum Payload {
     Http(Bytes, u32),
     /// A gRPC `Batch` message, encoded once (as the HTTP bodies are), not per attempt.
     Grpc(Bytes),
+    /// Kafka records, one per event.
+    Kafka(Arc<[KafkaRecord]>),
+}
+
+/// One event as a Kafka record: what the gateway would append for it.
+#[derive(Debug)]
+pub struct KafkaRecord {
+    /// The event id, sent in the `hw.id` header (what the read-back matches on).
+    pub id: String,
+    /// The key: the event's source, so one device's events keep to one partition.
+    pub key: String,
+    /// The value: the event's payload (JSON).
+    pub value: String,
+}
+
+impl KafkaRecord {
+    /// Key, value and header bytes.
+    pub fn size(&self) -> u64 {
+        (self.id.len() + headers::ID.len() + self.key.len() + self.value.len()) as u64
+    }
 }
 
 /// The path of `headwater.v1.Ingest/Publish`.
@@ -113,6 +144,10 @@ pub struct ClientOptions {
     pub api_key: Option<String>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Kafka: the topic produced to.
+    pub kafka_topic: String,
+    /// Kafka: the producer's `linger.ms`.
+    pub kafka_linger_ms: u64,
 }
 
 /// A pool of clients of one transport.
@@ -134,6 +169,13 @@ pub enum Clients {
         /// Options.
         options: ClientOptions,
     },
+    /// librdkafka producers, one per connection (each holds one connection per broker).
+    Kafka {
+        /// Producers.
+        producers: Vec<ThreadedProducer<BatchDeliveries>>,
+        /// Options.
+        options: ClientOptions,
+    },
 }
 
 /// The gRPC compression encoding, if any.
@@ -149,6 +191,13 @@ impl Clients {
     /// Builds (and for gRPC connects) `connections` clients.
     pub async fn connect(options: ClientOptions) -> Result<Clients, LoadtestError> {
         let n = options.connections.max(1);
+        if options.transport == Transport::Kafka {
+            let mut producers = Vec::with_capacity(n);
+            for _ in 0..n {
+                producers.push(kafka_producer(&options).await?);
+            }
+            return Ok(Clients::Kafka { producers, options });
+        }
         if options.transport == Transport::Grpc {
             let mut clients = Vec::with_capacity(n);
             for _ in 0..n {
@@ -204,6 +253,16 @@ impl Clients {
     pub fn prepare(&self, events: &[GenEvent]) -> Payload {
         match self {
             Clients::Grpc { .. } => Payload::Grpc(body::proto_batch(events).encode_to_vec().into()),
+            Clients::Kafka { .. } => Payload::Kafka(
+                events
+                    .iter()
+                    .map(|e| KafkaRecord {
+                        id: e.id.clone(),
+                        key: e.source.clone(),
+                        value: e.payload.clone(),
+                    })
+                    .collect(),
+            ),
             Clients::Http { options, .. } => {
                 let raw = if options.transport == Transport::OtlpHttp {
                     prost::Message::encode_to_vec(&body::otlp_request(events))
@@ -233,6 +292,10 @@ impl Clients {
             (Clients::Grpc { clients, options }, Payload::Grpc(batch)) => {
                 let mut client = clients[slot % clients.len()].clone();
                 send_grpc(&mut client, options, batch.clone()).await
+            }
+            (Clients::Kafka { producers, options }, Payload::Kafka(records)) => {
+                let producer = &producers[slot % producers.len()];
+                send_kafka(producer, &options.kafka_topic, records).await
             }
             _ => Attempt::Refused {
                 code: "payload does not match transport".into(),
@@ -399,6 +462,167 @@ async fn send_grpc(client: &mut Grpc<Channel>, options: &ClientOptions, batch: B
     }
 }
 
+/// What a batch's records wait on: how many delivery reports are still to come, the first
+/// failure, and the batch's sender to wake when the last report arrives.
+#[derive(Debug)]
+pub struct BatchWait {
+    /// Reports still to come, plus one held by the sender until every record is queued.
+    remaining: AtomicU32,
+    /// The first failure.
+    failure: Mutex<Option<KafkaError>>,
+    /// Woken once, by whoever brings `remaining` to 0.
+    done: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+impl BatchWait {
+    /// Takes `n` off `remaining`; wakes the sender when that was the last.
+    fn release(&self, n: u32) {
+        if self.remaining.fetch_sub(n, Ordering::AcqRel) == n
+            && let Some(done) = lock(&self.done).take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// The producers' context: each record carries its batch's [`BatchWait`], so a batch costs one
+/// wake-up, not one per record.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BatchDeliveries;
+
+impl ClientContext for BatchDeliveries {}
+
+impl ProducerContext for BatchDeliveries {
+    type DeliveryOpaque = Arc<BatchWait>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, wait: Arc<BatchWait>) {
+        if let Err((e, _)) = result {
+            lock(&wait.failure).get_or_insert_with(|| e.clone());
+        }
+        wait.release(1);
+    }
+}
+
+/// A producer connected to `options.target` that knows the topic's partitions before the
+/// clock starts (asking for the topic also creates it on a broker that creates topics on use).
+async fn kafka_producer(
+    options: &ClientOptions,
+) -> Result<ThreadedProducer<BatchDeliveries>, LoadtestError> {
+    let producer: ThreadedProducer<BatchDeliveries> = ClientConfig::new()
+        .set("bootstrap.servers", &options.target)
+        .set("acks", "all")
+        .set("linger.ms", options.kafka_linger_ms.to_string())
+        .set("enable.idempotence", "false")
+        .set(
+            "message.timeout.ms",
+            options.timeout.as_millis().to_string(),
+        )
+        // Room for every record in flight: the run's own cap on batches in flight is the limit.
+        .set("queue.buffering.max.messages", "2000000")
+        .create_with_context(BatchDeliveries)
+        .map_err(|e| LoadtestError::Transport(format!("{}: {e}", options.target)))?;
+    let (client, topic, timeout) = (
+        producer.clone(),
+        options.kafka_topic.clone(),
+        options.timeout,
+    );
+    let metadata =
+        tokio::task::spawn_blocking(move || client.client().fetch_metadata(Some(&topic), timeout))
+            .await
+            .map_err(|e| LoadtestError::Transport(e.to_string()))?
+            .map_err(|e| LoadtestError::Transport(format!("{}: {e}", options.target)))?;
+    match metadata.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Ok(producer),
+        Some(t) => Err(LoadtestError::Transport(format!(
+            "{}: topic {}: {:?}, {} partitions",
+            options.target,
+            options.kafka_topic,
+            t.error(),
+            t.partitions().len()
+        ))),
+        None => Err(LoadtestError::Transport(format!(
+            "{}: no metadata for topic {}",
+            options.target, options.kafka_topic
+        ))),
+    }
+}
+
+/// Queues every record, then waits for every delivery report (acks=all: the broker's answer).
+async fn send_kafka(
+    producer: &ThreadedProducer<BatchDeliveries>,
+    topic: &str,
+    records: &[KafkaRecord],
+) -> Attempt {
+    let n = records.len() as u32;
+    let (done, delivered) = oneshot::channel();
+    let wait = Arc::new(BatchWait {
+        remaining: AtomicU32::new(n + 1),
+        failure: Mutex::new(None),
+        done: Mutex::new(Some(done)),
+    });
+    let mut queued = 0;
+    let mut refused = None;
+    for r in records {
+        let headers = OwnedHeaders::new_with_capacity(1).insert(Header {
+            key: headers::ID,
+            value: Some(r.id.as_bytes()),
+        });
+        let record = BaseRecord::with_opaque_to(topic, Arc::clone(&wait))
+            .key(r.key.as_str())
+            .payload(r.value.as_str())
+            .headers(headers);
+        if let Err((e, _)) = producer.send(record) {
+            refused = Some(e);
+            break;
+        }
+        queued += 1;
+    }
+    // The records not queued get no report, and the sender's own share is given up.
+    wait.release(n - queued + 1);
+    if delivered.await.is_err() {
+        return kafka_outcome(&KafkaError::Canceled, queued > 0);
+    }
+    // The records queued before a refusal may still have been delivered.
+    if let Some(e) = refused {
+        return kafka_outcome(&e, queued > 0);
+    }
+    match lock(&wait.failure).take() {
+        None => Attempt::Ok {
+            accepted: n,
+            rejected: Vec::new(),
+        },
+        Some(e) => kafka_outcome(&e, true),
+    }
+}
+
+/// A refusal when the broker refused the records for what they are and none may have been
+/// appended; otherwise a retry.
+fn kafka_outcome(e: &KafkaError, unknown: bool) -> Attempt {
+    let code = e.rdkafka_error_code();
+    let label = code.map_or_else(|| e.to_string(), |c| format!("kafka {c:?}").to_lowercase());
+    let refusal = matches!(
+        code,
+        Some(
+            RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidRecord
+                | RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::UnknownTopicOrPartition
+        )
+    );
+    if refusal && !unknown {
+        return Attempt::Refused { code: label };
+    }
+    Attempt::Retry {
+        after: Duration::from_millis(100),
+        code: label,
+        unknown,
+    }
+}
+
 fn grpc_outcome(status: &tonic::Status) -> Attempt {
     use tonic::Code;
     let code = format!("grpc {:?}", status.code()).to_lowercase();
@@ -436,6 +660,57 @@ mod tests {
             }),
         }
         .encode_to_vec()
+    }
+
+    fn wait(n: u32) -> (Arc<BatchWait>, oneshot::Receiver<()>) {
+        let (done, delivered) = oneshot::channel();
+        let wait = Arc::new(BatchWait {
+            remaining: AtomicU32::new(n + 1),
+            failure: Mutex::new(None),
+            done: Mutex::new(Some(done)),
+        });
+        (wait, delivered)
+    }
+
+    #[test]
+    fn a_batch_is_woken_once_by_the_last_report_or_by_its_sender() {
+        // Every report before the sender lets go: the sender's release wakes it.
+        let (w, mut delivered) = wait(3);
+        for _ in 0..3 {
+            w.release(1);
+        }
+        assert!(
+            delivered.try_recv().is_err(),
+            "woken before the sender let go"
+        );
+        w.release(1);
+        assert!(delivered.try_recv().is_ok());
+        // The sender lets go first (two of three queued): the last report wakes it.
+        let (w, mut delivered) = wait(3);
+        w.release(3 - 2 + 1);
+        w.release(1);
+        assert!(delivered.try_recv().is_err(), "woken with a report to come");
+        w.release(1);
+        assert!(delivered.try_recv().is_ok());
+    }
+
+    #[test]
+    fn kafka_refusals_and_retries() {
+        let too_large = KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge);
+        assert!(matches!(
+            kafka_outcome(&too_large, false),
+            Attempt::Refused { .. }
+        ));
+        // Records of the batch may have been appended: not a refusal.
+        assert!(matches!(
+            kafka_outcome(&too_large, true),
+            Attempt::Retry { unknown: true, .. }
+        ));
+        let full = KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+        assert!(matches!(
+            kafka_outcome(&full, false),
+            Attempt::Retry { unknown: false, code, .. } if code == "kafka queuefull"
+        ));
     }
 
     #[test]
