@@ -47,6 +47,70 @@ fn config() -> LogConfig {
     }
 }
 
+/// Appends one record at a time until the disk is full (with no tmpfs, injected from append
+/// `inject_at` on): what was acknowledged, and the refusal, a retryable `DiskFull`.
+async fn fill_up(
+    engine: &LogEngine,
+    data: &Path,
+    tmpfs: bool,
+    inject_at: usize,
+) -> (Vec<(i64, Bytes)>, LogError) {
+    let mut acked: Vec<(i64, Bytes)> = Vec::new();
+    for i in 0..5000 {
+        if !tmpfs && i == inject_at {
+            crate::fault::set_disk_full(data, true);
+        }
+        let r = Record {
+            partition: Some(0),
+            value: Some(value(i)),
+            timestamp_ms: 1,
+            ..Record::default()
+        };
+        match engine.append("t", vec![r]).await {
+            Ok(a) => acked.push((a[0].offset, value(i))),
+            Err(e) => {
+                assert!(
+                    matches!(e, LogError::DiskFull { .. }) && e.is_retryable(),
+                    "{e:?}"
+                );
+                return (acked, e);
+            }
+        }
+    }
+    panic!("the disk never filled up");
+}
+
+/// Gives the space back (the filler removed, or the injection ended), appends once more (the
+/// next offset, densely), and checks every acknowledged record before and after a reopen.
+async fn resume_and_reopen(
+    engine: std::sync::Arc<LogEngine>,
+    data: &Path,
+    cfg: LogConfig,
+    filler: Option<&Path>,
+    mut acked: Vec<(i64, Bytes)>,
+) {
+    match filler {
+        Some(filler) => std::fs::remove_file(filler).unwrap(),
+        None => crate::fault::set_disk_full(data, false),
+    }
+    engine.check_writable().await.unwrap();
+    let next = acked.last().unwrap().0 + 1;
+    let r = Record {
+        partition: Some(0),
+        value: Some(value(99_999)),
+        ..Record::default()
+    };
+    let a = engine.append("t", vec![r]).await.unwrap();
+    assert_eq!(a[0].offset, next, "offsets stay dense after the failure");
+    acked.push((next, value(99_999)));
+    check_acked(&engine, &acked).await;
+    engine.close().await.unwrap();
+    drop(engine);
+    let engine = LogEngine::open(data, cfg).unwrap();
+    check_acked(&engine, &acked).await;
+    engine.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disk_full_is_retryable_loses_nothing_and_recovers() {
     let base = tempfile::tempdir().unwrap();
@@ -67,29 +131,7 @@ async fn disk_full_is_retryable_loses_nothing_and_recovers() {
     }
     let engine = LogEngine::open(&data, config()).unwrap();
     engine.create_topic_now("t", 1).unwrap();
-    let mut acked: Vec<(i64, Bytes)> = Vec::new();
-    let mut full = None;
-    for i in 0..5000 {
-        if mount.is_none() && i == 300 {
-            crate::fault::set_disk_full(&data, true);
-        }
-        let r = Record {
-            partition: Some(0),
-            value: Some(value(i)),
-            timestamp_ms: 1,
-            ..Record::default()
-        };
-        match engine.append("t", vec![r]).await {
-            Ok(a) => acked.push((a[0].offset, value(i))),
-            Err(e) => {
-                full = Some(e);
-                break;
-            }
-        }
-    }
-    let err = full.expect("the disk never filled up");
-    assert!(matches!(err, LogError::DiskFull { .. }), "{err:?}");
-    assert!(err.is_retryable());
+    let (acked, _) = fill_up(&engine, &data, mount.is_some(), 300).await;
     assert!(acked.len() > 100, "only {} appends fit", acked.len());
     assert!(engine.check_writable().await.is_err());
     // Still full: still a clean, typed refusal.
@@ -102,30 +144,48 @@ async fn disk_full_is_retryable_loses_nothing_and_recovers() {
         engine.append("t", vec![r]).await,
         Err(LogError::DiskFull { .. })
     ));
-
-    // Space returns.
-    if mount.is_some() {
-        std::fs::remove_file(&filler).unwrap();
-    } else {
-        crate::fault::set_disk_full(&data, false);
-    }
-    engine.check_writable().await.unwrap();
-    let next = acked.last().unwrap().0 + 1;
-    let r = Record {
-        partition: Some(0),
-        value: Some(value(99_999)),
-        ..Record::default()
-    };
-    let a = engine.append("t", vec![r]).await.unwrap();
-    assert_eq!(a[0].offset, next, "offsets stay dense after the failure");
-    acked.push((next, value(99_999)));
-    check_acked(&engine, &acked).await;
-    engine.close().await.unwrap();
-    drop(engine);
-    let engine = LogEngine::open(&data, config()).unwrap();
-    check_acked(&engine, &acked).await;
-    engine.close().await.unwrap();
+    let filler = mount.is_some().then_some(filler.as_path());
+    resume_and_reopen(engine, &data, config(), filler, acked).await;
     drop(mount);
+}
+
+/// With zeros written ahead of the log end (`log.preallocate_bytes`, far more than the disk
+/// has), the disk fills as it does without them: the zero writes that find no space are cut
+/// back, appends land in the zeros that did fit, about as many appends fit as without
+/// preallocation, the refusal is the same retryable `DiskFull`, appends resume densely once
+/// space returns, and a reopen serves exactly what was acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn preallocation_that_finds_the_disk_full_costs_no_appends() {
+    let mut fitted = Vec::new();
+    for preallocate in [0, 4 << 20] {
+        let base = tempfile::tempdir().unwrap();
+        let data = base.path().join("data");
+        std::fs::create_dir_all(&data).unwrap();
+        let mount = try_mount_tmpfs(&data, "2m");
+        let cfg = LogConfig {
+            // No roll: one segment's zeros could take the whole disk.
+            segment_bytes: 64 << 20,
+            preallocate_bytes: preallocate,
+            ..config()
+        };
+        let filler = data.join("filler");
+        if mount.is_some() {
+            std::fs::write(&filler, vec![0u8; 256 * 1024]).unwrap();
+        }
+        let engine = LogEngine::open(&data, cfg.clone()).unwrap();
+        engine.create_topic_now("t", 1).unwrap();
+        let (acked, _) = fill_up(&engine, &data, mount.is_some(), 1500).await;
+        fitted.push(acked.len());
+        let filler = mount.is_some().then_some(filler.as_path());
+        resume_and_reopen(engine, &data, cfg, filler, acked).await;
+        drop(mount);
+    }
+    eprintln!("appends that fitted: {fitted:?} (without, with preallocation)");
+    assert!(fitted[0] > 1000, "only {} appends fit", fitted[0]);
+    assert!(
+        fitted[1] * 10 >= fitted[0] * 9,
+        "preallocation cost appends at disk full: {fitted:?}"
+    );
 }
 
 async fn check_acked(engine: &LogEngine, acked: &[(i64, Bytes)]) {

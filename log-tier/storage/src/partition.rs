@@ -19,7 +19,7 @@ use crate::error::{LogError, Result};
 use crate::metrics as m;
 use crate::producer::{Check, ProducerStates};
 use crate::recovery;
-use crate::segment::{Segment, SegmentFiles};
+use crate::segment::{PREALLOCATION_STEP, Segment, SegmentFiles};
 
 /// Cap of one read, whatever `max_bytes` asks (Kafka's broker caps fetches similarly).
 pub(crate) const MAX_READ_BYTES: usize = 64 << 20;
@@ -730,12 +730,6 @@ impl Partition {
         metrics::gauge!(m::SEGMENTS).decrement(self.segment_count() as f64);
     }
 }
-
-/// Zeros written ahead at a time once the tail is that much short of `log.preallocate_bytes`:
-/// the fsync that makes them durable (with the file's new size) is the partition's next one,
-/// slower by their writing. 256 KiB kept that one near the others' p99 in
-/// `scripts/fsync-probe --preallocate` (2 MiB at a time put it at 2–3× their p99).
-pub(crate) const PREALLOCATION_STEP: u64 = 256 * 1024;
 
 /// The first position at or after `position` (a batch boundary below `limit`) that does not
 /// hold a Raft-internal batch; `limit` when none does.

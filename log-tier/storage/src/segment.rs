@@ -27,6 +27,13 @@ pub(crate) struct SegmentFiles {
     pub fsync_on_close: bool,
 }
 
+/// Zeros written ahead at a time once the tail is that much short of `log.preallocate_bytes`,
+/// as one write under the segment's meta lock (what an append may wait behind). The fsync that
+/// makes them durable (with the file's new size) is the partition's next one, slower by their
+/// writing: 256 KiB kept that one near the others' p99 in `scripts/fsync-probe --preallocate`
+/// (2 MiB at a time put it at 2–3× their p99).
+pub(crate) const PREALLOCATION_STEP: u64 = 256 * 1024;
+
 /// Bytes read at a time when scanning batch headers.
 const SCAN_WINDOW: usize = 64 * 1024;
 
@@ -290,13 +297,14 @@ impl Segment {
     }
 
     /// Fills the tail with zeros up to `ahead` bytes past the log end (at most `cap`, the
-    /// segment's roll size), a piece at a time under the meta lock, so an append never
+    /// segment's roll size), a [`PREALLOCATION_STEP`] at a time under the meta lock (a top-up
+    /// takes the lock once), so an append never
     /// writes where zeros land after it; ends the claim. Not fsynced here: the partition's
     /// next fsync makes the zeros and the file's new size durable, and a failed fsync stays
     /// the partition's to see (Linux reports a writeback error once). On failure the file is
     /// cut back to where the failed piece started.
     pub(crate) fn preallocate(&self, ahead: u64, cap: u64) -> io::Result<u64> {
-        const PIECE: usize = 256 * 1024;
+        const PIECE: usize = PREALLOCATION_STEP as usize;
         static ZEROS: [u8; PIECE] = [0; PIECE];
         let mut filled = 0;
         let result = loop {
@@ -308,8 +316,12 @@ impl Segment {
             }
             let n = (end - start).min(PIECE as u64);
             let m = &mut *m;
+            let dir = &self.dir;
             let written = self.file.write(|file| {
-                let written = file.write_all_at(&ZEROS[..n as usize], start);
+                let written = match crate::fault::write_error(dir) {
+                    Some(e) => Err(e),
+                    None => file.write_all_at(&ZEROS[..n as usize], start),
+                };
                 if written.is_err() && file.set_len(start).is_ok() {
                     m.zeroed = start;
                 }
