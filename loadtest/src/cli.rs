@@ -12,7 +12,8 @@ use clap::{Parser, ValueEnum};
 #[derive(Debug, Clone, Parser)]
 #[command(name = "headwater-loadtest", version)]
 pub struct Args {
-    /// Gateway address (host:port) serving `POST /v1/events` and gRPC on one port.
+    /// Gateway address (host:port) serving `POST /v1/events` and gRPC on one port; with
+    /// `--transport kafka`, the Kafka bootstrap address.
     #[arg(
         long,
         default_value = "127.0.0.1:8080",

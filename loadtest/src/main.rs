@@ -168,7 +168,7 @@ async fn run(args: Args) -> anyhow::Result<bool> {
         kafka_linger_ms: args.kafka_linger_ms,
     })
     .await
-    .context("connecting to the gateway")?;
+    .with_context(|| format!("connecting to {}", args.target))?;
     let from = verify::kafka_start(&args.verify, &fleet.spec().run_id).await;
     let run = Run::new(fleet, clients);
     println!(
