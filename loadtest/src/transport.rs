@@ -475,6 +475,17 @@ pub struct BatchWait {
 }
 
 impl BatchWait {
+    /// The wait of a batch of `n` records, and what its sender is woken by.
+    fn new(n: u32) -> (Arc<BatchWait>, oneshot::Receiver<()>) {
+        let (done, delivered) = oneshot::channel();
+        let wait = Arc::new(BatchWait {
+            remaining: AtomicU32::new(n + 1),
+            failure: Mutex::new(None),
+            done: Mutex::new(Some(done)),
+        });
+        (wait, delivered)
+    }
+
     /// Takes `n` off `remaining`; wakes the sender when that was the last.
     fn release(&self, n: u32) {
         if self.remaining.fetch_sub(n, Ordering::AcqRel) == n
@@ -558,12 +569,7 @@ async fn send_kafka(
     records: &[KafkaRecord],
 ) -> Attempt {
     let n = records.len() as u32;
-    let (done, delivered) = oneshot::channel();
-    let wait = Arc::new(BatchWait {
-        remaining: AtomicU32::new(n + 1),
-        failure: Mutex::new(None),
-        done: Mutex::new(Some(done)),
-    });
+    let (wait, delivered) = BatchWait::new(n);
     let mut queued = 0;
     let mut refused = None;
     for r in records {
@@ -662,20 +668,10 @@ mod tests {
         .encode_to_vec()
     }
 
-    fn wait(n: u32) -> (Arc<BatchWait>, oneshot::Receiver<()>) {
-        let (done, delivered) = oneshot::channel();
-        let wait = Arc::new(BatchWait {
-            remaining: AtomicU32::new(n + 1),
-            failure: Mutex::new(None),
-            done: Mutex::new(Some(done)),
-        });
-        (wait, delivered)
-    }
-
     #[test]
     fn a_batch_is_woken_once_by_the_last_report_or_by_its_sender() {
         // Every report before the sender lets go: the sender's release wakes it.
-        let (w, mut delivered) = wait(3);
+        let (w, mut delivered) = BatchWait::new(3);
         for _ in 0..3 {
             w.release(1);
         }
@@ -686,7 +682,7 @@ mod tests {
         w.release(1);
         assert!(delivered.try_recv().is_ok());
         // The sender lets go first (two of three queued): the last report wakes it.
-        let (w, mut delivered) = wait(3);
+        let (w, mut delivered) = BatchWait::new(3);
         w.release(3 - 2 + 1);
         w.release(1);
         assert!(delivered.try_recv().is_err(), "woken with a report to come");

@@ -48,13 +48,14 @@ fn config() -> LogConfig {
 }
 
 /// Appends one record at a time until the disk is full (with no tmpfs, injected from append
-/// `inject_at` on): what was acknowledged, and the refusal, a retryable `DiskFull`.
+/// `inject_at` on), checks that the refusal is a retryable `DiskFull`, and returns what was
+/// acknowledged.
 async fn fill_up(
     engine: &LogEngine,
     data: &Path,
     tmpfs: bool,
     inject_at: usize,
-) -> (Vec<(i64, Bytes)>, LogError) {
+) -> Vec<(i64, Bytes)> {
     let mut acked: Vec<(i64, Bytes)> = Vec::new();
     for i in 0..5000 {
         if !tmpfs && i == inject_at {
@@ -73,7 +74,7 @@ async fn fill_up(
                     matches!(e, LogError::DiskFull { .. }) && e.is_retryable(),
                     "{e:?}"
                 );
-                return (acked, e);
+                return acked;
             }
         }
     }
@@ -131,7 +132,7 @@ async fn disk_full_is_retryable_loses_nothing_and_recovers() {
     }
     let engine = LogEngine::open(&data, config()).unwrap();
     engine.create_topic_now("t", 1).unwrap();
-    let (acked, _) = fill_up(&engine, &data, mount.is_some(), 300).await;
+    let acked = fill_up(&engine, &data, mount.is_some(), 300).await;
     assert!(acked.len() > 100, "only {} appends fit", acked.len());
     assert!(engine.check_writable().await.is_err());
     // Still full: still a clean, typed refusal.
@@ -174,7 +175,7 @@ async fn preallocation_that_finds_the_disk_full_costs_no_appends() {
         }
         let engine = LogEngine::open(&data, cfg.clone()).unwrap();
         engine.create_topic_now("t", 1).unwrap();
-        let (acked, _) = fill_up(&engine, &data, mount.is_some(), 1500).await;
+        let acked = fill_up(&engine, &data, mount.is_some(), 1500).await;
         fitted.push(acked.len());
         let filler = mount.is_some().then_some(filler.as_path());
         resume_and_reopen(engine, &data, cfg, filler, acked).await;

@@ -297,9 +297,8 @@ impl Segment {
     }
 
     /// Fills the tail with zeros up to `ahead` bytes past the log end (at most `cap`, the
-    /// segment's roll size), a [`PREALLOCATION_STEP`] at a time under the meta lock (a top-up
-    /// takes the lock once), so an append never
-    /// writes where zeros land after it; ends the claim. Not fsynced here: the partition's
+    /// segment's roll size), one [`PREALLOCATION_STEP`] at a time under the meta lock, so an
+    /// append never writes where zeros land after it; ends the claim. Not fsynced here: the partition's
     /// next fsync makes the zeros and the file's new size durable, and a failed fsync stays
     /// the partition's to see (Linux reports a writeback error once). On failure the file is
     /// cut back to where the failed piece started.
