@@ -206,8 +206,12 @@ pub struct LogConfig {
     /// too: on ext4 about 60% of the time (median) of an fsync that extends the file. The
     /// tail is cut off when the segment rolls or the log closes, and by recovery after a
     /// crash. 0 turns it off; `os` flush mode never fills. At most `segment_bytes` is
-    /// filled. Default 4 MiB.
-    pub preallocate_bytes: u64,
+    /// filled. Default ([`DEFAULT_PREALLOCATE_BYTES`]): 4 MiB where a topic's flush mode is
+    /// `every_append`, whose fsyncs are on every acknowledgement's path; none in `interval`
+    /// and `background`, whose one fsync an interval pays the file's size once, while the
+    /// zeros cost a second write of every byte (to the page cache and, by the next fsync,
+    /// to the disk).
+    pub preallocate_bytes: Option<u64>,
     /// Retention by age in milliseconds. Default 7 days.
     pub retention_ms: u64,
     /// Retention by size per partition in bytes; none by default.
@@ -445,7 +449,7 @@ impl Default for LogConfig {
             default_partitions: 4,
             segment_bytes: 128 * 1024 * 1024,
             segment_ms: 24 * 3600 * 1000,
-            preallocate_bytes: 4 * 1024 * 1024,
+            preallocate_bytes: None,
             retention_ms: 7 * 24 * 3600 * 1000,
             retention_bytes: None,
             flush: FlushPolicy::default(),
@@ -607,6 +611,10 @@ impl LogConfig {
 /// Largest segment: positions in the sparse index are 32-bit.
 pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 
+/// Zeros kept written ahead of the log end when `log.preallocate_bytes` is not set and a
+/// topic's flush mode is `every_append`.
+pub const DEFAULT_PREALLOCATE_BYTES: u64 = 4 * 1024 * 1024;
+
 /// The settings of one topic after applying its overrides to the log-wide defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicSettings {
@@ -620,7 +628,7 @@ pub struct TopicSettings {
     pub segment_bytes: u64,
     /// Segment roll age in milliseconds.
     pub segment_ms: u64,
-    /// Zeros kept written ahead of the log end (log-wide).
+    /// Zeros kept written ahead of the log end: `log.preallocate_bytes`, else by flush mode.
     pub preallocate_bytes: u64,
     /// Flush policy.
     pub flush: FlushPolicy,
@@ -645,6 +653,7 @@ impl LogConfig {
     /// Resolves the settings of `topic`: its override, else the defaults.
     pub fn topic_settings(&self, topic: &str) -> TopicSettings {
         let o = self.topics.get(topic).cloned().unwrap_or_default();
+        let flush = o.flush.unwrap_or_else(|| self.flush.clone());
         TopicSettings {
             partitions: o.partitions.unwrap_or(self.default_partitions).max(1),
             retention_ms: o.retention_ms.unwrap_or(self.retention_ms),
@@ -654,8 +663,14 @@ impl LogConfig {
                 .unwrap_or(self.segment_bytes)
                 .clamp(4096, MAX_SEGMENT_BYTES),
             segment_ms: o.segment_ms.unwrap_or(self.segment_ms),
-            preallocate_bytes: self.preallocate_bytes,
-            flush: o.flush.unwrap_or_else(|| self.flush.clone()),
+            preallocate_bytes: self.preallocate_bytes.unwrap_or(
+                if flush.mode == FlushMode::EveryAppend {
+                    DEFAULT_PREALLOCATE_BYTES
+                } else {
+                    0
+                },
+            ),
+            flush,
             max_message_bytes: o.max_message_bytes.unwrap_or(self.max_message_bytes),
             index_interval_bytes: self.index_interval_bytes.max(1),
             producer_expiry_ms: self.producer_expiry_ms,
@@ -693,7 +708,10 @@ impl LogConfig {
                 format!("must be between 4096 and {MAX_SEGMENT_BYTES}"),
             ));
         }
-        if self.preallocate_bytes > MAX_SEGMENT_BYTES {
+        if self
+            .preallocate_bytes
+            .is_some_and(|bytes| bytes > MAX_SEGMENT_BYTES)
+        {
             errors.push((
                 "log.preallocate_bytes".to_owned(),
                 format!("must be at most {MAX_SEGMENT_BYTES} (0 turns it off)"),
@@ -788,6 +806,42 @@ mod tests {
             .topics
             .insert("bad/name".to_owned(), TopicConfig::default());
         assert_eq!(config.validate().len(), 1);
+    }
+
+    #[test]
+    fn zeros_ahead_default_to_the_topics_flushed_every_append() {
+        let interval = FlushPolicy {
+            mode: FlushMode::Interval,
+            ..FlushPolicy::default()
+        };
+        let mut config = LogConfig {
+            flush: interval.clone(),
+            ..LogConfig::default()
+        };
+        config.topics.insert(
+            "acked".to_owned(),
+            TopicConfig {
+                flush: Some(FlushPolicy::default()),
+                ..TopicConfig::default()
+            },
+        );
+        let ahead = |config: &LogConfig, topic| config.topic_settings(topic).preallocate_bytes;
+        assert_eq!(ahead(&config, "other"), 0);
+        assert_eq!(ahead(&config, "acked"), DEFAULT_PREALLOCATE_BYTES);
+        assert_eq!(
+            ahead(&LogConfig::default(), "other"),
+            DEFAULT_PREALLOCATE_BYTES
+        );
+        config.preallocate_bytes = Some(1 << 20);
+        assert_eq!(
+            (ahead(&config, "other"), ahead(&config, "acked")),
+            (1 << 20, 1 << 20)
+        );
+        config.preallocate_bytes = Some(0);
+        assert_eq!(ahead(&config, "acked"), 0);
+        config.preallocate_bytes = Some(MAX_SEGMENT_BYTES + 1);
+        let keys: Vec<String> = config.validate().into_iter().map(|(k, _)| k).collect();
+        assert_eq!(keys, ["log.preallocate_bytes"]);
     }
 
     #[test]

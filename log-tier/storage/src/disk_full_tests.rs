@@ -166,7 +166,7 @@ async fn preallocation_that_finds_the_disk_full_costs_no_appends() {
         let cfg = LogConfig {
             // No roll: one segment's zeros could take the whole disk.
             segment_bytes: 64 << 20,
-            preallocate_bytes: preallocate,
+            preallocate_bytes: Some(preallocate),
             ..config()
         };
         let filler = data.join("filler");

@@ -374,7 +374,7 @@ async fn appends_overwrite_a_tail_filled_ahead_which_is_cut_at_roll_and_close() 
     const AHEAD: u64 = 16 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let config = LogConfig {
-        preallocate_bytes: AHEAD,
+        preallocate_bytes: Some(AHEAD),
         ..config(64 * 1024)
     };
     let engine = LogEngine::open(dir.path(), config.clone()).unwrap();
